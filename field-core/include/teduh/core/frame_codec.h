@@ -1,0 +1,49 @@
+// Decoding and encoding of protocol frames (teduh.sync.v1.Frame). Every frame
+// from the network passes through DecodeFrame, which bounds its size and
+// checks every length the rest of the code relies on (ids are 16 bytes, keys
+// 32, signatures 64, counts within limits). Code after it may trust those.
+//
+// Thread safety: stateless and thread-safe. Fuzzed by tests/fuzz/frame_fuzz.cc.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "teduh/core/error.h"
+#include "teduh/sync/v1/sync.pb.h"
+
+namespace teduh::core {
+
+inline constexpr std::uint32_t kProtocolVersion = 1;
+
+// Bounds on every input from the network. Both ends use the same defaults;
+// the server announces its own in Welcome.
+struct FrameLimits {
+  std::size_t max_frame_bytes = 8u << 20;     // one WebSocket message
+  std::size_t max_push_changes = 5000;        // changes in one Push
+  std::size_t max_pull_changes = 5000;        // changes in one Changes batch
+  std::size_t max_value_bytes = 64u << 10;    // one field value (attachments are chunked)
+  std::size_t max_kind_bytes = 128;
+  std::size_t max_text_bytes = 1024;          // codes, labels, user names, messages
+  std::size_t max_grants = 64;
+  std::size_t max_devices = 10000;
+};
+
+// Parses and validates a frame. errc::frame_too_large or errc::malformed_frame,
+// with `message` (if given) saying which bound was broken.
+result<teduh::sync::v1::Frame> DecodeFrame(std::string_view bytes, const FrameLimits& limits,
+                                           std::string* message = nullptr);
+// Validates one change against the limits (also used for locally made changes).
+error_code ValidateChange(const teduh::sync::v1::FieldChange& change, const FrameLimits& limits,
+                          std::string* message);
+std::string EncodeFrame(const teduh::sync::v1::Frame& frame);
+
+// An Error frame for a reply.
+teduh::sync::v1::Frame MakeErrorFrame(std::uint64_t request_id, teduh::sync::v1::ErrorCode code,
+                                      std::string message);
+// The core error an Error frame stands for on the device side.
+errc ErrorFromFrame(teduh::sync::v1::ErrorCode code);
+
+}  // namespace teduh::core

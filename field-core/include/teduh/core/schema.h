@@ -1,0 +1,100 @@
+// The record schema: every record kind Teduh syncs, read at run time from the
+// generated protobuf descriptors and their options (proto/teduh/options.proto).
+// The policy of each field — merge rule, sealed, access class, labels — comes
+// from there and nowhere else.
+//
+// Field values travel and are stored as "single-field serializations": the
+// wire bytes of a message of the record's kind with only that one field set.
+// This keeps each field an independent unit of sync while staying plain
+// protobuf, so unknown fields from newer devices pass through untouched.
+//
+// Thread safety: Schema::Get() is built once (thread-safe static) and is
+// immutable afterwards; every function here is thread-safe.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/message.h>
+#include <nlohmann/json.hpp>
+
+#include "teduh/core/error.h"
+#include "teduh/options.pb.h"
+
+namespace teduh::core {
+
+struct FieldPolicy {
+  const google::protobuf::FieldDescriptor* descriptor = nullptr;
+  std::uint32_t number = 0;
+  std::string name;                      // proto field name: the `--set` name
+  teduh::MergeRule merge = teduh::MERGE_RULE_LWW;  // UNSPECIFIED is read as LWW
+  bool sealed = false;
+  teduh::AccessClass access = teduh::ACCESS_CLASS_GENERAL;
+  std::string label_id;
+  std::string label_en;
+};
+
+struct RecordKind {
+  const google::protobuf::Descriptor* descriptor = nullptr;
+  std::string full_name;   // "teduh.casework.v1.Case"
+  std::string short_name;  // "case"
+  bool append_only = false;
+  std::string label_id;
+  std::string label_en;
+  std::vector<FieldPolicy> fields;  // by field number
+
+  const FieldPolicy* FindField(std::uint32_t number) const;
+  const FieldPolicy* FindFieldByName(std::string_view name) const;
+};
+
+class Schema {
+ public:
+  // All record kinds compiled into this program.
+  static const Schema& Get();
+
+  const RecordKind* FindKind(std::string_view full_name) const;
+  const RecordKind* FindKindByShortName(std::string_view short_name) const;
+  const std::vector<std::unique_ptr<RecordKind>>& kinds() const { return kinds_; }
+
+ private:
+  Schema();
+  std::vector<std::unique_ptr<RecordKind>> kinds_;
+};
+
+// Names of the record kinds, for code that creates them.
+inline constexpr std::string_view kCaseKind = "teduh.casework.v1.Case";
+inline constexpr std::string_view kPersonKind = "teduh.casework.v1.Person";
+inline constexpr std::string_view kNoteKind = "teduh.casework.v1.Note";
+inline constexpr std::string_view kCaseKeyKind = "teduh.keys.v1.CaseKey";
+
+// Parses an enum value as a user types it: the proto name ("RISK_LEVEL_HIGH"),
+// the name without its prefix ("HIGH"), or either label ("tinggi", "high"),
+// case-insensitively. On failure the message lists the valid values.
+result<int> ParseEnumValue(const google::protobuf::EnumDescriptor& e, std::string_view text,
+                           std::string* message);
+
+// Encodes `text` as a value of `field` (ints, bools "true/false/ya/tidak",
+// strings, enums as above, repeated fields as a comma-separated list) into a
+// single-field serialization. On failure returns errc::bad_value with a
+// message that names the field and lists valid values.
+result<std::string> EncodeFieldText(const RecordKind& kind, const FieldPolicy& field,
+                                    std::string_view text, std::string* message);
+
+// Decodes a single-field serialization into a fresh message of `kind`
+// (errc::bad_value if it does not parse or is larger than `max_bytes`).
+result<std::unique_ptr<google::protobuf::Message>> DecodeFieldValue(const RecordKind& kind,
+                                                                    std::string_view bytes);
+
+// Renders one field of a decoded message as JSON: string/number/bool, enums
+// as their short name ("HIGH"), repeated fields as arrays, bytes as hex.
+nlohmann::json FieldToJson(const google::protobuf::Message& msg, const FieldPolicy& field);
+// Renders it for people: enums by their label in `lang` ("id" or "en"),
+// repeated values joined with ", ", times as "YYYY-MM-DD HH:MM" UTC.
+std::string FieldToDisplay(const google::protobuf::Message& msg, const FieldPolicy& field,
+                           std::string_view lang);
+
+}  // namespace teduh::core

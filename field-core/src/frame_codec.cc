@@ -1,0 +1,208 @@
+#include "teduh/core/frame_codec.h"
+
+#include <fmt/format.h>
+
+#include "teduh/crypto/crypto.h"
+
+namespace teduh::core {
+namespace {
+
+namespace v1 = teduh::sync::v1;
+
+// Each check returns false and fills `why` with the bound that was broken.
+struct Checker {
+  const FrameLimits& limits;
+  std::string why;
+
+  bool Fail(std::string msg) {
+    if (why.empty()) why = std::move(msg);
+    return false;
+  }
+  bool Len(const std::string& v, std::size_t n, const char* what) {
+    return v.size() == n || Fail(fmt::format("{} must be {} bytes", what, n));
+  }
+  bool LenOrEmpty(const std::string& v, std::size_t n, const char* what) {
+    return v.empty() || Len(v, n, what);
+  }
+  bool Text(const std::string& v, const char* what) {
+    return v.size() <= limits.max_text_bytes || Fail(fmt::format("{} is too long", what));
+  }
+  bool Count(int n, std::size_t max, const char* what) {
+    return static_cast<std::size_t>(n) <= max || Fail(fmt::format("too many {}", what));
+  }
+  bool StampOk(const v1::Stamp& s, const char* what, bool required) {
+    if (s.device_id().empty() && s.hlc() == 0) {
+      return !required || Fail(fmt::format("{} is missing", what));
+    }
+    return Len(s.device_id(), 16, what) && (s.hlc() != 0 || Fail(fmt::format("{} is zero", what)));
+  }
+  bool GrantOk(const teduh::keys::v1::Grant& g) {
+    return Len(g.device_id(), 16, "grant device_id") &&
+           Len(g.signature(), crypto::kSignatureBytes, "grant signature") &&
+           (g.sealed_key().size() == crypto::kAeadKeyBytes + crypto::kSealOverhead ||
+            Fail("grant sealed_key has the wrong size")) &&
+           (g.key_class() == teduh::ACCESS_CLASS_GENERAL ||
+            g.key_class() == teduh::ACCESS_CLASS_CLINICAL || Fail("grant class is invalid")) &&
+           (g.epoch() > 0 || Fail("grant epoch is zero"));
+  }
+  bool Change(const v1::FieldChange& c) {
+    if (!Len(c.record_id(), 16, "record_id")) return false;
+    if (c.kind().empty() || c.kind().size() > limits.max_kind_bytes) return Fail("kind is invalid");
+    if (!LenOrEmpty(c.parent_id(), 16, "parent_id")) return false;
+    if (c.field() == 0 || c.field() > 536870911u) return Fail("field number is invalid");
+    if (c.value().size() > limits.max_value_bytes) return Fail("value is too large");
+    if (c.sealed()) {
+      if (c.value().size() < crypto::kAeadOverhead) return Fail("sealed value is too short");
+      if (c.key_class() != teduh::ACCESS_CLASS_GENERAL &&
+          c.key_class() != teduh::ACCESS_CLASS_CLINICAL)
+        return Fail("sealed value has no key class");
+    }
+    return StampOk(c.stamp(), "stamp", true) && (!c.has_base() || StampOk(c.base(), "base", false)) &&
+           Text(c.author(), "author") && Text(c.unit_id(), "unit_id");
+  }
+  bool Device(const v1::DeviceInfo& d) {
+    return Len(d.device_id(), 16, "device_id") && Text(d.user(), "user") &&
+           Text(d.label(), "label") && LenOrEmpty(d.sign_pk(), 32, "sign_pk") &&
+           LenOrEmpty(d.box_pk(), 32, "box_pk");
+  }
+
+  bool FrameOk(const v1::Frame& f) {
+    switch (f.body_case()) {
+      case v1::Frame::kHello:
+        return Count(f.hello().versions_size(), 16, "versions") &&
+               Len(f.hello().device_id(), 16, "device_id") && Text(f.hello().client(), "client");
+      case v1::Frame::kChallenge:
+        return Len(f.challenge().nonce(), 32, "nonce") &&
+               Len(f.challenge().server_id(), 16, "server_id");
+      case v1::Frame::kProof:
+        return Len(f.proof().signature(), crypto::kSignatureBytes, "signature");
+      case v1::Frame::kWelcome: {
+        const auto& w = f.welcome();
+        if (!Text(w.user(), "user") || !Text(w.unit_id(), "unit_id") ||
+            !Text(w.unit_name(), "unit_name") || !LenOrEmpty(w.unit_root_pk(), 32, "unit_root_pk") ||
+            !Count(w.grants_size(), limits.max_grants, "grants"))
+          return false;
+        for (const auto& g : w.grants())
+          if (!GrantOk(g)) return false;
+        return true;
+      }
+      case v1::Frame::kError:
+        return Text(f.error().message(), "message");
+      case v1::Frame::kEnroll: {
+        const auto& e = f.enroll();
+        return (e.code().size() <= 64 || Fail("code is too long")) &&
+               Len(e.sign_pk(), 32, "sign_pk") && Len(e.box_pk(), 32, "box_pk") &&
+               Text(e.label(), "label") && LenOrEmpty(e.unit_root_pk(), 32, "unit_root_pk") &&
+               Len(e.signature(), crypto::kSignatureBytes, "signature");
+      }
+      case v1::Frame::kEnrollResult: {
+        const auto& e = f.enroll_result();
+        return Len(e.device_id(), 16, "device_id") && Len(e.server_id(), 16, "server_id") &&
+               LenOrEmpty(e.unit_root_pk(), 32, "unit_root_pk") && Text(e.user(), "user") &&
+               Text(e.unit_id(), "unit_id") && Text(e.unit_name(), "unit_name");
+      }
+      case v1::Frame::kPush:
+        if (!Count(f.push().changes_size(), limits.max_push_changes, "changes")) return false;
+        for (const auto& c : f.push().changes())
+          if (!Change(c)) return false;
+        return true;
+      case v1::Frame::kPushResult:
+        if (!Count(f.push_result().results_size(), limits.max_push_changes, "results"))
+          return false;
+        for (const auto& r : f.push_result().results())
+          if (!Text(r.reason(), "reason") || !Text(r.detail(), "detail") ||
+              !StampOk(r.stamp(), "stamp", false) || !StampOk(r.current(), "current", false))
+            return false;
+        return true;
+      case v1::Frame::kPull:
+        return true;
+      case v1::Frame::kChanges:
+        if (!Count(f.changes().changes_size(), limits.max_pull_changes, "changes")) return false;
+        for (const auto& c : f.changes().changes())
+          if (!Change(c)) return false;
+        return true;
+      case v1::Frame::kPoke:
+      case v1::Frame::kListDevices:
+        return true;
+      case v1::Frame::kDeviceList:
+        if (!Count(f.device_list().devices_size(), limits.max_devices, "devices")) return false;
+        for (const auto& d : f.device_list().devices())
+          if (!Device(d)) return false;
+        return true;
+      case v1::Frame::kApproveDevice:
+        if (!Len(f.approve_device().device_id(), 16, "device_id") ||
+            !Count(f.approve_device().grants_size(), limits.max_grants, "grants"))
+          return false;
+        for (const auto& g : f.approve_device().grants())
+          if (!GrantOk(g)) return false;
+        return true;
+      case v1::Frame::kApproveResult:
+        return Device(f.approve_result().device());
+      case v1::Frame::BODY_NOT_SET:
+        return Fail("frame has no body");
+    }
+    return Fail("frame has an unknown body");
+  }
+};
+
+}  // namespace
+
+result<v1::Frame> DecodeFrame(std::string_view bytes, const FrameLimits& limits,
+                              std::string* message) {
+  if (bytes.size() > limits.max_frame_bytes) {
+    if (message) *message = fmt::format("frame of {} bytes exceeds {}", bytes.size(),
+                                        limits.max_frame_bytes);
+    return make_error_code(errc::frame_too_large);
+  }
+  v1::Frame frame;
+  if (!frame.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    if (message) *message = "bytes are not a frame";
+    return make_error_code(errc::malformed_frame);
+  }
+  Checker check{limits, {}};
+  if (!check.FrameOk(frame)) {
+    if (message) *message = check.why;
+    return make_error_code(errc::malformed_frame);
+  }
+  return frame;
+}
+
+error_code ValidateChange(const v1::FieldChange& change, const FrameLimits& limits,
+                          std::string* message) {
+  Checker check{limits, {}};
+  if (check.Change(change)) return {};
+  if (message) *message = check.why;
+  return make_error_code(errc::malformed_frame);
+}
+
+std::string EncodeFrame(const v1::Frame& frame) { return frame.SerializeAsString(); }
+
+v1::Frame MakeErrorFrame(std::uint64_t request_id, v1::ErrorCode code, std::string message) {
+  v1::Frame f;
+  f.set_request_id(request_id);
+  f.mutable_error()->set_code(code);
+  f.mutable_error()->set_message(std::move(message));
+  return f;
+}
+
+errc ErrorFromFrame(v1::ErrorCode code) {
+  switch (code) {
+    case v1::ERROR_CODE_MALFORMED_FRAME: return errc::malformed_frame;
+    case v1::ERROR_CODE_FRAME_TOO_LARGE: return errc::frame_too_large;
+    case v1::ERROR_CODE_UNEXPECTED_FRAME: return errc::unexpected_frame;
+    case v1::ERROR_CODE_UNSUPPORTED_VERSION: return errc::unsupported_version;
+    case v1::ERROR_CODE_UNKNOWN_DEVICE: return errc::device_unknown;
+    case v1::ERROR_CODE_DEVICE_PENDING: return errc::device_pending;
+    case v1::ERROR_CODE_DEVICE_REVOKED: return errc::device_revoked;
+    case v1::ERROR_CODE_BAD_SIGNATURE: return errc::bad_signature;
+    case v1::ERROR_CODE_BAD_ENROLLMENT_CODE: return errc::enrollment_refused;
+    case v1::ERROR_CODE_FORBIDDEN: return errc::forbidden;
+    case v1::ERROR_CODE_TOO_MANY_CHANGES: return errc::malformed_frame;
+    case v1::ERROR_CODE_RATE_LIMITED: return errc::server_error;
+    case v1::ERROR_CODE_TIMEOUT: return errc::timeout;
+    case v1::ERROR_CODE_BAD_REQUEST: return errc::invalid_argument;
+    default: return errc::server_error;
+  }
+}
+
+}  // namespace teduh::core

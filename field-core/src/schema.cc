@@ -1,0 +1,399 @@
+#include "teduh/core/schema.h"
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <ctime>
+
+#include <fmt/format.h>
+#include <google/protobuf/reflection.h>
+
+#include "teduh/case/v1/case.pb.h"
+#include "teduh/core/ids.h"
+#include "teduh/keys/v1/keys.pb.h"
+
+namespace teduh::core {
+namespace {
+
+namespace pb = google::protobuf;
+
+std::string ShortKindName(std::string_view message_name) {
+  std::string out;
+  for (char c : message_name) {
+    if (std::isupper(static_cast<unsigned char>(c)) && !out.empty()) out += '_';
+    out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  return out;
+}
+
+// "RiskLevel" -> "RISK_LEVEL_"
+std::string EnumPrefix(const pb::EnumDescriptor& e) {
+  std::string out;
+  for (char c : e.name()) {
+    if (std::isupper(static_cast<unsigned char>(c)) && !out.empty()) out += '_';
+    out += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  }
+  return out + "_";
+}
+
+// Lower case, with spaces and dashes folded to underscores.
+std::string Normalize(std::string_view s) {
+  std::size_t b = 0, e = s.size();
+  while (b < e && std::isspace(static_cast<unsigned char>(s[b]))) ++b;
+  while (e > b && std::isspace(static_cast<unsigned char>(s[e - 1]))) --e;
+  std::string out;
+  out.reserve(e - b);
+  for (std::size_t i = b; i < e; ++i) {
+    char c = s[i];
+    if (c == ' ' || c == '-') c = '_';
+    out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  return out;
+}
+
+std::string ShortEnumName(const pb::EnumValueDescriptor& v) {
+  const std::string prefix = EnumPrefix(*v.type());
+  const std::string& name = v.name();
+  if (name.rfind(prefix, 0) == 0) return name.substr(prefix.size());
+  return name;
+}
+
+std::vector<std::string_view> SplitList(std::string_view text) {
+  std::vector<std::string_view> parts;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    std::size_t comma = text.find(',', start);
+    if (comma == std::string_view::npos) comma = text.size();
+    std::string_view part = text.substr(start, comma - start);
+    while (!part.empty() && std::isspace(static_cast<unsigned char>(part.front())))
+      part.remove_prefix(1);
+    while (!part.empty() && std::isspace(static_cast<unsigned char>(part.back())))
+      part.remove_suffix(1);
+    if (!part.empty()) parts.push_back(part);
+    start = comma + 1;
+  }
+  return parts;
+}
+
+template <typename T>
+bool ParseNumber(std::string_view text, T& out) {
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+  return ec == std::errc() && ptr == text.data() + text.size();
+}
+
+// Unix seconds from "now", digits, "YYYY-MM-DD" or "YYYY-MM-DD HH:MM" / "YYYY-MM-DDTHH:MM" (UTC).
+bool ParseTime(std::string_view text, std::int64_t& out) {
+  if (Normalize(text) == "now" || Normalize(text) == "sekarang") {
+    out = static_cast<std::int64_t>(std::time(nullptr));
+    return true;
+  }
+  if (ParseNumber(text, out)) return true;
+  int y = 0, mo = 0, d = 0, h = 0, mi = 0;
+  std::string s(text);
+  std::replace(s.begin(), s.end(), 'T', ' ');
+  int n = std::sscanf(s.c_str(), "%4d-%2d-%2d %2d:%2d", &y, &mo, &d, &h, &mi);
+  if (n != 3 && n != 5) return false;
+  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 || h > 23 || mi < 0 || mi > 59) return false;
+  std::tm tm{};
+  tm.tm_year = y - 1900;
+  tm.tm_mon = mo - 1;
+  tm.tm_mday = d;
+  tm.tm_hour = h;
+  tm.tm_min = mi;
+  out = static_cast<std::int64_t>(timegm(&tm));
+  return true;
+}
+
+bool IsTimeField(const FieldPolicy& f) {
+  return f.descriptor->cpp_type() == pb::FieldDescriptor::CPPTYPE_INT64 &&
+         f.name.size() > 3 && f.name.compare(f.name.size() - 3, 3, "_at") == 0;
+}
+
+std::string FormatTime(std::int64_t secs) {
+  std::time_t t = static_cast<std::time_t>(secs);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M UTC", &tm);
+  return buf;
+}
+
+std::string ValidEnumValues(const pb::EnumDescriptor& e) {
+  std::string out;
+  for (int i = 0; i < e.value_count(); ++i) {
+    const pb::EnumValueDescriptor* v = e.value(i);
+    if (v->number() == 0) continue;
+    if (!out.empty()) out += ", ";
+    out += ShortEnumName(*v);
+    const std::string& id = v->options().GetExtension(teduh::value_label_id);
+    if (!id.empty()) out += fmt::format(" ({})", id);
+  }
+  return out;
+}
+
+bool SetOne(const FieldPolicy& f, std::string_view text, pb::Message& msg, std::string* message) {
+  const pb::Reflection* r = msg.GetReflection();
+  const pb::FieldDescriptor* d = f.descriptor;
+  const bool rep = d->is_repeated();
+  auto bad = [&](std::string_view what) {
+    if (message) *message = fmt::format("{}: {}", f.name, what);
+    return false;
+  };
+  switch (d->cpp_type()) {
+    case pb::FieldDescriptor::CPPTYPE_STRING: {
+      if (d->type() == pb::FieldDescriptor::TYPE_BYTES) {
+        auto bytes = BytesFromHex(text);
+        if (!bytes) return bad("expected hex digits");
+        rep ? r->AddString(&msg, d, *bytes) : r->SetString(&msg, d, *bytes);
+      } else {
+        rep ? r->AddString(&msg, d, std::string(text)) : r->SetString(&msg, d, std::string(text));
+      }
+      return true;
+    }
+    case pb::FieldDescriptor::CPPTYPE_INT64: {
+      std::int64_t v = 0;
+      if (IsTimeField(f) ? !ParseTime(text, v) : !ParseNumber(text, v))
+        return bad(IsTimeField(f) ? "expected a date (YYYY-MM-DD [HH:MM]), Unix seconds or `now`"
+                                  : "expected a whole number");
+      rep ? r->AddInt64(&msg, d, v) : r->SetInt64(&msg, d, v);
+      return true;
+    }
+    case pb::FieldDescriptor::CPPTYPE_INT32: {
+      std::int32_t v = 0;
+      if (!ParseNumber(text, v)) return bad("expected a whole number");
+      rep ? r->AddInt32(&msg, d, v) : r->SetInt32(&msg, d, v);
+      return true;
+    }
+    case pb::FieldDescriptor::CPPTYPE_UINT32: {
+      std::uint32_t v = 0;
+      if (!ParseNumber(text, v)) return bad("expected a whole number");
+      rep ? r->AddUInt32(&msg, d, v) : r->SetUInt32(&msg, d, v);
+      return true;
+    }
+    case pb::FieldDescriptor::CPPTYPE_UINT64: {
+      std::uint64_t v = 0;
+      if (!ParseNumber(text, v)) return bad("expected a whole number");
+      rep ? r->AddUInt64(&msg, d, v) : r->SetUInt64(&msg, d, v);
+      return true;
+    }
+    case pb::FieldDescriptor::CPPTYPE_BOOL: {
+      const std::string n = Normalize(text);
+      bool v;
+      if (n == "true" || n == "yes" || n == "ya" || n == "1") {
+        v = true;
+      } else if (n == "false" || n == "no" || n == "tidak" || n == "0") {
+        v = false;
+      } else {
+        return bad("expected true/false (ya/tidak)");
+      }
+      rep ? r->AddBool(&msg, d, v) : r->SetBool(&msg, d, v);
+      return true;
+    }
+    case pb::FieldDescriptor::CPPTYPE_ENUM: {
+      std::string why;
+      auto v = ParseEnumValue(*d->enum_type(), text, &why);
+      if (!v) return bad(why);
+      rep ? r->AddEnumValue(&msg, d, *v) : r->SetEnumValue(&msg, d, *v);
+      return true;
+    }
+    default:
+      return bad("this field cannot be set from text");
+  }
+}
+
+nlohmann::json OneToJson(const pb::Message& msg, const pb::FieldDescriptor* d, int index) {
+  const pb::Reflection* r = msg.GetReflection();
+  const bool rep = index >= 0;
+  switch (d->cpp_type()) {
+    case pb::FieldDescriptor::CPPTYPE_STRING: {
+      std::string s = rep ? r->GetRepeatedString(msg, d, index) : r->GetString(msg, d);
+      if (d->type() == pb::FieldDescriptor::TYPE_BYTES) return ToHex(AsSpan(s));
+      return s;
+    }
+    case pb::FieldDescriptor::CPPTYPE_INT64:
+      return rep ? r->GetRepeatedInt64(msg, d, index) : r->GetInt64(msg, d);
+    case pb::FieldDescriptor::CPPTYPE_INT32:
+      return rep ? r->GetRepeatedInt32(msg, d, index) : r->GetInt32(msg, d);
+    case pb::FieldDescriptor::CPPTYPE_UINT32:
+      return rep ? r->GetRepeatedUInt32(msg, d, index) : r->GetUInt32(msg, d);
+    case pb::FieldDescriptor::CPPTYPE_UINT64:
+      return rep ? r->GetRepeatedUInt64(msg, d, index) : r->GetUInt64(msg, d);
+    case pb::FieldDescriptor::CPPTYPE_BOOL:
+      return rep ? r->GetRepeatedBool(msg, d, index) : r->GetBool(msg, d);
+    case pb::FieldDescriptor::CPPTYPE_ENUM: {
+      const pb::EnumValueDescriptor* v =
+          rep ? r->GetRepeatedEnum(msg, d, index) : r->GetEnum(msg, d);
+      return ShortEnumName(*v);
+    }
+    case pb::FieldDescriptor::CPPTYPE_DOUBLE:
+      return rep ? r->GetRepeatedDouble(msg, d, index) : r->GetDouble(msg, d);
+    case pb::FieldDescriptor::CPPTYPE_FLOAT:
+      return rep ? r->GetRepeatedFloat(msg, d, index) : r->GetFloat(msg, d);
+    default:
+      return nullptr;
+  }
+}
+
+std::string OneToDisplay(const pb::Message& msg, const FieldPolicy& f, int index,
+                         std::string_view lang) {
+  const pb::Reflection* r = msg.GetReflection();
+  const pb::FieldDescriptor* d = f.descriptor;
+  if (d->cpp_type() == pb::FieldDescriptor::CPPTYPE_ENUM) {
+    const pb::EnumValueDescriptor* v =
+        index >= 0 ? r->GetRepeatedEnum(msg, d, index) : r->GetEnum(msg, d);
+    const std::string& label = lang == "en" ? v->options().GetExtension(teduh::value_label_en)
+                                            : v->options().GetExtension(teduh::value_label_id);
+    return label.empty() ? ShortEnumName(*v) : label;
+  }
+  if (IsTimeField(f)) {
+    std::int64_t t = index >= 0 ? r->GetRepeatedInt64(msg, d, index) : r->GetInt64(msg, d);
+    return t == 0 ? std::string() : FormatTime(t);
+  }
+  if (d->cpp_type() == pb::FieldDescriptor::CPPTYPE_BOOL) {
+    bool b = index >= 0 ? r->GetRepeatedBool(msg, d, index) : r->GetBool(msg, d);
+    if (lang == "en") return b ? "yes" : "no";
+    return b ? "ya" : "tidak";
+  }
+  nlohmann::json j = OneToJson(msg, d, index);
+  return j.is_string() ? j.get<std::string>() : j.dump();
+}
+
+}  // namespace
+
+const FieldPolicy* RecordKind::FindField(std::uint32_t number) const {
+  auto it = std::lower_bound(fields.begin(), fields.end(), number,
+                             [](const FieldPolicy& f, std::uint32_t n) { return f.number < n; });
+  return it != fields.end() && it->number == number ? &*it : nullptr;
+}
+
+const FieldPolicy* RecordKind::FindFieldByName(std::string_view name) const {
+  for (const FieldPolicy& f : fields)
+    if (f.name == name) return &f;
+  return nullptr;
+}
+
+Schema::Schema() {
+  const pb::Descriptor* descriptors[] = {
+      teduh::casework::v1::Case::descriptor(),
+      teduh::casework::v1::Person::descriptor(),
+      teduh::casework::v1::Note::descriptor(),
+      teduh::keys::v1::CaseKey::descriptor(),
+  };
+  for (const pb::Descriptor* d : descriptors) {
+    auto kind = std::make_unique<RecordKind>();
+    kind->descriptor = d;
+    kind->full_name = d->full_name();
+    kind->short_name = ShortKindName(d->name());
+    kind->append_only = d->options().GetExtension(teduh::append_only);
+    kind->label_id = d->options().GetExtension(teduh::kind_label_id);
+    kind->label_en = d->options().GetExtension(teduh::kind_label_en);
+    for (int i = 0; i < d->field_count(); ++i) {
+      const pb::FieldDescriptor* fd = d->field(i);
+      const pb::FieldOptions& o = fd->options();
+      FieldPolicy f;
+      f.descriptor = fd;
+      f.number = static_cast<std::uint32_t>(fd->number());
+      f.name = fd->name();
+      f.merge = o.GetExtension(teduh::merge);
+      if (f.merge == teduh::MERGE_RULE_UNSPECIFIED) f.merge = teduh::MERGE_RULE_LWW;
+      f.sealed = o.GetExtension(teduh::sealed);
+      f.access = o.GetExtension(teduh::access);
+      if (f.access == teduh::ACCESS_CLASS_UNSPECIFIED) f.access = teduh::ACCESS_CLASS_GENERAL;
+      f.label_id = o.GetExtension(teduh::label_id);
+      f.label_en = o.GetExtension(teduh::label_en);
+      kind->fields.push_back(std::move(f));
+    }
+    std::sort(kind->fields.begin(), kind->fields.end(),
+              [](const FieldPolicy& a, const FieldPolicy& b) { return a.number < b.number; });
+    kinds_.push_back(std::move(kind));
+  }
+}
+
+const Schema& Schema::Get() {
+  static const Schema schema;
+  return schema;
+}
+
+const RecordKind* Schema::FindKind(std::string_view full_name) const {
+  for (const auto& k : kinds_)
+    if (k->full_name == full_name) return k.get();
+  return nullptr;
+}
+
+const RecordKind* Schema::FindKindByShortName(std::string_view short_name) const {
+  for (const auto& k : kinds_)
+    if (k->short_name == short_name) return k.get();
+  return nullptr;
+}
+
+result<int> ParseEnumValue(const pb::EnumDescriptor& e, std::string_view text,
+                           std::string* message) {
+  const std::string want = Normalize(text);
+  if (!want.empty()) {
+    for (int i = 0; i < e.value_count(); ++i) {
+      const pb::EnumValueDescriptor* v = e.value(i);
+      if (v->number() == 0) continue;
+      if (want == Normalize(v->name()) || want == Normalize(ShortEnumName(*v)) ||
+          want == Normalize(v->options().GetExtension(teduh::value_label_id)) ||
+          want == Normalize(v->options().GetExtension(teduh::value_label_en))) {
+        return v->number();
+      }
+    }
+  }
+  if (message)
+    *message = fmt::format("'{}' is not a valid value; valid values: {}", text,
+                           ValidEnumValues(e));
+  return make_error_code(errc::bad_value);
+}
+
+result<std::string> EncodeFieldText(const RecordKind& kind, const FieldPolicy& field,
+                                    std::string_view text, std::string* message) {
+  std::unique_ptr<pb::Message> msg(
+      pb::MessageFactory::generated_factory()->GetPrototype(kind.descriptor)->New());
+  if (field.descriptor->is_repeated()) {
+    for (std::string_view part : SplitList(text))
+      if (!SetOne(field, part, *msg, message)) return make_error_code(errc::bad_value);
+  } else if (!SetOne(field, text, *msg, message)) {
+    return make_error_code(errc::bad_value);
+  }
+  std::string out;
+  if (!msg->SerializeToString(&out)) return make_error_code(errc::bad_value);
+  return out;
+}
+
+result<std::unique_ptr<pb::Message>> DecodeFieldValue(const RecordKind& kind,
+                                                      std::string_view bytes) {
+  std::unique_ptr<pb::Message> msg(
+      pb::MessageFactory::generated_factory()->GetPrototype(kind.descriptor)->New());
+  if (!msg->ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
+    return make_error_code(errc::bad_value);
+  return msg;
+}
+
+nlohmann::json FieldToJson(const pb::Message& msg, const FieldPolicy& field) {
+  const pb::FieldDescriptor* d = field.descriptor;
+  if (d->is_repeated()) {
+    nlohmann::json arr = nlohmann::json::array();
+    const int n = msg.GetReflection()->FieldSize(msg, d);
+    for (int i = 0; i < n; ++i) arr.push_back(OneToJson(msg, d, i));
+    return arr;
+  }
+  return OneToJson(msg, d, -1);
+}
+
+std::string FieldToDisplay(const pb::Message& msg, const FieldPolicy& field,
+                           std::string_view lang) {
+  const pb::FieldDescriptor* d = field.descriptor;
+  if (d->is_repeated()) {
+    std::string out;
+    const int n = msg.GetReflection()->FieldSize(msg, d);
+    for (int i = 0; i < n; ++i) {
+      if (i) out += ", ";
+      out += OneToDisplay(msg, field, i, lang);
+    }
+    return out;
+  }
+  return OneToDisplay(msg, field, -1, lang);
+}
+
+}  // namespace teduh::core

@@ -1,0 +1,124 @@
+#include "teduh/core/schema.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "teduh/case/v1/case.pb.h"
+
+namespace teduh::core {
+namespace {
+
+using ::testing::HasSubstr;
+namespace cw = teduh::casework::v1;
+
+const RecordKind& CaseKind() { return *Schema::Get().FindKind(kCaseKind); }
+
+TEST(SchemaTest, ReadsPoliciesFromProtoOptions) {
+  const RecordKind& k = CaseKind();
+  EXPECT_EQ(k.short_name, "case");
+  EXPECT_EQ(k.FindFieldByName("risk_level")->merge, teduh::MERGE_RULE_MAX);
+  EXPECT_EQ(k.FindFieldByName("stage")->merge, teduh::MERGE_RULE_STAGE);
+  EXPECT_EQ(k.FindFieldByName("violence_types")->merge, teduh::MERGE_RULE_UNION);
+  EXPECT_EQ(k.FindFieldByName("case_number")->merge, teduh::MERGE_RULE_IMMUTABLE);
+  EXPECT_EQ(k.FindFieldByName("region_code")->merge, teduh::MERGE_RULE_LWW);
+  EXPECT_TRUE(k.FindFieldByName("chronology")->sealed);
+  EXPECT_FALSE(k.FindFieldByName("risk_level")->sealed);
+  const RecordKind* note = Schema::Get().FindKind(kNoteKind);
+  ASSERT_NE(note, nullptr);
+  EXPECT_TRUE(note->append_only);
+  EXPECT_EQ(note->FindFieldByName("clinical_body")->access, teduh::ACCESS_CLASS_CLINICAL);
+  EXPECT_EQ(note->FindFieldByName("body")->access, teduh::ACCESS_CLASS_GENERAL);
+}
+
+TEST(SchemaTest, SealedFieldsUseOnlyLwwOrReview) {
+  for (const auto& kind : Schema::Get().kinds())
+    for (const FieldPolicy& f : kind->fields)
+      if (f.sealed)
+        EXPECT_TRUE(f.merge == teduh::MERGE_RULE_LWW || f.merge == teduh::MERGE_RULE_REVIEW)
+            << kind->full_name << "." << f.name;
+}
+
+TEST(SchemaTest, IdentityAndNarrativeAreSealed) {
+  const RecordKind* person = Schema::Get().FindKind(kPersonKind);
+  for (const char* name : {"name", "nik", "birth_date", "address", "phone", "statement"})
+    EXPECT_TRUE(person->FindFieldByName(name)->sealed) << name;
+  for (const char* name : {"role", "sex", "age_group", "has_disability"})
+    EXPECT_FALSE(person->FindFieldByName(name)->sealed) << name;
+}
+
+TEST(SchemaTest, EnumAcceptsPrefixedShortAndIndonesianNamesCaseInsensitively) {
+  const auto* e = cw::RiskLevel_descriptor();
+  for (const char* text : {"HIGH", "high", "RISK_LEVEL_HIGH", "risk_level_high", "tinggi", "Tinggi"}) {
+    auto v = ParseEnumValue(*e, text, nullptr);
+    ASSERT_TRUE(v) << text;
+    EXPECT_EQ(*v, cw::RISK_LEVEL_HIGH) << text;
+  }
+  auto fisik = ParseEnumValue(*cw::ViolenceType_descriptor(), "fisik", nullptr);
+  ASSERT_TRUE(fisik);
+  EXPECT_EQ(*fisik, cw::VIOLENCE_TYPE_PHYSICAL);
+}
+
+TEST(SchemaTest, BadEnumValueListsValidValues) {
+  std::string message;
+  auto v = ParseEnumValue(*cw::RiskLevel_descriptor(), "extreme", &message);
+  ASSERT_FALSE(v);
+  EXPECT_EQ(v.error(), make_error_code(errc::bad_value));
+  EXPECT_THAT(message, HasSubstr("LOW"));
+  EXPECT_THAT(message, HasSubstr("HIGH (tinggi)"));
+}
+
+TEST(SchemaTest, UnspecifiedIsNotAcceptedAsInput) {
+  EXPECT_FALSE(ParseEnumValue(*cw::RiskLevel_descriptor(), "unspecified", nullptr));
+}
+
+TEST(SchemaTest, EncodesRepeatedEnumFromCommaList) {
+  const RecordKind& k = CaseKind();
+  auto bytes = EncodeFieldText(k, *k.FindFieldByName("violence_types"), "physical, psikis",
+                               nullptr);
+  ASSERT_TRUE(bytes);
+  cw::Case c;
+  ASSERT_TRUE(c.ParseFromString(*bytes));
+  ASSERT_EQ(c.violence_types_size(), 2);
+  EXPECT_EQ(c.violence_types(0), cw::VIOLENCE_TYPE_PHYSICAL);
+  EXPECT_EQ(c.violence_types(1), cw::VIOLENCE_TYPE_PSYCHOLOGICAL);
+}
+
+TEST(SchemaTest, SingleFieldSerializationHoldsOnlyThatField) {
+  const RecordKind& k = CaseKind();
+  auto bytes = EncodeFieldText(k, *k.FindFieldByName("risk_level"), "sedang", nullptr);
+  ASSERT_TRUE(bytes);
+  auto msg = DecodeFieldValue(k, *bytes);
+  ASSERT_TRUE(msg);
+  std::vector<const google::protobuf::FieldDescriptor*> set;
+  (*msg)->GetReflection()->ListFields(**msg, &set);
+  ASSERT_EQ(set.size(), 1u);
+  EXPECT_EQ(set[0]->name(), "risk_level");
+  EXPECT_EQ(FieldToJson(**msg, *k.FindFieldByName("risk_level")), "MEDIUM");
+  EXPECT_EQ(FieldToDisplay(**msg, *k.FindFieldByName("risk_level"), "id"), "sedang");
+  EXPECT_EQ(FieldToDisplay(**msg, *k.FindFieldByName("risk_level"), "en"), "medium");
+}
+
+TEST(SchemaTest, RejectsTextThatIsNotAValueOfTheField) {
+  const RecordKind& k = CaseKind();
+  std::string message;
+  EXPECT_FALSE(EncodeFieldText(k, *k.FindFieldByName("episode"), "two", &message));
+  EXPECT_THAT(message, HasSubstr("episode"));
+  EXPECT_FALSE(EncodeFieldText(k, *k.FindFieldByName("victim_is_child"), "maybe", &message));
+  EXPECT_FALSE(EncodeFieldText(k, *k.FindFieldByName("received_at"), "2024-13-01", &message));
+}
+
+TEST(SchemaTest, ParsesDatesAsUtcSeconds) {
+  const RecordKind& k = CaseKind();
+  auto bytes = EncodeFieldText(k, *k.FindFieldByName("received_at"), "2024-03-05 10:30", nullptr);
+  ASSERT_TRUE(bytes);
+  cw::Case c;
+  ASSERT_TRUE(c.ParseFromString(*bytes));
+  EXPECT_EQ(c.received_at(), 1709634600);
+}
+
+TEST(SchemaTest, DecodeRejectsGarbage) {
+  EXPECT_FALSE(DecodeFieldValue(CaseKind(), std::string("\xff\xff\xff\xff", 4)));
+}
+
+}  // namespace
+}  // namespace teduh::core

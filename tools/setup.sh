@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Teduh set-up: installs what is missing (Debian 12 packages), builds, then
+#   serve  — initialises a server store in ./data if there is none and serves on 127.0.0.1
+#   test   — runs every test
+# Idempotent: a second run installs nothing and rebuilds only what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mode=${1:-}
+case "$mode" in
+  serve | test) ;;
+  *) echo "usage: tools/setup.sh serve|test" >&2; exit 2 ;;
+esac
+
+packages=(
+  build-essential cmake ninja-build ccache pkg-config git
+  libboost1.81-dev protobuf-compiler libprotobuf-dev libsodium-dev libsqlite3-dev libssl-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev libfmt-dev
+  openssl sqlite3
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+jobs=${TEDUH_JOBS:-2}
+if [ ! -f build/build.ninja ]; then
+  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >&2
+fi
+cmake --build build -j "$jobs" >&2
+
+if [ "$mode" = test ]; then
+  exec ctest --test-dir build --output-on-failure -j "$jobs" --timeout 900
+fi
+
+data=${TEDUH_DATA:-data}
+listen=${TEDUH_LISTEN:-127.0.0.1:8765}
+unit=${TEDUH_UNIT:-UPTD PPA Kota Dumai}
+if [ ! -f "$data/server.db" ]; then
+  ./build/tools/teduh-server init --data "$data" --unit "$unit"
+else
+  echo "store $data already initialised; new device codes: ./build/tools/teduh-server enroll --data $data --role ROLE --user NAME" >&2
+fi
+exec ./build/tools/teduh-server serve --data "$data" --listen "$listen"
