@@ -57,8 +57,9 @@ struct Checker {
           c.key_class() != teduh::ACCESS_CLASS_CLINICAL)
         return Fail("sealed value has no key class");
     }
-    return StampOk(c.stamp(), "stamp", true) && (!c.has_base() || StampOk(c.base(), "base", false)) &&
-           Text(c.author(), "author") && Text(c.unit_id(), "unit_id");
+    return StampOk(c.stamp(), "stamp", true) &&
+           (!c.has_base() || StampOk(c.base(), "base", false)) && Text(c.author(), "author") &&
+           Text(c.unit_id(), "unit_id");
   }
   bool Device(const v1::DeviceInfo& d) {
     return Len(d.device_id(), 16, "device_id") && Text(d.user(), "user") &&
@@ -79,7 +80,8 @@ struct Checker {
       case v1::Frame::kWelcome: {
         const auto& w = f.welcome();
         if (!Text(w.user(), "user") || !Text(w.unit_id(), "unit_id") ||
-            !Text(w.unit_name(), "unit_name") || !LenOrEmpty(w.unit_root_pk(), 32, "unit_root_pk") ||
+            !Text(w.unit_name(), "unit_name") ||
+            !LenOrEmpty(w.unit_root_pk(), 32, "unit_root_pk") ||
             !Count(w.grants_size(), limits.max_grants, "grants"))
           return false;
         for (const auto& g : w.grants())
@@ -150,8 +152,8 @@ struct Checker {
 result<v1::Frame> DecodeFrame(std::string_view bytes, const FrameLimits& limits,
                               std::string* message) {
   if (bytes.size() > limits.max_frame_bytes) {
-    if (message) *message = fmt::format("frame of {} bytes exceeds {}", bytes.size(),
-                                        limits.max_frame_bytes);
+    if (message)
+      *message = fmt::format("frame of {} bytes exceeds {}", bytes.size(), limits.max_frame_bytes);
     return make_error_code(errc::frame_too_large);
   }
   v1::Frame frame;
@@ -187,21 +189,36 @@ v1::Frame MakeErrorFrame(std::uint64_t request_id, v1::ErrorCode code, std::stri
 
 errc ErrorFromFrame(v1::ErrorCode code) {
   switch (code) {
-    case v1::ERROR_CODE_MALFORMED_FRAME: return errc::malformed_frame;
-    case v1::ERROR_CODE_FRAME_TOO_LARGE: return errc::frame_too_large;
-    case v1::ERROR_CODE_UNEXPECTED_FRAME: return errc::unexpected_frame;
-    case v1::ERROR_CODE_UNSUPPORTED_VERSION: return errc::unsupported_version;
-    case v1::ERROR_CODE_UNKNOWN_DEVICE: return errc::device_unknown;
-    case v1::ERROR_CODE_DEVICE_PENDING: return errc::device_pending;
-    case v1::ERROR_CODE_DEVICE_REVOKED: return errc::device_revoked;
-    case v1::ERROR_CODE_BAD_SIGNATURE: return errc::bad_signature;
-    case v1::ERROR_CODE_BAD_ENROLLMENT_CODE: return errc::enrollment_refused;
-    case v1::ERROR_CODE_FORBIDDEN: return errc::forbidden;
-    case v1::ERROR_CODE_TOO_MANY_CHANGES: return errc::malformed_frame;
-    case v1::ERROR_CODE_RATE_LIMITED: return errc::server_error;
-    case v1::ERROR_CODE_TIMEOUT: return errc::timeout;
-    case v1::ERROR_CODE_BAD_REQUEST: return errc::invalid_argument;
-    default: return errc::server_error;
+    case v1::ERROR_CODE_MALFORMED_FRAME:
+      return errc::malformed_frame;
+    case v1::ERROR_CODE_FRAME_TOO_LARGE:
+      return errc::frame_too_large;
+    case v1::ERROR_CODE_UNEXPECTED_FRAME:
+      return errc::unexpected_frame;
+    case v1::ERROR_CODE_UNSUPPORTED_VERSION:
+      return errc::unsupported_version;
+    case v1::ERROR_CODE_UNKNOWN_DEVICE:
+      return errc::device_unknown;
+    case v1::ERROR_CODE_DEVICE_PENDING:
+      return errc::device_pending;
+    case v1::ERROR_CODE_DEVICE_REVOKED:
+      return errc::device_revoked;
+    case v1::ERROR_CODE_BAD_SIGNATURE:
+      return errc::bad_signature;
+    case v1::ERROR_CODE_BAD_ENROLLMENT_CODE:
+      return errc::enrollment_refused;
+    case v1::ERROR_CODE_FORBIDDEN:
+      return errc::forbidden;
+    case v1::ERROR_CODE_TOO_MANY_CHANGES:
+      return errc::malformed_frame;
+    case v1::ERROR_CODE_RATE_LIMITED:
+      return errc::server_error;
+    case v1::ERROR_CODE_TIMEOUT:
+      return errc::timeout;
+    case v1::ERROR_CODE_BAD_REQUEST:
+      return errc::invalid_argument;
+    default:
+      return errc::server_error;
   }
 }
 

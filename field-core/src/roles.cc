@@ -22,24 +22,34 @@ result<Role> ParseRole(std::string_view text) {
 
 std::string RoleName(Role role) {
   switch (role) {
-    case Role::ROLE_ADMIN: return "admin";
-    case Role::ROLE_SUPERVISOR: return "supervisor";
-    case Role::ROLE_OFFICE: return "office";
-    case Role::ROLE_PENDAMPING: return "pendamping";
-    case Role::ROLE_KONSELOR: return "konselor";
-    case Role::ROLE_PSIKOLOG: return "psikolog";
-    default: return "unknown";
+    case Role::ROLE_ADMIN:
+      return "admin";
+    case Role::ROLE_SUPERVISOR:
+      return "supervisor";
+    case Role::ROLE_OFFICE:
+      return "office";
+    case Role::ROLE_PENDAMPING:
+      return "pendamping";
+    case Role::ROLE_KONSELOR:
+      return "konselor";
+    case Role::ROLE_PSIKOLOG:
+      return "psikolog";
+    default:
+      return "unknown";
   }
 }
 
 CaseScope ScopeOf(Role role) {
   switch (role) {
     case Role::ROLE_SUPERVISOR:
-    case Role::ROLE_OFFICE: return CaseScope::kUnit;
+    case Role::ROLE_OFFICE:
+      return CaseScope::kUnit;
     case Role::ROLE_PENDAMPING:
     case Role::ROLE_KONSELOR:
-    case Role::ROLE_PSIKOLOG: return CaseScope::kAssigned;
-    default: return CaseScope::kNone;
+    case Role::ROLE_PSIKOLOG:
+      return CaseScope::kAssigned;
+    default:
+      return CaseScope::kNone;
   }
 }
 
@@ -51,8 +61,10 @@ std::vector<teduh::AccessClass> ClassesFor(Role role) {
       return {teduh::ACCESS_CLASS_GENERAL, teduh::ACCESS_CLASS_CLINICAL};
     case Role::ROLE_SUPERVISOR:
     case Role::ROLE_OFFICE:
-    case Role::ROLE_PENDAMPING: return {teduh::ACCESS_CLASS_GENERAL};
-    default: return {};
+    case Role::ROLE_PENDAMPING:
+      return {teduh::ACCESS_CLASS_GENERAL};
+    default:
+      return {};
   }
 }
 
@@ -63,10 +75,14 @@ bool MayHoldClass(Role role, teduh::AccessClass key_class) {
 
 std::string_view AssignmentField(Role role) {
   switch (role) {
-    case Role::ROLE_PENDAMPING: return "assigned_pendamping";
-    case Role::ROLE_KONSELOR: return "assigned_konselor";
-    case Role::ROLE_PSIKOLOG: return "assigned_psikolog";
-    default: return "";
+    case Role::ROLE_PENDAMPING:
+      return "assigned_pendamping";
+    case Role::ROLE_KONSELOR:
+      return "assigned_konselor";
+    case Role::ROLE_PSIKOLOG:
+      return "assigned_psikolog";
+    default:
+      return "";
   }
 }
 

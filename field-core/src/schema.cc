@@ -1,12 +1,12 @@
 #include "teduh/core/schema.h"
 
+#include <fmt/format.h>
+#include <google/protobuf/reflection.h>
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <ctime>
-
-#include <fmt/format.h>
-#include <google/protobuf/reflection.h>
 
 #include "teduh/case/v1/case.pb.h"
 #include "teduh/core/ids.h"
@@ -105,8 +105,8 @@ bool ParseTime(std::string_view text, std::int64_t& out) {
 }
 
 bool IsTimeField(const FieldPolicy& f) {
-  return f.descriptor->cpp_type() == pb::FieldDescriptor::CPPTYPE_INT64 &&
-         f.name.size() > 3 && f.name.compare(f.name.size() - 3, 3, "_at") == 0;
+  return f.descriptor->cpp_type() == pb::FieldDescriptor::CPPTYPE_INT64 && f.name.size() > 3 &&
+         f.name.compare(f.name.size() - 3, 3, "_at") == 0;
 }
 
 std::string FormatTime(std::int64_t secs) {
@@ -341,8 +341,7 @@ result<int> ParseEnumValue(const pb::EnumDescriptor& e, std::string_view text,
     }
   }
   if (message)
-    *message = fmt::format("'{}' is not a valid value; valid values: {}", text,
-                           ValidEnumValues(e));
+    *message = fmt::format("'{}' is not a valid value; valid values: {}", text, ValidEnumValues(e));
   return make_error_code(errc::bad_value);
 }
 

@@ -46,9 +46,8 @@ result<std::string> OpenField(const crypto::SecureBuffer& case_key, const SealCo
                               std::string_view sealed) {
   if (sealed.size() < crypto::kAeadOverhead) return make_error_code(errc::integrity);
   std::string out(sealed.size() - crypto::kAeadOverhead, '\0');
-  auto ec = crypto::AeadOpenInto(
-      case_key, View(sealed), View(FieldAssociatedData(ctx)),
-      {reinterpret_cast<std::uint8_t*>(out.data()), out.size()});
+  auto ec = crypto::AeadOpenInto(case_key, View(sealed), View(FieldAssociatedData(ctx)),
+                                 {reinterpret_cast<std::uint8_t*>(out.data()), out.size()});
   if (ec) return make_error_code(errc::integrity);
   return out;
 }
@@ -72,10 +71,9 @@ result<std::string> WrapCaseKey(const crypto::SecureBuffer& class_key, const Id&
   return std::string(wrapped->begin(), wrapped->end());
 }
 
-result<crypto::SecureBuffer> UnwrapCaseKey(const crypto::SecureBuffer& class_key,
-                                           const Id& case_id, teduh::AccessClass key_class,
-                                           std::uint32_t version, std::uint32_t epoch,
-                                           std::string_view wrapped) {
+result<crypto::SecureBuffer> UnwrapCaseKey(const crypto::SecureBuffer& class_key, const Id& case_id,
+                                           teduh::AccessClass key_class, std::uint32_t version,
+                                           std::uint32_t epoch, std::string_view wrapped) {
   auto key = crypto::AeadOpen(class_key, View(wrapped),
                               View(CaseKeyAssociatedData(case_id, key_class, version, epoch)));
   if (!key || key->size() != crypto::kAeadKeyBytes) return make_error_code(errc::integrity);
@@ -101,8 +99,8 @@ std::string GrantMessage(std::string_view device_id, teduh::AccessClass key_clas
   return m;
 }
 
-std::string EnrollMessage(std::string_view code, std::string_view sign_pk,
-                          std::string_view box_pk, std::string_view unit_root_pk) {
+std::string EnrollMessage(std::string_view code, std::string_view sign_pk, std::string_view box_pk,
+                          std::string_view unit_root_pk) {
   std::string m = "teduh-enroll-v1";
   PutU16(m, static_cast<std::uint16_t>(code.size()));
   m.append(code);

@@ -47,8 +47,7 @@ TEST(MergeTest, AppendOnlyRecordRejectsAnyRewrite) {
 
 TEST(MergeTest, UnknownFieldIsLww) {
   const RecordKind& k = Kind(kCaseKind);
-  EXPECT_EQ(DecideMerge(&k, nullptr, S(10, 2), std::nullopt, S(12, 1)).action,
-            MergeAction::kApply);
+  EXPECT_EQ(DecideMerge(&k, nullptr, S(10, 2), std::nullopt, S(12, 1)).action, MergeAction::kApply);
 }
 
 }  // namespace

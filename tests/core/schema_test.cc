@@ -48,7 +48,8 @@ TEST(SchemaTest, IdentityAndNarrativeAreSealed) {
 
 TEST(SchemaTest, EnumAcceptsPrefixedShortAndIndonesianNamesCaseInsensitively) {
   const auto* e = cw::RiskLevel_descriptor();
-  for (const char* text : {"HIGH", "high", "RISK_LEVEL_HIGH", "risk_level_high", "tinggi", "Tinggi"}) {
+  for (const char* text :
+       {"HIGH", "high", "RISK_LEVEL_HIGH", "risk_level_high", "tinggi", "Tinggi"}) {
     auto v = ParseEnumValue(*e, text, nullptr);
     ASSERT_TRUE(v) << text;
     EXPECT_EQ(*v, cw::RISK_LEVEL_HIGH) << text;
@@ -73,8 +74,8 @@ TEST(SchemaTest, UnspecifiedIsNotAcceptedAsInput) {
 
 TEST(SchemaTest, EncodesRepeatedEnumFromCommaList) {
   const RecordKind& k = CaseKind();
-  auto bytes = EncodeFieldText(k, *k.FindFieldByName("violence_types"), "physical, psikis",
-                               nullptr);
+  auto bytes =
+      EncodeFieldText(k, *k.FindFieldByName("violence_types"), "physical, psikis", nullptr);
   ASSERT_TRUE(bytes);
   cw::Case c;
   ASSERT_TRUE(c.ParseFromString(*bytes));

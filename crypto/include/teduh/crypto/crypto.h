@@ -15,15 +15,14 @@
 #pragma once
 
 #include <array>
+#include <boost/system/error_code.hpp>
+#include <boost/system/result.hpp>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <span>
 #include <string_view>
 #include <vector>
-
-#include <boost/system/error_code.hpp>
-#include <boost/system/result.hpp>
 
 namespace teduh::crypto {
 
@@ -33,12 +32,12 @@ using Bytes = std::vector<std::uint8_t>;
 using ByteView = std::span<const std::uint8_t>;
 
 enum class errc {
-  init_failed = 1,     // libsodium could not initialise: do not continue
-  bad_length,          // an input has the wrong size (key, nonce, signature...)
-  decrypt_failed,      // authentication failed: wrong key, or data altered
-  bad_signature,       // signature does not verify
-  out_of_memory,       // guarded allocation failed (mlock limit?)
-  kdf_failed,          // Argon2id failed (usually memory limit)
+  init_failed = 1,  // libsodium could not initialise: do not continue
+  bad_length,       // an input has the wrong size (key, nonce, signature...)
+  decrypt_failed,   // authentication failed: wrong key, or data altered
+  bad_signature,    // signature does not verify
+  out_of_memory,    // guarded allocation failed (mlock limit?)
+  kdf_failed,       // Argon2id failed (usually memory limit)
 };
 const boost::system::error_category& crypto_category() noexcept;
 error_code make_error_code(errc e) noexcept;
@@ -112,6 +111,8 @@ inline constexpr std::size_t kAeadOverhead = kAeadNonceBytes + kAeadTagBytes;
 [[nodiscard]] result<Bytes> AeadSeal(const SecureBuffer& key, ByteView plaintext,
                                      ByteView ad) noexcept;
 // Same, appending to `out` (which is not cleared) to avoid an allocation per value.
+// `plaintext` and `ad` must not point into `out`: growing it may reallocate.
+// On failure `out` keeps its previous contents.
 [[nodiscard]] error_code AeadSealAppend(const SecureBuffer& key, ByteView plaintext, ByteView ad,
                                         Bytes& out) noexcept;
 // Opens nonce || ciphertext || tag into `out`, which must be exactly
@@ -176,9 +177,11 @@ KdfParams InteractiveKdfParams() noexcept;
 // machine: INTERACTIVE memory, opslimit raised until the target is reached
 // (never below INTERACTIVE, never above 32 passes).
 KdfParams CalibrateKdf(std::chrono::milliseconds target) noexcept;
-// True when `p` is at least as strong as INTERACTIVE and uses Argon2id.
+// True when `p` uses Argon2id, is at least as strong as INTERACTIVE, and asks
+// for no more than 32 passes and 1 GiB (so an altered vault cannot stall an unlock).
 bool KdfParamsAcceptable(const KdfParams& p) noexcept;
-// Derives a kAeadKeyBytes key from `passphrase`.
+// Derives a kAeadKeyBytes key from `passphrase`. Returns errc::kdf_failed, without
+// deriving, when !KdfParamsAcceptable(params), and when Argon2id fails (memory).
 [[nodiscard]] result<SecureBuffer> DeriveKey(const SecureBuffer& passphrase,
                                              const KdfParams& params) noexcept;
 

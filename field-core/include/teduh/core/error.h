@@ -5,10 +5,9 @@
 // Thread safety: everything here is stateless and thread-safe.
 #pragma once
 
-#include <string>
-
 #include <boost/system/error_code.hpp>
 #include <boost/system/result.hpp>
+#include <string>
 
 namespace teduh::core {
 
@@ -17,41 +16,41 @@ using boost::system::result;
 
 enum class errc {
   // Input from a user or a script: fix the input and try again.
-  unknown_kind = 1,       // no such record kind
-  unknown_field,          // no such field in the record kind
-  bad_value,              // the text is not a valid value for the field
-  not_found,              // no such case/record/device on this device
-  invalid_argument,       // any other bad argument
+  unknown_kind = 1,  // no such record kind
+  unknown_field,     // no such field in the record kind
+  bad_value,         // the text is not a valid value for the field
+  not_found,         // no such case/record/device on this device
+  invalid_argument,  // any other bad argument
   // Local state.
-  wrong_passphrase,       // the vault did not open with this passphrase
-  vault_missing,          // this home folder holds no enrolled device
-  vault_exists,           // this home folder already holds a device
-  vault_corrupt,          // the vault file is damaged
-  vault_wiped,            // too many failed unlocks: the vault was erased
-  locked,                 // the vault is locked
-  store_failed,           // the local or server store failed (sticky until reopened)
-  store_busy,             // another process holds the store; retry shortly
-  disk_full,              // no space left: nothing was changed
-  io_error,               // a file could not be read or written
-  key_missing,            // this device does not hold the key for a value
-  integrity,              // a sealed value or signature did not verify: never shown as data
+  wrong_passphrase,  // the vault did not open with this passphrase
+  vault_missing,     // this home folder holds no enrolled device
+  vault_exists,      // this home folder already holds a device
+  vault_corrupt,     // the vault file is damaged
+  vault_wiped,       // too many failed unlocks: the vault was erased
+  locked,            // the vault is locked
+  store_failed,      // the local or server store failed (sticky until reopened)
+  store_busy,        // another process holds the store; retry shortly
+  disk_full,         // no space left: nothing was changed
+  io_error,          // a file could not be read or written
+  key_missing,       // this device does not hold the key for a value
+  integrity,         // a sealed value or signature did not verify: never shown as data
   // Protocol and server.
-  malformed_frame,        // bytes that are not a valid frame
+  malformed_frame,  // bytes that are not a valid frame
   frame_too_large,
-  unexpected_frame,       // a valid frame at the wrong moment
-  unsupported_version,    // the server or device must be updated
+  unexpected_frame,     // a valid frame at the wrong moment
+  unsupported_version,  // the server or device must be updated
   device_unknown,
-  device_pending,         // an admin has not approved this device yet
+  device_pending,  // an admin has not approved this device yet
   device_revoked,
   bad_signature,
-  enrollment_refused,     // unknown, expired or used enrollment code
-  forbidden,              // the role may not do this
-  out_of_scope,           // the record is outside the device's scope
-  rejected,               // a change was rejected by the server
-  connection_failed,      // could not reach the server: retry later
-  timeout,                // retry later
-  server_error,           // the server failed: retry later
-  wrong_unit,             // the server's unit root key does not match the code
+  enrollment_refused,  // unknown, expired or used enrollment code
+  forbidden,           // the role may not do this
+  out_of_scope,        // the record is outside the device's scope
+  rejected,            // a change was rejected by the server
+  connection_failed,   // could not reach the server: retry later
+  timeout,             // retry later
+  server_error,        // the server failed: retry later
+  wrong_unit,          // the server's unit root key does not match the code
 };
 const boost::system::error_category& core_category() noexcept;
 error_code make_error_code(errc e) noexcept;

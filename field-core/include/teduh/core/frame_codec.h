@@ -21,12 +21,12 @@ inline constexpr std::uint32_t kProtocolVersion = 1;
 // Bounds on every input from the network. Both ends use the same defaults;
 // the server announces its own in Welcome.
 struct FrameLimits {
-  std::size_t max_frame_bytes = 8u << 20;     // one WebSocket message
-  std::size_t max_push_changes = 5000;        // changes in one Push
-  std::size_t max_pull_changes = 5000;        // changes in one Changes batch
-  std::size_t max_value_bytes = 64u << 10;    // one field value (attachments are chunked)
+  std::size_t max_frame_bytes = 8u << 20;   // one WebSocket message
+  std::size_t max_push_changes = 5000;      // changes in one Push
+  std::size_t max_pull_changes = 5000;      // changes in one Changes batch
+  std::size_t max_value_bytes = 64u << 10;  // one field value (attachments are chunked)
   std::size_t max_kind_bytes = 128;
-  std::size_t max_text_bytes = 1024;          // codes, labels, user names, messages
+  std::size_t max_text_bytes = 1024;  // codes, labels, user names, messages
   std::size_t max_grants = 64;
   std::size_t max_devices = 10000;
 };

@@ -12,15 +12,15 @@
 // immutable afterwards; every function here is thread-safe.
 #pragma once
 
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/message.h>
+
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <google/protobuf/descriptor.h>
-#include <google/protobuf/message.h>
-#include <nlohmann/json.hpp>
 
 #include "teduh/core/error.h"
 #include "teduh/options.pb.h"
@@ -30,7 +30,7 @@ namespace teduh::core {
 struct FieldPolicy {
   const google::protobuf::FieldDescriptor* descriptor = nullptr;
   std::uint32_t number = 0;
-  std::string name;                      // proto field name: the `--set` name
+  std::string name;                                // proto field name: the `--set` name
   teduh::MergeRule merge = teduh::MERGE_RULE_LWW;  // UNSPECIFIED is read as LWW
   bool sealed = false;
   teduh::AccessClass access = teduh::ACCESS_CLASS_GENERAL;

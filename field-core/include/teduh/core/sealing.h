@@ -47,10 +47,9 @@ std::string CaseKeyAssociatedData(const Id& case_id, teduh::AccessClass key_clas
 result<std::string> WrapCaseKey(const crypto::SecureBuffer& class_key, const Id& case_id,
                                 teduh::AccessClass key_class, std::uint32_t version,
                                 std::uint32_t epoch, const crypto::SecureBuffer& case_key);
-result<crypto::SecureBuffer> UnwrapCaseKey(const crypto::SecureBuffer& class_key,
-                                           const Id& case_id, teduh::AccessClass key_class,
-                                           std::uint32_t version, std::uint32_t epoch,
-                                           std::string_view wrapped);
+result<crypto::SecureBuffer> UnwrapCaseKey(const crypto::SecureBuffer& class_key, const Id& case_id,
+                                           teduh::AccessClass key_class, std::uint32_t version,
+                                           std::uint32_t epoch, std::string_view wrapped);
 
 // Signed messages.
 // "teduh-auth-v1" || nonce || server_id || device_id
@@ -60,8 +59,8 @@ std::string AuthMessage(std::string_view nonce, std::string_view server_id,
 std::string GrantMessage(std::string_view device_id, teduh::AccessClass key_class,
                          std::uint32_t epoch, std::string_view sealed_key);
 // "teduh-enroll-v1" || u16 BE len(code) || code || sign_pk || box_pk || unit_root_pk
-std::string EnrollMessage(std::string_view code, std::string_view sign_pk,
-                          std::string_view box_pk, std::string_view unit_root_pk);
+std::string EnrollMessage(std::string_view code, std::string_view sign_pk, std::string_view box_pk,
+                          std::string_view unit_root_pk);
 
 // Short fingerprint of a public key: first 8 hex digits of BLAKE2b-256, upper case.
 std::string KeyFingerprint(std::string_view public_key);

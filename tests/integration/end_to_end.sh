@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# The end-to-end scenario over real WebSocket on loopback, driven through the
+# programs' scripting contract (--json), exactly as an operator would:
+#   server init -> admin device -> enroll and approve a pendamping and an office
+#   device -> the pendamping records a case offline (server stopped) -> sync ->
+#   the office device reads everything decrypted -> the office edits -> the
+#   pendamping sees it. Then no sealed plaintext may appear anywhere on disk.
+# Bad inputs along the way must fail with a clear error and change nothing.
+set -uo pipefail
+bin=${1:?usage: end_to_end.sh BIN_DIR}
+TEDUH="$bin/teduh"
+SERVER="$bin/teduh-server"
+work=$(mktemp -d)
+server_pid=""
+cleanup() {
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+export TEDUH_KDF=interactive
+fails=0
+passes=0
+ok() { passes=$((passes + 1)); echo "ok - $1"; }
+bad() { fails=$((fails + 1)); echo "FAIL - $1" >&2; }
+check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
+die() { echo "FAIL - $1" >&2; echo "$passes passed, $((fails + 1)) failed"; exit 1; }
+
+data="$work/server"
+start_server() {
+  local listen=$1
+  "$SERVER" serve --data "$data" --listen "$listen" >"$work/serve.out" 2>>"$work/server.log" &
+  server_pid=$!
+  for _ in $(seq 1 100); do
+    grep -q '^listening on ' "$work/serve.out" 2>/dev/null && break
+    sleep 0.1
+  done
+  grep -q '^listening on ' "$work/serve.out" || die "server did not start: $(cat "$work/server.log")"
+  port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$work/serve.out" | head -1)
+}
+stop_server() {
+  kill -TERM "$server_pid"
+  wait "$server_pid"
+  local rc=$?
+  server_pid=""
+  [ "$rc" -eq 0 ] || bad "server exits 0 on SIGTERM (got $rc)"
+}
+# teduh as one device: dev HOME PASSPHRASE args...
+dev() {
+  local home=$1 pass=$2
+  shift 2
+  TEDUH_PASSPHRASE="$pass" "$TEDUH" --home "$home" --json "$@" 2>"$work/last.err"
+}
+json() { jq -er "$1"; }
+
+# --- server and first admin ---
+code=$("$SERVER" init --data "$data" --unit "UPTD PPA Kota Dumai" --json | json .code) ||
+  die "server init prints a bootstrap code"
+ok "server init prints a bootstrap code"
+check "init refuses an initialised store" '! "$SERVER" init --data "$data" --unit X --json >/dev/null 2>&1'
+start_server 127.0.0.1:0
+url="ws://127.0.0.1:$port/sync"
+
+admin="$work/admin"
+admin_id=$(dev "$admin" "admin-pass-1" init --server "$url" --code "$code" | json .device_id) ||
+  die "admin device enrolls: $(cat "$work/last.err")"
+ok "admin device enrolls with the bootstrap code"
+check "a used enrollment code is refused" \
+  '! dev "$work/again" pw init --server "$url" --code "$code" >/dev/null'
+check "an unknown enrollment code is refused" \
+  '! dev "$work/unknown" pw init --server "$url" --code "AAAA-BBBB-CCCC-DDDD" >/dev/null'
+check "refusals leave no device behind" '[ ! -e "$work/again/vault" ] && [ ! -e "$work/unknown/vault" ]'
+
+pcode=$("$SERVER" enroll --data "$data" --role pendamping --user ani --json | json .code) ||
+  die "enroll prints a code"
+ocode=$("$SERVER" enroll --data "$data" --role office --user budi --json | json .code) ||
+  die "enroll prints a code"
+pend="$work/pendamping"
+office="$work/office"
+pend_id=$(dev "$pend" "ani-pass-1" init --server "$url" --code "$pcode" | json .device_id) ||
+  die "pendamping device enrolls: $(cat "$work/last.err")"
+office_id=$(dev "$office" "budi-pass-1" init --server "$url" --code "$ocode" | json .device_id) ||
+  die "office device enrolls: $(cat "$work/last.err")"
+ok "field and office devices enroll"
+
+dev "$pend" "ani-pass-1" sync >/dev/null
+check "a pending device is told it is pending" '[ $? -ne 0 ] && grep -qi pending "$work/last.err"'
+check "server lists the pending device" \
+  '"$SERVER" device list --data "$data" --json | jq -e ".devices[] | select(.device_id==\"$pend_id\") | .state==\"pending\"" >/dev/null'
+check "a non-admin device cannot approve" '! dev "$office" "budi-pass-1" device approve "$pend_id" >/dev/null'
+dev "$admin" "admin-pass-1" device approve "$pend_id" >/dev/null || die "admin approves pendamping: $(cat "$work/last.err")"
+dev "$admin" "admin-pass-1" device approve "$office_id" >/dev/null || die "admin approves office: $(cat "$work/last.err")"
+check "approved devices are active" \
+  '[ "$("$SERVER" device list --data "$data" --json | jq -r "[.devices[] | select(.state==\"active\")] | length")" = 3 ]'
+dev "$pend" "ani-pass-1" sync >/dev/null || die "pendamping first sync: $(cat "$work/last.err")"
+dev "$office" "budi-pass-1" sync >/dev/null || die "office first sync: $(cat "$work/last.err")"
+ok "approved devices sync"
+
+# --- offline case work on the pendamping device ---
+stop_server
+NAME="Siti Rahmawati Kusuma"
+ADDRESS="Jl. Cempaka Putih No. 17, Dumai Barat"
+PHONE="0812-7788-4455"
+CHRONO="Korban dipukul suami pada malam 3 Maret di dapur rumah"
+NOTE="Kunjungan rumah: korban menunjukkan memar di lengan kiri"
+check "wrong passphrase is refused" '! dev "$pend" "wrong-pass" status >/dev/null'
+check "wrong passphrase error is clear" 'grep -qi passphrase "$work/last.err"'
+check "an unknown field is refused with the valid names" \
+  '! dev "$pend" "ani-pass-1" case new --set bogus_field=1 >/dev/null && grep -q risk_level "$work/last.err"'
+check "a bad enum value is refused with the valid values" \
+  '! dev "$pend" "ani-pass-1" case new --set risk_level=extreme >/dev/null && grep -qi tinggi "$work/last.err"'
+case_id=$(dev "$pend" "ani-pass-1" case new --set risk_level=tinggi --set violence_types=fisik,psikis \
+  --set "chronology=$CHRONO" | json .case_id) || die "case new offline: $(cat "$work/last.err")"
+ok "pendamping records a case offline"
+dev "$pend" "ani-pass-1" person add "$case_id" --role victim --set "name=$NAME" \
+  --set "address=$ADDRESS" --set "phone=$PHONE" >/dev/null || die "person add: $(cat "$work/last.err")"
+dev "$pend" "ani-pass-1" note add "$case_id" --text "$NOTE" >/dev/null || die "note add: $(cat "$work/last.err")"
+check "bad inputs created no case" \
+  '[ "$(dev "$pend" "ani-pass-1" case list | jq ".cases | length")" = 1 ]'
+check "status shows the pending outbox" \
+  '[ "$(dev "$pend" "ani-pass-1" status | jq ".pending")" -gt 0 ]'
+check "sync without a server fails clearly and keeps the outbox" \
+  '! dev "$pend" "ani-pass-1" sync >/dev/null && [ "$(dev "$pend" "ani-pass-1" status | jq ".pending")" -gt 0 ]'
+
+# --- back online ---
+start_server "127.0.0.1:$port"
+dev "$pend" "ani-pass-1" sync >/dev/null || die "pendamping sync: $(cat "$work/last.err")"
+check "outbox is empty after sync" '[ "$(dev "$pend" "ani-pass-1" status | jq ".pending")" = 0 ]'
+dev "$office" "budi-pass-1" sync >/dev/null || die "office sync: $(cat "$work/last.err")"
+show=$(dev "$office" "budi-pass-1" case show "$case_id") || die "office case show: $(cat "$work/last.err")"
+check "office sees the risk level" '[ "$(jq -r .fields.risk_level <<<"$show")" = HIGH ]'
+check "office sees the violence types" \
+  '[ "$(jq -c .fields.violence_types <<<"$show")" = "[\"PHYSICAL\",\"PSYCHOLOGICAL\"]" ]'
+check "office reads the chronology decrypted" '[ "$(jq -r .fields.chronology <<<"$show")" = "$CHRONO" ]'
+check "office reads the victim decrypted" \
+  'jq -e --arg n "$NAME" --arg a "$ADDRESS" --arg p "$PHONE" ".persons[0].fields | .name==\$n and .address==\$a and .phone==\$p" <<<"$show" >/dev/null'
+check "office reads the note decrypted" 'jq -e --arg t "$NOTE" "[.notes[].text] | index(\$t) != null" <<<"$show" >/dev/null'
+check "lists show initials only" \
+  '! dev "$office" "budi-pass-1" case list | grep -q "Rahmawati"'
+
+dev "$office" "budi-pass-1" case set "$case_id" --set stage=asesmen --set region_code=14.72.01 >/dev/null ||
+  die "office case set: $(cat "$work/last.err")"
+dev "$office" "budi-pass-1" sync >/dev/null || die "office sync 2: $(cat "$work/last.err")"
+dev "$pend" "ani-pass-1" sync >/dev/null || die "pendamping sync 2: $(cat "$work/last.err")"
+pshow=$(dev "$pend" "ani-pass-1" case show "$case_id") || die "pendamping case show"
+check "pendamping sees the office's edit" '[ "$(jq -r .fields.stage <<<"$pshow")" = ASESMEN ]'
+check "pendamping still reads its victim" '[ "$(jq -r .persons[0].fields.name <<<"$pshow")" = "$NAME" ]'
+check "a second sync changes nothing" 'dev "$pend" "ani-pass-1" sync >/dev/null && [ "$(dev "$pend" "ani-pass-1" status | jq ".pending")" = 0 ]'
+stop_server
+
+# --- no plaintext anywhere ---
+for secret in "$NAME" "Rahmawati" "$ADDRESS" "Cempaka" "$PHONE" "7788-4455" "$CHRONO" "dipukul suami" "$NOTE" "memar di lengan"; do
+  for where in "$data" "$work/server.log" "$pend" "$office" "$admin"; do
+    if grep -r -a -F -q -- "$secret" "$where" 2>/dev/null; then
+      bad "'$secret' appears in plaintext in $(basename "$where")"
+    fi
+  done
+done
+ok "no sealed value appears in plaintext in the server data, its log or any device home"
+
+echo "$passes passed, $fails failed"
+[ "$fails" -eq 0 ]
