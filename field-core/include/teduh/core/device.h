@@ -1,0 +1,281 @@
+// Device: the case API of a field device (ARCHITECTURE §3). The `teduh` CLI,
+// the local web UI and the mobile C ABI all call this class; domain
+// validation lives here, not in the front ends.
+//
+// A Device is one enrolled home folder:
+//   <home>/vault        the secrets (vault.h), encrypted under the passphrase
+//   <home>/store.db     the local store (local_store.h), values encrypted
+//   <home>/device.json  public metadata only (ids, user, role, unit, server,
+//                       public keys, settings); the pinned unit root key used
+//                       for verification is the copy inside the vault
+//
+// Values come in as text "FIELD=VALUE" (core::EncodeFieldText); ids as 32 hex
+// digits or a unique prefix of at least 6. Every edit is saved with its
+// outbox entry in one transaction before the call returns.
+//
+// Errors: Outcome<T> with a core::errc and a message for the officer that
+// never holds sealed content. What to do: see core::condition.
+//
+// Thread safety: all methods may be called from several threads; a mutex
+// serialises them. Sync() holds it only while touching the store or vault,
+// so edits proceed while it waits on the network. Several Device objects (one
+// home each) may live in one process: there is no global mutable state.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <vector>
+
+#include "teduh/core/env.h"
+#include "teduh/core/hlc.h"
+#include "teduh/core/ids.h"
+#include "teduh/core/local_store.h"
+#include "teduh/core/outcome.h"
+#include "teduh/core/transport.h"
+#include "teduh/core/vault.h"
+#include "teduh/crypto/crypto.h"
+#include "teduh/sync/v1/sync.pb.h"
+
+namespace teduh::core {
+
+struct DeviceOptions {
+  Env* env = nullptr;  // null: DefaultEnv()
+  VaultOptions vault;  // at Enroll; Open uses the max_failed_unlocks saved then
+  TransportOptions transport;
+  Connector connector;  // null: ConnectWebSocket
+  StoreOptions store;
+  std::string label;  // Enroll: the label admins see (default: host name)
+};
+
+// Public facts about this device (from device.json; no secret).
+struct DeviceInfo {
+  Id device_id{};
+  std::string state;  // "pending", "active", "revoked"
+  std::string user;
+  std::string role;  // core::RoleName
+  std::string unit_id;
+  std::string unit_name;
+  std::string server_url;
+  std::string label;
+  std::string fingerprint;       // of this device's signing key (compare on approval)
+  std::string unit_fingerprint;  // of the pinned unit root key
+  std::uint32_t max_failed_unlocks = 0;
+};
+
+enum class Readability {
+  kReadable,
+  kNoKey,      // this device does not hold the key (e.g. CLINICAL on a pendamping)
+  kIntegrity,  // the value did not verify: altered or moved; never shown as data
+};
+std::string_view ReadabilityName(Readability r);  // "readable", "key_missing", "integrity"
+
+struct FieldView {
+  std::string name;   // proto field name
+  std::string label;  // in the requested language
+  bool sealed = false;
+  bool pending = false;  // a local edit waits to be synced
+  Readability readability = Readability::kReadable;
+  nlohmann::json value;  // FieldToJson when readable, else null
+  std::string display;   // FieldToDisplay when readable
+};
+
+struct RecordView {
+  Id record_id{};
+  std::vector<FieldView> fields;
+};
+
+struct NoteView {
+  Id note_id{};
+  std::string kind;  // short enum name, e.g. "VISIT"
+  std::string author;
+  std::int64_t written_at = 0;
+  bool clinical = false;
+  bool pending = false;
+  Readability readability = Readability::kReadable;
+  std::string text;  // empty unless readable
+};
+
+struct CaseView {
+  Id case_id{};
+  std::vector<FieldView> fields;
+  std::vector<RecordView> persons;
+  std::vector<NoteView> notes;
+};
+
+struct CaseSummary {
+  Id case_id{};
+  std::string case_number;
+  std::string stage;       // short enum name or ""
+  std::string risk_level;  // short enum name or ""
+  std::string category;
+  std::vector<std::string> violence_types;
+  std::int64_t received_at = 0;
+  std::optional<std::string> victim_initials;  // "S.A."; nullopt if none or unreadable
+  std::string assigned_pendamping, assigned_konselor, assigned_psikolog;
+  bool pending = false;
+};
+
+struct OutboxItem {
+  OutboxEntry entry;
+  std::string kind_short;  // "case", "person", ...
+  std::string field_name;
+};
+
+struct DeviceStatus {
+  DeviceInfo device;
+  OutboxCounts counts;
+  std::vector<OutboxItem> outbox;  // newest first: pending, merged, conflict, rejected
+  std::int64_t last_sync_ms = 0;
+  std::string last_sync_result;  // "ok" or the error message
+  std::int64_t clock_offset_ms = 0;
+  std::vector<std::string> keys;  // "general/1", "clinical/1"
+  bool holds_unit_root_key = false;
+};
+
+struct SyncProgress {
+  std::string phase;  // "connecting", "pushing", "pulling", "done"
+  std::size_t pushed = 0;
+  std::size_t to_push = 0;
+  std::size_t pulled = 0;
+};
+
+struct SyncReport {
+  std::size_t pushed = 0, accepted = 0, merged = 0, conflict = 0, rejected = 0;
+  std::size_t pulled = 0, deferred = 0, grants_added = 0;
+  std::size_t bad_grants = 0;  // grants whose unit signature did not verify: ignored
+  bool reset = false;          // the server was restored from a backup; changes were re-pushed
+  bool poked = false;
+  std::string state;  // device state after the sync
+  std::int64_t clock_offset_ms = 0;
+};
+
+struct RemoteDevice {
+  Id device_id{};
+  std::string user, role, state, label, fingerprint;
+  std::int64_t enrolled_ms = 0, last_sync_ms = 0;
+};
+
+class Device {
+ public:
+  ~Device();
+  Device(const Device&) = delete;
+  Device& operator=(const Device&) = delete;
+
+  // Enrolls a new device in `home` with the code from `teduh-server enroll`
+  // (or `init` for the bootstrap admin, whose device creates the unit root key
+  // and the first class keys). Nothing is saved unless the server accepted
+  // the code and the unit fingerprint in the code matches (errc::wrong_unit).
+  // errc::vault_exists if `home` already holds a device.
+  static Outcome<std::unique_ptr<Device>> Enroll(const std::filesystem::path& home,
+                                                 std::string_view server_url, std::string_view code,
+                                                 const crypto::SecureBuffer& passphrase,
+                                                 DeviceOptions options = {});
+  // Opens an enrolled device. errc::vault_missing, wrong_passphrase (nothing
+  // changed but the failure counter), vault_wiped (every file of the device
+  // was erased), vault_corrupt, store_failed.
+  static Outcome<std::unique_ptr<Device>> Open(const std::filesystem::path& home,
+                                               const crypto::SecureBuffer& passphrase,
+                                               DeviceOptions options = {});
+
+  // True if `home` holds an enrolled device (a vault file).
+  static bool Exists(const std::filesystem::path& home);
+
+  DeviceInfo info() const;
+
+  // ---- Cases (offline) ---------------------------------------------------------
+  // A new case assigned to this device's user (per role); sets case_number,
+  // created_at, received_at (default now) and stage (default PENGADUAN).
+  // errc::unknown_field / bad_value with the valid names or values listed;
+  // errc::key_missing if this device holds no GENERAL key yet; forbidden on
+  // an admin device (admins hold no case content).
+  Outcome<Id> NewCase(const std::vector<std::string>& sets);
+  Outcome<void> SetCaseFields(std::string_view case_ref, const std::vector<std::string>& sets);
+  // `role`: victim, perpetrator, reporter, witness (or Indonesian labels).
+  Outcome<Id> AddPerson(std::string_view case_ref, std::string_view role,
+                        const std::vector<std::string>& sets);
+  Outcome<void> SetPersonFields(std::string_view person_ref, const std::vector<std::string>& sets);
+  // Append-only. Counselling and psychology notes are CLINICAL
+  // (errc::key_missing if this device holds no CLINICAL key).
+  Outcome<Id> AddNote(std::string_view case_ref, std::string_view text, std::string_view kind);
+  Outcome<std::vector<CaseSummary>> ListCases();
+  Outcome<CaseView> ShowCase(std::string_view case_ref, std::string_view lang = "id");
+  // Full id of a case from 32 hex digits or a unique prefix (>= 6 digits).
+  Outcome<Id> ResolveCase(std::string_view case_ref);
+
+  Outcome<DeviceStatus> Status();
+
+  // ---- Network -------------------------------------------------------------------
+  // Pushes the outbox, pulls until up to date, applies grants. Resumable after
+  // any interruption; a rejected change stays visible in Status().
+  Outcome<SyncReport> Sync(const std::function<void(const SyncProgress&)>& progress = {});
+  // Admin devices.
+  Outcome<std::vector<RemoteDevice>> ListRemoteDevices();
+  // Grants the class keys of the target's role (signed with the unit root key,
+  // sealed to the target's box key). errc::forbidden without the root key.
+  Outcome<RemoteDevice> ApproveDevice(std::string_view device_ref);
+
+  // Wipes every key from memory; every later call fails with errc::locked.
+  void Lock();
+
+ private:
+  struct Meta;
+  class OffsetEnv;
+  Device(std::filesystem::path home, DeviceOptions options);
+
+  Outcome<Id> ResolveCaseLocked(std::string_view case_ref);
+  Outcome<void> CheckOpen() const;
+  Outcome<void> SaveMeta();
+  Outcome<std::unique_ptr<class SyncClient>> ConnectAndAuthenticate(
+      teduh::sync::v1::Welcome* welcome);
+  // Checks the unit key, updates state and clock offset, stores verified
+  // grants. Returns the number of class keys added; `bad_grants` counts grants
+  // that did not verify (ignored, never used).
+  Outcome<std::size_t> AcceptWelcome(const teduh::sync::v1::Welcome& welcome,
+                                     std::size_t* bad_grants);
+  DeviceInfo InfoLocked() const;
+  // Case keys.
+  Outcome<const crypto::SecureBuffer*> CaseKeyFor(const Id& case_id, teduh::AccessClass key_class,
+                                                  std::uint32_t version);
+  Outcome<std::optional<std::uint32_t>> LatestCaseKeyVersion(const Id& case_id,
+                                                             teduh::AccessClass key_class);
+  // Edits.
+  struct PendingSet;
+  Outcome<std::vector<PendingSet>> ParseSets(std::string_view kind,
+                                             const std::vector<std::string>& sets);
+  Outcome<void> WriteRecordFields(LocalStore::EditTxn& txn, const Id& record_id,
+                                  std::string_view kind, const std::optional<Id>& parent,
+                                  const Id& case_id, std::vector<PendingSet> sets);
+  Outcome<void> EnsureCaseKey(LocalStore::EditTxn& txn, const Id& case_id,
+                              teduh::AccessClass key_class, std::uint32_t* version);
+  Outcome<std::vector<FieldView>> RenderFields(const Id& record_id, std::string_view kind,
+                                               const Id& case_id, std::string_view lang);
+  Outcome<std::optional<std::string>> OpenValue(const Id& record_id, std::string_view kind,
+                                                const Id& case_id, const StoredValue& v,
+                                                Readability* readability);
+
+  mutable std::mutex mu_;
+  std::filesystem::path home_;
+  DeviceOptions options_;
+  std::unique_ptr<OffsetEnv> env_;
+  std::unique_ptr<Meta> meta_;
+  std::unique_ptr<Vault> vault_;
+  std::unique_ptr<LocalStore> store_;
+  std::unique_ptr<Hlc> hlc_;
+  // Unwrapped case keys: (case, class, version) -> key. Wiped by Lock().
+  std::map<std::tuple<Id, int, std::uint32_t>, crypto::SecureBuffer> case_keys_;
+  bool locked_ = false;
+};
+
+// "Siti Aminah" -> "S.A." (first letter of each word, UTF-8 aware).
+std::string Initials(std::string_view name);
+
+}  // namespace teduh::core

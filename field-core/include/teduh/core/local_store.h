@@ -1,0 +1,245 @@
+// The local store of a device (ARCHITECTURE §3): one SQLite file in WAL mode
+// (`<home>/store.db`) holding records, field values with their stamps, the
+// outbox of local edits, the shadow copy of the server's value for fields
+// with pending edits, the pull cursor, the persisted HLC and the device_seq
+// counter. Design notes and invariants are at the top of local_store.cc.
+//
+// At rest every value is ciphertext: sealed fields keep their end-to-end
+// ciphertext as received or written; open fields and outbox payloads are
+// encrypted under the device storage key (XChaCha20-Poly1305, AD binding the
+// record id and field, or the device_seq). Plain columns hold only ids, kinds,
+// stamps, cursors and outbox states. A copy of the file yields no names, no
+// notes, no risk levels.
+//
+// Errors: SQLITE_FULL -> errc::disk_full with the transaction rolled back
+// (nothing half-saved, not sticky). A failure that leaves durable state
+// uncertain (I/O error, corruption, a failed COMMIT or ROLLBACK) makes the
+// store sticky: every later call returns errc::store_failed until it is
+// reopened. SQLITE_BUSY after the busy timeout -> errc::store_busy (retry).
+//
+// Thread safety: a LocalStore is not thread-safe; its owner (Device)
+// serialises calls. Several processes may open the same file (SQLite locks).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "teduh/core/env.h"
+#include "teduh/core/hlc.h"
+#include "teduh/core/ids.h"
+#include "teduh/core/outcome.h"
+#include "teduh/crypto/crypto.h"
+#include "teduh/options.pb.h"
+#include "teduh/sync/v1/sync.pb.h"
+
+struct sqlite3;
+
+namespace teduh::core {
+
+enum class OutboxState : int {
+  kPending = 0,   // waiting to be pushed (or resent)
+  kAccepted = 1,  // the server applied it
+  kMerged = 2,    // concurrent: merged by the field's rule
+  kConflict = 3,  // concurrent REVIEW edit: queued for a person at the office
+  kRejected = 4,  // refused by the server (final; `reason` says why)
+};
+std::string_view OutboxStateName(OutboxState state);  // "pending", "accepted", ...
+
+struct StoreOptions {
+  int busy_timeout_ms = 5000;
+  // SQLite page limit (0 = none). Tests use it to simulate a full disk.
+  std::int64_t max_page_count = 0;
+  // Fault injection for tests: called at named points ("edit.put",
+  // "pull.change", "push.result", "commit"); a returned error aborts the
+  // transaction there as if SQLite had failed.
+  std::function<error_code(std::string_view point)> fault;
+};
+
+struct RecordInfo {
+  Id record_id{};
+  std::string kind;
+  std::optional<Id> parent_id;
+  std::string unit_id;
+};
+
+// One field of a record as this device holds it.
+struct StoredValue {
+  std::uint32_t field = 0;
+  bool sealed = false;
+  teduh::AccessClass key_class = teduh::ACCESS_CLASS_UNSPECIFIED;
+  std::uint32_t key_version = 0;
+  // Open: the single-field serialization (plaintext — wipe after use).
+  // Sealed: the end-to-end ciphertext, opened by the caller with the case key.
+  std::string value;
+  Stamp stamp;
+  std::uint64_t origin_hlc = 0;
+  bool pending = false;  // a local edit of this field waits in the outbox
+};
+
+// A local edit of one field, made inside LocalStore::Edit.
+struct LocalChange {
+  Id record_id{};
+  std::string kind;
+  std::optional<Id> parent_id;
+  std::uint32_t field = 0;
+  bool sealed = false;
+  teduh::AccessClass key_class = teduh::ACCESS_CLASS_UNSPECIFIED;
+  std::uint32_t key_version = 0;
+  std::string value;  // open: single-field serialization; sealed: ciphertext
+  Stamp stamp;        // from EditTxn::NextStamp()
+};
+
+struct OutboxEntry {
+  std::uint64_t device_seq = 0;
+  Id record_id{};
+  std::string kind;
+  std::uint32_t field = 0;
+  OutboxState state = OutboxState::kPending;
+  std::string reason;  // stable code from the server ("immutable", ...)
+  std::string detail;  // the server's sentence for the officer
+  std::int64_t created_ms = 0;
+  std::int64_t updated_ms = 0;
+};
+
+struct OutboxCounts {
+  std::uint64_t pending = 0, accepted = 0, merged = 0, conflict = 0, rejected = 0;
+};
+
+struct PullCursor {
+  std::uint64_t generation = 0;
+  std::uint64_t last_seq = 0;
+};
+
+struct PullApplied {
+  std::size_t applied = 0;   // written as the field's value
+  std::size_t deferred = 0;  // kept aside: the field has a pending local edit
+  std::size_t ignored = 0;   // inconsistent with what this device holds (kind changed)
+  std::size_t requeued = 0;  // reset: outbox entries queued again for the restored server
+};
+
+struct PushApplied {
+  std::size_t accepted = 0, merged = 0, conflict = 0, rejected = 0, unanswered = 0;
+};
+
+class LocalStore {
+ public:
+  // The view of the store inside one write transaction.
+  class EditTxn {
+   public:
+    // A fresh stamp from the device HLC (greater than anything persisted).
+    Stamp NextStamp();
+    // Writes the field value and its outbox entry. errc::bad_value if the
+    // change breaks a frame limit; errc::invalid_argument if the record
+    // exists with another kind.
+    Outcome<void> Put(const LocalChange& change);
+    LocalStore& store() { return store_; }
+
+   private:
+    friend class LocalStore;
+    EditTxn(LocalStore& store, Hlc& hlc) : store_(store), hlc_(hlc) {}
+    LocalStore& store_;
+    Hlc& hlc_;
+    std::uint64_t device_seq_ = 0;
+  };
+
+  ~LocalStore();
+  LocalStore(const LocalStore&) = delete;
+  LocalStore& operator=(const LocalStore&) = delete;
+
+  // Opens (creating if needed, mode 0600) the store at `path` for `device_id`.
+  // `storage_key` is cloned (32 B). errc::store_failed if the file belongs to
+  // another device or cannot be opened.
+  static Outcome<std::unique_ptr<LocalStore>> Open(const std::filesystem::path& path,
+                                                   const crypto::SecureBuffer& storage_key,
+                                                   const Id& device_id, Env& env,
+                                                   StoreOptions options = {});
+
+  // Runs `fn` in one write transaction (BEGIN IMMEDIATE). The HLC first
+  // observes the persisted value; its new value and the device_seq counter are
+  // persisted with the edits. If `fn` or the commit fails nothing is saved.
+  Outcome<void> Edit(Hlc& hlc, const std::function<Outcome<void>(EditTxn&)>& fn);
+
+  // Reads (see also inside Edit).
+  Outcome<std::optional<RecordInfo>> GetRecord(const Id& record_id);
+  Outcome<std::vector<RecordInfo>> ListRecords(std::string_view kind,
+                                               const std::optional<Id>& parent_id);
+  // Records of `kind` whose hex id starts with `hex_prefix` (case-insensitive).
+  Outcome<std::vector<Id>> MatchPrefix(std::string_view kind, std::string_view hex_prefix);
+  Outcome<std::vector<StoredValue>> GetFields(const Id& record_id);
+  Outcome<std::optional<StoredValue>> GetField(const Id& record_id, std::uint32_t field);
+
+  // Outbox.
+  // Up to `limit` pending changes in device_seq order, ready to push.
+  Outcome<std::vector<teduh::sync::v1::FieldChange>> PendingChanges(std::size_t limit);
+  // Records the server's answer to `sent` (one transaction). Applied changes
+  // take the stamp the server stored; merged or rejected ones give the field
+  // back the server's value when this device knows it (shadow).
+  Outcome<PushApplied> ApplyPushResults(const std::vector<teduh::sync::v1::FieldChange>& sent,
+                                        const teduh::sync::v1::PushResult& result);
+  Outcome<OutboxCounts> CountOutbox();
+  // Entries newest first; `include_accepted` false lists only pending, merged,
+  // conflict and rejected ones.
+  Outcome<std::vector<OutboxEntry>> ListOutbox(bool include_accepted, std::size_t limit);
+
+  // Pull.
+  Outcome<PullCursor> Cursor();
+  // Applies one Changes batch and stores its cursor in one transaction.
+  Outcome<PullApplied> ApplyPulled(Hlc& hlc, const teduh::sync::v1::Changes& batch);
+
+  // Small non-secret settings (last sync time, clock offset...). Never store
+  // anything sensitive here: meta is plain.
+  Outcome<std::optional<std::string>> GetMeta(std::string_view key);
+  Outcome<void> SetMeta(std::string_view key, std::string_view value);
+
+  // The persisted HLC (0 on a new store).
+  Outcome<std::uint64_t> PersistedHlc();
+
+  // Checks the numbered invariants of local_store.cc (tests, debug builds).
+  Outcome<void> CheckInvariants();
+
+  // The sticky error, if any.
+  error_code health() const { return sticky_; }
+
+ private:
+  LocalStore(sqlite3* db, crypto::SecureBuffer key, Id device_id, Env& env, StoreOptions options);
+
+  Outcome<void> InTxn(const std::function<Outcome<void>()>& fn);
+  Failure SqlFail(int rc, std::string_view what);
+  Outcome<void> Exec(std::string_view sql);
+  error_code Fault(std::string_view point);
+  Outcome<std::uint64_t> MetaInt(std::string_view key);
+  Outcome<void> SetMetaInt(std::string_view key, std::uint64_t value);
+  Outcome<std::string> SealAtRest(std::string_view ad, std::string_view plain);
+  Outcome<std::string> OpenAtRest(std::string_view ad, std::string_view stored);
+  Outcome<void> PutLocked(EditTxn& txn, const LocalChange& change);
+  Outcome<void> UpsertRecord(const Id& id, std::string_view kind, const std::optional<Id>& parent,
+                             std::string_view unit_id, bool* kind_conflict);
+  Outcome<void> WriteFieldRow(std::string_view table, const Id& id, std::uint32_t field,
+                              bool sealed, int key_class, std::uint32_t key_version,
+                              std::string_view at_rest, const Stamp& stamp,
+                              std::uint64_t origin_hlc, std::uint64_t seq);
+  Outcome<void> CopyFieldRow(std::string_view from, std::string_view to, const Id& id,
+                             std::uint32_t field);
+  Outcome<void> DeleteFieldRow(std::string_view table, const Id& id, std::uint32_t field);
+  Outcome<std::optional<Stamp>> RowStamp(std::string_view table, const Id& id, std::uint32_t field);
+  Outcome<bool> HasPending(const Id& id, std::uint32_t field, std::uint64_t after_seq);
+  Outcome<std::optional<teduh::sync::v1::FieldChange>> LoadOutbox(std::uint64_t device_seq,
+                                                                  int* state);
+  Outcome<void> StoreOutboxPayload(const teduh::sync::v1::FieldChange& change);
+
+  sqlite3* db_;
+  crypto::SecureBuffer key_;
+  Id device_id_;
+  Env& env_;
+  StoreOptions options_;
+  error_code sticky_;
+  bool in_txn_ = false;
+};
+
+}  // namespace teduh::core

@@ -1,0 +1,69 @@
+// The device side of the sync protocol (docs/PROTOCOL.md): frames over a
+// Transport, one request at a time. Every received frame goes through
+// core::DecodeFrame; an Error frame becomes a Failure with the matching
+// core::errc (core::ErrorFromFrame) and a sentence for the officer; Poke
+// frames that arrive while waiting for a reply are noted (poked()) and skipped.
+//
+// The orchestration (what to push, where to store pulled batches) is the
+// Device's; this class only speaks the protocol.
+//
+// Thread safety: one thread at a time.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "teduh/core/frame_codec.h"
+#include "teduh/core/ids.h"
+#include "teduh/core/outcome.h"
+#include "teduh/core/transport.h"
+#include "teduh/crypto/crypto.h"
+#include "teduh/sync/v1/sync.pb.h"
+
+namespace teduh::core {
+
+class SyncClient {
+ public:
+  explicit SyncClient(std::unique_ptr<Transport> transport, FrameLimits limits = {});
+  ~SyncClient();
+  SyncClient(const SyncClient&) = delete;
+  SyncClient& operator=(const SyncClient&) = delete;
+
+  // First frame of an enrollment connection. The caller checks the result
+  // (fingerprint, root key) before saving anything.
+  Outcome<teduh::sync::v1::EnrollResult> Enroll(const teduh::sync::v1::EnrollRequest& request);
+
+  // Hello / Challenge / Proof / Welcome. `expected_server_id` (16 B) when
+  // pinned: a different server id is errc::wrong_unit. After success the
+  // limits follow the smaller of ours and the server's.
+  Outcome<teduh::sync::v1::Welcome> Authenticate(const Id& device_id,
+                                                 const crypto::SecureBuffer& sign_sk,
+                                                 const std::string& expected_server_id);
+
+  Outcome<teduh::sync::v1::PushResult> Push(
+      const std::vector<teduh::sync::v1::FieldChange>& changes);
+  Outcome<teduh::sync::v1::Changes> Pull(std::uint64_t generation, std::uint64_t after_seq,
+                                         std::uint32_t limit);
+  Outcome<teduh::sync::v1::DeviceList> ListDevices();
+  Outcome<teduh::sync::v1::ApproveResult> Approve(const teduh::sync::v1::ApproveDevice& request);
+
+  const FrameLimits& limits() const { return limits_; }
+  bool poked() const { return poked_; }
+  void Close();
+
+ private:
+  Outcome<teduh::sync::v1::Frame> Call(teduh::sync::v1::Frame request,
+                                       teduh::sync::v1::Frame::BodyCase expected);
+
+  std::unique_ptr<Transport> transport_;
+  FrameLimits limits_;
+  std::uint64_t next_request_id_ = 1;
+  bool poked_ = false;
+};
+
+// The officer's sentence for a server error code (without the server's own text).
+std::string ExplainServerError(teduh::sync::v1::ErrorCode code);
+
+}  // namespace teduh::core

@@ -1,0 +1,1459 @@
+// Design notes — Device (see device.h for the contract).
+//
+// State machine of an enrolled device (DeviceInfo::state, from the server):
+//
+//   (none) ──Enroll──► pending ──Sync sees Welcome──► active
+//                        │                              │
+//                        └──── Sync sees DEVICE_REVOKED ┴──► revoked
+//   Bootstrap admin: (none) ──Enroll──► active (holds the unit root key).
+//
+// Keys: class keys K[class][epoch] live in the vault (from grants, or made by
+// the bootstrap admin). A case key CK[case][class][version] is random, made
+// by the device that first needs it, wrapped under the newest K[class] it
+// holds and stored as a teduh.keys.v1.CaseKey child record of the case, in
+// the same transaction as the first value sealed under it. Unwrapped case
+// keys are cached in case_keys_ (guarded memory, wiped by Lock()).
+//
+// Invariants:
+//  1. No secret leaves the vault except into crypto::SecureBuffer (case_keys_,
+//     a clone of the signing key for one handshake).
+//  2. Every edit of a call is one LocalStore::Edit transaction: the record
+//     fields, any new CaseKey record and their outbox entries commit together.
+//  3. A sealed value is written only with the stamp bound into its AD: the
+//     stamp is taken (EditTxn::NextStamp) before SealField.
+//  4. A value that does not open is reported (Readability::kIntegrity or
+//     kNoKey), never rendered as data.
+//  5. device.json holds no secret; the unit root key used for verification
+//     is the pinned copy inside the vault.
+//  6. mu_ guards every member; network waits in Sync() run without it.
+#include "teduh/core/device.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <ctime>
+#include <fstream>
+#include <set>
+#include <utility>
+
+#include "teduh/case/v1/case.pb.h"
+#include "teduh/core/frame_codec.h"
+#include "teduh/core/roles.h"
+#include "teduh/core/schema.h"
+#include "teduh/core/sealing.h"
+#include "teduh/core/sync_client.h"
+#include "teduh/keys/v1/keys.pb.h"
+
+namespace teduh::core {
+
+namespace pb = teduh::sync::v1;
+namespace cw = teduh::casework::v1;
+using nlohmann::json;
+
+// ---- Helpers -------------------------------------------------------------------
+
+class Device::OffsetEnv final : public Env {
+ public:
+  explicit OffsetEnv(Env& base) : base_(base) {}
+  std::int64_t NowMs() override { return base_.NowMs() + offset_.load(); }
+  std::int64_t BaseNowMs() { return base_.NowMs(); }
+  void set_offset(std::int64_t ms) { offset_.store(ms); }
+  std::int64_t offset() const { return offset_.load(); }
+
+ private:
+  Env& base_;
+  std::atomic<std::int64_t> offset_{0};
+};
+
+struct Device::Meta {
+  Id device_id{};
+  std::string state;
+  std::string user;
+  Role role = Role::ROLE_UNSPECIFIED;
+  std::string unit_id, unit_name, server_url, label;
+  std::string server_id;     // 16 raw bytes
+  std::string unit_root_pk;  // 32 raw bytes (display; the vault copy is used to verify)
+  std::string sign_pk, box_pk;
+  std::uint32_t max_failed_unlocks = 0;
+
+  json ToJson() const {
+    return json{{"format", 1},
+                {"device_id", ToHex(device_id)},
+                {"state", state},
+                {"user", user},
+                {"role", RoleName(role)},
+                {"unit_id", unit_id},
+                {"unit_name", unit_name},
+                {"server_url", server_url},
+                {"label", label},
+                {"server_id", ToHex(AsSpan(server_id))},
+                {"unit_root_pk", ToHex(AsSpan(unit_root_pk))},
+                {"sign_pk", ToHex(AsSpan(sign_pk))},
+                {"box_pk", ToHex(AsSpan(box_pk))},
+                {"max_failed_unlocks", max_failed_unlocks}};
+  }
+  static Outcome<Meta> FromJson(const json& j) {
+    try {
+      Meta m;
+      auto id = IdFromHex(j.at("device_id").get<std::string>());
+      if (!id) throw std::runtime_error("id");
+      m.device_id = *id;
+      m.state = j.at("state").get<std::string>();
+      m.user = j.at("user").get<std::string>();
+      auto role = ParseRole(j.at("role").get<std::string>());
+      if (!role) throw std::runtime_error("role");
+      m.role = *role;
+      m.unit_id = j.value("unit_id", "");
+      m.unit_name = j.value("unit_name", "");
+      m.server_url = j.at("server_url").get<std::string>();
+      m.label = j.value("label", "");
+      auto hex = [&](const char* k) -> std::string {
+        auto b = BytesFromHex(j.value(k, ""));
+        if (!b) throw std::runtime_error(k);
+        return *b;
+      };
+      m.server_id = hex("server_id");
+      m.unit_root_pk = hex("unit_root_pk");
+      m.sign_pk = hex("sign_pk");
+      m.box_pk = hex("box_pk");
+      m.max_failed_unlocks = j.value("max_failed_unlocks", 0u);
+      return m;
+    } catch (const std::exception&) {
+      return Fail(errc::vault_corrupt, "device.json is damaged");
+    }
+  }
+};
+
+struct Device::PendingSet {
+  const FieldPolicy* field = nullptr;
+  std::string value;  // single-field serialization (plaintext)
+};
+
+namespace {
+
+constexpr std::string_view kMetaFile = "device.json";
+constexpr std::string_view kVaultFile = "vault";
+constexpr std::string_view kStoreFile = "store.db";
+
+std::string StateName(pb::DeviceState s) {
+  switch (s) {
+    case pb::DEVICE_STATE_PENDING:
+      return "pending";
+    case pb::DEVICE_STATE_ACTIVE:
+      return "active";
+    case pb::DEVICE_STATE_REVOKED:
+      return "revoked";
+    default:
+      return "unknown";
+  }
+}
+
+teduh::AccessClass Normal(teduh::AccessClass c) {
+  return c == teduh::ACCESS_CLASS_UNSPECIFIED ? teduh::ACCESS_CLASS_GENERAL : c;
+}
+
+const RecordKind& KindOf(std::string_view full) { return *Schema::Get().FindKind(full); }
+
+std::string Label(const FieldPolicy& f, std::string_view lang) {
+  const std::string& l = lang == "en" ? f.label_en : f.label_id;
+  return l.empty() ? f.name : l;
+}
+
+std::string Trim(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+  return std::string(s);
+}
+
+std::string Lower(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+Outcome<json> ReadJsonFile(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  if (!in) return Fail(errc::vault_missing, "no device is enrolled in this home folder");
+  json j = json::parse(in, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    return Fail(errc::vault_corrupt, "device.json is damaged");
+  }
+  return j;
+}
+
+std::string HostLabel() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "device";
+  return std::string(buf).substr(0, 64);
+}
+
+std::string BytesOf(std::span<const std::uint8_t> s) {
+  return std::string(reinterpret_cast<const char*>(s.data()), s.size());
+}
+
+// Single-field serialization of `field` of a fully built message.
+std::string OneField(const google::protobuf::Message& full, const FieldPolicy& field) {
+  std::unique_ptr<google::protobuf::Message> m(full.New());
+  m->CopyFrom(full);
+  const auto* refl = m->GetReflection();
+  std::vector<const google::protobuf::FieldDescriptor*> set;
+  refl->ListFields(*m, &set);
+  for (const auto* fd : set) {
+    if (fd != field.descriptor) refl->ClearField(m.get(), fd);
+  }
+  return m->SerializeAsString();
+}
+
+}  // namespace
+
+std::string_view ReadabilityName(Readability r) {
+  switch (r) {
+    case Readability::kReadable:
+      return "readable";
+    case Readability::kNoKey:
+      return "key_missing";
+    case Readability::kIntegrity:
+      return "integrity";
+  }
+  return "unknown";
+}
+
+std::string Initials(std::string_view name) {
+  std::string out;
+  bool at_word = true;
+  for (std::size_t i = 0; i < name.size();) {
+    unsigned char c = static_cast<unsigned char>(name[i]);
+    std::size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : 4;
+    if (std::isspace(c)) {
+      at_word = true;
+      ++i;
+      continue;
+    }
+    if (at_word) {
+      if (len == 1) {
+        out += static_cast<char>(std::toupper(c));
+      } else {
+        out.append(name.substr(i, len));
+      }
+      out += '.';
+      at_word = false;
+    }
+    i += len;
+  }
+  return out;
+}
+
+// ---- Construction ---------------------------------------------------------------
+
+Device::Device(std::filesystem::path home, DeviceOptions options)
+    : home_(std::move(home)), options_(std::move(options)) {
+  env_ = std::make_unique<OffsetEnv>(options_.env != nullptr ? *options_.env : DefaultEnv());
+}
+
+Device::~Device() { Lock(); }
+
+bool Device::Exists(const std::filesystem::path& home) { return Vault::Exists(home / kVaultFile); }
+
+void Device::Lock() {
+  std::lock_guard g(mu_);
+  case_keys_.clear();
+  if (vault_) vault_->Lock();
+  store_.reset();
+  locked_ = true;
+}
+
+Outcome<void> Device::CheckOpen() const {
+  if (locked_ || !vault_ || !store_) return Fail(errc::locked, "the device is locked");
+  return {};
+}
+
+DeviceInfo Device::info() const {
+  std::lock_guard g(mu_);
+  return InfoLocked();
+}
+
+DeviceInfo Device::InfoLocked() const {
+  DeviceInfo i;
+  if (!meta_) return i;
+  i.device_id = meta_->device_id;
+  i.state = meta_->state;
+  i.user = meta_->user;
+  i.role = RoleName(meta_->role);
+  i.unit_id = meta_->unit_id;
+  i.unit_name = meta_->unit_name;
+  i.server_url = meta_->server_url;
+  i.label = meta_->label;
+  i.fingerprint = KeyFingerprint(meta_->sign_pk);
+  i.unit_fingerprint = meta_->unit_root_pk.empty() ? "" : KeyFingerprint(meta_->unit_root_pk);
+  i.max_failed_unlocks = meta_->max_failed_unlocks;
+  return i;
+}
+
+Outcome<void> Device::SaveMeta() {
+  if (auto ec = WriteFileAtomically(home_ / kMetaFile, meta_->ToJson().dump(2) + "\n")) {
+    return Fail(ec, "cannot save device.json");
+  }
+  return {};
+}
+
+Outcome<std::unique_ptr<Device>> Device::Enroll(const std::filesystem::path& home,
+                                                std::string_view server_url,
+                                                std::string_view code_text,
+                                                const crypto::SecureBuffer& passphrase,
+                                                DeviceOptions options) {
+  if (auto ec = crypto::Init()) return Fail(ec, "the crypto library could not start");
+  if (passphrase.empty()) return Fail(errc::invalid_argument, "the passphrase must not be empty");
+  std::error_code fs_ec;
+  std::filesystem::create_directories(home, fs_ec);
+  if (fs_ec) return Fail(errc::io_error, fmt::format("cannot create {}", home.string()));
+  std::filesystem::permissions(home, std::filesystem::perms::owner_all,
+                               std::filesystem::perm_options::replace, fs_ec);
+  if (Vault::Exists(home / kVaultFile)) {
+    return Fail(errc::vault_exists,
+                fmt::format("{} already holds an enrolled device", home.string()));
+  }
+  // The code: groups of four, optionally followed by the unit fingerprint.
+  std::string code;
+  for (char c : Trim(code_text))
+    code += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (code.empty() || code.size() > 64) {
+    return Fail(errc::invalid_argument,
+                "the enrollment code looks like XXXX-XXXX-XXXX-XXXX-1A2B3C4D");
+  }
+  std::string fingerprint;
+  {
+    std::size_t dash = code.rfind('-');
+    std::string last = dash == std::string::npos ? "" : code.substr(dash + 1);
+    std::size_t groups = static_cast<std::size_t>(std::count(code.begin(), code.end(), '-')) + 1;
+    if (groups == 5 && last.size() == 8 &&
+        std::all_of(last.begin(), last.end(), [](char c) { return std::isxdigit(c); })) {
+      fingerprint = last;
+    }
+  }
+  const bool bootstrap = fingerprint.empty();
+
+  auto sign = crypto::GenerateSignKeyPair();
+  auto box = crypto::GenerateBoxKeyPair();
+  auto storage = crypto::RandomSecret(32);
+  if (!sign || !box || !storage) return Fail(errc::io_error, "cannot generate device keys");
+  VaultSecrets secrets;
+  secrets.storage_key = std::move(*storage);
+  secrets.device_sign_sk = std::move(sign->secret_key);
+  secrets.device_box_sk = std::move(box->secret_key);
+  std::string root_pk;
+  if (bootstrap) {
+    auto root = crypto::GenerateSignKeyPair();
+    if (!root) return Fail(root.error(), "cannot generate the unit root key");
+    root_pk = BytesOf(root->public_key);
+    secrets.unit_root_sk = std::move(root->secret_key);
+    for (auto cls : {teduh::ACCESS_CLASS_GENERAL, teduh::ACCESS_CLASS_CLINICAL}) {
+      auto k = crypto::RandomSecret(32);
+      if (!k) return Fail(k.error(), "cannot generate class keys");
+      secrets.class_keys.emplace(std::make_pair(cls, 1u), std::move(*k));
+    }
+  }
+  std::string sign_pk = BytesOf(sign->public_key);
+  std::string box_pk = BytesOf(box->public_key);
+
+  pb::EnrollRequest req;
+  req.set_version(kProtocolVersion);
+  req.set_code(code);
+  req.set_sign_pk(sign_pk);
+  req.set_box_pk(box_pk);
+  req.set_label(options.label.empty() ? HostLabel() : options.label.substr(0, 128));
+  req.set_unit_root_pk(root_pk);
+  std::string msg = EnrollMessage(code, sign_pk, box_pk, root_pk);
+  auto sig = crypto::Sign(secrets.device_sign_sk, AsSpan(msg));
+  if (!sig) return Fail(sig.error(), "cannot sign the enrollment request");
+  req.set_signature(BytesOf(*sig));
+
+  Connector connect = options.connector ? options.connector : Connector(ConnectWebSocket);
+  auto transport = connect(server_url, options.transport);
+  if (!transport) return transport.error();
+  SyncClient client(std::move(*transport));
+  auto result = client.Enroll(req);
+  client.Close();
+  if (!result) return result.error();
+
+  // Check the unit before saving anything (PROTOCOL §2.4).
+  if (result->unit_root_pk().size() != 32) {
+    return Fail(errc::wrong_unit, "the server did not send its unit root key; nothing was saved");
+  }
+  if (!fingerprint.empty() && KeyFingerprint(result->unit_root_pk()) != fingerprint) {
+    return Fail(errc::wrong_unit,
+                "the server's unit key does not match the fingerprint in the code: this is not "
+                "your unit's server; nothing was saved");
+  }
+  if (bootstrap && result->unit_root_pk() != root_pk) {
+    return Fail(errc::wrong_unit,
+                "the code carries no unit fingerprint and the server already has a unit key; ask "
+                "for a code with a fingerprint; nothing was saved");
+  }
+  auto device_id = IdFromBytes(result->device_id());
+  if (!device_id) return Fail(errc::malformed_frame, "the server sent an invalid device id");
+  std::memcpy(secrets.pinned_unit_root_pk.data(), result->unit_root_pk().data(), 32);
+  secrets.has_pinned_unit_root_pk = true;
+
+  std::unique_ptr<Device> d(new Device(home, std::move(options)));
+  d->meta_ = std::make_unique<Meta>();
+  Meta& m = *d->meta_;
+  m.device_id = *device_id;
+  m.state = StateName(result->state());
+  m.user = result->user();
+  m.role = result->role();
+  m.unit_id = result->unit_id();
+  m.unit_name = result->unit_name();
+  m.server_url = std::string(server_url);
+  m.label = req.label();
+  m.server_id = result->server_id();
+  m.unit_root_pk = result->unit_root_pk();
+  m.sign_pk = sign_pk;
+  m.box_pk = box_pk;
+  m.max_failed_unlocks = d->options_.vault.max_failed_unlocks;
+
+  auto vault = Vault::Create(home / kVaultFile, passphrase, std::move(secrets), d->options_.vault);
+  if (!vault) {
+    return Fail(vault.error().code,
+                vault.error().message + " (the server accepted the code: ask for a new one)");
+  }
+  d->vault_ = std::move(*vault);
+  auto cleanup = [&] {
+    Vault::Erase(home / kVaultFile);
+    std::filesystem::remove(home / kMetaFile, fs_ec);
+    for (auto suffix : {"", "-wal", "-shm"}) {
+      std::filesystem::remove(home / (std::string(kStoreFile) + suffix), fs_ec);
+    }
+  };
+  if (auto r = d->SaveMeta(); !r) {
+    cleanup();
+    return r.error();
+  }
+  auto store = LocalStore::Open(home / kStoreFile, d->vault_->storage_key(), m.device_id, *d->env_,
+                                d->options_.store);
+  if (!store) {
+    cleanup();
+    return store.error();
+  }
+  d->store_ = std::move(*store);
+  d->hlc_ = std::make_unique<Hlc>(*d->env_, 0);
+  return d;
+}
+
+Outcome<std::unique_ptr<Device>> Device::Open(const std::filesystem::path& home,
+                                              const crypto::SecureBuffer& passphrase,
+                                              DeviceOptions options) {
+  if (auto ec = crypto::Init()) return Fail(ec, "the crypto library could not start");
+  if (!Vault::Exists(home / kVaultFile)) {
+    return Fail(errc::vault_missing,
+                fmt::format("no device is enrolled in {} (run teduh init)", home.string()));
+  }
+  auto j = ReadJsonFile(home / kMetaFile);
+  if (!j) return j.error();
+  auto meta = Meta::FromJson(*j);
+  if (!meta) return meta.error();
+  std::unique_ptr<Device> d(new Device(home, std::move(options)));
+  d->meta_ = std::make_unique<Meta>(std::move(*meta));
+  VaultOptions vopts = d->options_.vault;
+  vopts.max_failed_unlocks = d->meta_->max_failed_unlocks;
+  auto vault = Vault::Unlock(home / kVaultFile, passphrase, vopts);
+  if (!vault) {
+    if (vault.error().code == errc::vault_wiped) {
+      std::error_code ec;
+      for (auto suffix : {"", "-wal", "-shm"}) {
+        std::filesystem::path p = home / (std::string(kStoreFile) + suffix);
+        if (std::filesystem::exists(p, ec)) Vault::Erase(p);
+      }
+      std::filesystem::remove(home / kMetaFile, ec);
+    }
+    return vault.error();
+  }
+  d->vault_ = std::move(*vault);
+  auto store = LocalStore::Open(home / kStoreFile, d->vault_->storage_key(), d->meta_->device_id,
+                                *d->env_, d->options_.store);
+  if (!store) return store.error();
+  d->store_ = std::move(*store);
+  if (auto off = d->store_->GetMeta("clock_offset_ms"); off && *off) {
+    try {
+      d->env_->set_offset(std::stoll(**off));
+    } catch (const std::exception&) {
+    }
+  }
+  auto hlc = d->store_->PersistedHlc();
+  if (!hlc) return hlc.error();
+  d->hlc_ = std::make_unique<Hlc>(*d->env_, *hlc);
+  return d;
+}
+
+// ---- Case keys -------------------------------------------------------------------
+
+Outcome<std::optional<std::uint32_t>> Device::LatestCaseKeyVersion(const Id& case_id,
+                                                                   teduh::AccessClass key_class) {
+  auto recs = store_->ListRecords(kCaseKeyKind, case_id);
+  if (!recs) return recs.error();
+  std::optional<std::uint32_t> best;
+  for (const auto& r : *recs) {
+    auto fields = store_->GetFields(r.record_id);
+    if (!fields) return fields.error();
+    teduh::keys::v1::CaseKey ck;
+    for (const auto& f : *fields) {
+      if (!f.sealed) ck.MergeFromString(f.value);
+    }
+    if (Normal(ck.key_class()) == Normal(key_class) && ck.version() > 0 &&
+        (!best || ck.version() > *best)) {
+      best = ck.version();
+    }
+  }
+  return best;
+}
+
+Outcome<const crypto::SecureBuffer*> Device::CaseKeyFor(const Id& case_id,
+                                                        teduh::AccessClass key_class,
+                                                        std::uint32_t version) {
+  key_class = Normal(key_class);
+  auto cached = case_keys_.find({case_id, key_class, version});
+  if (cached != case_keys_.end()) return &cached->second;
+  auto recs = store_->ListRecords(kCaseKeyKind, case_id);
+  if (!recs) return recs.error();
+  // Deterministic choice when two devices made the same (class, version)
+  // offline: the CaseKey record with the smallest id.
+  std::sort(recs->begin(), recs->end(),
+            [](const RecordInfo& a, const RecordInfo& b) { return a.record_id < b.record_id; });
+  bool lacked_class_key = false;
+  for (const auto& r : *recs) {
+    auto fields = store_->GetFields(r.record_id);
+    if (!fields) return fields.error();
+    teduh::keys::v1::CaseKey ck;
+    for (const auto& f : *fields) {
+      if (!f.sealed) ck.MergeFromString(f.value);
+    }
+    if (Normal(ck.key_class()) != key_class || ck.version() != version) continue;
+    const crypto::SecureBuffer* k = vault_->class_key(key_class, ck.epoch());
+    if (k == nullptr) {
+      lacked_class_key = true;
+      continue;
+    }
+    auto unwrapped = UnwrapCaseKey(*k, case_id, key_class, version, ck.epoch(), ck.wrapped());
+    if (!unwrapped) continue;  // altered wrap: try another record, else integrity below
+    auto [it, _] = case_keys_.emplace(std::make_tuple(case_id, int{key_class}, version),
+                                      std::move(*unwrapped));
+    return &it->second;
+  }
+  if (lacked_class_key || recs->empty() || vault_->latest_epoch(key_class) == std::nullopt) {
+    return Fail(errc::key_missing, fmt::format("this device does not hold the {} key of this case",
+                                               ClassName(key_class)));
+  }
+  return Fail(errc::integrity, "the case key record does not verify");
+}
+
+Outcome<void> Device::EnsureCaseKey(LocalStore::EditTxn& txn, const Id& case_id,
+                                    teduh::AccessClass key_class, std::uint32_t* version) {
+  key_class = Normal(key_class);
+  auto latest = LatestCaseKeyVersion(case_id, key_class);
+  if (!latest) return latest.error();
+  if (*latest) {
+    *version = **latest;
+    auto k = CaseKeyFor(case_id, key_class, *version);
+    if (!k) return k.error();
+    return {};
+  }
+  auto epoch = vault_->latest_epoch(key_class);
+  if (!epoch) {
+    return Fail(errc::key_missing,
+                fmt::format("this device holds no {} key{}", ClassName(key_class),
+                            meta_->state == "pending" ? " yet: waiting for an admin to approve it"
+                                                      : " (its role may not write this)"));
+  }
+  const crypto::SecureBuffer* class_key = vault_->class_key(key_class, *epoch);
+  auto ck = crypto::RandomSecret(32);
+  if (!ck) return Fail(ck.error(), "cannot make a case key");
+  auto wrapped = WrapCaseKey(*class_key, case_id, key_class, 1, *epoch, *ck);
+  if (!wrapped) return Fail(wrapped.error(), "cannot wrap the case key");
+  teduh::keys::v1::CaseKey rec;
+  rec.set_key_class(key_class);
+  rec.set_version(1);
+  rec.set_epoch(*epoch);
+  rec.set_wrapped(*wrapped);
+  const RecordKind& kind = KindOf(kCaseKeyKind);
+  Id rec_id = NewId();
+  for (const auto& f : kind.fields) {
+    LocalChange c;
+    c.record_id = rec_id;
+    c.kind = std::string(kCaseKeyKind);
+    c.parent_id = case_id;
+    c.field = f.number;
+    c.value = OneField(rec, f);
+    c.stamp = txn.NextStamp();
+    if (auto r = txn.Put(c); !r) return r;
+  }
+  case_keys_.emplace(std::make_tuple(case_id, int{key_class}, 1u), std::move(*ck));
+  *version = 1;
+  return {};
+}
+
+// ---- Edits ---------------------------------------------------------------------------
+
+Outcome<std::vector<Device::PendingSet>> Device::ParseSets(std::string_view kind_name,
+                                                           const std::vector<std::string>& sets) {
+  const RecordKind& kind = KindOf(kind_name);
+  std::vector<PendingSet> out;
+  for (const auto& s : sets) {
+    std::size_t eq = s.find('=');
+    if (eq == std::string::npos) {
+      return Fail(
+          errc::invalid_argument,
+          fmt::format("'{}' is not FIELD=VALUE", s.substr(0, std::min<std::size_t>(s.size(), 40))));
+    }
+    std::string name = Lower(Trim(std::string_view(s).substr(0, eq)));
+    std::string_view text = std::string_view(s).substr(eq + 1);
+    const FieldPolicy* f = kind.FindFieldByName(name);
+    if (f == nullptr) {
+      std::string names;
+      for (const auto& p : kind.fields) names += (names.empty() ? "" : ", ") + p.name;
+      return Fail(errc::unknown_field, fmt::format("unknown field '{}' for a {}; valid fields: {}",
+                                                   name.substr(0, 64), kind.short_name, names));
+    }
+    std::string message;
+    auto enc = EncodeFieldText(kind, *f, text, &message);
+    if (!enc) {
+      return Fail(errc::bad_value,
+                  message.empty() ? fmt::format("bad value for field '{}'", f->name) : message);
+    }
+    // The last setting of a field wins.
+    std::erase_if(out, [&](const PendingSet& p) { return p.field == f; });
+    out.push_back(PendingSet{f, std::move(*enc)});
+  }
+  return out;
+}
+
+Outcome<void> Device::WriteRecordFields(LocalStore::EditTxn& txn, const Id& record_id,
+                                        std::string_view kind, const std::optional<Id>& parent,
+                                        const Id& case_id, std::vector<PendingSet> sets) {
+  // Open fields first (assignment reaches the server before anything else),
+  // then sealed ones.
+  std::stable_sort(sets.begin(), sets.end(), [](const PendingSet& a, const PendingSet& b) {
+    return !a.field->sealed && b.field->sealed;
+  });
+  for (auto& s : sets) {
+    LocalChange c;
+    c.record_id = record_id;
+    c.kind = std::string(kind);
+    c.parent_id = parent;
+    c.field = s.field->number;
+    if (!s.field->sealed) {
+      c.stamp = txn.NextStamp();
+      c.value = std::move(s.value);
+    } else {
+      std::uint32_t version = 0;
+      if (auto r = EnsureCaseKey(txn, case_id, s.field->access, &version); !r) return r;
+      auto ck = CaseKeyFor(case_id, s.field->access, version);
+      if (!ck) return ck.error();
+      c.stamp = txn.NextStamp();  // invariant 3
+      SealContext ctx;
+      ctx.record_id = record_id;
+      ctx.kind = kind;
+      ctx.field = c.field;
+      ctx.writer_hlc = c.stamp.hlc;
+      ctx.writer_device = c.stamp.device;
+      ctx.key_class = Normal(s.field->access);
+      ctx.key_version = version;
+      auto sealed = SealField(**ck, ctx, s.value);
+      crypto::Wipe(s.value);
+      if (!sealed) return Fail(sealed.error(), "cannot seal a value");
+      c.sealed = true;
+      c.key_class = ctx.key_class;
+      c.key_version = version;
+      c.value = std::move(*sealed);
+    }
+    if (auto r = txn.Put(c); !r) return r;
+  }
+  return {};
+}
+
+Outcome<Id> Device::ResolveCase(std::string_view case_ref) {
+  std::lock_guard g(mu_);
+  if (auto r = CheckOpen(); !r) return r.error();
+  return ResolveCaseLocked(case_ref);
+}
+
+Outcome<Id> Device::ResolveCaseLocked(std::string_view case_ref) {
+  std::string ref = Lower(Trim(case_ref));
+  if (ref.size() < 6 || ref.size() > 32 ||
+      !std::all_of(ref.begin(), ref.end(), [](char c) { return std::isxdigit(c); })) {
+    return Fail(errc::invalid_argument,
+                "a case id is 32 hex digits, or a unique prefix of at least 6");
+  }
+  auto ids = store_->MatchPrefix(kCaseKind, ref);
+  if (!ids) return ids.error();
+  if (ids->empty()) return Fail(errc::not_found, fmt::format("no case {} on this device", ref));
+  if (ids->size() > 1) {
+    return Fail(errc::invalid_argument,
+                fmt::format("{} cases start with {}: type more digits", ids->size(), ref));
+  }
+  return ids->front();
+}
+
+Outcome<Id> Device::NewCase(const std::vector<std::string>& sets) {
+  std::lock_guard g(mu_);
+  if (auto r = CheckOpen(); !r) return r.error();
+  if (ScopeOf(meta_->role) == CaseScope::kNone) {
+    return Fail(errc::forbidden, "an admin device holds no case content");
+  }
+  auto parsed = ParseSets(kCaseKind, sets);
+  if (!parsed) return parsed.error();
+  const RecordKind& kind = KindOf(kCaseKind);
+  Id case_id = NewId();
+  std::int64_t now_s = env_->NowMs() / 1000;
+  auto has = [&](std::string_view name) {
+    return std::any_of(parsed->begin(), parsed->end(),
+                       [&](const PendingSet& p) { return p.field->name == name; });
+  };
+  auto add = [&](std::string_view name, const google::protobuf::Message& m) {
+    const FieldPolicy* f = kind.FindFieldByName(name);
+    parsed->insert(parsed->begin(), PendingSet{f, m.SerializeAsString()});
+  };
+  cw::Case defaults;
+  if (!has("case_number")) {
+    std::string unit;
+    for (char c : meta_->unit_id) {
+      if (std::isalnum(static_cast<unsigned char>(c)) && unit.size() < 12) {
+        unit += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      }
+    }
+    if (unit.empty()) unit = "PPA";
+    std::time_t t = static_cast<std::time_t>(now_s);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    std::string hex = ToHex(case_id).substr(0, 6);
+    for (auto& c : hex) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    cw::Case m;
+    m.set_case_number(fmt::format("{}-{:04}{:02}{:02}-{}", unit, tm.tm_year + 1900, tm.tm_mon + 1,
+                                  tm.tm_mday, hex));
+    add("case_number", m);
+  }
+  if (!has("stage")) {
+    cw::Case m;
+    m.set_stage(cw::STAGE_PENGADUAN);
+    add("stage", m);
+  }
+  if (!has("received_at")) {
+    cw::Case m;
+    m.set_received_at(now_s);
+    add("received_at", m);
+  }
+  if (!has("created_at")) {
+    cw::Case m;
+    m.set_created_at(now_s);
+    add("created_at", m);
+  }
+  std::string_view assign = AssignmentField(meta_->role);
+  if (!assign.empty() && !has(assign)) {
+    const FieldPolicy* f = kind.FindFieldByName(assign);
+    cw::Case m;
+    m.GetReflection()->SetString(&m, f->descriptor, meta_->user);
+    add(assign, m);
+  }
+  auto r = store_->Edit(*hlc_, [&](LocalStore::EditTxn& txn) -> Outcome<void> {
+    // The GENERAL case key exists from the case's first transaction.
+    std::uint32_t version = 0;
+    if (auto k = EnsureCaseKey(txn, case_id, teduh::ACCESS_CLASS_GENERAL, &version); !k) return k;
+    return WriteRecordFields(txn, case_id, kCaseKind, std::nullopt, case_id, std::move(*parsed));
+  });
+  if (!r) {
+    case_keys_.erase({case_id, int{teduh::ACCESS_CLASS_GENERAL}, 1u});
+    return r.error();
+  }
+  return case_id;
+}
+
+Outcome<void> Device::SetCaseFields(std::string_view case_ref,
+                                    const std::vector<std::string>& sets) {
+  std::lock_guard g(mu_);
+  if (auto r = CheckOpen(); !r) return r.error();
+  if (sets.empty()) return Fail(errc::invalid_argument, "nothing to set: use --set FIELD=VALUE");
+  auto case_id = ResolveCaseLocked(case_ref);
+  if (!case_id) return case_id.error();
+  auto parsed = ParseSets(kCaseKind, sets);
+  if (!parsed) return parsed.error();
+  auto existing = store_->GetFields(*case_id);
+  if (!existing) return existing.error();
+  for (const auto& p : *parsed) {
+    if (p.field->merge != teduh::MERGE_RULE_IMMUTABLE) continue;
+    for (auto& v : *existing) {
+      if (v.field == p.field->number) {
+        return Fail(errc::invalid_argument,
+                    fmt::format("'{}' cannot be changed once set", p.field->name));
+      }
+    }
+  }
+  for (auto& v : *existing) crypto::Wipe(v.value);
+  return store_->Edit(*hlc_, [&](LocalStore::EditTxn& txn) -> Outcome<void> {
+    return WriteRecordFields(txn, *case_id, kCaseKind, std::nullopt, *case_id, std::move(*parsed));
+  });
+}
+
+Outcome<Id> Device::AddPerson(std::string_view case_ref, std::string_view role,
+                              const std::vector<std::string>& sets) {
+  std::lock_guard g(mu_);
+  if (auto r = CheckOpen(); !r) return r.error();
+  auto case_id = ResolveCaseLocked(case_ref);
+  if (!case_id) return case_id.error();
+  const RecordKind& kind = KindOf(kPersonKind);
+  std::vector<std::string> all;
+  all.push_back("role=" + std::string(role));
+  all.insert(all.end(), sets.begin(), sets.end());
+  auto parsed = ParseSets(kPersonKind, all);
+  if (!parsed) return parsed.error();
+  (void)kind;
+  Id person_id = NewId();
+  auto r = store_->Edit(*hlc_, [&](LocalStore::EditTxn& txn) -> Outcome<void> {
+    return WriteRecordFields(txn, person_id, kPersonKind, *case_id, *case_id, std::move(*parsed));
+  });
+  if (!r) return r.error();
+  return person_id;
+}
+
+Outcome<void> Device::SetPersonFields(std::string_view person_ref,
+                                      const std::vector<std::string>& sets) {
+  std::lock_guard g(mu_);
+  if (auto r = CheckOpen(); !r) return r.error();
+  std::string ref = Lower(Trim(person_ref));
+  if (ref.size() < 6 || ref.size() > 32 ||
+      !std::all_of(ref.begin(), ref.end(), [](char c) { return std::isxdigit(c); })) {
+    return Fail(errc::invalid_argument,
+                "a person id is 32 hex digits, or a unique prefix of at least 6");
+  }
+  auto ids = store_->MatchPrefix(kPersonKind, ref);
+  if (!ids) return ids.error();
+  if (ids->size() != 1) {
+    return Fail(ids->empty() ? errc::not_found : errc::invalid_argument,
+                ids->empty() ? "no such person on this device" : "ambiguous person id prefix");
+  }
+  auto rec = store_->GetRecord(ids->front());
+  if (!rec) return rec.error();
+  if (!*rec || !(*rec)->parent_id) return Fail(errc::not_found, "the person has no case");
+  auto parsed = ParseSets(kPersonKind, sets);
+  if (!parsed) return parsed.error();
+  Id case_id = *(*rec)->parent_id;
+  Id person_id = ids->front();
+  return store_->Edit(*hlc_, [&](LocalStore::EditTxn& txn) -> Outcome<void> {
+    return WriteRecordFields(txn, person_id, kPersonKind, case_id, case_id, std::move(*parsed));
+  });
+}
+
+Outcome<Id> Device::AddNote(std::string_view case_ref, std::string_view text,
+                            std::string_view kind_text) {
+  std::lock_guard g(mu_);
+  if (auto r = CheckOpen(); !r) return r.error();
+  auto case_id = ResolveCaseLocked(case_ref);
+  if (!case_id) return case_id.error();
+  if (text.empty()) return Fail(errc::invalid_argument, "the note is empty");
+  const RecordKind& kind = KindOf(kNoteKind);
+  std::string message;
+  auto kind_value =
+      ParseEnumValue(*cw::NoteKind_descriptor(), kind_text.empty() ? "visit" : kind_text, &message);
+  if (!kind_value || *kind_value == 0) {
+    return Fail(errc::bad_value, message.empty() ? "unknown note kind" : message);
+  }
+  bool clinical =
+      *kind_value == cw::NOTE_KIND_COUNSELLING || *kind_value == cw::NOTE_KIND_PSYCHOLOGY;
+  std::vector<PendingSet> sets;
+  {
+    cw::Note m;
+    m.set_kind(static_cast<cw::NoteKind>(*kind_value));
+    sets.push_back({kind.FindFieldByName("kind"), m.SerializeAsString()});
+  }
+  {
+    cw::Note m;
+    m.set_author(meta_->user);
+    sets.push_back({kind.FindFieldByName("author"), m.SerializeAsString()});
+  }
+  {
+    cw::Note m;
+    m.set_written_at(env_->NowMs() / 1000);
+    sets.push_back({kind.FindFieldByName("written_at"), m.SerializeAsString()});
+  }
+  {
+    cw::Note m;
+    if (clinical) {
+      m.set_clinical_body(std::string(text));
+    } else {
+      m.set_body(std::string(text));
+    }
+    sets.push_back(
+        {kind.FindFieldByName(clinical ? "clinical_body" : "body"), m.SerializeAsString()});
+    crypto::Wipe(clinical ? *m.mutable_clinical_body() : *m.mutable_body());
+  }
+  Id note_id = NewId();
+  auto r = store_->Edit(*hlc_, [&](LocalStore::EditTxn& txn) -> Outcome<void> {
+    return WriteRecordFields(txn, note_id, kNoteKind, *case_id, *case_id, std::move(sets));
+  });
+  if (!r) return r.error();
+  return note_id;
+}
+
+// ---- Reading --------------------------------------------------------------------------
+
+Outcome<std::optional<std::string>> Device::OpenValue(const Id& record_id, std::string_view kind,
+                                                      const Id& case_id, const StoredValue& v,
+                                                      Readability* readability) {
+  const RecordKind* rk = Schema::Get().FindKind(kind);
+  const FieldPolicy* policy = rk ? rk->FindField(v.field) : nullptr;
+  bool want_sealed = policy != nullptr && policy->sealed;
+  *readability = Readability::kReadable;
+  if (!want_sealed) {
+    if (v.sealed) {
+      *readability = Readability::kIntegrity;
+      return std::optional<std::string>();
+    }
+    return std::optional<std::string>(v.value);
+  }
+  if (!v.sealed || Normal(v.key_class) != Normal(policy->access)) {
+    *readability = Readability::kIntegrity;  // invariant 4
+    return std::optional<std::string>();
+  }
+  auto ck = CaseKeyFor(case_id, v.key_class, v.key_version);
+  if (!ck) {
+    if (ck.error().code == errc::key_missing) {
+      *readability = Readability::kNoKey;
+      return std::optional<std::string>();
+    }
+    if (ck.error().code == errc::integrity) {
+      *readability = Readability::kIntegrity;
+      return std::optional<std::string>();
+    }
+    return ck.error();
+  }
+  SealContext ctx;
+  ctx.record_id = record_id;
+  ctx.kind = kind;
+  ctx.field = v.field;
+  ctx.writer_hlc = v.origin_hlc != 0 ? v.origin_hlc : v.stamp.hlc;
+  ctx.writer_device = v.stamp.device;
+  ctx.key_class = Normal(v.key_class);
+  ctx.key_version = v.key_version;
+  auto plain = OpenField(**ck, ctx, v.value);
+  if (!plain) {
+    *readability = Readability::kIntegrity;
+    return std::optional<std::string>();
+  }
+  return std::optional<std::string>(std::move(*plain));
+}
+
+Outcome<std::vector<FieldView>> Device::RenderFields(const Id& record_id, std::string_view kind,
+                                                     const Id& case_id, std::string_view lang) {
+  const RecordKind* rk = Schema::Get().FindKind(kind);
+  std::vector<FieldView> out;
+  if (rk == nullptr) return out;
+  auto fields = store_->GetFields(record_id);
+  if (!fields) return fields.error();
+  for (auto& v : *fields) {
+    const FieldPolicy* policy = rk->FindField(v.field);
+    if (policy == nullptr) continue;  // a newer device's field: kept, not shown
+    FieldView fv;
+    fv.name = policy->name;
+    fv.label = Label(*policy, lang);
+    fv.sealed = policy->sealed;
+    fv.pending = v.pending;
+    auto plain = OpenValue(record_id, kind, case_id, v, &fv.readability);
+    crypto::Wipe(v.value);
+    if (!plain) return plain.error();
+    if (fv.readability == Readability::kReadable && *plain) {
+      auto msg = DecodeFieldValue(*rk, **plain);
+      crypto::Wipe(**plain);
+      if (!msg) {
+        fv.readability = Readability::kIntegrity;
+      } else {
+        fv.value = FieldToJson(**msg, *policy);
+        fv.display = FieldToDisplay(**msg, *policy, lang);
+      }
+    }
+    out.push_back(std::move(fv));
+  }
+  return out;
+}
+
+Outcome<CaseView> Device::ShowCase(std::string_view case_ref, std::string_view lang) {
+  std::lock_guard g(mu_);
+  if (auto r = CheckOpen(); !r) return r.error();
+  auto case_id = ResolveCaseLocked(case_ref);
+  if (!case_id) return case_id.error();
+  CaseView view;
+  view.case_id = *case_id;
+  auto fields = RenderFields(*case_id, kCaseKind, *case_id, lang);
+  if (!fields) return fields.error();
+  view.fields = std::move(*fields);
+  auto persons = store_->ListRecords(kPersonKind, *case_id);
+  if (!persons) return persons.error();
+  for (const auto& p : *persons) {
+    auto pf = RenderFields(p.record_id, kPersonKind, *case_id, lang);
+    if (!pf) return pf.error();
+    view.persons.push_back(RecordView{p.record_id, std::move(*pf)});
+  }
+  auto notes = store_->ListRecords(kNoteKind, *case_id);
+  if (!notes) return notes.error();
+  for (const auto& n : *notes) {
+    auto nf = RenderFields(n.record_id, kNoteKind, *case_id, lang);
+    if (!nf) return nf.error();
+    NoteView note;
+    note.note_id = n.record_id;
+    note.readability = Readability::kNoKey;  // until a body is found
+    bool has_body = false;
+    for (auto& f : *nf) {
+      note.pending = note.pending || f.pending;
+      if (f.name == "kind" && f.value.is_string()) note.kind = f.value.get<std::string>();
+      if (f.name == "author" && f.value.is_string()) note.author = f.value.get<std::string>();
+      if (f.name == "written_at" && f.value.is_number())
+        note.written_at = f.value.get<std::int64_t>();
+      if (f.name == "body" || f.name == "clinical_body") {
+        has_body = true;
+        note.clinical = f.name == "clinical_body";
+        note.readability = f.readability;
+        if (f.readability == Readability::kReadable && f.value.is_string()) {
+          note.text = f.value.get<std::string>();
+        }
+      }
+    }
+    if (!has_body) note.readability = Readability::kReadable;
+    view.notes.push_back(std::move(note));
+  }
+  std::stable_sort(view.notes.begin(), view.notes.end(), [](const NoteView& a, const NoteView& b) {
+    return a.written_at < b.written_at;
+  });
+  return view;
+}
+
+Outcome<std::vector<CaseSummary>> Device::ListCases() {
+  std::lock_guard g(mu_);
+  if (auto r = CheckOpen(); !r) return r.error();
+  auto cases = store_->ListRecords(kCaseKind, std::nullopt);
+  if (!cases) return cases.error();
+  const RecordKind& ck = KindOf(kCaseKind);
+  const RecordKind& pk = KindOf(kPersonKind);
+  std::vector<CaseSummary> out;
+  for (const auto& c : *cases) {
+    auto fields = store_->GetFields(c.record_id);
+    if (!fields) return fields.error();
+    cw::Case open;
+    CaseSummary s;
+    s.case_id = c.record_id;
+    for (auto& f : *fields) {
+      s.pending = s.pending || f.pending;
+      const FieldPolicy* p = ck.FindField(f.field);
+      if (p != nullptr && !p->sealed && !f.sealed) open.MergeFromString(f.value);
+    }
+    auto str = [&](std::string_view name) -> std::string {
+      json j = FieldToJson(open, *ck.FindFieldByName(name));
+      return j.is_string() ? j.get<std::string>() : std::string();
+    };
+    s.case_number = open.case_number();
+    s.received_at = open.received_at();
+    s.stage = open.stage() != 0 ? str("stage") : "";
+    s.risk_level = open.risk_level() != 0 ? str("risk_level") : "";
+    s.category = open.category() != 0 ? str("category") : "";
+    json vt = FieldToJson(open, *ck.FindFieldByName("violence_types"));
+    if (vt.is_array()) {
+      for (const auto& v : vt) {
+        if (v.is_string()) s.violence_types.push_back(v.get<std::string>());
+      }
+    }
+    s.assigned_pendamping = open.assigned_pendamping();
+    s.assigned_konselor = open.assigned_konselor();
+    s.assigned_psikolog = open.assigned_psikolog();
+    auto persons = store_->ListRecords(kPersonKind, c.record_id);
+    if (!persons) return persons.error();
+    for (const auto& p : *persons) {
+      auto pf = store_->GetFields(p.record_id);
+      if (!pf) return pf.error();
+      cw::Person person;
+      const StoredValue* name = nullptr;
+      for (const auto& f : *pf) {
+        if (f.field == cw::Person::kRoleFieldNumber && !f.sealed) person.MergeFromString(f.value);
+        if (f.field == cw::Person::kNameFieldNumber) name = &f;
+      }
+      if (person.role() != cw::PERSON_ROLE_VICTIM || name == nullptr) continue;
+      Readability r;
+      auto plain = OpenValue(p.record_id, kPersonKind, c.record_id, *name, &r);
+      if (!plain) return plain.error();
+      if (r == Readability::kReadable && *plain) {
+        auto msg = DecodeFieldValue(pk, **plain);
+        crypto::Wipe(**plain);
+        if (msg) {
+          auto* n = dynamic_cast<cw::Person*>(msg->get());
+          std::string nm = n ? n->name() : std::string();
+          if (!nm.empty()) s.victim_initials = Initials(nm);
+          crypto::Wipe(nm);
+        }
+      }
+      break;
+    }
+    out.push_back(std::move(s));
+  }
+  std::stable_sort(out.begin(), out.end(), [](const CaseSummary& a, const CaseSummary& b) {
+    return a.received_at > b.received_at;
+  });
+  return out;
+}
+
+Outcome<DeviceStatus> Device::Status() {
+  std::lock_guard g(mu_);
+  if (auto r = CheckOpen(); !r) return r.error();
+  DeviceStatus st;
+  st.device = InfoLocked();
+  auto counts = store_->CountOutbox();
+  if (!counts) return counts.error();
+  st.counts = *counts;
+  auto entries = store_->ListOutbox(false, 200);
+  if (!entries) return entries.error();
+  for (auto& e : *entries) {
+    OutboxItem item;
+    const RecordKind* rk = Schema::Get().FindKind(e.kind);
+    item.kind_short = rk ? rk->short_name : e.kind;
+    const FieldPolicy* fp = rk ? rk->FindField(e.field) : nullptr;
+    item.field_name = fp ? fp->name : std::to_string(e.field);
+    item.entry = std::move(e);
+    st.outbox.push_back(std::move(item));
+  }
+  if (auto v = store_->GetMeta("last_sync_ms"); v && *v) {
+    try {
+      st.last_sync_ms = std::stoll(**v);
+    } catch (const std::exception&) {
+    }
+  }
+  if (auto v = store_->GetMeta("last_sync_result"); v && *v) st.last_sync_result = **v;
+  st.clock_offset_ms = env_->offset();
+  for (auto cls : {teduh::ACCESS_CLASS_GENERAL, teduh::ACCESS_CLASS_CLINICAL}) {
+    for (std::uint32_t e = 1; vault_->latest_epoch(cls) && e <= *vault_->latest_epoch(cls); ++e) {
+      if (vault_->class_key(cls, e)) st.keys.push_back(fmt::format("{}/{}", ClassName(cls), e));
+    }
+  }
+  st.holds_unit_root_key = !vault_->unit_root_sk().empty();
+  return st;
+}
+
+// ---- Network -------------------------------------------------------------------------
+
+Outcome<std::unique_ptr<SyncClient>> Device::ConnectAndAuthenticate(pb::Welcome* welcome) {
+  std::string url, server_id;
+  Id device_id;
+  crypto::SecureBuffer sign_sk;
+  {
+    std::lock_guard g(mu_);
+    if (auto r = CheckOpen(); !r) return r.error();
+    url = meta_->server_url;
+    server_id = meta_->server_id;
+    device_id = meta_->device_id;
+    auto k = vault_->device_sign_sk().Clone();
+    if (!k) return Fail(k.error(), "cannot allocate guarded memory");
+    sign_sk = std::move(*k);
+  }
+  Connector connect = options_.connector ? options_.connector : Connector(ConnectWebSocket);
+  auto transport = connect(url, options_.transport);
+  if (!transport) return transport.error();
+  auto client = std::make_unique<SyncClient>(std::move(*transport));
+  auto w = client->Authenticate(device_id, sign_sk, server_id);
+  sign_sk.Reset();
+  if (!w) {
+    std::lock_guard g(mu_);
+    std::string state;
+    if (w.error().code == errc::device_pending) state = "pending";
+    if (w.error().code == errc::device_revoked) state = "revoked";
+    if (!state.empty() && meta_ && meta_->state != state) {
+      meta_->state = state;
+      (void)SaveMeta();  // display only; the server is the authority
+    }
+    return w.error();
+  }
+  *welcome = std::move(*w);
+  return client;
+}
+
+Outcome<std::size_t> Device::AcceptWelcome(const pb::Welcome& welcome, std::size_t* bad_grants) {
+  auto pinned = vault_->pinned_unit_root_pk();
+  if (!pinned) return Fail(errc::vault_corrupt, "this device has no pinned unit key");
+  std::string pinned_pk = BytesOf(*pinned);
+  if (!welcome.unit_root_pk().empty() && welcome.unit_root_pk() != pinned_pk) {
+    return Fail(errc::wrong_unit, "the server's unit key changed: refusing to sync");
+  }
+  bool changed = meta_->state != "active" || meta_->user != welcome.user() ||
+                 (welcome.role() != Role::ROLE_UNSPECIFIED && meta_->role != welcome.role());
+  meta_->state = "active";
+  if (!welcome.user().empty()) meta_->user = welcome.user();
+  if (welcome.role() != Role::ROLE_UNSPECIFIED) meta_->role = welcome.role();
+  if (!welcome.unit_id().empty() && meta_->unit_id != welcome.unit_id()) {
+    meta_->unit_id = welcome.unit_id();
+    changed = true;
+  }
+  if (!welcome.unit_name().empty() && meta_->unit_name != welcome.unit_name()) {
+    meta_->unit_name = welcome.unit_name();
+    changed = true;
+  }
+  if (changed) {
+    if (auto r = SaveMeta(); !r) return r.error();
+  }
+  // Clock: trust the server's time when ours is off by more than a minute.
+  std::int64_t measured = welcome.server_time_ms() - env_->BaseNowMs();
+  std::int64_t offset =
+      (welcome.server_time_ms() != 0 && std::llabs(measured) > 60'000) ? measured : 0;
+  if (offset != env_->offset()) {
+    env_->set_offset(offset);
+    if (auto r = store_->SetMeta("clock_offset_ms", std::to_string(offset)); !r) return r.error();
+  }
+  // Grants (PROTOCOL §2.5): verify against the pinned root key, then open.
+  std::map<std::pair<teduh::AccessClass, std::uint32_t>, crypto::SecureBuffer> keys;
+  auto box_pk = crypto::BoxPublicKeyOf(vault_->device_box_sk());
+  if (!box_pk) return Fail(box_pk.error(), "the device key is damaged");
+  std::size_t bad = 0;
+  for (const auto& gr : welcome.grants()) {
+    auto cls = Normal(gr.key_class());
+    if (gr.device_id() != AsBytes(meta_->device_id)) continue;
+    if (vault_->class_key(cls, gr.epoch()) != nullptr) continue;
+    std::string m = GrantMessage(gr.device_id(), cls, gr.epoch(), gr.sealed_key());
+    if (!crypto::Verify(AsSpan(pinned_pk), AsSpan(m), AsSpan(gr.signature()))) {
+      ++bad;
+      continue;
+    }
+    auto key = crypto::OpenSealed(*box_pk, vault_->device_box_sk(), AsSpan(gr.sealed_key()));
+    if (!key || key->size() != 32) {
+      ++bad;
+      continue;
+    }
+    keys.emplace(std::make_pair(cls, gr.epoch()), std::move(*key));
+  }
+  std::size_t added = keys.size();
+  if (!keys.empty()) {
+    if (auto r = vault_->AddClassKeys(std::move(keys)); !r) return r.error();
+  }
+  // A grant that does not verify is ignored, never used; the report shows it.
+  if (bad_grants != nullptr) *bad_grants = bad;
+  return added;
+}
+
+Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>& progress) {
+  SyncReport report;
+  SyncProgress prog;
+  auto tell = [&](std::string_view phase) {
+    prog.phase = std::string(phase);
+    if (progress) progress(prog);
+  };
+  auto record = [&](const std::string& result) {
+    std::lock_guard g(mu_);
+    if (!store_) return;
+    (void)store_->SetMeta("last_sync_ms", std::to_string(env_->BaseNowMs()));
+    (void)store_->SetMeta("last_sync_result", result);
+  };
+  auto fail = [&](const Failure& f) -> Outcome<SyncReport> {
+    record(f.message);
+    return f;
+  };
+  tell("connecting");
+  pb::Welcome welcome;
+  auto client = ConnectAndAuthenticate(&welcome);
+  if (!client) return fail(client.error());
+  {
+    std::lock_guard g(mu_);
+    if (auto r = CheckOpen(); !r) return r.error();
+    auto added = AcceptWelcome(welcome, &report.bad_grants);
+    if (!added) return fail(added.error());
+    report.grants_added = *added;
+    auto counts = store_->CountOutbox();
+    if (!counts) return fail(counts.error());
+    prog.to_push = counts->pending;
+  }
+  const std::size_t push_limit = std::max<std::size_t>(1, (*client)->limits().max_push_changes);
+  const std::uint32_t pull_limit =
+      static_cast<std::uint32_t>(std::max<std::size_t>(1, (*client)->limits().max_pull_changes));
+
+  auto push_all = [&]() -> Outcome<void> {
+    for (;;) {
+      std::vector<pb::FieldChange> batch;
+      {
+        std::lock_guard g(mu_);
+        if (auto r = CheckOpen(); !r) return r.error();
+        auto b = store_->PendingChanges(push_limit);
+        if (!b) return b.error();
+        batch = std::move(*b);
+      }
+      if (batch.empty()) return {};
+      tell("pushing");
+      auto result = (*client)->Push(batch);
+      for (auto& c : batch) {
+        if (!c.sealed()) crypto::Wipe(*c.mutable_value());
+      }
+      if (!result) return result.error();
+      std::lock_guard g(mu_);
+      if (auto r = CheckOpen(); !r) return r.error();
+      auto applied = store_->ApplyPushResults(batch, *result);
+      if (!applied) return applied.error();
+      report.pushed += batch.size() - applied->unanswered;
+      report.accepted += applied->accepted;
+      report.merged += applied->merged;
+      report.conflict += applied->conflict;
+      report.rejected += applied->rejected;
+      if (result->clock_offset_ms() != 0) report.clock_offset_ms = result->clock_offset_ms();
+      prog.pushed = report.pushed;
+      if (applied->unanswered > 0) {
+        return Fail(errc::server_error,
+                    "the server did not answer every change; they stay pending and are resent");
+      }
+    }
+  };
+  auto pull_all = [&]() -> Outcome<void> {
+    for (;;) {
+      PullCursor cursor;
+      {
+        std::lock_guard g(mu_);
+        if (auto r = CheckOpen(); !r) return r.error();
+        auto c = store_->Cursor();
+        if (!c) return c.error();
+        cursor = *c;
+      }
+      tell("pulling");
+      auto changes = (*client)->Pull(cursor.generation, cursor.last_seq, pull_limit);
+      if (!changes) return changes.error();
+      std::lock_guard g(mu_);
+      if (auto r = CheckOpen(); !r) return r.error();
+      auto applied = store_->ApplyPulled(*hlc_, *changes);
+      if (!applied) return applied.error();
+      if (changes->reset()) report.reset = true;
+      report.pulled += applied->applied + applied->deferred;
+      report.deferred += applied->deferred;
+      prog.pulled = report.pulled;
+      if (!changes->has_more()) return {};
+      if (changes->last_seq() <= cursor.last_seq && !changes->reset()) {
+        return Fail(errc::server_error, "the server keeps sending the same changes");
+      }
+    }
+  };
+  if (auto r = push_all(); !r) return fail(r.error());
+  if (auto r = pull_all(); !r) return fail(r.error());
+  if (report.reset) {
+    // A restored server: push what it lost (idempotent), then catch up.
+    if (auto r = push_all(); !r) return fail(r.error());
+    if (auto r = pull_all(); !r) return fail(r.error());
+  }
+  report.poked = (*client)->poked();
+  (*client)->Close();
+  {
+    std::lock_guard g(mu_);
+    report.state = meta_->state;
+  }
+  record("ok");
+  tell("done");
+  return report;
+}
+
+Outcome<std::vector<RemoteDevice>> Device::ListRemoteDevices() {
+  pb::Welcome welcome;
+  auto client = ConnectAndAuthenticate(&welcome);
+  if (!client) return client.error();
+  {
+    std::lock_guard g(mu_);
+    if (auto r = CheckOpen(); !r) return r.error();
+    if (auto r = AcceptWelcome(welcome, nullptr); !r) return r.error();
+  }
+  auto list = (*client)->ListDevices();
+  (*client)->Close();
+  if (!list) return list.error();
+  std::vector<RemoteDevice> out;
+  for (const auto& d : list->devices()) {
+    RemoteDevice r;
+    if (auto id = IdFromBytes(d.device_id())) r.device_id = *id;
+    r.user = d.user();
+    r.role = RoleName(d.role());
+    r.state = StateName(d.state());
+    r.label = d.label();
+    r.fingerprint = d.sign_pk().empty() ? "" : KeyFingerprint(d.sign_pk());
+    r.enrolled_ms = d.enrolled_ms();
+    r.last_sync_ms = d.last_sync_ms();
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+Outcome<RemoteDevice> Device::ApproveDevice(std::string_view device_ref) {
+  std::string ref = Lower(Trim(device_ref));
+  if (ref.size() < 6 || ref.size() > 32 ||
+      !std::all_of(ref.begin(), ref.end(), [](char c) { return std::isxdigit(c); })) {
+    return Fail(errc::invalid_argument,
+                "a device id is 32 hex digits, or a unique prefix of at least 6");
+  }
+  {
+    std::lock_guard g(mu_);
+    if (auto r = CheckOpen(); !r) return r.error();
+    if (meta_->role != Role::ROLE_ADMIN || vault_->unit_root_sk().empty()) {
+      return Fail(errc::forbidden,
+                  "only the admin device holding the unit root key can approve devices");
+    }
+  }
+  pb::Welcome welcome;
+  auto client = ConnectAndAuthenticate(&welcome);
+  if (!client) return client.error();
+  {
+    std::lock_guard g(mu_);
+    if (auto r = AcceptWelcome(welcome, nullptr); !r) return r.error();
+  }
+  auto list = (*client)->ListDevices();
+  if (!list) return list.error();
+  const pb::DeviceInfo* target = nullptr;
+  std::size_t matches = 0;
+  for (const auto& d : list->devices()) {
+    if (ToHex(AsSpan(d.device_id())).starts_with(ref)) {
+      target = &d;
+      ++matches;
+    }
+  }
+  if (matches == 0) return Fail(errc::not_found, fmt::format("no device {} on the server", ref));
+  if (matches > 1) {
+    return Fail(errc::invalid_argument,
+                fmt::format("{} devices start with {}: type more digits", matches, ref));
+  }
+  if (target->box_pk().size() != crypto::kBoxPublicKeyBytes) {
+    return Fail(errc::malformed_frame, "the server sent no box key for the device");
+  }
+  pb::ApproveDevice req;
+  req.set_device_id(target->device_id());
+  {
+    std::lock_guard g(mu_);
+    if (auto r = CheckOpen(); !r) return r.error();
+    for (auto cls : ClassesFor(target->role())) {
+      cls = Normal(cls);
+      auto epoch = vault_->latest_epoch(cls);
+      if (!epoch) {
+        return Fail(errc::key_missing,
+                    fmt::format("this admin device holds no {} key to grant", ClassName(cls)));
+      }
+      const crypto::SecureBuffer* k = vault_->class_key(cls, *epoch);
+      auto sealed = crypto::SealTo(AsSpan(target->box_pk()), k->view());
+      if (!sealed) return Fail(sealed.error(), "cannot seal the key to the device");
+      std::string sealed_key(reinterpret_cast<const char*>(sealed->data()), sealed->size());
+      std::string m = GrantMessage(target->device_id(), cls, *epoch, sealed_key);
+      auto sig = crypto::Sign(vault_->unit_root_sk(), AsSpan(m));
+      if (!sig) return Fail(sig.error(), "cannot sign the grant");
+      auto* g2 = req.add_grants();
+      g2->set_device_id(target->device_id());
+      g2->set_key_class(cls);
+      g2->set_epoch(*epoch);
+      g2->set_sealed_key(sealed_key);
+      g2->set_signature(BytesOf(*sig));
+    }
+  }
+  auto res = (*client)->Approve(req);
+  (*client)->Close();
+  if (!res) return res.error();
+  const pb::DeviceInfo& d = res->has_device() ? res->device() : *target;
+  RemoteDevice r;
+  if (auto id = IdFromBytes(d.device_id())) r.device_id = *id;
+  r.user = d.user();
+  r.role = RoleName(d.role());
+  r.state = res->has_device() ? StateName(d.state()) : "active";
+  r.label = d.label();
+  r.fingerprint = d.sign_pk().empty() ? "" : KeyFingerprint(d.sign_pk());
+  r.enrolled_ms = d.enrolled_ms();
+  r.last_sync_ms = d.last_sync_ms();
+  return r;
+}
+
+}  // namespace teduh::core

@@ -1,0 +1,1031 @@
+// Design notes — the local store (see local_store.h for the contract).
+//
+// Tables (plain columns are only what sync needs):
+//   meta(key, value)                       schema, device id, hlc, device_seq,
+//                                          cursor_generation, cursor_seq, sync info
+//   records(record_id, kind, parent_id, unit_id)
+//   fields(record_id, field, sealed, key_class, key_version, value,
+//          stamp_hlc, stamp_device, origin_hlc, seq)      this device's view
+//   shadow(... same columns ...)            the server's value of a field while a
+//                                          local edit of it is pending
+//   outbox(device_seq, record_id, field, state, reason, detail, payload,
+//          created_ms, updated_ms)         every local edit, forever
+//
+// `value` at rest: sealed -> the end-to-end ciphertext unchanged; open ->
+// XChaCha20-Poly1305(storage key, single-field serialization,
+// AD = "teduh-store-v1" || record_id || u32 BE field). `payload` =
+// XChaCha20-Poly1305(storage key, FieldChange, AD = "teduh-outbox-v1" ||
+// u64 BE device_seq).
+//
+// Life of an outbox entry:
+//
+//   Edit/EditTxn::Put ──► pending ──ApplyPushResults──► accepted | merged |
+//        ▲                                               conflict | rejected
+//        └──────────── ApplyPulled(reset) ◄── accepted | merged | conflict
+//
+// Invariants:
+//  1. An edit writes its field row and its outbox entry in the same
+//     transaction (Edit), with the HLC and device_seq counters; nothing is
+//     acknowledged before COMMIT returns.
+//  2. device_seq values are unique and increase by one per edit; the outbox
+//     keeps every entry (rejected ones are final and stay visible).
+//  3. A pulled batch and its cursor are committed in one transaction
+//     (ApplyPulled): the cursor never runs ahead of applied data.
+//  4. While a field has a pending outbox entry, its `fields` row holds the
+//     newest local edit; pulled values for it go to `shadow` (the newest
+//     server value known). Without a pending entry there is no shadow row.
+//  5. Every pending entry's field has a `fields` row.
+//  6. The HLC persisted in meta is >= every stamp written by this device and
+//     every stamp pulled (so the clock survives restarts).
+//  7. After a failed COMMIT/ROLLBACK or an I/O error, `sticky_` is set and
+//     every call fails until the store is reopened.
+#include "teduh/core/local_store.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+#include <utility>
+
+#include "teduh/core/frame_codec.h"
+
+namespace teduh::core {
+namespace {
+
+namespace pb = teduh::sync::v1;
+
+constexpr int kSchemaVersion = 1;
+constexpr std::string_view kStoreAd = "teduh-store-v1";
+constexpr std::string_view kOutboxAd = "teduh-outbox-v1";
+
+constexpr const char* kSchemaSql = R"sql(
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS records(
+  record_id BLOB PRIMARY KEY, kind TEXT NOT NULL, parent_id BLOB,
+  unit_id TEXT NOT NULL DEFAULT '');
+CREATE INDEX IF NOT EXISTS records_by_parent ON records(parent_id);
+CREATE INDEX IF NOT EXISTS records_by_kind ON records(kind);
+CREATE TABLE IF NOT EXISTS fields(
+  record_id BLOB NOT NULL, field INTEGER NOT NULL, sealed INTEGER NOT NULL,
+  key_class INTEGER NOT NULL, key_version INTEGER NOT NULL, value BLOB NOT NULL,
+  stamp_hlc INTEGER NOT NULL, stamp_device BLOB NOT NULL, origin_hlc INTEGER NOT NULL,
+  seq INTEGER NOT NULL, PRIMARY KEY(record_id, field)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS shadow(
+  record_id BLOB NOT NULL, field INTEGER NOT NULL, sealed INTEGER NOT NULL,
+  key_class INTEGER NOT NULL, key_version INTEGER NOT NULL, value BLOB NOT NULL,
+  stamp_hlc INTEGER NOT NULL, stamp_device BLOB NOT NULL, origin_hlc INTEGER NOT NULL,
+  seq INTEGER NOT NULL, PRIMARY KEY(record_id, field)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox(
+  device_seq INTEGER PRIMARY KEY, record_id BLOB NOT NULL, field INTEGER NOT NULL,
+  state INTEGER NOT NULL, reason TEXT NOT NULL DEFAULT '', detail TEXT NOT NULL DEFAULT '',
+  payload BLOB NOT NULL, created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS outbox_by_field ON outbox(record_id, field, state);
+CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox(state, device_seq);
+)sql";
+
+// A prepared statement, finalized on scope exit.
+class Stmt {
+ public:
+  Stmt(sqlite3* db, std::string_view sql) {
+    rc_ = sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &s_, nullptr);
+  }
+  ~Stmt() { sqlite3_finalize(s_); }
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+  int prepare_rc() const { return rc_; }
+  Stmt& Bind(int i, std::int64_t v) {
+    sqlite3_bind_int64(s_, i, v);
+    return *this;
+  }
+  Stmt& BindU(int i, std::uint64_t v) { return Bind(i, static_cast<std::int64_t>(v)); }
+  Stmt& BindText(int i, std::string_view v) {
+    sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Stmt& BindBlob(int i, std::string_view v) {
+    sqlite3_bind_blob(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Stmt& BindId(int i, const Id& id) { return BindBlob(i, AsBytes(id)); }
+  Stmt& BindNull(int i) {
+    sqlite3_bind_null(s_, i);
+    return *this;
+  }
+  int Step() { return s_ == nullptr ? (rc_ != SQLITE_OK ? rc_ : SQLITE_MISUSE) : sqlite3_step(s_); }
+  std::int64_t Int(int c) const { return sqlite3_column_int64(s_, c); }
+  std::uint64_t UInt(int c) const { return static_cast<std::uint64_t>(Int(c)); }
+  std::string Blob(int c) const {
+    const void* p = sqlite3_column_blob(s_, c);
+    int n = sqlite3_column_bytes(s_, c);
+    return p == nullptr ? std::string() : std::string(static_cast<const char*>(p), n);
+  }
+  std::string Text(int c) const {
+    const unsigned char* p = sqlite3_column_text(s_, c);
+    int n = sqlite3_column_bytes(s_, c);
+    return p == nullptr ? std::string() : std::string(reinterpret_cast<const char*>(p), n);
+  }
+  bool IsNull(int c) const { return sqlite3_column_type(s_, c) == SQLITE_NULL; }
+
+ private:
+  sqlite3_stmt* s_ = nullptr;
+  int rc_ = SQLITE_OK;
+};
+
+std::optional<Id> ToId(std::string_view bytes) {
+  auto id = IdFromBytes(bytes);
+  if (!id) return std::nullopt;
+  return *id;
+}
+
+std::string U32Be(std::uint32_t v) {
+  std::string s(4, '\0');
+  for (int i = 0; i < 4; ++i) s[i] = static_cast<char>(v >> (24 - 8 * i));
+  return s;
+}
+std::string U64Be(std::uint64_t v) {
+  std::string s(8, '\0');
+  for (int i = 0; i < 8; ++i) s[i] = static_cast<char>(v >> (56 - 8 * i));
+  return s;
+}
+
+std::string FieldAd(const Id& id, std::uint32_t field) {
+  std::string ad(kStoreAd);
+  ad += AsBytes(id);
+  ad += U32Be(field);
+  return ad;
+}
+std::string OutboxAd(std::uint64_t device_seq) {
+  std::string ad(kOutboxAd);
+  ad += U64Be(device_seq);
+  return ad;
+}
+
+Stamp StampFromPb(const pb::Stamp& s) {
+  Stamp out;
+  out.hlc = s.hlc();
+  if (auto id = ToId(s.device_id())) out.device = *id;
+  return out;
+}
+void StampToPb(const Stamp& s, pb::Stamp* out) {
+  out->set_hlc(s.hlc);
+  out->set_device_id(std::string(AsBytes(s.device)));
+}
+
+bool IsStickyRc(int rc) {
+  int primary = rc & 0xFF;
+  return primary == SQLITE_IOERR || primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB ||
+         primary == SQLITE_CANTOPEN || primary == SQLITE_PROTOCOL;
+}
+
+}  // namespace
+
+std::string_view OutboxStateName(OutboxState state) {
+  switch (state) {
+    case OutboxState::kPending:
+      return "pending";
+    case OutboxState::kAccepted:
+      return "accepted";
+    case OutboxState::kMerged:
+      return "merged";
+    case OutboxState::kConflict:
+      return "conflict";
+    case OutboxState::kRejected:
+      return "rejected";
+  }
+  return "unknown";
+}
+
+LocalStore::LocalStore(sqlite3* db, crypto::SecureBuffer key, Id device_id, Env& env,
+                       StoreOptions options)
+    : db_(db),
+      key_(std::move(key)),
+      device_id_(device_id),
+      env_(env),
+      options_(std::move(options)) {}
+
+LocalStore::~LocalStore() { sqlite3_close_v2(db_); }
+
+Failure LocalStore::SqlFail(int rc, std::string_view what) {
+  int primary = rc & 0xFF;
+  if (primary == SQLITE_FULL) {
+    return Fail(errc::disk_full, fmt::format("no space left on the device while {}; nothing was "
+                                             "saved",
+                                             what));
+  }
+  if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED) {
+    return Fail(errc::store_busy,
+                fmt::format("the local store is busy (another teduh is running?) while {}", what));
+  }
+  if (IsStickyRc(rc)) sticky_ = make_error_code(errc::store_failed);
+  return Fail(errc::store_failed,
+              fmt::format("the local store failed while {}: {}", what, sqlite3_errstr(rc)));
+}
+
+Outcome<void> LocalStore::Exec(std::string_view sql) {
+  std::string s(sql);
+  int rc = sqlite3_exec(db_, s.c_str(), nullptr, nullptr, nullptr);
+  if (rc != SQLITE_OK) return SqlFail(rc, "running a statement");
+  return {};
+}
+
+error_code LocalStore::Fault(std::string_view point) {
+  if (options_.fault) return options_.fault(point);
+  return {};
+}
+
+Outcome<std::unique_ptr<LocalStore>> LocalStore::Open(const std::filesystem::path& path,
+                                                      const crypto::SecureBuffer& storage_key,
+                                                      const Id& device_id, Env& env,
+                                                      StoreOptions options) {
+  if (storage_key.size() != crypto::kAeadKeyBytes) {
+    return Fail(errc::invalid_argument, "the storage key must be 32 bytes");
+  }
+  // Create the file 0600 first: SQLite gives -wal and -shm the same mode.
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return Fail(errc::io_error, "cannot create the local store file");
+  ::close(fd);
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    sqlite3_close_v2(db);
+    return Fail(errc::store_failed, "cannot open the local store");
+  }
+  auto key = storage_key.Clone();
+  if (!key) {
+    sqlite3_close_v2(db);
+    return Fail(key.error(), "cannot allocate guarded memory");
+  }
+  std::unique_ptr<LocalStore> s(
+      new LocalStore(db, std::move(*key), device_id, env, std::move(options)));
+  sqlite3_busy_timeout(db, s->options_.busy_timeout_ms);
+  sqlite3_extended_result_codes(db, 1);
+  for (const char* pragma :
+       {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA secure_delete=ON",
+        "PRAGMA foreign_keys=ON", "PRAGMA temp_store=MEMORY"}) {
+    if (auto r = s->Exec(pragma); !r) return r.error();
+  }
+  if (s->options_.max_page_count > 0) {
+    if (auto r = s->Exec(fmt::format("PRAGMA max_page_count={}", s->options_.max_page_count)); !r) {
+      return r.error();
+    }
+  }
+  auto created = s->InTxn([&]() -> Outcome<void> {
+    if (auto r = s->Exec(kSchemaSql); !r) return r.error();
+    Stmt q(db, "SELECT value FROM meta WHERE key='device_id'");
+    int step = q.Step();
+    if (step == SQLITE_ROW) {
+      if (q.Blob(0) != AsBytes(device_id)) {
+        return Fail(errc::store_failed, "the local store belongs to another device");
+      }
+      return {};
+    }
+    if (step != SQLITE_DONE) return s->SqlFail(step, "reading the store header");
+    Stmt ins(db, "INSERT INTO meta(key, value) VALUES('device_id', ?1), ('schema', ?2)");
+    ins.BindId(1, device_id).Bind(2, kSchemaVersion);
+    if (int r = ins.Step(); r != SQLITE_DONE) return s->SqlFail(r, "creating the store");
+    return {};
+  });
+  if (!created) return created.error();
+  return s;
+}
+
+Outcome<void> LocalStore::InTxn(const std::function<Outcome<void>()>& fn) {
+  if (sticky_) {
+    return Fail(sticky_, "the local store failed earlier; close teduh and open it again");
+  }
+  if (in_txn_) return fn();  // nested: part of the outer transaction
+  if (auto r = Exec("BEGIN IMMEDIATE"); !r) return r.error();
+  in_txn_ = true;
+  auto rollback = [&] {
+    in_txn_ = false;
+    if (sqlite3_get_autocommit(db_)) return;  // SQLite already rolled back (e.g. SQLITE_FULL)
+    if (sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr) != SQLITE_OK) {
+      sticky_ = make_error_code(errc::store_failed);  // invariant 7
+    }
+  };
+  auto r = fn();
+  if (!r) {
+    rollback();
+    return r;
+  }
+  if (auto ec = Fault("commit")) {
+    rollback();
+    return Fail(ec, "injected failure at commit");
+  }
+  int rc = sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr);
+  if (rc != SQLITE_OK) {
+    Failure f = SqlFail(rc, "saving");
+    rollback();
+    int primary = rc & 0xFF;
+    if (primary != SQLITE_FULL && primary != SQLITE_BUSY) {
+      sticky_ = make_error_code(errc::store_failed);
+    }
+    return f;
+  }
+  in_txn_ = false;
+  return {};
+}
+
+Outcome<std::uint64_t> LocalStore::MetaInt(std::string_view key) {
+  Stmt q(db_, "SELECT value FROM meta WHERE key=?1");
+  q.BindText(1, key);
+  int rc = q.Step();
+  if (rc == SQLITE_ROW) return q.UInt(0);
+  if (rc == SQLITE_DONE) return std::uint64_t{0};
+  return SqlFail(rc, "reading the store header");
+}
+
+Outcome<void> LocalStore::SetMetaInt(std::string_view key, std::uint64_t value) {
+  Stmt q(db_,
+         "INSERT INTO meta(key, value) VALUES(?1, ?2) "
+         "ON CONFLICT(key) DO UPDATE SET value=excluded.value");
+  q.BindText(1, key).BindU(2, value);
+  if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, "writing the store header");
+  return {};
+}
+
+Outcome<std::optional<std::string>> LocalStore::GetMeta(std::string_view key) {
+  if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
+  Stmt q(db_, "SELECT CAST(value AS BLOB) FROM meta WHERE key=?1");
+  q.BindText(1, key);
+  int rc = q.Step();
+  if (rc == SQLITE_ROW) return std::optional<std::string>(q.Blob(0));
+  if (rc == SQLITE_DONE) return std::optional<std::string>();
+  return SqlFail(rc, "reading settings");
+}
+
+Outcome<void> LocalStore::SetMeta(std::string_view key, std::string_view value) {
+  return InTxn([&]() -> Outcome<void> {
+    Stmt q(db_,
+           "INSERT INTO meta(key, value) VALUES(?1, ?2) "
+           "ON CONFLICT(key) DO UPDATE SET value=excluded.value");
+    q.BindText(1, key).BindBlob(2, value);
+    if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, "writing settings");
+    return {};
+  });
+}
+
+Outcome<std::uint64_t> LocalStore::PersistedHlc() { return MetaInt("hlc"); }
+
+Outcome<std::string> LocalStore::SealAtRest(std::string_view ad, std::string_view plain) {
+  auto sealed = crypto::AeadSeal(key_, AsSpan(plain), AsSpan(ad));
+  if (!sealed) return Fail(sealed.error(), "cannot encrypt a value for the local store");
+  return std::string(reinterpret_cast<const char*>(sealed->data()), sealed->size());
+}
+
+Outcome<std::string> LocalStore::OpenAtRest(std::string_view ad, std::string_view stored) {
+  if (stored.size() < crypto::kAeadOverhead) {
+    return Fail(errc::integrity, "a stored value is damaged");
+  }
+  std::string out(stored.size() - crypto::kAeadOverhead, '\0');
+  auto ec = crypto::AeadOpenInto(key_, AsSpan(stored), AsSpan(ad),
+                                 {reinterpret_cast<std::uint8_t*>(out.data()), out.size()});
+  if (ec) return Fail(errc::integrity, "a stored value does not verify (altered?)");
+  return out;
+}
+
+// ---- Edits -------------------------------------------------------------------
+
+Stamp LocalStore::EditTxn::NextStamp() { return Stamp{hlc_.Now(), store_.device_id_}; }
+
+Outcome<void> LocalStore::EditTxn::Put(const LocalChange& change) {
+  return store_.PutLocked(*this, change);
+}
+
+Outcome<void> LocalStore::Edit(Hlc& hlc, const std::function<Outcome<void>(EditTxn&)>& fn) {
+  EditTxn txn(*this, hlc);
+  return InTxn([&]() -> Outcome<void> {
+    auto persisted = MetaInt("hlc");
+    if (!persisted) return persisted.error();
+    hlc.Observe(*persisted);  // another process may have written since we opened
+    auto seq = MetaInt("device_seq");
+    if (!seq) return seq.error();
+    txn.device_seq_ = *seq;
+    if (auto r = fn(txn); !r) return r;
+    if (auto r = SetMetaInt("device_seq", txn.device_seq_); !r) return r;
+    return SetMetaInt("hlc", hlc.last());  // invariant 6
+  });
+}
+
+Outcome<void> LocalStore::UpsertRecord(const Id& id, std::string_view kind,
+                                       const std::optional<Id>& parent, std::string_view unit_id,
+                                       bool* kind_conflict) {
+  *kind_conflict = false;
+  Stmt q(db_, "SELECT kind, unit_id FROM records WHERE record_id=?1");
+  q.BindId(1, id);
+  int rc = q.Step();
+  if (rc == SQLITE_ROW) {
+    if (q.Text(0) != kind) {
+      *kind_conflict = true;
+      return {};
+    }
+    if (!unit_id.empty() && q.Text(1).empty()) {
+      Stmt u(db_, "UPDATE records SET unit_id=?2 WHERE record_id=?1");
+      u.BindId(1, id).BindText(2, unit_id);
+      if (int r = u.Step(); r != SQLITE_DONE) return SqlFail(r, "updating a record");
+    }
+    return {};
+  }
+  if (rc != SQLITE_DONE) return SqlFail(rc, "reading a record");
+  Stmt ins(db_, "INSERT INTO records(record_id, kind, parent_id, unit_id) VALUES(?1,?2,?3,?4)");
+  ins.BindId(1, id).BindText(2, kind).BindText(4, unit_id);
+  if (parent) {
+    ins.BindId(3, *parent);
+  } else {
+    ins.BindNull(3);
+  }
+  if (int r = ins.Step(); r != SQLITE_DONE) return SqlFail(r, "writing a record");
+  return {};
+}
+
+Outcome<void> LocalStore::WriteFieldRow(std::string_view table, const Id& id, std::uint32_t field,
+                                        bool sealed, int key_class, std::uint32_t key_version,
+                                        std::string_view at_rest, const Stamp& stamp,
+                                        std::uint64_t origin_hlc, std::uint64_t seq) {
+  Stmt q(db_, fmt::format("INSERT OR REPLACE INTO {}(record_id, field, sealed, key_class, "
+                          "key_version, value, stamp_hlc, stamp_device, origin_hlc, seq) "
+                          "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+                          table));
+  q.BindId(1, id)
+      .Bind(2, field)
+      .Bind(3, sealed ? 1 : 0)
+      .Bind(4, key_class)
+      .Bind(5, key_version)
+      .BindBlob(6, at_rest)
+      .BindU(7, stamp.hlc)
+      .BindId(8, stamp.device)
+      .BindU(9, origin_hlc)
+      .BindU(10, seq);
+  if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, "writing a field");
+  return {};
+}
+
+Outcome<void> LocalStore::CopyFieldRow(std::string_view from, std::string_view to, const Id& id,
+                                       std::uint32_t field) {
+  Stmt q(db_, fmt::format("INSERT OR REPLACE INTO {}(record_id, field, sealed, key_class, "
+                          "key_version, value, stamp_hlc, stamp_device, origin_hlc, seq) "
+                          "SELECT record_id, field, sealed, key_class, key_version, value, "
+                          "stamp_hlc, stamp_device, origin_hlc, seq FROM {} "
+                          "WHERE record_id=?1 AND field=?2",
+                          to, from));
+  q.BindId(1, id).Bind(2, field);
+  if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, "copying a field");
+  return {};
+}
+
+Outcome<void> LocalStore::DeleteFieldRow(std::string_view table, const Id& id,
+                                         std::uint32_t field) {
+  Stmt q(db_, fmt::format("DELETE FROM {} WHERE record_id=?1 AND field=?2", table));
+  q.BindId(1, id).Bind(2, field);
+  if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, "deleting a field");
+  return {};
+}
+
+Outcome<std::optional<Stamp>> LocalStore::RowStamp(std::string_view table, const Id& id,
+                                                   std::uint32_t field) {
+  Stmt q(db_, fmt::format("SELECT stamp_hlc, stamp_device FROM {} WHERE record_id=?1 AND field=?2",
+                          table));
+  q.BindId(1, id).Bind(2, field);
+  int rc = q.Step();
+  if (rc == SQLITE_DONE) return std::optional<Stamp>();
+  if (rc != SQLITE_ROW) return SqlFail(rc, "reading a field");
+  Stamp s;
+  s.hlc = q.UInt(0);
+  if (auto d = ToId(q.Blob(1))) s.device = *d;
+  return std::optional<Stamp>(s);
+}
+
+Outcome<bool> LocalStore::HasPending(const Id& id, std::uint32_t field, std::uint64_t after_seq) {
+  Stmt q(db_,
+         "SELECT 1 FROM outbox WHERE record_id=?1 AND field=?2 AND state=0 AND "
+         "device_seq>?3 LIMIT 1");
+  q.BindId(1, id).Bind(2, field).BindU(3, after_seq);
+  int rc = q.Step();
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  return SqlFail(rc, "reading the outbox");
+}
+
+Outcome<void> LocalStore::StoreOutboxPayload(const pb::FieldChange& change) {
+  std::string plain = change.SerializeAsString();
+  auto sealed = SealAtRest(OutboxAd(change.device_seq()), plain);
+  crypto::Wipe(plain);
+  if (!sealed) return sealed.error();
+  Stmt q(db_, "UPDATE outbox SET payload=?2 WHERE device_seq=?1");
+  q.BindU(1, change.device_seq()).BindBlob(2, *sealed);
+  if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, "writing the outbox");
+  return {};
+}
+
+Outcome<void> LocalStore::PutLocked(EditTxn& txn, const LocalChange& c) {
+  if (auto ec = Fault("edit.put")) return Fail(ec, "injected failure while saving an edit");
+  bool kind_conflict = false;
+  if (auto r = UpsertRecord(c.record_id, c.kind, c.parent_id, "", &kind_conflict); !r) return r;
+  if (kind_conflict) {
+    return Fail(errc::invalid_argument, "the record exists with another kind");
+  }
+  auto pending = HasPending(c.record_id, c.field, 0);
+  if (!pending) return pending.error();
+  auto base = RowStamp("fields", c.record_id, c.field);
+  if (!base) return base.error();
+  // Invariant 4: the server's last known value moves aside while edits are pending.
+  if (!*pending) {
+    if (*base) {
+      if (auto r = CopyFieldRow("fields", "shadow", c.record_id, c.field); !r) return r;
+    } else if (auto r = DeleteFieldRow("shadow", c.record_id, c.field); !r) {
+      return r;
+    }
+  }
+
+  pb::FieldChange ch;
+  ch.set_record_id(std::string(AsBytes(c.record_id)));
+  ch.set_kind(c.kind);
+  if (c.parent_id) ch.set_parent_id(std::string(AsBytes(*c.parent_id)));
+  ch.set_field(c.field);
+  ch.set_value(c.value);
+  ch.set_sealed(c.sealed);
+  if (c.sealed) {
+    ch.set_key_class(c.key_class);
+    ch.set_key_version(c.key_version);
+  }
+  StampToPb(c.stamp, ch.mutable_stamp());
+  if (*base) StampToPb(**base, ch.mutable_base());
+  ch.set_device_seq(txn.device_seq_ + 1);
+  std::string message;
+  if (auto ec = ValidateChange(ch, FrameLimits{}, &message)) {
+    return Fail(errc::bad_value, message.empty() ? "the value is too large" : message);
+  }
+  txn.device_seq_ += 1;  // invariant 2
+
+  std::string at_rest;
+  if (c.sealed) {
+    at_rest = c.value;
+  } else {
+    auto s = SealAtRest(FieldAd(c.record_id, c.field), c.value);
+    if (!s) return s.error();
+    at_rest = std::move(*s);
+  }
+  if (auto r = WriteFieldRow("fields", c.record_id, c.field, c.sealed, c.key_class, c.key_version,
+                             at_rest, c.stamp, 0, 0);
+      !r) {
+    return r;
+  }
+  std::int64_t now = env_.NowMs();
+  Stmt ins(db_,
+           "INSERT INTO outbox(device_seq, record_id, field, state, payload, created_ms, "
+           "updated_ms) VALUES(?1,?2,?3,0,x'',?4,?4)");
+  ins.BindU(1, ch.device_seq()).BindId(2, c.record_id).Bind(3, c.field).Bind(4, now);
+  if (int rc = ins.Step(); rc != SQLITE_DONE) return SqlFail(rc, "writing the outbox");
+  auto stored = StoreOutboxPayload(ch);
+  crypto::Wipe(*ch.mutable_value());
+  return stored;
+}
+
+// ---- Reads -------------------------------------------------------------------
+
+Outcome<std::optional<RecordInfo>> LocalStore::GetRecord(const Id& record_id) {
+  if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
+  Stmt q(db_, "SELECT kind, parent_id, unit_id FROM records WHERE record_id=?1");
+  q.BindId(1, record_id);
+  int rc = q.Step();
+  if (rc == SQLITE_DONE) return std::optional<RecordInfo>();
+  if (rc != SQLITE_ROW) return SqlFail(rc, "reading a record");
+  RecordInfo r;
+  r.record_id = record_id;
+  r.kind = q.Text(0);
+  if (!q.IsNull(1)) r.parent_id = ToId(q.Blob(1));
+  r.unit_id = q.Text(2);
+  return std::optional<RecordInfo>(std::move(r));
+}
+
+Outcome<std::vector<RecordInfo>> LocalStore::ListRecords(std::string_view kind,
+                                                         const std::optional<Id>& parent_id) {
+  if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
+  Stmt q(db_, parent_id ? "SELECT record_id, kind, parent_id, unit_id FROM records "
+                          "WHERE kind=?1 AND parent_id=?2 ORDER BY rowid"
+                        : "SELECT record_id, kind, parent_id, unit_id FROM records "
+                          "WHERE kind=?1 ORDER BY record_id");
+  q.BindText(1, kind);
+  if (parent_id) q.BindId(2, *parent_id);
+  std::vector<RecordInfo> out;
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    RecordInfo r;
+    if (auto id = ToId(q.Blob(0))) r.record_id = *id;
+    r.kind = q.Text(1);
+    if (!q.IsNull(2)) r.parent_id = ToId(q.Blob(2));
+    r.unit_id = q.Text(3);
+    out.push_back(std::move(r));
+  }
+  if (rc != SQLITE_DONE) return SqlFail(rc, "listing records");
+  return out;
+}
+
+Outcome<std::vector<Id>> LocalStore::MatchPrefix(std::string_view kind,
+                                                 std::string_view hex_prefix) {
+  if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
+  std::string upper;
+  for (char ch : hex_prefix) {
+    if (!std::isxdigit(static_cast<unsigned char>(ch))) {
+      return Fail(errc::invalid_argument, "an id is made of hex digits 0-9 and a-f");
+    }
+    upper += static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  }
+  Stmt q(db_, "SELECT record_id FROM records WHERE kind=?1 AND substr(hex(record_id), 1, ?3)=?2");
+  q.BindText(1, kind).BindText(2, upper).Bind(3, static_cast<std::int64_t>(upper.size()));
+  std::vector<Id> out;
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    if (auto id = ToId(q.Blob(0))) out.push_back(*id);
+  }
+  if (rc != SQLITE_DONE) return SqlFail(rc, "looking up an id");
+  return out;
+}
+
+Outcome<std::vector<StoredValue>> LocalStore::GetFields(const Id& record_id) {
+  if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
+  Stmt q(db_,
+         "SELECT f.field, f.sealed, f.key_class, f.key_version, f.value, f.stamp_hlc, "
+         "f.stamp_device, f.origin_hlc, EXISTS(SELECT 1 FROM outbox o WHERE "
+         "o.record_id=f.record_id AND o.field=f.field AND o.state=0) "
+         "FROM fields f WHERE f.record_id=?1 ORDER BY f.field");
+  q.BindId(1, record_id);
+  std::vector<StoredValue> out;
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    StoredValue v;
+    v.field = static_cast<std::uint32_t>(q.Int(0));
+    v.sealed = q.Int(1) != 0;
+    v.key_class = static_cast<teduh::AccessClass>(q.Int(2));
+    v.key_version = static_cast<std::uint32_t>(q.Int(3));
+    v.stamp.hlc = q.UInt(5);
+    if (auto d = ToId(q.Blob(6))) v.stamp.device = *d;
+    v.origin_hlc = q.UInt(7);
+    v.pending = q.Int(8) != 0;
+    if (v.sealed) {
+      v.value = q.Blob(4);
+    } else {
+      auto plain = OpenAtRest(FieldAd(record_id, v.field), q.Blob(4));
+      if (!plain) return plain.error();
+      v.value = std::move(*plain);
+    }
+    out.push_back(std::move(v));
+  }
+  if (rc != SQLITE_DONE) return SqlFail(rc, "reading fields");
+  return out;
+}
+
+Outcome<std::optional<StoredValue>> LocalStore::GetField(const Id& record_id, std::uint32_t field) {
+  auto all = GetFields(record_id);
+  if (!all) return all.error();
+  for (auto& v : *all) {
+    if (v.field == field) return std::optional<StoredValue>(std::move(v));
+  }
+  return std::optional<StoredValue>();
+}
+
+// ---- Outbox ------------------------------------------------------------------
+
+Outcome<std::optional<pb::FieldChange>> LocalStore::LoadOutbox(std::uint64_t device_seq,
+                                                               int* state) {
+  Stmt q(db_, "SELECT payload, state FROM outbox WHERE device_seq=?1");
+  q.BindU(1, device_seq);
+  int rc = q.Step();
+  if (rc == SQLITE_DONE) return std::optional<pb::FieldChange>();
+  if (rc != SQLITE_ROW) return SqlFail(rc, "reading the outbox");
+  if (state != nullptr) *state = static_cast<int>(q.Int(1));
+  auto plain = OpenAtRest(OutboxAd(device_seq), q.Blob(0));
+  if (!plain) return plain.error();
+  pb::FieldChange ch;
+  bool ok = ch.ParseFromString(*plain);
+  crypto::Wipe(*plain);
+  if (!ok || ch.device_seq() != device_seq) {
+    return Fail(errc::integrity, "an outbox entry is damaged");
+  }
+  return std::optional<pb::FieldChange>(std::move(ch));
+}
+
+Outcome<std::vector<pb::FieldChange>> LocalStore::PendingChanges(std::size_t limit) {
+  if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
+  std::vector<std::uint64_t> seqs;
+  {
+    Stmt q(db_, "SELECT device_seq FROM outbox WHERE state=0 ORDER BY device_seq LIMIT ?1");
+    q.Bind(1, static_cast<std::int64_t>(limit));
+    int rc;
+    while ((rc = q.Step()) == SQLITE_ROW) seqs.push_back(q.UInt(0));
+    if (rc != SQLITE_DONE) return SqlFail(rc, "reading the outbox");
+  }
+  std::vector<pb::FieldChange> out;
+  out.reserve(seqs.size());
+  for (auto s : seqs) {
+    auto ch = LoadOutbox(s, nullptr);
+    if (!ch) return ch.error();
+    if (*ch) out.push_back(std::move(**ch));
+  }
+  return out;
+}
+
+Outcome<PushApplied> LocalStore::ApplyPushResults(const std::vector<pb::FieldChange>& sent,
+                                                  const pb::PushResult& result) {
+  PushApplied counts;
+  std::int64_t now = env_.NowMs();
+  auto r = InTxn([&]() -> Outcome<void> {
+    auto persisted_hlc = MetaInt("hlc");
+    if (!persisted_hlc) return persisted_hlc.error();
+    std::uint64_t max_hlc = *persisted_hlc;
+    for (std::size_t i = 0; i < sent.size(); ++i) {
+      if (auto ec = Fault("push.result")) return Fail(ec, "injected failure");
+      const pb::FieldChange& ch = sent[i];
+      const pb::ChangeResult* res = nullptr;
+      if (i < static_cast<std::size_t>(result.results_size()) &&
+          result.results(static_cast<int>(i)).device_seq() == ch.device_seq()) {
+        res = &result.results(static_cast<int>(i));
+      } else {
+        for (const auto& cand : result.results()) {
+          if (cand.device_seq() == ch.device_seq()) res = &cand;
+        }
+      }
+      if (res == nullptr || res->status() == pb::ChangeResult::STATUS_UNSPECIFIED) {
+        ++counts.unanswered;  // stays pending: resent next time (idempotent by device_seq)
+        continue;
+      }
+      int state = -1;
+      auto stored = LoadOutbox(ch.device_seq(), &state);
+      if (!stored) return stored.error();
+      if (!*stored || state != static_cast<int>(OutboxState::kPending)) continue;
+      auto id = ToId(ch.record_id());
+      if (!id) continue;
+      Stamp mine = StampFromPb(ch.stamp());
+      Stamp stored_as =
+          res->has_stamp() && res->stamp().hlc() != 0 ? StampFromPb(res->stamp()) : mine;
+      max_hlc = std::max(max_hlc, stored_as.hlc);  // invariant 6
+      OutboxState next = OutboxState::kAccepted;
+      switch (res->status()) {
+        case pb::ChangeResult::STATUS_APPLIED:
+          next = OutboxState::kAccepted;
+          ++counts.accepted;
+          break;
+        case pb::ChangeResult::STATUS_MERGED:
+          next = OutboxState::kMerged;
+          ++counts.merged;
+          break;
+        case pb::ChangeResult::STATUS_CONFLICT:
+          next = OutboxState::kConflict;
+          ++counts.conflict;
+          break;
+        default:
+          next = OutboxState::kRejected;
+          ++counts.rejected;
+          break;
+      }
+      {
+        Stmt u(db_,
+               "UPDATE outbox SET state=?2, reason=?3, detail=?4, updated_ms=?5 "
+               "WHERE device_seq=?1");
+        std::string reason = res->reason();
+        if (reason.empty() && next == OutboxState::kRejected) reason = "rejected";
+        u.BindU(1, ch.device_seq())
+            .Bind(2, static_cast<int>(next))
+            .BindText(3, reason.substr(0, 128))
+            .BindText(4, res->detail().substr(0, 1024))
+            .Bind(5, now);
+        if (int rc = u.Step(); rc != SQLITE_DONE) return SqlFail(rc, "updating the outbox");
+      }
+      auto current = RowStamp("fields", *id, ch.field());
+      if (!current) return current.error();
+      bool ours_in_fields = *current && **current == mine;
+      // The server re-stamped the change (clock skew): our row and later pending
+      // edits based on it follow the stamp the server stored.
+      if (next != OutboxState::kRejected && !(stored_as == mine)) {
+        if (ours_in_fields) {
+          Stmt u(db_,
+                 "UPDATE fields SET stamp_hlc=?3, stamp_device=?4, origin_hlc=?5 "
+                 "WHERE record_id=?1 AND field=?2");
+          u.BindId(1, *id)
+              .Bind(2, ch.field())
+              .BindU(3, stored_as.hlc)
+              .BindId(4, stored_as.device)
+              .BindU(5, stored_as.hlc != mine.hlc ? mine.hlc : 0);
+          if (int rc = u.Step(); rc != SQLITE_DONE) return SqlFail(rc, "updating a field");
+        }
+        Stmt later(db_,
+                   "SELECT device_seq FROM outbox WHERE record_id=?1 AND field=?2 AND "
+                   "state=0 AND device_seq>?3");
+        later.BindId(1, *id).Bind(2, ch.field()).BindU(3, ch.device_seq());
+        std::vector<std::uint64_t> seqs;
+        int rc;
+        while ((rc = later.Step()) == SQLITE_ROW) seqs.push_back(later.UInt(0));
+        if (rc != SQLITE_DONE) return SqlFail(rc, "reading the outbox");
+        for (auto s : seqs) {
+          auto l = LoadOutbox(s, nullptr);
+          if (!l) return l.error();
+          if (*l && StampFromPb((*l)->base()) == mine) {
+            StampToPb(stored_as, (*l)->mutable_base());
+            if (auto w = StoreOutboxPayload(**l); !w) return w;
+          }
+          if (*l) crypto::Wipe(*(*l)->mutable_value());
+        }
+      }
+      auto later_pending = HasPending(*id, ch.field(), ch.device_seq());
+      if (!later_pending) return later_pending.error();
+      if (*later_pending) continue;  // the newest edit of the field decides below
+      auto shadow = RowStamp("shadow", *id, ch.field());
+      if (!shadow) return shadow.error();
+      if (next == OutboxState::kAccepted) {
+        // nothing: our value is the server's
+      } else if (next == OutboxState::kRejected) {
+        if (ours_in_fields) {
+          if (*shadow) {
+            if (auto w = CopyFieldRow("shadow", "fields", *id, ch.field()); !w) return w;
+          } else if (auto w = DeleteFieldRow("fields", *id, ch.field()); !w) {
+            return w;
+          }
+        }
+      } else {
+        Stamp cur = res->has_current() && res->current().hlc() != 0 ? StampFromPb(res->current())
+                                                                    : stored_as;
+        if (!(cur == stored_as) && *shadow && **shadow == cur) {
+          if (auto w = CopyFieldRow("shadow", "fields", *id, ch.field()); !w) return w;
+        }
+        // Otherwise the merged value is new on the server and arrives by pull.
+      }
+      if (auto w = DeleteFieldRow("shadow", *id, ch.field()); !w) return w;
+    }
+    return SetMetaInt("hlc", max_hlc);
+  });
+  if (!r) return r.error();
+  return counts;
+}
+
+Outcome<OutboxCounts> LocalStore::CountOutbox() {
+  if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
+  Stmt q(db_, "SELECT state, COUNT(*) FROM outbox GROUP BY state");
+  OutboxCounts c;
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    std::uint64_t n = q.UInt(1);
+    switch (static_cast<OutboxState>(q.Int(0))) {
+      case OutboxState::kPending:
+        c.pending = n;
+        break;
+      case OutboxState::kAccepted:
+        c.accepted = n;
+        break;
+      case OutboxState::kMerged:
+        c.merged = n;
+        break;
+      case OutboxState::kConflict:
+        c.conflict = n;
+        break;
+      case OutboxState::kRejected:
+        c.rejected = n;
+        break;
+    }
+  }
+  if (rc != SQLITE_DONE) return SqlFail(rc, "counting the outbox");
+  return c;
+}
+
+Outcome<std::vector<OutboxEntry>> LocalStore::ListOutbox(bool include_accepted, std::size_t limit) {
+  if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
+  Stmt q(db_, std::string("SELECT o.device_seq, o.record_id, COALESCE(r.kind, ''), o.field, "
+                          "o.state, o.reason, o.detail, o.created_ms, o.updated_ms FROM outbox o "
+                          "LEFT JOIN records r ON r.record_id=o.record_id ") +
+                  (include_accepted ? "" : "WHERE o.state<>1 ") +
+                  "ORDER BY o.device_seq DESC LIMIT ?1");
+  q.Bind(1, static_cast<std::int64_t>(limit));
+  std::vector<OutboxEntry> out;
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    OutboxEntry e;
+    e.device_seq = q.UInt(0);
+    if (auto id = ToId(q.Blob(1))) e.record_id = *id;
+    e.kind = q.Text(2);
+    e.field = static_cast<std::uint32_t>(q.Int(3));
+    e.state = static_cast<OutboxState>(q.Int(4));
+    e.reason = q.Text(5);
+    e.detail = q.Text(6);
+    e.created_ms = q.Int(7);
+    e.updated_ms = q.Int(8);
+    out.push_back(std::move(e));
+  }
+  if (rc != SQLITE_DONE) return SqlFail(rc, "listing the outbox");
+  return out;
+}
+
+// ---- Pull --------------------------------------------------------------------
+
+Outcome<PullCursor> LocalStore::Cursor() {
+  if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
+  PullCursor c;
+  auto g = MetaInt("cursor_generation");
+  if (!g) return g.error();
+  auto s = MetaInt("cursor_seq");
+  if (!s) return s.error();
+  c.generation = *g;
+  c.last_seq = *s;
+  return c;
+}
+
+Outcome<PullApplied> LocalStore::ApplyPulled(Hlc& hlc, const pb::Changes& batch) {
+  PullApplied counts;
+  auto r = InTxn([&]() -> Outcome<void> {
+    auto persisted = MetaInt("hlc");
+    if (!persisted) return persisted.error();
+    hlc.Observe(*persisted);
+    if (batch.reset()) {
+      // The server was restored from a backup: queue again everything it may
+      // have lost; device_seq idempotency answers what it still has.
+      Stmt q(db_, "UPDATE outbox SET state=0, updated_ms=?1 WHERE state IN (1,2,3)");
+      q.Bind(1, env_.NowMs());
+      if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, "re-queueing the outbox");
+      counts.requeued = static_cast<std::size_t>(sqlite3_changes(db_));
+    }
+    for (const auto& ch : batch.changes()) {
+      if (auto ec = Fault("pull.change")) return Fail(ec, "injected failure while applying");
+      auto id = ToId(ch.record_id());
+      if (!id) {
+        ++counts.ignored;
+        continue;
+      }
+      std::optional<Id> parent;
+      if (!ch.parent_id().empty()) parent = ToId(ch.parent_id());
+      bool kind_conflict = false;
+      if (auto w = UpsertRecord(*id, ch.kind(), parent, ch.unit_id(), &kind_conflict); !w) {
+        return w;
+      }
+      if (kind_conflict) {
+        ++counts.ignored;
+        continue;
+      }
+      Stamp stamp = StampFromPb(ch.stamp());
+      hlc.Observe(stamp.hlc);
+      if (ch.origin_hlc() != 0) hlc.Observe(ch.origin_hlc());
+      std::string at_rest;
+      if (ch.sealed()) {
+        at_rest = ch.value();
+      } else {
+        auto s = SealAtRest(FieldAd(*id, ch.field()), ch.value());
+        if (!s) return s.error();
+        at_rest = std::move(*s);
+      }
+      auto pending = HasPending(*id, ch.field(), 0);
+      if (!pending) return pending.error();
+      std::string_view table = *pending ? "shadow" : "fields";  // invariant 4
+      if (auto w = WriteFieldRow(table, *id, ch.field(), ch.sealed(), ch.key_class(),
+                                 ch.key_version(), at_rest, stamp, ch.origin_hlc(), ch.seq());
+          !w) {
+        return w;
+      }
+      ++(*pending ? counts.deferred : counts.applied);
+    }
+    if (auto w = SetMetaInt("cursor_generation", batch.generation()); !w) return w;
+    if (auto w = SetMetaInt("cursor_seq", batch.last_seq()); !w) return w;  // invariant 3
+    return SetMetaInt("hlc", hlc.last());
+  });
+  if (!r) return r.error();
+  return counts;
+}
+
+Outcome<void> LocalStore::CheckInvariants() {
+  if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
+  {
+    // Invariant 5.
+    Stmt q(db_,
+           "SELECT COUNT(*) FROM outbox o WHERE o.state=0 AND NOT EXISTS(SELECT 1 FROM "
+           "fields f WHERE f.record_id=o.record_id AND f.field=o.field)");
+    if (int rc = q.Step(); rc != SQLITE_ROW) return SqlFail(rc, "checking invariants");
+    if (q.Int(0) != 0) return Fail(errc::store_failed, "a pending edit has no field row");
+  }
+  {
+    // Invariant 4.
+    Stmt q(db_,
+           "SELECT COUNT(*) FROM shadow s WHERE NOT EXISTS(SELECT 1 FROM outbox o WHERE "
+           "o.record_id=s.record_id AND o.field=s.field AND o.state=0)");
+    if (int rc = q.Step(); rc != SQLITE_ROW) return SqlFail(rc, "checking invariants");
+    if (q.Int(0) != 0) return Fail(errc::store_failed, "a shadow row has no pending edit");
+  }
+  {
+    // Invariants 2 and 6.
+    Stmt q(db_, "SELECT COALESCE(MAX(device_seq), 0), COUNT(*) FROM outbox");
+    if (int rc = q.Step(); rc != SQLITE_ROW) return SqlFail(rc, "checking invariants");
+    auto seq = MetaInt("device_seq");
+    if (!seq) return seq.error();
+    if (q.UInt(0) != *seq || q.UInt(1) != *seq) {
+      return Fail(errc::store_failed, "the outbox and the device_seq counter disagree");
+    }
+    Stmt h(db_, "SELECT COALESCE(MAX(stamp_hlc), 0) FROM fields WHERE stamp_device=?1");
+    h.BindId(1, device_id_);
+    if (int rc = h.Step(); rc != SQLITE_ROW) return SqlFail(rc, "checking invariants");
+    auto hlc = MetaInt("hlc");
+    if (!hlc) return hlc.error();
+    if (h.UInt(0) > *hlc) return Fail(errc::store_failed, "a stamp is ahead of the saved clock");
+  }
+  return {};
+}
+
+}  // namespace teduh::core

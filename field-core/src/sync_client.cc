@@ -1,0 +1,180 @@
+#include "teduh/core/sync_client.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "teduh/core/sealing.h"
+
+namespace teduh::core {
+namespace {
+namespace pb = teduh::sync::v1;
+constexpr std::string_view kClientName = "teduh/0.1.0";
+}  // namespace
+
+std::string ExplainServerError(pb::ErrorCode code) {
+  switch (code) {
+    case pb::ERROR_CODE_MALFORMED_FRAME:
+      return "the server could not read a message from this device";
+    case pb::ERROR_CODE_FRAME_TOO_LARGE:
+      return "a message from this device was too large for the server";
+    case pb::ERROR_CODE_UNEXPECTED_FRAME:
+      return "the server did not expect this message now";
+    case pb::ERROR_CODE_UNSUPPORTED_VERSION:
+      return "update needed: this version of teduh and the server have no protocol version in "
+             "common";
+    case pb::ERROR_CODE_UNKNOWN_DEVICE:
+      return "the server does not know this device (enrolled on another server?)";
+    case pb::ERROR_CODE_DEVICE_PENDING:
+      return "waiting for an admin to approve this device";
+    case pb::ERROR_CODE_DEVICE_REVOKED:
+      return "this device was revoked by an admin and may no longer sync";
+    case pb::ERROR_CODE_BAD_SIGNATURE:
+      return "the server did not accept this device's signature";
+    case pb::ERROR_CODE_BAD_ENROLLMENT_CODE:
+      return "the enrollment code is unknown, expired or already used";
+    case pb::ERROR_CODE_FORBIDDEN:
+      return "this device's role may not do that";
+    case pb::ERROR_CODE_TOO_MANY_CHANGES:
+      return "too many changes in one message";
+    case pb::ERROR_CODE_RATE_LIMITED:
+      return "the server is busy with this device: try again in a moment";
+    case pb::ERROR_CODE_INTERNAL:
+      return "the server failed: try again later";
+    case pb::ERROR_CODE_BAD_REQUEST:
+      return "the server refused the request";
+    case pb::ERROR_CODE_TIMEOUT:
+      return "the server gave up waiting";
+    default:
+      return "the server reported an error";
+  }
+}
+
+SyncClient::SyncClient(std::unique_ptr<Transport> transport, FrameLimits limits)
+    : transport_(std::move(transport)), limits_(limits) {}
+
+SyncClient::~SyncClient() { Close(); }
+
+void SyncClient::Close() {
+  if (transport_) transport_->Close();
+}
+
+Outcome<pb::Frame> SyncClient::Call(pb::Frame request, pb::Frame::BodyCase expected) {
+  if (!transport_) return Fail(errc::connection_failed, "not connected");
+  std::uint64_t id = next_request_id_++;
+  request.set_request_id(id);
+  if (auto r = transport_->Send(EncodeFrame(request)); !r) return r.error();
+  // Bounded: a server that only pokes is cut off after this many frames.
+  for (int skipped = 0; skipped < 1000; ++skipped) {
+    auto bytes = transport_->Receive();
+    if (!bytes) return bytes.error();
+    std::string why;
+    auto frame = DecodeFrame(*bytes, limits_, &why);
+    if (!frame) {
+      return Fail(frame.error(), fmt::format("the server sent an invalid message{}{}",
+                                             why.empty() ? "" : ": ", why));
+    }
+    if (frame->body_case() == pb::Frame::kPoke) {
+      poked_ = true;
+      continue;
+    }
+    if (frame->body_case() == pb::Frame::kError) {
+      const auto& e = frame->error();
+      std::string msg = ExplainServerError(e.code());
+      if (!e.message().empty()) msg += fmt::format(" (server: {})", e.message());
+      return Fail(ErrorFromFrame(e.code()), msg);
+    }
+    if (frame->request_id() != id || frame->body_case() != expected) {
+      return Fail(errc::unexpected_frame, "the server answered with an unexpected message");
+    }
+    return std::move(*frame);
+  }
+  return Fail(errc::unexpected_frame, "the server sent too many messages without answering");
+}
+
+Outcome<pb::EnrollResult> SyncClient::Enroll(const pb::EnrollRequest& request) {
+  pb::Frame f;
+  *f.mutable_enroll() = request;
+  auto r = Call(std::move(f), pb::Frame::kEnrollResult);
+  if (!r) return r.error();
+  return std::move(*r->mutable_enroll_result());
+}
+
+Outcome<pb::Welcome> SyncClient::Authenticate(const Id& device_id,
+                                              const crypto::SecureBuffer& sign_sk,
+                                              const std::string& expected_server_id) {
+  pb::Frame hello;
+  hello.mutable_hello()->add_versions(kProtocolVersion);
+  hello.mutable_hello()->set_device_id(std::string(AsBytes(device_id)));
+  hello.mutable_hello()->set_client(std::string(kClientName));
+  auto ch = Call(std::move(hello), pb::Frame::kChallenge);
+  if (!ch) return ch.error();
+  const pb::Challenge& c = ch->challenge();
+  if (c.version() != kProtocolVersion) {
+    return Fail(errc::unsupported_version,
+                "update needed: the server chose a protocol version this teduh does not speak");
+  }
+  if (!expected_server_id.empty() && c.server_id() != expected_server_id) {
+    return Fail(errc::wrong_unit,
+                "this is not the server this device was enrolled with (server id differs)");
+  }
+  std::string msg = AuthMessage(c.nonce(), c.server_id(), AsBytes(device_id));
+  auto sig = crypto::Sign(sign_sk, AsSpan(msg));
+  if (!sig) return Fail(sig.error(), "cannot sign the server's challenge");
+  pb::Frame proof;
+  proof.mutable_proof()->set_signature(reinterpret_cast<const char*>(sig->data()), sig->size());
+  auto w = Call(std::move(proof), pb::Frame::kWelcome);
+  if (!w) return w.error();
+  const pb::Welcome& welcome = w->welcome();
+  if (welcome.max_frame_bytes() > 0) {
+    limits_.max_frame_bytes =
+        std::min<std::size_t>(limits_.max_frame_bytes, welcome.max_frame_bytes());
+  }
+  if (welcome.max_push_changes() > 0) {
+    limits_.max_push_changes =
+        std::min<std::size_t>(limits_.max_push_changes, welcome.max_push_changes());
+  }
+  if (welcome.max_pull_changes() > 0) {
+    limits_.max_pull_changes =
+        std::min<std::size_t>(limits_.max_pull_changes, welcome.max_pull_changes());
+  }
+  return std::move(*w->mutable_welcome());
+}
+
+Outcome<pb::PushResult> SyncClient::Push(const std::vector<pb::FieldChange>& changes) {
+  pb::Frame f;
+  for (const auto& c : changes) *f.mutable_push()->add_changes() = c;
+  auto r = Call(std::move(f), pb::Frame::kPushResult);
+  if (!r) return r.error();
+  return std::move(*r->mutable_push_result());
+}
+
+Outcome<pb::Changes> SyncClient::Pull(std::uint64_t generation, std::uint64_t after_seq,
+                                      std::uint32_t limit) {
+  pb::Frame f;
+  f.mutable_pull()->set_generation(generation);
+  f.mutable_pull()->set_after_seq(after_seq);
+  f.mutable_pull()->set_limit(limit);
+  auto r = Call(std::move(f), pb::Frame::kChanges);
+  if (!r) return r.error();
+  return std::move(*r->mutable_changes());
+}
+
+Outcome<pb::DeviceList> SyncClient::ListDevices() {
+  pb::Frame f;
+  f.mutable_list_devices();
+  auto r = Call(std::move(f), pb::Frame::kDeviceList);
+  if (!r) return r.error();
+  return std::move(*r->mutable_device_list());
+}
+
+Outcome<pb::ApproveResult> SyncClient::Approve(const pb::ApproveDevice& request) {
+  pb::Frame f;
+  *f.mutable_approve_device() = request;
+  auto r = Call(std::move(f), pb::Frame::kApproveResult);
+  if (!r) return r.error();
+  return std::move(*r->mutable_approve_result());
+}
+
+}  // namespace teduh::core

@@ -1,0 +1,476 @@
+// Design notes — the vault file (see vault.h for the contract).
+//
+// File: teduh.keys.v1.VaultFile {format=1, salt, opslimit, memlimit, alg,
+// nonce, ciphertext, failed_unlocks}. ciphertext = XChaCha20-Poly1305(KEK,
+// plaintext, AD = "teduh-vault-v1") with KEK = Argon2id(passphrase, salt,
+// opslimit, memlimit).
+//
+// Plaintext: a sequence of entries, each an 8-byte header followed by a body
+// whose size is fixed by the entry type:
+//
+//   u8 type | u8 class | u16 zero | u32 BE epoch | body
+//
+//   type 1  storage key             32 B   (class, epoch zero)
+//   type 2  device Ed25519 secret   64 B
+//   type 3  device X25519 secret    32 B
+//   type 4  unit root Ed25519 sk    64 B   (bootstrap admin only)
+//   type 5  class key K[class][ep]  32 B   (class, epoch set)
+//   type 6  pinned unit root pk     32 B   (public, but authenticated here so
+//                                           nobody with disk access swaps it)
+//
+// An unknown type, a short body or a duplicate singleton is vault_corrupt.
+//
+// Invariants:
+//  1. Secrets exist in memory only inside crypto::SecureBuffer (the decrypted
+//     plaintext too); every std::string built here holds ciphertext only.
+//  2. The file on disk is always a complete VaultFile: every write goes
+//     through WriteFileAtomically (temp + fsync + rename + dir fsync).
+//  3. A wrong passphrase changes only `failed_unlocks` (+1). The salt, the
+//     parameters and the ciphertext stay byte-identical.
+//  4. A successful unlock with failed_unlocks > 0 resets it to 0 (best
+//     effort: a failure there never blocks the officer; the next unlock retries).
+//  5. KDF parameters below crypto::KdfParamsAcceptable are refused on open
+//     (vault_corrupt), never silently used.
+//  6. After Lock() every secret buffer is empty (wiped by SecureBuffer).
+#include "teduh/core/vault.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "teduh/core/ids.h"
+#include "teduh/keys/v1/keys.pb.h"
+
+namespace teduh::core {
+namespace {
+
+constexpr std::string_view kVaultAd = "teduh-vault-v1";
+constexpr std::uint32_t kVaultFormat = 1;
+constexpr std::size_t kHeaderBytes = 8;
+constexpr std::size_t kMaxVaultFileBytes = 1u << 20;
+
+enum EntryType : std::uint8_t {
+  kStorageKey = 1,
+  kDeviceSignSk = 2,
+  kDeviceBoxSk = 3,
+  kUnitRootSk = 4,
+  kClassKey = 5,
+  kPinnedRootPk = 6,
+};
+
+std::size_t BodySize(std::uint8_t type) {
+  switch (type) {
+    case kStorageKey:
+    case kDeviceBoxSk:
+    case kClassKey:
+    case kPinnedRootPk:
+      return 32;
+    case kDeviceSignSk:
+    case kUnitRootSk:
+      return 64;
+    default:
+      return 0;
+  }
+}
+
+crypto::ByteView View(std::string_view s) { return AsSpan(s); }
+
+void PutHeader(std::uint8_t* p, std::uint8_t type, std::uint8_t cls, std::uint32_t epoch) {
+  p[0] = type;
+  p[1] = cls;
+  p[2] = 0;
+  p[3] = 0;
+  p[4] = static_cast<std::uint8_t>(epoch >> 24);
+  p[5] = static_cast<std::uint8_t>(epoch >> 16);
+  p[6] = static_cast<std::uint8_t>(epoch >> 8);
+  p[7] = static_cast<std::uint8_t>(epoch);
+}
+
+// Serialises the secrets into a guarded buffer (invariant 1).
+Outcome<crypto::SecureBuffer> Serialize(const VaultSecrets& s) {
+  struct Item {
+    std::uint8_t type;
+    std::uint8_t cls;
+    std::uint32_t epoch;
+    crypto::ByteView body;
+  };
+  std::vector<Item> items;
+  auto add = [&](std::uint8_t type, const crypto::SecureBuffer& b) {
+    if (!b.empty()) items.push_back({type, 0, 0, b.view()});
+  };
+  add(kStorageKey, s.storage_key);
+  add(kDeviceSignSk, s.device_sign_sk);
+  add(kDeviceBoxSk, s.device_box_sk);
+  add(kUnitRootSk, s.unit_root_sk);
+  if (s.has_pinned_unit_root_pk) {
+    items.push_back({kPinnedRootPk, 0, 0, {s.pinned_unit_root_pk.data(), 32}});
+  }
+  for (const auto& [k, v] : s.class_keys) {
+    items.push_back({kClassKey, static_cast<std::uint8_t>(k.first), k.second, v.view()});
+  }
+  std::size_t total = 0;
+  for (const auto& it : items) {
+    if (it.body.size() != BodySize(it.type)) {
+      return Fail(errc::invalid_argument, "a vault secret has the wrong size");
+    }
+    total += kHeaderBytes + it.body.size();
+  }
+  auto buf = crypto::SecureBuffer::Allocate(total);
+  if (!buf) return Fail(buf.error(), "cannot allocate guarded memory for the vault");
+  std::uint8_t* p = buf->data();
+  for (const auto& it : items) {
+    PutHeader(p, it.type, it.cls, it.epoch);
+    std::memcpy(p + kHeaderBytes, it.body.data(), it.body.size());
+    p += kHeaderBytes + it.body.size();
+  }
+  return std::move(*buf);
+}
+
+Outcome<VaultSecrets> Parse(const crypto::SecureBuffer& plain) {
+  VaultSecrets s;
+  const std::uint8_t* p = plain.data();
+  std::size_t left = plain.size();
+  auto corrupt = [] { return Fail(errc::vault_corrupt, "the vault file is damaged"); };
+  while (left > 0) {
+    if (left < kHeaderBytes) return corrupt();
+    std::uint8_t type = p[0];
+    std::uint8_t cls = p[1];
+    std::uint32_t epoch = (std::uint32_t{p[4]} << 24) | (std::uint32_t{p[5]} << 16) |
+                          (std::uint32_t{p[6]} << 8) | std::uint32_t{p[7]};
+    std::size_t n = BodySize(type);
+    if (n == 0 || left < kHeaderBytes + n) return corrupt();
+    crypto::ByteView body{p + kHeaderBytes, n};
+    auto copy = crypto::SecureBuffer::CopyOf(body);
+    if (!copy) return Fail(copy.error(), "cannot allocate guarded memory for the vault");
+    auto set_once = [&](crypto::SecureBuffer& slot) -> bool {
+      if (!slot.empty()) return false;
+      slot = std::move(*copy);
+      return true;
+    };
+    switch (type) {
+      case kStorageKey:
+        if (!set_once(s.storage_key)) return corrupt();
+        break;
+      case kDeviceSignSk:
+        if (!set_once(s.device_sign_sk)) return corrupt();
+        break;
+      case kDeviceBoxSk:
+        if (!set_once(s.device_box_sk)) return corrupt();
+        break;
+      case kUnitRootSk:
+        if (!set_once(s.unit_root_sk)) return corrupt();
+        break;
+      case kPinnedRootPk:
+        if (s.has_pinned_unit_root_pk) return corrupt();
+        std::memcpy(s.pinned_unit_root_pk.data(), body.data(), 32);
+        s.has_pinned_unit_root_pk = true;
+        break;
+      case kClassKey: {
+        if (cls != teduh::ACCESS_CLASS_GENERAL && cls != teduh::ACCESS_CLASS_CLINICAL) {
+          return corrupt();
+        }
+        auto key = std::make_pair(static_cast<teduh::AccessClass>(cls), epoch);
+        if (!s.class_keys.emplace(key, std::move(*copy)).second) return corrupt();
+        break;
+      }
+      default:
+        return corrupt();
+    }
+    p += kHeaderBytes + n;
+    left -= kHeaderBytes + n;
+  }
+  return s;
+}
+
+Outcome<teduh::keys::v1::VaultFile> ReadVaultFile(const std::filesystem::path& path) {
+  std::error_code fs_ec;
+  if (!std::filesystem::exists(path, fs_ec)) {
+    return Fail(errc::vault_missing, "no device is enrolled in this home folder");
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Fail(errc::io_error, "cannot read the vault file");
+  std::string bytes;
+  bytes.resize(kMaxVaultFileBytes + 1);
+  in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  bytes.resize(static_cast<std::size_t>(in.gcount()));
+  if (bytes.size() > kMaxVaultFileBytes)
+    return Fail(errc::vault_corrupt, "the vault file is too large");
+  teduh::keys::v1::VaultFile file;
+  if (!file.ParseFromString(bytes) || file.format() != kVaultFormat ||
+      file.salt().size() != crypto::kKdfSaltBytes ||
+      file.nonce().size() != crypto::kAeadNonceBytes ||
+      file.ciphertext().size() < crypto::kAeadTagBytes) {
+    return Fail(errc::vault_corrupt, "the vault file is damaged");
+  }
+  return file;
+}
+
+crypto::KdfParams ParamsOf(const teduh::keys::v1::VaultFile& file) {
+  crypto::KdfParams p;
+  p.opslimit = file.opslimit();
+  p.memlimit = file.memlimit();
+  p.alg = file.alg();
+  std::memcpy(p.salt.data(), file.salt().data(), crypto::kKdfSaltBytes);
+  return p;
+}
+
+crypto::Bytes SealedBytes(const teduh::keys::v1::VaultFile& file) {
+  crypto::Bytes sealed(file.nonce().begin(), file.nonce().end());
+  sealed.insert(sealed.end(), file.ciphertext().begin(), file.ciphertext().end());
+  return sealed;
+}
+
+error_code ErrnoToError(int e) {
+  return make_error_code((e == ENOSPC || e == EDQUOT) ? errc::disk_full : errc::io_error);
+}
+
+void FsyncDir(const std::filesystem::path& dir) {
+  int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+}  // namespace
+
+KdfMode KdfModeFromEnv() {
+  const char* v = std::getenv("TEDUH_KDF");
+  if (v != nullptr && std::string_view(v) == "interactive") return KdfMode::kInteractive;
+  return KdfMode::kCalibrated;
+}
+
+error_code WriteFileAtomically(const std::filesystem::path& path, std::string_view bytes) {
+  auto rnd = crypto::RandomArray<6>();
+  std::filesystem::path tmp = path;
+  tmp += ".tmp-" + ToHex(rnd);
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return ErrnoToError(errno);
+  const char* p = bytes.data();
+  std::size_t left = bytes.size();
+  while (left > 0) {
+    ssize_t n = ::write(fd, p, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int e = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      return ErrnoToError(e);
+    }
+    p += n;
+    left -= static_cast<std::size_t>(n);
+  }
+  if (::fsync(fd) != 0) {
+    int e = errno;
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return ErrnoToError(e);
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int e = errno;
+    ::unlink(tmp.c_str());
+    return ErrnoToError(e);
+  }
+  FsyncDir(path.parent_path());
+  return {};
+}
+
+bool Vault::Exists(const std::filesystem::path& path) {
+  std::error_code ec;
+  return std::filesystem::is_regular_file(path, ec);
+}
+
+void Vault::Erase(const std::filesystem::path& path) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    struct stat st {};
+    if (::fstat(fd, &st) == 0 && st.st_size > 0) {
+      std::vector<std::uint8_t> noise(static_cast<std::size_t>(st.st_size));
+      crypto::RandomBytes(noise);
+      std::size_t off = 0;
+      while (off < noise.size()) {
+        ssize_t n = ::write(fd, noise.data() + off, noise.size() - off);
+        if (n <= 0) break;
+        off += static_cast<std::size_t>(n);
+      }
+      ::fsync(fd);
+    }
+    ::close(fd);
+  }
+  ::unlink(path.c_str());
+  FsyncDir(path.parent_path());
+}
+
+Vault::Vault(std::filesystem::path path, crypto::KdfParams params, crypto::SecureBuffer kek,
+             VaultSecrets secrets)
+    : path_(std::move(path)), params_(params), kek_(std::move(kek)), secrets_(std::move(secrets)) {}
+
+Vault::~Vault() { Lock(); }
+
+void Vault::Lock() {
+  kek_.Reset();
+  secrets_.storage_key.Reset();
+  secrets_.device_sign_sk.Reset();
+  secrets_.device_box_sk.Reset();
+  secrets_.unit_root_sk.Reset();
+  secrets_.class_keys.clear();  // each SecureBuffer wipes itself
+}
+
+std::optional<std::array<std::uint8_t, 32>> Vault::pinned_unit_root_pk() const {
+  if (!secrets_.has_pinned_unit_root_pk) return std::nullopt;
+  return secrets_.pinned_unit_root_pk;
+}
+
+const crypto::SecureBuffer* Vault::class_key(teduh::AccessClass key_class,
+                                             std::uint32_t epoch) const {
+  if (key_class == teduh::ACCESS_CLASS_UNSPECIFIED) key_class = teduh::ACCESS_CLASS_GENERAL;
+  auto it = secrets_.class_keys.find({key_class, epoch});
+  return it == secrets_.class_keys.end() ? nullptr : &it->second;
+}
+
+std::optional<std::uint32_t> Vault::latest_epoch(teduh::AccessClass key_class) const {
+  if (key_class == teduh::ACCESS_CLASS_UNSPECIFIED) key_class = teduh::ACCESS_CLASS_GENERAL;
+  std::optional<std::uint32_t> best;
+  for (const auto& [k, v] : secrets_.class_keys) {
+    if (k.first == key_class && (!best || k.second > *best)) best = k.second;
+  }
+  return best;
+}
+
+Outcome<void> Vault::Write(const VaultSecrets& secrets) const {
+  auto plain = Serialize(secrets);
+  if (!plain) return plain.error();
+  auto sealed = crypto::AeadSeal(kek_, plain->view(), View(kVaultAd));
+  if (!sealed) return Fail(sealed.error(), "cannot encrypt the vault");
+  teduh::keys::v1::VaultFile file;
+  file.set_format(kVaultFormat);
+  file.set_salt(params_.salt.data(), params_.salt.size());
+  file.set_opslimit(params_.opslimit);
+  file.set_memlimit(params_.memlimit);
+  file.set_alg(params_.alg);
+  file.set_nonce(sealed->data(), crypto::kAeadNonceBytes);
+  file.set_ciphertext(sealed->data() + crypto::kAeadNonceBytes,
+                      sealed->size() - crypto::kAeadNonceBytes);
+  file.set_failed_unlocks(0);
+  if (auto ec = WriteFileAtomically(path_, file.SerializeAsString())) {
+    return Fail(ec, ec == errc::disk_full ? "no space left to save the vault; nothing was changed"
+                                          : "cannot write the vault file; nothing was changed");
+  }
+  return {};
+}
+
+Outcome<std::unique_ptr<Vault>> Vault::Create(const std::filesystem::path& path,
+                                              const crypto::SecureBuffer& passphrase,
+                                              VaultSecrets secrets, const VaultOptions& options) {
+  if (Exists(path)) return Fail(errc::vault_exists, "this home folder already holds a device");
+  if (passphrase.empty()) return Fail(errc::invalid_argument, "the passphrase must not be empty");
+  crypto::KdfParams params = options.kdf == KdfMode::kInteractive
+                                 ? crypto::InteractiveKdfParams()
+                                 : crypto::CalibrateKdf(options.kdf_target);
+  if (!crypto::KdfParamsAcceptable(params)) params = crypto::InteractiveKdfParams();
+  auto kek = crypto::DeriveKey(passphrase, params);
+  if (!kek) return Fail(kek.error(), "cannot derive the vault key (not enough memory?)");
+  std::unique_ptr<Vault> v(new Vault(path, params, std::move(*kek), std::move(secrets)));
+  if (auto w = v->Write(v->secrets_); !w) return w.error();
+  return v;
+}
+
+Outcome<std::uint32_t> Vault::FailedUnlocks(const std::filesystem::path& path) {
+  auto file = ReadVaultFile(path);
+  if (!file) return file.error();
+  return file->failed_unlocks();
+}
+
+Outcome<std::unique_ptr<Vault>> Vault::Unlock(const std::filesystem::path& path,
+                                              const crypto::SecureBuffer& passphrase,
+                                              const VaultOptions& options) {
+  auto file = ReadVaultFile(path);
+  if (!file) return file.error();
+  crypto::KdfParams params = ParamsOf(*file);
+  if (!crypto::KdfParamsAcceptable(params)) {
+    return Fail(errc::vault_corrupt, "the vault's key derivation parameters are too weak");
+  }
+  auto kek = crypto::DeriveKey(passphrase, params);
+  if (!kek) return Fail(kek.error(), "cannot derive the vault key (not enough memory?)");
+  crypto::Bytes sealed = SealedBytes(*file);
+  auto plain = crypto::AeadOpen(*kek, sealed, View(kVaultAd));
+  if (!plain) {
+    // Invariant 3: only the counter changes.
+    std::uint32_t failures = file->failed_unlocks() + 1;
+    if (options.max_failed_unlocks > 0 && failures >= options.max_failed_unlocks) {
+      Erase(path);
+      return Fail(errc::vault_wiped,
+                  "too many wrong passphrases: the vault was erased; enroll this device again");
+    }
+    file->set_failed_unlocks(failures);
+    (void)WriteFileAtomically(path, file->SerializeAsString());  // the counter is advisory
+    std::string msg = "wrong passphrase";
+    if (options.max_failed_unlocks > 0) {
+      msg += " (" + std::to_string(options.max_failed_unlocks - failures) +
+             " attempts left before this device erases its keys)";
+    }
+    return Fail(errc::wrong_passphrase, msg);
+  }
+  auto secrets = Parse(*plain);
+  if (!secrets) return secrets.error();
+  std::unique_ptr<Vault> v(new Vault(path, params, std::move(*kek), std::move(*secrets)));
+  if (file->failed_unlocks() != 0) {
+    file->set_failed_unlocks(0);
+    (void)WriteFileAtomically(path, file->SerializeAsString());  // invariant 4
+  }
+  return v;
+}
+
+Outcome<void> Vault::AddClassKeys(
+    std::map<std::pair<teduh::AccessClass, std::uint32_t>, crypto::SecureBuffer> keys) {
+  if (locked()) return Fail(errc::locked, "the vault is locked");
+  // Build the new set of secrets without touching the current one, so a failed
+  // write leaves memory and disk unchanged.
+  VaultSecrets next;
+  auto clone = [](const crypto::SecureBuffer& b, crypto::SecureBuffer& out) -> error_code {
+    if (b.empty()) return {};
+    auto c = b.Clone();
+    if (!c) return c.error();
+    out = std::move(*c);
+    return {};
+  };
+  if (auto ec = clone(secrets_.storage_key, next.storage_key)) return Fail(ec);
+  if (auto ec = clone(secrets_.device_sign_sk, next.device_sign_sk)) return Fail(ec);
+  if (auto ec = clone(secrets_.device_box_sk, next.device_box_sk)) return Fail(ec);
+  if (auto ec = clone(secrets_.unit_root_sk, next.unit_root_sk)) return Fail(ec);
+  next.pinned_unit_root_pk = secrets_.pinned_unit_root_pk;
+  next.has_pinned_unit_root_pk = secrets_.has_pinned_unit_root_pk;
+  for (const auto& [k, v] : secrets_.class_keys) {
+    crypto::SecureBuffer c;
+    if (auto ec = clone(v, c)) return Fail(ec);
+    next.class_keys.emplace(k, std::move(c));
+  }
+  // Another process on the same home may have added keys since we opened.
+  if (auto file = ReadVaultFile(path_); file && ParamsOf(*file).salt == params_.salt) {
+    crypto::Bytes sealed = SealedBytes(*file);
+    if (auto plain = crypto::AeadOpen(kek_, sealed, View(kVaultAd))) {
+      if (auto disk = Parse(*plain)) {
+        for (auto& [k, v] : disk->class_keys) next.class_keys.emplace(k, std::move(v));
+      }
+    }
+  }
+  bool changed = false;
+  for (auto& [k, v] : keys) {
+    if (v.size() != 32) return Fail(errc::invalid_argument, "a class key must be 32 bytes");
+    if (next.class_keys.emplace(k, std::move(v)).second) changed = true;
+  }
+  if (!changed && next.class_keys.size() == secrets_.class_keys.size()) return {};
+  if (auto w = Write(next); !w) return w.error();
+  secrets_ = std::move(next);
+  return {};
+}
+
+}  // namespace teduh::core

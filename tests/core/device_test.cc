@@ -1,0 +1,343 @@
+#include "teduh/core/device.h"
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+#include "core/fake_server.h"
+#include "teduh/core/schema.h"
+#include "teduh/core/sealing.h"
+
+namespace teduh::core {
+namespace {
+
+namespace fs = std::filesystem;
+namespace pb = teduh::sync::v1;
+
+crypto::SecureBuffer Pass(std::string_view s) {
+  return std::move(*crypto::SecureBuffer::CopyOf(AsSpan(s)));
+}
+
+std::string Lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::string ReadAll(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+class DeviceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_FALSE(crypto::Init());
+    root_ = fs::temp_directory_path() / ("teduh-device-" + ToHex(NewId()));
+    fs::create_directories(root_);
+  }
+  void TearDown() override { fs::remove_all(root_); }
+
+  DeviceOptions Options() {
+    DeviceOptions o;
+    o.vault.kdf = KdfMode::kInteractive;
+    o.connector = server_.connector();
+    o.label = "test";
+    return o;
+  }
+  std::unique_ptr<Device> Enroll(const std::string& name, const std::string& code) {
+    auto d = Device::Enroll(root_ / name, "ws://fake", code, Pass("pw-" + name), Options());
+    EXPECT_TRUE(d) << (d ? "" : d.error().message);
+    return d ? std::move(*d) : nullptr;
+  }
+  std::unique_ptr<Device> Reopen(const std::string& name) {
+    auto d = Device::Open(root_ / name, Pass("pw-" + name), Options());
+    EXPECT_TRUE(d) << (d ? "" : d.error().message);
+    return d ? std::move(*d) : nullptr;
+  }
+  // Admin + an approved field officer of `role`.
+  std::unique_ptr<Device> Officer(const std::string& name, pb::Role role) {
+    if (!admin_) admin_ = Enroll("admin", server_.BootstrapCode());
+    auto d = Enroll(name, server_.AddCode(role, name));
+    EXPECT_EQ(d->info().state, "pending");
+    auto approved = admin_->ApproveDevice(ToHex(d->info().device_id).substr(0, 8));
+    EXPECT_TRUE(approved) << (approved ? "" : approved.error().message);
+    auto s = d->Sync();
+    EXPECT_TRUE(s) << (s ? "" : s.error().message);
+    return d;
+  }
+  const FieldView* Field(const std::vector<FieldView>& fields, std::string_view name) {
+    for (const auto& f : fields) {
+      if (f.name == name) return &f;
+    }
+    return nullptr;
+  }
+
+  fs::path root_;
+  testing::FakeServer server_;
+  std::unique_ptr<Device> admin_;
+};
+
+TEST_F(DeviceTest, BootstrapAdminIsActiveAndHoldsTheUnitKeys) {
+  auto admin = Enroll("admin", server_.BootstrapCode());
+  ASSERT_TRUE(admin);
+  EXPECT_EQ(admin->info().state, "active");
+  EXPECT_EQ(admin->info().role, "admin");
+  auto st = admin->Status();
+  ASSERT_TRUE(st);
+  EXPECT_TRUE(st->holds_unit_root_key);
+  EXPECT_EQ(st->keys.size(), 2u);
+  EXPECT_EQ(admin->info().unit_fingerprint, KeyFingerprint(server_.unit_root_pk));
+}
+
+TEST_F(DeviceTest, EnrollmentWithAWrongUnitFingerprintSavesNothing) {
+  auto admin = Enroll("admin", server_.BootstrapCode());
+  std::string code = server_.AddCode(pb::ROLE_PENDAMPING, "rina");
+  code = code.substr(0, code.size() - 8) + "00000000";
+  auto d = Device::Enroll(root_ / "rina", "ws://fake", code, Pass("pw"), Options());
+  ASSERT_FALSE(d);
+  EXPECT_EQ(d.error().code, errc::wrong_unit);
+  EXPECT_FALSE(Device::Exists(root_ / "rina"));
+  EXPECT_FALSE(fs::exists(root_ / "rina" / "store.db"));
+}
+
+TEST_F(DeviceTest, AUsedCodeIsRefused) {
+  std::string code = server_.BootstrapCode();
+  ASSERT_TRUE(Enroll("admin", code));
+  auto again = Device::Enroll(root_ / "other", "ws://fake", code, Pass("pw"), Options());
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, errc::enrollment_refused);
+}
+
+TEST_F(DeviceTest, PendingDeviceIsToldToWaitForApproval) {
+  auto admin = Enroll("admin", server_.BootstrapCode());
+  auto d = Enroll("rina", server_.AddCode(pb::ROLE_PENDAMPING, "rina"));
+  auto s = d->Sync();
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.error().code, errc::device_pending);
+  EXPECT_NE(s.error().message.find("approve"), std::string::npos);
+  auto created = d->NewCase({});
+  ASSERT_FALSE(created);
+  EXPECT_EQ(created.error().code, errc::key_missing);
+}
+
+TEST_F(DeviceTest, WrongPassphraseIsRefusedAndChangesNothing) {
+  auto admin = Enroll("admin", server_.BootstrapCode());
+  admin.reset();
+  std::string vault_before = ReadAll(root_ / "admin" / "device.json");
+  auto d = Device::Open(root_ / "admin", Pass("wrong"), Options());
+  ASSERT_FALSE(d);
+  EXPECT_EQ(d.error().code, errc::wrong_passphrase);
+  EXPECT_EQ(ReadAll(root_ / "admin" / "device.json"), vault_before);
+  EXPECT_TRUE(Reopen("admin"));
+}
+
+TEST_F(DeviceTest, NewCaseIsAssignedToItsCreatorWithDefaults) {
+  auto rina = Officer("rina", pb::ROLE_PENDAMPING);
+  auto id = rina->NewCase({"risk_level=tinggi", "violence_types=physical,psychological",
+                           "chronology=Dipukul suaminya pada malam hari"});
+  ASSERT_TRUE(id) << id.error().message;
+  auto view = rina->ShowCase(ToHex(*id));
+  ASSERT_TRUE(view) << view.error().message;
+  EXPECT_EQ(Field(view->fields, "assigned_pendamping")->value, "rina");
+  EXPECT_EQ(Field(view->fields, "stage")->value, "PENGADUAN");
+  EXPECT_EQ(Field(view->fields, "risk_level")->value, "HIGH");
+  EXPECT_EQ(Field(view->fields, "violence_types")->value,
+            nlohmann::json({"PHYSICAL", "PSYCHOLOGICAL"}));
+  EXPECT_EQ(Field(view->fields, "chronology")->value, "Dipukul suaminya pada malam hari");
+  std::string number = Field(view->fields, "case_number")->value.get<std::string>();
+  EXPECT_TRUE(number.starts_with("DUMAI-")) << number;
+  EXPECT_NE(Field(view->fields, "created_at"), nullptr);
+  EXPECT_NE(Field(view->fields, "received_at"), nullptr);
+}
+
+TEST_F(DeviceTest, UnknownFieldErrorListsTheValidFields) {
+  auto rina = Officer("rina", pb::ROLE_PENDAMPING);
+  auto r = rina->NewCase({"colour=blue"});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::unknown_field);
+  EXPECT_NE(r.error().message.find("risk_level"), std::string::npos);
+  EXPECT_EQ(rina->Status()->counts.pending, 0u);
+}
+
+TEST_F(DeviceTest, BadEnumValueErrorListsTheValidValues) {
+  auto rina = Officer("rina", pb::ROLE_PENDAMPING);
+  auto r = rina->NewCase({"risk_level=extreme"});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::bad_value);
+  EXPECT_NE(Lower(r.error().message).find("high"), std::string::npos) << r.error().message;
+}
+
+TEST_F(DeviceTest, CaseIdsResolveFromAUniquePrefix) {
+  auto rina = Officer("rina", pb::ROLE_PENDAMPING);
+  auto id = rina->NewCase({});
+  ASSERT_TRUE(id);
+  std::string hex = ToHex(*id);
+  EXPECT_EQ(*rina->ResolveCase(hex.substr(0, 6)), *id);
+  EXPECT_EQ(*rina->ResolveCase(hex), *id);
+  EXPECT_EQ(rina->ResolveCase(hex.substr(0, 5)).error().code, errc::invalid_argument);
+  std::string other = hex[0] == '0' ? "1" + hex.substr(1, 7) : "0" + hex.substr(1, 7);
+  EXPECT_EQ(rina->ResolveCase(other).error().code, errc::not_found);
+}
+
+TEST_F(DeviceTest, StolenLaptopYieldsNoNamesNotesOrRiskReasons) {
+  auto rina = Officer("rina", pb::ROLE_PENDAMPING);
+  auto id = rina->NewCase({"risk_rationale=ANCAMAN-PEMBUNUHAN-MARKER", "region_code=REGION-7731"});
+  ASSERT_TRUE(id);
+  ASSERT_TRUE(rina->AddPerson(ToHex(*id), "korban", {"name=Siti Aminah Marker"}));
+  ASSERT_TRUE(rina->AddNote(ToHex(*id), "Catatan kunjungan rahasia marker", "visit"));
+  ASSERT_TRUE(rina->Sync());
+  auto cases = rina->ListCases();
+  ASSERT_TRUE(cases);
+  ASSERT_EQ(cases->size(), 1u);
+  EXPECT_EQ(cases->front().victim_initials, "S.A.M.");
+  std::string all;
+  for (const auto& e : fs::recursive_directory_iterator(root_ / "rina")) {
+    if (e.is_regular_file()) all += ReadAll(e.path());
+  }
+  for (const char* secret :
+       {"ANCAMAN-PEMBUNUHAN-MARKER", "REGION-7731", "Siti Aminah", "kunjungan rahasia"}) {
+    EXPECT_EQ(all.find(secret), std::string::npos) << secret;
+  }
+  // The server holds ciphertext for sealed fields too.
+  std::string server_bytes;
+  for (const auto& c : server_.log) server_bytes += c.value();
+  EXPECT_EQ(server_bytes.find("Siti Aminah"), std::string::npos);
+  EXPECT_EQ(server_bytes.find("kunjungan rahasia"), std::string::npos);
+}
+
+TEST_F(DeviceTest, AlteredSealedValueIsAnIntegrityErrorNotData) {
+  auto rina = Officer("rina", pb::ROLE_PENDAMPING);
+  auto id = rina->NewCase({"chronology=Kronologi asli"});
+  ASSERT_TRUE(id);
+  rina.reset();
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((root_ / "rina" / "store.db").c_str(), &db), SQLITE_OK);
+    // Flip one byte in the middle of every sealed value.
+    ASSERT_EQ(sqlite3_exec(db,
+                           "UPDATE fields SET value = substr(value, 1, 30) || "
+                           "CASE WHEN substr(value, 31, 1) = x'00' THEN x'01' ELSE x'00' END || "
+                           "substr(value, 32) WHERE sealed = 1",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  rina = Reopen("rina");
+  auto view = rina->ShowCase(ToHex(*id));
+  ASSERT_TRUE(view) << view.error().message;
+  const FieldView* f = Field(view->fields, "chronology");
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->readability, Readability::kIntegrity);
+  EXPECT_TRUE(f->value.is_null());
+  EXPECT_TRUE(f->display.empty());
+}
+
+TEST_F(DeviceTest, SyncCarriesCasesBetweenDevicesAndKeepsClinicalNotesFromPendamping) {
+  auto rina = Officer("rina", pb::ROLE_PENDAMPING);
+  auto dewi = Officer("dewi", pb::ROLE_KONSELOR);
+  auto id = rina->NewCase({"chronology=Kronologi kasus", "risk_level=medium"});
+  ASSERT_TRUE(id);
+  ASSERT_TRUE(rina->AddNote(ToHex(*id), "Kunjungan pertama", "visit"));
+  auto pushed = rina->Sync();
+  ASSERT_TRUE(pushed) << pushed.error().message;
+  EXPECT_GT(pushed->accepted, 7u);  // more than one batch (max_push_changes = 7)
+  EXPECT_EQ(rina->Status()->counts.pending, 0u);
+
+  ASSERT_TRUE(dewi->Sync());
+  auto seen = dewi->ShowCase(ToHex(*id));
+  ASSERT_TRUE(seen) << seen.error().message;
+  EXPECT_EQ(Field(seen->fields, "chronology")->value, "Kronologi kasus");
+  EXPECT_EQ(Field(seen->fields, "risk_level")->value, "MEDIUM");
+  ASSERT_EQ(seen->notes.size(), 1u);
+  EXPECT_EQ(seen->notes[0].text, "Kunjungan pertama");
+  EXPECT_EQ(seen->notes[0].author, "rina");
+  ASSERT_TRUE(dewi->AddNote(ToHex(*id), "Sesi konseling: rahasia klinis", "counselling"));
+  ASSERT_TRUE(dewi->Sync());
+
+  ASSERT_TRUE(rina->Sync());
+  auto back = rina->ShowCase(ToHex(*id));
+  ASSERT_TRUE(back);
+  ASSERT_EQ(back->notes.size(), 2u);
+  const NoteView* clinical = nullptr;
+  for (const auto& n : back->notes) {
+    if (n.clinical) clinical = &n;
+  }
+  ASSERT_NE(clinical, nullptr);
+  EXPECT_EQ(clinical->readability, Readability::kNoKey);
+  EXPECT_TRUE(clinical->text.empty());
+  EXPECT_EQ(clinical->kind, "COUNSELLING");
+}
+
+TEST_F(DeviceTest, InterruptedPushResumesWithoutDuplicates) {
+  auto rina = Officer("rina", pb::ROLE_PENDAMPING);
+  auto id = rina->NewCase({"risk_level=low"});
+  ASSERT_TRUE(id);
+  std::size_t before = server_.applied_count;
+  server_.drop_after_push = true;  // the server commits, the answer is lost
+  auto first = rina->Sync();
+  ASSERT_FALSE(first);
+  EXPECT_GT(rina->Status()->counts.pending, 0u);
+  std::size_t after_first = server_.applied_count;
+  EXPECT_GT(after_first, before);
+  auto second = rina->Sync();
+  ASSERT_TRUE(second) << second.error().message;
+  EXPECT_EQ(rina->Status()->counts.pending, 0u);
+  auto total = rina->Status()->counts;
+  // Every change applied exactly once.
+  EXPECT_EQ(server_.applied_count - before, total.accepted + total.merged);
+}
+
+TEST_F(DeviceTest, RejectedChangeStaysVisibleWithItsReason) {
+  auto rina = Officer("rina", pb::ROLE_PENDAMPING);
+  server_.reject_fields.insert(14);  // region_code
+  auto id = rina->NewCase({"region_code=1472"});
+  ASSERT_TRUE(id);
+  auto s = rina->Sync();
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->rejected, 1u);
+  auto st = rina->Status();
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->counts.rejected, 1u);
+  bool found = false;
+  for (const auto& item : st->outbox) {
+    if (item.entry.state == OutboxState::kRejected) {
+      found = true;
+      EXPECT_EQ(item.field_name, "region_code");
+      EXPECT_EQ(item.entry.reason, "forbidden");
+    }
+  }
+  EXPECT_TRUE(found);
+  // Not resent.
+  auto again = rina->Sync();
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->pushed, 0u);
+}
+
+TEST_F(DeviceTest, OnlyTheRootKeyHolderApprovesDevices) {
+  auto rina = Officer("rina", pb::ROLE_PENDAMPING);
+  auto r = rina->ApproveDevice(ToHex(rina->info().device_id));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::forbidden);
+}
+
+TEST_F(DeviceTest, NotesAreAppendOnlyAndImmutableFieldsStaySet) {
+  auto rina = Officer("rina", pb::ROLE_PENDAMPING);
+  auto id = rina->NewCase({});
+  ASSERT_TRUE(id);
+  auto r = rina->SetCaseFields(ToHex(*id), {"case_number=X-1"});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::invalid_argument);
+  ASSERT_TRUE(rina->SetCaseFields(ToHex(*id), {"stage=asesmen"}));
+  EXPECT_EQ(Field(rina->ShowCase(ToHex(*id))->fields, "stage")->value, "ASESMEN");
+}
+
+TEST_F(DeviceTest, InitialsAreMadeFromEachWord) {
+  EXPECT_EQ(Initials("siti  aminah"), "S.A.");
+  EXPECT_EQ(Initials(""), "");
+}
+
+}  // namespace
+}  // namespace teduh::core

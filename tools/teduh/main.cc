@@ -1,0 +1,578 @@
+// teduh — the field officer's command-line program (docs/CLI.md).
+//
+// Scripting contract: global options may come before or after the
+// subcommand; with --json every command prints exactly one JSON object on
+// stdout (on failure: {"error": {"code", "message"}}); on failure the exit
+// status is non-zero and stderr gets one line. Exit status: 0 ok, 1 failure,
+// 2 bad input or usage, 3 passphrase/vault, 4 network or server (retry later).
+// Nothing sealed or secret is ever printed to stderr.
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdlib>
+#include <ctime>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "teduh/core/device.h"
+#include "teduh/core/passphrase.h"
+#include "teduh/core/roles.h"
+#include "teduh/crypto/crypto.h"
+
+namespace {
+
+using nlohmann::json;
+using teduh::core::Device;
+using teduh::core::errc;
+using teduh::core::Failure;
+
+struct Globals {
+  std::string home;
+  bool json = false;
+  std::string lang = "id";
+  std::string ca_file;
+};
+
+std::string DefaultHome() {
+  if (const char* h = std::getenv("TEDUH_HOME"); h != nullptr && *h != '\0') return h;
+  if (const char* h = std::getenv("HOME"); h != nullptr && *h != '\0') {
+    return std::string(h) + "/.teduh";
+  }
+  return ".teduh";
+}
+
+std::string IsoTime(std::int64_t ms) {
+  if (ms <= 0) return "";
+  std::time_t t = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z", tm.tm_year + 1900, tm.tm_mon + 1,
+                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+json TimeOrNull(std::int64_t ms) { return ms > 0 ? json(IsoTime(ms)) : json(nullptr); }
+
+std::string ErrcName(const teduh::core::error_code& ec) {
+  if (ec.category() != teduh::core::core_category()) return "internal";
+  switch (static_cast<errc>(ec.value())) {
+    case errc::unknown_kind:
+      return "unknown_kind";
+    case errc::unknown_field:
+      return "unknown_field";
+    case errc::bad_value:
+      return "bad_value";
+    case errc::not_found:
+      return "not_found";
+    case errc::invalid_argument:
+      return "invalid_argument";
+    case errc::wrong_passphrase:
+      return "wrong_passphrase";
+    case errc::vault_missing:
+      return "vault_missing";
+    case errc::vault_exists:
+      return "vault_exists";
+    case errc::vault_corrupt:
+      return "vault_corrupt";
+    case errc::vault_wiped:
+      return "vault_wiped";
+    case errc::locked:
+      return "locked";
+    case errc::store_failed:
+      return "store_failed";
+    case errc::store_busy:
+      return "store_busy";
+    case errc::disk_full:
+      return "disk_full";
+    case errc::io_error:
+      return "io_error";
+    case errc::key_missing:
+      return "key_missing";
+    case errc::integrity:
+      return "integrity";
+    case errc::malformed_frame:
+      return "malformed_frame";
+    case errc::frame_too_large:
+      return "frame_too_large";
+    case errc::unexpected_frame:
+      return "unexpected_frame";
+    case errc::unsupported_version:
+      return "unsupported_version";
+    case errc::device_unknown:
+      return "device_unknown";
+    case errc::device_pending:
+      return "device_pending";
+    case errc::device_revoked:
+      return "device_revoked";
+    case errc::bad_signature:
+      return "bad_signature";
+    case errc::enrollment_refused:
+      return "enrollment_refused";
+    case errc::forbidden:
+      return "forbidden";
+    case errc::out_of_scope:
+      return "out_of_scope";
+    case errc::rejected:
+      return "rejected";
+    case errc::connection_failed:
+      return "connection_failed";
+    case errc::timeout:
+      return "timeout";
+    case errc::server_error:
+      return "server_error";
+    case errc::wrong_unit:
+      return "wrong_unit";
+  }
+  return "internal";
+}
+
+int ExitCodeFor(const teduh::core::error_code& ec) {
+  if (ec.category() == teduh::core::core_category()) {
+    switch (static_cast<errc>(ec.value())) {
+      case errc::wrong_passphrase:
+      case errc::vault_missing:
+      case errc::vault_exists:
+      case errc::vault_corrupt:
+      case errc::vault_wiped:
+        return 3;
+      default:
+        break;
+    }
+  }
+  if (ec == teduh::core::condition::fix_input) return 2;
+  if (ec == teduh::core::condition::retry_later) return 4;
+  return 1;
+}
+
+// The one place a failure is reported.
+int Report(const Globals& g, const Failure& f) {
+  std::string line = f.message.empty() ? f.code.message() : f.message;
+  for (auto& c : line) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  if (g.json) {
+    std::cout << json{{"error", {{"code", ErrcName(f.code)}, {"message", line}}}}.dump() << "\n";
+  }
+  std::cerr << "teduh: " << line << "\n";
+  return ExitCodeFor(f.code);
+}
+
+int Emit(const Globals& g, const json& j, const std::string& human) {
+  if (g.json) {
+    std::cout << j.dump() << "\n";
+  } else {
+    std::cout << human;
+  }
+  std::cout.flush();
+  return 0;
+}
+
+teduh::core::DeviceOptions Options(const Globals& g) {
+  teduh::core::DeviceOptions o;
+  o.vault.kdf = teduh::core::KdfModeFromEnv();
+  o.transport.ca_file = g.ca_file.empty() ? teduh::core::CaFileFromEnv() : g.ca_file;
+  return o;
+}
+
+teduh::core::Outcome<std::unique_ptr<Device>> OpenDevice(const Globals& g) {
+  if (!Device::Exists(g.home)) {
+    return teduh::core::Fail(
+        errc::vault_missing,
+        fmt::format("no device is enrolled in {} (run: teduh init --server URL --code CODE)",
+                    g.home));
+  }
+  auto pass = teduh::core::ReadPassphrase("Passphrase: ", false);
+  if (!pass) return pass.error();
+  return Device::Open(g.home, *pass, Options(g));
+}
+
+json DeviceJson(const teduh::core::DeviceInfo& i) {
+  return json{{"device_id", teduh::core::ToHex(i.device_id)},
+              {"state", i.state},
+              {"user", i.user},
+              {"role", i.role},
+              {"unit_id", i.unit_id},
+              {"unit_name", i.unit_name},
+              {"server_url", i.server_url},
+              {"label", i.label},
+              {"fingerprint", i.fingerprint},
+              {"unit_fingerprint", i.unit_fingerprint}};
+}
+
+std::string Unreadable(teduh::core::Readability r, const std::string& lang) {
+  if (r == teduh::core::Readability::kNoKey) {
+    return lang == "en" ? "[not readable on this device: no key]"
+                        : "[tidak dapat dibaca di perangkat ini: tidak ada kunci]";
+  }
+  return lang == "en" ? "[INTEGRITY ERROR: the stored value was altered; not shown]"
+                      : "[KESALAHAN INTEGRITAS: nilai tersimpan diubah; tidak ditampilkan]";
+}
+
+void FieldsJson(const std::vector<teduh::core::FieldView>& fields, json& values, json& unreadable) {
+  values = json::object();
+  unreadable = json::object();
+  for (const auto& f : fields) {
+    if (f.readability == teduh::core::Readability::kReadable) {
+      values[f.name] = f.value;
+    } else {
+      unreadable[f.name] = std::string(teduh::core::ReadabilityName(f.readability));
+    }
+  }
+}
+
+std::string FieldsText(const std::vector<teduh::core::FieldView>& fields, const std::string& lang,
+                       const std::string& indent) {
+  std::string out;
+  for (const auto& f : fields) {
+    std::string v = f.readability == teduh::core::Readability::kReadable
+                        ? f.display
+                        : Unreadable(f.readability, lang);
+    out += fmt::format("{}{}: {}{}\n", indent, f.label, v, f.pending ? "  (*)" : "");
+  }
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Globals g;
+  g.home = DefaultHome();
+  CLI::App app{"teduh — encrypted case records for UPTD PPA field officers"};
+  app.require_subcommand(1);
+  app.fallthrough();
+  auto add_globals = [&](CLI::App* a) {
+    a->add_option("--home", g.home, "Device folder (default $TEDUH_HOME or ~/.teduh)");
+    a->add_flag("--json", g.json, "Print one JSON object on stdout");
+    a->add_option("--lang", g.lang, "Language of labels: id or en")
+        ->check(CLI::IsMember({"id", "en"}));
+    a->add_option("--ca", g.ca_file, "CA certificate file for wss:// (or $TEDUH_CA_FILE)");
+  };
+  add_globals(&app);
+  std::vector<CLI::App*> leaves;
+  auto leaf = [&](CLI::App* parent, const char* name, const char* help) {
+    CLI::App* a = parent->add_subcommand(name, help);
+    add_globals(a);
+    leaves.push_back(a);
+    return a;
+  };
+
+  std::string server, code, label;
+  std::uint32_t max_failed = 0;
+  CLI::App* init = leaf(&app, "init", "Enroll this device with an enrollment code");
+  init->add_option("--server", server, "Server address, e.g. wss://ppa.example:8443")->required();
+  init->add_option("--code", code, "Enrollment code from the admin")->required();
+  init->add_option("--label", label, "Device label shown to admins (default: host name)");
+  init->add_option("--max-failed-unlocks", max_failed,
+                   "Erase the keys after this many wrong passphrases in a row (0 = never)");
+
+  CLI::App* status = leaf(&app, "status", "Show this device, its outbox and last sync");
+  CLI::App* sync = leaf(&app, "sync", "Send local changes and receive new ones");
+
+  CLI::App* case_cmd = app.add_subcommand("case", "Cases")->require_subcommand(1);
+  add_globals(case_cmd);
+  std::vector<std::string> sets;
+  std::string case_ref, role, text, kind = "visit";
+  CLI::App* case_new = leaf(case_cmd, "new", "Open a new case");
+  case_new->add_option("--set", sets, "FIELD=VALUE (repeatable)");
+  CLI::App* case_set = leaf(case_cmd, "set", "Change fields of a case");
+  case_set->add_option("case", case_ref, "Case id or unique prefix")->required();
+  case_set->add_option("--set", sets, "FIELD=VALUE (repeatable)")->required();
+  CLI::App* case_list = leaf(case_cmd, "list", "List the cases on this device");
+  CLI::App* case_show = leaf(case_cmd, "show", "Show a case with its persons and notes");
+  case_show->add_option("case", case_ref, "Case id or unique prefix")->required();
+
+  CLI::App* person_cmd = app.add_subcommand("person", "Persons in a case")->require_subcommand(1);
+  add_globals(person_cmd);
+  CLI::App* person_add = leaf(person_cmd, "add", "Add a person to a case");
+  person_add->add_option("case", case_ref, "Case id or unique prefix")->required();
+  person_add->add_option("--role", role, "victim, perpetrator, reporter or witness")->required();
+  person_add->add_option("--set", sets, "FIELD=VALUE (repeatable)");
+  std::string person_ref;
+  CLI::App* person_set = leaf(person_cmd, "set", "Change fields of a person");
+  person_set->add_option("person", person_ref, "Person id or unique prefix")->required();
+  person_set->add_option("--set", sets, "FIELD=VALUE (repeatable)")->required();
+
+  CLI::App* note_cmd = app.add_subcommand("note", "Notes (append-only)")->require_subcommand(1);
+  add_globals(note_cmd);
+  CLI::App* note_add = leaf(note_cmd, "add", "Add a note to a case");
+  note_add->add_option("case", case_ref, "Case id or unique prefix")->required();
+  note_add->add_option("--text", text, "The note")->required();
+  note_add->add_option("--kind", kind,
+                       "visit, identification, counselling, psychology, monitoring, case_review");
+
+  CLI::App* device_cmd =
+      app.add_subcommand("device", "Devices of the unit (admin)")->require_subcommand(1);
+  add_globals(device_cmd);
+  CLI::App* device_list = leaf(device_cmd, "list", "List the unit's devices");
+  std::string device_ref;
+  CLI::App* device_approve = leaf(device_cmd, "approve", "Approve a pending device");
+  device_approve->add_option("device", device_ref, "Device id or unique prefix")->required();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::string msg = e.what();
+    if (g.json) {
+      std::cout << json{{"error", {{"code", "usage"}, {"message", msg}}}}.dump() << "\n";
+    }
+    std::cerr << "teduh: " << msg << " (see teduh --help)\n";
+    return 2;
+  }
+  if (auto ec = teduh::crypto::Init()) {
+    return Report(g, teduh::core::Fail(ec, "the crypto library could not start"));
+  }
+
+  try {
+    if (init->parsed()) {
+      auto pass = teduh::core::ReadPassphrase("New passphrase for this device: ", true);
+      if (!pass) return Report(g, pass.error());
+      auto opts = Options(g);
+      opts.vault.max_failed_unlocks = max_failed;
+      opts.label = label;
+      auto dev = Device::Enroll(g.home, server, code, *pass, std::move(opts));
+      if (!dev) return Report(g, dev.error());
+      auto info = (*dev)->info();
+      std::string human = fmt::format(
+          "Enrolled device {} as {} ({}) — state: {}\nDevice fingerprint: {}  (the admin "
+          "compares it before approving)\n",
+          teduh::core::ToHex(info.device_id), info.user, info.role, info.state, info.fingerprint);
+      return Emit(g, DeviceJson(info), human);
+    }
+
+    auto dev = OpenDevice(g);
+    if (!dev) return Report(g, dev.error());
+    Device& d = **dev;
+
+    if (status->parsed()) {
+      auto st = d.Status();
+      if (!st) return Report(g, st.error());
+      json j = DeviceJson(st->device);
+      j["pending"] = st->counts.pending;
+      j["counts"] = {{"pending", st->counts.pending},
+                     {"accepted", st->counts.accepted},
+                     {"merged", st->counts.merged},
+                     {"conflict", st->counts.conflict},
+                     {"rejected", st->counts.rejected}};
+      j["outbox"] = json::array();
+      std::string human =
+          fmt::format("Device {} ({}, {}) — {}\nUser: {}  Unit: {}  Fingerprint: {}\nKeys: {}{}\n",
+                      teduh::core::ToHex(st->device.device_id), st->device.role, st->device.label,
+                      st->device.state, st->device.user,
+                      st->device.unit_name.empty() ? st->device.unit_id : st->device.unit_name,
+                      st->device.fingerprint,
+                      st->keys.empty() ? "none" : fmt::format("{}", fmt::join(st->keys, ", ")),
+                      st->holds_unit_root_key ? " + unit root key" : "");
+      human += fmt::format("Outbox: {} pending, {} accepted, {} merged, {} conflict, {} rejected\n",
+                           st->counts.pending, st->counts.accepted, st->counts.merged,
+                           st->counts.conflict, st->counts.rejected);
+      for (const auto& item : st->outbox) {
+        const auto& e = item.entry;
+        j["outbox"].push_back({{"device_seq", e.device_seq},
+                               {"record_id", teduh::core::ToHex(e.record_id)},
+                               {"kind", item.kind_short},
+                               {"field", item.field_name},
+                               {"state", std::string(teduh::core::OutboxStateName(e.state))},
+                               {"reason", e.reason},
+                               {"detail", e.detail},
+                               {"updated_at", TimeOrNull(e.updated_ms)}});
+        human += fmt::format(
+            "  #{} {} {}.{} {}{}{}\n", e.device_seq, teduh::core::OutboxStateName(e.state),
+            item.kind_short, item.field_name, teduh::core::ToHex(e.record_id).substr(0, 8),
+            e.reason.empty() ? "" : " — " + e.reason, e.detail.empty() ? "" : ": " + e.detail);
+      }
+      j["last_sync"] = TimeOrNull(st->last_sync_ms);
+      j["last_sync_result"] = st->last_sync_result;
+      j["clock_offset_ms"] = st->clock_offset_ms;
+      j["keys"] = st->keys;
+      j["holds_unit_root_key"] = st->holds_unit_root_key;
+      human += fmt::format("Last sync: {}{}\n",
+                           st->last_sync_ms > 0 ? IsoTime(st->last_sync_ms) : "never",
+                           st->last_sync_result.empty() ? "" : " — " + st->last_sync_result);
+      return Emit(g, j, human);
+    }
+
+    if (sync->parsed()) {
+      auto report = d.Sync([&](const teduh::core::SyncProgress& p) {
+        if (p.phase == "pushing") {
+          std::cerr << fmt::format("sync: pushing {}/{}\n", p.pushed, p.to_push);
+        } else if (p.phase == "pulling") {
+          std::cerr << fmt::format("sync: pulling ({} received)\n", p.pulled);
+        } else if (p.phase == "connecting") {
+          std::cerr << "sync: connecting\n";
+        }
+      });
+      if (!report) return Report(g, report.error());
+      auto st = d.Status();
+      std::uint64_t pending = st ? st->counts.pending : 0;
+      json j{{"pushed", report->pushed},
+             {"accepted", report->accepted},
+             {"merged", report->merged},
+             {"conflict", report->conflict},
+             {"rejected", report->rejected},
+             {"pulled", report->pulled},
+             {"deferred", report->deferred},
+             {"grants_added", report->grants_added},
+             {"bad_grants", report->bad_grants},
+             {"reset", report->reset},
+             {"state", report->state},
+             {"pending", pending},
+             {"clock_offset_ms", report->clock_offset_ms}};
+      std::string human = fmt::format(
+          "Synced: {} sent ({} accepted, {} merged, {} conflict, {} rejected), {} received{}\n",
+          report->pushed, report->accepted, report->merged, report->conflict, report->rejected,
+          report->pulled,
+          report->grants_added ? fmt::format(", {} new key(s)", report->grants_added) : "");
+      if (report->rejected > 0) human += "Some changes were rejected: see `teduh status`.\n";
+      if (report->bad_grants > 0) {
+        human += "Warning: a key grant did not verify and was ignored; tell your admin.\n";
+      }
+      return Emit(g, j, human);
+    }
+
+    if (case_new->parsed()) {
+      auto id = d.NewCase(sets);
+      if (!id) return Report(g, id.error());
+      std::string number;
+      if (auto view = d.ShowCase(teduh::core::ToHex(*id), g.lang)) {
+        for (const auto& f : view->fields) {
+          if (f.name == "case_number" && f.value.is_string()) number = f.value.get<std::string>();
+        }
+      }
+      json j{{"case_id", teduh::core::ToHex(*id)}, {"case_number", number}};
+      return Emit(g, j, fmt::format("New case {} ({})\n", number, teduh::core::ToHex(*id)));
+    }
+    if (case_set->parsed()) {
+      auto id = d.ResolveCase(case_ref);
+      if (!id) return Report(g, id.error());
+      if (auto r = d.SetCaseFields(teduh::core::ToHex(*id), sets); !r) return Report(g, r.error());
+      json j{{"case_id", teduh::core::ToHex(*id)}, {"updated", sets.size()}};
+      return Emit(g, j, fmt::format("Case {} updated\n", teduh::core::ToHex(*id).substr(0, 8)));
+    }
+    if (case_list->parsed()) {
+      auto cases = d.ListCases();
+      if (!cases) return Report(g, cases.error());
+      json arr = json::array();
+      std::string human;
+      for (const auto& c : *cases) {
+        arr.push_back(
+            {{"case_id", teduh::core::ToHex(c.case_id)},
+             {"case_number", c.case_number},
+             {"stage", c.stage},
+             {"risk_level", c.risk_level},
+             {"category", c.category},
+             {"violence_types", c.violence_types},
+             {"received_at", c.received_at},
+             {"victim_initials", c.victim_initials ? json(*c.victim_initials) : json(nullptr)},
+             {"assigned_pendamping", c.assigned_pendamping},
+             {"assigned_konselor", c.assigned_konselor},
+             {"assigned_psikolog", c.assigned_psikolog},
+             {"pending", c.pending}});
+        human +=
+            fmt::format("{}  {:<24} {:<13} {:<7} {}{}\n",
+                        teduh::core::ToHex(c.case_id).substr(0, 8), c.case_number, c.stage,
+                        c.risk_level, c.victim_initials.value_or("-"), c.pending ? "  (*)" : "");
+      }
+      if (cases->empty()) human = "No cases on this device.\n";
+      return Emit(g, json{{"cases", arr}}, human);
+    }
+    if (case_show->parsed()) {
+      auto view = d.ShowCase(case_ref, g.lang);
+      if (!view) return Report(g, view.error());
+      json j;
+      j["case_id"] = teduh::core::ToHex(view->case_id);
+      json values, unreadable;
+      FieldsJson(view->fields, values, unreadable);
+      j["fields"] = values;
+      j["unreadable"] = unreadable;
+      j["persons"] = json::array();
+      std::string human = fmt::format("Case {}\n", teduh::core::ToHex(view->case_id));
+      human += FieldsText(view->fields, g.lang, "  ");
+      for (const auto& p : view->persons) {
+        json pv, pu;
+        FieldsJson(p.fields, pv, pu);
+        j["persons"].push_back(
+            {{"person_id", teduh::core::ToHex(p.record_id)}, {"fields", pv}, {"unreadable", pu}});
+        human += fmt::format("\n  {} {}\n", g.lang == "en" ? "Person" : "Orang",
+                             teduh::core::ToHex(p.record_id).substr(0, 8));
+        human += FieldsText(p.fields, g.lang, "    ");
+      }
+      j["notes"] = json::array();
+      for (const auto& n : view->notes) {
+        bool ok = n.readability == teduh::core::Readability::kReadable;
+        json nj{{"note_id", teduh::core::ToHex(n.note_id)},
+                {"kind", n.kind},
+                {"author", n.author},
+                {"written_at", n.written_at},
+                {"clinical", n.clinical},
+                {"pending", n.pending},
+                {"text", ok ? json(n.text) : json(nullptr)}};
+        if (!ok) nj["unreadable"] = std::string(teduh::core::ReadabilityName(n.readability));
+        j["notes"].push_back(nj);
+        human += fmt::format("\n  {} {} {} — {}\n    {}\n", g.lang == "en" ? "Note" : "Catatan",
+                             n.kind, IsoTime(n.written_at * 1000), n.author,
+                             ok ? n.text : Unreadable(n.readability, g.lang));
+      }
+      return Emit(g, j, human);
+    }
+    if (person_add->parsed()) {
+      auto id = d.AddPerson(case_ref, role, sets);
+      if (!id) return Report(g, id.error());
+      auto case_id = d.ResolveCase(case_ref);
+      json j{{"person_id", teduh::core::ToHex(*id)},
+             {"case_id", case_id ? teduh::core::ToHex(*case_id) : ""}};
+      return Emit(g, j, fmt::format("Person {} added\n", teduh::core::ToHex(*id)));
+    }
+    if (person_set->parsed()) {
+      if (auto r = d.SetPersonFields(person_ref, sets); !r) return Report(g, r.error());
+      return Emit(g, json{{"person", person_ref}, {"updated", sets.size()}}, "Person updated\n");
+    }
+    if (note_add->parsed()) {
+      auto id = d.AddNote(case_ref, text, kind);
+      teduh::crypto::Wipe(text);
+      if (!id) return Report(g, id.error());
+      auto case_id = d.ResolveCase(case_ref);
+      json j{{"note_id", teduh::core::ToHex(*id)},
+             {"case_id", case_id ? teduh::core::ToHex(*case_id) : ""}};
+      return Emit(g, j, fmt::format("Note {} added\n", teduh::core::ToHex(*id)));
+    }
+    if (device_list->parsed()) {
+      auto list = d.ListRemoteDevices();
+      if (!list) return Report(g, list.error());
+      json arr = json::array();
+      std::string human;
+      for (const auto& r : *list) {
+        arr.push_back({{"device_id", teduh::core::ToHex(r.device_id)},
+                       {"user", r.user},
+                       {"role", r.role},
+                       {"state", r.state},
+                       {"label", r.label},
+                       {"fingerprint", r.fingerprint},
+                       {"enrolled_at", TimeOrNull(r.enrolled_ms)},
+                       {"last_sync", TimeOrNull(r.last_sync_ms)}});
+        human += fmt::format("{}  {:<10} {:<12} {:<8} {}  {}\n", teduh::core::ToHex(r.device_id),
+                             r.role, r.user, r.state, r.fingerprint, r.label);
+      }
+      return Emit(g, json{{"devices", arr}}, human);
+    }
+    if (device_approve->parsed()) {
+      auto r = d.ApproveDevice(device_ref);
+      if (!r) return Report(g, r.error());
+      json j{{"device_id", teduh::core::ToHex(r->device_id)},
+             {"user", r->user},
+             {"role", r->role},
+             {"state", r->state},
+             {"fingerprint", r->fingerprint}};
+      return Emit(g, j,
+                  fmt::format("Approved {} ({}, {}) — fingerprint {}\n",
+                              teduh::core::ToHex(r->device_id), r->user, r->role, r->fingerprint));
+    }
+  } catch (const std::exception&) {
+    return Report(g, teduh::core::Fail(errc::store_failed, "internal error"));
+  }
+  return Report(g, teduh::core::Fail(errc::invalid_argument, "no command given"));
+}
