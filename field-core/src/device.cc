@@ -756,10 +756,18 @@ Outcome<Id> Device::NewCase(const std::vector<std::string>& sets) {
     add(assign, m);
   }
   auto r = store_->Edit(*hlc_, [&](LocalStore::EditTxn& txn) -> Outcome<void> {
-    // The GENERAL case key exists from the case's first transaction.
+    // The case's open fields go first so the server knows the case before
+    // its CaseKey child arrives (the outbox is pushed in device_seq order);
+    // the GENERAL case key still exists from the case's first transaction.
+    std::vector<PendingSet> open, sealed;
+    for (auto& p : *parsed) (p.field->sealed ? sealed : open).push_back(std::move(p));
+    if (auto w = WriteRecordFields(txn, case_id, kCaseKind, std::nullopt, case_id, std::move(open));
+        !w)
+      return w;
     std::uint32_t version = 0;
     if (auto k = EnsureCaseKey(txn, case_id, teduh::ACCESS_CLASS_GENERAL, &version); !k) return k;
-    return WriteRecordFields(txn, case_id, kCaseKind, std::nullopt, case_id, std::move(*parsed));
+    if (sealed.empty()) return {};
+    return WriteRecordFields(txn, case_id, kCaseKind, std::nullopt, case_id, std::move(sealed));
   });
   if (!r) {
     case_keys_.erase({case_id, int{teduh::ACCESS_CLASS_GENERAL}, 1u});

@@ -1,0 +1,58 @@
+// Administration of a server's data folder, run on the server host
+// (`teduh-server init | enroll | device list`). These need no keys. They work
+// while a server runs on the same folder (SQLite WAL; a busy store is waited
+// for up to a few seconds, then errc::store_busy).
+//
+// Thread safety: every function opens its own connection; thread-safe.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "teduh/core/env.h"
+#include "teduh/core/error.h"
+#include "teduh/server/store.h"
+
+namespace teduh::server {
+
+struct InitResult {
+  std::string bootstrap_code;  // one-time code for the first admin device
+  std::string unit_id;
+};
+
+// Creates `data_dir` (if needed) and a new store for the unit, and a bootstrap
+// enrollment code (role admin, user "admin", expires after `ttl`). Refuses with
+// errc::already_initialised, changing nothing, if the folder holds a store.
+[[nodiscard]] core::result<InitResult> InitStore(
+    const std::string& data_dir, std::string_view unit_name, core::Env& env,
+    std::chrono::milliseconds ttl = std::chrono::hours(72));
+
+struct Enrollment {
+  std::string code;  // shown once; the store keeps only its hash
+  Role role = teduh::sync::v1::ROLE_UNSPECIFIED;
+  std::string user;
+  std::int64_t expires_ms = 0;
+};
+
+// A one-time enrollment code for a device of `user` with `role`, expiring
+// after `ttl`. core::errc::invalid_argument for an empty or too long user or
+// ROLE_UNSPECIFIED.
+[[nodiscard]] core::result<Enrollment> CreateEnrollment(const std::string& data_dir, Role role,
+                                                        std::string_view user,
+                                                        std::chrono::milliseconds ttl,
+                                                        core::Env& env);
+
+// Every enrolled device, oldest first.
+[[nodiscard]] core::result<std::vector<DeviceRow>> ListDevices(const std::string& data_dir);
+
+// Short fingerprint of a device's signing key (as `teduh status` shows it).
+std::string DeviceFingerprint(const DeviceRow& device);
+std::string DeviceStateName(DeviceState state);  // "pending", "active", "revoked"
+
+// Parses "30m", "72h", "7d", "90s" (errc::invalid_argument otherwise).
+[[nodiscard]] core::result<std::chrono::milliseconds> ParseDuration(std::string_view text);
+
+}  // namespace teduh::server

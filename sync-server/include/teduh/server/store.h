@@ -1,0 +1,230 @@
+// The server's durable state behind one interface, so that a PostgreSQL
+// backend can replace the SQLite one (OpenSqliteStore) for deployments that
+// outgrow one machine. The interface is deliberately primitive (rows in, rows
+// out); the sync rules (validation, scope, merge) live above it in the sync
+// service and are the same for every backend.
+//
+// Model (ARCHITECTURE §2): a unit's metadata, devices, enrollment codes,
+// grants, records, one current value per (record, field) with a server
+// sequence number `seq` and the server transaction `txn` that wrote it, the
+// history of every value that was overwritten or lost a merge, case
+// assignments, rejected changes (for idempotent resends) and which device has
+// held which case.
+//
+// Errors: every function returns core::errc::store_failed, store_busy or
+// disk_full on a backend failure. A failure that leaves durable state
+// uncertain (a failed COMMIT, an I/O error, corruption) is sticky: every later
+// call returns it until the store is reopened.
+//
+// Thread safety: a Store object is NOT thread-safe; it is one connection used
+// by one thread at a time. Several Store objects may be open on the same data
+// (one writer at a time; readers see committed snapshots).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "teduh/core/error.h"
+#include "teduh/core/hlc.h"
+#include "teduh/core/ids.h"
+#include "teduh/options.pb.h"
+#include "teduh/sync/v1/sync.pb.h"
+
+namespace teduh::server {
+
+using core::error_code;
+using core::Id;
+using core::result;
+using teduh::sync::v1::DeviceState;
+using teduh::sync::v1::Role;
+
+using CodeHash = std::array<std::uint8_t, 32>;
+
+inline constexpr int kStoreSchemaVersion = 1;
+
+struct UnitInfo {
+  std::string unit_id;  // 32 hex digits, made at init
+  std::string unit_name;
+  Id server_id{};
+  std::uint64_t generation = 0;  // random, non-zero; changes when restored from a backup
+  std::string unit_root_pk;      // 32 B once the bootstrap admin enrolled, else empty
+  std::uint64_t hlc_last = 0;    // the server HLC's highest value (re-stamps)
+};
+
+struct DeviceRow {
+  Id device_id{};
+  std::string user;
+  Role role = teduh::sync::v1::ROLE_UNSPECIFIED;
+  DeviceState state = teduh::sync::v1::DEVICE_STATE_UNSPECIFIED;
+  std::string sign_pk;  // 32 B
+  std::string box_pk;   // 32 B
+  std::string label;
+  std::int64_t enrolled_ms = 0;
+  std::int64_t last_sync_ms = 0;
+  std::uint64_t last_device_seq = 0;  // highest device_seq processed (idempotency mark)
+};
+
+struct EnrollmentRow {
+  CodeHash code_hash{};  // BLAKE2b-256 of the code's random part
+  Role role = teduh::sync::v1::ROLE_UNSPECIFIED;
+  std::string user;
+  std::int64_t expires_ms = 0;
+  std::int64_t used_ms = 0;  // 0 while unused
+  bool bootstrap = false;    // the code printed by `init`: pins the unit root key
+};
+
+struct GrantRow {
+  Id device_id{};
+  teduh::AccessClass key_class = teduh::ACCESS_CLASS_GENERAL;
+  std::uint32_t epoch = 0;
+  std::string sealed_key;
+  std::string signature;
+};
+
+struct RecordRow {
+  Id record_id{};
+  std::string kind;
+  std::optional<Id> parent_id;  // unset for a case
+  Id case_id{};                 // the record itself for a case, else its parent
+  std::string created_by_user;
+  std::uint64_t created_seq = 0;
+};
+
+// One stored field value: the current one in `fields`, or a superseded one in
+// the history. Views point into the backend's buffers and are valid only
+// during the call that produced them.
+struct FieldRow {
+  Id record_id{};
+  std::uint32_t field = 0;
+  std::string_view value;
+  bool sealed = false;
+  teduh::AccessClass key_class = teduh::ACCESS_CLASS_UNSPECIFIED;
+  std::uint32_t key_version = 0;
+  core::Stamp stamp;
+  std::uint64_t origin_hlc = 0;
+  std::string_view author;
+  std::uint64_t seq = 0;
+  std::uint64_t txn = 0;
+};
+
+// What a pull may see (ARCHITECTURE §2.4).
+struct PullScope {
+  enum class Kind { kNothing, kUnit, kAssignedTo } kind = Kind::kNothing;
+  std::string user;  // kAssignedTo
+};
+
+// One current value as a pull returns it, with its record's header.
+struct ChangeView {
+  const FieldRow* field = nullptr;
+  std::string_view kind;
+  std::optional<Id> parent_id;
+  Id case_id{};
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // The sticky error, if any (see the header comment).
+  virtual error_code status() const = 0;
+
+  // ---- Transactions (writer) ----------------------------------------------
+  // Begin an immediate (write) transaction. Every write below must be inside one.
+  virtual error_code Begin() = 0;
+  // Durably commit. On failure the store is sticky-failed; nothing written
+  // since Begin() may be acknowledged.
+  virtual error_code Commit() = 0;
+  // Abandon the transaction (after a failed write or a failed job).
+  virtual void Rollback() = 0;
+
+  // ---- Unit ------------------------------------------------------------------
+  virtual result<UnitInfo> LoadUnit() = 0;
+  virtual error_code SetUnitRootKey(std::string_view public_key) = 0;
+  virtual error_code SaveHlc(std::uint64_t hlc_last) = 0;
+
+  // ---- Devices, enrollment codes, grants ---------------------------------------
+  virtual result<std::optional<DeviceRow>> FindDevice(const Id& device_id) = 0;
+  virtual result<std::vector<DeviceRow>> ListDevices() = 0;
+  virtual error_code InsertDevice(const DeviceRow& row) = 0;
+  virtual error_code SetDeviceState(const Id& device_id, DeviceState state) = 0;
+  virtual error_code SetDeviceMark(const Id& device_id, std::uint64_t last_device_seq) = 0;
+  virtual error_code TouchDevice(const Id& device_id, std::int64_t now_ms) = 0;
+
+  virtual result<std::optional<EnrollmentRow>> FindEnrollment(const CodeHash& hash) = 0;
+  virtual error_code InsertEnrollment(const EnrollmentRow& row) = 0;
+  virtual error_code MarkEnrollmentUsed(const CodeHash& hash, std::int64_t now_ms) = 0;
+
+  // Replaces the grant of (device, class, epoch) if one exists.
+  virtual error_code PutGrant(const GrantRow& row) = 0;
+  virtual result<std::vector<GrantRow>> GrantsFor(const Id& device_id) = 0;
+
+  // ---- Records and fields --------------------------------------------------------
+  virtual result<std::optional<RecordRow>> FindRecord(const Id& record_id) = 0;
+  virtual error_code InsertRecord(const RecordRow& row) = 0;
+  // The current value of (record, field) into `out` (views valid until the
+  // next call on this store); false if the field was never written.
+  virtual result<bool> FindField(const Id& record_id, std::uint32_t field, FieldRow* out) = 0;
+  // Inserts or replaces the current value of (row.record_id, row.field).
+  virtual error_code PutField(const FieldRow& row) = 0;
+  // Keeps a value that was overwritten or lost a merge (nothing is lost).
+  virtual error_code AppendHistory(const FieldRow& row, std::uint64_t superseded_seq,
+                                   std::string_view reason) = 0;
+  // Server sequence numbers and transaction ids: strictly increasing,
+  // allocated inside the current transaction (a rollback returns them).
+  virtual std::uint64_t AllocateSeq() = 0;
+  virtual std::uint64_t AllocateTxn() = 0;
+  // Gives every current value of the case and its children a fresh seq
+  // (in their current seq order) and `txn`: they are pulled again.
+  virtual error_code ResequenceCase(const Id& case_id, std::uint64_t txn) = 0;
+
+  // ---- Scope -------------------------------------------------------------------------
+  virtual result<bool> IsAssigned(const Id& case_id, std::string_view user) = 0;
+  virtual result<std::vector<std::string>> Assignees(const Id& case_id) = 0;
+  virtual error_code SetAssignees(const Id& case_id, const std::vector<std::string>& users) = 0;
+  virtual result<bool> HoldsCase(const Id& device_id, const Id& case_id) = 0;
+  virtual error_code RecordHolding(const Id& device_id, const Id& case_id,
+                                   std::uint64_t first_seq) = 0;
+
+  // ---- Idempotency of rejections --------------------------------------------------------
+  struct Rejection {
+    std::string reason;
+    std::string detail;
+  };
+  virtual error_code PutRejection(const Id& device_id, std::uint64_t device_seq,
+                                  std::string_view reason, std::string_view detail) = 0;
+  virtual result<std::optional<Rejection>> FindRejection(const Id& device_id,
+                                                         std::uint64_t device_seq) = 0;
+
+  // ---- Pull ----------------------------------------------------------------------------
+  // Calls `visit` for every current value with seq > after_seq within `scope`,
+  // in seq order, until it returns false or `max_rows` were visited.
+  virtual error_code ScanChanges(const PullScope& scope, std::uint64_t after_seq,
+                                 std::size_t max_rows,
+                                 const std::function<bool(const ChangeView&)>& visit) = 0;
+};
+
+struct StoreOptions {
+  bool read_only = false;
+  int busy_timeout_ms = 5000;
+};
+
+// The SQLite file inside a data folder.
+std::string StorePath(const std::string& data_dir);
+
+// Creates a new store at `path` for a unit, holding the bootstrap enrollment
+// code `bootstrap`, in one transaction (errc::already_initialised if the file
+// exists: nothing is changed) and returns the unit's metadata.
+result<UnitInfo> CreateSqliteStore(const std::string& path, std::string_view unit_name,
+                                   const EnrollmentRow& bootstrap);
+
+// Opens an existing store (server::errc::not_initialised if missing).
+result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path,
+                                               const StoreOptions& options);
+
+}  // namespace teduh::server

@@ -1,0 +1,122 @@
+// Administration of a data folder (see admin.h). Each function opens its own
+// short-lived connection; SQLite WAL and busy_timeout let it run beside a
+// live server, whose writer holds the write lock only for one group commit.
+#include "teduh/server/admin.h"
+
+#include <charconv>
+#include <filesystem>
+#include <system_error>
+
+#include "enrollment_code.h"
+#include "teduh/core/sealing.h"
+#include "teduh/crypto/crypto.h"
+#include "teduh/server/error.h"
+
+namespace teduh::server {
+namespace {
+
+constexpr std::size_t kMaxUserBytes = 128;
+
+}  // namespace
+
+core::result<InitResult> InitStore(const std::string& data_dir, std::string_view unit_name,
+                                   core::Env& env, std::chrono::milliseconds ttl) {
+  if (auto ec = crypto::Init()) return ec;
+  if (unit_name.empty() || unit_name.size() > 1024)
+    return core::make_error_code(core::errc::invalid_argument);
+  std::error_code fs_ec;
+  std::filesystem::create_directories(data_dir, fs_ec);
+  if (fs_ec) return core::make_error_code(core::errc::io_error);
+  // The folder holds ciphertext and metadata only, but still: owner only.
+  std::filesystem::permissions(data_dir, std::filesystem::perms::owner_all,
+                               std::filesystem::perm_options::replace, fs_ec);
+  NewCode code = MakeEnrollmentCode({});
+  EnrollmentRow bootstrap;
+  bootstrap.code_hash = code.hash;
+  bootstrap.role = teduh::sync::v1::ROLE_ADMIN;
+  bootstrap.user = "admin";
+  bootstrap.expires_ms = env.NowMs() + ttl.count();
+  bootstrap.bootstrap = true;
+  auto unit = CreateSqliteStore(StorePath(data_dir), unit_name, bootstrap);
+  if (!unit) return unit.error();
+  return InitResult{std::move(code.code), unit->unit_id};
+}
+
+core::result<Enrollment> CreateEnrollment(const std::string& data_dir, Role role,
+                                          std::string_view user, std::chrono::milliseconds ttl,
+                                          core::Env& env) {
+  if (auto ec = crypto::Init()) return ec;
+  if (role == teduh::sync::v1::ROLE_UNSPECIFIED || user.empty() || user.size() > kMaxUserBytes ||
+      ttl.count() <= 0)
+    return core::make_error_code(core::errc::invalid_argument);
+  auto store = OpenSqliteStore(StorePath(data_dir), StoreOptions{});
+  if (!store) return store.error();
+  Store& s = **store;
+  if (auto ec = s.Begin()) return ec;
+  auto unit = s.LoadUnit();
+  if (!unit) {
+    s.Rollback();
+    return unit.error();
+  }
+  NewCode code = MakeEnrollmentCode(unit->unit_root_pk);
+  EnrollmentRow row;
+  row.code_hash = code.hash;
+  row.role = role;
+  row.user = std::string(user);
+  row.expires_ms = env.NowMs() + ttl.count();
+  if (auto ec = s.InsertEnrollment(row)) {
+    s.Rollback();
+    return ec;
+  }
+  if (auto ec = s.Commit()) return ec;
+  return Enrollment{std::move(code.code), role, row.user, row.expires_ms};
+}
+
+core::result<std::vector<DeviceRow>> ListDevices(const std::string& data_dir) {
+  StoreOptions options;
+  options.read_only = true;
+  auto store = OpenSqliteStore(StorePath(data_dir), options);
+  if (!store) return store.error();
+  return (*store)->ListDevices();
+}
+
+std::string DeviceFingerprint(const DeviceRow& device) {
+  return core::KeyFingerprint(device.sign_pk);
+}
+
+std::string DeviceStateName(DeviceState state) {
+  switch (state) {
+    case teduh::sync::v1::DEVICE_STATE_PENDING:
+      return "pending";
+    case teduh::sync::v1::DEVICE_STATE_ACTIVE:
+      return "active";
+    case teduh::sync::v1::DEVICE_STATE_REVOKED:
+      return "revoked";
+    default:
+      return "unknown";
+  }
+}
+
+core::result<std::chrono::milliseconds> ParseDuration(std::string_view text) {
+  if (text.size() < 2) return core::make_error_code(core::errc::invalid_argument);
+  std::int64_t n = 0;
+  auto digits = text.substr(0, text.size() - 1);
+  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), n);
+  if (ec != std::errc() || end != digits.data() + digits.size() || n <= 0 ||
+      n > 10LL * 365 * 24 * 3600)
+    return core::make_error_code(core::errc::invalid_argument);
+  switch (text.back()) {
+    case 's':
+      return std::chrono::milliseconds(std::chrono::seconds(n));
+    case 'm':
+      return std::chrono::milliseconds(std::chrono::minutes(n));
+    case 'h':
+      return std::chrono::milliseconds(std::chrono::hours(n));
+    case 'd':
+      return std::chrono::milliseconds(std::chrono::hours(24 * n));
+    default:
+      return core::make_error_code(core::errc::invalid_argument);
+  }
+}
+
+}  // namespace teduh::server

@@ -1,0 +1,408 @@
+// The protocol state machine of one connection (see connection.h).
+//
+// Design notes
+// ------------
+// Invariants
+//  1. At most one frame is being handled (busy_); the host reads the next
+//     frame only after its reply was queued (Reply() calls ReadNext()).
+//  2. Before kReady only Hello, Proof (after a Challenge) and EnrollRequest
+//     are accepted; anything else gets UNEXPECTED_FRAME and the connection
+//     closes. Nothing from a refused frame is written.
+//  3. Every store result comes back through a Poster onto this connection's
+//     strand; `this` is only touched there. A pending store job holds a
+//     Poster, which keeps the host (and so this connection) alive.
+//  4. An acknowledgement (PushResult, EnrollResult, ApproveResult) is queued
+//     only after the store worker reported its commit.
+//  5. In kClosed nothing more is read, handled or sent.
+#include "connection.h"
+
+#include <fmt/chrono.h>
+#include <fmt/format.h>
+
+#include <cassert>
+#include <chrono>
+#include <cstdio>
+
+#include "teduh/core/frame_codec.h"
+#include "teduh/core/roles.h"
+#include "teduh/crypto/crypto.h"
+
+namespace teduh::server {
+
+// ---- ServerContext and Registry ---------------------------------------------------
+
+void ServerContext::Log(std::string_view level, std::string_view event,
+                        std::string_view fields) const {
+  auto now = std::chrono::system_clock::time_point(std::chrono::milliseconds(env.NowMs()));
+  std::string line = fmt::format("ts={:%Y-%m-%dT%H:%M:%S}Z level={} event={}{}{}",
+                                 std::chrono::time_point_cast<std::chrono::seconds>(now), level,
+                                 event, fields.empty() ? "" : " ", fields);
+  if (config.log) {
+    config.log(line);
+  } else {
+    line.push_back('\n');
+    std::fwrite(line.data(), 1, line.size(), stderr);
+  }
+}
+
+std::uint64_t Registry::Add(Entry entry) {
+  std::lock_guard lock(mu_);
+  std::uint64_t id = next_id_++;
+  entries_.emplace(id, std::move(entry));
+  return id;
+}
+
+void Registry::Authenticated(std::uint64_t id, PullScope scope) {
+  std::lock_guard lock(mu_);
+  auto it = entries_.find(id);
+  if (it == entries_.end()) return;
+  it->second.authenticated = true;
+  it->second.scope = std::move(scope);
+}
+
+void Registry::Remove(std::uint64_t id) {
+  std::lock_guard lock(mu_);
+  entries_.erase(id);
+}
+
+void Registry::Poke(std::uint64_t except, bool touched, const std::vector<std::string>& users) {
+  if (!touched) return;
+  std::vector<std::function<void()>> targets;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [id, e] : entries_) {
+      if (id == except || !e.authenticated) continue;
+      bool hit = false;
+      switch (e.scope.kind) {
+        case PullScope::Kind::kNothing:
+          break;
+        case PullScope::Kind::kUnit:
+          hit = true;
+          break;
+        case PullScope::Kind::kAssignedTo:
+          hit = std::binary_search(users.begin(), users.end(), e.scope.user);
+          break;
+      }
+      if (hit) targets.push_back(e.poke);
+    }
+  }
+  for (auto& poke : targets) poke();  // snapshot, then post (no lock held)
+}
+
+void Registry::CloseAll() {
+  std::vector<std::function<void()>> targets;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [id, e] : entries_) targets.push_back(e.close);
+  }
+  for (auto& close : targets) close();
+}
+
+std::size_t Registry::size() const {
+  std::lock_guard lock(mu_);
+  return entries_.size();
+}
+
+// ---- Connection ------------------------------------------------------------------------
+
+namespace {
+
+std::string ShortId(const Id& id) { return core::ToHex(id).substr(0, 8); }
+
+const char* ErrorName(v1::ErrorCode code) { return v1::ErrorCode_Name(code).c_str(); }
+
+}  // namespace
+
+Connection::Connection(ServerContext& ctx, ConnectionHost& host, std::string peer)
+    : ctx_(ctx), host_(host), peer_(std::move(peer)) {}
+
+Connection::~Connection() {
+  if (registry_id_) ctx_.registry.Remove(registry_id_);
+}
+
+void Connection::Open() {
+  Registry::Entry entry;
+  auto post = host_.WeakPoster();
+  entry.poke = [post, this] { post([this] { Poke(); }); };
+  entry.close = [post, this] {
+    post([this] {
+      if (state_ == State::kClosed) return;
+      state_ = State::kClosed;
+      host_.Close();
+    });
+  };
+  registry_id_ = ctx_.registry.Add(std::move(entry));
+  ctx_.Log("info", "connection_open", fmt::format("peer={}", peer_));
+}
+
+void Connection::OnClosed() {
+  if (registry_id_) ctx_.registry.Remove(registry_id_);
+  registry_id_ = 0;
+  state_ = State::kClosed;
+}
+
+void Connection::AssertInvariants() const {
+  assert(state_ != State::kReady || identity_.role != v1::ROLE_UNSPECIFIED);
+}
+
+void Connection::Reply(std::uint64_t request_id, v1::Frame frame, bool close) {
+  busy_ = false;
+  if (state_ == State::kClosed) return;  // invariant 5
+  frame.set_request_id(request_id);
+  ctx_.counters.frames_out.fetch_add(1, std::memory_order_relaxed);
+  host_.Send(core::EncodeFrame(frame));
+  if (close) {
+    state_ = State::kClosed;
+    host_.Close();
+  } else {
+    host_.ReadNext();  // invariant 1
+  }
+  AssertInvariants();
+}
+
+void Connection::Fail(std::uint64_t request_id, v1::ErrorCode code, std::string message) {
+  ctx_.Log("warn", "refused", fmt::format("peer={} code={}", peer_, ErrorName(code)));
+  Reply(request_id, core::MakeErrorFrame(request_id, code, std::move(message)), true);
+}
+
+void Connection::StoreFailed(std::uint64_t request_id) {
+  Fail(request_id, v1::ERROR_CODE_INTERNAL,
+       "The server could not complete the request; nothing from it was saved. Try again later.");
+}
+
+void Connection::OnHandshakeTimeout() {
+  if (state_ == State::kClosed || state_ == State::kReady) return;
+  Fail(0, v1::ERROR_CODE_TIMEOUT, "The handshake took too long.");
+}
+
+void Connection::Poke() {
+  if (state_ != State::kReady) return;
+  v1::Frame frame;
+  frame.mutable_poke();
+  ctx_.counters.frames_out.fetch_add(1, std::memory_order_relaxed);
+  host_.SendPoke(core::EncodeFrame(frame));
+}
+
+void Connection::OnMessage(std::string_view bytes, bool binary) {
+  if (state_ == State::kClosed) return;
+  ctx_.counters.frames_in.fetch_add(1, std::memory_order_relaxed);
+  if (!binary) {
+    Fail(0, v1::ERROR_CODE_MALFORMED_FRAME, "Frames are binary WebSocket messages.");
+    return;
+  }
+  std::string why;
+  auto decoded = core::DecodeFrame(bytes, ctx_.config.limits, &why);
+  if (!decoded) {
+    const bool too_large = decoded.error() == core::make_error_code(core::errc::frame_too_large);
+    Fail(0, too_large ? v1::ERROR_CODE_FRAME_TOO_LARGE : v1::ERROR_CODE_MALFORMED_FRAME,
+         why.empty() ? std::string("The frame could not be decoded.") : why);
+    return;
+  }
+  auto frame = std::make_shared<v1::Frame>(std::move(*decoded));
+  const std::uint64_t rid = frame->request_id();
+  busy_ = true;
+  switch (state_) {
+    case State::kNew:
+      if (frame->has_hello()) return OnHello(rid, frame->hello());
+      if (frame->has_enroll()) return OnEnroll(rid, frame->enroll());
+      break;
+    case State::kChallenged:
+      if (frame->has_proof()) return OnProof(rid, frame->proof());
+      break;
+    case State::kReady:
+      switch (frame->body_case()) {
+        case v1::Frame::kPush:
+          return OnPush(rid, frame);
+        case v1::Frame::kPull:
+          return OnPull(rid, frame->pull());
+        case v1::Frame::kListDevices:
+          return OnListDevices(rid);
+        case v1::Frame::kApproveDevice:
+          return OnApprove(rid, frame);
+        default:
+          break;
+      }
+      break;
+    case State::kClosed:
+      return;
+  }
+  Fail(rid, v1::ERROR_CODE_UNEXPECTED_FRAME,
+       state_ == State::kReady ? "This frame is not expected from a device."
+                               : "Authenticate (Hello, Proof) or enroll first.");
+}
+
+void Connection::OnHello(std::uint64_t rid, const v1::Hello& hello) {
+  bool speaks = false;
+  for (std::uint32_t v : hello.versions()) speaks |= v == core::kProtocolVersion;
+  if (!speaks) {
+    Fail(rid, v1::ERROR_CODE_UNSUPPORTED_VERSION,
+         fmt::format("This server speaks protocol version {}; please update the Teduh app.",
+                     core::kProtocolVersion));
+    return;
+  }
+  auto id = core::IdFromBytes(hello.device_id());
+  if (!id) {
+    Fail(rid, v1::ERROR_CODE_MALFORMED_FRAME, "The device id is not 16 bytes.");
+    return;
+  }
+  hello_device_ = *id;
+  crypto::RandomBytes(nonce_);
+  v1::Frame frame;
+  v1::Challenge* c = frame.mutable_challenge();
+  c->set_nonce(std::string(reinterpret_cast<const char*>(nonce_.data()), nonce_.size()));
+  c->set_server_id(std::string(core::AsBytes(ctx_.worker->unit().server_id)));
+  c->set_version(core::kProtocolVersion);
+  state_ = State::kChallenged;
+  Reply(rid, std::move(frame), false);
+}
+
+void Connection::OnProof(std::uint64_t rid, const v1::Proof& proof) {
+  std::string nonce(reinterpret_cast<const char*>(nonce_.data()), nonce_.size());
+  std::string server_id(core::AsBytes(ctx_.worker->unit().server_id));
+  Id device = hello_device_;
+  ServerContext& ctx = ctx_;
+  auto post = host_.Poster();
+  bool queued = ctx_.worker->SubmitRead([this, &ctx, post, rid, device, nonce = std::move(nonce),
+                                         server_id = std::move(server_id),
+                                         signature = proof.signature()](Store& store) {
+    auto out = std::make_shared<AuthOutcome>();
+    auto ec =
+        Authenticate(store, ctx.config, ctx.env, device, nonce, server_id, signature, out.get());
+    post([this, rid, ec, out] {
+      if (ec) return StoreFailed(rid);
+      if (out->identity) {
+        identity_ = *out->identity;
+        state_ = State::kReady;
+        host_.HandshakeDone();
+        ctx_.registry.Authenticated(registry_id_, ScopeFor(identity_));
+        ctx_.Log("info", "authenticated",
+                 fmt::format("peer={} device={} role={}", peer_, ShortId(identity_.device_id),
+                             core::RoleName(identity_.role)));
+      }
+      Reply(rid, std::move(out->reply), out->close);
+    });
+  });
+  if (!queued) StoreFailed(rid);
+}
+
+void Connection::OnEnroll(std::uint64_t rid, const v1::EnrollRequest& request) {
+  if (request.version() != 0 && request.version() != core::kProtocolVersion) {
+    Fail(rid, v1::ERROR_CODE_UNSUPPORTED_VERSION,
+         fmt::format("This server speaks protocol version {}; please update the Teduh app.",
+                     core::kProtocolVersion));
+    return;
+  }
+  auto req = std::make_shared<v1::EnrollRequest>(request);
+  auto out = std::make_shared<Outcome>();
+  auto post = host_.Poster();
+  bool queued = ctx_.worker->SubmitWrite(
+      [req, out](WriterState& ws) { return Enroll(ws, *req, out.get()); },
+      [this, post, rid, out](core::error_code ec) {
+        post([this, rid, out, ec] {
+          if (ec) return StoreFailed(rid);
+          if (out->reply.has_enroll_result()) {
+            const auto& r = out->reply.enroll_result();
+            ctx_.Log("info", "enrolled",
+                     fmt::format("peer={} device={} role={} state={}", peer_,
+                                 core::ToHex(core::AsSpan(r.device_id())).substr(0, 8),
+                                 core::RoleName(r.role()), v1::DeviceState_Name(r.state())));
+          }
+          Reply(rid, std::move(out->reply), out->close);
+        });
+      });
+  if (!queued) StoreFailed(rid);
+}
+
+void Connection::OnPush(std::uint64_t rid, std::shared_ptr<v1::Frame> frame) {
+  ctx_.counters.pushes.fetch_add(1, std::memory_order_relaxed);
+  auto out = std::make_shared<PushOutcome>();
+  auto post = host_.Poster();
+  ServerContext& ctx = ctx_;
+  const std::uint64_t me = registry_id_;
+  bool queued = ctx_.worker->SubmitWrite(
+      [frame, out, who = identity_](WriterState& ws) {
+        return ApplyPush(ws, who, frame->push(), out.get());
+      },
+      [this, &ctx, post, rid, out, me](core::error_code ec) {
+        if (!ec) {
+          ctx.counters.changes_applied.fetch_add(out->applied, std::memory_order_relaxed);
+          if (out->applied) ctx.registry.Poke(me, out->touched, out->poke_users);
+        }
+        post([this, rid, out, ec] {
+          if (ec) return StoreFailed(rid);
+          Reply(rid, std::move(out->reply), out->close);
+        });
+      });
+  if (!queued) StoreFailed(rid);
+}
+
+void Connection::OnPull(std::uint64_t rid, const v1::Pull& pull) {
+  ctx_.counters.pulls.fetch_add(1, std::memory_order_relaxed);
+  ServerContext& ctx = ctx_;
+  auto post = host_.Poster();
+  bool queued =
+      ctx_.worker->SubmitRead([this, &ctx, post, rid, pull, who = identity_](Store& store) {
+        auto out = std::make_shared<PullOutcome>();
+        auto ec = Pull(store, ctx.config, ctx.worker->unit(), who, pull, out.get());
+        if (ec) {
+          post([this, rid] { StoreFailed(rid); });
+          return;
+        }
+        const bool last = !out->close && !out->reply.changes().has_more();
+        if (!out->close && (!out->new_holdings.empty() || last)) {
+          // The device must never hold a case the server has not recorded it
+          // holding (re-keying after a loss needs the list): reply after commit.
+          bool queued = ctx.worker->SubmitWrite(
+              [out, device = who.device_id](WriterState& ws) {
+                return RecordHoldings(ws, device, out->new_holdings);
+              },
+              [this, post, rid, out](core::error_code ec) {
+                post([this, rid, out, ec] {
+                  if (ec) return StoreFailed(rid);
+                  Reply(rid, std::move(out->reply), false);
+                });
+              });
+          if (!queued) post([this, rid] { StoreFailed(rid); });
+          return;
+        }
+        post([this, rid, out] { Reply(rid, std::move(out->reply), out->close); });
+      });
+  if (!queued) StoreFailed(rid);
+}
+
+void Connection::OnListDevices(std::uint64_t rid) {
+  auto post = host_.Poster();
+  bool queued = ctx_.worker->SubmitRead([this, post, rid, who = identity_](Store& store) {
+    auto out = std::make_shared<Outcome>();
+    auto ec = ListDevicesFor(store, who, out.get());
+    post([this, rid, out, ec] {
+      if (ec) return StoreFailed(rid);
+      Reply(rid, std::move(out->reply), out->close);
+    });
+  });
+  if (!queued) StoreFailed(rid);
+}
+
+void Connection::OnApprove(std::uint64_t rid, std::shared_ptr<v1::Frame> frame) {
+  auto out = std::make_shared<Outcome>();
+  auto post = host_.Poster();
+  bool queued = ctx_.worker->SubmitWrite(
+      [frame, out, who = identity_](WriterState& ws) {
+        return Approve(ws, who, frame->approve_device(), out.get());
+      },
+      [this, post, rid, out](core::error_code ec) {
+        post([this, rid, out, ec] {
+          if (ec) return StoreFailed(rid);
+          if (out->reply.has_approve_result())
+            ctx_.Log("info", "approved",
+                     fmt::format(
+                         "peer={} by={} device={}", peer_, ShortId(identity_.device_id),
+                         core::ToHex(core::AsSpan(out->reply.approve_result().device().device_id()))
+                             .substr(0, 8)));
+          Reply(rid, std::move(out->reply), out->close);
+        });
+      });
+  if (!queued) StoreFailed(rid);
+}
+
+}  // namespace teduh::server

@@ -1,0 +1,94 @@
+// The protocol state machine of one connection, independent of the transport
+// (the WebSocket session in server.cc implements ConnectionHost). It decodes
+// every frame, enforces the handshake order, hands store work to the store
+// worker and turns results into reply frames.
+//
+//   kNew ──Hello──► kChallenged ──Proof ok──► kReady ──Push/Pull/ListDevices/Approve──► kReady
+//    │  └─EnrollRequest ok──► kNew (the device may now send Hello)
+//    └─ any error in kNew/kChallenged, malformed frame, revoked device ──► kClosed
+//
+// Exactly one frame is handled at a time: the host reads the next frame only
+// when the connection calls ReadNext() (back-pressure; replies stay in order).
+//
+// Thread safety: every member function runs on the connection's strand.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "server_context.h"
+#include "sync_service.h"
+
+namespace teduh::server {
+
+class ConnectionHost {
+ public:
+  virtual ~ConnectionHost() = default;
+  // Queue one encoded frame for writing.
+  virtual void Send(std::string frame) = 0;
+  // Queue a Poke frame unless one is already waiting to be written.
+  virtual void SendPoke(std::string frame) = 0;
+  // Close after the queued frames are written.
+  virtual void Close() = 0;
+  // Start reading the next frame.
+  virtual void ReadNext() = 0;
+  // The protocol handshake finished: stop its timer.
+  virtual void HandshakeDone() = 0;
+  // A thread-safe function that runs a callback on this connection's strand.
+  // It keeps the connection alive until it is destroyed: store jobs hold one
+  // while they are pending.
+  virtual std::function<void(std::function<void()>)> Poster() = 0;
+  // The same, without keeping the connection alive (the callback is dropped
+  // if the connection is gone). For the registry.
+  virtual std::function<void(std::function<void()>)> WeakPoster() = 0;
+};
+
+class Connection {
+ public:
+  Connection(ServerContext& ctx, ConnectionHost& host, std::string peer);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // Starts the connection (registers it); then the host reads the first frame.
+  void Open();
+  // One binary (or, wrongly, text) WebSocket message.
+  void OnMessage(std::string_view bytes, bool binary);
+  // The handshake did not finish in time.
+  void OnHandshakeTimeout();
+  // The transport closed: unregister.
+  void OnClosed();
+  // A commit touched this connection's scope.
+  void Poke();
+
+ private:
+  enum class State { kNew, kChallenged, kReady, kClosed };
+
+  void Reply(std::uint64_t request_id, v1::Frame frame, bool close);
+  void Fail(std::uint64_t request_id, v1::ErrorCode code, std::string message);
+  void OnHello(std::uint64_t request_id, const v1::Hello& hello);
+  void OnProof(std::uint64_t request_id, const v1::Proof& proof);
+  void OnEnroll(std::uint64_t request_id, const v1::EnrollRequest& request);
+  void OnPush(std::uint64_t request_id, std::shared_ptr<v1::Frame> frame);
+  void OnPull(std::uint64_t request_id, const v1::Pull& pull);
+  void OnListDevices(std::uint64_t request_id);
+  void OnApprove(std::uint64_t request_id, std::shared_ptr<v1::Frame> frame);
+  void StoreFailed(std::uint64_t request_id);
+  void AssertInvariants() const;
+
+  ServerContext& ctx_;
+  ConnectionHost& host_;
+  const std::string peer_;
+  std::uint64_t registry_id_ = 0;
+  State state_ = State::kNew;
+  bool busy_ = false;  // a frame is being handled (its reply not yet queued)
+  std::array<std::uint8_t, 32> nonce_{};
+  Id hello_device_{};
+  Identity identity_;  // valid in kReady
+};
+
+}  // namespace teduh::server

@@ -1,0 +1,42 @@
+#include "teduh/server/error.h"
+
+#include <string>
+
+namespace teduh::server {
+namespace {
+
+class ServerCategory final : public boost::system::error_category {
+ public:
+  const char* name() const noexcept override { return "teduh.server"; }
+  std::string message(int ev) const override {
+    switch (static_cast<errc>(ev)) {
+      case errc::already_initialised:
+        return "the data folder already holds a Teduh server store";
+      case errc::not_initialised:
+        return "the data folder holds no Teduh server store (run `teduh-server init`)";
+      case errc::plaintext_refused:
+        return "refusing plain ws:// on a non-loopback address (use TLS or "
+               "--insecure-plaintext)";
+      case errc::bad_address:
+        return "the listen address is not an IP address and port";
+      case errc::tls_failed:
+        return "the TLS certificate or key could not be loaded";
+      case errc::stopped:
+        return "the server is shutting down";
+    }
+    return "unknown server error";
+  }
+};
+
+}  // namespace
+
+const boost::system::error_category& server_category() noexcept {
+  static const ServerCategory category;
+  return category;
+}
+
+error_code make_error_code(errc e) noexcept {
+  return error_code(static_cast<int>(e), server_category());
+}
+
+}  // namespace teduh::server

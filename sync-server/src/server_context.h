@@ -1,0 +1,73 @@
+// What every connection of one server shares: configuration, the store
+// worker, counters, the registry of live connections (for Poke fan-out and
+// shutdown) and the log.
+//
+// Thread safety: everything here is thread-safe (atomics, or guarded by mu_).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "store_worker.h"
+#include "teduh/core/env.h"
+#include "teduh/server/server.h"
+
+namespace teduh::server {
+
+struct Counters {
+  std::atomic<std::uint64_t> connections_open{0};
+  std::atomic<std::uint64_t> connections_total{0};
+  std::atomic<std::uint64_t> frames_in{0};
+  std::atomic<std::uint64_t> frames_out{0};
+  std::atomic<std::uint64_t> pushes{0};
+  std::atomic<std::uint64_t> changes_applied{0};
+  std::atomic<std::uint64_t> pulls{0};
+};
+
+// Live connections. Entries hold callbacks that post to the connection's
+// strand through a weak pointer, so the registry never keeps one alive.
+class Registry {
+ public:
+  struct Entry {
+    bool authenticated = false;
+    PullScope scope;
+    std::function<void()> poke;   // queue a Poke frame
+    std::function<void()> close;  // close the connection
+  };
+  std::uint64_t Add(Entry entry);
+  void Authenticated(std::uint64_t id, PullScope scope);
+  void Remove(std::uint64_t id);
+  // Pokes every authenticated connection except `except` whose scope a
+  // commit touched: unit-wide scopes if anything changed, assigned scopes if
+  // their user is in `users` (sorted).
+  void Poke(std::uint64_t except, bool touched, const std::vector<std::string>& users);
+  void CloseAll();
+  std::size_t size() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::uint64_t next_id_ = 1;
+  std::map<std::uint64_t, Entry> entries_;
+};
+
+struct ServerContext {
+  ServerContext(ServerConfig c, core::Env& e) : config(std::move(c)), env(e) {}
+  const ServerConfig config;
+  core::Env& env;
+  std::unique_ptr<StoreWorker> worker;
+  Counters counters;
+  Registry registry;
+
+  // One structured line: `event` and key=value pairs. Never pass a field
+  // value, a user name, a code or a key.
+  void Log(std::string_view level, std::string_view event, std::string_view fields = {}) const;
+};
+
+}  // namespace teduh::server

@@ -1,0 +1,879 @@
+// SQLite backend of teduh::server::Store.
+//
+// Design notes
+// ------------
+// One SqliteStore is one connection. The server opens two: the writer (owned
+// by the store writer thread, the only connection that writes) and a
+// read-only one for pulls and look-ups. Admin commands open their own
+// short-lived connections; WAL lets all of them coexist and busy_timeout
+// waits out the writer's short transactions.
+//
+// Durability: journal_mode=WAL with synchronous=FULL. In WAL mode NORMAL may
+// lose the last transactions on power loss (they are in the WAL but not
+// synced); the protocol acknowledges a push only after its commit, so the
+// commit must be synced before the ack. Group commit amortises the fsync
+// over every request of a group.
+//
+// Counters: `seq` (server sequence of a current value) and `txn` (the server
+// transaction that wrote it) are persisted in `meta` (next_seq, next_txn),
+// loaded by Begin() and written back by Commit() before COMMIT, so a rollback
+// forgets the numbers it handed out.
+//
+// Invariants
+//  1. Every write happens between Begin() and Commit()/Rollback() (in_txn_).
+//  2. next_seq_ > every fields.seq and next_txn_ > every fields.txn while in_txn_.
+//  3. fields.seq is unique (index fields_by_seq): a pull cursor never skips or
+//     repeats a value.
+//  4. Once sticky_ is set (failed COMMIT, I/O error, corruption, full disk),
+//     every call returns it: nothing more is written or read until reopened.
+//  5. Values are only ever bound as blobs, never formatted into SQL or into
+//     an error message.
+//
+// States:  idle --Begin()--> in_txn --Commit() ok--> idle
+//                              |  \--Commit() fails--> sticky (terminal)
+//                              \--Rollback()--> idle
+#include <sqlite3.h>
+
+#include <cassert>
+#include <cstring>
+#include <filesystem>
+#include <utility>
+
+#include "teduh/core/ids.h"
+#include "teduh/server/error.h"
+#include "teduh/server/store.h"
+
+namespace teduh::server {
+namespace {
+
+using core::errc;
+
+// The one place a SQLite result code becomes an error_code (STYLE rule 5).
+error_code FromSqlite(int rc) {
+  switch (rc & 0xFF) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return core::make_error_code(errc::store_busy);
+    case SQLITE_FULL:
+      return core::make_error_code(errc::disk_full);
+    default:
+      return core::make_error_code(errc::store_failed);
+  }
+}
+
+bool LeavesStateUncertain(int rc) {
+  switch (rc & 0xFF) {
+    case SQLITE_IOERR:
+    case SQLITE_CORRUPT:
+    case SQLITE_FULL:
+    case SQLITE_NOTADB:
+    case SQLITE_CANTOPEN:
+      return true;
+    default:
+      return false;
+  }
+}
+
+result<bool> BoolError(error_code ec) { return result<bool>(boost::system::in_place_error, ec); }
+
+std::string_view View(const void* p, int n) {
+  return p == nullptr ? std::string_view() : std::string_view(static_cast<const char*>(p), n);
+}
+
+// A prepared statement, reset before each use and reused for the life of the
+// connection.
+class Stmt {
+ public:
+  Stmt() = default;
+  ~Stmt() { sqlite3_finalize(s_); }
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+
+  int Prepare(sqlite3* db, const char* sql) {
+    return sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s_, nullptr);
+  }
+  Stmt& Start() {
+    sqlite3_reset(s_);
+    sqlite3_clear_bindings(s_);
+    return *this;
+  }
+  Stmt& Int(int i, std::int64_t v) {
+    sqlite3_bind_int64(s_, i, v);
+    return *this;
+  }
+  Stmt& U64(int i, std::uint64_t v) { return Int(i, static_cast<std::int64_t>(v)); }
+  Stmt& Blob(int i, std::string_view b) {
+    // A zero-length blob must stay a blob (not NULL).
+    sqlite3_bind_blob(s_, i, b.empty() ? "" : b.data(), static_cast<int>(b.size()), SQLITE_STATIC);
+    return *this;
+  }
+  Stmt& Blob(int i, const Id& id) { return Blob(i, core::AsBytes(id)); }
+  Stmt& Text(int i, std::string_view t) {
+    sqlite3_bind_text(s_, i, t.empty() ? "" : t.data(), static_cast<int>(t.size()), SQLITE_STATIC);
+    return *this;
+  }
+  Stmt& Null(int i) {
+    sqlite3_bind_null(s_, i);
+    return *this;
+  }
+  int Step() { return sqlite3_step(s_); }
+  void Done() { sqlite3_reset(s_); }
+
+  std::int64_t ColInt(int c) const { return sqlite3_column_int64(s_, c); }
+  std::uint64_t ColU64(int c) const { return static_cast<std::uint64_t>(ColInt(c)); }
+  bool ColNull(int c) const { return sqlite3_column_type(s_, c) == SQLITE_NULL; }
+  std::string_view ColBlob(int c) const {
+    const void* p = sqlite3_column_blob(s_, c);
+    return View(p, sqlite3_column_bytes(s_, c));
+  }
+  std::string_view ColText(int c) const {
+    const unsigned char* p = sqlite3_column_text(s_, c);
+    return View(p, sqlite3_column_bytes(s_, c));
+  }
+  Id ColId(int c) const {
+    Id id{};
+    auto b = ColBlob(c);
+    if (b.size() == id.size()) std::memcpy(id.data(), b.data(), id.size());
+    return id;
+  }
+
+ private:
+  sqlite3_stmt* s_ = nullptr;
+};
+
+constexpr const char* kSchemaSql = R"sql(
+CREATE TABLE meta(key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID;
+CREATE TABLE devices(
+  device_id BLOB PRIMARY KEY, user TEXT NOT NULL, role INTEGER NOT NULL, state INTEGER NOT NULL,
+  sign_pk BLOB NOT NULL, box_pk BLOB NOT NULL, label TEXT NOT NULL, enrolled_ms INTEGER NOT NULL,
+  last_sync_ms INTEGER NOT NULL DEFAULT 0, last_device_seq INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE enrollments(
+  code_hash BLOB PRIMARY KEY, role INTEGER NOT NULL, user TEXT NOT NULL,
+  expires_ms INTEGER NOT NULL, used_ms INTEGER NOT NULL DEFAULT 0, bootstrap INTEGER NOT NULL)
+  WITHOUT ROWID;
+CREATE TABLE grants(
+  device_id BLOB NOT NULL, key_class INTEGER NOT NULL, epoch INTEGER NOT NULL,
+  sealed_key BLOB NOT NULL, signature BLOB NOT NULL, PRIMARY KEY(device_id, key_class, epoch));
+CREATE TABLE records(
+  record_id BLOB PRIMARY KEY, kind TEXT NOT NULL, parent_id BLOB, case_id BLOB NOT NULL,
+  unit_id TEXT NOT NULL, created_by_user TEXT NOT NULL, created_seq INTEGER NOT NULL)
+  WITHOUT ROWID;
+CREATE INDEX records_by_case ON records(case_id);
+CREATE TABLE fields(
+  record_id BLOB NOT NULL, field INTEGER NOT NULL, value BLOB NOT NULL, sealed INTEGER NOT NULL,
+  key_class INTEGER NOT NULL, key_version INTEGER NOT NULL, stamp_hlc INTEGER NOT NULL,
+  stamp_device BLOB NOT NULL, origin_hlc INTEGER NOT NULL, author TEXT NOT NULL,
+  seq INTEGER NOT NULL, txn INTEGER NOT NULL, PRIMARY KEY(record_id, field));
+CREATE UNIQUE INDEX fields_by_seq ON fields(seq);
+CREATE TABLE field_history(
+  id INTEGER PRIMARY KEY, record_id BLOB NOT NULL, field INTEGER NOT NULL, value BLOB NOT NULL,
+  sealed INTEGER NOT NULL, key_class INTEGER NOT NULL, key_version INTEGER NOT NULL,
+  stamp_hlc INTEGER NOT NULL, stamp_device BLOB NOT NULL, origin_hlc INTEGER NOT NULL,
+  author TEXT NOT NULL, seq INTEGER NOT NULL, superseded_seq INTEGER NOT NULL,
+  reason TEXT NOT NULL);
+CREATE INDEX field_history_by_field ON field_history(record_id, field);
+CREATE TABLE assignments(case_id BLOB NOT NULL, user TEXT NOT NULL, PRIMARY KEY(case_id, user))
+  WITHOUT ROWID;
+CREATE INDEX assignments_by_user ON assignments(user, case_id);
+CREATE TABLE rejections(
+  device_id BLOB NOT NULL, device_seq INTEGER NOT NULL, reason TEXT NOT NULL,
+  detail TEXT NOT NULL, PRIMARY KEY(device_id, device_seq)) WITHOUT ROWID;
+CREATE TABLE device_cases(
+  device_id BLOB NOT NULL, case_id BLOB NOT NULL, first_seq INTEGER NOT NULL,
+  PRIMARY KEY(device_id, case_id)) WITHOUT ROWID;
+)sql";
+
+constexpr const char* kFieldColumns =
+    "f.record_id, f.field, f.value, f.sealed, f.key_class, f.key_version, f.stamp_hlc, "
+    "f.stamp_device, f.origin_hlc, f.author, f.seq, f.txn";
+
+void ReadFieldRow(const Stmt& s, int c, FieldRow* out) {
+  out->record_id = s.ColId(c + 0);
+  out->field = static_cast<std::uint32_t>(s.ColInt(c + 1));
+  out->value = s.ColBlob(c + 2);
+  out->sealed = s.ColInt(c + 3) != 0;
+  out->key_class = static_cast<teduh::AccessClass>(s.ColInt(c + 4));
+  out->key_version = static_cast<std::uint32_t>(s.ColInt(c + 5));
+  out->stamp.hlc = s.ColU64(c + 6);
+  out->stamp.device = s.ColId(c + 7);
+  out->origin_hlc = s.ColU64(c + 8);
+  out->author = s.ColText(c + 9);
+  out->seq = s.ColU64(c + 10);
+  out->txn = s.ColU64(c + 11);
+}
+
+DeviceRow ReadDevice(const Stmt& s) {
+  DeviceRow d;
+  d.device_id = s.ColId(0);
+  d.user = std::string(s.ColText(1));
+  d.role = static_cast<Role>(s.ColInt(2));
+  d.state = static_cast<DeviceState>(s.ColInt(3));
+  d.sign_pk = std::string(s.ColBlob(4));
+  d.box_pk = std::string(s.ColBlob(5));
+  d.label = std::string(s.ColText(6));
+  d.enrolled_ms = s.ColInt(7);
+  d.last_sync_ms = s.ColInt(8);
+  d.last_device_seq = s.ColU64(9);
+  return d;
+}
+
+constexpr const char* kDeviceColumns =
+    "device_id, user, role, state, sign_pk, box_pk, label, enrolled_ms, last_sync_ms, "
+    "last_device_seq";
+
+class SqliteStore final : public Store {
+ public:
+  ~SqliteStore() override {
+    // Statements must be finalised before the connection closes.
+    stmts_.reset();
+    sqlite3_close_v2(db_);
+  }
+
+  static result<std::unique_ptr<SqliteStore>> Open(const std::string& path,
+                                                   const StoreOptions& options) {
+    if (!std::filesystem::exists(path)) return make_error_code(server::errc::not_initialised);
+    std::unique_ptr<SqliteStore> s(new SqliteStore());
+    int flags = options.read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
+    int rc = sqlite3_open_v2(path.c_str(), &s->db_, flags | SQLITE_OPEN_NOMUTEX, nullptr);
+    if (rc != SQLITE_OK) return FromSqlite(rc);
+    sqlite3_busy_timeout(s->db_, options.busy_timeout_ms);
+    if (auto ec = s->Exec(options.read_only ? "PRAGMA query_only=ON;"
+                                            : "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"))
+      return ec;
+    auto version = s->Meta("schema_version");
+    if (!version) return version.error();
+    if (*version != std::to_string(kStoreSchemaVersion))
+      return core::make_error_code(errc::store_failed);
+    if (auto ec = s->PrepareAll()) return ec;
+    return s;
+  }
+
+  static result<UnitInfo> Create(const std::string& path, std::string_view unit_name,
+                                 const EnrollmentRow& bootstrap) {
+    if (std::filesystem::exists(path)) return make_error_code(server::errc::already_initialised);
+    sqlite3* db = nullptr;
+    int rc =
+        sqlite3_open_v2(path.c_str(), &db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+    std::unique_ptr<sqlite3, decltype(&sqlite3_close_v2)> guard(db, &sqlite3_close_v2);
+    if (rc != SQLITE_OK) return FromSqlite(rc);
+    sqlite3_busy_timeout(db, 5000);
+    UnitInfo unit;
+    unit.unit_id = core::ToHex(core::NewId());
+    unit.unit_name = std::string(unit_name);
+    unit.server_id = core::NewId();
+    do {
+      Id g = core::NewId();
+      std::memcpy(&unit.generation, g.data(), sizeof unit.generation);
+      unit.generation &= 0x7FFFFFFFFFFFFFFFull;  // stored as a signed integer
+    } while (unit.generation == 0);
+
+    rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; BEGIN IMMEDIATE;",
+                      nullptr, nullptr, nullptr);
+    if (rc != SQLITE_OK) return FromSqlite(rc);
+    rc = sqlite3_exec(db, kSchemaSql, nullptr, nullptr, nullptr);
+    if (rc != SQLITE_OK) {
+      sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+      // The tables exist: another `init` won the race.
+      return rc == SQLITE_ERROR ? make_error_code(server::errc::already_initialised)
+                                : FromSqlite(rc);
+    }
+    sqlite3_stmt* raw = nullptr;
+    rc = sqlite3_prepare_v2(db, "INSERT INTO meta(key, value) VALUES(?1, ?2)", -1, &raw, nullptr);
+    if (rc != SQLITE_OK) return FromSqlite(rc);
+    std::unique_ptr<sqlite3_stmt, decltype(&sqlite3_finalize)> st(raw, &sqlite3_finalize);
+    auto put = [&](const char* key, std::string_view value) {
+      sqlite3_reset(raw);
+      sqlite3_bind_text(raw, 1, key, -1, SQLITE_STATIC);
+      sqlite3_bind_blob(raw, 2, value.data(), static_cast<int>(value.size()), SQLITE_STATIC);
+      return sqlite3_step(raw);
+    };
+    std::string gen = std::to_string(unit.generation);
+    std::string version = std::to_string(kStoreSchemaVersion);
+    for (auto [k, v] : {std::pair<const char*, std::string_view>{"schema_version", version},
+                        {"unit_id", unit.unit_id},
+                        {"unit_name", unit.unit_name},
+                        {"server_id", core::AsBytes(unit.server_id)},
+                        {"generation", gen},
+                        {"unit_root_pk", ""},
+                        {"hlc_last", "0"},
+                        {"next_seq", "1"},
+                        {"next_txn", "1"}}) {
+      rc = put(k, v);
+      if (rc != SQLITE_DONE) {
+        sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+        return FromSqlite(rc);
+      }
+    }
+    st.reset();
+    raw = nullptr;
+    rc = sqlite3_prepare_v2(db,
+                            "INSERT INTO enrollments(code_hash, role, user, expires_ms, used_ms, "
+                            "bootstrap) VALUES(?1, ?2, ?3, ?4, 0, 1)",
+                            -1, &raw, nullptr);
+    if (rc != SQLITE_OK) {
+      sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+      return FromSqlite(rc);
+    }
+    std::unique_ptr<sqlite3_stmt, decltype(&sqlite3_finalize)> ins(raw, &sqlite3_finalize);
+    sqlite3_bind_blob(raw, 1, bootstrap.code_hash.data(),
+                      static_cast<int>(bootstrap.code_hash.size()), SQLITE_STATIC);
+    sqlite3_bind_int64(raw, 2, bootstrap.role);
+    sqlite3_bind_text(raw, 3, bootstrap.user.c_str(), -1, SQLITE_STATIC);
+    sqlite3_bind_int64(raw, 4, bootstrap.expires_ms);
+    rc = sqlite3_step(raw);
+    ins.reset();
+    if (rc != SQLITE_DONE) {
+      sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+      return FromSqlite(rc);
+    }
+    rc = sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
+    if (rc != SQLITE_OK) return FromSqlite(rc);
+    return unit;
+  }
+
+  error_code status() const override { return sticky_; }
+
+  error_code Begin() override {
+    if (sticky_) return sticky_;
+    assert(!in_txn_);
+    if (auto ec = Exec("BEGIN IMMEDIATE")) return ec;
+    in_txn_ = true;
+    auto seq = Meta("next_seq");
+    auto txn = seq ? Meta("next_txn") : seq;
+    if (!seq || !txn) {
+      Rollback();
+      return seq ? txn.error() : seq.error();
+    }
+    next_seq_ = std::stoull(*seq);
+    next_txn_ = std::stoull(*txn);
+    saved_seq_ = next_seq_;
+    saved_txn_ = next_txn_;
+    return {};
+  }
+
+  error_code Commit() override {
+    if (sticky_) return sticky_;
+    assert(in_txn_);
+    if (next_seq_ != saved_seq_)
+      if (auto ec = PutMeta("next_seq", std::to_string(next_seq_))) return Fatal(ec);
+    if (next_txn_ != saved_txn_)
+      if (auto ec = PutMeta("next_txn", std::to_string(next_txn_))) return Fatal(ec);
+    int rc = sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr);
+    in_txn_ = false;
+    if (rc != SQLITE_OK) {
+      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      sticky_ = FromSqlite(rc);
+      if (!sticky_) sticky_ = core::make_error_code(errc::store_failed);
+      return sticky_;
+    }
+    return {};
+  }
+
+  void Rollback() override {
+    if (!in_txn_) return;
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    in_txn_ = false;
+  }
+
+  result<UnitInfo> LoadUnit() override {
+    if (sticky_) return sticky_;
+    UnitInfo u;
+    auto get = [&](const char* key, std::string* out) -> error_code {
+      auto v = Meta(key);
+      if (!v) return v.error();
+      *out = std::move(*v);
+      return {};
+    };
+    std::string server_id, generation, hlc;
+    for (auto [key, out] : {std::pair<const char*, std::string*>{"unit_id", &u.unit_id},
+                            {"unit_name", &u.unit_name},
+                            {"server_id", &server_id},
+                            {"generation", &generation},
+                            {"unit_root_pk", &u.unit_root_pk},
+                            {"hlc_last", &hlc}}) {
+      if (auto ec = get(key, out)) return ec;
+    }
+    auto id = core::IdFromBytes(server_id);
+    if (!id) return core::make_error_code(errc::store_failed);
+    u.server_id = *id;
+    u.generation = std::stoull(generation);
+    u.hlc_last = std::stoull(hlc);
+    return u;
+  }
+
+  error_code SetUnitRootKey(std::string_view public_key) override {
+    return PutMeta("unit_root_pk", public_key);
+  }
+  error_code SaveHlc(std::uint64_t hlc_last) override {
+    return PutMeta("hlc_last", std::to_string(hlc_last));
+  }
+
+  result<std::optional<DeviceRow>> FindDevice(const Id& device_id) override {
+    if (sticky_) return sticky_;
+    Stmt& s = stmts_->find_device;
+    s.Start().Blob(1, device_id);
+    int rc = s.Step();
+    std::optional<DeviceRow> row;
+    if (rc == SQLITE_ROW) row = ReadDevice(s);
+    s.Done();
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Fail(rc);
+    return row;
+  }
+
+  result<std::vector<DeviceRow>> ListDevices() override {
+    if (sticky_) return sticky_;
+    Stmt& s = stmts_->list_devices;
+    s.Start();
+    std::vector<DeviceRow> rows;
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) rows.push_back(ReadDevice(s));
+    s.Done();
+    if (rc != SQLITE_DONE) return Fail(rc);
+    return rows;
+  }
+
+  error_code InsertDevice(const DeviceRow& d) override {
+    return Run(stmts_->insert_device.Start()
+                   .Blob(1, d.device_id)
+                   .Text(2, d.user)
+                   .Int(3, d.role)
+                   .Int(4, d.state)
+                   .Blob(5, d.sign_pk)
+                   .Blob(6, d.box_pk)
+                   .Text(7, d.label)
+                   .Int(8, d.enrolled_ms)
+                   .Int(9, d.last_sync_ms)
+                   .U64(10, d.last_device_seq));
+  }
+  error_code SetDeviceState(const Id& id, DeviceState state) override {
+    return Run(stmts_->set_device_state.Start().Int(1, state).Blob(2, id));
+  }
+  error_code SetDeviceMark(const Id& id, std::uint64_t mark) override {
+    return Run(stmts_->set_device_mark.Start().U64(1, mark).Blob(2, id));
+  }
+  error_code TouchDevice(const Id& id, std::int64_t now_ms) override {
+    return Run(stmts_->touch_device.Start().Int(1, now_ms).Blob(2, id));
+  }
+
+  result<std::optional<EnrollmentRow>> FindEnrollment(const CodeHash& hash) override {
+    if (sticky_) return sticky_;
+    Stmt& s = stmts_->find_enrollment;
+    s.Start().Blob(1, HashView(hash));
+    int rc = s.Step();
+    std::optional<EnrollmentRow> row;
+    if (rc == SQLITE_ROW) {
+      row.emplace();
+      row->code_hash = hash;
+      row->role = static_cast<Role>(s.ColInt(0));
+      row->user = std::string(s.ColText(1));
+      row->expires_ms = s.ColInt(2);
+      row->used_ms = s.ColInt(3);
+      row->bootstrap = s.ColInt(4) != 0;
+    }
+    s.Done();
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Fail(rc);
+    return row;
+  }
+  error_code InsertEnrollment(const EnrollmentRow& e) override {
+    return Run(stmts_->insert_enrollment.Start()
+                   .Blob(1, HashView(e.code_hash))
+                   .Int(2, e.role)
+                   .Text(3, e.user)
+                   .Int(4, e.expires_ms)
+                   .Int(5, e.used_ms)
+                   .Int(6, e.bootstrap ? 1 : 0));
+  }
+  error_code MarkEnrollmentUsed(const CodeHash& hash, std::int64_t now_ms) override {
+    return Run(stmts_->use_enrollment.Start().Int(1, now_ms).Blob(2, HashView(hash)));
+  }
+
+  error_code PutGrant(const GrantRow& g) override {
+    return Run(stmts_->put_grant.Start()
+                   .Blob(1, g.device_id)
+                   .Int(2, g.key_class)
+                   .Int(3, g.epoch)
+                   .Blob(4, g.sealed_key)
+                   .Blob(5, g.signature));
+  }
+  result<std::vector<GrantRow>> GrantsFor(const Id& device_id) override {
+    if (sticky_) return sticky_;
+    Stmt& s = stmts_->grants_for;
+    s.Start().Blob(1, device_id);
+    std::vector<GrantRow> rows;
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) {
+      GrantRow g;
+      g.device_id = device_id;
+      g.key_class = static_cast<teduh::AccessClass>(s.ColInt(0));
+      g.epoch = static_cast<std::uint32_t>(s.ColInt(1));
+      g.sealed_key = std::string(s.ColBlob(2));
+      g.signature = std::string(s.ColBlob(3));
+      rows.push_back(std::move(g));
+    }
+    s.Done();
+    if (rc != SQLITE_DONE) return Fail(rc);
+    return rows;
+  }
+
+  result<std::optional<RecordRow>> FindRecord(const Id& record_id) override {
+    if (sticky_) return sticky_;
+    Stmt& s = stmts_->find_record;
+    s.Start().Blob(1, record_id);
+    int rc = s.Step();
+    std::optional<RecordRow> row;
+    if (rc == SQLITE_ROW) {
+      row.emplace();
+      row->record_id = record_id;
+      row->kind = std::string(s.ColText(0));
+      if (!s.ColNull(1)) row->parent_id = s.ColId(1);
+      row->case_id = s.ColId(2);
+      row->created_by_user = std::string(s.ColText(3));
+      row->created_seq = s.ColU64(4);
+    }
+    s.Done();
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Fail(rc);
+    return row;
+  }
+  error_code InsertRecord(const RecordRow& r) override {
+    Stmt& s = stmts_->insert_record.Start();
+    s.Blob(1, r.record_id).Text(2, r.kind);
+    if (r.parent_id)
+      s.Blob(3, *r.parent_id);
+    else
+      s.Null(3);
+    s.Blob(4, r.case_id).Text(5, unit_id_).Text(6, r.created_by_user).U64(7, r.created_seq);
+    return Run(s);
+  }
+
+  result<bool> FindField(const Id& record_id, std::uint32_t field, FieldRow* out) override {
+    if (sticky_) return BoolError(sticky_);
+    Stmt& s = stmts_->find_field;
+    s.Start().Blob(1, record_id).Int(2, field);
+    int rc = s.Step();
+    if (rc == SQLITE_ROW) {
+      ReadFieldRow(s, 0, out);
+      return true;  // the row stays readable until the next FindField
+    }
+    s.Done();
+    if (rc != SQLITE_DONE) return BoolError(Fail(rc));
+    return false;
+  }
+
+  error_code PutField(const FieldRow& f) override {
+    return Run(stmts_->put_field.Start()
+                   .Blob(1, f.record_id)
+                   .Int(2, f.field)
+                   .Blob(3, f.value)
+                   .Int(4, f.sealed ? 1 : 0)
+                   .Int(5, f.key_class)
+                   .Int(6, f.key_version)
+                   .U64(7, f.stamp.hlc)
+                   .Blob(8, f.stamp.device)
+                   .U64(9, f.origin_hlc)
+                   .Text(10, f.author)
+                   .U64(11, f.seq)
+                   .U64(12, f.txn));
+  }
+
+  error_code AppendHistory(const FieldRow& f, std::uint64_t superseded_seq,
+                           std::string_view reason) override {
+    return Run(stmts_->append_history.Start()
+                   .Blob(1, f.record_id)
+                   .Int(2, f.field)
+                   .Blob(3, f.value)
+                   .Int(4, f.sealed ? 1 : 0)
+                   .Int(5, f.key_class)
+                   .Int(6, f.key_version)
+                   .U64(7, f.stamp.hlc)
+                   .Blob(8, f.stamp.device)
+                   .U64(9, f.origin_hlc)
+                   .Text(10, f.author)
+                   .U64(11, f.seq)
+                   .U64(12, superseded_seq)
+                   .Text(13, reason));
+  }
+
+  std::uint64_t AllocateSeq() override {
+    assert(in_txn_);
+    return next_seq_++;
+  }
+  std::uint64_t AllocateTxn() override {
+    assert(in_txn_);
+    return next_txn_++;
+  }
+
+  error_code ResequenceCase(const Id& case_id, std::uint64_t txn) override {
+    if (sticky_) return sticky_;
+    Stmt& s = stmts_->case_field_rowids;
+    s.Start().Blob(1, case_id);
+    rowids_.clear();
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) rowids_.push_back(s.ColInt(0));
+    s.Done();
+    if (rc != SQLITE_DONE) return Fail(rc);
+    for (std::int64_t rowid : rowids_) {
+      if (auto ec =
+              Run(stmts_->reseq_field.Start().U64(1, AllocateSeq()).U64(2, txn).Int(3, rowid)))
+        return ec;
+    }
+    return {};
+  }
+
+  result<bool> IsAssigned(const Id& case_id, std::string_view user) override {
+    if (sticky_) return BoolError(sticky_);
+    Stmt& s = stmts_->is_assigned;
+    s.Start().Blob(1, case_id).Text(2, user);
+    int rc = s.Step();
+    s.Done();
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return BoolError(Fail(rc));
+    return rc == SQLITE_ROW;
+  }
+  result<std::vector<std::string>> Assignees(const Id& case_id) override {
+    if (sticky_) return sticky_;
+    Stmt& s = stmts_->assignees;
+    s.Start().Blob(1, case_id);
+    std::vector<std::string> users;
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) users.emplace_back(s.ColText(0));
+    s.Done();
+    if (rc != SQLITE_DONE) return Fail(rc);
+    return users;
+  }
+  error_code SetAssignees(const Id& case_id, const std::vector<std::string>& users) override {
+    if (auto ec = Run(stmts_->clear_assignees.Start().Blob(1, case_id))) return ec;
+    for (const auto& u : users)
+      if (auto ec = Run(stmts_->add_assignee.Start().Blob(1, case_id).Text(2, u))) return ec;
+    return {};
+  }
+  result<bool> HoldsCase(const Id& device_id, const Id& case_id) override {
+    if (sticky_) return BoolError(sticky_);
+    Stmt& s = stmts_->holds_case;
+    s.Start().Blob(1, device_id).Blob(2, case_id);
+    int rc = s.Step();
+    s.Done();
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return BoolError(Fail(rc));
+    return rc == SQLITE_ROW;
+  }
+  error_code RecordHolding(const Id& device_id, const Id& case_id,
+                           std::uint64_t first_seq) override {
+    return Run(
+        stmts_->record_holding.Start().Blob(1, device_id).Blob(2, case_id).U64(3, first_seq));
+  }
+
+  error_code PutRejection(const Id& device_id, std::uint64_t device_seq, std::string_view reason,
+                          std::string_view detail) override {
+    return Run(stmts_->put_rejection.Start()
+                   .Blob(1, device_id)
+                   .U64(2, device_seq)
+                   .Text(3, reason)
+                   .Text(4, detail));
+  }
+  result<std::optional<Rejection>> FindRejection(const Id& device_id,
+                                                 std::uint64_t device_seq) override {
+    if (sticky_) return sticky_;
+    Stmt& s = stmts_->find_rejection;
+    s.Start().Blob(1, device_id).U64(2, device_seq);
+    int rc = s.Step();
+    std::optional<Rejection> r;
+    if (rc == SQLITE_ROW) r = Rejection{std::string(s.ColText(0)), std::string(s.ColText(1))};
+    s.Done();
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Fail(rc);
+    return r;
+  }
+
+  error_code ScanChanges(const PullScope& scope, std::uint64_t after_seq, std::size_t max_rows,
+                         const std::function<bool(const ChangeView&)>& visit) override {
+    if (sticky_) return sticky_;
+    if (scope.kind == PullScope::Kind::kNothing) return {};
+    Stmt& s = scope.kind == PullScope::Kind::kUnit ? stmts_->scan_unit : stmts_->scan_assigned;
+    s.Start().U64(1, after_seq).Int(2, static_cast<std::int64_t>(max_rows));
+    if (scope.kind == PullScope::Kind::kAssignedTo) s.Text(3, scope.user);
+    FieldRow row;
+    ChangeView view;
+    view.field = &row;
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) {
+      ReadFieldRow(s, 0, &row);
+      view.kind = s.ColText(12);
+      view.parent_id.reset();
+      if (!s.ColNull(13)) view.parent_id = s.ColId(13);
+      view.case_id = s.ColId(14);
+      if (!visit(view)) {
+        rc = SQLITE_DONE;
+        break;
+      }
+    }
+    s.Done();
+    if (rc != SQLITE_DONE) return Fail(rc);
+    return {};
+  }
+
+ private:
+  struct Statements {
+    Stmt find_device, list_devices, insert_device, set_device_state, set_device_mark, touch_device,
+        find_enrollment, insert_enrollment, use_enrollment, put_grant, grants_for, find_record,
+        insert_record, find_field, put_field, append_history, case_field_rowids, reseq_field,
+        is_assigned, assignees, clear_assignees, add_assignee, holds_case, record_holding,
+        put_rejection, find_rejection, scan_unit, scan_assigned, get_meta, put_meta;
+  };
+
+  SqliteStore() = default;
+
+  static std::string_view HashView(const CodeHash& h) {
+    return {reinterpret_cast<const char*>(h.data()), h.size()};
+  }
+
+  error_code Exec(const char* sql) {
+    int rc = sqlite3_exec(db_, sql, nullptr, nullptr, nullptr);
+    return rc == SQLITE_OK ? error_code() : Fail(rc);
+  }
+
+  error_code Fail(int rc) {
+    error_code ec = FromSqlite(rc);
+    if (LeavesStateUncertain(rc)) sticky_ = ec;
+    return ec;
+  }
+  error_code Fatal(error_code ec) {
+    sticky_ = ec;
+    return ec;
+  }
+
+  error_code Run(Stmt& s) {
+    if (sticky_) {
+      s.Done();
+      return sticky_;
+    }
+    int rc = s.Step();
+    s.Done();
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) return Fail(rc);
+    return {};
+  }
+
+  // Meta is read before the statements are prepared (schema check), so it
+  // uses a one-off statement.
+  result<std::string> Meta(const char* key) {
+    sqlite3_stmt* raw = nullptr;
+    int rc = sqlite3_prepare_v2(db_, "SELECT value FROM meta WHERE key = ?1", -1, &raw, nullptr);
+    if (rc != SQLITE_OK) return Fail(rc);
+    std::unique_ptr<sqlite3_stmt, decltype(&sqlite3_finalize)> st(raw, &sqlite3_finalize);
+    sqlite3_bind_text(raw, 1, key, -1, SQLITE_STATIC);
+    rc = sqlite3_step(raw);
+    if (rc == SQLITE_DONE) return core::make_error_code(errc::store_failed);
+    if (rc != SQLITE_ROW) return Fail(rc);
+    return std::string(View(sqlite3_column_blob(raw, 0), sqlite3_column_bytes(raw, 0)));
+  }
+
+  error_code PutMeta(const char* key, std::string_view value) {
+    return Run(stmts_->put_meta.Start().Text(1, key).Blob(2, value));
+  }
+
+  error_code PrepareAll() {
+    auto unit = Meta("unit_id");
+    if (!unit) return unit.error();
+    unit_id_ = *unit;
+    stmts_ = std::make_unique<Statements>();
+    Statements& st = *stmts_;
+    const std::string device_cols = kDeviceColumns;
+    const std::string field_cols = kFieldColumns;
+    const std::string scan = "SELECT " + field_cols +
+                             ", r.kind, r.parent_id, r.case_id FROM fields f CROSS JOIN records r "
+                             "ON r.record_id = f.record_id WHERE f.seq > ?1 ";
+    std::vector<std::pair<Stmt*, std::string>> all = {
+        {&st.find_device, "SELECT " + device_cols + " FROM devices WHERE device_id = ?1"},
+        {&st.list_devices, "SELECT " + device_cols + " FROM devices ORDER BY enrolled_ms, rowid"},
+        {&st.insert_device, "INSERT INTO devices(" + device_cols +
+                                ") VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"},
+        {&st.set_device_state, "UPDATE devices SET state = ?1 WHERE device_id = ?2"},
+        {&st.set_device_mark, "UPDATE devices SET last_device_seq = ?1 WHERE device_id = ?2"},
+        {&st.touch_device, "UPDATE devices SET last_sync_ms = ?1 WHERE device_id = ?2"},
+        {&st.find_enrollment,
+         "SELECT role, user, expires_ms, used_ms, bootstrap FROM enrollments WHERE code_hash = ?1"},
+        {&st.insert_enrollment,
+         "INSERT INTO enrollments(code_hash, role, user, expires_ms, used_ms, bootstrap) "
+         "VALUES(?1, ?2, ?3, ?4, ?5, ?6)"},
+        {&st.use_enrollment, "UPDATE enrollments SET used_ms = ?1 WHERE code_hash = ?2"},
+        {&st.put_grant,
+         "INSERT OR REPLACE INTO grants(device_id, key_class, epoch, sealed_key, signature) "
+         "VALUES(?1, ?2, ?3, ?4, ?5)"},
+        {&st.grants_for,
+         "SELECT key_class, epoch, sealed_key, signature FROM grants WHERE device_id = ?1 "
+         "ORDER BY key_class, epoch"},
+        {&st.find_record,
+         "SELECT kind, parent_id, case_id, created_by_user, created_seq FROM records "
+         "WHERE record_id = ?1"},
+        {&st.insert_record,
+         "INSERT INTO records(record_id, kind, parent_id, case_id, unit_id, created_by_user, "
+         "created_seq) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"},
+        {&st.find_field,
+         "SELECT " + field_cols + " FROM fields f WHERE f.record_id = ?1 AND f.field = ?2"},
+        {&st.put_field,
+         "INSERT INTO fields(record_id, field, value, sealed, key_class, key_version, stamp_hlc, "
+         "stamp_device, origin_hlc, author, seq, txn) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
+         "?10, ?11, ?12) ON CONFLICT(record_id, field) DO UPDATE SET value = excluded.value, "
+         "sealed = excluded.sealed, key_class = excluded.key_class, key_version = "
+         "excluded.key_version, stamp_hlc = excluded.stamp_hlc, stamp_device = "
+         "excluded.stamp_device, origin_hlc = excluded.origin_hlc, author = excluded.author, "
+         "seq = excluded.seq, txn = excluded.txn"},
+        {&st.append_history,
+         "INSERT INTO field_history(record_id, field, value, sealed, key_class, key_version, "
+         "stamp_hlc, stamp_device, origin_hlc, author, seq, superseded_seq, reason) "
+         "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"},
+        {&st.case_field_rowids,
+         "SELECT f.rowid FROM records r JOIN fields f ON f.record_id = r.record_id "
+         "WHERE r.case_id = ?1 ORDER BY f.seq"},
+        {&st.reseq_field, "UPDATE fields SET seq = ?1, txn = ?2 WHERE rowid = ?3"},
+        {&st.is_assigned, "SELECT 1 FROM assignments WHERE case_id = ?1 AND user = ?2"},
+        {&st.assignees, "SELECT user FROM assignments WHERE case_id = ?1 ORDER BY user"},
+        {&st.clear_assignees, "DELETE FROM assignments WHERE case_id = ?1"},
+        {&st.add_assignee, "INSERT OR IGNORE INTO assignments(case_id, user) VALUES(?1, ?2)"},
+        {&st.holds_case, "SELECT 1 FROM device_cases WHERE device_id = ?1 AND case_id = ?2"},
+        {&st.record_holding,
+         "INSERT OR IGNORE INTO device_cases(device_id, case_id, first_seq) VALUES(?1, ?2, ?3)"},
+        {&st.put_rejection,
+         "INSERT OR REPLACE INTO rejections(device_id, device_seq, reason, detail) "
+         "VALUES(?1, ?2, ?3, ?4)"},
+        {&st.find_rejection,
+         "SELECT reason, detail FROM rejections WHERE device_id = ?1 AND device_seq = ?2"},
+        {&st.scan_unit, scan + "ORDER BY f.seq LIMIT ?2"},
+        {&st.scan_assigned, scan + "AND r.case_id IN (SELECT case_id FROM assignments WHERE user = "
+                                   "?3) ORDER BY f.seq LIMIT ?2"},
+        {&st.get_meta, "SELECT value FROM meta WHERE key = ?1"},
+        {&st.put_meta, "INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)"},
+    };
+    for (auto& [stmt, sql] : all) {
+      int rc = stmt->Prepare(db_, sql.c_str());
+      if (rc != SQLITE_OK) return Fail(rc);
+    }
+    return {};
+  }
+
+  sqlite3* db_ = nullptr;
+  std::string unit_id_;
+  std::unique_ptr<Statements> stmts_;
+  std::vector<std::int64_t> rowids_;  // scratch for ResequenceCase
+  // Guarded by the transaction (invariant 2).
+  bool in_txn_ = false;
+  std::uint64_t next_seq_ = 0, next_txn_ = 0, saved_seq_ = 0, saved_txn_ = 0;
+  error_code sticky_;  // invariant 4
+};
+
+}  // namespace
+
+std::string StorePath(const std::string& data_dir) {
+  return (std::filesystem::path(data_dir) / "teduh-server.db").string();
+}
+
+result<UnitInfo> CreateSqliteStore(const std::string& path, std::string_view unit_name,
+                                   const EnrollmentRow& bootstrap) {
+  return SqliteStore::Create(path, unit_name, bootstrap);
+}
+
+result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path,
+                                               const StoreOptions& options) {
+  auto s = SqliteStore::Open(path, options);
+  if (!s) return s.error();
+  return std::unique_ptr<Store>(std::move(*s));
+}
+
+}  // namespace teduh::server

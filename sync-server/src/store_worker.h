@@ -1,0 +1,84 @@
+// The store's two threads: the single writer with group commit, and a reader
+// on its own read-only connection (SQLite WAL lets it read while the writer
+// writes). Network threads never touch SQLite (STYLE rule 9); they submit jobs
+// here and get their results posted back.
+//
+// Group commit (as LevelDB's DBImpl::Write): the writer takes every write job
+// queued (up to max_group), applies them all in ONE transaction, commits once,
+// then calls every job's `done` with the commit's outcome. A job's effects are
+// acknowledged only through `done(ok)`, which runs after the commit.
+//
+// Thread safety: Submit* and Stop are thread-safe. Jobs run on the worker
+// threads; `done` runs on the writer thread and must only post elsewhere.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "sync_service.h"
+#include "teduh/server/store.h"
+
+namespace teduh::server {
+
+class StoreWorker {
+ public:
+  // Runs inside the group transaction. Returns a store error (which fails the
+  // whole group); request-level refusals go into the job's own outcome.
+  using WriteFn = std::function<core::error_code(WriterState&)>;
+  // After the commit (ok) or after the group failed (the error).
+  using DoneFn = std::function<void(core::error_code)>;
+  using ReadFn = std::function<void(Store&)>;
+
+  // Opens the writer and reader connections on `path` and starts both threads.
+  [[nodiscard]] static core::result<std::unique_ptr<StoreWorker>> Start(const std::string& path,
+                                                                        const ServerConfig& config,
+                                                                        core::Env& env);
+  ~StoreWorker();
+  StoreWorker(const StoreWorker&) = delete;
+  StoreWorker& operator=(const StoreWorker&) = delete;
+
+  // False (and the job is dropped) once Stop() began.
+  bool SubmitWrite(WriteFn apply, DoneFn done);
+  bool SubmitRead(ReadFn read);
+
+  // Applies and commits every write job already queued, runs every queued
+  // read, then joins both threads and closes the store. Idempotent.
+  void Stop();
+
+  const UnitInfo& unit() const { return unit_; }  // immutable fields only
+  std::uint64_t commits() const;
+
+ private:
+  struct WriteJob {
+    WriteFn apply;
+    DoneFn done;
+  };
+  StoreWorker() = default;
+  void WriterLoop();
+  void ReaderLoop();
+
+  const ServerConfig* config_ = nullptr;
+  UnitInfo unit_;
+  std::unique_ptr<Store> writer_store_;
+  std::unique_ptr<Store> reader_store_;
+  std::unique_ptr<WriterState> writer_state_;  // touched only by the writer thread
+
+  mutable std::mutex mu_;
+  std::condition_variable write_cv_;
+  std::condition_variable read_cv_;
+  // Guarded by mu_.
+  std::deque<WriteJob> writes_;
+  std::deque<ReadFn> reads_;
+  bool stopping_ = false;
+  std::uint64_t commits_ = 0;
+
+  std::thread writer_;
+  std::thread reader_;
+};
+
+}  // namespace teduh::server

@@ -1,0 +1,824 @@
+// The server's sync rules over the Store interface.
+//
+// Design notes
+// ------------
+// Push: the writer applies one Push frame at a time, change by change, inside
+// the group transaction. Each change is checked in the order PROTOCOL §4
+// gives (record kind and field, sealed policy, open value, scope, merge) and
+// gets one ChangeResult. A store error aborts the whole group (nothing is
+// acknowledged); a rejected change is recorded and never retried.
+//
+// Pull: the reader scans current values in seq order within the device's
+// scope and cuts the batch at the last complete server transaction (`txn`).
+//
+// Invariants
+//  1. A change with device_seq at or below the device's mark is never applied
+//     again: it is answered from `rejections` or with the field's current
+//     stamp (idempotent resends).
+//  2. The mark (devices.last_device_seq) only grows, and is written in the
+//     same transaction as the changes it covers.
+//  3. No value is ever dropped: a value overwritten, or one that lost a merge,
+//     goes to field_history with its stamps and author.
+//  4. Every write of a current value takes a fresh seq and the push's txn, so
+//     a pull cursor sees each new value exactly once, and a txn's values have
+//     contiguous seqs (pull batches can end on a txn boundary).
+//  5. A field-role device only writes cases assigned to its user (or the case
+//     it is creating, which is then assigned to it); an admin writes none.
+//  6. When a case's assignees change, every value of the case and its
+//     children is re-sequenced in the same transaction (new assignees pull
+//     its full state).
+//  7. No field value, open or sealed, ever appears in a reply's text, an
+//     error message or a log line.
+#include "sync_service.h"
+
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/message.h>
+#include <google/protobuf/unknown_field_set.h>
+
+#include <algorithm>
+#include <cstring>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "enrollment_code.h"
+#include "teduh/core/frame_codec.h"
+#include "teduh/core/merge.h"
+#include "teduh/core/roles.h"
+#include "teduh/core/schema.h"
+#include "teduh/core/sealing.h"
+#include "teduh/crypto/crypto.h"
+
+namespace teduh::server {
+namespace {
+
+using core::errc;
+using core::error_code;
+
+struct IdHash {
+  std::size_t operator()(const Id& id) const noexcept {
+    std::size_t h;
+    std::memcpy(&h, id.data(), sizeof h);
+    return h;
+  }
+};
+
+void SetError(Outcome* out, v1::ErrorCode code, std::string message, bool close) {
+  out->reply = core::MakeErrorFrame(0, code, std::move(message));
+  out->close = close;
+}
+
+// The device-state checks every authenticated request starts with.
+bool CheckActive(const std::optional<DeviceRow>& device, Outcome* out) {
+  if (!device) {
+    SetError(out, v1::ERROR_CODE_UNKNOWN_DEVICE, "this device is not enrolled", true);
+    return false;
+  }
+  switch (device->state) {
+    case v1::DEVICE_STATE_ACTIVE:
+      return true;
+    case v1::DEVICE_STATE_PENDING:
+      SetError(out, v1::ERROR_CODE_DEVICE_PENDING, "this device waits for an admin to approve it",
+               true);
+      return false;
+    default:
+      SetError(out, v1::ERROR_CODE_DEVICE_REVOKED, "this device was revoked", true);
+      return false;
+  }
+}
+
+teduh::AccessClass NormalClass(teduh::AccessClass c) {
+  return c == teduh::ACCESS_CLASS_UNSPECIFIED ? teduh::ACCESS_CLASS_GENERAL : c;
+}
+
+void SetStamp(v1::Stamp* out, const core::Stamp& s) {
+  out->set_hlc(s.hlc);
+  out->set_device_id(std::string(core::AsBytes(s.device)));
+}
+
+constexpr std::uint32_t kAssignmentFields[] = {10, 11, 12};  // teduh.case.v1.Case
+
+bool IsAssignmentField(std::uint32_t field) {
+  return std::find(std::begin(kAssignmentFields), std::end(kAssignmentFields), field) !=
+         std::end(kAssignmentFields);
+}
+
+// What one Push frame needs to remember about records and cases while it is
+// applied (the frame usually holds many fields of the same few records).
+struct RecordInfo {
+  std::string kind;
+  std::optional<Id> parent_id;
+  Id case_id{};
+};
+
+class PushApplier {
+ public:
+  PushApplier(WriterState& ws, const DeviceRow& device, PushOutcome* out)
+      : ws_(ws),
+        store_(ws.store),
+        device_(device),
+        scope_(core::ScopeOf(device.role)),
+        schema_(core::Schema::Get()),
+        out_(out),
+        now_ms_(ws.env.NowMs()) {}
+
+  error_code Run(const v1::Push& push) {
+    v1::PushResult* result = out_->reply.mutable_push_result();
+    result->mutable_results()->Reserve(push.changes_size());
+    mark_ = device_.last_device_seq;
+    txn_ = store_.AllocateTxn();
+    for (const v1::FieldChange& c : push.changes()) {
+      v1::ChangeResult* r = result->add_results();
+      r->set_device_seq(c.device_seq());
+      if (c.device_seq() != 0 && c.device_seq() <= mark_) {
+        if (auto ec = AnswerResend(c, r)) return ec;
+        continue;
+      }
+      if (c.device_seq() > mark_) mark_ = c.device_seq();
+      if (auto ec = ApplyOne(c, r)) return ec;
+      if (r->status() == v1::ChangeResult::STATUS_REJECTED) {
+        if (auto ec =
+                store_.PutRejection(device_.device_id, c.device_seq(), r->reason(), r->detail()))
+          return ec;
+      }
+    }
+    if (clock_offset_ms_ != 0) result->set_clock_offset_ms(clock_offset_ms_);
+    if (mark_ != device_.last_device_seq)
+      if (auto ec = store_.SetDeviceMark(device_.device_id, mark_)) return ec;
+    if (auto ec = store_.TouchDevice(device_.device_id, now_ms_)) return ec;
+    if (restamped_)
+      if (auto ec = store_.SaveHlc(ws_.hlc.last())) return ec;
+    return CollectPokes();
+  }
+
+ private:
+  static void Reject(v1::ChangeResult* r, std::string_view reason, std::string_view detail) {
+    r->set_status(v1::ChangeResult::STATUS_REJECTED);
+    r->set_reason(std::string(reason));
+    r->set_detail(std::string(detail));
+  }
+
+  error_code AnswerResend(const v1::FieldChange& c, v1::ChangeResult* r) {
+    auto rejection = store_.FindRejection(device_.device_id, c.device_seq());
+    if (!rejection) return rejection.error();
+    if (*rejection) {
+      Reject(r, (*rejection)->reason, (*rejection)->detail);
+      return {};
+    }
+    r->set_status(v1::ChangeResult::STATUS_APPLIED);
+    auto id = core::IdFromBytes(c.record_id());
+    FieldRow cur;
+    if (id) {
+      auto found = store_.FindField(*id, c.field(), &cur);
+      if (!found) return found.error();
+      if (*found) {
+        SetStamp(r->mutable_stamp(), cur.stamp);
+        SetStamp(r->mutable_current(), cur.stamp);
+        return {};
+      }
+    }
+    *r->mutable_stamp() = c.stamp();
+    return {};
+  }
+
+  // Looks a record up through the per-push cache.
+  error_code FindRecord(const Id& id, const RecordInfo** out) {
+    auto it = records_.find(id);
+    if (it != records_.end()) {
+      *out = &it->second;
+      return {};
+    }
+    auto row = store_.FindRecord(id);
+    if (!row) return row.error();
+    if (!*row) {
+      *out = nullptr;
+      return {};
+    }
+    auto [pos, inserted] =
+        records_.emplace(id, RecordInfo{(*row)->kind, (*row)->parent_id, (*row)->case_id});
+    *out = &pos->second;
+    return {};
+  }
+
+  error_code InScope(const Id& case_id, bool* in_scope) {
+    auto it = assigned_.find(case_id);
+    if (it != assigned_.end()) {
+      *in_scope = it->second;
+      return {};
+    }
+    auto yes = store_.IsAssigned(case_id, device_.user);
+    if (!yes) return yes.error();
+    assigned_.emplace(case_id, *yes);
+    *in_scope = *yes;
+    return {};
+  }
+
+  error_code ApplyOne(const v1::FieldChange& c, v1::ChangeResult* r) {
+    // Ids and stamp (DecodeFrame checked the lengths; these re-checks are cheap).
+    auto record_id = core::IdFromBytes(c.record_id());
+    auto stamp_device = core::IdFromBytes(c.stamp().device_id());
+    if (!record_id || !stamp_device || c.stamp().hlc() == 0 || c.field() == 0 ||
+        c.device_seq() == 0) {
+      Reject(r, "bad_value", "The change lacks its record id, field, stamp or sequence.");
+      return {};
+    }
+    if (*stamp_device != device_.device_id) {
+      Reject(r, "bad_value", "The change is stamped by another device.");
+      return {};
+    }
+    std::optional<Id> parent_id;
+    if (!c.parent_id().empty()) {
+      auto p = core::IdFromBytes(c.parent_id());
+      if (!p) {
+        Reject(r, "bad_value", "The parent id is not 16 bytes.");
+        return {};
+      }
+      parent_id = *p;
+    }
+
+    // 1. Record kind and field against the schema.
+    const core::RecordKind* kind = schema_.FindKind(c.kind());
+    const bool is_case = c.kind() == core::kCaseKind;
+    const RecordInfo* record = nullptr;
+    if (auto ec = FindRecord(*record_id, &record)) return ec;
+    if (record && (record->kind != c.kind() || record->parent_id != parent_id)) {
+      Reject(r, "bad_value", "The record's kind or parent differs from the stored record.");
+      return {};
+    }
+    Id case_id = *record_id;
+    if (is_case) {
+      if (parent_id) {
+        Reject(r, "bad_value", "A case has no parent.");
+        return {};
+      }
+    } else {
+      const RecordInfo* parent = nullptr;
+      if (parent_id)
+        if (auto ec = FindRecord(*parent_id, &parent)) return ec;
+      if (!parent || parent->kind != core::kCaseKind) {
+        if (kind)
+          Reject(r, "no_parent", "The record's case is not on the server.");
+        else
+          Reject(r, "unknown_kind", "Unknown record kind outside an existing case.");
+        return {};
+      }
+      case_id = *parent_id;
+    }
+    const core::FieldPolicy* policy = kind ? kind->FindField(c.field()) : nullptr;
+
+    // 2. Sealed policy: an open value for a sealed field would leak.
+    if (policy) {
+      if (policy->sealed != c.sealed() ||
+          (c.sealed() && NormalClass(c.key_class()) != NormalClass(policy->access))) {
+        Reject(r, "sealed_mismatch", "The field's sealing or key class does not match its policy.");
+        return {};
+      }
+    } else if (c.sealed() && c.key_class() != teduh::ACCESS_CLASS_UNSPECIFIED &&
+               c.key_class() != teduh::ACCESS_CLASS_GENERAL &&
+               c.key_class() != teduh::ACCESS_CLASS_CLINICAL) {
+      Reject(r, "sealed_mismatch", "Unknown key class.");
+      return {};
+    }
+    if (c.sealed() && c.value().size() < crypto::kAeadOverhead) {
+      Reject(r, "bad_value", "The sealed value is too short to be ciphertext.");
+      return {};
+    }
+
+    // 3. An open value parses as the kind, with only this field set.
+    std::string assignee;
+    if (kind && !c.sealed()) {
+      auto msg = core::DecodeFieldValue(*kind, c.value());
+      if (!msg) {
+        Reject(r, "bad_value", "The value does not parse as the field.");
+        return {};
+      }
+      const google::protobuf::Reflection* refl = (*msg)->GetReflection();
+      set_fields_.clear();
+      refl->ListFields(**msg, &set_fields_);
+      for (const auto* fd : set_fields_) {
+        if (fd->number() != static_cast<int>(c.field())) {
+          Reject(r, "bad_value", "The value sets another field.");
+          return {};
+        }
+      }
+      if (policy && !refl->GetUnknownFields(**msg).empty()) {
+        Reject(r, "bad_value", "The value holds unknown fields.");
+        return {};
+      }
+      if (is_case && policy && IsAssignmentField(c.field()) &&
+          policy->descriptor->type() == google::protobuf::FieldDescriptor::TYPE_STRING)
+        assignee = refl->GetString(**msg, policy->descriptor);
+    }
+
+    // 4. Scope.
+    const bool new_case = is_case && !record;
+    switch (scope_) {
+      case core::CaseScope::kNone:
+        Reject(r, "forbidden", "This role does not hold case records.");
+        return {};
+      case core::CaseScope::kUnit:
+        break;
+      case core::CaseScope::kAssigned:
+        if (!new_case) {
+          bool ok = false;
+          if (auto ec = InScope(case_id, &ok)) return ec;
+          if (!ok) {
+            Reject(r, "out_of_scope", "The case is not assigned to this user.");
+            return {};
+          }
+        }
+        break;
+    }
+
+    // 5. Clock skew, then the merge.
+    core::Stamp stamp{c.stamp().hlc(), *stamp_device};
+    std::uint64_t origin_hlc = c.origin_hlc();
+    const std::int64_t writer_ms = core::HlcMillis(stamp.hlc);
+    if (writer_ms > now_ms_ + ws_.config.max_skew_ms) {
+      if (origin_hlc == 0) origin_hlc = stamp.hlc;
+      stamp.hlc = ws_.hlc.Now();
+      restamped_ = true;
+      clock_offset_ms_ = now_ms_ - writer_ms;
+    }
+    FieldRow current;
+    auto found = store_.FindField(*record_id, c.field(), &current);
+    if (!found) return found.error();
+    std::optional<core::Stamp> current_stamp;
+    if (*found) current_stamp = current.stamp;
+    if (current_stamp && *current_stamp == stamp) {  // the same value arrived before
+      r->set_status(v1::ChangeResult::STATUS_APPLIED);
+      SetStamp(r->mutable_stamp(), stamp);
+      SetStamp(r->mutable_current(), stamp);
+      return {};
+    }
+    std::optional<core::Stamp> base;
+    if (c.has_base() && c.base().hlc() != 0) {
+      auto base_device = core::IdFromBytes(c.base().device_id());
+      if (!base_device) {
+        Reject(r, "bad_value", "The base stamp's device id is not 16 bytes.");
+        return {};
+      }
+      base = core::Stamp{c.base().hlc(), *base_device};
+    }
+    core::MergeDecision decision = core::DecideMerge(kind, policy, current_stamp, base, stamp);
+
+    FieldRow incoming;
+    incoming.record_id = *record_id;
+    incoming.field = c.field();
+    incoming.value = c.value();
+    incoming.sealed = c.sealed();
+    incoming.key_class = c.sealed() ? NormalClass(c.key_class()) : teduh::ACCESS_CLASS_UNSPECIFIED;
+    incoming.key_version = c.sealed() ? c.key_version() : 0;
+    incoming.stamp = stamp;
+    incoming.origin_hlc = origin_hlc;
+    incoming.author = device_.user;
+
+    SetStamp(r->mutable_stamp(), stamp);
+    switch (decision.action) {
+      case core::MergeAction::kReject:
+        // PROTOCOL §4 names one reason for write-once fields and append-only records.
+        Reject(r, "immutable", "The field is written once and already has a value.");
+        r->clear_stamp();
+        return {};
+      case core::MergeAction::kKeep:
+        if (auto ec = store_.AppendHistory(incoming, current.seq, "lost_merge")) return ec;
+        r->set_status(v1::ChangeResult::STATUS_MERGED);
+        SetStamp(r->mutable_current(), current.stamp);
+        return {};
+      case core::MergeAction::kApply:
+        break;
+    }
+
+    incoming.seq = store_.AllocateSeq();
+    incoming.txn = txn_;
+    if (!record) {
+      RecordRow row;
+      row.record_id = *record_id;
+      row.kind = c.kind();
+      row.parent_id = parent_id;
+      row.case_id = case_id;
+      row.created_by_user = scope_ == core::CaseScope::kAssigned ? device_.user : std::string();
+      row.created_seq = incoming.seq;
+      if (auto ec = store_.InsertRecord(row)) return ec;
+      records_.emplace(*record_id, RecordInfo{row.kind, parent_id, case_id});
+      if (new_case && scope_ == core::CaseScope::kAssigned) {
+        if (auto ec = store_.SetAssignees(case_id, {device_.user})) return ec;
+        assigned_[case_id] = true;
+      }
+    }
+    if (*found) {
+      if (auto ec = store_.AppendHistory(current, incoming.seq,
+                                         decision.concurrent ? "lost_merge" : "overwritten"))
+        return ec;
+    }
+    if (auto ec = store_.PutField(incoming)) return ec;
+    if (auto ec = store_.RecordHolding(device_.device_id, case_id, incoming.seq)) return ec;
+    r->set_status(v1::ChangeResult::STATUS_APPLIED);
+    SetStamp(r->mutable_current(), stamp);
+    ++out_->applied;
+    touched_cases_.insert(case_id);
+    if (is_case && kind && !c.sealed() && IsAssignmentField(c.field()))
+      return Reassign(case_id, *kind);
+    return {};
+  }
+
+  // Recomputes who the case is assigned to from its three assignment fields
+  // (PROTOCOL §5): the users they name, or its field-officer creator while
+  // they name nobody.
+  error_code Reassign(const Id& case_id, const core::RecordKind& kind) {
+    std::vector<std::string> users;
+    for (std::uint32_t number : kAssignmentFields) {
+      const core::FieldPolicy* policy = kind.FindField(number);
+      if (!policy) continue;
+      FieldRow row;
+      auto found = store_.FindField(case_id, number, &row);
+      if (!found) return found.error();
+      if (!*found || row.sealed) continue;
+      auto msg = core::DecodeFieldValue(kind, row.value);
+      if (!msg) continue;
+      std::string user = (*msg)->GetReflection()->GetString(**msg, policy->descriptor);
+      if (!user.empty()) users.push_back(std::move(user));
+    }
+    if (users.empty()) {
+      auto record = store_.FindRecord(case_id);
+      if (!record) return record.error();
+      if (*record && !(*record)->created_by_user.empty())
+        users.push_back((*record)->created_by_user);
+    }
+    std::sort(users.begin(), users.end());
+    users.erase(std::unique(users.begin(), users.end()), users.end());
+    auto before = store_.Assignees(case_id);
+    if (!before) return before.error();
+    if (*before == users) return {};
+    if (auto ec = store_.SetAssignees(case_id, users)) return ec;
+    if (auto ec = store_.ResequenceCase(case_id, txn_)) return ec;
+    assigned_.erase(case_id);
+    for (const auto& u : users)
+      if (std::find(before->begin(), before->end(), u) == before->end())
+        out_->poke_users.push_back(u);
+    return {};
+  }
+
+  error_code CollectPokes() {
+    out_->touched = !touched_cases_.empty();
+    for (const Id& case_id : touched_cases_) {
+      auto users = store_.Assignees(case_id);
+      if (!users) return users.error();
+      for (auto& u : *users) out_->poke_users.push_back(std::move(u));
+    }
+    std::sort(out_->poke_users.begin(), out_->poke_users.end());
+    out_->poke_users.erase(std::unique(out_->poke_users.begin(), out_->poke_users.end()),
+                           out_->poke_users.end());
+    return {};
+  }
+
+  WriterState& ws_;
+  Store& store_;
+  const DeviceRow& device_;
+  const core::CaseScope scope_;
+  const core::Schema& schema_;
+  PushOutcome* out_;
+  const std::int64_t now_ms_;
+  std::uint64_t mark_ = 0;
+  std::uint64_t txn_ = 0;
+  bool restamped_ = false;
+  std::int64_t clock_offset_ms_ = 0;
+  std::unordered_map<Id, RecordInfo, IdHash> records_;
+  std::unordered_map<Id, bool, IdHash> assigned_;
+  std::unordered_set<Id, IdHash> touched_cases_;
+  std::vector<const google::protobuf::FieldDescriptor*> set_fields_;
+};
+
+}  // namespace
+
+v1::DeviceInfo ToDeviceInfo(const DeviceRow& row) {
+  v1::DeviceInfo info;
+  info.set_device_id(std::string(core::AsBytes(row.device_id)));
+  info.set_user(row.user);
+  info.set_role(row.role);
+  info.set_state(row.state);
+  info.set_sign_pk(row.sign_pk);
+  info.set_box_pk(row.box_pk);
+  info.set_label(row.label);
+  info.set_enrolled_ms(row.enrolled_ms);
+  info.set_last_sync_ms(row.last_sync_ms);
+  return info;
+}
+
+PullScope ScopeFor(const Identity& who) {
+  PullScope scope;
+  switch (core::ScopeOf(who.role)) {
+    case core::CaseScope::kNone:
+      scope.kind = PullScope::Kind::kNothing;
+      break;
+    case core::CaseScope::kUnit:
+      scope.kind = PullScope::Kind::kUnit;
+      break;
+    case core::CaseScope::kAssigned:
+      scope.kind = PullScope::Kind::kAssignedTo;
+      scope.user = who.user;
+      break;
+  }
+  return scope;
+}
+
+error_code ApplyPush(WriterState& ws, const Identity& who, const v1::Push& push, PushOutcome* out) {
+  auto device = ws.store.FindDevice(who.device_id);
+  if (!device) return device.error();
+  if (!CheckActive(*device, out)) return {};
+  PushApplier applier(ws, **device, out);
+  return applier.Run(push);
+}
+
+error_code Enroll(WriterState& ws, const v1::EnrollRequest& req, Outcome* out) {
+  auto refuse = [&] {
+    SetError(out, v1::ERROR_CODE_BAD_ENROLLMENT_CODE,
+             "The enrollment code is unknown, expired or already used.", true);
+    return error_code();
+  };
+  if (req.sign_pk().size() != crypto::kSignPublicKeyBytes ||
+      req.box_pk().size() != crypto::kBoxPublicKeyBytes ||
+      (!req.unit_root_pk().empty() && req.unit_root_pk().size() != crypto::kSignPublicKeyBytes)) {
+    SetError(out, v1::ERROR_CODE_MALFORMED_FRAME, "A public key has the wrong length.", true);
+    return {};
+  }
+  if (!crypto::Verify(core::AsSpan(req.sign_pk()),
+                      core::AsSpan(core::EnrollMessage(req.code(), req.sign_pk(), req.box_pk(),
+                                                       req.unit_root_pk())),
+                      core::AsSpan(req.signature()))) {
+    SetError(out, v1::ERROR_CODE_BAD_SIGNATURE, "The enrollment request's signature is invalid.",
+             true);
+    return {};
+  }
+  auto parsed = ParseEnrollmentCode(req.code());
+  if (!parsed) return refuse();
+  auto row = ws.store.FindEnrollment(parsed->hash);
+  if (!row) return row.error();
+  const std::int64_t now = ws.env.NowMs();
+  if (!*row || (*row)->used_ms != 0 || now >= (*row)->expires_ms) return refuse();
+  const EnrollmentRow& code = **row;
+  const bool pinned = !ws.unit.unit_root_pk.empty();
+  if (!parsed->fingerprint.empty() &&
+      (!pinned || parsed->fingerprint != core::KeyFingerprint(ws.unit.unit_root_pk)))
+    return refuse();
+  if (code.bootstrap) {
+    if (pinned) return refuse();
+    if (req.unit_root_pk().size() != crypto::kSignPublicKeyBytes) {
+      SetError(out, v1::ERROR_CODE_BAD_REQUEST,
+               "The first admin device must send the new unit root public key.", true);
+      return {};
+    }
+  }
+
+  DeviceRow device;
+  device.device_id = core::NewId();
+  device.user = code.user;
+  device.role = code.role;
+  device.state = code.bootstrap ? v1::DEVICE_STATE_ACTIVE : v1::DEVICE_STATE_PENDING;
+  device.sign_pk = req.sign_pk();
+  device.box_pk = req.box_pk();
+  device.label = req.label();
+  device.enrolled_ms = now;
+  if (auto ec = ws.store.MarkEnrollmentUsed(code.code_hash, now)) return ec;
+  if (auto ec = ws.store.InsertDevice(device)) return ec;
+  if (code.bootstrap) {
+    if (auto ec = ws.store.SetUnitRootKey(req.unit_root_pk())) return ec;
+    ws.unit.unit_root_pk = req.unit_root_pk();
+  }
+
+  v1::EnrollResult* r = out->reply.mutable_enroll_result();
+  r->set_device_id(std::string(core::AsBytes(device.device_id)));
+  r->set_user(device.user);
+  r->set_role(device.role);
+  r->set_state(device.state);
+  r->set_unit_id(ws.unit.unit_id);
+  r->set_unit_name(ws.unit.unit_name);
+  r->set_server_id(std::string(core::AsBytes(ws.unit.server_id)));
+  r->set_unit_root_pk(ws.unit.unit_root_pk);
+  return {};
+}
+
+error_code Approve(WriterState& ws, const Identity& who, const v1::ApproveDevice& req,
+                   Outcome* out) {
+  auto admin = ws.store.FindDevice(who.device_id);
+  if (!admin) return admin.error();
+  if (!CheckActive(*admin, out)) return {};
+  if ((*admin)->role != v1::ROLE_ADMIN) {
+    SetError(out, v1::ERROR_CODE_FORBIDDEN, "Only admin devices approve devices.", false);
+    return {};
+  }
+  auto target_id = core::IdFromBytes(req.device_id());
+  if (!target_id) {
+    SetError(out, v1::ERROR_CODE_BAD_REQUEST, "The device id is not 16 bytes.", false);
+    return {};
+  }
+  auto target = ws.store.FindDevice(*target_id);
+  if (!target) return target.error();
+  if (!*target || (*target)->state == v1::DEVICE_STATE_REVOKED) {
+    SetError(out, v1::ERROR_CODE_BAD_REQUEST, "No such device, or it was revoked.", false);
+    return {};
+  }
+  if (req.grants().empty()) {
+    SetError(out, v1::ERROR_CODE_BAD_REQUEST, "Approval needs at least one grant.", false);
+    return {};
+  }
+  if (ws.unit.unit_root_pk.size() != crypto::kSignPublicKeyBytes) {
+    SetError(out, v1::ERROR_CODE_BAD_REQUEST, "The unit has no root key yet.", false);
+    return {};
+  }
+  const DeviceRow& device = **target;
+  for (const auto& g : req.grants()) {
+    if (g.device_id() != req.device_id()) {
+      SetError(out, v1::ERROR_CODE_BAD_REQUEST, "A grant names another device.", false);
+      return {};
+    }
+    if (g.key_class() != teduh::ACCESS_CLASS_GENERAL &&
+        g.key_class() != teduh::ACCESS_CLASS_CLINICAL) {
+      SetError(out, v1::ERROR_CODE_BAD_REQUEST, "A grant has no valid key class.", false);
+      return {};
+    }
+    if (!core::MayHoldClass(device.role, g.key_class())) {
+      SetError(out, v1::ERROR_CODE_BAD_REQUEST,
+               "The device's role may not hold the " + core::ClassName(g.key_class()) + " key.",
+               false);
+      return {};
+    }
+    if (g.sealed_key().empty() ||
+        !crypto::Verify(core::AsSpan(ws.unit.unit_root_pk),
+                        core::AsSpan(core::GrantMessage(g.device_id(), g.key_class(), g.epoch(),
+                                                        g.sealed_key())),
+                        core::AsSpan(g.signature()))) {
+      SetError(out, v1::ERROR_CODE_BAD_SIGNATURE, "A grant is not signed by the unit root key.",
+               false);
+      return {};
+    }
+  }
+  for (const auto& g : req.grants()) {
+    GrantRow row{device.device_id, g.key_class(), g.epoch(), g.sealed_key(), g.signature()};
+    if (auto ec = ws.store.PutGrant(row)) return ec;
+  }
+  if (auto ec = ws.store.SetDeviceState(device.device_id, v1::DEVICE_STATE_ACTIVE)) return ec;
+  DeviceRow approved = device;
+  approved.state = v1::DEVICE_STATE_ACTIVE;
+  *out->reply.mutable_approve_result()->mutable_device() = ToDeviceInfo(approved);
+  return {};
+}
+
+error_code RecordHoldings(WriterState& ws, const Id& device,
+                          const std::vector<std::pair<Id, std::uint64_t>>& cases) {
+  for (const auto& [case_id, seq] : cases)
+    if (auto ec = ws.store.RecordHolding(device, case_id, seq)) return ec;
+  return ws.store.TouchDevice(device, ws.env.NowMs());
+}
+
+error_code TouchDevice(WriterState& ws, const Id& device) {
+  return ws.store.TouchDevice(device, ws.env.NowMs());
+}
+
+error_code Authenticate(Store& store, const ServerConfig& config, core::Env& env,
+                        const Id& device_id, std::string_view nonce, std::string_view server_id,
+                        std::string_view signature, AuthOutcome* out) {
+  auto device = store.FindDevice(device_id);
+  if (!device) return device.error();
+  if (!*device) {
+    SetError(out, v1::ERROR_CODE_UNKNOWN_DEVICE, "This device is not enrolled with this server.",
+             true);
+    return {};
+  }
+  const DeviceRow& d = **device;
+  if (!crypto::Verify(core::AsSpan(d.sign_pk),
+                      core::AsSpan(core::AuthMessage(nonce, server_id, core::AsBytes(device_id))),
+                      core::AsSpan(signature))) {
+    SetError(out, v1::ERROR_CODE_BAD_SIGNATURE, "The proof's signature is invalid.", true);
+    return {};
+  }
+  if (!CheckActive(*device, out)) return {};
+  auto grants = store.GrantsFor(device_id);
+  if (!grants) return grants.error();
+  auto unit = store.LoadUnit();
+  if (!unit) return unit.error();
+
+  v1::Welcome* w = out->reply.mutable_welcome();
+  w->set_role(d.role);
+  w->set_user(d.user);
+  w->set_unit_id(unit->unit_id);
+  w->set_unit_name(unit->unit_name);
+  w->set_server_time_ms(env.NowMs());
+  w->set_generation(unit->generation);
+  for (const GrantRow& g : *grants) {
+    auto* pg = w->add_grants();
+    pg->set_device_id(std::string(core::AsBytes(g.device_id)));
+    pg->set_key_class(g.key_class);
+    pg->set_epoch(g.epoch);
+    pg->set_sealed_key(g.sealed_key);
+    pg->set_signature(g.signature);
+  }
+  w->set_unit_root_pk(unit->unit_root_pk);
+  w->set_max_frame_bytes(config.limits.max_frame_bytes);
+  w->set_max_push_changes(static_cast<std::uint32_t>(config.limits.max_push_changes));
+  w->set_max_pull_changes(static_cast<std::uint32_t>(config.limits.max_pull_changes));
+  out->identity = Identity{device_id, d.user, d.role};
+  return {};
+}
+
+error_code Pull(Store& store, const ServerConfig& config, const UnitInfo& unit, const Identity& who,
+                const v1::Pull& req, PullOutcome* out) {
+  auto device = store.FindDevice(who.device_id);
+  if (!device) return device.error();
+  if (!CheckActive(*device, out)) return {};
+
+  v1::Changes* changes = out->reply.mutable_changes();
+  changes->set_generation(unit.generation);
+  std::uint64_t after = req.after_seq();
+  if (req.generation() != 0 && req.generation() != unit.generation) {
+    changes->set_reset(true);
+    after = 0;
+  }
+  const std::size_t max = config.limits.max_pull_changes;
+  const std::size_t limit = req.limit() == 0 ? max : std::min<std::size_t>(req.limit(), max);
+  // Room for the envelope and per-change framing; a value is at most max_value_bytes.
+  const std::size_t budget =
+      config.limits.max_frame_bytes > 4096 ? config.limits.max_frame_bytes - 4096 : 0;
+
+  std::size_t bytes = 0;
+  bool has_more = false;
+  std::uint64_t next_txn = 0;
+  std::vector<std::uint64_t> txns;  // per change, parallel to changes
+  std::vector<Id> case_ids;
+  txns.reserve(limit);
+  case_ids.reserve(limit);
+  auto visit = [&](const ChangeView& v) {
+    const FieldRow& f = *v.field;
+    const std::size_t size =
+        f.value.size() + v.kind.size() + f.author.size() + unit.unit_id.size() + 128;
+    if (txns.size() >= limit || (bytes + size > budget && !txns.empty())) {
+      has_more = true;
+      next_txn = f.txn;
+      return false;
+    }
+    bytes += size;
+    v1::FieldChange* c = changes->add_changes();
+    c->set_record_id(std::string(core::AsBytes(f.record_id)));
+    c->set_kind(std::string(v.kind));
+    if (v.parent_id) c->set_parent_id(std::string(core::AsBytes(*v.parent_id)));
+    c->set_field(f.field);
+    c->set_value(std::string(f.value));
+    c->set_sealed(f.sealed);
+    if (f.sealed) {
+      c->set_key_class(f.key_class);
+      c->set_key_version(f.key_version);
+    }
+    c->mutable_stamp()->set_hlc(f.stamp.hlc);
+    c->mutable_stamp()->set_device_id(std::string(core::AsBytes(f.stamp.device)));
+    if (f.origin_hlc) c->set_origin_hlc(f.origin_hlc);
+    c->set_author(std::string(f.author));
+    c->set_seq(f.seq);
+    c->set_unit_id(unit.unit_id);
+    txns.push_back(f.txn);
+    case_ids.push_back(v.case_id);
+    return true;
+  };
+  if (auto ec = store.ScanChanges(ScopeFor(who), after, limit + 1, visit)) return ec;
+
+  // Never end a batch inside a server transaction, unless that one
+  // transaction alone is larger than the batch.
+  if (has_more && !txns.empty() && txns.back() == next_txn) {
+    std::size_t keep = txns.size();
+    while (keep > 0 && txns[keep - 1] == next_txn) --keep;
+    if (keep > 0) {
+      changes->mutable_changes()->DeleteSubrange(static_cast<int>(keep),
+                                                 static_cast<int>(txns.size() - keep));
+      txns.resize(keep);
+      case_ids.resize(keep);
+    }
+  }
+  changes->set_has_more(has_more);
+  changes->set_last_seq(
+      changes->changes().empty() ? after : changes->changes(changes->changes_size() - 1).seq());
+
+  // Which of these cases the device receives for the first time (ARCHITECTURE §2.4).
+  std::unordered_set<Id, IdHash> seen;
+  for (std::size_t i = 0; i < case_ids.size(); ++i) {
+    if (!seen.insert(case_ids[i]).second) continue;
+    auto holds = store.HoldsCase(who.device_id, case_ids[i]);
+    if (!holds) return holds.error();
+    if (!*holds) out->new_holdings.emplace_back(case_ids[i], changes->changes(i).seq());
+  }
+  return {};
+}
+
+error_code ListDevicesFor(Store& store, const Identity& who, Outcome* out) {
+  auto device = store.FindDevice(who.device_id);
+  if (!device) return device.error();
+  if (!CheckActive(*device, out)) return {};
+  if ((*device)->role != v1::ROLE_ADMIN) {
+    SetError(out, v1::ERROR_CODE_FORBIDDEN, "Only admin devices list devices.", false);
+    return {};
+  }
+  auto rows = store.ListDevices();
+  if (!rows) return rows.error();
+  v1::DeviceList* list = out->reply.mutable_device_list();
+  for (const DeviceRow& row : *rows) *list->add_devices() = ToDeviceInfo(row);
+  return {};
+}
+
+}  // namespace teduh::server

@@ -1,0 +1,92 @@
+// The sync rules of the server (docs/PROTOCOL.md §2–§6), written against the
+// Store interface so that every backend enforces the same ones: enrollment,
+// approval, authentication, push (idempotency, validation, scope, merge,
+// clock skew) and pull (scope, batching by server transaction).
+//
+// Each operation turns one request frame into one reply frame (the caller sets
+// request_id). A returned error_code means the store failed; the caller then
+// answers ERROR_CODE_INTERNAL and must not acknowledge anything.
+//
+// Thread safety: write operations take a WriterState and run only on the store
+// writer thread, inside its group transaction; read operations take a
+// read-only Store and run only on the reader thread.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "teduh/core/env.h"
+#include "teduh/core/hlc.h"
+#include "teduh/server/server.h"
+#include "teduh/server/store.h"
+#include "teduh/sync/v1/sync.pb.h"
+
+namespace teduh::server {
+
+namespace v1 = teduh::sync::v1;
+
+// Who is on the other end of an authenticated connection.
+struct Identity {
+  Id device_id{};
+  std::string user;
+  Role role = v1::ROLE_UNSPECIFIED;
+};
+
+// What the writer thread keeps between requests. Reloaded after a rollback.
+struct WriterState {
+  WriterState(Store& s, core::Env& e, const ServerConfig& c, UnitInfo u)
+      : store(s), env(e), config(c), unit(std::move(u)), hlc(e, unit.hlc_last) {}
+  Store& store;
+  core::Env& env;
+  const ServerConfig& config;
+  UnitInfo unit;
+  core::Hlc hlc;  // re-stamps changes from clocks that run ahead
+};
+
+struct Outcome {
+  v1::Frame reply;
+  bool close = false;  // close the connection after the reply
+};
+
+struct PushOutcome : Outcome {
+  std::uint64_t applied = 0;            // changes that became current values
+  bool touched = false;                 // some case content changed
+  std::vector<std::string> poke_users;  // users assigned to a touched case
+};
+
+// ---- Writer side ----------------------------------------------------------------
+core::error_code ApplyPush(WriterState& ws, const Identity& who, const v1::Push& push,
+                           PushOutcome* out);
+core::error_code Enroll(WriterState& ws, const v1::EnrollRequest& request, Outcome* out);
+core::error_code Approve(WriterState& ws, const Identity& who, const v1::ApproveDevice& request,
+                         Outcome* out);
+// Records that `device` received these cases (case id, first seq).
+core::error_code RecordHoldings(WriterState& ws, const Id& device,
+                                const std::vector<std::pair<Id, std::uint64_t>>& cases);
+core::error_code TouchDevice(WriterState& ws, const Id& device);
+
+// ---- Reader side -----------------------------------------------------------------
+struct AuthOutcome : Outcome {
+  std::optional<Identity> identity;  // set with a Welcome
+};
+core::error_code Authenticate(Store& store, const ServerConfig& config, core::Env& env,
+                              const Id& device_id, std::string_view nonce,
+                              std::string_view server_id, std::string_view signature,
+                              AuthOutcome* out);
+
+struct PullOutcome : Outcome {
+  std::vector<std::pair<Id, std::uint64_t>> new_holdings;  // cases new to this device
+};
+core::error_code Pull(Store& store, const ServerConfig& config, const UnitInfo& unit,
+                      const Identity& who, const v1::Pull& request, PullOutcome* out);
+
+core::error_code ListDevicesFor(Store& store, const Identity& who, Outcome* out);
+
+// Helpers shared with the session.
+v1::DeviceInfo ToDeviceInfo(const DeviceRow& row);
+PullScope ScopeFor(const Identity& who);
+
+}  // namespace teduh::server

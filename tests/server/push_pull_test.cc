@@ -1,0 +1,374 @@
+// Push and pull (docs/PROTOCOL.md §4–§7).
+#include <sqlite3.h>
+
+#include <set>
+
+#include "server/server_fixture.h"
+#include "teduh/core/hlc.h"
+#include "teduh/core/schema.h"
+#include "teduh/server/store.h"
+
+namespace teduh::server::testing {
+namespace {
+
+constexpr std::uint32_t kCaseNumber = 1;
+constexpr std::uint32_t kCreatedAt = 2;
+constexpr std::uint32_t kAssignedPendamping = 10;
+constexpr std::uint32_t kRegionCode = 14;
+constexpr std::uint32_t kChronology = 30;  // sealed
+constexpr std::uint32_t kPersonName = 20;  // sealed
+
+using Status = v1::ChangeResult;
+
+class PushPullTest : public ServerTest {
+ protected:
+  void SetUp() override {
+    ServerTest::SetUp();
+    EnrollBootstrapAdmin();
+  }
+
+  // A new case with a case number and a region code, pushed by `device`.
+  Id NewCase(TestClient& client, const TestDevice& device, const std::string& number = "K-1") {
+    Id id = core::NewId();
+    auto r = Push(
+        client,
+        {OpenChange(device, id, core::kCaseKind, {}, kCaseNumber, CaseText(kCaseNumber, number)),
+         OpenChange(device, id, core::kCaseKind, {}, kRegionCode, CaseText(kRegionCode, "1473"))});
+    for (const auto& c : r.results()) EXPECT_EQ(c.status(), Status::STATUS_APPLIED) << c.reason();
+    return id;
+  }
+
+  static std::set<std::string> RecordIds(const std::vector<v1::FieldChange>& changes) {
+    std::set<std::string> ids;
+    for (const auto& c : changes) ids.insert(c.record_id());
+    return ids;
+  }
+};
+
+TEST_F(PushPullTest, ResentPushIsAckedAgainAndAppliedOnce) {
+  TestDevice siti = EnrollApproved(v1::ROLE_PENDAMPING, "siti");
+  auto client = Login(siti);
+  Id case_id = core::NewId();
+  std::vector<v1::FieldChange> batch = {
+      OpenChange(siti, case_id, core::kCaseKind, {}, kCaseNumber, CaseText(kCaseNumber, "K-7")),
+      OpenChange(siti, case_id, core::kCaseKind, {}, kRegionCode, CaseText(kRegionCode, "14"))};
+  auto first = Push(*client, batch);
+  ASSERT_EQ(first.results_size(), 2);
+  auto before = PullAll(*client);
+  ASSERT_EQ(before.size(), 2u);
+
+  auto again = Push(*client, batch);
+  ASSERT_EQ(again.results_size(), 2);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(again.results(i).status(), Status::STATUS_APPLIED);
+    EXPECT_EQ(again.results(i).stamp().hlc(), first.results(i).stamp().hlc());
+    EXPECT_EQ(again.results(i).device_seq(), batch[i].device_seq());
+  }
+  auto after = PullAll(*client);
+  ASSERT_EQ(after.size(), 2u);
+  for (int i = 0; i < 2; ++i) EXPECT_EQ(after[i].seq(), before[i].seq());
+}
+
+TEST_F(PushPullTest, ResentRejectionGetsTheStoredRejection) {
+  TestDevice siti = EnrollApproved(v1::ROLE_PENDAMPING, "siti");
+  auto client = Login(siti);
+  Id case_id = core::NewId();
+  std::vector<v1::FieldChange> batch = {
+      OpenChange(siti, case_id, core::kCaseKind, {}, kChronology, "not ciphertext")};
+  auto first = Push(*client, batch);
+  ASSERT_EQ(first.results(0).status(), Status::STATUS_REJECTED);
+  auto again = Push(*client, batch);
+  EXPECT_EQ(again.results(0).status(), Status::STATUS_REJECTED);
+  EXPECT_EQ(again.results(0).reason(), first.results(0).reason());
+}
+
+TEST_F(PushPullTest, PushIsCommittedBeforeItIsAcknowledged) {
+  TestDevice siti = EnrollApproved(v1::ROLE_PENDAMPING, "siti");
+  auto client = Login(siti);
+  Id case_id = NewCase(*client, siti);
+  // A second connection to the store, while the server runs, sees the acknowledged data.
+  StoreOptions ro;
+  ro.read_only = true;
+  auto store = OpenSqliteStore(StorePath(data_dir_), ro);
+  ASSERT_TRUE(store);
+  FieldRow row;
+  auto found = (*store)->FindField(case_id, kRegionCode, &row);
+  ASSERT_TRUE(found);
+  EXPECT_TRUE(*found);
+  EXPECT_EQ(row.author, "siti");
+}
+
+TEST_F(PushPullTest, RestartKeepsEverythingAcknowledged) {
+  TestDevice siti = EnrollApproved(v1::ROLE_PENDAMPING, "siti");
+  Id case_id;
+  {
+    auto client = Login(siti);
+    case_id = NewCase(*client, siti);
+  }
+  StopServer();
+  StartServer();
+  auto client = Login(siti);
+  auto changes = PullAll(*client);
+  ASSERT_EQ(changes.size(), 2u);
+  EXPECT_EQ(changes[0].record_id(), std::string(core::AsBytes(case_id)));
+  EXPECT_EQ(changes[0].author(), "siti");
+  EXPECT_FALSE(changes[0].unit_id().empty());
+}
+
+TEST_F(PushPullTest, FieldOfficerCannotPushOrPullAnotherOfficersCase) {
+  TestDevice siti = EnrollApproved(v1::ROLE_PENDAMPING, "siti");
+  TestDevice budi = EnrollApproved(v1::ROLE_PENDAMPING, "budi");
+  auto siti_client = Login(siti);
+  Id sitis_case = NewCase(*siti_client, siti);
+  auto budi_client = Login(budi);
+  auto r = Push(*budi_client, {OpenChange(budi, sitis_case, core::kCaseKind, {}, kRegionCode,
+                                          CaseText(kRegionCode, "99"))});
+  ASSERT_EQ(r.results_size(), 1);
+  EXPECT_EQ(r.results(0).status(), Status::STATUS_REJECTED);
+  EXPECT_EQ(r.results(0).reason(), "out_of_scope");
+  EXPECT_TRUE(PullAll(*budi_client).empty());
+  EXPECT_EQ(PullAll(*siti_client).size(), 2u);
+}
+
+TEST_F(PushPullTest, OfficePullsEveryCaseOfTheUnit) {
+  TestDevice siti = EnrollApproved(v1::ROLE_PENDAMPING, "siti");
+  TestDevice budi = EnrollApproved(v1::ROLE_PENDAMPING, "budi");
+  TestDevice rina = EnrollApproved(v1::ROLE_OFFICE, "rina");
+  auto a = Login(siti);
+  auto b = Login(budi);
+  Id case_a = NewCase(*a, siti, "A");
+  Id case_b = NewCase(*b, budi, "B");
+  auto office = Login(rina);
+  auto ids = RecordIds(PullAll(*office));
+  EXPECT_EQ(ids, (std::set<std::string>{std::string(core::AsBytes(case_a)),
+                                        std::string(core::AsBytes(case_b))}));
+}
+
+TEST_F(PushPullTest, AdminDevicesHoldNoCaseRecords) {
+  auto admin = Login(admin_);
+  auto r = Push(*admin, {OpenChange(admin_, core::NewId(), core::kCaseKind, {}, kRegionCode,
+                                    CaseText(kRegionCode, "1"))});
+  EXPECT_EQ(r.results(0).reason(), "forbidden");
+  EXPECT_TRUE(PullAll(*admin).empty());
+}
+
+TEST_F(PushPullTest, OpenValueForSealedFieldIsRejectedAndNotStored) {
+  TestDevice siti = EnrollApproved(v1::ROLE_PENDAMPING, "siti");
+  auto client = Login(siti);
+  Id case_id = NewCase(*client, siti);
+  auto open_for_sealed =
+      OpenChange(siti, case_id, core::kCaseKind, {}, kChronology, std::string(64, 'x'));
+  auto sealed_for_open = SealedChange(siti, case_id, core::kCaseKind, {}, kRegionCode);
+  auto r = Push(*client, {open_for_sealed, sealed_for_open});
+  EXPECT_EQ(r.results(0).reason(), "sealed_mismatch");
+  EXPECT_EQ(r.results(1).reason(), "sealed_mismatch");
+  auto ok = Push(*client, {SealedChange(siti, case_id, core::kCaseKind, {}, kChronology)});
+  EXPECT_EQ(ok.results(0).status(), Status::STATUS_APPLIED);
+  auto changes = PullAll(*client);
+  ASSERT_EQ(changes.size(), 3u);
+  EXPECT_TRUE(changes[2].sealed());
+}
+
+TEST_F(PushPullTest, OpenValueThatDoesNotParseIsRejected) {
+  TestDevice siti = EnrollApproved(v1::ROLE_PENDAMPING, "siti");
+  auto client = Login(siti);
+  Id case_id = NewCase(*client, siti);
+  auto bad = OpenChange(siti, case_id, core::kCaseKind, {}, kRegionCode, "\xff\xff\xff");
+  // A value for one field that smuggles another (the assignment) is refused too.
+  auto smuggled = OpenChange(siti, case_id, core::kCaseKind, {}, kRegionCode,
+                             CaseText(kAssignedPendamping, "budi"));
+  auto r = Push(*client, {bad, smuggled});
+  EXPECT_EQ(r.results(0).reason(), "bad_value");
+  EXPECT_EQ(r.results(1).reason(), "bad_value");
+}
+
+TEST_F(PushPullTest, ImmutableFieldRejectsASecondWrite) {
+  TestDevice siti = EnrollApproved(v1::ROLE_PENDAMPING, "siti");
+  auto client = Login(siti);
+  Id case_id = NewCase(*client, siti, "K-1");
+  auto again =
+      OpenChange(siti, case_id, core::kCaseKind, {}, kCaseNumber, CaseText(kCaseNumber, "K-2"));
+  auto r = Push(*client, {again});
+  EXPECT_EQ(r.results(0).status(), Status::STATUS_REJECTED);
+  EXPECT_EQ(r.results(0).reason(), "immutable");
+}
+
+TEST_F(PushPullTest, ChildOfUnknownCaseIsRejected) {
+  TestDevice rina = EnrollApproved(v1::ROLE_OFFICE, "rina");
+  auto client = Login(rina);
+  auto person = SealedChange(rina, core::NewId(), core::kPersonKind, core::NewId(), kPersonName);
+  auto unknown = OpenChange(rina, core::NewId(), "teduh.future.v9.Thing", {}, 1, "");
+  auto r = Push(*client, {person, unknown});
+  EXPECT_EQ(r.results(0).reason(), "no_parent");
+  EXPECT_EQ(r.results(1).reason(), "unknown_kind");
+}
+
+TEST_F(PushPullTest, UnknownKindUnderACaseAndUnknownFieldPassThrough) {
+  TestDevice rina = EnrollApproved(v1::ROLE_OFFICE, "rina");
+  auto client = Login(rina);
+  Id case_id = NewCase(*client, rina);
+  auto future = OpenChange(rina, core::NewId(), "teduh.future.v9.Thing", case_id, 3, "abc");
+  auto new_field = OpenChange(rina, case_id, core::kCaseKind, {}, 500, "");
+  auto r = Push(*client, {future, new_field});
+  EXPECT_EQ(r.results(0).status(), Status::STATUS_APPLIED) << r.results(0).reason();
+  EXPECT_EQ(r.results(1).status(), Status::STATUS_APPLIED) << r.results(1).reason();
+  EXPECT_EQ(PullAll(*client).size(), 4u);
+}
+
+TEST_F(PushPullTest, StampFarAheadIsRestampedAndTheOffsetReported) {
+  TestDevice siti = EnrollApproved(v1::ROLE_PENDAMPING, "siti");
+  auto client = Login(siti);
+  const std::int64_t ten_days = 10LL * 24 * 3600 * 1000;
+  Id case_id = core::NewId();
+  auto c = OpenChange(siti, case_id, core::kCaseKind, {}, kRegionCode, CaseText(kRegionCode, "1"),
+                      ten_days);
+  const std::uint64_t writer_hlc = c.stamp().hlc();
+  auto r = Push(*client, {c});
+  ASSERT_EQ(r.results(0).status(), Status::STATUS_APPLIED);
+  EXPECT_LT(r.results(0).stamp().hlc(), writer_hlc);
+  EXPECT_LE(core::HlcMillis(r.results(0).stamp().hlc()), env_.NowMs() + 1);
+  EXPECT_NEAR(static_cast<double>(r.clock_offset_ms()), static_cast<double>(-ten_days), 1000.0);
+  auto changes = PullAll(*client);
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_EQ(changes[0].origin_hlc(), writer_hlc);
+  EXPECT_EQ(changes[0].stamp().hlc(), r.results(0).stamp().hlc());
+}
+
+TEST_F(PushPullTest, StampWithinTheSkewIsKept) {
+  TestDevice siti = EnrollApproved(v1::ROLE_PENDAMPING, "siti");
+  auto client = Login(siti);
+  auto c = OpenChange(siti, core::NewId(), core::kCaseKind, {}, kRegionCode,
+                      CaseText(kRegionCode, "1"), 3600 * 1000);
+  auto r = Push(*client, {c});
+  EXPECT_EQ(r.results(0).stamp().hlc(), c.stamp().hlc());
+  EXPECT_EQ(r.clock_offset_ms(), 0);
+}
+
+TEST_F(PushPullTest, PullBatchesDoNotSplitAServerTransaction) {
+  TestDevice rina = EnrollApproved(v1::ROLE_OFFICE, "rina");
+  auto client = Login(rina);
+  auto push_case = [&](int fields) {
+    Id id = core::NewId();
+    std::vector<v1::FieldChange> batch;
+    for (int i = 0; i < fields; ++i)
+      batch.push_back(OpenChange(rina, id, core::kCaseKind, {}, 100 + i, ""));
+    Push(*client, batch);
+  };
+  push_case(3);
+  push_case(4);
+  push_case(3);
+  push_case(7);  // one transaction larger than the batch limit
+  std::vector<int> sizes;
+  std::uint64_t after = 0;
+  for (int i = 0; i < 10; ++i) {
+    auto reply = PullFrame(*client, after, 5);
+    ASSERT_TRUE(reply && reply->has_changes());
+    sizes.push_back(reply->changes().changes_size());
+    after = reply->changes().last_seq();
+    if (!reply->changes().has_more()) break;
+  }
+  EXPECT_EQ(sizes, (std::vector<int>{3, 4, 3, 5, 2}));
+}
+
+TEST_F(PushPullTest, StaleGenerationResetsThePull) {
+  TestDevice rina = EnrollApproved(v1::ROLE_OFFICE, "rina");
+  auto client = Login(rina);
+  NewCase(*client, rina);
+  auto first = PullFrame(*client, 0);
+  ASSERT_TRUE(first && first->has_changes());
+  const std::uint64_t generation = first->changes().generation();
+  auto same = PullFrame(*client, first->changes().last_seq(), 0, generation);
+  EXPECT_FALSE(same->changes().reset());
+  EXPECT_EQ(same->changes().changes_size(), 0);
+  auto stale = PullFrame(*client, first->changes().last_seq(), 0, generation + 1);
+  EXPECT_TRUE(stale->changes().reset());
+  EXPECT_EQ(stale->changes().changes_size(), 2);
+}
+
+TEST_F(PushPullTest, AssignmentGivesTheNewAssigneeTheWholeCase) {
+  TestDevice rina = EnrollApproved(v1::ROLE_OFFICE, "rina");
+  TestDevice budi = EnrollApproved(v1::ROLE_PENDAMPING, "budi");
+  auto office = Login(rina);
+  Id case_id = NewCase(*office, rina);
+  Id person = core::NewId();
+  Push(*office, {SealedChange(rina, person, core::kPersonKind, case_id, kPersonName)});
+  auto field = Login(budi);
+  EXPECT_TRUE(PullAll(*field).empty());
+  auto r = Push(*office, {OpenChange(rina, case_id, core::kCaseKind, {}, kAssignedPendamping,
+                                     CaseText(kAssignedPendamping, "budi"))});
+  ASSERT_EQ(r.results(0).status(), Status::STATUS_APPLIED);
+  // The new assignee is poked, then pulls the case, its assignment and its child.
+  auto poke = field->Receive(std::chrono::seconds(5), /*keep_pokes=*/true);
+  ASSERT_TRUE(poke && poke->has_poke());
+  auto changes = PullAll(*field);
+  EXPECT_EQ(changes.size(), 4u);
+  EXPECT_EQ(RecordIds(changes).size(), 2u);
+  // Now budi may edit it.
+  auto edit = Push(*field, {OpenChange(budi, case_id, core::kCaseKind, {}, kRegionCode,
+                                       CaseText(kRegionCode, "77"))});
+  EXPECT_EQ(edit.results(0).status(), Status::STATUS_APPLIED) << edit.results(0).reason();
+}
+
+TEST_F(PushPullTest, ConcurrentLoserIsKeptInHistory) {
+  TestDevice rina = EnrollApproved(v1::ROLE_OFFICE, "rina");
+  TestDevice tono = EnrollApproved(v1::ROLE_SUPERVISOR, "tono");
+  auto a = Login(rina);
+  auto b = Login(tono);
+  Id case_id = NewCase(*a, rina);
+  auto base = PullAll(*b);
+  ASSERT_EQ(base.size(), 2u);
+  // Both edit the region code over the same base; tono's stamp is later.
+  auto mine = OpenChange(rina, case_id, core::kCaseKind, {}, kRegionCode, CaseText(14, "A"));
+  auto theirs = OpenChange(tono, case_id, core::kCaseKind, {}, kRegionCode, CaseText(14, "B"));
+  *mine.mutable_base() = base[1].stamp();
+  *theirs.mutable_base() = base[1].stamp();
+  EXPECT_EQ(Push(*b, {theirs}).results(0).status(), Status::STATUS_APPLIED);
+  auto lost = Push(*a, {mine});
+  EXPECT_EQ(lost.results(0).status(), Status::STATUS_MERGED);
+  EXPECT_EQ(lost.results(0).current().hlc(), theirs.stamp().hlc());
+
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open_v2(StorePath(data_dir_).c_str(), &db, SQLITE_OPEN_READONLY, nullptr),
+            SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  ASSERT_EQ(
+      sqlite3_prepare_v2(db, "SELECT reason FROM field_history ORDER BY id", -1, &st, nullptr),
+      SQLITE_OK);
+  std::vector<std::string> reasons;
+  while (sqlite3_step(st) == SQLITE_ROW)
+    reasons.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)));
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  // The original value was overwritten by tono's; rina's lost the merge.
+  EXPECT_EQ(reasons, (std::vector<std::string>{"overwritten", "lost_merge"}));
+}
+
+TEST_F(PushPullTest, OfficeIsPokedWhenAFieldOfficerPushes) {
+  TestDevice rina = EnrollApproved(v1::ROLE_OFFICE, "rina");
+  TestDevice siti = EnrollApproved(v1::ROLE_PENDAMPING, "siti");
+  auto office = Login(rina);
+  auto field = Login(siti);
+  NewCase(*field, siti);
+  auto poke = office->Receive(std::chrono::seconds(5), /*keep_pokes=*/true);
+  ASSERT_TRUE(poke);
+  EXPECT_TRUE(poke->has_poke());
+}
+
+TEST_F(PushPullTest, DeviceListShowsLastSync) {
+  TestDevice siti = EnrollApproved(v1::ROLE_PENDAMPING, "siti");
+  auto client = Login(siti);
+  NewCase(*client, siti);
+  auto devices = ListDevices(data_dir_);
+  ASSERT_TRUE(devices);
+  bool found = false;
+  for (const auto& d : *devices)
+    if (d.device_id == siti.device_id) {
+      found = true;
+      EXPECT_EQ(d.state, v1::DEVICE_STATE_ACTIVE);
+      EXPECT_EQ(d.last_sync_ms, env_.NowMs());
+    }
+  EXPECT_TRUE(found);
+}
+
+}  // namespace
+}  // namespace teduh::server::testing

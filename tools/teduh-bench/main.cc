@@ -1,0 +1,308 @@
+// teduh-bench: the sync benchmark of docs/PERFORMANCE.md.
+//
+// It runs a real server (in a child process, so its peak RSS is its own) on a
+// loopback port with a fresh temporary store, and real devices (the field-core
+// Device API, each with its own home folder, vault and encrypted local store)
+// talking to it over WebSocket:
+//   1. N field devices (default 10) each record C cases (default 1,000) offline,
+//      about 20 fields each, four of them sealed (not timed: `prepare_s`);
+//   2. all of them sync at once; the push phase is timed from the first
+//      connection to the last device's final acknowledged batch
+//      (`push_field_changes_per_s` = changes acknowledged after commit / s);
+//   3. a fresh office device pulls, verifies and stores all N*C cases
+//      (`pull_10k_cases_s` for the default workload), then every case is
+//      opened and every sealed value decrypted (`decrypt_all_cases_s`);
+//   4. the server's peak resident set size (`server_peak_rss_bytes`, VmHWM).
+// With --json it prints one JSON object; otherwise a short report.
+#include <fmt/format.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "teduh/core/device.h"
+#include "teduh/core/roles.h"
+#include "teduh/crypto/crypto.h"
+#include "teduh/server/admin.h"
+#include "teduh/server/server.h"
+
+namespace {
+
+namespace core = teduh::core;
+namespace server = teduh::server;
+namespace crypto = teduh::crypto;
+using Clock = std::chrono::steady_clock;
+
+pid_t g_server_pid = 0;  // the child to stop if the benchmark fails
+
+[[noreturn]] void Die(const std::string& what) {
+  std::fprintf(stderr, "teduh-bench: %s\n", what.c_str());
+  if (g_server_pid > 0) kill(g_server_pid, SIGKILL);
+  std::exit(1);
+}
+
+template <typename T>
+T Must(core::Outcome<T> r, const char* what) {
+  if (!r) Die(fmt::format("{}: {}", what, r.error().message));
+  if constexpr (!std::is_void_v<T>) return std::move(*r);
+}
+
+template <typename T>
+T MustR(core::result<T> r, const char* what) {
+  if (!r) Die(fmt::format("{}: {}", what, r.error().message()));
+  return std::move(*r);
+}
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+std::int64_t PeakRssBytes(pid_t pid) {
+  std::ifstream in(fmt::format("/proc/{}/status", pid));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::atoll(line.c_str() + 6) * 1024;
+  }
+  return -1;
+}
+
+// Runs the server in a child process; returns its pid and port.
+std::pair<pid_t, std::uint16_t> ForkServer(const std::string& data, int threads) {
+  int fds[2];
+  if (pipe(fds) != 0) Die("pipe failed");
+  pid_t pid = fork();
+  if (pid < 0) Die("fork failed");
+  if (pid == 0) {
+    close(fds[0]);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);  // inherited by the io threads
+    server::ServerConfig config;
+    config.data_dir = data;
+    config.threads = threads;
+    config.log = [](std::string_view) {};
+    auto srv = server::Server::Open(config, core::DefaultEnv());
+    if (!srv) _exit(3);
+    if ((*srv)->Start()) _exit(4);
+    std::uint16_t port = (*srv)->port();
+    if (write(fds[1], &port, sizeof port) != sizeof port) _exit(5);
+    close(fds[1]);
+    int sig = 0;
+    sigwait(&set, &sig);
+    (*srv)->Stop();
+    (*srv)->Wait();
+    _exit(0);
+  }
+  close(fds[1]);
+  std::uint16_t port = 0;
+  if (read(fds[0], &port, sizeof port) != sizeof port) Die("the server did not start");
+  close(fds[0]);
+  return {pid, port};
+}
+
+crypto::SecureBuffer Passphrase() {
+  static constexpr std::string_view kPass = "bench passphrase";
+  return MustR(crypto::SecureBuffer::CopyOf(core::AsSpan(kPass)), "passphrase");
+}
+
+core::DeviceOptions Options() {
+  core::DeviceOptions o;
+  o.vault.kdf = core::KdfMode::kInteractive;
+  return o;
+}
+
+// About 20 fields: these 17 plus case_number, created_at and stage set by NewCase.
+std::vector<std::string> CaseFields(int device, int i) {
+  static const char* kRisk[] = {"rendah", "sedang", "tinggi"};
+  static const char* kCategory[] = {"kdrt", "perlindungan anak", "kekerasan seksual", "lainnya"};
+  return {
+      fmt::format("risk_level={}", kRisk[i % 3]),
+      fmt::format("category={}", kCategory[i % 4]),
+      "violence_types=fisik,psikis",
+      "channel=hotline",
+      "route=proses hukum",
+      "needs=medis,hukum",
+      fmt::format("region_code=14.72.{:02}", i % 7 + 1),
+      fmt::format("received_at={}", 1'700'000'000 + device * 100'000 + i * 60),
+      fmt::format("victim_is_child={}", i % 2 ? "true" : "false"),
+      "victim_has_disability=false",
+      "victim_is_elderly=false",
+      fmt::format("perpetrator_threatening={}", i % 5 == 0 ? "true" : "false"),
+      "episode=1",
+      fmt::format("chronology=Kronologi kejadian kasus {} perangkat {}: korban melapor ke hotline "
+                  "setelah kejadian di rumah pada malam hari.",
+                  i, device),
+      "incident_details=Kejadian di dapur rumah, saksi tetangga.",
+      "safety_plan=Korban tinggal sementara di rumah keluarga; nomor darurat disimpan.",
+      "risk_rationale=Pelaku masih tinggal serumah dan mengancam.",
+  };
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"teduh-bench: sync throughput and pull time on loopback"};
+  int devices = 10;
+  int cases = 1000;
+  int threads = 2;
+  bool json = false;
+  bool keep = false;
+  app.add_option("--devices", devices, "field devices pushing at once")->check(CLI::Range(1, 64));
+  app.add_option("--cases", cases, "cases per device")->check(CLI::Range(1, 100000));
+  app.add_option("--threads", threads, "server io threads")->check(CLI::Range(1, 16));
+  app.add_flag("--json", json, "print one JSON object");
+  app.add_flag("--keep", keep, "keep the temporary folder");
+  CLI11_PARSE(app, argc, argv);
+
+  if (crypto::Init()) Die("libsodium failed to initialise");
+  char tmpl[] = "/tmp/teduh-bench-XXXXXX";
+  if (!mkdtemp(tmpl)) Die("cannot create a temporary folder");
+  const std::filesystem::path root = tmpl;
+  const std::string data = (root / "server").string();
+
+  auto init = MustR(server::InitStore(data, "UPTD PPA Bench", core::DefaultEnv()), "init");
+  auto [server_pid, port] = ForkServer(data, threads);
+  g_server_pid = server_pid;
+  const std::string url = fmt::format("ws://127.0.0.1:{}/sync", port);
+  const auto pass = Passphrase();
+
+  auto admin = Must(core::Device::Enroll(root / "admin", url, init.bootstrap_code, pass, Options()),
+                    "admin enroll");
+  // Codes made after the unit root key exists carry its fingerprint.
+  std::vector<std::string> codes;
+  for (int d = 0; d < devices; ++d) {
+    codes.push_back(MustR(server::CreateEnrollment(data, teduh::sync::v1::ROLE_PENDAMPING,
+                                                   fmt::format("pendamping{}", d),
+                                                   std::chrono::hours(1), core::DefaultEnv()),
+                          "enroll")
+                        .code);
+  }
+  const std::string office_code =
+      MustR(server::CreateEnrollment(data, teduh::sync::v1::ROLE_OFFICE, "office",
+                                     std::chrono::hours(1), core::DefaultEnv()),
+            "enroll")
+          .code;
+
+  std::vector<std::unique_ptr<core::Device>> field;
+  for (int d = 0; d < devices; ++d) {
+    field.push_back(
+        Must(core::Device::Enroll(root / fmt::format("dev{}", d), url, codes[d], pass, Options()),
+             "device enroll"));
+  }
+  auto office = Must(core::Device::Enroll(root / "office", url, office_code, pass, Options()),
+                     "office enroll");
+  for (auto& d : field) Must(admin->ApproveDevice(core::ToHex(d->info().device_id)), "approve");
+  Must(admin->ApproveDevice(core::ToHex(office->info().device_id)), "approve");
+  for (auto& d : field) Must(d->Sync(), "first sync");
+  Must(office->Sync(), "first sync");
+
+  // 1. Offline recording (not part of the server figures).
+  auto t0 = Clock::now();
+  {
+    std::vector<std::thread> workers;
+    for (int d = 0; d < devices; ++d) {
+      workers.emplace_back([&, d] {
+        for (int i = 0; i < cases; ++i) Must(field[d]->NewCase(CaseFields(d, i)), "case new");
+      });
+    }
+    for (auto& w : workers) w.join();
+  }
+  const double prepare_s = Seconds(Clock::now() - t0);
+  std::size_t to_push = 0;
+  for (auto& d : field) to_push += Must(d->Status(), "status").counts.pending;
+
+  // 2. Everyone syncs at once; the push phase ends at each device's last ack.
+  std::vector<Clock::time_point> push_end(devices);
+  std::vector<std::size_t> pushed(devices);
+  const auto start = Clock::now();
+  {
+    std::vector<std::thread> workers;
+    for (int d = 0; d < devices; ++d) {
+      workers.emplace_back([&, d] {
+        auto report = Must(field[d]->Sync([&, d](const core::SyncProgress& p) {
+          // The pull starts once the last batch was acknowledged (after the
+          // server's commit) and recorded on the device.
+          if (p.phase == "pulling" && push_end[d] == Clock::time_point{})
+            push_end[d] = Clock::now();
+        }),
+                           "sync");
+        pushed[d] = report.pushed;
+      });
+    }
+    for (auto& w : workers) w.join();
+  }
+  Clock::time_point last_ack = start;
+  std::size_t total_pushed = 0;
+  for (int d = 0; d < devices; ++d) {
+    last_ack = std::max(last_ack, push_end[d]);
+    total_pushed += pushed[d];
+  }
+  const double push_s = Seconds(last_ack - start);
+  if (total_pushed != to_push)
+    Die(fmt::format("pushed {} changes, expected {}", total_pushed, to_push));
+
+  // 3. A fresh office device pulls everything.
+  auto t1 = Clock::now();
+  auto pulled = Must(office->Sync(), "office pull");
+  const double pull_s = Seconds(Clock::now() - t1);
+  auto listed = Must(office->ListCases(), "list");
+  if (listed.size() != static_cast<std::size_t>(devices * cases))
+    Die(fmt::format("office holds {} cases, expected {}", listed.size(), devices * cases));
+  auto t2 = Clock::now();
+  std::size_t sealed_opened = 0;
+  for (const auto& c : listed) {
+    auto view = Must(office->ShowCase(core::ToHex(c.case_id)), "show");
+    for (const auto& f : view.fields) {
+      if (!f.sealed) continue;
+      if (f.readability != core::Readability::kReadable) Die("a sealed value did not open");
+      ++sealed_opened;
+    }
+  }
+  const double decrypt_s = Seconds(Clock::now() - t2);
+
+  const std::int64_t rss = PeakRssBytes(server_pid);
+  kill(server_pid, SIGTERM);
+  int status = 0;
+  waitpid(server_pid, &status, 0);
+  if (!keep) std::filesystem::remove_all(root);
+
+  const double rate = push_s > 0 ? static_cast<double>(total_pushed) / push_s : 0;
+  nlohmann::json out = {
+      {"push_field_changes_per_s", static_cast<std::int64_t>(rate)},
+      {"pull_10k_cases_s", pull_s},
+      {"server_peak_rss_bytes", rss},
+      {"devices", devices},
+      {"cases_per_device", cases},
+      {"field_changes_pushed", total_pushed},
+      {"push_s", push_s},
+      {"prepare_s", prepare_s},
+      {"cases_pulled", listed.size()},
+      {"field_changes_pulled", pulled.pulled},
+      {"decrypt_all_cases_s", decrypt_s},
+      {"sealed_values_opened", sealed_opened},
+      {"server_threads", threads},
+      {"server_exit_status", WIFEXITED(status) ? WEXITSTATUS(status) : -1},
+  };
+  if (json) {
+    std::printf("%s\n", out.dump().c_str());
+  } else {
+    std::printf(
+        "push: %zu field changes from %d devices in %.2f s = %.0f changes/s\n"
+        "pull: %zu cases (%zu field values) into a fresh device in %.2f s\n"
+        "open every case and decrypt %zu sealed values: %.2f s\n"
+        "server peak RSS: %.1f MiB\n",
+        total_pushed, devices, push_s, rate, listed.size(), pulled.pulled, pull_s, sealed_opened,
+        decrypt_s, rss / 1048576.0);
+  }
+  return 0;
+}

@@ -1,0 +1,230 @@
+// teduh-server: the sync server program and its host-side admin commands.
+//
+//   teduh-server init --data DIR --unit "UPTD PPA Kota Dumai" [--json]
+//   teduh-server serve --data DIR --listen HOST:PORT [--tls-cert F --tls-key F]
+//                      [--insecure-plaintext] [--threads N] [--json]
+//   teduh-server enroll --data DIR --role ROLE --user NAME [--expires 72h] [--json]
+//   teduh-server device list --data DIR [--json]
+//
+// Output contract: results on stdout (with --json exactly one JSON object);
+// on error a non-zero exit and one line on stderr. Logs go to stderr.
+#include <fmt/chrono.h>
+#include <fmt/format.h>
+#include <pthread.h>
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "teduh/core/env.h"
+#include "teduh/core/ids.h"
+#include "teduh/core/roles.h"
+#include "teduh/server/admin.h"
+#include "teduh/server/error.h"
+#include "teduh/server/server.h"
+
+namespace {
+
+using teduh::server::error_code;
+
+struct Output {
+  bool json = false;
+
+  // One line on stderr; with --json also {"error": ...} on stdout.
+  int Error(const std::string& message) const {
+    std::string line = message;
+    for (char& c : line)
+      if (c == '\n') c = ' ';
+    fmt::print(stderr, "teduh-server: {}\n", line);
+    if (json) fmt::print("{}\n", nlohmann::json{{"error", line}}.dump());
+    return 1;
+  }
+  int Error(const std::string& what, error_code ec) const {
+    return Error(fmt::format("{}: {}", what, ec.message()));
+  }
+};
+
+std::string IsoTime(std::int64_t ms) {
+  if (ms <= 0) return "";
+  std::time_t t = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  return fmt::format("{:%Y-%m-%dT%H:%M:%SZ}", tm);
+}
+
+int Init(const std::string& data, const std::string& unit, const Output& out) {
+  auto r = teduh::server::InitStore(data, unit, teduh::core::DefaultEnv());
+  if (!r) return out.Error("init failed", r.error());
+  if (out.json) {
+    fmt::print("{}\n", nlohmann::json{{"code", r->bootstrap_code}, {"unit_id", r->unit_id}}.dump());
+  } else {
+    fmt::print("Unit {} initialised in {}\n", unit, data);
+    fmt::print("Bootstrap enrollment code for the first admin device (shown once):\n{}\n",
+               r->bootstrap_code);
+  }
+  return 0;
+}
+
+int Enroll(const std::string& data, const std::string& role_text, const std::string& user,
+           const std::string& expires, const Output& out) {
+  auto role = teduh::core::ParseRole(role_text);
+  if (!role) return out.Error("unknown role '" + role_text + "'", role.error());
+  auto ttl = teduh::server::ParseDuration(expires);
+  if (!ttl) return out.Error("--expires must look like 30m, 72h or 7d");
+  auto r = teduh::server::CreateEnrollment(data, *role, user, *ttl, teduh::core::DefaultEnv());
+  if (!r) return out.Error("enroll failed", r.error());
+  if (out.json) {
+    fmt::print("{}\n", nlohmann::json{{"code", r->code},
+                                      {"role", teduh::core::RoleName(r->role)},
+                                      {"user", r->user},
+                                      {"expires_at", IsoTime(r->expires_ms)}}
+                           .dump());
+  } else {
+    fmt::print("Enrollment code for {} ({}), valid until {} (shown once):\n{}\n", r->user,
+               teduh::core::RoleName(r->role), IsoTime(r->expires_ms), r->code);
+  }
+  return 0;
+}
+
+int DeviceList(const std::string& data, const Output& out) {
+  auto devices = teduh::server::ListDevices(data);
+  if (!devices) return out.Error("device list failed", devices.error());
+  if (out.json) {
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& d : *devices) {
+      list.push_back({{"device_id", teduh::core::ToHex(d.device_id)},
+                      {"user", d.user},
+                      {"role", teduh::core::RoleName(d.role)},
+                      {"state", teduh::server::DeviceStateName(d.state)},
+                      {"last_sync", d.last_sync_ms > 0 ? nlohmann::json(IsoTime(d.last_sync_ms))
+                                                       : nlohmann::json(nullptr)},
+                      {"fingerprint", teduh::server::DeviceFingerprint(d)},
+                      {"label", d.label}});
+    }
+    fmt::print("{}\n", nlohmann::json{{"devices", list}}.dump());
+    return 0;
+  }
+  fmt::print("{:<32}  {:<16}  {:<10}  {:<8}  {:<8}  {}\n", "DEVICE", "USER", "ROLE", "STATE",
+             "PRINT", "LAST SYNC");
+  for (const auto& d : *devices) {
+    fmt::print("{:<32}  {:<16}  {:<10}  {:<8}  {:<8}  {}\n", teduh::core::ToHex(d.device_id),
+               d.user, teduh::core::RoleName(d.role), teduh::server::DeviceStateName(d.state),
+               teduh::server::DeviceFingerprint(d),
+               d.last_sync_ms > 0 ? IsoTime(d.last_sync_ms) : "never");
+  }
+  return 0;
+}
+
+bool SplitListen(const std::string& listen, std::string* host, std::uint16_t* port) {
+  auto colon = listen.rfind(':');
+  if (colon == std::string::npos || colon + 1 == listen.size()) return false;
+  *host = listen.substr(0, colon);
+  if (host->size() >= 2 && host->front() == '[' && host->back() == ']')
+    *host = host->substr(1, host->size() - 2);
+  unsigned long p = 0;
+  try {
+    std::size_t used = 0;
+    p = std::stoul(listen.substr(colon + 1), &used);
+    if (used != listen.size() - colon - 1) return false;
+  } catch (...) {
+    return false;
+  }
+  if (p > 65535 || host->empty()) return false;
+  *port = static_cast<std::uint16_t>(p);
+  return true;
+}
+
+int Serve(teduh::server::ServerConfig config, const std::string& listen, const Output& out) {
+  if (!SplitListen(listen, &config.host, &config.port))
+    return out.Error("--listen must be HOST:PORT, e.g. 127.0.0.1:8443");
+  // Signals are taken by this thread only (sigwait); every thread the server
+  // starts inherits the blocked mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto server = teduh::server::Server::Open(config, teduh::core::DefaultEnv());
+  if (!server) return out.Error("cannot serve", server.error());
+  if (auto ec = (*server)->Start()) return out.Error("cannot listen on " + listen, ec);
+  const std::string host = listen.substr(0, listen.rfind(':'));
+  if (out.json) {
+    fmt::print("{}\n", nlohmann::json{{"listening", fmt::format("{}:{}", host, (*server)->port())},
+                                      {"host", config.host},
+                                      {"port", (*server)->port()}}
+                           .dump());
+  } else {
+    fmt::print("listening on {}:{}\n", host, (*server)->port());
+  }
+  std::fflush(stdout);
+  int sig = 0;
+  sigwait(&signals, &sig);
+  (*server)->Stop();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"teduh-server: the Teduh sync server and its admin commands"};
+  app.require_subcommand(1);
+  Output out;
+  std::string data;
+
+  auto* init = app.add_subcommand("init", "Create the store for a unit; prints the bootstrap code");
+  std::string unit;
+  init->add_option("--data", data, "Data folder")->required();
+  init->add_option("--unit", unit, "Unit name, e.g. \"UPTD PPA Kota Dumai\"")->required();
+  init->add_flag("--json", out.json, "Print one JSON object");
+
+  auto* serve = app.add_subcommand("serve", "Run the sync server");
+  teduh::server::ServerConfig config;
+  std::string listen = "127.0.0.1:8443";
+  serve->add_option("--data", data, "Data folder")->required();
+  serve->add_option("--listen", listen, "HOST:PORT to listen on (port 0: any)");
+  serve->add_option("--tls-cert", config.tls_cert, "PEM certificate chain: serve wss://");
+  serve->add_option("--tls-key", config.tls_key, "PEM private key");
+  serve->add_flag("--insecure-plaintext", config.insecure_plaintext,
+                  "Allow plain ws:// on a non-loopback address");
+  serve->add_option("--threads", config.threads, "Network threads")->check(CLI::Range(1, 64));
+  serve->add_flag("--json", out.json, "Print one JSON object");
+
+  auto* enroll = app.add_subcommand("enroll", "Create a one-time enrollment code for a device");
+  std::string role, user, expires = "72h";
+  enroll->add_option("--data", data, "Data folder")->required();
+  enroll->add_option("--role", role, "admin, supervisor, office, pendamping, konselor or psikolog")
+      ->required();
+  enroll->add_option("--user", user, "User name the device belongs to")->required();
+  enroll->add_option("--expires", expires, "Validity, e.g. 30m, 72h, 7d");
+  enroll->add_flag("--json", out.json, "Print one JSON object");
+
+  auto* device = app.add_subcommand("device", "Devices");
+  device->require_subcommand(1);
+  auto* list = device->add_subcommand("list", "List enrolled devices");
+  list->add_option("--data", data, "Data folder")->required();
+  list->add_flag("--json", out.json, "Print one JSON object");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);
+    return out.Error(e.what());
+  }
+
+  if (init->parsed()) return Init(data, unit, out);
+  if (serve->parsed()) {
+    config.data_dir = data;
+    return Serve(config, listen, out);
+  }
+  if (enroll->parsed()) return Enroll(data, role, user, expires, out);
+  if (list->parsed()) return DeviceList(data, out);
+  return out.Error("no command given");
+}
