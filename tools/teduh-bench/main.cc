@@ -264,7 +264,9 @@ int main(int argc, char** argv) {
     auto view = Must(office->ShowCase(core::ToHex(c.case_id)), "show");
     for (const auto& f : view.fields) {
       if (!f.sealed) continue;
-      if (f.readability != core::Readability::kReadable) Die("a sealed value did not open");
+      if (f.readability != core::Readability::kReadable)
+        Die(fmt::format("sealed field {} of case {} did not open: {}", f.name,
+                        core::ToHex(c.case_id), core::ReadabilityName(f.readability)));
       ++sealed_opened;
     }
   }
