@@ -43,7 +43,7 @@ fi
 data=${TEDUH_DATA:-data}
 listen=${TEDUH_LISTEN:-127.0.0.1:8765}
 unit=${TEDUH_UNIT:-UPTD PPA Kota Dumai}
-if [ ! -f "$data/server.db" ]; then
+if [ ! -f "$data/teduh-server.db" ]; then
   ./build/tools/teduh-server init --data "$data" --unit "$unit"
 else
   echo "store $data already initialised; new device codes: ./build/tools/teduh-server enroll --data $data --role ROLE --user NAME" >&2

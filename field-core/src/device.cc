@@ -679,18 +679,23 @@ Outcome<Id> Device::ResolveCase(std::string_view case_ref) {
 }
 
 Outcome<Id> Device::ResolveCaseLocked(std::string_view case_ref) {
-  std::string ref = Lower(Trim(case_ref));
+  return ResolveRecordLocked(kCaseKind, case_ref, "case");
+}
+
+Outcome<Id> Device::ResolveRecordLocked(std::string_view kind, std::string_view ref_text,
+                                        std::string_view noun) {
+  std::string ref = Lower(Trim(ref_text));
   if (ref.size() < 6 || ref.size() > 32 ||
       !std::all_of(ref.begin(), ref.end(), [](char c) { return std::isxdigit(c); })) {
     return Fail(errc::invalid_argument,
-                "a case id is 32 hex digits, or a unique prefix of at least 6");
+                fmt::format("a {} id is 32 hex digits, or a unique prefix of at least 6", noun));
   }
-  auto ids = store_->MatchPrefix(kCaseKind, ref);
+  auto ids = store_->MatchPrefix(kind, ref);
   if (!ids) return ids.error();
-  if (ids->empty()) return Fail(errc::not_found, fmt::format("no case {} on this device", ref));
+  if (ids->empty()) return Fail(errc::not_found, fmt::format("no {} {} on this device", noun, ref));
   if (ids->size() > 1) {
     return Fail(errc::invalid_argument,
-                fmt::format("{} cases start with {}: type more digits", ids->size(), ref));
+                fmt::format("{} {} ids start with {}: type more digits", ids->size(), noun, ref));
   }
   return ids->front();
 }
@@ -827,27 +832,16 @@ Outcome<void> Device::SetPersonFields(std::string_view person_ref,
                                       const std::vector<std::string>& sets) {
   std::lock_guard g(mu_);
   if (auto r = CheckOpen(); !r) return r.error();
-  std::string ref = Lower(Trim(person_ref));
-  if (ref.size() < 6 || ref.size() > 32 ||
-      !std::all_of(ref.begin(), ref.end(), [](char c) { return std::isxdigit(c); })) {
-    return Fail(errc::invalid_argument,
-                "a person id is 32 hex digits, or a unique prefix of at least 6");
-  }
-  auto ids = store_->MatchPrefix(kPersonKind, ref);
-  if (!ids) return ids.error();
-  if (ids->size() != 1) {
-    return Fail(ids->empty() ? errc::not_found : errc::invalid_argument,
-                ids->empty() ? "no such person on this device" : "ambiguous person id prefix");
-  }
-  auto rec = store_->GetRecord(ids->front());
+  auto person_id = ResolveRecordLocked(kPersonKind, person_ref, "person");
+  if (!person_id) return person_id.error();
+  auto rec = store_->GetRecord(*person_id);
   if (!rec) return rec.error();
   if (!*rec || !(*rec)->parent_id) return Fail(errc::not_found, "the person has no case");
   auto parsed = ParseSets(kPersonKind, sets);
   if (!parsed) return parsed.error();
   Id case_id = *(*rec)->parent_id;
-  Id person_id = ids->front();
   return store_->Edit(*hlc_, [&](LocalStore::EditTxn& txn) -> Outcome<void> {
-    return WriteRecordFields(txn, person_id, kPersonKind, case_id, case_id, std::move(*parsed));
+    return WriteRecordFields(txn, *person_id, kPersonKind, case_id, case_id, std::move(*parsed));
   });
 }
 

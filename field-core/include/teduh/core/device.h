@@ -232,6 +232,9 @@ class Device {
   Device(std::filesystem::path home, DeviceOptions options);
 
   Outcome<Id> ResolveCaseLocked(std::string_view case_ref);
+  // Full id of a record of `kind` from 32 hex digits or a unique prefix (>= 6).
+  Outcome<Id> ResolveRecordLocked(std::string_view kind, std::string_view ref,
+                                  std::string_view noun);
   Outcome<void> CheckOpen() const;
   Outcome<void> SaveMeta();
   Outcome<std::unique_ptr<class SyncClient>> ConnectAndAuthenticate(
