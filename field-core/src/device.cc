@@ -260,6 +260,7 @@ bool Device::Exists(const std::filesystem::path& home) { return Vault::Exists(ho
 void Device::Lock() {
   std::lock_guard g(mu_);
   case_keys_.clear();
+  case_key_order_.clear();
   if (vault_) vault_->Lock();
   store_.reset();
   locked_ = true;
@@ -536,16 +537,30 @@ Outcome<const crypto::SecureBuffer*> Device::CaseKeyFor(const Id& case_id,
       continue;
     }
     auto unwrapped = UnwrapCaseKey(*k, case_id, key_class, version, ck.epoch(), ck.wrapped());
-    if (!unwrapped) continue;  // altered wrap: try another record, else integrity below
-    auto [it, _] = case_keys_.emplace(std::make_tuple(case_id, int{key_class}, version),
-                                      std::move(*unwrapped));
-    return &it->second;
+    if (!unwrapped) {
+      if (unwrapped.error() != errc::integrity) {
+        return Fail(unwrapped.error(), "cannot hold the case key in guarded memory");
+      }
+      continue;  // altered wrap: try another record, else integrity below
+    }
+    return CacheCaseKey({case_id, int{key_class}, version}, std::move(*unwrapped));
   }
   if (lacked_class_key || recs->empty() || vault_->latest_epoch(key_class) == std::nullopt) {
     return Fail(errc::key_missing, fmt::format("this device does not hold the {} key of this case",
                                                ClassName(key_class)));
   }
   return Fail(errc::integrity, "the case key record does not verify");
+}
+
+const crypto::SecureBuffer* Device::CacheCaseKey(const CaseKeyId& id, crypto::SecureBuffer key) {
+  while (case_keys_.size() >= std::max<std::size_t>(options_.case_key_cache, 2) &&
+         !case_key_order_.empty()) {
+    case_keys_.erase(case_key_order_.front());  // wiped by its destructor
+    case_key_order_.pop_front();
+  }
+  auto [it, inserted] = case_keys_.insert_or_assign(id, std::move(key));
+  if (inserted) case_key_order_.push_back(id);
+  return &it->second;
 }
 
 Outcome<void> Device::EnsureCaseKey(LocalStore::EditTxn& txn, const Id& case_id,
@@ -588,7 +603,7 @@ Outcome<void> Device::EnsureCaseKey(LocalStore::EditTxn& txn, const Id& case_id,
     c.stamp = txn.NextStamp();
     if (auto r = txn.Put(c); !r) return r;
   }
-  case_keys_.emplace(std::make_tuple(case_id, int{key_class}, 1u), std::move(*ck));
+  CacheCaseKey({case_id, int{key_class}, 1u}, std::move(*ck));
   *version = 1;
   return {};
 }
@@ -1303,18 +1318,30 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
     }
   };
   auto pull_all = [&]() -> Outcome<void> {
+    PullCursor cursor;
+    {
+      std::lock_guard g(mu_);
+      if (auto r = CheckOpen(); !r) return r.error();
+      auto c = store_->Cursor();
+      if (!c) return c.error();
+      cursor = *c;
+    }
+    tell("pulling");
+    auto request = (*client)->RequestPull(cursor.generation, cursor.last_seq, pull_limit);
+    if (!request) return request.error();
     for (;;) {
-      PullCursor cursor;
-      {
-        std::lock_guard g(mu_);
-        if (auto r = CheckOpen(); !r) return r.error();
-        auto c = store_->Cursor();
-        if (!c) return c.error();
-        cursor = *c;
-      }
-      tell("pulling");
-      auto changes = (*client)->Pull(cursor.generation, cursor.last_seq, pull_limit);
+      auto changes = (*client)->AwaitChanges(*request);
       if (!changes) return changes.error();
+      const bool more = changes->has_more();
+      if (more) {
+        if (changes->last_seq() <= cursor.last_seq && !changes->reset()) {
+          return Fail(errc::server_error, "the server keeps sending the same changes");
+        }
+        // The server reads the next batch while this one is stored; the cursor
+        // saved with this batch is exactly where that request starts.
+        request = (*client)->RequestPull(changes->generation(), changes->last_seq(), pull_limit);
+        if (!request) return request.error();
+      }
       std::lock_guard g(mu_);
       if (auto r = CheckOpen(); !r) return r.error();
       auto applied = store_->ApplyPulled(*hlc_, *changes);
@@ -1323,10 +1350,9 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
       report.pulled += applied->applied + applied->deferred;
       report.deferred += applied->deferred;
       prog.pulled = report.pulled;
-      if (!changes->has_more()) return {};
-      if (changes->last_seq() <= cursor.last_seq && !changes->reset()) {
-        return Fail(errc::server_error, "the server keeps sending the same changes");
-      }
+      cursor.generation = changes->generation();
+      cursor.last_seq = changes->last_seq();
+      if (!more) return {};
     }
   };
   if (auto r = push_all(); !r) return fail(r.error());

@@ -49,11 +49,59 @@
 #include <algorithm>
 #include <cctype>
 #include <cstring>
+#include <map>
 #include <utility>
 
 #include "teduh/core/frame_codec.h"
 
 namespace teduh::core {
+// Prepared statements are kept per store and reused: preparing costs more than
+// running most of these statements. A statement already in use (a nested
+// query with the same text) gets a private copy.
+class StmtCache {
+ public:
+  explicit StmtCache(sqlite3* db) : db_(db) {}
+  ~StmtCache() {
+    for (auto& [sql, e] : cache_) sqlite3_finalize(e.stmt);
+  }
+  StmtCache(const StmtCache&) = delete;
+  StmtCache& operator=(const StmtCache&) = delete;
+  sqlite3* db() const { return db_; }
+
+  // Returns the statement and whether it is cached (then Release, else finalize).
+  std::pair<sqlite3_stmt*, int> Acquire(std::string_view sql, bool* cached) {
+    auto it = cache_.find(sql);
+    if (it != cache_.end() && !it->second.in_use) {
+      it->second.in_use = true;
+      *cached = true;
+      return {it->second.stmt, SQLITE_OK};
+    }
+    sqlite3_stmt* s = nullptr;
+    int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()),
+                                SQLITE_PREPARE_PERSISTENT, &s, nullptr);
+    *cached = false;
+    if (rc == SQLITE_OK && it == cache_.end()) {
+      cache_.emplace(std::string(sql), Entry{s, true});
+      *cached = true;
+    }
+    return {s, rc};
+  }
+  void Release(sqlite3_stmt* s, std::string_view sql) {
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    auto it = cache_.find(sql);
+    if (it != cache_.end() && it->second.stmt == s) it->second.in_use = false;
+  }
+
+ private:
+  struct Entry {
+    sqlite3_stmt* stmt;
+    bool in_use;
+  };
+  sqlite3* db_;
+  std::map<std::string, Entry, std::less<>> cache_;
+};
+
 namespace {
 
 namespace pb = teduh::sync::v1;
@@ -90,10 +138,23 @@ CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox(state, device_seq);
 // A prepared statement, finalized on scope exit.
 class Stmt {
  public:
+  // An uncached statement (store set-up).
   Stmt(sqlite3* db, std::string_view sql) {
     rc_ = sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &s_, nullptr);
   }
-  ~Stmt() { sqlite3_finalize(s_); }
+  Stmt(StmtCache& cache, std::string_view sql) : cache_(&cache), sql_(sql) {
+    auto [s, rc] = cache.Acquire(sql_, &cached_);
+    s_ = s;
+    rc_ = rc;
+  }
+  ~Stmt() {
+    if (s_ == nullptr) return;
+    if (cached_) {
+      cache_->Release(s_, sql_);
+    } else {
+      sqlite3_finalize(s_);
+    }
+  }
   Stmt(const Stmt&) = delete;
   Stmt& operator=(const Stmt&) = delete;
   int prepare_rc() const { return rc_; }
@@ -131,6 +192,9 @@ class Stmt {
   bool IsNull(int c) const { return sqlite3_column_type(s_, c) == SQLITE_NULL; }
 
  private:
+  StmtCache* cache_ = nullptr;
+  std::string sql_;
+  bool cached_ = false;
   sqlite3_stmt* s_ = nullptr;
   int rc_ = SQLITE_OK;
 };
@@ -205,9 +269,13 @@ LocalStore::LocalStore(sqlite3* db, crypto::SecureBuffer key, Id device_id, Env&
       key_(std::move(key)),
       device_id_(device_id),
       env_(env),
-      options_(std::move(options)) {}
+      options_(std::move(options)),
+      stmts_(std::make_unique<StmtCache>(db)) {}
 
-LocalStore::~LocalStore() { sqlite3_close_v2(db_); }
+LocalStore::~LocalStore() {
+  stmts_.reset();  // finalized before the connection closes
+  sqlite3_close_v2(db_);
+}
 
 Failure LocalStore::SqlFail(int rc, std::string_view what) {
   int primary = rc & 0xFF;
@@ -265,7 +333,11 @@ Outcome<std::unique_ptr<LocalStore>> LocalStore::Open(const std::filesystem::pat
   sqlite3_extended_result_codes(db, 1);
   for (const char* pragma :
        {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA secure_delete=ON",
-        "PRAGMA foreign_keys=ON", "PRAGMA temp_store=MEMORY"}) {
+        "PRAGMA foreign_keys=ON", "PRAGMA temp_store=MEMORY",
+        // A first pull writes a whole unit's records at random places in the
+        // tables: up to 32 MiB of pages stay cached, and the WAL (encrypted
+        // values only, like the tables) is folded back every 8,192 pages.
+        "PRAGMA cache_size=-32768", "PRAGMA wal_autocheckpoint=8192"}) {
     if (auto r = s->Exec(pragma); !r) return r.error();
   }
   if (s->options_.max_page_count > 0) {
@@ -331,7 +403,7 @@ Outcome<void> LocalStore::InTxn(const std::function<Outcome<void>()>& fn) {
 }
 
 Outcome<std::uint64_t> LocalStore::MetaInt(std::string_view key) {
-  Stmt q(db_, "SELECT value FROM meta WHERE key=?1");
+  Stmt q(*stmts_, "SELECT value FROM meta WHERE key=?1");
   q.BindText(1, key);
   int rc = q.Step();
   if (rc == SQLITE_ROW) return q.UInt(0);
@@ -340,7 +412,7 @@ Outcome<std::uint64_t> LocalStore::MetaInt(std::string_view key) {
 }
 
 Outcome<void> LocalStore::SetMetaInt(std::string_view key, std::uint64_t value) {
-  Stmt q(db_,
+  Stmt q(*stmts_,
          "INSERT INTO meta(key, value) VALUES(?1, ?2) "
          "ON CONFLICT(key) DO UPDATE SET value=excluded.value");
   q.BindText(1, key).BindU(2, value);
@@ -350,7 +422,7 @@ Outcome<void> LocalStore::SetMetaInt(std::string_view key, std::uint64_t value) 
 
 Outcome<std::optional<std::string>> LocalStore::GetMeta(std::string_view key) {
   if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
-  Stmt q(db_, "SELECT CAST(value AS BLOB) FROM meta WHERE key=?1");
+  Stmt q(*stmts_, "SELECT CAST(value AS BLOB) FROM meta WHERE key=?1");
   q.BindText(1, key);
   int rc = q.Step();
   if (rc == SQLITE_ROW) return std::optional<std::string>(q.Blob(0));
@@ -360,7 +432,7 @@ Outcome<std::optional<std::string>> LocalStore::GetMeta(std::string_view key) {
 
 Outcome<void> LocalStore::SetMeta(std::string_view key, std::string_view value) {
   return InTxn([&]() -> Outcome<void> {
-    Stmt q(db_,
+    Stmt q(*stmts_,
            "INSERT INTO meta(key, value) VALUES(?1, ?2) "
            "ON CONFLICT(key) DO UPDATE SET value=excluded.value");
     q.BindText(1, key).BindBlob(2, value);
@@ -415,7 +487,7 @@ Outcome<void> LocalStore::UpsertRecord(const Id& id, std::string_view kind,
                                        const std::optional<Id>& parent, std::string_view unit_id,
                                        bool* kind_conflict) {
   *kind_conflict = false;
-  Stmt q(db_, "SELECT kind, unit_id FROM records WHERE record_id=?1");
+  Stmt q(*stmts_, "SELECT kind, unit_id FROM records WHERE record_id=?1");
   q.BindId(1, id);
   int rc = q.Step();
   if (rc == SQLITE_ROW) {
@@ -424,14 +496,14 @@ Outcome<void> LocalStore::UpsertRecord(const Id& id, std::string_view kind,
       return {};
     }
     if (!unit_id.empty() && q.Text(1).empty()) {
-      Stmt u(db_, "UPDATE records SET unit_id=?2 WHERE record_id=?1");
+      Stmt u(*stmts_, "UPDATE records SET unit_id=?2 WHERE record_id=?1");
       u.BindId(1, id).BindText(2, unit_id);
       if (int r = u.Step(); r != SQLITE_DONE) return SqlFail(r, "updating a record");
     }
     return {};
   }
   if (rc != SQLITE_DONE) return SqlFail(rc, "reading a record");
-  Stmt ins(db_, "INSERT INTO records(record_id, kind, parent_id, unit_id) VALUES(?1,?2,?3,?4)");
+  Stmt ins(*stmts_, "INSERT INTO records(record_id, kind, parent_id, unit_id) VALUES(?1,?2,?3,?4)");
   ins.BindId(1, id).BindText(2, kind).BindText(4, unit_id);
   if (parent) {
     ins.BindId(3, *parent);
@@ -446,7 +518,7 @@ Outcome<void> LocalStore::WriteFieldRow(std::string_view table, const Id& id, st
                                         bool sealed, int key_class, std::uint32_t key_version,
                                         std::string_view at_rest, const Stamp& stamp,
                                         std::uint64_t origin_hlc, std::uint64_t seq) {
-  Stmt q(db_, fmt::format("INSERT OR REPLACE INTO {}(record_id, field, sealed, key_class, "
+  Stmt q(*stmts_, fmt::format("INSERT OR REPLACE INTO {}(record_id, field, sealed, key_class, "
                           "key_version, value, stamp_hlc, stamp_device, origin_hlc, seq) "
                           "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
                           table));
@@ -466,7 +538,7 @@ Outcome<void> LocalStore::WriteFieldRow(std::string_view table, const Id& id, st
 
 Outcome<void> LocalStore::CopyFieldRow(std::string_view from, std::string_view to, const Id& id,
                                        std::uint32_t field) {
-  Stmt q(db_, fmt::format("INSERT OR REPLACE INTO {}(record_id, field, sealed, key_class, "
+  Stmt q(*stmts_, fmt::format("INSERT OR REPLACE INTO {}(record_id, field, sealed, key_class, "
                           "key_version, value, stamp_hlc, stamp_device, origin_hlc, seq) "
                           "SELECT record_id, field, sealed, key_class, key_version, value, "
                           "stamp_hlc, stamp_device, origin_hlc, seq FROM {} "
@@ -479,7 +551,7 @@ Outcome<void> LocalStore::CopyFieldRow(std::string_view from, std::string_view t
 
 Outcome<void> LocalStore::DeleteFieldRow(std::string_view table, const Id& id,
                                          std::uint32_t field) {
-  Stmt q(db_, fmt::format("DELETE FROM {} WHERE record_id=?1 AND field=?2", table));
+  Stmt q(*stmts_, fmt::format("DELETE FROM {} WHERE record_id=?1 AND field=?2", table));
   q.BindId(1, id).Bind(2, field);
   if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, "deleting a field");
   return {};
@@ -487,7 +559,7 @@ Outcome<void> LocalStore::DeleteFieldRow(std::string_view table, const Id& id,
 
 Outcome<std::optional<Stamp>> LocalStore::RowStamp(std::string_view table, const Id& id,
                                                    std::uint32_t field) {
-  Stmt q(db_, fmt::format("SELECT stamp_hlc, stamp_device FROM {} WHERE record_id=?1 AND field=?2",
+  Stmt q(*stmts_, fmt::format("SELECT stamp_hlc, stamp_device FROM {} WHERE record_id=?1 AND field=?2",
                           table));
   q.BindId(1, id).Bind(2, field);
   int rc = q.Step();
@@ -499,8 +571,22 @@ Outcome<std::optional<Stamp>> LocalStore::RowStamp(std::string_view table, const
   return std::optional<Stamp>(s);
 }
 
+Outcome<bool> LocalStore::AnyPending() {
+  Stmt q(*stmts_, "SELECT EXISTS(SELECT 1 FROM outbox WHERE state=0)");
+  int rc = q.Step();
+  if (rc != SQLITE_ROW) return SqlFail(rc, "reading the outbox");
+  return q.Int(0) != 0;
+}
+
+Outcome<bool> LocalStore::AnyShadow() {
+  Stmt q(*stmts_, "SELECT EXISTS(SELECT 1 FROM shadow)");
+  int rc = q.Step();
+  if (rc != SQLITE_ROW) return SqlFail(rc, "reading the store");
+  return q.Int(0) != 0;
+}
+
 Outcome<bool> LocalStore::HasPending(const Id& id, std::uint32_t field, std::uint64_t after_seq) {
-  Stmt q(db_,
+  Stmt q(*stmts_,
          "SELECT 1 FROM outbox WHERE record_id=?1 AND field=?2 AND state=0 AND "
          "device_seq>?3 LIMIT 1");
   q.BindId(1, id).Bind(2, field).BindU(3, after_seq);
@@ -515,7 +601,7 @@ Outcome<void> LocalStore::StoreOutboxPayload(const pb::FieldChange& change) {
   auto sealed = SealAtRest(OutboxAd(change.device_seq()), plain);
   crypto::Wipe(plain);
   if (!sealed) return sealed.error();
-  Stmt q(db_, "UPDATE outbox SET payload=?2 WHERE device_seq=?1");
+  Stmt q(*stmts_, "UPDATE outbox SET payload=?2 WHERE device_seq=?1");
   q.BindU(1, change.device_seq()).BindBlob(2, *sealed);
   if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, "writing the outbox");
   return {};
@@ -575,7 +661,7 @@ Outcome<void> LocalStore::PutLocked(EditTxn& txn, const LocalChange& c) {
     return r;
   }
   std::int64_t now = env_.NowMs();
-  Stmt ins(db_,
+  Stmt ins(*stmts_,
            "INSERT INTO outbox(device_seq, record_id, field, state, payload, created_ms, "
            "updated_ms) VALUES(?1,?2,?3,0,x'',?4,?4)");
   ins.BindU(1, ch.device_seq()).BindId(2, c.record_id).Bind(3, c.field).Bind(4, now);
@@ -589,7 +675,7 @@ Outcome<void> LocalStore::PutLocked(EditTxn& txn, const LocalChange& c) {
 
 Outcome<std::optional<RecordInfo>> LocalStore::GetRecord(const Id& record_id) {
   if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
-  Stmt q(db_, "SELECT kind, parent_id, unit_id FROM records WHERE record_id=?1");
+  Stmt q(*stmts_, "SELECT kind, parent_id, unit_id FROM records WHERE record_id=?1");
   q.BindId(1, record_id);
   int rc = q.Step();
   if (rc == SQLITE_DONE) return std::optional<RecordInfo>();
@@ -605,8 +691,8 @@ Outcome<std::optional<RecordInfo>> LocalStore::GetRecord(const Id& record_id) {
 Outcome<std::vector<RecordInfo>> LocalStore::ListRecords(std::string_view kind,
                                                          const std::optional<Id>& parent_id) {
   if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
-  Stmt q(db_, parent_id ? "SELECT record_id, kind, parent_id, unit_id FROM records "
-                          "WHERE kind=?1 AND parent_id=?2 ORDER BY rowid"
+  Stmt q(*stmts_, parent_id ? "SELECT record_id, kind, parent_id, unit_id FROM records "
+                          "WHERE parent_id=?2 AND +kind=?1 ORDER BY rowid"
                         : "SELECT record_id, kind, parent_id, unit_id FROM records "
                           "WHERE kind=?1 ORDER BY record_id");
   q.BindText(1, kind);
@@ -635,8 +721,13 @@ Outcome<std::vector<Id>> LocalStore::MatchPrefix(std::string_view kind,
     }
     upper += static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
   }
-  Stmt q(db_, "SELECT record_id FROM records WHERE kind=?1 AND substr(hex(record_id), 1, ?3)=?2");
-  q.BindText(1, kind).BindText(2, upper).Bind(3, static_cast<std::int64_t>(upper.size()));
+  if (upper.size() > 2 * sizeof(Id)) return std::vector<Id>{};
+  // The ids that start with the prefix form one range of the primary key.
+  auto lo = IdFromHex(upper + std::string(2 * sizeof(Id) - upper.size(), '0'));
+  auto hi = IdFromHex(upper + std::string(2 * sizeof(Id) - upper.size(), 'F'));
+  if (!lo || !hi) return Fail(errc::invalid_argument, "an id is made of hex digits 0-9 and a-f");
+  Stmt q(*stmts_, "SELECT record_id FROM records WHERE record_id BETWEEN ?2 AND ?3 AND +kind=?1");
+  q.BindText(1, kind).BindId(2, *lo).BindId(3, *hi);
   std::vector<Id> out;
   int rc;
   while ((rc = q.Step()) == SQLITE_ROW) {
@@ -648,7 +739,7 @@ Outcome<std::vector<Id>> LocalStore::MatchPrefix(std::string_view kind,
 
 Outcome<std::vector<StoredValue>> LocalStore::GetFields(const Id& record_id) {
   if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
-  Stmt q(db_,
+  Stmt q(*stmts_,
          "SELECT f.field, f.sealed, f.key_class, f.key_version, f.value, f.stamp_hlc, "
          "f.stamp_device, f.origin_hlc, EXISTS(SELECT 1 FROM outbox o WHERE "
          "o.record_id=f.record_id AND o.field=f.field AND o.state=0) "
@@ -692,13 +783,20 @@ Outcome<std::optional<StoredValue>> LocalStore::GetField(const Id& record_id, st
 
 Outcome<std::optional<pb::FieldChange>> LocalStore::LoadOutbox(std::uint64_t device_seq,
                                                                int* state) {
-  Stmt q(db_, "SELECT payload, state FROM outbox WHERE device_seq=?1");
+  Stmt q(*stmts_, "SELECT payload, state FROM outbox WHERE device_seq=?1");
   q.BindU(1, device_seq);
   int rc = q.Step();
   if (rc == SQLITE_DONE) return std::optional<pb::FieldChange>();
   if (rc != SQLITE_ROW) return SqlFail(rc, "reading the outbox");
   if (state != nullptr) *state = static_cast<int>(q.Int(1));
-  auto plain = OpenAtRest(OutboxAd(device_seq), q.Blob(0));
+  auto ch = ParseOutboxPayload(device_seq, q.Blob(0));
+  if (!ch) return ch.error();
+  return std::optional<pb::FieldChange>(std::move(*ch));
+}
+
+Outcome<pb::FieldChange> LocalStore::ParseOutboxPayload(std::uint64_t device_seq,
+                                                        std::string_view stored) {
+  auto plain = OpenAtRest(OutboxAd(device_seq), stored);
   if (!plain) return plain.error();
   pb::FieldChange ch;
   bool ok = ch.ParseFromString(*plain);
@@ -706,26 +804,22 @@ Outcome<std::optional<pb::FieldChange>> LocalStore::LoadOutbox(std::uint64_t dev
   if (!ok || ch.device_seq() != device_seq) {
     return Fail(errc::integrity, "an outbox entry is damaged");
   }
-  return std::optional<pb::FieldChange>(std::move(ch));
+  return ch;
 }
 
 Outcome<std::vector<pb::FieldChange>> LocalStore::PendingChanges(std::size_t limit) {
   if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
-  std::vector<std::uint64_t> seqs;
-  {
-    Stmt q(db_, "SELECT device_seq FROM outbox WHERE state=0 ORDER BY device_seq LIMIT ?1");
-    q.Bind(1, static_cast<std::int64_t>(limit));
-    int rc;
-    while ((rc = q.Step()) == SQLITE_ROW) seqs.push_back(q.UInt(0));
-    if (rc != SQLITE_DONE) return SqlFail(rc, "reading the outbox");
-  }
+  Stmt q(*stmts_,
+         "SELECT device_seq, payload FROM outbox WHERE state=0 ORDER BY device_seq LIMIT ?1");
+  q.Bind(1, static_cast<std::int64_t>(limit));
   std::vector<pb::FieldChange> out;
-  out.reserve(seqs.size());
-  for (auto s : seqs) {
-    auto ch = LoadOutbox(s, nullptr);
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    auto ch = ParseOutboxPayload(q.UInt(0), q.Blob(1));
     if (!ch) return ch.error();
-    if (*ch) out.push_back(std::move(**ch));
+    out.push_back(std::move(*ch));
   }
+  if (rc != SQLITE_DONE) return SqlFail(rc, "reading the outbox");
   return out;
 }
 
@@ -737,6 +831,8 @@ Outcome<PushApplied> LocalStore::ApplyPushResults(const std::vector<pb::FieldCha
     auto persisted_hlc = MetaInt("hlc");
     if (!persisted_hlc) return persisted_hlc.error();
     std::uint64_t max_hlc = *persisted_hlc;
+    auto any_shadow = AnyShadow();
+    if (!any_shadow) return any_shadow.error();
     for (std::size_t i = 0; i < sent.size(); ++i) {
       if (auto ec = Fault("push.result")) return Fail(ec, "injected failure");
       const pb::FieldChange& ch = sent[i];
@@ -753,39 +849,31 @@ Outcome<PushApplied> LocalStore::ApplyPushResults(const std::vector<pb::FieldCha
         ++counts.unanswered;  // stays pending: resent next time (idempotent by device_seq)
         continue;
       }
-      int state = -1;
-      auto stored = LoadOutbox(ch.device_seq(), &state);
-      if (!stored) return stored.error();
-      if (!*stored || state != static_cast<int>(OutboxState::kPending)) continue;
       auto id = ToId(ch.record_id());
       if (!id) continue;
       Stamp mine = StampFromPb(ch.stamp());
       Stamp stored_as =
           res->has_stamp() && res->stamp().hlc() != 0 ? StampFromPb(res->stamp()) : mine;
-      max_hlc = std::max(max_hlc, stored_as.hlc);  // invariant 6
       OutboxState next = OutboxState::kAccepted;
       switch (res->status()) {
         case pb::ChangeResult::STATUS_APPLIED:
           next = OutboxState::kAccepted;
-          ++counts.accepted;
           break;
         case pb::ChangeResult::STATUS_MERGED:
           next = OutboxState::kMerged;
-          ++counts.merged;
           break;
         case pb::ChangeResult::STATUS_CONFLICT:
           next = OutboxState::kConflict;
-          ++counts.conflict;
           break;
         default:
           next = OutboxState::kRejected;
-          ++counts.rejected;
           break;
       }
       {
-        Stmt u(db_,
+        // Only a pending entry takes the answer (a repeated answer changes nothing).
+        Stmt u(*stmts_,
                "UPDATE outbox SET state=?2, reason=?3, detail=?4, updated_ms=?5 "
-               "WHERE device_seq=?1");
+               "WHERE device_seq=?1 AND state=0");
         std::string reason = res->reason();
         if (reason.empty() && next == OutboxState::kRejected) reason = "rejected";
         u.BindU(1, ch.device_seq())
@@ -794,7 +882,25 @@ Outcome<PushApplied> LocalStore::ApplyPushResults(const std::vector<pb::FieldCha
             .BindText(4, res->detail().substr(0, 1024))
             .Bind(5, now);
         if (int rc = u.Step(); rc != SQLITE_DONE) return SqlFail(rc, "updating the outbox");
+        if (sqlite3_changes(db_) == 0) continue;  // not ours, or answered before
       }
+      max_hlc = std::max(max_hlc, stored_as.hlc);  // invariant 6
+      switch (next) {
+        case OutboxState::kAccepted:
+          ++counts.accepted;
+          break;
+        case OutboxState::kMerged:
+          ++counts.merged;
+          break;
+        case OutboxState::kConflict:
+          ++counts.conflict;
+          break;
+        default:
+          ++counts.rejected;
+          break;
+      }
+      // The common answer: stored as sent, and no server value held back.
+      if (next == OutboxState::kAccepted && stored_as == mine && !*any_shadow) continue;
       auto current = RowStamp("fields", *id, ch.field());
       if (!current) return current.error();
       bool ours_in_fields = *current && **current == mine;
@@ -802,7 +908,7 @@ Outcome<PushApplied> LocalStore::ApplyPushResults(const std::vector<pb::FieldCha
       // edits based on it follow the stamp the server stored.
       if (next != OutboxState::kRejected && !(stored_as == mine)) {
         if (ours_in_fields) {
-          Stmt u(db_,
+          Stmt u(*stmts_,
                  "UPDATE fields SET stamp_hlc=?3, stamp_device=?4, origin_hlc=?5 "
                  "WHERE record_id=?1 AND field=?2");
           u.BindId(1, *id)
@@ -812,7 +918,7 @@ Outcome<PushApplied> LocalStore::ApplyPushResults(const std::vector<pb::FieldCha
               .BindU(5, stored_as.hlc != mine.hlc ? mine.hlc : 0);
           if (int rc = u.Step(); rc != SQLITE_DONE) return SqlFail(rc, "updating a field");
         }
-        Stmt later(db_,
+        Stmt later(*stmts_,
                    "SELECT device_seq FROM outbox WHERE record_id=?1 AND field=?2 AND "
                    "state=0 AND device_seq>?3");
         later.BindId(1, *id).Bind(2, ch.field()).BindU(3, ch.device_seq());
@@ -863,7 +969,7 @@ Outcome<PushApplied> LocalStore::ApplyPushResults(const std::vector<pb::FieldCha
 
 Outcome<OutboxCounts> LocalStore::CountOutbox() {
   if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
-  Stmt q(db_, "SELECT state, COUNT(*) FROM outbox GROUP BY state");
+  Stmt q(*stmts_, "SELECT state, COUNT(*) FROM outbox GROUP BY state");
   OutboxCounts c;
   int rc;
   while ((rc = q.Step()) == SQLITE_ROW) {
@@ -892,7 +998,7 @@ Outcome<OutboxCounts> LocalStore::CountOutbox() {
 
 Outcome<std::vector<OutboxEntry>> LocalStore::ListOutbox(bool include_accepted, std::size_t limit) {
   if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
-  Stmt q(db_, std::string("SELECT o.device_seq, o.record_id, COALESCE(r.kind, ''), o.field, "
+  Stmt q(*stmts_, std::string("SELECT o.device_seq, o.record_id, COALESCE(r.kind, ''), o.field, "
                           "o.state, o.reason, o.detail, o.created_ms, o.updated_ms FROM outbox o "
                           "LEFT JOIN records r ON r.record_id=o.record_id ") +
                   (include_accepted ? "" : "WHERE o.state<>1 ") +
@@ -940,11 +1046,16 @@ Outcome<PullApplied> LocalStore::ApplyPulled(Hlc& hlc, const pb::Changes& batch)
     if (batch.reset()) {
       // The server was restored from a backup: queue again everything it may
       // have lost; device_seq idempotency answers what it still has.
-      Stmt q(db_, "UPDATE outbox SET state=0, updated_ms=?1 WHERE state IN (1,2,3)");
+      Stmt q(*stmts_, "UPDATE outbox SET state=0, updated_ms=?1 WHERE state IN (1,2,3)");
       q.Bind(1, env_.NowMs());
       if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, "re-queueing the outbox");
       counts.requeued = static_cast<std::size_t>(sqlite3_changes(db_));
     }
+    // A record's fields arrive together: its row is checked once per run.
+    std::optional<Id> last_record;
+    bool last_conflict = false;
+    auto any_pending = AnyPending();
+    if (!any_pending) return any_pending.error();
     for (const auto& ch : batch.changes()) {
       if (auto ec = Fault("pull.change")) return Fail(ec, "injected failure while applying");
       auto id = ToId(ch.record_id());
@@ -952,13 +1063,15 @@ Outcome<PullApplied> LocalStore::ApplyPulled(Hlc& hlc, const pb::Changes& batch)
         ++counts.ignored;
         continue;
       }
-      std::optional<Id> parent;
-      if (!ch.parent_id().empty()) parent = ToId(ch.parent_id());
-      bool kind_conflict = false;
-      if (auto w = UpsertRecord(*id, ch.kind(), parent, ch.unit_id(), &kind_conflict); !w) {
-        return w;
+      if (last_record != *id) {
+        std::optional<Id> parent;
+        if (!ch.parent_id().empty()) parent = ToId(ch.parent_id());
+        if (auto w = UpsertRecord(*id, ch.kind(), parent, ch.unit_id(), &last_conflict); !w) {
+          return w;
+        }
+        last_record = *id;
       }
-      if (kind_conflict) {
+      if (last_conflict) {
         ++counts.ignored;
         continue;
       }
@@ -973,7 +1086,8 @@ Outcome<PullApplied> LocalStore::ApplyPulled(Hlc& hlc, const pb::Changes& batch)
         if (!s) return s.error();
         at_rest = std::move(*s);
       }
-      auto pending = HasPending(*id, ch.field(), 0);
+      Outcome<bool> pending = false;
+      if (*any_pending) pending = HasPending(*id, ch.field(), 0);
       if (!pending) return pending.error();
       std::string_view table = *pending ? "shadow" : "fields";  // invariant 4
       if (auto w = WriteFieldRow(table, *id, ch.field(), ch.sealed(), ch.key_class(),
@@ -995,7 +1109,7 @@ Outcome<void> LocalStore::CheckInvariants() {
   if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
   {
     // Invariant 5.
-    Stmt q(db_,
+    Stmt q(*stmts_,
            "SELECT COUNT(*) FROM outbox o WHERE o.state=0 AND NOT EXISTS(SELECT 1 FROM "
            "fields f WHERE f.record_id=o.record_id AND f.field=o.field)");
     if (int rc = q.Step(); rc != SQLITE_ROW) return SqlFail(rc, "checking invariants");
@@ -1003,7 +1117,7 @@ Outcome<void> LocalStore::CheckInvariants() {
   }
   {
     // Invariant 4.
-    Stmt q(db_,
+    Stmt q(*stmts_,
            "SELECT COUNT(*) FROM shadow s WHERE NOT EXISTS(SELECT 1 FROM outbox o WHERE "
            "o.record_id=s.record_id AND o.field=s.field AND o.state=0)");
     if (int rc = q.Step(); rc != SQLITE_ROW) return SqlFail(rc, "checking invariants");
@@ -1011,14 +1125,14 @@ Outcome<void> LocalStore::CheckInvariants() {
   }
   {
     // Invariants 2 and 6.
-    Stmt q(db_, "SELECT COALESCE(MAX(device_seq), 0), COUNT(*) FROM outbox");
+    Stmt q(*stmts_, "SELECT COALESCE(MAX(device_seq), 0), COUNT(*) FROM outbox");
     if (int rc = q.Step(); rc != SQLITE_ROW) return SqlFail(rc, "checking invariants");
     auto seq = MetaInt("device_seq");
     if (!seq) return seq.error();
     if (q.UInt(0) != *seq || q.UInt(1) != *seq) {
       return Fail(errc::store_failed, "the outbox and the device_seq counter disagree");
     }
-    Stmt h(db_, "SELECT COALESCE(MAX(stamp_hlc), 0) FROM fields WHERE stamp_device=?1");
+    Stmt h(*stmts_, "SELECT COALESCE(MAX(stamp_hlc), 0) FROM fields WHERE stamp_device=?1");
     h.BindId(1, device_id_);
     if (int rc = h.Step(); rc != SQLITE_ROW) return SqlFail(rc, "checking invariants");
     auto hlc = MetaInt("hlc");

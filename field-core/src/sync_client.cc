@@ -61,10 +61,21 @@ void SyncClient::Close() {
 }
 
 Outcome<pb::Frame> SyncClient::Call(pb::Frame request, pb::Frame::BodyCase expected) {
+  auto id = Send(std::move(request));
+  if (!id) return id.error();
+  return Await(*id, expected);
+}
+
+Outcome<std::uint64_t> SyncClient::Send(pb::Frame request) {
   if (!transport_) return Fail(errc::connection_failed, "not connected");
   std::uint64_t id = next_request_id_++;
   request.set_request_id(id);
   if (auto r = transport_->Send(EncodeFrame(request)); !r) return r.error();
+  return id;
+}
+
+Outcome<pb::Frame> SyncClient::Await(std::uint64_t id, pb::Frame::BodyCase expected) {
+  if (!transport_) return Fail(errc::connection_failed, "not connected");
   // Bounded: a server that only pokes is cut off after this many frames.
   for (int skipped = 0; skipped < 1000; ++skipped) {
     auto bytes = transport_->Receive();
@@ -152,11 +163,22 @@ Outcome<pb::PushResult> SyncClient::Push(const std::vector<pb::FieldChange>& cha
 
 Outcome<pb::Changes> SyncClient::Pull(std::uint64_t generation, std::uint64_t after_seq,
                                       std::uint32_t limit) {
+  auto id = RequestPull(generation, after_seq, limit);
+  if (!id) return id.error();
+  return AwaitChanges(*id);
+}
+
+Outcome<std::uint64_t> SyncClient::RequestPull(std::uint64_t generation, std::uint64_t after_seq,
+                                               std::uint32_t limit) {
   pb::Frame f;
   f.mutable_pull()->set_generation(generation);
   f.mutable_pull()->set_after_seq(after_seq);
   f.mutable_pull()->set_limit(limit);
-  auto r = Call(std::move(f), pb::Frame::kChanges);
+  return Send(std::move(f));
+}
+
+Outcome<pb::Changes> SyncClient::AwaitChanges(std::uint64_t request_id) {
+  auto r = Await(request_id, pb::Frame::kChanges);
   if (!r) return r.error();
   return std::move(*r->mutable_changes());
 }

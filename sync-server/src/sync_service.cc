@@ -411,7 +411,9 @@ class PushApplier {
         return ec;
     }
     if (auto ec = store_.PutField(incoming)) return ec;
-    if (auto ec = store_.RecordHolding(device_.device_id, case_id, incoming.seq)) return ec;
+    if (!touched_cases_.contains(case_id)) {  // the first change of the case in this push
+      if (auto ec = store_.RecordHolding(device_.device_id, case_id, incoming.seq)) return ec;
+    }
     r->set_status(v1::ChangeResult::STATUS_APPLIED);
     SetStamp(r->mutable_current(), stamp);
     ++out_->applied;

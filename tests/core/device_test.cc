@@ -271,6 +271,42 @@ TEST_F(DeviceTest, SyncCarriesCasesBetweenDevicesAndKeepsClinicalNotesFromPendam
   EXPECT_EQ(clinical->kind, "COUNSELLING");
 }
 
+// An office device opens thousands of cases; only a few case keys stay
+// unwrapped at once, and evicted ones are unwrapped again when needed.
+TEST_F(DeviceTest, CasesOpenWhenMoreCaseKeysAreUsedThanTheCacheHolds) {
+  auto rina = Officer("rina", pb::ROLE_PENDAMPING);
+  std::vector<Id> ids;
+  for (int i = 0; i < 9; ++i) {
+    auto id = rina->NewCase({"chronology=Kronologi " + std::to_string(i)});
+    ASSERT_TRUE(id) << id.error().message;
+    ids.push_back(*id);
+  }
+  ASSERT_TRUE(rina->Sync());
+  auto options = Options();
+  options.case_key_cache = 3;
+  auto office = Device::Enroll(root_ / "office", "ws://fake",
+                               server_.AddCode(pb::ROLE_OFFICE, "office"), Pass("pw-office"),
+                               options);
+  ASSERT_TRUE(office) << office.error().message;
+  ASSERT_TRUE(admin_->ApproveDevice(ToHex((*office)->info().device_id)));
+  ASSERT_TRUE((*office)->Sync());
+  for (int round = 0; round < 2; ++round) {  // the second round finds most keys evicted
+    for (int i = 0; i < 9; ++i) {
+      auto seen = (*office)->ShowCase(ToHex(ids[i]));
+      ASSERT_TRUE(seen) << seen.error().message;
+      const FieldView* chronology = Field(seen->fields, "chronology");
+      ASSERT_NE(chronology, nullptr);
+      EXPECT_EQ(chronology->readability, Readability::kReadable);
+      EXPECT_EQ(chronology->value, "Kronologi " + std::to_string(i));
+    }
+  }
+  // Editing a case whose key was evicted seals under the same case key.
+  ASSERT_TRUE((*office)->SetCaseFields(ToHex(ids[0]), {"chronology=Diperbarui"}));
+  auto again = (*office)->ShowCase(ToHex(ids[0]));
+  ASSERT_TRUE(again);
+  EXPECT_EQ(Field(again->fields, "chronology")->value, "Diperbarui");
+}
+
 TEST_F(DeviceTest, InterruptedPushResumesWithoutDuplicates) {
   auto rina = Officer("rina", pb::ROLE_PENDAMPING);
   auto id = rina->NewCase({"risk_level=low"});

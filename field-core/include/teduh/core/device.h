@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -54,6 +55,9 @@ struct DeviceOptions {
   Connector connector;  // null: ConnectWebSocket
   StoreOptions store;
   std::string label;  // Enroll: the label admins see (default: host name)
+  // Case keys kept unwrapped in guarded memory at once (each costs the process
+  // a few memory mappings; older ones are unwrapped again when needed).
+  std::size_t case_key_cache = 256;
 };
 
 // Public facts about this device (from device.json; no secret).
@@ -273,8 +277,14 @@ class Device {
   std::unique_ptr<Vault> vault_;
   std::unique_ptr<LocalStore> store_;
   std::unique_ptr<Hlc> hlc_;
-  // Unwrapped case keys: (case, class, version) -> key. Wiped by Lock().
-  std::map<std::tuple<Id, int, std::uint32_t>, crypto::SecureBuffer> case_keys_;
+  // Unwrapped case keys: (case, class, version) -> key. Wiped by Lock(). Each
+  // guarded allocation costs the process memory mappings, so at most
+  // options_.case_key_cache are kept (oldest evicted first); a pointer CaseKeyFor
+  // returned stays valid until the next key is cached.
+  using CaseKeyId = std::tuple<Id, int, std::uint32_t>;
+  const crypto::SecureBuffer* CacheCaseKey(const CaseKeyId& id, crypto::SecureBuffer key);
+  std::map<CaseKeyId, crypto::SecureBuffer> case_keys_;
+  std::deque<CaseKeyId> case_key_order_;
   bool locked_ = false;
 };
 

@@ -42,6 +42,8 @@ struct sqlite3;
 
 namespace teduh::core {
 
+class StmtCache;  // local_store.cc
+
 enum class OutboxState : int {
   kPending = 0,   // waiting to be pushed (or resent)
   kAccepted = 1,  // the server applied it
@@ -229,15 +231,20 @@ class LocalStore {
   Outcome<void> DeleteFieldRow(std::string_view table, const Id& id, std::uint32_t field);
   Outcome<std::optional<Stamp>> RowStamp(std::string_view table, const Id& id, std::uint32_t field);
   Outcome<bool> HasPending(const Id& id, std::uint32_t field, std::uint64_t after_seq);
+  Outcome<bool> AnyPending();  // any change at all waiting in the outbox
+  Outcome<bool> AnyShadow();   // any server value held back behind a pending edit
   Outcome<std::optional<teduh::sync::v1::FieldChange>> LoadOutbox(std::uint64_t device_seq,
                                                                   int* state);
   Outcome<void> StoreOutboxPayload(const teduh::sync::v1::FieldChange& change);
+  Outcome<teduh::sync::v1::FieldChange> ParseOutboxPayload(std::uint64_t device_seq,
+                                                           std::string_view stored);
 
   sqlite3* db_;
   crypto::SecureBuffer key_;
   Id device_id_;
   Env& env_;
   StoreOptions options_;
+  std::unique_ptr<StmtCache> stmts_;  // prepared statements, finalized before db_ closes
   error_code sticky_;
   bool in_txn_ = false;
 };

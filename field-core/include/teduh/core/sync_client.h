@@ -1,5 +1,5 @@
 // The device side of the sync protocol (docs/PROTOCOL.md): frames over a
-// Transport, one request at a time. Every received frame goes through
+// Transport, one request outstanding at a time. Every received frame goes through
 // core::DecodeFrame; an Error frame becomes a Failure with the matching
 // core::errc (core::ErrorFromFrame) and a sentence for the officer; Poke
 // frames that arrive while waiting for a reply are noted (poked()) and skipped.
@@ -46,6 +46,11 @@ class SyncClient {
       const std::vector<teduh::sync::v1::FieldChange>& changes);
   Outcome<teduh::sync::v1::Changes> Pull(std::uint64_t generation, std::uint64_t after_seq,
                                          std::uint32_t limit);
+  // Pull in two halves, so a device can ask for the next batch while it
+  // stores the one it has (at most one request outstanding at a time).
+  Outcome<std::uint64_t> RequestPull(std::uint64_t generation, std::uint64_t after_seq,
+                                     std::uint32_t limit);
+  Outcome<teduh::sync::v1::Changes> AwaitChanges(std::uint64_t request_id);
   Outcome<teduh::sync::v1::DeviceList> ListDevices();
   Outcome<teduh::sync::v1::ApproveResult> Approve(const teduh::sync::v1::ApproveDevice& request);
 
@@ -56,6 +61,9 @@ class SyncClient {
  private:
   Outcome<teduh::sync::v1::Frame> Call(teduh::sync::v1::Frame request,
                                        teduh::sync::v1::Frame::BodyCase expected);
+  Outcome<std::uint64_t> Send(teduh::sync::v1::Frame request);
+  Outcome<teduh::sync::v1::Frame> Await(std::uint64_t request_id,
+                                        teduh::sync::v1::Frame::BodyCase expected);
 
   std::unique_ptr<Transport> transport_;
   FrameLimits limits_;
