@@ -261,6 +261,7 @@ void Device::Lock() {
   std::lock_guard g(mu_);
   case_keys_.clear();
   case_key_order_.clear();
+  spare_case_key_.Reset();
   if (vault_) vault_->Lock();
   store_.reset();
   locked_ = true;
@@ -536,14 +537,17 @@ Outcome<const crypto::SecureBuffer*> Device::CaseKeyFor(const Id& case_id,
       lacked_class_key = true;
       continue;
     }
-    auto unwrapped = UnwrapCaseKey(*k, case_id, key_class, version, ck.epoch(), ck.wrapped());
-    if (!unwrapped) {
-      if (unwrapped.error() != errc::integrity) {
-        return Fail(unwrapped.error(), "cannot hold the case key in guarded memory");
-      }
+    // A buffer freed by eviction is reused: guarded allocations are costly.
+    if (spare_case_key_.size() != crypto::kAeadKeyBytes) {
+      auto fresh = crypto::SecureBuffer::Allocate(crypto::kAeadKeyBytes);
+      if (!fresh) return Fail(fresh.error(), "cannot hold the case key in guarded memory");
+      spare_case_key_ = std::move(*fresh);
+    }
+    if (UnwrapCaseKeyInto(*k, case_id, key_class, version, ck.epoch(), ck.wrapped(),
+                          spare_case_key_)) {
       continue;  // altered wrap: try another record, else integrity below
     }
-    return CacheCaseKey({case_id, int{key_class}, version}, std::move(*unwrapped));
+    return CacheCaseKey({case_id, int{key_class}, version}, std::move(spare_case_key_));
   }
   if (lacked_class_key || recs->empty() || vault_->latest_epoch(key_class) == std::nullopt) {
     return Fail(errc::key_missing, fmt::format("this device does not hold the {} key of this case",
@@ -555,8 +559,12 @@ Outcome<const crypto::SecureBuffer*> Device::CaseKeyFor(const Id& case_id,
 const crypto::SecureBuffer* Device::CacheCaseKey(const CaseKeyId& id, crypto::SecureBuffer key) {
   while (case_keys_.size() >= std::max<std::size_t>(options_.case_key_cache, 2) &&
          !case_key_order_.empty()) {
-    case_keys_.erase(case_key_order_.front());  // wiped by its destructor
+    auto oldest = case_keys_.find(case_key_order_.front());
     case_key_order_.pop_front();
+    if (oldest == case_keys_.end()) continue;
+    crypto::Wipe(oldest->second.span());
+    spare_case_key_ = std::move(oldest->second);  // kept for the next unwrap
+    case_keys_.erase(oldest);
   }
   auto [it, inserted] = case_keys_.insert_or_assign(id, std::move(key));
   if (inserted) case_key_order_.push_back(id);
@@ -1248,7 +1256,50 @@ Outcome<std::size_t> Device::AcceptWelcome(const pb::Welcome& welcome, std::size
   return added;
 }
 
-Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>& progress) {
+// Every pulled sealed value is opened once (and wiped) so that a damaged or
+// substituted value is reported by the sync that brings it, not months later
+// when someone opens the case. It is stored either way: the device holds the
+// server's state, and shows such a value as unreadable.
+Outcome<void> Device::VerifyPulledLocked(const pb::Changes& batch, SyncReport* report) {
+  const std::string self(reinterpret_cast<const char*>(meta_->device_id.data()),
+                         meta_->device_id.size());
+  for (const auto& ch : batch.changes()) {
+    // This device sealed its own writes (they are still verified whenever opened).
+    if (!ch.sealed() || ch.stamp().device_id() == self) continue;
+    auto record_id = IdFromBytes(ch.record_id());
+    if (!record_id) continue;
+    Id case_id = *record_id;
+    if (!ch.parent_id().empty()) {
+      auto parent = IdFromBytes(ch.parent_id());
+      if (!parent) continue;
+      case_id = *parent;
+    }
+    StoredValue v;
+    v.field = ch.field();
+    v.sealed = true;
+    v.key_class = ch.key_class();
+    v.key_version = ch.key_version();
+    v.value = ch.value();
+    auto writer = IdFromBytes(ch.stamp().device_id());
+    v.stamp = Stamp{ch.stamp().hlc(), writer ? *writer : Id{}};
+    v.origin_hlc = ch.origin_hlc();
+    Readability readability = Readability::kReadable;
+    auto plain = OpenValue(*record_id, ch.kind(), case_id, v, &readability);
+    if (!plain) return plain.error();
+    if (*plain) crypto::Wipe(**plain);
+    if (readability == Readability::kReadable) {
+      ++report->verified;
+    } else if (readability == Readability::kNoKey) {
+      ++report->not_for_this_device;
+    } else {
+      ++report->unreadable;
+    }
+  }
+  return {};
+}
+
+Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>& progress,
+                                 bool push_only) {
   SyncReport report;
   SyncProgress prog;
   auto tell = [&](std::string_view phase) {
@@ -1349,6 +1400,7 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
       if (changes->reset()) report.reset = true;
       report.pulled += applied->applied + applied->deferred;
       report.deferred += applied->deferred;
+      if (auto v = VerifyPulledLocked(*changes, &report); !v) return v.error();
       prog.pulled = report.pulled;
       cursor.generation = changes->generation();
       cursor.last_seq = changes->last_seq();
@@ -1356,11 +1408,13 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
     }
   };
   if (auto r = push_all(); !r) return fail(r.error());
-  if (auto r = pull_all(); !r) return fail(r.error());
-  if (report.reset) {
-    // A restored server: push what it lost (idempotent), then catch up.
-    if (auto r = push_all(); !r) return fail(r.error());
+  if (!push_only) {
     if (auto r = pull_all(); !r) return fail(r.error());
+    if (report.reset) {
+      // A restored server: push what it lost (idempotent), then catch up.
+      if (auto r = push_all(); !r) return fail(r.error());
+      if (auto r = pull_all(); !r) return fail(r.error());
+    }
   }
   report.poked = (*client)->poked();
   (*client)->Close();
@@ -1368,7 +1422,7 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
     std::lock_guard g(mu_);
     report.state = meta_->state;
   }
-  record("ok");
+  record(push_only ? "ok: sent only" : "ok");
   tell("done");
   return report;
 }

@@ -74,10 +74,27 @@ result<std::string> WrapCaseKey(const crypto::SecureBuffer& class_key, const Id&
 result<crypto::SecureBuffer> UnwrapCaseKey(const crypto::SecureBuffer& class_key, const Id& case_id,
                                            teduh::AccessClass key_class, std::uint32_t version,
                                            std::uint32_t epoch, std::string_view wrapped) {
-  auto key = crypto::AeadOpen(class_key, View(wrapped),
-                              View(CaseKeyAssociatedData(case_id, key_class, version, epoch)));
-  if (!key || key->size() != crypto::kAeadKeyBytes) return make_error_code(errc::integrity);
+  auto key = crypto::SecureBuffer::Allocate(crypto::kAeadKeyBytes);
+  if (!key) return key.error();
+  if (auto ec = UnwrapCaseKeyInto(class_key, case_id, key_class, version, epoch, wrapped, *key))
+    return ec;
   return std::move(*key);
+}
+
+error_code UnwrapCaseKeyInto(const crypto::SecureBuffer& class_key, const Id& case_id,
+                             teduh::AccessClass key_class, std::uint32_t version,
+                             std::uint32_t epoch, std::string_view wrapped,
+                             crypto::SecureBuffer& out) {
+  if (out.size() != crypto::kAeadKeyBytes ||
+      wrapped.size() != crypto::kAeadKeyBytes + crypto::kAeadOverhead) {
+    return make_error_code(errc::integrity);
+  }
+  if (crypto::AeadOpenInto(class_key, View(wrapped),
+                           View(CaseKeyAssociatedData(case_id, key_class, version, epoch)),
+                           out.span())) {
+    return make_error_code(errc::integrity);  // out is wiped
+  }
+  return {};
 }
 
 std::string AuthMessage(std::string_view nonce, std::string_view server_id,

@@ -284,9 +284,9 @@ TEST_F(DeviceTest, CasesOpenWhenMoreCaseKeysAreUsedThanTheCacheHolds) {
   ASSERT_TRUE(rina->Sync());
   auto options = Options();
   options.case_key_cache = 3;
-  auto office = Device::Enroll(root_ / "office", "ws://fake",
-                               server_.AddCode(pb::ROLE_OFFICE, "office"), Pass("pw-office"),
-                               options);
+  auto office =
+      Device::Enroll(root_ / "office", "ws://fake", server_.AddCode(pb::ROLE_OFFICE, "office"),
+                     Pass("pw-office"), options);
   ASSERT_TRUE(office) << office.error().message;
   ASSERT_TRUE(admin_->ApproveDevice(ToHex((*office)->info().device_id)));
   ASSERT_TRUE((*office)->Sync());
@@ -305,6 +305,75 @@ TEST_F(DeviceTest, CasesOpenWhenMoreCaseKeysAreUsedThanTheCacheHolds) {
   auto again = (*office)->ShowCase(ToHex(ids[0]));
   ASSERT_TRUE(again);
   EXPECT_EQ(Field(again->fields, "chronology")->value, "Diperbarui");
+}
+
+// A sealed value altered on the server is reported by the sync that brings it
+// (and stored, shown as unreadable); a value for a key class the device may
+// not hold is counted apart, not as damage.
+TEST_F(DeviceTest, PullVerifiesEverySealedValueAndReportsDamage) {
+  auto rina = Officer("rina", pb::ROLE_PENDAMPING);
+  auto dewi = Officer("dewi", pb::ROLE_KONSELOR);
+  auto id = rina->NewCase({"chronology=Kronologi asli", "safety_plan=Rencana"});
+  ASSERT_TRUE(id);
+  ASSERT_TRUE(rina->Sync());
+  ASSERT_TRUE(dewi->Sync());
+  ASSERT_TRUE(dewi->AddNote(ToHex(*id), "Sesi konseling", "counselling"));
+  ASSERT_TRUE(dewi->Sync());
+  const FieldPolicy* chronology = nullptr;
+  for (const auto& f : Schema::Get().FindKind(kCaseKind)->fields) {
+    if (f.name == "chronology") chronology = &f;
+  }
+  ASSERT_NE(chronology, nullptr);
+  bool altered = false;
+  for (auto& ch : server_.log) {
+    if (ch.sealed() && ch.kind() == kCaseKind && ch.field() == chronology->number) {
+      (*ch.mutable_value())[30] ^= 1;
+      altered = true;
+    }
+  }
+  ASSERT_TRUE(altered);
+
+  // A second device of the konselor pulls everything from scratch.
+  auto konselor = Enroll("konselor2", server_.AddCode(pb::ROLE_KONSELOR, "dewi"));
+  ASSERT_TRUE(admin_->ApproveDevice(ToHex(konselor->info().device_id)));
+  auto pulled = konselor->Sync();
+  ASSERT_TRUE(pulled) << pulled.error().message;
+  EXPECT_EQ(pulled->unreadable, 1u);  // the altered chronology
+  EXPECT_GE(pulled->verified, 2u);    // safety plan and the counselling note
+  EXPECT_EQ(pulled->not_for_this_device, 0u);
+  auto view = konselor->ShowCase(ToHex(*id));
+  ASSERT_TRUE(view);
+  EXPECT_EQ(Field(view->fields, "chronology")->readability, Readability::kIntegrity);
+  EXPECT_EQ(Field(view->fields, "safety_plan")->value, "Rencana");
+
+  auto pendamping = Enroll("rina2", server_.AddCode(pb::ROLE_PENDAMPING, "rina"));
+  ASSERT_TRUE(admin_->ApproveDevice(ToHex(pendamping->info().device_id)));
+  auto field = pendamping->Sync();
+  ASSERT_TRUE(field) << field.error().message;
+  EXPECT_EQ(field->not_for_this_device, 1u);  // the CLINICAL counselling note
+  EXPECT_EQ(field->unreadable, 1u);
+}
+
+TEST_F(DeviceTest, PushOnlySendsWorkAndLeavesReceivingForLater) {
+  auto rina = Officer("rina", pb::ROLE_PENDAMPING);
+  auto office = Officer("office", pb::ROLE_OFFICE);
+  auto theirs = office->NewCase({"chronology=Kasus kantor"});
+  ASSERT_TRUE(theirs);
+  ASSERT_TRUE(office->Sync());
+  ASSERT_TRUE(office->SetCaseFields(ToHex(*theirs), {"assigned_pendamping=rina"}));
+  ASSERT_TRUE(office->Sync());
+  auto mine = rina->NewCase({"chronology=Kasus lapangan"});
+  ASSERT_TRUE(mine);
+  auto sent = rina->Sync({}, /*push_only=*/true);
+  ASSERT_TRUE(sent) << sent.error().message;
+  EXPECT_GT(sent->accepted, 0u);
+  EXPECT_EQ(sent->pulled, 0u);
+  EXPECT_EQ(rina->Status()->counts.pending, 0u);
+  EXPECT_EQ(rina->ListCases()->size(), 1u);  // the office's case comes with the next sync
+  auto full = rina->Sync();
+  ASSERT_TRUE(full) << full.error().message;
+  EXPECT_GT(full->pulled, 0u);
+  EXPECT_EQ(rina->ListCases()->size(), 2u);
 }
 
 TEST_F(DeviceTest, InterruptedPushResumesWithoutDuplicates) {

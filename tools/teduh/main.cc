@@ -271,6 +271,9 @@ int main(int argc, char** argv) {
 
   CLI::App* status = leaf(&app, "status", "Show this device, its outbox and last sync");
   CLI::App* sync = leaf(&app, "sync", "Send local changes and receive new ones");
+  bool push_only = false;
+  sync->add_flag("--push-only", push_only,
+                 "Only send local changes (on a weak connection); receive at the next sync");
 
   CLI::App* case_cmd = app.add_subcommand("case", "Cases")->require_subcommand(1);
   add_globals(case_cmd);
@@ -397,15 +400,17 @@ int main(int argc, char** argv) {
     }
 
     if (sync->parsed()) {
-      auto report = d.Sync([&](const teduh::core::SyncProgress& p) {
-        if (p.phase == "pushing") {
-          std::cerr << fmt::format("sync: pushing {}/{}\n", p.pushed, p.to_push);
-        } else if (p.phase == "pulling") {
-          std::cerr << fmt::format("sync: pulling ({} received)\n", p.pulled);
-        } else if (p.phase == "connecting") {
-          std::cerr << "sync: connecting\n";
-        }
-      });
+      auto report = d.Sync(
+          [&](const teduh::core::SyncProgress& p) {
+            if (p.phase == "pushing") {
+              std::cerr << fmt::format("sync: pushing {}/{}\n", p.pushed, p.to_push);
+            } else if (p.phase == "pulling") {
+              std::cerr << fmt::format("sync: pulling ({} received)\n", p.pulled);
+            } else if (p.phase == "connecting") {
+              std::cerr << "sync: connecting\n";
+            }
+          },
+          push_only);
       if (!report) return Report(g, report.error());
       auto st = d.Status();
       std::uint64_t pending = st ? st->counts.pending : 0;
@@ -418,6 +423,9 @@ int main(int argc, char** argv) {
              {"deferred", report->deferred},
              {"grants_added", report->grants_added},
              {"bad_grants", report->bad_grants},
+             {"sealed_verified", report->verified},
+             {"sealed_not_for_this_device", report->not_for_this_device},
+             {"sealed_unreadable", report->unreadable},
              {"reset", report->reset},
              {"state", report->state},
              {"pending", pending},
@@ -428,6 +436,12 @@ int main(int argc, char** argv) {
           report->pulled,
           report->grants_added ? fmt::format(", {} new key(s)", report->grants_added) : "");
       if (report->rejected > 0) human += "Some changes were rejected: see `teduh status`.\n";
+      if (report->unreadable > 0) {
+        human += fmt::format(
+            "Warning: {} received sealed value(s) did not verify (damaged or altered); they are "
+            "stored and shown as unreadable. Tell your admin.\n",
+            report->unreadable);
+      }
       if (report->bad_grants > 0) {
         human += "Warning: a key grant did not verify and was ignored; tell your admin.\n";
       }

@@ -23,9 +23,9 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <filesystem>
 #include <functional>
-#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -156,7 +156,11 @@ struct SyncReport {
   std::size_t pushed = 0, accepted = 0, merged = 0, conflict = 0, rejected = 0;
   std::size_t pulled = 0, deferred = 0, grants_added = 0;
   std::size_t bad_grants = 0;  // grants whose unit signature did not verify: ignored
-  bool reset = false;          // the server was restored from a backup; changes were re-pushed
+  // Pulled sealed values: opened and verified with the case key; held for a key
+  // class this device may not hold (e.g. CLINICAL on a pendamping's tablet);
+  // damaged or altered (stored, shown as unreadable, and worth reporting).
+  std::size_t verified = 0, not_for_this_device = 0, unreadable = 0;
+  bool reset = false;  // the server was restored from a backup; changes were re-pushed
   bool poked = false;
   std::string state;  // device state after the sync
   std::int64_t clock_offset_ms = 0;
@@ -218,9 +222,12 @@ class Device {
   Outcome<DeviceStatus> Status();
 
   // ---- Network -------------------------------------------------------------------
-  // Pushes the outbox, pulls until up to date, applies grants. Resumable after
-  // any interruption; a rejected change stays visible in Status().
-  Outcome<SyncReport> Sync(const std::function<void(const SyncProgress&)>& progress = {});
+  // Pushes the outbox, pulls until up to date (unless `push_only`: on a weak
+  // connection an officer may send her work first and receive later), applies
+  // grants. Resumable after any interruption; a rejected change stays visible
+  // in Status().
+  Outcome<SyncReport> Sync(const std::function<void(const SyncProgress&)>& progress = {},
+                           bool push_only = false);
   // Admin devices.
   Outcome<std::vector<RemoteDevice>> ListRemoteDevices();
   // Grants the class keys of the target's role (signed with the unit root key,
@@ -265,6 +272,7 @@ class Device {
                               teduh::AccessClass key_class, std::uint32_t* version);
   Outcome<std::vector<FieldView>> RenderFields(const Id& record_id, std::string_view kind,
                                                const Id& case_id, std::string_view lang);
+  Outcome<void> VerifyPulledLocked(const teduh::sync::v1::Changes& batch, SyncReport* report);
   Outcome<std::optional<std::string>> OpenValue(const Id& record_id, std::string_view kind,
                                                 const Id& case_id, const StoredValue& v,
                                                 Readability* readability);
@@ -285,6 +293,7 @@ class Device {
   const crypto::SecureBuffer* CacheCaseKey(const CaseKeyId& id, crypto::SecureBuffer key);
   std::map<CaseKeyId, crypto::SecureBuffer> case_keys_;
   std::deque<CaseKeyId> case_key_order_;
+  crypto::SecureBuffer spare_case_key_;  // an evicted key's buffer (wiped), reused
   bool locked_ = false;
 };
 

@@ -50,6 +50,12 @@ result<std::string> WrapCaseKey(const crypto::SecureBuffer& class_key, const Id&
 result<crypto::SecureBuffer> UnwrapCaseKey(const crypto::SecureBuffer& class_key, const Id& case_id,
                                            teduh::AccessClass key_class, std::uint32_t version,
                                            std::uint32_t epoch, std::string_view wrapped);
+// The same into an existing 32-byte guarded buffer (no allocation); on failure
+// `out` is wiped and the result is errc::integrity.
+error_code UnwrapCaseKeyInto(const crypto::SecureBuffer& class_key, const Id& case_id,
+                             teduh::AccessClass key_class, std::uint32_t version,
+                             std::uint32_t epoch, std::string_view wrapped,
+                             crypto::SecureBuffer& out);
 
 // Signed messages.
 // "teduh-auth-v1" || nonce || server_id || device_id
