@@ -128,8 +128,11 @@ struct Device::Meta {
 };
 
 struct Device::PendingSet {
+  PendingSet(const FieldPolicy* f, std::string v, std::optional<Id> r = std::nullopt)
+      : field(f), value(std::move(v)), resolves(r) {}
   const FieldPolicy* field = nullptr;
-  std::string value;  // single-field serialization (plaintext)
+  std::string value;           // single-field serialization (plaintext)
+  std::optional<Id> resolves;  // the Conflict record this edit resolves
 };
 
 namespace {
@@ -156,6 +159,20 @@ teduh::AccessClass Normal(teduh::AccessClass c) {
 }
 
 const RecordKind& KindOf(std::string_view full) { return *Schema::Get().FindKind(full); }
+
+// A pulled (or historical) value as the store would hold it.
+StoredValue StoredFromChange(const pb::FieldChange& ch) {
+  StoredValue v;
+  v.field = ch.field();
+  v.sealed = ch.sealed();
+  v.key_class = ch.key_class();
+  v.key_version = ch.key_version();
+  v.value = ch.value();
+  v.stamp.hlc = ch.stamp().hlc();
+  if (auto d = IdFromBytes(ch.stamp().device_id())) v.stamp.device = *d;
+  v.origin_hlc = ch.origin_hlc();
+  return v;
+}
 
 std::string Label(const FieldPolicy& f, std::string_view lang) {
   const std::string& l = lang == "en" ? f.label_en : f.label_id;
@@ -665,6 +682,7 @@ Outcome<void> Device::WriteRecordFields(LocalStore::EditTxn& txn, const Id& reco
     c.kind = std::string(kind);
     c.parent_id = parent;
     c.field = s.field->number;
+    c.resolves = s.resolves;
     if (!s.field->sealed) {
       c.stamp = txn.NextStamp();
       c.value = std::move(s.value);
@@ -967,6 +985,34 @@ Outcome<std::optional<std::string>> Device::OpenValue(const Id& record_id, std::
   return std::optional<std::string>(std::move(*plain));
 }
 
+FieldView Device::RenderValue(const Id& record_id, std::string_view kind, const Id& case_id,
+                              const FieldPolicy& policy, StoredValue v, std::string_view lang,
+                              std::string* plain_out, error_code* failed) {
+  FieldView fv;
+  fv.name = policy.name;
+  fv.label = Label(policy, lang);
+  fv.sealed = policy.sealed;
+  fv.pending = v.pending;
+  auto plain = OpenValue(record_id, kind, case_id, v, &fv.readability);
+  crypto::Wipe(v.value);
+  if (!plain) {
+    *failed = plain.error().code;
+    return fv;
+  }
+  if (fv.readability == Readability::kReadable && *plain) {
+    auto msg = DecodeFieldValue(*Schema::Get().FindKind(kind), **plain);
+    if (!msg) {
+      fv.readability = Readability::kIntegrity;
+    } else {
+      fv.value = FieldToJson(**msg, policy);
+      fv.display = FieldToDisplay(**msg, policy, lang);
+      if (plain_out != nullptr) *plain_out = **plain;
+    }
+    crypto::Wipe(**plain);
+  }
+  return fv;
+}
+
 Outcome<std::vector<FieldView>> Device::RenderFields(const Id& record_id, std::string_view kind,
                                                      const Id& case_id, std::string_view lang) {
   const RecordKind* rk = Schema::Get().FindKind(kind);
@@ -977,27 +1023,322 @@ Outcome<std::vector<FieldView>> Device::RenderFields(const Id& record_id, std::s
   for (auto& v : *fields) {
     const FieldPolicy* policy = rk->FindField(v.field);
     if (policy == nullptr) continue;  // a newer device's field: kept, not shown
-    FieldView fv;
-    fv.name = policy->name;
-    fv.label = Label(*policy, lang);
-    fv.sealed = policy->sealed;
-    fv.pending = v.pending;
-    auto plain = OpenValue(record_id, kind, case_id, v, &fv.readability);
-    crypto::Wipe(v.value);
-    if (!plain) return plain.error();
-    if (fv.readability == Readability::kReadable && *plain) {
-      auto msg = DecodeFieldValue(*rk, **plain);
-      crypto::Wipe(**plain);
-      if (!msg) {
-        fv.readability = Readability::kIntegrity;
-      } else {
-        fv.value = FieldToJson(**msg, *policy);
-        fv.display = FieldToDisplay(**msg, *policy, lang);
-      }
-    }
-    out.push_back(std::move(fv));
+    error_code failed;
+    out.push_back(
+        RenderValue(record_id, kind, case_id, *policy, std::move(v), lang, nullptr, &failed));
+    if (failed) return Fail(failed, "cannot open a value");
   }
   return out;
+}
+
+Outcome<std::vector<StoredField>> Device::SnapshotCase(const Id& case_id) {
+  std::lock_guard g(mu_);
+  if (auto r = CheckOpen(); !r) return r.error();
+  std::vector<RecordInfo> records;
+  auto self = store_->GetRecord(case_id);
+  if (!self) return self.error();
+  if (*self) records.push_back(**self);
+  for (const auto& kind : Schema::Get().kinds()) {
+    if (kind->full_name == kCaseKind) continue;
+    auto children = store_->ListRecords(kind->full_name, case_id);
+    if (!children) return children.error();
+    records.insert(records.end(), children->begin(), children->end());
+  }
+  std::vector<StoredField> out;
+  for (const auto& r : records) {
+    auto fields = store_->GetFields(r.record_id);
+    if (!fields) return fields.error();
+    for (auto& f : *fields) {
+      out.push_back(StoredField{r.record_id, r.kind, f.field, f.stamp, std::move(f.value), f.sealed,
+                                f.pending});
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const StoredField& a, const StoredField& b) {
+    return std::tie(a.record_id, a.field) < std::tie(b.record_id, b.field);
+  });
+  return out;
+}
+
+// ---- History -------------------------------------------------------------------------
+
+Outcome<std::vector<HistoryEntryView>> Device::FetchHistory(const Id& case_id,
+                                                            const FieldPolicy* only,
+                                                            std::string_view lang,
+                                                            std::vector<std::string>* plains) {
+  auto client = ConnectOnline();
+  if (!client) return client.error();
+  auto history = (*client)->History(case_id, only ? only->number : 0);
+  (*client)->Close();
+  if (!history) return history.error();
+  std::lock_guard g(mu_);
+  if (auto r = CheckOpen(); !r) return r.error();
+  const RecordKind& kind = KindOf(kCaseKind);
+  std::vector<HistoryEntryView> out;
+  std::map<std::uint32_t, int> versions;
+  for (const auto& e : history->entries()) {
+    const pb::FieldChange& ch = e.value();
+    if (ch.record_id() != AsBytes(case_id)) continue;
+    const FieldPolicy* policy = kind.FindField(ch.field());
+    if (policy == nullptr || (only && policy != only)) continue;
+    HistoryEntryView h;
+    h.field = policy->name;
+    h.version = ++versions[ch.field()];
+    h.reason = e.reason();
+    h.author = ch.author();
+    StoredValue sv = StoredFromChange(ch);
+    h.stamp = sv.stamp;
+    h.written_ms = HlcMillis(ch.origin_hlc() != 0 ? ch.origin_hlc() : ch.stamp().hlc());
+    error_code failed;
+    std::string plain;
+    h.value = RenderValue(case_id, kCaseKind, case_id, *policy, std::move(sv), lang,
+                          plains ? &plain : nullptr, &failed);
+    if (failed) return Fail(failed, "cannot open a value of the history");
+    if (plains) plains->push_back(std::move(plain));
+    out.push_back(std::move(h));
+  }
+  return out;
+}
+
+Outcome<std::pair<Id, const FieldPolicy*>> Device::ResolveCaseField(std::string_view case_ref,
+                                                                    std::string_view field) {
+  std::lock_guard g(mu_);
+  if (auto r = CheckOpen(); !r) return r.error();
+  auto id = ResolveCaseLocked(case_ref);
+  if (!id) return id.error();
+  const FieldPolicy* policy = nullptr;
+  if (!field.empty()) {
+    policy = KindOf(kCaseKind).FindFieldByName(Lower(Trim(field)));
+    if (policy == nullptr)
+      return Fail(errc::unknown_field, fmt::format("a case has no field '{}'", field));
+  }
+  return std::make_pair(*id, policy);
+}
+
+Outcome<std::vector<HistoryEntryView>> Device::CaseHistory(std::string_view case_ref,
+                                                           std::string_view field,
+                                                           std::string_view lang) {
+  auto target = ResolveCaseField(case_ref, field);
+  if (!target) return target.error();
+  return FetchHistory(target->first, target->second, lang, nullptr);
+}
+
+Outcome<void> Device::RestoreCaseField(std::string_view case_ref, std::string_view field,
+                                       int version) {
+  if (field.empty()) return Fail(errc::invalid_argument, "name the field to restore");
+  auto target = ResolveCaseField(case_ref, field);
+  if (!target) return target.error();
+  const Id case_id = target->first;
+  const FieldPolicy* policy = target->second;
+  if (policy->merge == teduh::MERGE_RULE_IMMUTABLE) {
+    return Fail(errc::invalid_argument, fmt::format("'{}' is written once", policy->name));
+  }
+  std::vector<std::string> plains;
+  auto history = FetchHistory(case_id, policy, "en", &plains);
+  struct Wiper {
+    std::vector<std::string>& v;
+    ~Wiper() {
+      for (auto& p : v) crypto::Wipe(p);
+    }
+  } wiper{plains};
+  if (!history) return history.error();
+  if (version < 1 || version > static_cast<int>(history->size())) {
+    return Fail(errc::invalid_argument,
+                fmt::format("'{}' has versions 1 to {}", policy->name, history->size()));
+  }
+  const HistoryEntryView& chosen = (*history)[static_cast<std::size_t>(version - 1)];
+  if (chosen.value.readability != Readability::kReadable) {
+    return Fail(errc::key_missing, fmt::format("version {} cannot be read on this device ({})",
+                                               version, ReadabilityName(chosen.value.readability)));
+  }
+  std::lock_guard g(mu_);
+  if (auto r = CheckOpen(); !r) return r.error();
+  std::string value = plains[static_cast<std::size_t>(version - 1)];
+  auto r = store_->Edit(*hlc_, [&](LocalStore::EditTxn& txn) -> Outcome<void> {
+    std::vector<PendingSet> sets;
+    sets.push_back(PendingSet{policy, std::move(value), std::nullopt});
+    return WriteRecordFields(txn, case_id, kCaseKind, std::nullopt, case_id, std::move(sets));
+  });
+  crypto::Wipe(value);
+  if (!r) return r.error();
+  return {};
+}
+
+// ---- Reconciliation ----------------------------------------------------------------
+
+Outcome<ConflictView> Device::LoadConflictLocked(const Id& conflict_id, bool decrypt,
+                                                 std::string_view lang, std::string* kept_plain,
+                                                 std::string* other_plain) {
+  auto rec = store_->GetRecord(conflict_id);
+  if (!rec) return rec.error();
+  if (!*rec || (*rec)->kind != kConflictKind || !(*rec)->parent_id) {
+    return Fail(errc::not_found, "no such conflict on this device");
+  }
+  auto fields = store_->GetFields(conflict_id);
+  if (!fields) return fields.error();
+  teduh::casework::v1::Conflict c;
+  for (const auto& f : *fields) {
+    if (!f.sealed) c.MergeFromString(f.value);
+  }
+  ConflictView v;
+  v.conflict_id = conflict_id;
+  v.case_id = *(*rec)->parent_id;
+  const auto& det = c.detection();
+  if (auto id = IdFromBytes(det.record_id())) v.record_id = *id;
+  const RecordKind* kind = Schema::Get().FindKind(det.record_kind());
+  const FieldPolicy* policy = kind ? kind->FindField(det.field()) : nullptr;
+  v.record_kind = kind ? kind->short_name : det.record_kind();
+  v.field = policy ? policy->name : std::to_string(det.field());
+  v.state = c.state() == teduh::casework::v1::CONFLICT_STATE_RESOLVED ? "resolved" : "open";
+  v.detected_ms = det.detected_at();
+  v.resolved_by = c.resolution().resolved_by();
+  v.resolution = c.resolution().resolution();
+  v.resolved_ms = c.resolution().resolved_at();
+  auto side = [&](const teduh::casework::v1::ConflictSide& in, ConflictSideView* out,
+                  std::string* plain) -> Outcome<void> {
+    out->author = in.author();
+    out->stamp.hlc = in.stamp_hlc();
+    if (auto d = IdFromBytes(in.stamp_device())) out->stamp.device = *d;
+    out->written_ms = HlcMillis(in.origin_hlc() != 0 ? in.origin_hlc() : in.stamp_hlc());
+    if (!decrypt || !kind || !policy) return {};
+    StoredValue sv;
+    sv.field = det.field();
+    sv.sealed = in.sealed();
+    sv.key_class = in.key_class();
+    sv.key_version = in.key_version();
+    sv.value = in.value();
+    sv.stamp = out->stamp;
+    sv.origin_hlc = in.origin_hlc();
+    error_code failed;
+    out->value = RenderValue(v.record_id, kind->full_name, v.case_id, *policy, std::move(sv), lang,
+                             plain, &failed);
+    if (failed) return Fail(failed, "cannot open a conflict's value");
+    return {};
+  };
+  if (auto r = side(det.kept(), &v.kept, kept_plain); !r) return r.error();
+  if (auto r = side(det.other(), &v.other, other_plain); !r) return r.error();
+  return v;
+}
+
+Outcome<std::vector<ConflictView>> Device::ListConflicts(bool include_resolved) {
+  std::lock_guard g(mu_);
+  if (auto r = CheckOpen(); !r) return r.error();
+  auto recs = store_->ListRecords(kConflictKind, std::nullopt);
+  if (!recs) return recs.error();
+  std::vector<ConflictView> out;
+  for (const auto& r : *recs) {
+    auto v = LoadConflictLocked(r.record_id, false, "en");
+    if (!v) return v.error();
+    if (v->state == "open" || include_resolved) out.push_back(std::move(*v));
+  }
+  std::stable_sort(out.begin(), out.end(), [](const ConflictView& a, const ConflictView& b) {
+    return a.detected_ms < b.detected_ms;
+  });
+  return out;
+}
+
+Outcome<ConflictView> Device::ShowConflict(std::string_view conflict_ref, std::string_view lang) {
+  std::lock_guard g(mu_);
+  if (auto r = CheckOpen(); !r) return r.error();
+  auto id = ResolveRecordLocked(kConflictKind, conflict_ref, "conflict");
+  if (!id) return id.error();
+  return LoadConflictLocked(*id, true, lang);
+}
+
+Outcome<Id> Device::ResolveConflict(std::string_view conflict_ref, std::string_view take,
+                                    const std::optional<std::string>& value) {
+  std::lock_guard g(mu_);
+  if (auto r = CheckOpen(); !r) return r.error();
+  if (meta_->role != Role::ROLE_OFFICE && meta_->role != Role::ROLE_SUPERVISOR) {
+    return Fail(errc::forbidden, "only office staff and supervisors resolve conflicts");
+  }
+  if (take.empty() == !value.has_value()) {
+    return Fail(errc::invalid_argument, "give either --take kept|other|mine|theirs or --value");
+  }
+  auto id = ResolveRecordLocked(kConflictKind, conflict_ref, "conflict");
+  if (!id) return id.error();
+  std::string kept_plain, other_plain;
+  auto v = LoadConflictLocked(*id, true, "en", &kept_plain, &other_plain);
+  if (!v) return v.error();
+  struct Wiper {
+    std::string& a;
+    std::string& b;
+    ~Wiper() {
+      crypto::Wipe(a);
+      crypto::Wipe(b);
+    }
+  } wiper{kept_plain, other_plain};
+  if (v->state == "resolved") {
+    return Fail(errc::invalid_argument,
+                fmt::format("the conflict was already resolved by {}", v->resolved_by));
+  }
+  auto target = store_->GetRecord(v->record_id);
+  if (!target) return target.error();
+  if (!*target) return Fail(errc::not_found, "the conflicting record is not on this device");
+  const RecordKind& kind = KindOf((*target)->kind);
+  const FieldPolicy* policy = kind.FindFieldByName(v->field);
+  if (policy == nullptr) return Fail(errc::unknown_field, "this program does not know the field");
+
+  std::string resolution(take);
+  std::string chosen;
+  if (value) {
+    std::string message;
+    auto enc = EncodeFieldText(kind, *policy, *value, &message);
+    if (!enc) return Fail(errc::bad_value, message.empty() ? "bad value" : message);
+    chosen = std::move(*enc);
+    resolution = "value";
+  } else {
+    std::string side(take);
+    if (side == "mine" || side == "theirs") {
+      const bool kept_mine = v->kept.author == meta_->user;
+      const bool other_mine = v->other.author == meta_->user;
+      if (kept_mine == other_mine) {
+        return Fail(errc::invalid_argument,
+                    "you wrote neither side (or both): use --take kept or --take other");
+      }
+      side = (side == "mine") == kept_mine ? "kept" : "other";
+    }
+    if (side != "kept" && side != "other") {
+      return Fail(errc::invalid_argument, "--take is kept, other, mine or theirs");
+    }
+    const ConflictSideView& s = side == "kept" ? v->kept : v->other;
+    if (s.value.readability != Readability::kReadable) {
+      return Fail(errc::key_missing, fmt::format("the {} value cannot be read on this device ({})",
+                                                 side, ReadabilityName(s.value.readability)));
+    }
+    chosen = side == "kept" ? kept_plain : other_plain;
+    resolution = side;
+  }
+
+  namespace cw = teduh::casework::v1;
+  const RecordKind& ck = KindOf(kConflictKind);
+  auto one = [&](auto set) {
+    cw::Conflict c;
+    set(c);
+    return c.SerializeAsString();
+  };
+  std::vector<PendingSet> marks = {
+      {ck.FindFieldByName("state"),
+       one([](cw::Conflict& c) { c.set_state(cw::CONFLICT_STATE_RESOLVED); }), std::nullopt},
+      {ck.FindFieldByName("resolution"), one([&](cw::Conflict& c) {
+         c.mutable_resolution()->set_resolved_by(meta_->user);
+         c.mutable_resolution()->set_resolution(resolution);
+         c.mutable_resolution()->set_resolved_at(env_->NowMs());
+       }),
+       std::nullopt},
+  };
+  const Id case_id = v->case_id;
+  const std::optional<Id> parent = (*target)->parent_id;
+  auto r = store_->Edit(*hlc_, [&](LocalStore::EditTxn& txn) -> Outcome<void> {
+    std::vector<PendingSet> edit;
+    edit.push_back(PendingSet{policy, chosen, *id});
+    if (auto w =
+            WriteRecordFields(txn, v->record_id, kind.full_name, parent, case_id, std::move(edit));
+        !w)
+      return w;
+    return WriteRecordFields(txn, *id, kConflictKind, case_id, case_id, std::move(marks));
+  });
+  if (!r) return r.error();
+  return *id;
 }
 
 Outcome<CaseView> Device::ShowCase(std::string_view case_ref, std::string_view lang) {
@@ -1274,15 +1615,7 @@ Outcome<void> Device::VerifyPulledLocked(const pb::Changes& batch, SyncReport* r
       if (!parent) continue;
       case_id = *parent;
     }
-    StoredValue v;
-    v.field = ch.field();
-    v.sealed = true;
-    v.key_class = ch.key_class();
-    v.key_version = ch.key_version();
-    v.value = ch.value();
-    auto writer = IdFromBytes(ch.stamp().device_id());
-    v.stamp = Stamp{ch.stamp().hlc(), writer ? *writer : Id{}};
-    v.origin_hlc = ch.origin_hlc();
+    StoredValue v = StoredFromChange(ch);
     Readability readability = Readability::kReadable;
     auto plain = OpenValue(*record_id, ch.kind(), case_id, v, &readability);
     if (!plain) return plain.error();
@@ -1408,6 +1741,19 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
     }
   };
   if (auto r = push_all(); !r) return fail(r.error());
+  if (report.clock_offset_ms != 0) {
+    // The server re-stamped our changes: our clock had run ahead. Everything
+    // pushed now carries the server's stamps; the HLC comes back with them.
+    std::lock_guard g(mu_);
+    if (auto r = CheckOpen(); !r) return r.error();
+    auto pending = store_->CountOutbox();
+    if (!pending) return fail(pending.error());
+    if (pending->pending == 0) {
+      auto top = store_->RebaseHlc();
+      if (!top) return fail(top.error());
+      hlc_ = std::make_unique<Hlc>(*env_, *top);
+    }
+  }
   if (!push_only) {
     if (auto r = pull_all(); !r) return fail(r.error());
     if (report.reset) {
@@ -1427,15 +1773,19 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
   return report;
 }
 
-Outcome<std::vector<RemoteDevice>> Device::ListRemoteDevices() {
+Outcome<std::unique_ptr<SyncClient>> Device::ConnectOnline() {
   pb::Welcome welcome;
   auto client = ConnectAndAuthenticate(&welcome);
   if (!client) return client.error();
-  {
-    std::lock_guard g(mu_);
-    if (auto r = CheckOpen(); !r) return r.error();
-    if (auto r = AcceptWelcome(welcome, nullptr); !r) return r.error();
-  }
+  std::lock_guard g(mu_);
+  if (auto r = CheckOpen(); !r) return r.error();
+  if (auto r = AcceptWelcome(welcome, nullptr); !r) return r.error();
+  return std::move(*client);
+}
+
+Outcome<std::vector<RemoteDevice>> Device::ListRemoteDevices() {
+  auto client = ConnectOnline();
+  if (!client) return client.error();
   auto list = (*client)->ListDevices();
   (*client)->Close();
   if (!list) return list.error();

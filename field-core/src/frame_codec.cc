@@ -49,6 +49,7 @@ struct Checker {
     if (!Len(c.record_id(), 16, "record_id")) return false;
     if (c.kind().empty() || c.kind().size() > limits.max_kind_bytes) return Fail("kind is invalid");
     if (!LenOrEmpty(c.parent_id(), 16, "parent_id")) return false;
+    if (!LenOrEmpty(c.resolves(), 16, "resolves")) return false;
     if (c.field() == 0 || c.field() > 536870911u) return Fail("field number is invalid");
     if (c.value().size() > limits.max_value_bytes) return Fail("value is too large");
     if (c.sealed()) {
@@ -140,6 +141,13 @@ struct Checker {
         return true;
       case v1::Frame::kApproveResult:
         return Device(f.approve_result().device());
+      case v1::Frame::kHistoryRequest:
+        return Len(f.history_request().record_id(), 16, "record_id");
+      case v1::Frame::kHistory:
+        if (!Count(f.history().entries_size(), limits.max_pull_changes, "entries")) return false;
+        for (const auto& e : f.history().entries())
+          if (!Change(e.value()) || !Text(e.reason(), "reason")) return false;
+        return true;
       case v1::Frame::BODY_NOT_SET:
         return Fail("frame has no body");
     }

@@ -519,9 +519,9 @@ Outcome<void> LocalStore::WriteFieldRow(std::string_view table, const Id& id, st
                                         std::string_view at_rest, const Stamp& stamp,
                                         std::uint64_t origin_hlc, std::uint64_t seq) {
   Stmt q(*stmts_, fmt::format("INSERT OR REPLACE INTO {}(record_id, field, sealed, key_class, "
-                          "key_version, value, stamp_hlc, stamp_device, origin_hlc, seq) "
-                          "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
-                          table));
+                              "key_version, value, stamp_hlc, stamp_device, origin_hlc, seq) "
+                              "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+                              table));
   q.BindId(1, id)
       .Bind(2, field)
       .Bind(3, sealed ? 1 : 0)
@@ -539,11 +539,11 @@ Outcome<void> LocalStore::WriteFieldRow(std::string_view table, const Id& id, st
 Outcome<void> LocalStore::CopyFieldRow(std::string_view from, std::string_view to, const Id& id,
                                        std::uint32_t field) {
   Stmt q(*stmts_, fmt::format("INSERT OR REPLACE INTO {}(record_id, field, sealed, key_class, "
-                          "key_version, value, stamp_hlc, stamp_device, origin_hlc, seq) "
-                          "SELECT record_id, field, sealed, key_class, key_version, value, "
-                          "stamp_hlc, stamp_device, origin_hlc, seq FROM {} "
-                          "WHERE record_id=?1 AND field=?2",
-                          to, from));
+                              "key_version, value, stamp_hlc, stamp_device, origin_hlc, seq) "
+                              "SELECT record_id, field, sealed, key_class, key_version, value, "
+                              "stamp_hlc, stamp_device, origin_hlc, seq FROM {} "
+                              "WHERE record_id=?1 AND field=?2",
+                              to, from));
   q.BindId(1, id).Bind(2, field);
   if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, "copying a field");
   return {};
@@ -559,8 +559,9 @@ Outcome<void> LocalStore::DeleteFieldRow(std::string_view table, const Id& id,
 
 Outcome<std::optional<Stamp>> LocalStore::RowStamp(std::string_view table, const Id& id,
                                                    std::uint32_t field) {
-  Stmt q(*stmts_, fmt::format("SELECT stamp_hlc, stamp_device FROM {} WHERE record_id=?1 AND field=?2",
-                          table));
+  Stmt q(
+      *stmts_,
+      fmt::format("SELECT stamp_hlc, stamp_device FROM {} WHERE record_id=?1 AND field=?2", table));
   q.BindId(1, id).Bind(2, field);
   int rc = q.Step();
   if (rc == SQLITE_DONE) return std::optional<Stamp>();
@@ -640,6 +641,7 @@ Outcome<void> LocalStore::PutLocked(EditTxn& txn, const LocalChange& c) {
   }
   StampToPb(c.stamp, ch.mutable_stamp());
   if (*base) StampToPb(**base, ch.mutable_base());
+  if (c.resolves) ch.set_resolves(std::string(AsBytes(*c.resolves)));
   ch.set_device_seq(txn.device_seq_ + 1);
   std::string message;
   if (auto ec = ValidateChange(ch, FrameLimits{}, &message)) {
@@ -692,9 +694,9 @@ Outcome<std::vector<RecordInfo>> LocalStore::ListRecords(std::string_view kind,
                                                          const std::optional<Id>& parent_id) {
   if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
   Stmt q(*stmts_, parent_id ? "SELECT record_id, kind, parent_id, unit_id FROM records "
-                          "WHERE parent_id=?2 AND +kind=?1 ORDER BY rowid"
-                        : "SELECT record_id, kind, parent_id, unit_id FROM records "
-                          "WHERE kind=?1 ORDER BY record_id");
+                              "WHERE parent_id=?2 AND +kind=?1 ORDER BY rowid"
+                            : "SELECT record_id, kind, parent_id, unit_id FROM records "
+                              "WHERE kind=?1 ORDER BY record_id");
   q.BindText(1, kind);
   if (parent_id) q.BindId(2, *parent_id);
   std::vector<RecordInfo> out;
@@ -899,8 +901,9 @@ Outcome<PushApplied> LocalStore::ApplyPushResults(const std::vector<pb::FieldCha
           ++counts.rejected;
           break;
       }
-      // The common answer: stored as sent, and no server value held back.
-      if (next == OutboxState::kAccepted && stored_as == mine && !*any_shadow) continue;
+      // The common answers: stored as sent (applied, or kept in history by a
+      // merge whose result arrives by pull), and no server value held back.
+      if (next != OutboxState::kRejected && stored_as == mine && !*any_shadow) continue;
       auto current = RowStamp("fields", *id, ch.field());
       if (!current) return current.error();
       bool ours_in_fields = *current && **current == mine;
@@ -998,11 +1001,11 @@ Outcome<OutboxCounts> LocalStore::CountOutbox() {
 
 Outcome<std::vector<OutboxEntry>> LocalStore::ListOutbox(bool include_accepted, std::size_t limit) {
   if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
-  Stmt q(*stmts_, std::string("SELECT o.device_seq, o.record_id, COALESCE(r.kind, ''), o.field, "
-                          "o.state, o.reason, o.detail, o.created_ms, o.updated_ms FROM outbox o "
-                          "LEFT JOIN records r ON r.record_id=o.record_id ") +
-                  (include_accepted ? "" : "WHERE o.state<>1 ") +
-                  "ORDER BY o.device_seq DESC LIMIT ?1");
+  Stmt q(*stmts_,
+         std::string("SELECT o.device_seq, o.record_id, COALESCE(r.kind, ''), o.field, "
+                     "o.state, o.reason, o.detail, o.created_ms, o.updated_ms FROM outbox o "
+                     "LEFT JOIN records r ON r.record_id=o.record_id ") +
+             (include_accepted ? "" : "WHERE o.state<>1 ") + "ORDER BY o.device_seq DESC LIMIT ?1");
   q.Bind(1, static_cast<std::int64_t>(limit));
   std::vector<OutboxEntry> out;
   int rc;
@@ -1077,7 +1080,8 @@ Outcome<PullApplied> LocalStore::ApplyPulled(Hlc& hlc, const pb::Changes& batch)
       }
       Stamp stamp = StampFromPb(ch.stamp());
       hlc.Observe(stamp.hlc);
-      if (ch.origin_hlc() != 0) hlc.Observe(ch.origin_hlc());
+      // Not origin_hlc: that is the time a writer claimed and the server
+      // refused as too far ahead; observing it would carry the bad clock on.
       std::string at_rest;
       if (ch.sealed()) {
         at_rest = ch.value();
@@ -1103,6 +1107,27 @@ Outcome<PullApplied> LocalStore::ApplyPulled(Hlc& hlc, const pb::Changes& batch)
   });
   if (!r) return r.error();
   return counts;
+}
+
+Outcome<std::uint64_t> LocalStore::RebaseHlc() {
+  if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
+  std::uint64_t top = 0;
+  {
+    auto pending = AnyPending();
+    if (!pending) return pending.error();
+    if (*pending) return Fail(errc::invalid_argument, "changes wait to be sent");
+  }
+  auto r = InTxn([&]() -> Outcome<void> {
+    Stmt q(*stmts_,
+           "SELECT MAX(h) FROM (SELECT MAX(stamp_hlc) AS h FROM fields UNION ALL "
+           "SELECT MAX(stamp_hlc) FROM shadow)");
+    int rc = q.Step();
+    if (rc != SQLITE_ROW) return SqlFail(rc, "reading the stamps");
+    top = q.UInt(0);
+    return SetMetaInt("hlc", top);
+  });
+  if (!r) return r.error();
+  return top;
 }
 
 Outcome<void> LocalStore::CheckInvariants() {

@@ -183,6 +183,15 @@ Outcome<pb::Changes> SyncClient::AwaitChanges(std::uint64_t request_id) {
   return std::move(*r->mutable_changes());
 }
 
+Outcome<pb::History> SyncClient::History(const Id& record_id, std::uint32_t field) {
+  pb::Frame f;
+  f.mutable_history_request()->set_record_id(std::string(AsBytes(record_id)));
+  f.mutable_history_request()->set_field(field);
+  auto r = Call(std::move(f), pb::Frame::kHistory);
+  if (!r) return r.error();
+  return std::move(*r->mutable_history());
+}
+
 Outcome<pb::DeviceList> SyncClient::ListDevices() {
   pb::Frame f;
   f.mutable_list_devices();

@@ -80,6 +80,41 @@ core::result<std::vector<DeviceRow>> ListDevices(const std::string& data_dir) {
   return (*store)->ListDevices();
 }
 
+core::result<AuditCheck> VerifyAudit(const std::string& data_dir,
+                                     const std::optional<AuditHash>& known_head) {
+  if (auto ec = crypto::Init()) return ec;
+  StoreOptions options;
+  options.read_only = true;
+  auto store = OpenSqliteStore(StorePath(data_dir), options);
+  if (!store) return store.error();
+  return CheckAuditChain(**store, known_head);
+}
+
+core::result<std::vector<AuditRecord>> ReadAudit(const std::string& data_dir, std::size_t last) {
+  StoreOptions options;
+  options.read_only = true;
+  auto store = OpenSqliteStore(StorePath(data_dir), options);
+  if (!store) return store.error();
+  auto head = (*store)->RecordedAuditHead();
+  if (!head) return head.error();
+  const std::uint64_t after = head->index > last ? head->index - last : 0;
+  std::vector<AuditRecord> records;
+  auto ec = (*store)->ScanAudit(after, [&](const AuditRow& row) {
+    AuditRecord& r = records.emplace_back();
+    r.index = row.index;
+    r.hash = std::string(row.hash);
+    if (r.entry.ParseFromArray(row.body.data(), static_cast<int>(row.body.size())))
+      ExpandAuditEntry(&r.entry);
+    else
+      r.entry.Clear();
+    return true;
+  });
+  if (ec) return ec;
+  if (records.size() > last)  // entries beyond the recorded head
+    records.erase(records.begin(), records.end() - static_cast<std::ptrdiff_t>(last));
+  return records;
+}
+
 std::string DeviceFingerprint(const DeviceRow& device) {
   return core::KeyFingerprint(device.sign_pk);
 }

@@ -219,6 +219,8 @@ void Connection::OnMessage(std::string_view bytes, bool binary) {
           return OnListDevices(rid);
         case v1::Frame::kApproveDevice:
           return OnApprove(rid, frame);
+        case v1::Frame::kHistoryRequest:
+          return OnHistory(rid, frame->history_request());
         default:
           break;
       }
@@ -366,6 +368,21 @@ void Connection::OnPull(std::uint64_t rid, const v1::Pull& pull) {
           return;
         }
         post([this, rid, out] { Reply(rid, std::move(out->reply), out->close); });
+      });
+  if (!queued) StoreFailed(rid);
+}
+
+void Connection::OnHistory(std::uint64_t rid, const v1::HistoryRequest& request) {
+  ServerContext& ctx = ctx_;
+  auto post = host_.Poster();
+  bool queued =
+      ctx_.worker->SubmitRead([this, &ctx, post, rid, request, who = identity_](Store& store) {
+        auto out = std::make_shared<Outcome>();
+        auto ec = FieldHistory(store, ctx.config, ctx.worker->unit(), who, request, out.get());
+        post([this, rid, out, ec] {
+          if (ec) return StoreFailed(rid);
+          Reply(rid, std::move(out->reply), out->close);
+        });
       });
   if (!queued) StoreFailed(rid);
 }

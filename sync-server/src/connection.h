@@ -77,6 +77,7 @@ class Connection {
   void OnPull(std::uint64_t request_id, const v1::Pull& pull);
   void OnListDevices(std::uint64_t request_id);
   void OnApprove(std::uint64_t request_id, std::shared_ptr<v1::Frame> frame);
+  void OnHistory(std::uint64_t request_id, const v1::HistoryRequest& request);
   void StoreFailed(std::uint64_t request_id);
   void AssertInvariants() const;
 

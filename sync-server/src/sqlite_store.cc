@@ -19,6 +19,18 @@
 // loaded by Begin() and written back by Commit() before COMMIT, so a rollback
 // forgets the numbers it handed out.
 //
+// Audit log: the chain's head (last index and hash) is kept the same way, in
+// meta (audit_last, audit_head): read by Begin(), advanced by AppendAudit(),
+// written back by Commit() in the transaction that holds the new entries. So
+// appending costs one INSERT, a rolled-back group forgets its entries and
+// head, and a tail removed later no longer matches the recorded head. The
+// head is re-read at every Begin() rather than cached, so a second writing
+// connection (an admin command) cannot fork the chain.
+//
+// Schema versions: 1 had no audit table; Open() for writing migrates it
+// (CREATE TABLE IF NOT EXISTS, head {0, zeros}) in one transaction. A
+// read-only Open() of a version 1 store sees an empty audit log.
+//
 // Invariants
 //  1. Every write happens between Begin() and Commit()/Rollback() (in_txn_).
 //  2. next_seq_ > every fields.seq and next_txn_ > every fields.txn while in_txn_.
@@ -28,6 +40,14 @@
 //     every call returns it: nothing more is written or read until reopened.
 //  5. Values are only ever bound as blobs, never formatted into SQL or into
 //     an error message.
+//  6. While in_txn_, audit_head_ is the last audit row's (idx, hash) as this
+//     transaction sees it; audit rows are only ever appended at
+//     audit_head_.index + 1 with prev_hash = audit_head_.hash.
+//  7. No statement stays active across Begin(), Commit() or Rollback()
+//     (ReleaseRead): a statement left active keeps the connection's read
+//     snapshot, and BEGIN IMMEDIATE on a snapshot older than another
+//     connection's commit (an admin command's) fails with SQLITE_BUSY_SNAPSHOT
+//     at once, for every later group too.
 //
 // States:  idle --Begin()--> in_txn --Commit() ok--> idle
 //                              |  \--Commit() fails--> sticky (terminal)
@@ -35,6 +55,7 @@
 #include <sqlite3.h>
 
 #include <cassert>
+#include <charconv>
 #include <cstring>
 #include <filesystem>
 #include <utility>
@@ -183,6 +204,14 @@ CREATE TABLE device_cases(
   PRIMARY KEY(device_id, case_id)) WITHOUT ROWID;
 )sql";
 
+// Also run on every writable open of a version 1 store (migration).
+constexpr const char* kAuditTableSql = R"sql(
+CREATE TABLE IF NOT EXISTS audit(
+  idx INTEGER PRIMARY KEY, body BLOB NOT NULL, prev_hash BLOB NOT NULL, hash BLOB NOT NULL);
+INSERT OR IGNORE INTO meta(key, value) VALUES('audit_last', '0');
+INSERT OR IGNORE INTO meta(key, value) VALUES('audit_head', zeroblob(32));
+)sql";
+
 constexpr const char* kFieldColumns =
     "f.record_id, f.field, f.value, f.sealed, f.key_class, f.key_version, f.stamp_hlc, "
     "f.stamp_device, f.origin_hlc, f.author, f.seq, f.txn";
@@ -242,8 +271,13 @@ class SqliteStore final : public Store {
       return ec;
     auto version = s->Meta("schema_version");
     if (!version) return version.error();
-    if (*version != std::to_string(kStoreSchemaVersion))
+    if (*version == "1" && !options.read_only) {
+      if (auto ec = s->MigrateFromVersion1()) return ec;
+    } else if (*version == "1") {
+      s->has_audit_ = false;  // read as it is: an empty audit log
+    } else if (*version != std::to_string(kStoreSchemaVersion)) {
       return core::make_error_code(errc::store_failed);
+    }
     if (auto ec = s->PrepareAll()) return ec;
     return s;
   }
@@ -272,6 +306,7 @@ class SqliteStore final : public Store {
                       nullptr, nullptr, nullptr);
     if (rc != SQLITE_OK) return FromSqlite(rc);
     rc = sqlite3_exec(db, kSchemaSql, nullptr, nullptr, nullptr);
+    if (rc == SQLITE_OK) rc = sqlite3_exec(db, kAuditTableSql, nullptr, nullptr, nullptr);
     if (rc != SQLITE_OK) {
       sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
       // The tables exist: another `init` won the race.
@@ -337,6 +372,7 @@ class SqliteStore final : public Store {
   error_code Begin() override {
     if (sticky_) return sticky_;
     assert(!in_txn_);
+    ReleaseRead();
     if (auto ec = Exec("BEGIN IMMEDIATE")) return ec;
     in_txn_ = true;
     auto seq = Meta("next_seq");
@@ -349,16 +385,28 @@ class SqliteStore final : public Store {
     next_txn_ = std::stoull(*txn);
     saved_seq_ = next_seq_;
     saved_txn_ = next_txn_;
+    auto head = RecordedAuditHead();
+    if (!head) {
+      Rollback();
+      return head.error();
+    }
+    audit_head_ = *head;
+    saved_audit_head_ = audit_head_;
     return {};
   }
 
   error_code Commit() override {
     if (sticky_) return sticky_;
     assert(in_txn_);
+    ReleaseRead();
     if (next_seq_ != saved_seq_)
       if (auto ec = PutMeta("next_seq", std::to_string(next_seq_))) return Fatal(ec);
     if (next_txn_ != saved_txn_)
       if (auto ec = PutMeta("next_txn", std::to_string(next_txn_))) return Fatal(ec);
+    if (audit_head_ != saved_audit_head_) {
+      if (auto ec = PutMeta("audit_last", std::to_string(audit_head_.index))) return Fatal(ec);
+      if (auto ec = PutMeta("audit_head", HashView(audit_head_.hash))) return Fatal(ec);
+    }
     int rc = sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr);
     in_txn_ = false;
     if (rc != SQLITE_OK) {
@@ -372,6 +420,7 @@ class SqliteStore final : public Store {
 
   void Rollback() override {
     if (!in_txn_) return;
+    ReleaseRead();
     sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
     in_txn_ = false;
   }
@@ -682,6 +731,73 @@ class SqliteStore final : public Store {
     return r;
   }
 
+  AuditHead PendingAuditHead() const override {
+    assert(in_txn_);
+    return audit_head_;
+  }
+
+  error_code AppendAudit(const AuditRow& row) override {
+    if (sticky_) return sticky_;
+    assert(in_txn_);
+    if (!has_audit_ || row.index != audit_head_.index + 1 ||
+        row.prev_hash != HashView(audit_head_.hash) || row.hash.size() != audit_head_.hash.size())
+      return core::make_error_code(errc::invalid_argument);
+    if (auto ec = Run(stmts_->insert_audit.Start()
+                          .U64(1, row.index)
+                          .Blob(2, row.body)
+                          .Blob(3, row.prev_hash)
+                          .Blob(4, row.hash)))
+      return ec;
+    audit_head_.index = row.index;
+    std::memcpy(audit_head_.hash.data(), row.hash.data(), audit_head_.hash.size());
+    return {};
+  }
+
+  result<AuditHead> RecordedAuditHead() override {
+    if (sticky_) return sticky_;
+    AuditHead head;
+    if (!has_audit_) return head;
+    // One statement, so both keys come from the same commit.
+    Stmt& s = stmts_->audit_head;
+    s.Start();
+    int rc = s.Step();
+    bool ok = false;
+    if (rc == SQLITE_ROW) {
+      const std::string_view last = s.ColBlob(0), hash = s.ColBlob(1);
+      auto [end, ec] = std::from_chars(last.data(), last.data() + last.size(), head.index);
+      ok = ec == std::errc() && end == last.data() + last.size() && !last.empty() &&
+           hash.size() == head.hash.size();
+      if (ok) std::memcpy(head.hash.data(), hash.data(), head.hash.size());
+    }
+    s.Done();
+    if (rc != SQLITE_ROW) return Fail(rc);
+    if (!ok) return core::make_error_code(errc::store_failed);
+    return head;
+  }
+
+  error_code ScanAudit(std::uint64_t after_index,
+                       const std::function<bool(const AuditRow&)>& visit) override {
+    if (sticky_) return sticky_;
+    if (!has_audit_) return {};
+    Stmt& s = stmts_->scan_audit;
+    s.Start().U64(1, after_index);
+    AuditRow row;
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) {
+      row.index = s.ColU64(0);
+      row.body = s.ColBlob(1);
+      row.prev_hash = s.ColBlob(2);
+      row.hash = s.ColBlob(3);
+      if (!visit(row)) {
+        rc = SQLITE_DONE;
+        break;
+      }
+    }
+    s.Done();
+    if (rc != SQLITE_DONE) return Fail(rc);
+    return {};
+  }
+
   error_code ScanChanges(const PullScope& scope, std::uint64_t after_seq, std::size_t max_rows,
                          const std::function<bool(const ChangeView&)>& visit) override {
     if (sticky_) return sticky_;
@@ -709,19 +825,45 @@ class SqliteStore final : public Store {
     return {};
   }
 
+  error_code ScanFieldHistory(
+      const Id& record_id, std::uint32_t field_lo, std::uint32_t field_hi,
+      const std::function<void(const FieldRow&, std::string_view reason)>& visit) override {
+    if (sticky_) return sticky_;
+    FieldRow row;
+    for (Stmt* s : {&stmts_->history_of, &stmts_->current_of}) {
+      s->Start().Blob(1, record_id).Int(2, field_lo).Int(3, field_hi);
+      const bool history = s == &stmts_->history_of;
+      int rc;
+      while ((rc = s->Step()) == SQLITE_ROW) {
+        ReadFieldRow(*s, 0, &row);
+        visit(row, history ? s->ColText(12) : std::string_view("current"));
+      }
+      s->Done();
+      if (rc != SQLITE_DONE) return Fail(rc);
+    }
+    return {};
+  }
+
  private:
   struct Statements {
     Stmt find_device, list_devices, insert_device, set_device_state, set_device_mark, touch_device,
         find_enrollment, insert_enrollment, use_enrollment, put_grant, grants_for, find_record,
         insert_record, find_field, put_field, append_history, case_field_rowids, reseq_field,
         is_assigned, assignees, clear_assignees, add_assignee, holds_case, record_holding,
-        put_rejection, find_rejection, scan_unit, scan_assigned, get_meta, put_meta;
+        put_rejection, find_rejection, scan_unit, scan_assigned, history_of, current_of, get_meta,
+        put_meta, insert_audit, scan_audit, audit_head;
   };
 
   SqliteStore() = default;
 
-  static std::string_view HashView(const CodeHash& h) {
+  static std::string_view HashView(const std::array<std::uint8_t, 32>& h) {
     return {reinterpret_cast<const char*>(h.data()), h.size()};
+  }
+
+  // Invariant 7: FindField leaves its row readable, so its statement stays
+  // active (holding a read snapshot) until reset here.
+  void ReleaseRead() {
+    if (stmts_) stmts_->find_field.Done();
   }
 
   error_code Exec(const char* sql) {
@@ -766,6 +908,19 @@ class SqliteStore final : public Store {
 
   error_code PutMeta(const char* key, std::string_view value) {
     return Run(stmts_->put_meta.Start().Text(1, key).Blob(2, value));
+  }
+
+  // Version 1 → 2: adds the audit table and its head. Another connection may
+  // migrate first; the write lock and IF NOT EXISTS make that harmless.
+  error_code MigrateFromVersion1() {
+    if (auto ec = Exec("BEGIN IMMEDIATE")) return ec;
+    std::string sql = std::string(kAuditTableSql) + "UPDATE meta SET value = '" +
+                      std::to_string(kStoreSchemaVersion) + "' WHERE key = 'schema_version';";
+    if (auto ec = Exec(sql.c_str())) {
+      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      return ec;
+    }
+    return Exec("COMMIT");
   }
 
   error_code PrepareAll() {
@@ -838,9 +993,25 @@ class SqliteStore final : public Store {
         {&st.scan_unit, scan + "ORDER BY f.seq LIMIT ?2"},
         {&st.scan_assigned, scan + "AND r.case_id IN (SELECT case_id FROM assignments WHERE user = "
                                    "?3) ORDER BY f.seq LIMIT ?2"},
+        {&st.history_of,
+         "SELECT record_id, field, value, sealed, key_class, key_version, stamp_hlc, stamp_device, "
+         "origin_hlc, author, seq, 0, reason FROM field_history WHERE record_id = ?1 AND field "
+         "BETWEEN ?2 AND ?3 ORDER BY field, id"},
+        {&st.current_of, std::string("SELECT ") + kFieldColumns +
+                             " FROM fields f WHERE f.record_id = ?1 AND f.field BETWEEN ?2 AND ?3 "
+                             "ORDER BY f.field"},
         {&st.get_meta, "SELECT value FROM meta WHERE key = ?1"},
         {&st.put_meta, "INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)"},
     };
+    if (has_audit_) {  // a read-only version 1 store has no audit table
+      all.push_back({&st.insert_audit,
+                     "INSERT INTO audit(idx, body, prev_hash, hash) VALUES(?1, ?2, ?3, ?4)"});
+      all.push_back({&st.scan_audit,
+                     "SELECT idx, body, prev_hash, hash FROM audit WHERE idx > ?1 ORDER BY idx"});
+      all.push_back({&st.audit_head,
+                     "SELECT (SELECT value FROM meta WHERE key = 'audit_last'), "
+                     "(SELECT value FROM meta WHERE key = 'audit_head')"});
+    }
     for (auto& [stmt, sql] : all) {
       int rc = stmt->Prepare(db_, sql.c_str());
       if (rc != SQLITE_OK) return Fail(rc);
@@ -855,7 +1026,9 @@ class SqliteStore final : public Store {
   // Guarded by the transaction (invariant 2).
   bool in_txn_ = false;
   std::uint64_t next_seq_ = 0, next_txn_ = 0, saved_seq_ = 0, saved_txn_ = 0;
-  error_code sticky_;  // invariant 4
+  AuditHead audit_head_, saved_audit_head_;  // invariant 6
+  bool has_audit_ = true;                    // false only for a version 1 store opened read-only
+  error_code sticky_;                        // invariant 4
 };
 
 }  // namespace

@@ -29,6 +29,9 @@
 //     its full state).
 //  7. No field value, open or sealed, ever appears in a reply's text, an
 //     error message or a log line.
+//  8. Every non-empty Push frame, enrollment and approval appends one audit
+//     entry (audit_entries.h) in the transaction of its writes, built after
+//     the decisions, from ids and stamps only.
 #include "sync_service.h"
 
 #include <google/protobuf/descriptor.h>
@@ -40,7 +43,9 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "audit_entries.h"
 #include "enrollment_code.h"
+#include "teduh/case/v1/case.pb.h"
 #include "teduh/core/frame_codec.h"
 #include "teduh/core/merge.h"
 #include "teduh/core/roles.h"
@@ -49,6 +54,8 @@
 #include "teduh/crypto/crypto.h"
 
 namespace teduh::server {
+namespace cw = teduh::casework::v1;
+
 namespace {
 
 using core::errc;
@@ -121,6 +128,9 @@ class PushApplier {
         out_(out),
         now_ms_(ws.env.NowMs()) {}
 
+  // Conflict fields a device may write: the resolution (state and after).
+  static constexpr std::uint32_t kFirstResolutionField = cw::Conflict::kStateFieldNumber;
+
   error_code Run(const v1::Push& push) {
     v1::PushResult* result = out_->reply.mutable_push_result();
     result->mutable_results()->Reserve(push.changes_size());
@@ -171,7 +181,17 @@ class PushApplier {
       auto found = store_.FindField(*id, c.field(), &cur);
       if (!found) return found.error();
       if (*found) {
-        SetStamp(r->mutable_stamp(), cur.stamp);
+        // Still the current value: applied. Otherwise it lost a merge or was
+        // overwritten since: the device must not take the current stamp as
+        // its own (it keeps its stamp and receives the current value by pull).
+        const bool current = cur.stamp.hlc == c.stamp().hlc() ||
+                             (cur.origin_hlc != 0 && cur.origin_hlc == c.stamp().hlc());
+        if (current && std::string_view(core::AsBytes(cur.stamp.device)) == c.stamp().device_id()) {
+          SetStamp(r->mutable_stamp(), cur.stamp);
+        } else {
+          r->set_status(v1::ChangeResult::STATUS_MERGED);
+          *r->mutable_stamp() = c.stamp();
+        }
         SetStamp(r->mutable_current(), cur.stamp);
         return {};
       }
@@ -242,6 +262,11 @@ class PushApplier {
     if (auto ec = FindRecord(*record_id, &record)) return ec;
     if (record && (record->kind != c.kind() || record->parent_id != parent_id)) {
       Reject(r, "bad_value", "The record's kind or parent differs from the stored record.");
+      return {};
+    }
+    if (c.kind() == core::kConflictKind && (!record || c.field() < kFirstResolutionField)) {
+      Reject(r, "forbidden",
+             "Conflicts are recorded by the server; a device may only resolve one.");
       return {};
     }
     Id case_id = *record_id;
@@ -359,7 +384,15 @@ class PushApplier {
       }
       base = core::Stamp{c.base().hlc(), *base_device};
     }
-    core::MergeDecision decision = core::DecideMerge(kind, policy, current_stamp, base, stamp);
+    std::optional<core::MergeValue> current_value;
+    if (*found) current_value = core::MergeValue{current.stamp, current.value};
+    core::MergeDecision decision =
+        core::DecideMerge(kind, policy, current_value, base, core::MergeValue{stamp, c.value()});
+    if (!c.resolves().empty()) decision.conflict = false;  // a resolution: LWW, no new conflict
+    // The side that loses provisionally, copied before the field is rewritten.
+    std::optional<cw::ConflictSide> displaced;
+    if (decision.conflict && decision.action == core::MergeAction::kApply)
+      displaced = SideOf(current);
 
     FieldRow incoming;
     incoming.record_id = *record_id;
@@ -383,7 +416,14 @@ class PushApplier {
         if (auto ec = store_.AppendHistory(incoming, current.seq, "lost_merge")) return ec;
         r->set_status(v1::ChangeResult::STATUS_MERGED);
         SetStamp(r->mutable_current(), current.stamp);
+        r->set_detail(MergeDetail(policy, current.author, decision));
+        if (decision.conflict) {
+          r->set_status(v1::ChangeResult::STATUS_CONFLICT);
+          return RecordConflict(case_id, c, SideOf(current), SideOf(incoming));
+        }
         return {};
+      case core::MergeAction::kCombine:
+        return ApplyCombined(c, current, incoming, decision.combined, case_id, r);
       case core::MergeAction::kApply:
         break;
     }
@@ -418,8 +458,132 @@ class PushApplier {
     SetStamp(r->mutable_current(), stamp);
     ++out_->applied;
     touched_cases_.insert(case_id);
+    if (displaced) {
+      r->set_status(v1::ChangeResult::STATUS_CONFLICT);
+      r->set_detail(MergeDetail(policy, displaced->author(), decision));
+      return RecordConflict(case_id, c, SideOf(incoming), *displaced);
+    }
     if (is_case && kind && !c.sealed() && IsAssignmentField(c.field()))
       return Reassign(case_id, *kind);
+    return {};
+  }
+
+  // What a merged change was merged against, for `teduh status`.
+  static std::string MergeDetail(const core::FieldPolicy* policy, std::string_view other_author,
+                                 const core::MergeDecision& d) {
+    const std::string who =
+        other_author.empty() ? std::string("another device") : std::string(other_author);
+    if (d.conflict) {
+      return "edited at the same time as " + who +
+             "'s change: both are kept and the office chooses (conflict queue)";
+    }
+    if (d.action == core::MergeAction::kCombine)
+      return "combined with the values " + who + " added at the same time";
+    switch (policy ? policy->merge : teduh::MERGE_RULE_LWW) {
+      case teduh::MERGE_RULE_MAX:
+        return "the higher value " + who + " wrote at the same time stays";
+      case teduh::MERGE_RULE_STAGE:
+        return "the further stage " + who + " set at the same time stays";
+      case teduh::MERGE_RULE_UNION:
+        return who + "'s value already holds everything this change added";
+      default:
+        return "a later edit by " + who + " stays; this value is kept in the field's history";
+    }
+  }
+
+  static cw::ConflictSide SideOf(const FieldRow& row) {
+    cw::ConflictSide side;
+    side.set_stamp_hlc(row.stamp.hlc);
+    side.set_stamp_device(std::string(core::AsBytes(row.stamp.device)));
+    side.set_origin_hlc(row.origin_hlc);
+    side.set_author(std::string(row.author));
+    side.set_value(std::string(row.value));
+    side.set_sealed(row.sealed);
+    side.set_key_class(row.key_class);
+    side.set_key_version(row.key_version);
+    return side;
+  }
+
+  // A concurrent edit of a REVIEW field: the server writes a Conflict record
+  // under the case (ARCHITECTURE §2.3), one field at a time like any record,
+  // stamped by the server. It syncs to everyone who holds the case.
+  error_code RecordConflict(const Id& case_id, const v1::FieldChange& c,
+                            const cw::ConflictSide& kept, const cw::ConflictSide& other) {
+    const Id conflict_id = core::NewId();
+    std::string detection, state;
+    {
+      cw::Conflict one;
+      cw::ConflictDetection* d = one.mutable_detection();
+      d->set_record_id(c.record_id());
+      d->set_record_kind(c.kind());
+      d->set_field(c.field());
+      *d->mutable_kept() = kept;
+      *d->mutable_other() = other;
+      d->set_detected_at(now_ms_);
+      detection = one.SerializeAsString();
+      cw::Conflict open;
+      open.set_state(cw::CONFLICT_STATE_OPEN);
+      state = open.SerializeAsString();
+    }
+    const std::pair<std::uint32_t, const std::string*> rows[] = {
+        {cw::Conflict::kDetectionFieldNumber, &detection},
+        {cw::Conflict::kStateFieldNumber, &state}};
+    for (const auto& [number, value] : rows) {
+      FieldRow row;
+      row.record_id = conflict_id;
+      row.field = number;
+      row.value = *value;
+      row.stamp = core::Stamp{ws_.hlc.Now(), ws_.unit.server_id};
+      row.author = device_.user;
+      row.seq = store_.AllocateSeq();
+      row.txn = txn_;
+      if (number == cw::Conflict::kDetectionFieldNumber) {
+        RecordRow rec;
+        rec.record_id = conflict_id;
+        rec.kind = std::string(core::kConflictKind);
+        rec.parent_id = case_id;
+        rec.case_id = case_id;
+        rec.created_seq = row.seq;
+        if (auto ec = store_.InsertRecord(rec)) return ec;
+        records_.emplace(conflict_id, RecordInfo{rec.kind, std::optional<Id>(case_id), case_id});
+      }
+      if (auto ec = store_.PutField(row)) return ec;
+    }
+    restamped_ = true;  // the server's clock moved: persisted with the transaction
+    touched_cases_.insert(case_id);
+    return {};
+  }
+
+  // A UNION merge made a value neither side wrote: it becomes current under a
+  // fresh server stamp (later than both, written by the server itself), and
+  // both inputs go to history. Devices receive it by pull.
+  error_code ApplyCombined(const v1::FieldChange& c, const FieldRow& current,
+                           const FieldRow& incoming, const std::string& combined, const Id& case_id,
+                           v1::ChangeResult* r) {
+    core::MergeDecision combine;
+    combine.action = core::MergeAction::kCombine;
+    const std::string detail = MergeDetail(nullptr, current.author, combine);  // before writes
+    ws_.hlc.Observe(current.stamp.hlc);
+    ws_.hlc.Observe(incoming.stamp.hlc);
+    FieldRow merged = incoming;
+    merged.value = combined;
+    merged.origin_hlc = 0;
+    merged.stamp = core::Stamp{ws_.hlc.Now(), ws_.unit.server_id};
+    restamped_ = true;  // the server's clock moved: persisted with the transaction
+    merged.seq = store_.AllocateSeq();
+    merged.txn = txn_;
+    if (auto ec = store_.AppendHistory(current, merged.seq, "merged")) return ec;
+    if (auto ec = store_.AppendHistory(incoming, merged.seq, "merged")) return ec;
+    if (auto ec = store_.PutField(merged)) return ec;
+    if (!touched_cases_.contains(case_id)) {
+      if (auto ec = store_.RecordHolding(device_.device_id, case_id, merged.seq)) return ec;
+    }
+    r->set_status(v1::ChangeResult::STATUS_MERGED);
+    SetStamp(r->mutable_current(), merged.stamp);
+    r->set_detail(detail);
+    ++out_->applied;
+    touched_cases_.insert(case_id);
+    (void)c;
     return {};
   }
 
@@ -506,6 +670,71 @@ v1::DeviceInfo ToDeviceInfo(const DeviceRow& row) {
   return info;
 }
 
+// A stored value as a device receives it (pull and history).
+static void FillPulledChange(v1::FieldChange* c, const FieldRow& f, std::string_view kind,
+                             const std::optional<Id>& parent_id, const std::string& unit_id) {
+  c->set_record_id(std::string(core::AsBytes(f.record_id)));
+  c->set_kind(std::string(kind));
+  if (parent_id) c->set_parent_id(std::string(core::AsBytes(*parent_id)));
+  c->set_field(f.field);
+  c->set_value(std::string(f.value));
+  c->set_sealed(f.sealed);
+  if (f.sealed) {
+    c->set_key_class(f.key_class);
+    c->set_key_version(f.key_version);
+  }
+  c->mutable_stamp()->set_hlc(f.stamp.hlc);
+  c->mutable_stamp()->set_device_id(std::string(core::AsBytes(f.stamp.device)));
+  if (f.origin_hlc) c->set_origin_hlc(f.origin_hlc);
+  c->set_author(std::string(f.author));
+  c->set_seq(f.seq);
+  c->set_unit_id(unit_id);
+}
+
+error_code FieldHistory(Store& store, const ServerConfig& config, const UnitInfo& unit,
+                        const Identity& who, const v1::HistoryRequest& req, Outcome* out) {
+  auto device = store.FindDevice(who.device_id);
+  if (!device) return device.error();
+  if (!CheckActive(*device, out)) return {};
+  auto not_held = [&] {
+    // The same answer for an unknown record and one outside the scope.
+    SetError(out, v1::ERROR_CODE_FORBIDDEN, "This device does not hold that record.", false);
+    return error_code();
+  };
+  auto record_id = core::IdFromBytes(req.record_id());
+  if (!record_id) return not_held();
+  auto record = store.FindRecord(*record_id);
+  if (!record) return record.error();
+  if (!*record) return not_held();
+  switch (core::ScopeOf(who.role)) {
+    case core::CaseScope::kNone:
+      return not_held();
+    case core::CaseScope::kUnit:
+      break;
+    case core::CaseScope::kAssigned: {
+      auto yes = store.IsAssigned((*record)->case_id, who.user);
+      if (!yes) return yes.error();
+      if (!*yes) return not_held();
+      break;
+    }
+  }
+  v1::History* h = out->reply.mutable_history();
+  const std::uint32_t lo = req.field() == 0 ? 1 : req.field();
+  const std::uint32_t hi = req.field() == 0 ? 536870911u : req.field();
+  const std::size_t max = config.limits.max_pull_changes;
+  const std::size_t budget =
+      config.limits.max_frame_bytes > 4096 ? config.limits.max_frame_bytes - 4096 : 0;
+  std::size_t bytes = 0;
+  return store.ScanFieldHistory(*record_id, lo, hi, [&](const FieldRow& f, std::string_view why) {
+    const std::size_t size = f.value.size() + f.author.size() + (*record)->kind.size() + 128;
+    if (static_cast<std::size_t>(h->entries_size()) >= max || bytes + size > budget) return;
+    bytes += size;
+    v1::HistoryEntry* e = h->add_entries();
+    e->set_reason(std::string(why));
+    FillPulledChange(e->mutable_value(), f, (*record)->kind, (*record)->parent_id, unit.unit_id);
+  });
+}
+
 PullScope ScopeFor(const Identity& who) {
   PullScope scope;
   switch (core::ScopeOf(who.role)) {
@@ -528,7 +757,8 @@ error_code ApplyPush(WriterState& ws, const Identity& who, const v1::Push& push,
   if (!device) return device.error();
   if (!CheckActive(*device, out)) return {};
   PushApplier applier(ws, **device, out);
-  return applier.Run(push);
+  if (auto ec = applier.Run(push)) return ec;
+  return AuditPush(ws, who, push, out->reply.push_result());
 }
 
 error_code Enroll(WriterState& ws, const v1::EnrollRequest& req, Outcome* out) {
@@ -586,6 +816,7 @@ error_code Enroll(WriterState& ws, const v1::EnrollRequest& req, Outcome* out) {
     if (auto ec = ws.store.SetUnitRootKey(req.unit_root_pk())) return ec;
     ws.unit.unit_root_pk = req.unit_root_pk();
   }
+  if (auto ec = AuditEnroll(ws, device, code.bootstrap)) return ec;
 
   v1::EnrollResult* r = out->reply.mutable_enroll_result();
   r->set_device_id(std::string(core::AsBytes(device.device_id)));
@@ -659,6 +890,7 @@ error_code Approve(WriterState& ws, const Identity& who, const v1::ApproveDevice
     if (auto ec = ws.store.PutGrant(row)) return ec;
   }
   if (auto ec = ws.store.SetDeviceState(device.device_id, v1::DEVICE_STATE_ACTIVE)) return ec;
+  if (auto ec = AuditApprove(ws, who, device, req)) return ec;
   DeviceRow approved = device;
   approved.state = v1::DEVICE_STATE_ACTIVE;
   *out->reply.mutable_approve_result()->mutable_device() = ToDeviceInfo(approved);
@@ -758,23 +990,7 @@ error_code Pull(Store& store, const ServerConfig& config, const UnitInfo& unit, 
       return false;
     }
     bytes += size;
-    v1::FieldChange* c = changes->add_changes();
-    c->set_record_id(std::string(core::AsBytes(f.record_id)));
-    c->set_kind(std::string(v.kind));
-    if (v.parent_id) c->set_parent_id(std::string(core::AsBytes(*v.parent_id)));
-    c->set_field(f.field);
-    c->set_value(std::string(f.value));
-    c->set_sealed(f.sealed);
-    if (f.sealed) {
-      c->set_key_class(f.key_class);
-      c->set_key_version(f.key_version);
-    }
-    c->mutable_stamp()->set_hlc(f.stamp.hlc);
-    c->mutable_stamp()->set_device_id(std::string(core::AsBytes(f.stamp.device)));
-    if (f.origin_hlc) c->set_origin_hlc(f.origin_hlc);
-    c->set_author(std::string(f.author));
-    c->set_seq(f.seq);
-    c->set_unit_id(unit.unit_id);
+    FillPulledChange(changes->add_changes(), f, v.kind, v.parent_id, unit.unit_id);
     txns.push_back(f.txn);
     case_ids.push_back(v.case_id);
     return true;

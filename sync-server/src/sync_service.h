@@ -85,6 +85,11 @@ core::error_code Pull(Store& store, const ServerConfig& config, const UnitInfo& 
 
 core::error_code ListDevicesFor(Store& store, const Identity& who, Outcome* out);
 
+// Every value a field (or every field) of a record has had, for a device whose
+// scope holds the record's case (PROTOCOL §6a).
+core::error_code FieldHistory(Store& store, const ServerConfig& config, const UnitInfo& unit,
+                              const Identity& who, const v1::HistoryRequest& request, Outcome* out);
+
 // Helpers shared with the session.
 v1::DeviceInfo ToDeviceInfo(const DeviceRow& row);
 PullScope ScopeFor(const Identity& who);

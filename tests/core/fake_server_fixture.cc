@@ -185,7 +185,8 @@ std::string FakeServer::Handle(const std::string& bytes, bool* drop) {
         const core::RecordKind* kind = core::Schema::Get().FindKind(ch.kind());
         const core::FieldPolicy* field = kind ? kind->FindField(ch.field()) : nullptr;
         auto key = std::make_pair(ch.record_id(), ch.field());
-        std::optional<core::Stamp> current, base;
+        std::optional<core::MergeValue> current;
+        std::optional<core::Stamp> base;
         auto stamp_of = [](const pb::Stamp& s) {
           core::Stamp st;
           st.hlc = s.hlc();
@@ -193,10 +194,11 @@ std::string FakeServer::Handle(const std::string& bytes, bool* drop) {
           return st;
         };
         if (auto it = current_.find(key); it != current_.end()) {
-          current = stamp_of(log[it->second].stamp());
+          current = core::MergeValue{stamp_of(log[it->second].stamp()), log[it->second].value()};
         }
         if (ch.has_base()) base = stamp_of(ch.base());
-        auto decision = core::DecideMerge(kind, field, current, base, stamp_of(ch.stamp()));
+        auto decision = core::DecideMerge(kind, field, current, base,
+                                          core::MergeValue{stamp_of(ch.stamp()), ch.value()});
         hlc_.Observe(ch.stamp().hlc());
         if (decision.action == core::MergeAction::kReject) {
           r.set_status(pb::ChangeResult::STATUS_REJECTED);
@@ -216,6 +218,25 @@ std::string FakeServer::Handle(const std::string& bytes, bool* drop) {
                                            : pb::ChangeResult::STATUS_APPLIED);
           *r.mutable_stamp() = ch.stamp();
           *r.mutable_current() = ch.stamp();
+        } else if (decision.action == core::MergeAction::kCombine) {
+          // A union: a new value under a fresh server stamp.
+          hlc_.Observe(log[current_[key]].stamp().hlc());
+          pb::FieldChange stored = ch;
+          stored.clear_base();
+          stored.clear_device_seq();
+          stored.set_value(decision.combined);
+          stored.mutable_stamp()->set_hlc(hlc_.Now());
+          stored.mutable_stamp()->set_device_id(server_id);
+          stored.set_author(d.user);
+          stored.set_unit_id("dumai");
+          stored.set_seq(log.size() + 1);
+          log.push_back(stored);
+          current_[key] = log.size() - 1;
+          ++applied_count;
+          r.set_status(pb::ChangeResult::STATUS_MERGED);
+          *r.mutable_stamp() = ch.stamp();
+          *r.mutable_current() = stored.stamp();
+          d.results[ch.device_seq()] = r;
         } else {
           r.set_status(pb::ChangeResult::STATUS_MERGED);
           *r.mutable_stamp() = ch.stamp();

@@ -4,7 +4,8 @@
 #   server init -> admin device -> enroll and approve a pendamping and an office
 #   device -> the pendamping records a case offline (server stopped) -> sync ->
 #   the office device reads everything decrypted -> the office edits -> the
-#   pendamping sees it. Then no sealed plaintext may appear anywhere on disk.
+#   pendamping sees it. Then the server's audit chain must verify, and no sealed
+#   plaintext may appear anywhere on disk.
 # Bad inputs along the way must fail with a clear error and change nothing.
 set -uo pipefail
 bin=${1:?usage: end_to_end.sh BIN_DIR}
@@ -147,6 +148,19 @@ check "pendamping sees the office's edit" '[ "$(jq -r .fields.stage <<<"$pshow")
 check "pendamping still reads its victim" '[ "$(jq -r .persons[0].fields.name <<<"$pshow")" = "$NAME" ]'
 check "a second sync changes nothing" 'dev "$pend" "ani-pass-1" sync >/dev/null && [ "$(dev "$pend" "ani-pass-1" status | jq ".pending")" = 0 ]'
 stop_server
+
+# --- audit log ---
+check "audit verify finds the chain intact" \
+  '"$SERVER" audit verify --data "$data" >"$work/audit.out" && grep -q "^audit chain intact: " "$work/audit.out"'
+check "the audit log holds the enrollments, approvals and pushes" \
+  '"$SERVER" audit show --data "$data" --last 1000 --json | jq -e "[.entries[].kind] | (index(\"enroll\") != null) and (index(\"approve\") != null) and (index(\"push\") != null)" >/dev/null'
+cp -r "$data" "$work/tampered"
+sqlite3 "$work/tampered/teduh-server.db" "UPDATE audit SET body = body || X'00' WHERE idx = 2" ||
+  bad "sqlite3 alters an audit entry"
+"$SERVER" audit verify --data "$work/tampered" >/dev/null 2>"$work/audit.err"
+rc=$?
+check "audit verify exits 2 on an altered entry and names it" \
+  '[ "$rc" -eq 2 ] && grep -q "entry 2 was altered" "$work/audit.err"'
 
 # --- no plaintext anywhere ---
 for secret in "$NAME" "Rahmawati" "$ADDRESS" "Cempaka" "$PHONE" "7788-4455" "$CHRONO" "dipukul suami" "$NOTE" "memar di lengan"; do

@@ -4,6 +4,7 @@
 #include <set>
 
 #include "server/server_fixture.h"
+#include "teduh/case/v1/case.pb.h"
 #include "teduh/core/hlc.h"
 #include "teduh/core/schema.h"
 #include "teduh/server/store.h"
@@ -128,6 +129,33 @@ TEST_F(PushPullTest, FieldOfficerCannotPushOrPullAnotherOfficersCase) {
   EXPECT_EQ(r.results(0).reason(), "out_of_scope");
   EXPECT_TRUE(PullAll(*budi_client).empty());
   EXPECT_EQ(PullAll(*siti_client).size(), 2u);
+}
+
+TEST_F(PushPullTest, FieldHistoryIsServedOnlyWithinTheDevicesScope) {
+  TestDevice siti = EnrollApproved(v1::ROLE_PENDAMPING, "siti");
+  TestDevice budi = EnrollApproved(v1::ROLE_PENDAMPING, "budi");
+  auto siti_client = Login(siti);
+  Id sitis_case = NewCase(*siti_client, siti);
+  Push(*siti_client, {OpenChange(siti, sitis_case, core::kCaseKind, {}, kRegionCode,
+                                 CaseText(kRegionCode, "14.72"))});
+  auto ask = [&](TestClient& client, const Id& record) {
+    v1::Frame f;
+    f.set_request_id(next_request_++);
+    f.mutable_history_request()->set_record_id(std::string(core::AsBytes(record)));
+    f.mutable_history_request()->set_field(kRegionCode);
+    return client.Call(f);
+  };
+  auto mine = ask(*siti_client, sitis_case);
+  ASSERT_TRUE(mine && mine->has_history());
+  ASSERT_EQ(mine->history().entries_size(), 2);
+  EXPECT_EQ(mine->history().entries(0).reason(), "lost_merge");  // the edit carried no base
+  EXPECT_EQ(mine->history().entries(1).reason(), "current");
+  auto budi_client = Login(budi);
+  for (const Id& record : {sitis_case, core::NewId()}) {  // not hers, and unknown: one answer
+    auto theirs = ask(*budi_client, record);
+    ASSERT_TRUE(theirs && theirs->has_error());
+    EXPECT_EQ(theirs->error().code(), v1::ERROR_CODE_FORBIDDEN);
+  }
 }
 
 TEST_F(PushPullTest, OfficePullsEveryCaseOfTheUnit) {
@@ -341,6 +369,71 @@ TEST_F(PushPullTest, ConcurrentLoserIsKeptInHistory) {
   sqlite3_close(db);
   // The original value was overwritten by tono's; rina's lost the merge.
   EXPECT_EQ(reasons, (std::vector<std::string>{"overwritten", "lost_merge"}));
+}
+
+// Concurrent edits of a UNION field end as the union under a server stamp;
+// a MAX field keeps the higher risk even when the lower one is written later.
+TEST_F(PushPullTest, ConcurrentEditsMergeByTheFieldsRule) {
+  namespace cw = teduh::casework::v1;
+  TestDevice rina = EnrollApproved(v1::ROLE_OFFICE, "rina");
+  TestDevice tono = EnrollApproved(v1::ROLE_SUPERVISOR, "tono");
+  auto a = Login(rina);
+  auto b = Login(tono);
+  Id case_id = NewCase(*a, rina);
+  auto base = PullAll(*b);
+  ASSERT_EQ(base.size(), 2u);
+  auto value = [](auto set) {
+    cw::Case c;
+    set(c);
+    return c.SerializeAsString();
+  };
+  constexpr std::uint32_t kViolenceTypes = 6, kRiskLevel = 7;
+  auto mine =
+      OpenChange(rina, case_id, core::kCaseKind, {}, kViolenceTypes,
+                 value([](cw::Case& c) { c.add_violence_types(cw::VIOLENCE_TYPE_PHYSICAL); }));
+  auto theirs =
+      OpenChange(tono, case_id, core::kCaseKind, {}, kViolenceTypes,
+                 value([](cw::Case& c) { c.add_violence_types(cw::VIOLENCE_TYPE_SEXUAL); }));
+  auto high = OpenChange(rina, case_id, core::kCaseKind, {}, kRiskLevel,
+                         value([](cw::Case& c) { c.set_risk_level(cw::RISK_LEVEL_HIGH); }));
+  auto low = OpenChange(tono, case_id, core::kCaseKind, {}, kRiskLevel,
+                        value([](cw::Case& c) { c.set_risk_level(cw::RISK_LEVEL_LOW); }), 1000);
+  ASSERT_EQ(Push(*a, {mine, high}).results(0).status(), Status::STATUS_APPLIED);
+  auto merged = Push(*b, {theirs, low});  // concurrent: no base
+  ASSERT_EQ(merged.results_size(), 2);
+  EXPECT_EQ(merged.results(0).status(), Status::STATUS_MERGED);
+  EXPECT_GT(merged.results(0).current().hlc(), theirs.stamp().hlc());  // a new server value
+  EXPECT_EQ(merged.results(1).status(), Status::STATUS_MERGED);        // the higher risk stays
+  EXPECT_EQ(merged.results(1).current().hlc(), high.stamp().hlc());
+
+  std::optional<cw::Case> types, risk;
+  for (const auto& ch : PullAll(*b)) {
+    cw::Case c;
+    ASSERT_TRUE(c.ParseFromString(ch.value()));
+    if (ch.field() == kViolenceTypes) types = c;
+    if (ch.field() == kRiskLevel) risk = c;
+  }
+  ASSERT_TRUE(types && risk);
+  ASSERT_EQ(types->violence_types_size(), 2);
+  EXPECT_EQ(types->violence_types(0), cw::VIOLENCE_TYPE_PHYSICAL);
+  EXPECT_EQ(types->violence_types(1), cw::VIOLENCE_TYPE_SEXUAL);
+  EXPECT_EQ(risk->risk_level(), cw::RISK_LEVEL_HIGH);
+
+  // Nothing is lost: both inputs of the union, and the lower risk, are in history.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open_v2(StorePath(data_dir_).c_str(), &db, SQLITE_OPEN_READONLY, nullptr),
+            SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT field, reason FROM field_history ORDER BY id", -1, &st,
+                               nullptr),
+            SQLITE_OK);
+  std::vector<std::string> rows;
+  while (sqlite3_step(st) == SQLITE_ROW)
+    rows.push_back(std::to_string(sqlite3_column_int(st, 0)) + ":" +
+                   reinterpret_cast<const char*>(sqlite3_column_text(st, 1)));
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  EXPECT_EQ(rows, (std::vector<std::string>{"6:merged", "6:merged", "7:lost_merge"}));
 }
 
 TEST_F(PushPullTest, OfficeIsPokedWhenAFieldOfficerPushes) {

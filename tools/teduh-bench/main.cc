@@ -14,7 +14,12 @@
 //   3. a fresh office device pulls, verifies and stores all N*C cases
 //      (`pull_10k_cases_s` for the default workload), then every case is
 //      opened and every sealed value decrypted (`decrypt_all_cases_s`);
-//   4. the server's peak resident set size (`server_peak_rss_bytes`, VmHWM).
+//   4. conflict-heavy: --conflict-devices office devices (default 4) edit the
+//      same --conflict-cases cases (default 2,500) offline — risk level (MAX),
+//      violence types (UNION), route (LWW), chronology (REVIEW) — and push at
+//      once (`conflict_push_changes_per_s`, with `conflict_merged` and
+//      `conflict_conflicts` from the devices' results);
+//   5. the server's peak resident set size (`server_peak_rss_bytes`, VmHWM).
 // With --json it prints one JSON object; otherwise a short report.
 #include <fmt/format.h>
 #include <signal.h>
@@ -162,6 +167,13 @@ int main(int argc, char** argv) {
   app.add_option("--devices", devices, "field devices pushing at once")->check(CLI::Range(1, 64));
   app.add_option("--cases", cases, "cases per device")->check(CLI::Range(1, 100000));
   app.add_option("--threads", threads, "server io threads")->check(CLI::Range(1, 16));
+  int conflict_devices = 4;
+  int conflict_cases = 2500;
+  app.add_option("--conflict-devices", conflict_devices,
+                 "office devices editing the same cases at once (0: skip that workload)")
+      ->check(CLI::Range(0, 16));
+  app.add_option("--conflict-cases", conflict_cases, "cases they all edit")
+      ->check(CLI::Range(1, 100000));
   app.add_flag("--json", json, "print one JSON object");
   app.add_flag("--keep", keep, "keep the temporary folder");
   CLI11_PARSE(app, argc, argv);
@@ -195,6 +207,16 @@ int main(int argc, char** argv) {
             "enroll")
           .code;
 
+  std::vector<std::string> staff_codes;
+  for (int d = 0; d < conflict_devices; ++d) {
+    staff_codes.push_back(
+        MustR(server::CreateEnrollment(
+                  data, d % 2 ? teduh::sync::v1::ROLE_SUPERVISOR : teduh::sync::v1::ROLE_OFFICE,
+                  fmt::format("staf{}", d), std::chrono::hours(1), core::DefaultEnv()),
+              "enroll")
+            .code);
+  }
+
   std::vector<std::unique_ptr<core::Device>> field;
   for (int d = 0; d < devices; ++d) {
     field.push_back(
@@ -203,6 +225,13 @@ int main(int argc, char** argv) {
   }
   auto office = Must(core::Device::Enroll(root / "office", url, office_code, pass, Options()),
                      "office enroll");
+  std::vector<std::unique_ptr<core::Device>> staff;
+  for (int d = 0; d < conflict_devices; ++d) {
+    staff.push_back(Must(
+        core::Device::Enroll(root / fmt::format("staf{}", d), url, staff_codes[d], pass, Options()),
+        "staff enroll"));
+    Must(admin->ApproveDevice(core::ToHex(staff.back()->info().device_id)), "approve");
+  }
   for (auto& d : field) Must(admin->ApproveDevice(core::ToHex(d->info().device_id)), "approve");
   Must(admin->ApproveDevice(core::ToHex(office->info().device_id)), "approve");
   for (auto& d : field) Must(d->Sync(), "first sync");
@@ -273,6 +302,64 @@ int main(int argc, char** argv) {
   }
   const double decrypt_s = Seconds(Clock::now() - t2);
 
+  // 4. Conflict-heavy: office staff edit the same cases at the same time
+  // (risk level MAX, violence types UNION, route LWW, chronology REVIEW: every
+  // push after the first of each case is a merge, and each chronology a
+  // conflict record). Timed like the push above.
+  std::size_t conflict_pushed = 0, conflict_merged = 0, conflict_conflicts = 0;
+  double conflict_push_s = 0, conflict_prepare_s = 0;
+  if (!staff.empty()) {
+    const std::size_t n = std::min<std::size_t>(listed.size(), conflict_cases);
+    for (auto& d : staff) Must(d->Sync(), "staff pull");  // untimed
+    auto tp = Clock::now();
+    {
+      static const char* kRisk[] = {"rendah", "sedang", "tinggi"};
+      static const char* kType[] = {"seksual", "penelantaran", "ekonomi", "psikis"};
+      static const char* kRoute[] = {"mediasi", "kekeluargaan", "rehabilitasi", "proses hukum"};
+      std::vector<std::thread> workers;
+      for (std::size_t d = 0; d < staff.size(); ++d) {
+        workers.emplace_back([&, d] {
+          for (std::size_t i = 0; i < n; ++i) {
+            Must(staff[d]->SetCaseFields(
+                     core::ToHex(listed[i].case_id),
+                     {fmt::format("risk_level={}", kRisk[(i + d) % 3]),
+                      fmt::format("violence_types=fisik,{}", kType[d % 4]),
+                      fmt::format("route={}", kRoute[d % 4]),
+                      fmt::format("chronology=Kronologi diperbarui oleh staf {} untuk kasus {}", d,
+                                  i)}),
+                 "conflict edit");
+          }
+        });
+      }
+      for (auto& w : workers) w.join();
+    }
+    conflict_prepare_s = Seconds(Clock::now() - tp);
+    std::vector<Clock::time_point> ends(staff.size());
+    std::vector<core::SyncReport> reports(staff.size());
+    const auto cs = Clock::now();
+    {
+      std::vector<std::thread> workers;
+      for (std::size_t d = 0; d < staff.size(); ++d) {
+        workers.emplace_back([&, d] {
+          reports[d] = Must(staff[d]->Sync({}, /*push_only=*/true), "conflict push");
+          ends[d] = Clock::now();
+        });
+      }
+      for (auto& w : workers) w.join();
+    }
+    Clock::time_point last = cs;
+    for (std::size_t d = 0; d < staff.size(); ++d) {
+      last = std::max(last, ends[d]);
+      conflict_pushed += reports[d].pushed;
+      conflict_merged += reports[d].merged;
+      conflict_conflicts += reports[d].conflict;
+    }
+    conflict_push_s = Seconds(last - cs);
+    if (conflict_pushed != n * 4 * staff.size())
+      Die(fmt::format("conflict workload pushed {} changes, expected {}", conflict_pushed,
+                      n * 4 * staff.size()));
+  }
+
   const std::int64_t rss = PeakRssBytes(server_pid);
   kill(server_pid, SIGTERM);
   int status = 0;
@@ -294,6 +381,14 @@ int main(int argc, char** argv) {
       {"decrypt_all_cases_s", decrypt_s},
       {"sealed_values_opened", sealed_opened},
       {"server_threads", threads},
+      {"conflict_devices", conflict_devices},
+      {"conflict_changes_pushed", conflict_pushed},
+      {"conflict_push_s", conflict_push_s},
+      {"conflict_prepare_s", conflict_prepare_s},
+      {"conflict_merged", conflict_merged},
+      {"conflict_conflicts", conflict_conflicts},
+      {"conflict_push_changes_per_s",
+       conflict_push_s > 0 ? static_cast<std::int64_t>(conflict_pushed / conflict_push_s) : 0},
       {"server_exit_status", WIFEXITED(status) ? WEXITSTATUS(status) : -1},
   };
   if (json) {
@@ -303,9 +398,13 @@ int main(int argc, char** argv) {
         "push: %zu field changes from %d devices in %.2f s = %.0f changes/s\n"
         "pull: %zu cases (%zu field values) into a fresh device in %.2f s\n"
         "open every case and decrypt %zu sealed values: %.2f s\n"
+        "conflict-heavy push: %zu changes from %d devices editing the same cases in %.2f s = "
+        "%.0f changes/s (%zu merged, %zu conflicts)\n"
         "server peak RSS: %.1f MiB\n",
         total_pushed, devices, push_s, rate, listed.size(), pulled.pulled, pull_s, sealed_opened,
-        decrypt_s, rss / 1048576.0);
+        decrypt_s, conflict_pushed, conflict_devices, conflict_push_s,
+        conflict_push_s > 0 ? conflict_pushed / conflict_push_s : 0.0, conflict_merged,
+        conflict_conflicts, rss / 1048576.0);
   }
   return 0;
 }

@@ -5,25 +5,33 @@
 //                      [--insecure-plaintext] [--threads N] [--json]
 //   teduh-server enroll --data DIR --role ROLE --user NAME [--expires 72h] [--json]
 //   teduh-server device list --data DIR [--json]
+//   teduh-server audit verify --data DIR [--head HEX] [--json]
+//   teduh-server audit show --data DIR [--last N] [--json]
 //
 // Output contract: results on stdout (with --json exactly one JSON object);
 // on error a non-zero exit and one line on stderr. Logs go to stderr.
+// `audit verify` exits 0 only for an intact chain, 2 for a broken one (the
+// stderr line names the first bad entry) and 1 when it could not check.
 #include <fmt/chrono.h>
 #include <fmt/format.h>
 #include <pthread.h>
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <span>
 #include <string>
 
 #include "teduh/core/env.h"
 #include "teduh/core/ids.h"
 #include "teduh/core/roles.h"
+#include "teduh/core/sealing.h"
 #include "teduh/server/admin.h"
 #include "teduh/server/error.h"
 #include "teduh/server/server.h"
@@ -120,6 +128,156 @@ int DeviceList(const std::string& data, const Output& out) {
   return 0;
 }
 
+int AuditVerify(const std::string& data, const std::string& head_hex, const Output& out) {
+  std::optional<teduh::server::AuditHash> known;
+  if (!head_hex.empty()) {
+    auto bytes = teduh::core::BytesFromHex(head_hex);
+    if (!bytes || bytes->size() != known.emplace().size())
+      return out.Error("--head must be the 64 hex digits printed by `audit verify`");
+    std::copy(bytes->begin(), bytes->end(), known->begin());
+  }
+  auto check = teduh::server::VerifyAudit(data, known);
+  if (!check) return out.Error("audit verify failed", check.error());
+  const std::string head = teduh::core::ToHex(check->head);
+  if (!check->intact()) {
+    const std::string line = "audit chain broken: " + check->detail;
+    fmt::print(stderr, "teduh-server: {}\n", line);
+    if (out.json)
+      fmt::print("{}\n",
+                 nlohmann::json{{"error", line},
+                                {"intact", false},
+                                {"entry", check->bad_index},
+                                {"problem", teduh::server::AuditProblemName(check->problem)},
+                                {"intact_entries", check->entries}}
+                     .dump());
+    return 2;
+  }
+  if (out.json) {
+    fmt::print(
+        "{}\n",
+        nlohmann::json{{"intact", true}, {"entries", check->entries}, {"head", head}}.dump());
+  } else {
+    fmt::print("audit chain intact: {} entries, head {}\n", check->entries, head);
+  }
+  return 0;
+}
+
+std::string AuditKindName(teduh::audit::v1::EntryKind kind) {
+  switch (kind) {
+    case teduh::audit::v1::ENTRY_KIND_PUSH:
+      return "push";
+    case teduh::audit::v1::ENTRY_KIND_ENROLL:
+      return "enroll";
+    case teduh::audit::v1::ENTRY_KIND_APPROVE:
+      return "approve";
+    case teduh::audit::v1::ENTRY_KIND_RESOLUTION:
+      return "resolution";
+    default:
+      return "unreadable";
+  }
+}
+
+std::string StatusName(teduh::sync::v1::ChangeResult::Status status) {
+  switch (status) {
+    case teduh::sync::v1::ChangeResult::STATUS_APPLIED:
+      return "applied";
+    case teduh::sync::v1::ChangeResult::STATUS_MERGED:
+      return "merged";
+    case teduh::sync::v1::ChangeResult::STATUS_CONFLICT:
+      return "conflict";
+    case teduh::sync::v1::ChangeResult::STATUS_REJECTED:
+      return "rejected";
+    default:
+      return "unknown";
+  }
+}
+
+std::string BytesHex(const std::string& bytes) {
+  return teduh::core::ToHex(
+      std::span(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()));
+}
+
+nlohmann::json StampJson(const teduh::sync::v1::Stamp& s) {
+  return {{"hlc", s.hlc()}, {"device_id", BytesHex(s.device_id())}};
+}
+
+// Ids, stamps and outcomes: all an entry holds (it has no values to show).
+nlohmann::json AuditJson(const teduh::server::AuditRecord& r) {
+  const auto& e = r.entry;
+  nlohmann::json j = {{"index", r.index},
+                      {"hash", BytesHex(r.hash)},
+                      {"time", IsoTime(e.time_ms())},
+                      {"kind", AuditKindName(e.kind())},
+                      {"device_id", BytesHex(e.device_id())},
+                      {"user", e.user()},
+                      {"role", teduh::core::RoleName(e.role())}};
+  if (e.kind() == teduh::audit::v1::ENTRY_KIND_PUSH) {
+    nlohmann::json changes = nlohmann::json::array();
+    for (const auto& c : e.changes()) {
+      nlohmann::json cj = {{"record_id", BytesHex(c.record_id())},
+                           {"record_kind", c.kind()},
+                           {"field", c.field()},
+                           {"device_seq", c.device_seq()},
+                           {"status", StatusName(c.status())},
+                           {"stamp", StampJson(c.stamp())},
+                           {"sealed", c.sealed()}};
+      if (!c.parent_id().empty()) cj["parent_id"] = BytesHex(c.parent_id());
+      if (!c.reason().empty()) cj["reason"] = c.reason();
+      if (c.has_stored()) cj["stored"] = StampJson(c.stored());
+      if (c.has_current()) cj["current"] = StampJson(c.current());
+      if (c.has_base()) cj["base"] = StampJson(c.base());
+      if (!c.resolves().empty()) cj["resolves"] = BytesHex(c.resolves());
+      if (c.sealed()) {
+        cj["key_class"] = teduh::core::ClassName(c.key_class());
+        cj["key_version"] = c.key_version();
+      }
+      changes.push_back(std::move(cj));
+    }
+    j["changes"] = std::move(changes);
+  } else if (e.kind() == teduh::audit::v1::ENTRY_KIND_ENROLL) {
+    j["state"] = teduh::server::DeviceStateName(e.state());
+    j["fingerprint"] = teduh::core::KeyFingerprint(e.sign_pk());
+    j["bootstrap"] = e.bootstrap();
+  } else if (e.kind() == teduh::audit::v1::ENTRY_KIND_APPROVE) {
+    j["approved_device_id"] = BytesHex(e.subject_device_id());
+    j["approved_user"] = e.subject_user();
+    j["approved_role"] = teduh::core::RoleName(e.subject_role());
+    nlohmann::json grants = nlohmann::json::array();
+    for (const auto& g : e.grants())
+      grants.push_back(
+          {{"key_class", teduh::core::ClassName(g.key_class())}, {"epoch", g.epoch()}});
+    j["grants"] = std::move(grants);
+  }
+  return j;
+}
+
+int AuditShow(const std::string& data, std::size_t last, const Output& out) {
+  auto records = teduh::server::ReadAudit(data, last);
+  if (!records) return out.Error("audit show failed", records.error());
+  if (out.json) {
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& r : *records) list.push_back(AuditJson(r));
+    fmt::print("{}\n", nlohmann::json{{"entries", list}}.dump());
+    return 0;
+  }
+  for (const auto& r : *records) {
+    const auto& e = r.entry;
+    fmt::print("#{} {} {} device {} ({}, {}) hash {}\n", r.index, IsoTime(e.time_ms()),
+               AuditKindName(e.kind()), BytesHex(e.device_id()), e.user(),
+               teduh::core::RoleName(e.role()), BytesHex(r.hash).substr(0, 16));
+    for (const auto& c : e.changes()) {
+      fmt::print("    {} field {} seq {} {}{} stamp {}@{}\n", BytesHex(c.record_id()), c.field(),
+                 c.device_seq(), StatusName(c.status()),
+                 c.reason().empty() ? "" : " (" + c.reason() + ")", c.stamp().hlc(),
+                 BytesHex(c.stamp().device_id()).substr(0, 8));
+    }
+    if (e.kind() == teduh::audit::v1::ENTRY_KIND_APPROVE)
+      fmt::print("    approved {} ({}, {})\n", BytesHex(e.subject_device_id()), e.subject_user(),
+                 teduh::core::RoleName(e.subject_role()));
+  }
+  return 0;
+}
+
 bool SplitListen(const std::string& listen, std::string* host, std::uint16_t* port) {
   auto colon = listen.rfind(':');
   if (colon == std::string::npos || colon + 1 == listen.size()) return false;
@@ -210,6 +368,20 @@ int main(int argc, char** argv) {
   list->add_option("--data", data, "Data folder")->required();
   list->add_flag("--json", out.json, "Print one JSON object");
 
+  auto* audit = app.add_subcommand("audit", "The audit log");
+  audit->require_subcommand(1);
+  auto* verify =
+      audit->add_subcommand("verify", "Check the whole audit chain; exit 0 only if it is intact");
+  std::string head;
+  verify->add_option("--data", data, "Data folder")->required();
+  verify->add_option("--head", head, "A head hash printed earlier that must still be in the chain");
+  verify->add_flag("--json", out.json, "Print one JSON object");
+  auto* show = audit->add_subcommand("show", "List the last audit entries (ids and stamps only)");
+  std::size_t last = 20;
+  show->add_option("--data", data, "Data folder")->required();
+  show->add_option("--last", last, "How many entries")->check(CLI::Range(1, 1000000));
+  show->add_flag("--json", out.json, "Print one JSON object");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -226,5 +398,7 @@ int main(int argc, char** argv) {
   }
   if (enroll->parsed()) return Enroll(data, role, user, expires, out);
   if (list->parsed()) return DeviceList(data, out);
+  if (verify->parsed()) return AuditVerify(data, head, out);
+  if (show->parsed()) return AuditShow(data, last, out);
   return out.Error("no command given");
 }

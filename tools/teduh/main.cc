@@ -287,6 +287,18 @@ int main(int argc, char** argv) {
   CLI::App* case_list = leaf(case_cmd, "list", "List the cases on this device");
   CLI::App* case_show = leaf(case_cmd, "show", "Show a case with its persons and notes");
   case_show->add_option("case", case_ref, "Case id or unique prefix")->required();
+  std::string history_field;
+  int restore_version = 0;
+  CLI::App* case_history =
+      leaf(case_cmd, "history", "Every value a case's fields have had (needs a connection)");
+  case_history->add_option("case", case_ref, "Case id or unique prefix")->required();
+  case_history->add_option("--field", history_field, "Only this field");
+  CLI::App* case_restore =
+      leaf(case_cmd, "restore", "Bring an earlier value back as a new edit (needs a connection)");
+  case_restore->add_option("case", case_ref, "Case id or unique prefix")->required();
+  case_restore->add_option("--field", history_field, "The field")->required();
+  case_restore->add_option("--version", restore_version, "As numbered by `case history`")
+      ->required();
 
   CLI::App* person_cmd = app.add_subcommand("person", "Persons in a case")->require_subcommand(1);
   add_globals(person_cmd);
@@ -306,6 +318,25 @@ int main(int argc, char** argv) {
   note_add->add_option("--text", text, "The note")->required();
   note_add->add_option("--kind", kind,
                        "visit, identification, counselling, psychology, monitoring, case_review");
+
+  CLI::App* conflict_cmd = app.add_subcommand("conflict", "Concurrent edits waiting for a person")
+                               ->require_subcommand(1);
+  add_globals(conflict_cmd);
+  std::string conflict_ref, take;
+  std::optional<std::string> resolve_value;
+  bool include_resolved = false;
+  CLI::App* conflict_list = leaf(conflict_cmd, "list", "List open conflicts, oldest first");
+  conflict_list->add_flag("--all", include_resolved, "Include resolved conflicts");
+  CLI::App* conflict_show = leaf(conflict_cmd, "show", "Show both values of a conflict");
+  conflict_show->add_option("conflict", conflict_ref, "Conflict id or unique prefix")->required();
+  CLI::App* conflict_resolve =
+      leaf(conflict_cmd, "resolve", "Choose the value (works offline; syncs like any edit)");
+  conflict_resolve->add_option("conflict", conflict_ref, "Conflict id or unique prefix")
+      ->required();
+  auto* take_opt = conflict_resolve->add_option("--take", take,
+                                                "kept, other, mine (the side you wrote) or theirs");
+  auto* value_opt = conflict_resolve->add_option("--value", resolve_value, "A new value instead");
+  take_opt->excludes(value_opt);
 
   CLI::App* device_cmd =
       app.add_subcommand("device", "Devices of the unit (admin)")->require_subcommand(1);
@@ -532,6 +563,108 @@ int main(int argc, char** argv) {
                              ok ? n.text : Unreadable(n.readability, g.lang));
       }
       return Emit(g, j, human);
+    }
+    if (case_history->parsed()) {
+      auto h = d.CaseHistory(case_ref, history_field, g.lang);
+      if (!h) return Report(g, h.error());
+      json arr = json::array();
+      std::string human;
+      std::string last_field;
+      for (const auto& e : *h) {
+        bool ok = e.value.readability == teduh::core::Readability::kReadable;
+        json j{{"field", e.field},
+               {"version", e.version},
+               {"reason", e.reason},
+               {"current", e.reason == "current"},
+               {"author", e.author},
+               {"written_at", e.written_ms / 1000},
+               {"value", ok ? e.value.value : json(nullptr)}};
+        if (!ok) j["unreadable"] = std::string(teduh::core::ReadabilityName(e.value.readability));
+        arr.push_back(std::move(j));
+        if (e.field != last_field) human += fmt::format("{}:\n", e.value.label);
+        last_field = e.field;
+        human += fmt::format("  v{} {} {} — {}{}\n", e.version, IsoTime(e.written_ms), e.author,
+                             ok ? e.value.display : Unreadable(e.value.readability, g.lang),
+                             e.reason == "current" ? "  (current)" : "  (" + e.reason + ")");
+      }
+      return Emit(g, json{{"case", case_ref}, {"history", arr}}, human);
+    }
+    if (case_restore->parsed()) {
+      auto r = d.RestoreCaseField(case_ref, history_field, restore_version);
+      if (!r) return Report(g, r.error());
+      return Emit(g,
+                  json{{"field", history_field}, {"version", restore_version}, {"restored", true}},
+                  "Restored as a new edit; it syncs at the next `teduh sync`.\n");
+    }
+    if (conflict_list->parsed()) {
+      auto list = d.ListConflicts(include_resolved);
+      if (!list) return Report(g, list.error());
+      json arr = json::array();
+      std::string human;
+      for (const auto& c : *list) {
+        arr.push_back(
+            {{"conflict_id", teduh::core::ToHex(c.conflict_id)},
+             {"case_id", teduh::core::ToHex(c.case_id)},
+             {"record_id", teduh::core::ToHex(c.record_id)},
+             {"record_kind", c.record_kind},
+             {"field", c.field},
+             {"state", c.state},
+             {"detected_at", c.detected_ms / 1000},
+             {"authors", {c.kept.author, c.other.author}},
+             {"kept", {{"author", c.kept.author}, {"written_at", c.kept.written_ms / 1000}}},
+             {"other", {{"author", c.other.author}, {"written_at", c.other.written_ms / 1000}}}});
+        human += fmt::format(
+            "{}  {}  case {}  {} {}: {} / {}{}\n", teduh::core::ToHex(c.conflict_id).substr(0, 8),
+            IsoTime(c.detected_ms), teduh::core::ToHex(c.case_id).substr(0, 8), c.record_kind,
+            c.field, c.kept.author, c.other.author, c.state == "open" ? "" : "  (resolved)");
+      }
+      if (list->empty()) human = g.lang == "en" ? "No open conflicts.\n" : "Tidak ada konflik.\n";
+      return Emit(g, json{{"conflicts", arr}}, human);
+    }
+    if (conflict_show->parsed()) {
+      auto c = d.ShowConflict(conflict_ref, g.lang);
+      if (!c) return Report(g, c.error());
+      auto side = [&](const teduh::core::ConflictSideView& s) {
+        bool ok = s.value.readability == teduh::core::Readability::kReadable;
+        json j{{"author", s.author},
+               {"written_at", s.written_ms / 1000},
+               {"value", ok ? s.value.value : json(nullptr)}};
+        if (!ok) j["unreadable"] = std::string(teduh::core::ReadabilityName(s.value.readability));
+        return j;
+      };
+      auto text = [&](const teduh::core::ConflictSideView& s) {
+        return s.value.readability == teduh::core::Readability::kReadable
+                   ? s.value.display
+                   : Unreadable(s.value.readability, g.lang);
+      };
+      json j{{"conflict_id", teduh::core::ToHex(c->conflict_id)},
+             {"case_id", teduh::core::ToHex(c->case_id)},
+             {"record_id", teduh::core::ToHex(c->record_id)},
+             {"record_kind", c->record_kind},
+             {"field", c->field},
+             {"state", c->state},
+             {"detected_at", c->detected_ms / 1000},
+             {"kept", side(c->kept)},
+             {"other", side(c->other)}};
+      if (c->state == "resolved") {
+        j["resolved_by"] = c->resolved_by;
+        j["resolution"] = c->resolution;
+        j["resolved_at"] = c->resolved_ms / 1000;
+      }
+      std::string human =
+          fmt::format("Conflict {} — case {}, {} {}\n  kept  ({}, {}): {}\n  other ({}, {}): {}\n",
+                      teduh::core::ToHex(c->conflict_id), teduh::core::ToHex(c->case_id),
+                      c->record_kind, c->field, c->kept.author, IsoTime(c->kept.written_ms),
+                      text(c->kept), c->other.author, IsoTime(c->other.written_ms), text(c->other));
+      if (c->state == "resolved")
+        human += fmt::format("  resolved by {} ({})\n", c->resolved_by, c->resolution);
+      return Emit(g, j, human);
+    }
+    if (conflict_resolve->parsed()) {
+      auto r = d.ResolveConflict(conflict_ref, take, resolve_value);
+      if (!r) return Report(g, r.error());
+      return Emit(g, json{{"conflict_id", teduh::core::ToHex(*r)}, {"resolved", true}},
+                  "Resolved; the choice syncs at the next `teduh sync`.\n");
     }
     if (person_add->parsed()) {
       auto id = d.AddPerson(case_ref, role, sets);

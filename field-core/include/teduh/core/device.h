@@ -48,6 +48,8 @@
 
 namespace teduh::core {
 
+struct FieldPolicy;  // schema.h
+
 struct DeviceOptions {
   Env* env = nullptr;  // null: DefaultEnv()
   VaultOptions vault;  // at Enroll; Open uses the max_failed_unlocks saved then
@@ -90,6 +92,50 @@ struct FieldView {
   Readability readability = Readability::kReadable;
   nlohmann::json value;  // FieldToJson when readable, else null
   std::string display;   // FieldToDisplay when readable
+};
+
+// One side of a conflict as written: who, when, and the value (decrypted
+// when this device holds the key; `value.readability` says otherwise).
+struct ConflictSideView {
+  std::string author;
+  Stamp stamp;
+  std::int64_t written_ms = 0;  // the writer's clock (from its stamp)
+  FieldView value;
+};
+
+struct ConflictView {
+  Id conflict_id{}, case_id{}, record_id{};
+  std::string record_kind;  // short kind name: "case", "person"
+  std::string field;        // field name
+  std::string state;        // "open" or "resolved"
+  std::int64_t detected_ms = 0;
+  std::string resolved_by, resolution;
+  std::int64_t resolved_ms = 0;
+  ConflictSideView kept;   // the value the server kept provisionally (the later stamp)
+  ConflictSideView other;  // the concurrent value it set aside
+};
+
+// One value a field has had (from the server's history; needs a connection).
+struct HistoryEntryView {
+  std::string field;   // field name
+  int version = 0;     // 1 = the oldest value of this field
+  std::string reason;  // "current", or why it left: "overwritten", "lost_merge", "merged"
+  std::string author;
+  Stamp stamp;
+  std::int64_t written_ms = 0;  // the writer's clock
+  FieldView value;              // decrypted where this device holds the key
+};
+
+// A value exactly as this device stores it (open: the single-field
+// serialization; sealed: the ciphertext), for convergence checks.
+struct StoredField {
+  Id record_id{};
+  std::string kind;
+  std::uint32_t field = 0;
+  Stamp stamp;
+  std::string value;
+  bool sealed = false;
+  bool pending = false;
 };
 
 struct RecordView {
@@ -221,6 +267,32 @@ class Device {
 
   Outcome<DeviceStatus> Status();
 
+  // Every value of a case and its child records as stored here, by record and
+  // field (open values in plaintext: handle like ShowCase output).
+  Outcome<std::vector<StoredField>> SnapshotCase(const Id& case_id);
+
+  // ---- History (online: the server keeps every value a field has had) --------------
+  // A case's fields over time, oldest first per field; `field` empty: all.
+  Outcome<std::vector<HistoryEntryView>> CaseHistory(std::string_view case_ref,
+                                                     std::string_view field,
+                                                     std::string_view lang = "id");
+  // Brings version `version` of a case field back as a new edit (synced like any).
+  Outcome<void> RestoreCaseField(std::string_view case_ref, std::string_view field, int version);
+
+  // ---- Reconciliation (concurrent edits of REVIEW fields) -------------------------
+  // Conflicts this device holds, oldest first; open ones unless `include_resolved`.
+  // Values are not decrypted here.
+  Outcome<std::vector<ConflictView>> ListConflicts(bool include_resolved = false);
+  // One conflict with both values decrypted where the keys allow.
+  Outcome<ConflictView> ShowConflict(std::string_view conflict_ref, std::string_view lang = "id");
+  // Resolves it offline (office staff and supervisors): `take` is "kept",
+  // "other", "mine" or "theirs" (the side this user wrote, or the other one),
+  // or empty with `value` given as for --set. The chosen value becomes a new
+  // edit of the field and the conflict is marked resolved; both sync.
+  // Returns the conflict's id.
+  Outcome<Id> ResolveConflict(std::string_view conflict_ref, std::string_view take,
+                              const std::optional<std::string>& value);
+
   // ---- Network -------------------------------------------------------------------
   // Pushes the outbox, pulls until up to date (unless `push_only`: on a weak
   // connection an officer may send her work first and receive later), applies
@@ -248,6 +320,9 @@ class Device {
                                   std::string_view noun);
   Outcome<void> CheckOpen() const;
   Outcome<void> SaveMeta();
+  // Connects, authenticates and takes the welcome (grants, clock), for the
+  // online requests that are not a sync.
+  Outcome<std::unique_ptr<class SyncClient>> ConnectOnline();
   Outcome<std::unique_ptr<class SyncClient>> ConnectAndAuthenticate(
       teduh::sync::v1::Welcome* welcome);
   // Checks the unit key, updates state and clock offset, stores verified
@@ -272,6 +347,18 @@ class Device {
                               teduh::AccessClass key_class, std::uint32_t* version);
   Outcome<std::vector<FieldView>> RenderFields(const Id& record_id, std::string_view kind,
                                                const Id& case_id, std::string_view lang);
+  // The case and (when `field` is not empty) the Case field it names.
+  Outcome<std::pair<Id, const FieldPolicy*>> ResolveCaseField(std::string_view case_ref,
+                                                              std::string_view field);
+  Outcome<std::vector<HistoryEntryView>> FetchHistory(const Id& case_id, const FieldPolicy* only,
+                                                      std::string_view lang,
+                                                      std::vector<std::string>* plains);
+  Outcome<ConflictView> LoadConflictLocked(const Id& conflict_id, bool decrypt,
+                                           std::string_view lang, std::string* kept_plain = nullptr,
+                                           std::string* other_plain = nullptr);
+  FieldView RenderValue(const Id& record_id, std::string_view kind, const Id& case_id,
+                        const FieldPolicy& policy, StoredValue v, std::string_view lang,
+                        std::string* plain_out, error_code* failed);
   Outcome<void> VerifyPulledLocked(const teduh::sync::v1::Changes& batch, SyncReport* report);
   Outcome<std::optional<std::string>> OpenValue(const Id& record_id, std::string_view kind,
                                                 const Id& case_id, const StoredValue& v,

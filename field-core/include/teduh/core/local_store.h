@@ -93,8 +93,9 @@ struct LocalChange {
   bool sealed = false;
   teduh::AccessClass key_class = teduh::ACCESS_CLASS_UNSPECIFIED;
   std::uint32_t key_version = 0;
-  std::string value;  // open: single-field serialization; sealed: ciphertext
-  Stamp stamp;        // from EditTxn::NextStamp()
+  std::string value;           // open: single-field serialization; sealed: ciphertext
+  Stamp stamp;                 // from EditTxn::NextStamp()
+  std::optional<Id> resolves;  // the Conflict record this edit resolves
 };
 
 struct OutboxEntry {
@@ -203,6 +204,11 @@ class LocalStore {
   Outcome<std::uint64_t> PersistedHlc();
 
   // Checks the numbered invariants of local_store.cc (tests, debug builds).
+  // After the server re-stamped this device's changes (its clock ran ahead)
+  // and nothing waits to be sent: the persisted HLC comes back to the highest
+  // stamp the store holds (every pushed row now carries the server's stamp),
+  // so later edits are not stamped in the future again. Returns the new value.
+  Outcome<std::uint64_t> RebaseHlc();
   Outcome<void> CheckInvariants();
 
   // The sticky error, if any.

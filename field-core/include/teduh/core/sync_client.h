@@ -51,6 +51,8 @@ class SyncClient {
   Outcome<std::uint64_t> RequestPull(std::uint64_t generation, std::uint64_t after_seq,
                                      std::uint32_t limit);
   Outcome<teduh::sync::v1::Changes> AwaitChanges(std::uint64_t request_id);
+  // Every value a field (0: every field) of a record has had (online).
+  Outcome<teduh::sync::v1::History> History(const Id& record_id, std::uint32_t field);
   Outcome<teduh::sync::v1::DeviceList> ListDevices();
   Outcome<teduh::sync::v1::ApproveResult> Approve(const teduh::sync::v1::ApproveDevice& request);
 

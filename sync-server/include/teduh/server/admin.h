@@ -1,19 +1,23 @@
 // Administration of a server's data folder, run on the server host
-// (`teduh-server init | enroll | device list`). These need no keys. They work
-// while a server runs on the same folder (SQLite WAL; a busy store is waited
-// for up to a few seconds, then errc::store_busy).
+// (`teduh-server init | enroll | device list | audit verify | audit show`).
+// These need no keys. They work while a server runs on the same folder
+// (SQLite WAL; a busy store is waited for up to a few seconds, then
+// errc::store_busy).
 //
 // Thread safety: every function opens its own connection; thread-safe.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "teduh/audit/v1/audit.pb.h"
 #include "teduh/core/env.h"
 #include "teduh/core/error.h"
+#include "teduh/server/audit.h"
 #include "teduh/server/store.h"
 
 namespace teduh::server {
@@ -47,6 +51,24 @@ struct Enrollment {
 
 // Every enrolled device, oldest first.
 [[nodiscard]] core::result<std::vector<DeviceRow>> ListDevices(const std::string& data_dir);
+
+// Checks the whole audit chain of the data folder (CheckAuditChain, read-only).
+// A broken chain is a result with !intact() naming the first bad entry; an
+// error means the store could not be read. `known_head`: a head hash printed
+// by an earlier check, which must still be in the chain.
+[[nodiscard]] core::result<AuditCheck> VerifyAudit(
+    const std::string& data_dir, const std::optional<AuditHash>& known_head = std::nullopt);
+
+struct AuditRecord {
+  std::uint64_t index = 0;
+  std::string hash;                    // 32 B as stored
+  teduh::audit::v1::AuditEntry entry;  // expanded (ExpandAuditEntry); empty if unreadable
+};
+
+// The last `last` audit entries as stored (unchecked: run VerifyAudit for
+// that), oldest first.
+[[nodiscard]] core::result<std::vector<AuditRecord>> ReadAudit(const std::string& data_dir,
+                                                               std::size_t last);
 
 // Short fingerprint of a device's signing key (as `teduh status` shows it).
 std::string DeviceFingerprint(const DeviceRow& device);

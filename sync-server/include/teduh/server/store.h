@@ -9,7 +9,8 @@
 // sequence number `seq` and the server transaction `txn` that wrote it, the
 // history of every value that was overwritten or lost a merge, case
 // assignments, rejected changes (for idempotent resends) and which device has
-// held which case.
+// held which case; and the audit log, a hash chain of entries whose bodies the
+// store keeps as opaque bytes (the chain's rules are in teduh/server/audit.h).
 //
 // Errors: every function returns core::errc::store_failed, store_busy or
 // disk_full on a backend failure. A failure that leaves durable state
@@ -45,8 +46,10 @@ using teduh::sync::v1::DeviceState;
 using teduh::sync::v1::Role;
 
 using CodeHash = std::array<std::uint8_t, 32>;
+using AuditHash = std::array<std::uint8_t, 32>;
 
-inline constexpr int kStoreSchemaVersion = 1;
+// 2 added the audit log; a version 1 store is migrated when opened for writing.
+inline constexpr int kStoreSchemaVersion = 2;
 
 struct UnitInfo {
   std::string unit_id;  // 32 hex digits, made at init
@@ -111,6 +114,24 @@ struct FieldRow {
   std::string_view author;
   std::uint64_t seq = 0;
   std::uint64_t txn = 0;
+};
+
+// The last entry of the audit chain: its index (entries are numbered from 1,
+// so this is also their count) and hash; {0, zeros} for an empty log.
+struct AuditHead {
+  std::uint64_t index = 0;
+  AuditHash hash{};
+  bool operator==(const AuditHead&) const = default;
+};
+
+// One stored audit entry. Views point into the caller's (AppendAudit) or the
+// backend's (ScanAudit) buffers. A scanned row is shown as stored, so a
+// damaged one may have hashes of the wrong length.
+struct AuditRow {
+  std::uint64_t index = 0;
+  std::string_view body;       // a serialized teduh.audit.v1.AuditEntry
+  std::string_view prev_hash;  // 32 B
+  std::string_view hash;       // 32 B
 };
 
 // What a pull may see (ARCHITECTURE §2.4).
@@ -201,9 +222,31 @@ class Store {
   virtual result<std::optional<Rejection>> FindRejection(const Id& device_id,
                                                          std::uint64_t device_seq) = 0;
 
+  // ---- Audit log ---------------------------------------------------------------------------
+  // The chain's head as seen by the current transaction, including entries
+  // appended in it (writer, inside a transaction).
+  virtual AuditHead PendingAuditHead() const = 0;
+  // Appends the next entry: row.index must be PendingAuditHead().index + 1
+  // and row.prev_hash its hash (core::errc::invalid_argument otherwise, and
+  // nothing is written). Commit() records the new head in the store's
+  // metadata in the same transaction, so that a removed tail is detectable.
+  virtual error_code AppendAudit(const AuditRow& row) = 0;
+  // The head recorded by the last commit that appended an entry.
+  virtual result<AuditHead> RecordedAuditHead() = 0;
+  // Calls `visit` for every stored entry with index > after_index, in index
+  // order, until it returns false.
+  virtual error_code ScanAudit(std::uint64_t after_index,
+                               const std::function<bool(const AuditRow&)>& visit) = 0;
+
   // ---- Pull ----------------------------------------------------------------------------
   // Calls `visit` for every current value with seq > after_seq within `scope`,
   // in seq order, until it returns false or `max_rows` were visited.
+  // Every value the fields [field_lo, field_hi] of a record have had: the
+  // superseded ones (`reason` overwritten, lost_merge, merged; oldest first per
+  // field), then the current ones (`reason` "current").
+  virtual error_code ScanFieldHistory(
+      const Id& record_id, std::uint32_t field_lo, std::uint32_t field_hi,
+      const std::function<void(const FieldRow&, std::string_view reason)>& visit) = 0;
   virtual error_code ScanChanges(const PullScope& scope, std::uint64_t after_seq,
                                  std::size_t max_rows,
                                  const std::function<bool(const ChangeView&)>& visit) = 0;
@@ -223,7 +266,10 @@ std::string StorePath(const std::string& data_dir);
 result<UnitInfo> CreateSqliteStore(const std::string& path, std::string_view unit_name,
                                    const EnrollmentRow& bootstrap);
 
-// Opens an existing store (server::errc::not_initialised if missing).
+// Opens an existing store (server::errc::not_initialised if missing). A store
+// of an older schema version is migrated in one transaction when opened for
+// writing, and read as it is when opened read-only (a version 1 store has an
+// empty audit log).
 result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path,
                                                const StoreOptions& options);
 

@@ -1,0 +1,27 @@
+// The audit entries the sync service writes: one per accepted Push frame,
+// enrollment and approval (teduh/server/audit.h). Each is built from the
+// request and the server's decision, never from a value, so it can hold no
+// open or sealed content.
+//
+// Thread safety: writer thread only, inside the group transaction (the entry
+// commits or rolls back with the changes it describes).
+#pragma once
+
+#include "sync_service.h"
+#include "teduh/core/error.h"
+
+namespace teduh::server {
+
+// The Push frame `push` from `who` and its per-change outcome `result` (one
+// ChangeResult per change, in order). Writes nothing for an empty frame.
+[[nodiscard]] core::error_code AuditPush(WriterState& ws, const Identity& who, const v1::Push& push,
+                                         const v1::PushResult& result);
+// `device` was enrolled (with the unit's bootstrap code if `bootstrap`).
+[[nodiscard]] core::error_code AuditEnroll(WriterState& ws, const DeviceRow& device,
+                                           bool bootstrap);
+// `who` (an admin device) approved `device` with the grants of `request`.
+[[nodiscard]] core::error_code AuditApprove(WriterState& ws, const Identity& who,
+                                            const DeviceRow& device,
+                                            const v1::ApproveDevice& request);
+
+}  // namespace teduh::server

@@ -1,0 +1,112 @@
+// The SQLite store under several connections (sqlite_store.cc): the server's
+// writer beside an admin command's short-lived writer.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+
+#include "teduh/core/env.h"
+#include "teduh/core/ids.h"
+#include "teduh/crypto/crypto.h"
+#include "teduh/server/admin.h"
+#include "teduh/server/store.h"
+
+namespace teduh::server {
+namespace {
+
+class SqliteStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_FALSE(crypto::Init());
+    std::string tmpl =
+        (std::filesystem::temp_directory_path() / "teduh-store-test-XXXXXX").string();
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+    ASSERT_TRUE(InitStore(dir_ + "/data", "UPTD PPA Test", core::DefaultEnv()));
+    path_ = StorePath(dir_ + "/data");
+  }
+  void TearDown() override {
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
+  }
+
+  std::unique_ptr<Store> Open() {
+    auto s = OpenSqliteStore(path_, StoreOptions{});
+    EXPECT_TRUE(s) << s.error().message();
+    return s ? std::move(*s) : nullptr;
+  }
+
+  std::string dir_, path_;
+};
+
+// Regression: FindField leaves its row readable; the statement used to stay
+// active after Commit(), so once an admin command wrote, every later Begin()
+// of the server's writer failed with "busy" (SQLITE_BUSY_SNAPSHOT).
+TEST_F(SqliteStoreTest, WriterBeginsAfterAnotherConnectionCommitted) {
+  auto writer = Open();
+  ASSERT_TRUE(writer);
+  const Id record = core::NewId();
+  ASSERT_FALSE(writer->Begin());
+  RecordRow r;
+  r.record_id = record;
+  r.kind = "teduh.casework.v1.Case";
+  r.case_id = record;
+  ASSERT_FALSE(writer->InsertRecord(r));
+  FieldRow f;
+  f.record_id = record;
+  f.field = 1;
+  f.value = "v";
+  f.author = "siti";
+  f.seq = writer->AllocateSeq();
+  f.txn = writer->AllocateTxn();
+  ASSERT_FALSE(writer->PutField(f));
+  ASSERT_FALSE(writer->Commit());
+
+  ASSERT_FALSE(writer->Begin());
+  FieldRow found;
+  auto yes = writer->FindField(record, 1, &found);
+  ASSERT_TRUE(yes && *yes);
+  ASSERT_FALSE(writer->Commit());
+
+  auto code = CreateEnrollment(dir_ + "/data", teduh::sync::v1::ROLE_OFFICE, "budi",
+                               std::chrono::hours(1), core::DefaultEnv());
+  ASSERT_TRUE(code) << code.error().message();
+
+  EXPECT_FALSE(writer->Begin());
+  writer->Rollback();
+}
+
+TEST_F(SqliteStoreTest, RolledBackAuditEntryIsForgotten) {
+  auto writer = Open();
+  ASSERT_TRUE(writer);
+  const std::string body = "entry", zero(32, '\0'), hash(32, 'h');
+  ASSERT_FALSE(writer->Begin());
+  ASSERT_FALSE(writer->AppendAudit(AuditRow{1, body, zero, hash}));
+  EXPECT_EQ(writer->PendingAuditHead().index, 1u);
+  writer->Rollback();
+
+  ASSERT_FALSE(writer->Begin());
+  EXPECT_EQ(writer->PendingAuditHead(), AuditHead{});
+  ASSERT_FALSE(writer->AppendAudit(AuditRow{1, body, zero, hash}));
+  ASSERT_FALSE(writer->Commit());
+  auto head = writer->RecordedAuditHead();
+  ASSERT_TRUE(head);
+  EXPECT_EQ(head->index, 1u);
+  EXPECT_EQ(std::string(head->hash.begin(), head->hash.end()), hash);
+}
+
+TEST_F(SqliteStoreTest, AuditEntryMustExtendTheHead) {
+  auto writer = Open();
+  ASSERT_TRUE(writer);
+  const std::string zero(32, '\0'), hash(32, 'h');
+  ASSERT_FALSE(writer->Begin());
+  EXPECT_EQ(writer->AppendAudit(AuditRow{2, "x", zero, hash}),
+            core::make_error_code(core::errc::invalid_argument));
+  EXPECT_EQ(writer->AppendAudit(AuditRow{1, "x", hash, hash}),
+            core::make_error_code(core::errc::invalid_argument));
+  writer->Rollback();
+}
+
+}  // namespace
+}  // namespace teduh::server
