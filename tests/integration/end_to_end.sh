@@ -147,6 +147,42 @@ pshow=$(dev "$pend" "ani-pass-1" case show "$case_id") || die "pendamping case s
 check "pendamping sees the office's edit" '[ "$(jq -r .fields.stage <<<"$pshow")" = ASESMEN ]'
 check "pendamping still reads its victim" '[ "$(jq -r .persons[0].fields.name <<<"$pshow")" = "$NAME" ]'
 check "a second sync changes nothing" 'dev "$pend" "ani-pass-1" sync >/dev/null && [ "$(dev "$pend" "ani-pass-1" status | jq ".pending")" = 0 ]'
+
+# --- concurrent edits: merge rules and the conflict queue ---
+dev "$pend" "ani-pass-1" case set "$case_id" --set "chronology=Versi pendamping" \
+  --set violence_types=seksual --set risk_level=sedang >/dev/null || die "pendamping edits offline"
+dev "$office" "budi-pass-1" case set "$case_id" --set "chronology=Versi kantor" \
+  --set violence_types=penelantaran --set risk_level=rendah >/dev/null || die "office edits offline"
+dev "$pend" "ani-pass-1" sync >/dev/null || die "pendamping sync 3: $(cat "$work/last.err")"
+osync=$(dev "$office" "budi-pass-1" sync) || die "office sync 3: $(cat "$work/last.err")"
+check "the office's concurrent chronology edit is a conflict" '[ "$(jq .conflict <<<"$osync")" = 1 ]'
+dev "$pend" "ani-pass-1" sync >/dev/null || die "pendamping sync 4"
+mshow=$(dev "$office" "budi-pass-1" case show "$case_id")
+check "concurrent violence types are united" \
+  '[ "$(jq -c ".fields.violence_types | sort" <<<"$mshow")" = "[\"NEGLECT\",\"SEXUAL\"]" ]'
+check "the higher of two concurrent risk levels stays" '[ "$(jq -r .fields.risk_level <<<"$mshow")" = MEDIUM ]'
+clist=$(dev "$office" "budi-pass-1" conflict list) || die "conflict list: $(cat "$work/last.err")"
+check "the office lists one conflict on the chronology by both authors" \
+  '[ "$(jq ".conflicts | length" <<<"$clist")" = 1 ] && [ "$(jq -r ".conflicts[0].field" <<<"$clist")" = chronology ] && [ "$(jq -c ".conflicts[0].authors | sort" <<<"$clist")" = "[\"ani\",\"budi\"]" ] && [ "$(jq -r ".conflicts[0].case_id" <<<"$clist")" = "$case_id" ]'
+conflict_id=$(jq -r ".conflicts[0].conflict_id" <<<"$clist")
+cshow=$(dev "$office" "budi-pass-1" conflict show "$conflict_id") || die "conflict show"
+check "conflict show has both values decrypted" \
+  '[ "$(jq -c "[.kept.value, .other.value] | sort" <<<"$cshow")" = "[\"Versi kantor\",\"Versi pendamping\"]" ]'
+check "a pendamping may not resolve" '! dev "$pend" "ani-pass-1" conflict resolve "$conflict_id" --take kept >/dev/null'
+dev "$office" "budi-pass-1" conflict resolve "$conflict_id" --take theirs >/dev/null || die "conflict resolve: $(cat "$work/last.err")"
+dev "$office" "budi-pass-1" sync >/dev/null || die "office sync 4"
+dev "$pend" "ani-pass-1" sync >/dev/null || die "pendamping sync 5"
+check "the resolution reaches the pendamping" \
+  '[ "$(dev "$pend" "ani-pass-1" case show "$case_id" | jq -r .fields.chronology)" = "Versi pendamping" ]'
+check "the conflict is closed everywhere" \
+  '[ "$(dev "$office" "budi-pass-1" conflict list | jq ".conflicts | length")" = 0 ] && [ "$(dev "$pend" "ani-pass-1" conflict list | jq ".conflicts | length")" = 0 ]'
+hist=$(dev "$office" "budi-pass-1" case history "$case_id" --field chronology) || die "case history: $(cat "$work/last.err")"
+check "the history holds every chronology, decrypted" \
+  'for v in "$CHRONO" "Versi pendamping" "Versi kantor"; do jq -e --arg v "$v" "[.history[].value] | index(\$v) != null" <<<"$hist" >/dev/null || exit 1; done'
+dev "$office" "budi-pass-1" case restore "$case_id" --field chronology --version 1 >/dev/null || die "case restore"
+dev "$office" "budi-pass-1" sync >/dev/null || die "office sync 5"
+check "restore brings the first chronology back" \
+  '[ "$(dev "$office" "budi-pass-1" case show "$case_id" | jq -r .fields.chronology)" = "$CHRONO" ]'
 stop_server
 
 # --- audit log ---
