@@ -269,6 +269,11 @@ class PushApplier {
              "Conflicts are recorded by the server; a device may only resolve one.");
       return {};
     }
+    const bool resolver = device_.role == v1::ROLE_OFFICE || device_.role == v1::ROLE_SUPERVISOR;
+    if ((c.kind() == core::kConflictKind || !c.resolves().empty()) && !resolver) {
+      Reject(r, "forbidden", "Only office staff and supervisors resolve conflicts.");
+      return {};
+    }
     Id case_id = *record_id;
     if (is_case) {
       if (parent_id) {

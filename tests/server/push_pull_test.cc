@@ -436,6 +436,26 @@ TEST_F(PushPullTest, ConcurrentEditsMergeByTheFieldsRule) {
   EXPECT_EQ(rows, (std::vector<std::string>{"6:merged", "6:merged", "7:lost_merge"}));
 }
 
+// A field officer cannot close a conflict, nor mark an edit as a resolution
+// to skip the conflict queue; no device can write a conflict's detection.
+TEST_F(PushPullTest, OnlyOfficeStaffResolveConflicts) {
+  TestDevice siti = EnrollApproved(v1::ROLE_PENDAMPING, "siti");
+  TestDevice budi = EnrollApproved(v1::ROLE_OFFICE, "budi");
+  auto a = Login(siti);
+  auto b = Login(budi);
+  Id case_id = NewCase(*a, siti);
+  auto resolving =
+      OpenChange(siti, case_id, core::kCaseKind, {}, kRegionCode, CaseText(kRegionCode, "14.72"));
+  resolving.set_resolves(std::string(core::AsBytes(core::NewId())));
+  auto r = Push(*a, {resolving});
+  EXPECT_EQ(r.results(0).status(), Status::STATUS_REJECTED);
+  EXPECT_EQ(r.results(0).reason(), "forbidden");
+  auto forged = OpenChange(budi, core::NewId(), core::kConflictKind, case_id, 1, "");
+  auto f = Push(*b, {forged});
+  EXPECT_EQ(f.results(0).status(), Status::STATUS_REJECTED);
+  EXPECT_EQ(f.results(0).reason(), "forbidden");
+}
+
 TEST_F(PushPullTest, OfficeIsPokedWhenAFieldOfficerPushes) {
   TestDevice rina = EnrollApproved(v1::ROLE_OFFICE, "rina");
   TestDevice siti = EnrollApproved(v1::ROLE_PENDAMPING, "siti");
