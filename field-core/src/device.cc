@@ -311,6 +311,12 @@ DeviceInfo Device::InfoLocked() const {
   return i;
 }
 
+Outcome<void> Device::ChangePassphrase(const crypto::SecureBuffer& new_passphrase) {
+  std::lock_guard g(mu_);
+  if (auto r = CheckOpen(); !r) return r.error();
+  return vault_->ChangePassphrase(new_passphrase, options_.vault);
+}
+
 Outcome<void> Device::SaveMeta() {
   if (auto ec = WriteFileAtomically(home_ / kMetaFile, meta_->ToJson().dump(2) + "\n")) {
     return Fail(ec, "cannot save device.json");

@@ -1,6 +1,7 @@
 #include "teduh/core/passphrase.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -62,9 +63,14 @@ Outcome<crypto::SecureBuffer> PromptOnce(int tty, std::string_view prompt) {
 }  // namespace
 
 Outcome<crypto::SecureBuffer> ReadPassphrase(std::string_view prompt, bool confirm) {
-  if (const char* env = std::getenv("TEDUH_PASSPHRASE"); env != nullptr) {
+  return ReadPassphraseFrom("TEDUH_PASSPHRASE", prompt, confirm);
+}
+
+Outcome<crypto::SecureBuffer> ReadPassphraseFrom(const char* env_name, std::string_view prompt,
+                                                 bool confirm) {
+  if (const char* env = std::getenv(env_name); env != nullptr) {
     std::size_t len = std::strlen(env);
-    if (len == 0) return Fail(errc::invalid_argument, "TEDUH_PASSPHRASE is empty");
+    if (len == 0) return Fail(errc::invalid_argument, fmt::format("{} is empty", env_name));
     if (len > kMaxPassphraseBytes) {
       return Fail(errc::invalid_argument, "the passphrase is too long (1024 bytes max)");
     }
@@ -75,7 +81,7 @@ Outcome<crypto::SecureBuffer> ReadPassphrase(std::string_view prompt, bool confi
   int tty = ::open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
   if (tty < 0) {
     return Fail(errc::invalid_argument,
-                "no terminal to ask for the passphrase: set TEDUH_PASSPHRASE");
+                fmt::format("no terminal to ask for the passphrase: set {}", env_name));
   }
   auto first = PromptOnce(tty, prompt);
   if (first && first->empty()) {

@@ -383,6 +383,28 @@ Outcome<std::unique_ptr<Vault>> Vault::Create(const std::filesystem::path& path,
   return v;
 }
 
+Outcome<void> Vault::ChangePassphrase(const crypto::SecureBuffer& passphrase,
+                                      const VaultOptions& options) {
+  if (locked()) return Fail(errc::invalid_argument, "the vault is locked");
+  if (passphrase.empty()) return Fail(errc::invalid_argument, "the passphrase must not be empty");
+  crypto::KdfParams params = options.kdf == KdfMode::kInteractive
+                                 ? crypto::InteractiveKdfParams()  // with a fresh salt
+                                 : crypto::CalibrateKdf(options.kdf_target);
+  if (!crypto::KdfParamsAcceptable(params)) params = crypto::InteractiveKdfParams();
+  auto kek = crypto::DeriveKey(passphrase, params);
+  if (!kek) return Fail(kek.error(), "cannot derive the vault key (not enough memory?)");
+  // Only the wrapping changes: the same secrets under the new key. If the
+  // file cannot be written, the old passphrase stays valid (memory and disk).
+  std::swap(params_, params);
+  std::swap(kek_, *kek);
+  if (auto w = Write(secrets_); !w) {
+    std::swap(params_, params);
+    std::swap(kek_, *kek);
+    return w.error();
+  }
+  return {};
+}
+
 Outcome<std::uint32_t> Vault::FailedUnlocks(const std::filesystem::path& path) {
   auto file = ReadVaultFile(path);
   if (!file) return file.error();

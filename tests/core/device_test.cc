@@ -376,6 +376,23 @@ TEST_F(DeviceTest, PushOnlySendsWorkAndLeavesReceivingForLater) {
   EXPECT_EQ(rina->ListCases()->size(), 2u);
 }
 
+TEST_F(DeviceTest, PassphraseChangeKeepsKeysAndDataAndRetiresTheOldOne) {
+  auto rina = Officer("rina", pb::ROLE_PENDAMPING);
+  auto id = rina->NewCase({"chronology=Kronologi tetap"});
+  ASSERT_TRUE(id);
+  EXPECT_FALSE(rina->ChangePassphrase(crypto::SecureBuffer()));  // empty: refused
+  ASSERT_TRUE(rina->ChangePassphrase(Pass("kata sandi baru")));
+  rina.reset();
+  EXPECT_EQ(Device::Open(root_ / "rina", Pass("pw-rina"), Options()).error().code,
+            errc::wrong_passphrase);
+  auto again = Device::Open(root_ / "rina", Pass("kata sandi baru"), Options());
+  ASSERT_TRUE(again) << again.error().message;
+  auto view = (*again)->ShowCase(ToHex(*id));
+  ASSERT_TRUE(view);
+  EXPECT_EQ(Field(view->fields, "chronology")->value, "Kronologi tetap");
+  EXPECT_TRUE((*again)->Sync());  // device keys unchanged: the server still knows it
+}
+
 TEST_F(DeviceTest, InterruptedPushResumesWithoutDuplicates) {
   auto rina = Officer("rina", pb::ROLE_PENDAMPING);
   auto id = rina->NewCase({"risk_level=low"});

@@ -183,6 +183,13 @@ dev "$office" "budi-pass-1" case restore "$case_id" --field chronology --version
 dev "$office" "budi-pass-1" sync >/dev/null || die "office sync 5"
 check "restore brings the first chronology back" \
   '[ "$(dev "$office" "budi-pass-1" case show "$case_id" | jq -r .fields.chronology)" = "$CHRONO" ]'
+
+# --- passphrase change: the vault is re-wrapped, keys and data stay ---
+TEDUH_NEW_PASSPHRASE="budi-pass-2" dev "$office" "budi-pass-1" passphrase change >/dev/null ||
+  die "passphrase change: $(cat "$work/last.err")"
+check "the old passphrase no longer opens the office device" '! dev "$office" "budi-pass-1" status >/dev/null'
+check "the new passphrase opens it with its cases and still syncs" \
+  '[ "$(dev "$office" "budi-pass-2" case list | jq ".cases | length")" -ge 1 ] && dev "$office" "budi-pass-2" sync >/dev/null'
 stop_server
 
 # --- audit log ---

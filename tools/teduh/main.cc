@@ -269,6 +269,13 @@ int main(int argc, char** argv) {
   init->add_option("--max-failed-unlocks", max_failed,
                    "Erase the keys after this many wrong passphrases in a row (0 = never)");
 
+  CLI::App* passphrase_cmd =
+      app.add_subcommand("passphrase", "The device passphrase")->require_subcommand(1);
+  add_globals(passphrase_cmd);
+  CLI::App* passphrase_change =
+      leaf(passphrase_cmd, "change",
+           "Choose a new passphrase (asked twice, or TEDUH_NEW_PASSPHRASE); keys and data stay");
+
   CLI::App* status = leaf(&app, "status", "Show this device, its outbox and last sync");
   CLI::App* sync = leaf(&app, "sync", "Send local changes and receive new ones");
   bool push_only = false;
@@ -382,6 +389,14 @@ int main(int argc, char** argv) {
     if (!dev) return Report(g, dev.error());
     Device& d = **dev;
 
+    if (passphrase_change->parsed()) {
+      auto fresh =
+          teduh::core::ReadPassphraseFrom("TEDUH_NEW_PASSPHRASE", "New passphrase: ", true);
+      if (!fresh) return Report(g, fresh.error());
+      if (auto r = d.ChangePassphrase(*fresh); !r) return Report(g, r.error());
+      return Emit(g, json{{"device_id", teduh::core::ToHex(d.info().device_id)}, {"changed", true}},
+                  "Passphrase changed. The old one no longer opens this device.\n");
+    }
     if (status->parsed()) {
       auto st = d.Status();
       if (!st) return Report(g, st.error());

@@ -279,6 +279,10 @@ class Device {
   // Brings version `version` of a case field back as a new edit (synced like any).
   Outcome<void> RestoreCaseField(std::string_view case_ref, std::string_view field, int version);
 
+  // Re-wraps the vault under a new passphrase (the device's keys and data are
+  // unchanged). The old passphrase stops working; on failure it still works.
+  Outcome<void> ChangePassphrase(const crypto::SecureBuffer& new_passphrase);
+
   // ---- Reconciliation (concurrent edits of REVIEW fields) -------------------------
   // Conflicts this device holds, oldest first; open ones unless `include_resolved`.
   // Values are not decrypted here.

@@ -15,5 +15,8 @@ namespace teduh::core {
 // repeated and both must match. errc::invalid_argument if there is no
 // terminal and no TEDUH_PASSPHRASE, if it is empty, or if the two differ.
 Outcome<crypto::SecureBuffer> ReadPassphrase(std::string_view prompt, bool confirm);
+// The same, from the environment variable `env_name` (e.g. TEDUH_NEW_PASSPHRASE).
+Outcome<crypto::SecureBuffer> ReadPassphraseFrom(const char* env_name, std::string_view prompt,
+                                                 bool confirm);
 
 }  // namespace teduh::core

@@ -108,6 +108,12 @@ class Vault {
   Outcome<void> AddClassKeys(
       std::map<std::pair<teduh::AccessClass, std::uint32_t>, crypto::SecureBuffer> keys);
 
+  // Re-wraps the same secrets under a key derived from a new passphrase (new
+  // salt, parameters as at Create). On failure the old passphrase still opens
+  // the vault, in memory and on disk.
+  Outcome<void> ChangePassphrase(const crypto::SecureBuffer& passphrase,
+                                 const VaultOptions& options);
+
   // Wipes every secret from memory; the object can no longer be used.
   void Lock();
 
