@@ -1336,13 +1336,14 @@ Outcome<Id> Device::ResolveConflict(std::string_view conflict_ref, std::string_v
   const std::optional<Id> parent = (*target)->parent_id;
   auto r = store_->Edit(*hlc_, [&](LocalStore::EditTxn& txn) -> Outcome<void> {
     std::vector<PendingSet> edit;
-    edit.push_back(PendingSet{policy, chosen, *id});
+    edit.push_back(PendingSet{policy, std::move(chosen), *id});  // sealing wipes it
     if (auto w =
             WriteRecordFields(txn, v->record_id, kind.full_name, parent, case_id, std::move(edit));
         !w)
       return w;
     return WriteRecordFields(txn, *id, kConflictKind, case_id, case_id, std::move(marks));
   });
+  crypto::Wipe(chosen);  // when the edit failed before taking it
   if (!r) return r.error();
   return *id;
 }
@@ -1659,16 +1660,18 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
   pb::Welcome welcome;
   auto client = ConnectAndAuthenticate(&welcome);
   if (!client) return fail(client.error());
-  {
+  auto welcome_in = [&]() -> Outcome<void> {
     std::lock_guard g(mu_);
     if (auto r = CheckOpen(); !r) return r.error();
     auto added = AcceptWelcome(welcome, &report.bad_grants);
-    if (!added) return fail(added.error());
+    if (!added) return added.error();
     report.grants_added = *added;
     auto counts = store_->CountOutbox();
-    if (!counts) return fail(counts.error());
+    if (!counts) return counts.error();
     prog.to_push = counts->pending;
-  }
+    return {};
+  };
+  if (auto r = welcome_in(); !r) return fail(r.error());  // fail() takes the lock itself
   const std::size_t push_limit = std::max<std::size_t>(1, (*client)->limits().max_push_changes);
   const std::uint32_t pull_limit =
       static_cast<std::uint32_t>(std::max<std::size_t>(1, (*client)->limits().max_pull_changes));
@@ -1747,18 +1750,21 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
     }
   };
   if (auto r = push_all(); !r) return fail(r.error());
-  if (report.clock_offset_ms != 0) {
-    // The server re-stamped our changes: our clock had run ahead. Everything
-    // pushed now carries the server's stamps; the HLC comes back with them.
+  // The server re-stamped our changes: our clock had run ahead. Everything
+  // pushed now carries the server's stamps; the HLC comes back with them.
+  auto rebase = [&]() -> Outcome<void> {
     std::lock_guard g(mu_);
     if (auto r = CheckOpen(); !r) return r.error();
     auto pending = store_->CountOutbox();
-    if (!pending) return fail(pending.error());
-    if (pending->pending == 0) {
-      auto top = store_->RebaseHlc();
-      if (!top) return fail(top.error());
-      hlc_ = std::make_unique<Hlc>(*env_, *top);
-    }
+    if (!pending) return pending.error();
+    if (pending->pending != 0) return {};
+    auto top = store_->RebaseHlc();
+    if (!top) return top.error();
+    hlc_ = std::make_unique<Hlc>(*env_, *top);
+    return {};
+  };
+  if (report.clock_offset_ms != 0) {
+    if (auto r = rebase(); !r) return fail(r.error());  // fail() takes the lock itself
   }
   if (!push_only) {
     if (auto r = pull_all(); !r) return fail(r.error());

@@ -48,50 +48,34 @@ std::optional<std::vector<std::string>> SetElements(const RecordKind& kind,
   return out;
 }
 
-// Union of both sets, in the order: current's elements, then the incoming
-// ones it lacks, sorted within each part so the result does not depend on
-// which device wrote first (the union of A and B equals that of B and A).
-std::optional<std::string> Union(const RecordKind& kind, const FieldPolicy& field,
-                                 std::string_view current, std::string_view incoming) {
-  auto a = SetElements(kind, field, current);
-  auto b = SetElements(kind, field, incoming);
-  if (!a || !b) return std::nullopt;
-  auto ma = DecodeFieldValue(kind, current);
-  auto mb = DecodeFieldValue(kind, incoming);
-  if (!ma || !mb) return std::nullopt;
+// The set union of two element lists (from SetElements) as a single-field
+// serialization, in ascending order (by number, or by bytes for strings), so
+// the union of A and B is the union of B and A.
+std::string Union(const RecordKind& kind, const FieldPolicy& field, std::vector<std::string> a,
+                  const std::vector<std::string>& b) {
   const gp::FieldDescriptor* fd = field.descriptor;
-  const gp::Reflection* r = (*ma)->GetReflection();
-  // Elements of both, each once, in a canonical order (by number or bytes).
-  struct Item {
-    std::string key;
-    const gp::Message* from;
-    int index;
-  };
-  std::vector<Item> items;
-  for (int i = 0; i < static_cast<int>(a->size()); ++i) items.push_back({(*a)[i], ma->get(), i});
-  for (int i = 0; i < static_cast<int>(b->size()); ++i) items.push_back({(*b)[i], mb->get(), i});
   const bool numeric = fd->cpp_type() != gp::FieldDescriptor::CPPTYPE_STRING;
-  std::stable_sort(items.begin(), items.end(), [&](const Item& x, const Item& y) {
-    if (numeric) return std::stoll(x.key) < std::stoll(y.key);
-    return x.key < y.key;
+  a.insert(a.end(), b.begin(), b.end());
+  std::sort(a.begin(), a.end(), [&](const std::string& x, const std::string& y) {
+    return numeric ? std::stoll(x) < std::stoll(y) : x < y;
   });
-  items.erase(std::unique(items.begin(), items.end(),
-                          [](const Item& x, const Item& y) { return x.key == y.key; }),
-              items.end());
-  std::unique_ptr<gp::Message> out((*ma)->New());
-  for (const Item& it : items) {
+  a.erase(std::unique(a.begin(), a.end()), a.end());
+  std::unique_ptr<gp::Message> out(
+      gp::MessageFactory::generated_factory()->GetPrototype(kind.descriptor)->New());
+  const gp::Reflection* r = out->GetReflection();
+  for (const std::string& e : a) {
     switch (fd->cpp_type()) {
       case gp::FieldDescriptor::CPPTYPE_ENUM:
-        r->AddEnumValue(out.get(), fd, r->GetRepeatedEnumValue(*it.from, fd, it.index));
+        r->AddEnumValue(out.get(), fd, static_cast<int>(std::stoll(e)));
         break;
       case gp::FieldDescriptor::CPPTYPE_INT32:
-        r->AddInt32(out.get(), fd, r->GetRepeatedInt32(*it.from, fd, it.index));
+        r->AddInt32(out.get(), fd, static_cast<std::int32_t>(std::stoll(e)));
         break;
       case gp::FieldDescriptor::CPPTYPE_INT64:
-        r->AddInt64(out.get(), fd, r->GetRepeatedInt64(*it.from, fd, it.index));
+        r->AddInt64(out.get(), fd, std::stoll(e));
         break;
       default:
-        r->AddString(out.get(), fd, r->GetRepeatedString(*it.from, fd, it.index));
+        r->AddString(out.get(), fd, e);
         break;
     }
   }
@@ -161,9 +145,9 @@ MergeDecision DecideMerge(const RecordKind* kind, const FieldPolicy* field,
         d.action = MergeAction::kKeep;  // nothing new on the incoming side
       } else if (contains(*inc, *cur)) {
         d.action = MergeAction::kApply;  // it already holds everything
-      } else if (auto u = Union(*kind, *field, current->value, incoming.value)) {
+      } else {
         d.action = MergeAction::kCombine;
-        d.combined = std::move(*u);
+        d.combined = Union(*kind, *field, std::move(*cur), *inc);
       }
       break;
     }

@@ -609,38 +609,29 @@ class SqliteStore final : public Store {
     return false;
   }
 
+  // Binds parameters 1-11 of put_field and append_history: the row as stored.
+  static Stmt& BindFieldRow(Stmt& s, const FieldRow& f) {
+    return s.Start()
+        .Blob(1, f.record_id)
+        .Int(2, f.field)
+        .Blob(3, f.value)
+        .Int(4, f.sealed ? 1 : 0)
+        .Int(5, f.key_class)
+        .Int(6, f.key_version)
+        .U64(7, f.stamp.hlc)
+        .Blob(8, f.stamp.device)
+        .U64(9, f.origin_hlc)
+        .Text(10, f.author)
+        .U64(11, f.seq);
+  }
+
   error_code PutField(const FieldRow& f) override {
-    return Run(stmts_->put_field.Start()
-                   .Blob(1, f.record_id)
-                   .Int(2, f.field)
-                   .Blob(3, f.value)
-                   .Int(4, f.sealed ? 1 : 0)
-                   .Int(5, f.key_class)
-                   .Int(6, f.key_version)
-                   .U64(7, f.stamp.hlc)
-                   .Blob(8, f.stamp.device)
-                   .U64(9, f.origin_hlc)
-                   .Text(10, f.author)
-                   .U64(11, f.seq)
-                   .U64(12, f.txn));
+    return Run(BindFieldRow(stmts_->put_field, f).U64(12, f.txn));
   }
 
   error_code AppendHistory(const FieldRow& f, std::uint64_t superseded_seq,
                            std::string_view reason) override {
-    return Run(stmts_->append_history.Start()
-                   .Blob(1, f.record_id)
-                   .Int(2, f.field)
-                   .Blob(3, f.value)
-                   .Int(4, f.sealed ? 1 : 0)
-                   .Int(5, f.key_class)
-                   .Int(6, f.key_version)
-                   .U64(7, f.stamp.hlc)
-                   .Blob(8, f.stamp.device)
-                   .U64(9, f.origin_hlc)
-                   .Text(10, f.author)
-                   .U64(11, f.seq)
-                   .U64(12, superseded_seq)
-                   .Text(13, reason));
+    return Run(BindFieldRow(stmts_->append_history, f).U64(12, superseded_seq).Text(13, reason));
   }
 
   std::uint64_t AllocateSeq() override {

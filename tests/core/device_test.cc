@@ -393,6 +393,21 @@ TEST_F(DeviceTest, PassphraseChangeKeepsKeysAndDataAndRetiresTheOldOne) {
   EXPECT_TRUE((*again)->Sync());  // device keys unchanged: the server still knows it
 }
 
+// A server presenting another unit key is refused, and the sync ends with an
+// error the officer sees in `teduh status` (it does not hang or save anything).
+TEST_F(DeviceTest, SyncRefusesAServerWithAnotherUnitKeyAndRecordsWhy) {
+  auto rina = Officer("rina", pb::ROLE_PENDAMPING);
+  ASSERT_TRUE(rina->NewCase({"chronology=Kronologi"}));
+  server_.unit_root_pk = std::string(32, 'x');
+  auto r = rina->Sync();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::wrong_unit);
+  auto st = rina->Status();
+  ASSERT_TRUE(st);
+  EXPECT_GT(st->counts.pending, 0u);  // nothing was sent
+  EXPECT_NE(st->last_sync_result.find("unit key"), std::string::npos);
+}
+
 TEST_F(DeviceTest, InterruptedPushResumesWithoutDuplicates) {
   auto rina = Officer("rina", pb::ROLE_PENDAMPING);
   auto id = rina->NewCase({"risk_level=low"});

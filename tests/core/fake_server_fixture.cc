@@ -204,39 +204,30 @@ std::string FakeServer::Handle(const std::string& bytes, bool* drop) {
           r.set_status(pb::ChangeResult::STATUS_REJECTED);
           r.set_reason(decision.reason);
           d.results[ch.device_seq()] = r;
-        } else if (decision.action == core::MergeAction::kApply) {
+        } else if (decision.action == core::MergeAction::kApply ||
+                   decision.action == core::MergeAction::kCombine) {
           pb::FieldChange stored = ch;
           stored.clear_base();
           stored.clear_device_seq();
+          if (decision.action == core::MergeAction::kCombine) {
+            // A union: a new value under a fresh server stamp.
+            hlc_.Observe(log[current_[key]].stamp().hlc());
+            stored.set_value(decision.combined);
+            stored.mutable_stamp()->set_hlc(hlc_.Now());
+            stored.mutable_stamp()->set_device_id(server_id);
+          }
           stored.set_author(d.user);
           stored.set_unit_id("dumai");
           stored.set_seq(log.size() + 1);
           log.push_back(stored);
           current_[key] = log.size() - 1;
           ++applied_count;
+          const bool combined = decision.action == core::MergeAction::kCombine;
           r.set_status(decision.concurrent ? pb::ChangeResult::STATUS_MERGED
                                            : pb::ChangeResult::STATUS_APPLIED);
           *r.mutable_stamp() = ch.stamp();
-          *r.mutable_current() = ch.stamp();
-        } else if (decision.action == core::MergeAction::kCombine) {
-          // A union: a new value under a fresh server stamp.
-          hlc_.Observe(log[current_[key]].stamp().hlc());
-          pb::FieldChange stored = ch;
-          stored.clear_base();
-          stored.clear_device_seq();
-          stored.set_value(decision.combined);
-          stored.mutable_stamp()->set_hlc(hlc_.Now());
-          stored.mutable_stamp()->set_device_id(server_id);
-          stored.set_author(d.user);
-          stored.set_unit_id("dumai");
-          stored.set_seq(log.size() + 1);
-          log.push_back(stored);
-          current_[key] = log.size() - 1;
-          ++applied_count;
-          r.set_status(pb::ChangeResult::STATUS_MERGED);
-          *r.mutable_stamp() = ch.stamp();
           *r.mutable_current() = stored.stamp();
-          d.results[ch.device_seq()] = r;
+          if (combined) d.results[ch.device_seq()] = r;
         } else {
           r.set_status(pb::ChangeResult::STATUS_MERGED);
           *r.mutable_stamp() = ch.stamp();
