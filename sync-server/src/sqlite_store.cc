@@ -269,6 +269,11 @@ class SqliteStore final : public Store {
     if (auto ec = s->Exec(options.read_only ? "PRAGMA query_only=ON;"
                                             : "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"))
       return ec;
+    if (auto ec =
+            s->Exec(("PRAGMA cache_size=-" + std::to_string(options.cache_kib) +
+                     "; PRAGMA wal_autocheckpoint=" + std::to_string(options.checkpoint_pages))
+                        .c_str()))
+      return ec;
     auto version = s->Meta("schema_version");
     if (!version) return version.error();
     if (*version == "1" && !options.read_only) {

@@ -14,6 +14,10 @@
 //   3. a fresh office device pulls, verifies and stores all N*C cases
 //      (`pull_10k_cases_s` for the default workload), then every case is
 //      opened and every sealed value decrypted (`decrypt_all_cases_s`);
+//   4a. edits without concurrency: the same office devices make the same four
+//      edits, each device to its own --conflict-cases cases
+//      (`edit_push_changes_per_s`): overwriting existing fields, the baseline
+//      of step 4 (fewer cases per device if the unit has too few);
 //   4. conflict-heavy: --conflict-devices office devices (default 4) edit the
 //      same --conflict-cases cases (default 2,500) offline — risk level (MAX),
 //      violence types (UNION), route (LWW), chronology (REVIEW) — and push at
@@ -306,34 +310,41 @@ int main(int argc, char** argv) {
   // (risk level MAX, violence types UNION, route LWW, chronology REVIEW: every
   // push after the first of each case is a merge, and each chronology a
   // conflict record). Timed like the push above.
-  std::size_t conflict_pushed = 0, conflict_merged = 0, conflict_conflicts = 0;
-  double conflict_push_s = 0, conflict_prepare_s = 0;
-  if (!staff.empty()) {
-    const std::size_t n = std::min<std::size_t>(listed.size(), conflict_cases);
+  // 4a first lets the same devices make the same edits without concurrency
+  // (each its own cases): the baseline the conflict-heavy push compares with.
+  struct EditRound {
+    std::size_t pushed = 0, merged = 0, conflicts = 0;
+    double push_s = 0, prepare_s = 0;
+  };
+  // Device d edits cases case_of(d, i) for i < n, all at once offline, then
+  // all push at once (timed like the push above).
+  auto edit_round = [&](std::size_t n, auto case_of, const char* what) {
+    static const char* kRisk[] = {"rendah", "sedang", "tinggi"};
+    static const char* kType[] = {"seksual", "penelantaran", "ekonomi", "psikis"};
+    static const char* kRoute[] = {"mediasi", "kekeluargaan", "rehabilitasi", "proses hukum"};
+    EditRound round;
     for (auto& d : staff) Must(d->Sync(), "staff pull");  // untimed
     auto tp = Clock::now();
     {
-      static const char* kRisk[] = {"rendah", "sedang", "tinggi"};
-      static const char* kType[] = {"seksual", "penelantaran", "ekonomi", "psikis"};
-      static const char* kRoute[] = {"mediasi", "kekeluargaan", "rehabilitasi", "proses hukum"};
       std::vector<std::thread> workers;
       for (std::size_t d = 0; d < staff.size(); ++d) {
         workers.emplace_back([&, d] {
           for (std::size_t i = 0; i < n; ++i) {
+            const std::size_t c = case_of(d, i);
             Must(staff[d]->SetCaseFields(
-                     core::ToHex(listed[i].case_id),
+                     core::ToHex(listed[c].case_id),
                      {fmt::format("risk_level={}", kRisk[(i + d) % 3]),
                       fmt::format("violence_types=fisik,{}", kType[d % 4]),
                       fmt::format("route={}", kRoute[d % 4]),
                       fmt::format("chronology=Kronologi diperbarui oleh staf {} untuk kasus {}", d,
-                                  i)}),
-                 "conflict edit");
+                                  c)}),
+                 what);
           }
         });
       }
       for (auto& w : workers) w.join();
     }
-    conflict_prepare_s = Seconds(Clock::now() - tp);
+    round.prepare_s = Seconds(Clock::now() - tp);
     std::vector<Clock::time_point> ends(staff.size());
     std::vector<core::SyncReport> reports(staff.size());
     const auto cs = Clock::now();
@@ -341,7 +352,7 @@ int main(int argc, char** argv) {
       std::vector<std::thread> workers;
       for (std::size_t d = 0; d < staff.size(); ++d) {
         workers.emplace_back([&, d] {
-          reports[d] = Must(staff[d]->Sync({}, /*push_only=*/true), "conflict push");
+          reports[d] = Must(staff[d]->Sync({}, /*push_only=*/true), what);
           ends[d] = Clock::now();
         });
       }
@@ -350,14 +361,35 @@ int main(int argc, char** argv) {
     Clock::time_point last = cs;
     for (std::size_t d = 0; d < staff.size(); ++d) {
       last = std::max(last, ends[d]);
-      conflict_pushed += reports[d].pushed;
-      conflict_merged += reports[d].merged;
-      conflict_conflicts += reports[d].conflict;
+      round.pushed += reports[d].pushed;
+      round.merged += reports[d].merged;
+      round.conflicts += reports[d].conflict;
     }
-    conflict_push_s = Seconds(last - cs);
-    if (conflict_pushed != n * 4 * staff.size())
-      Die(fmt::format("conflict workload pushed {} changes, expected {}", conflict_pushed,
+    round.push_s = Seconds(last - cs);
+    if (round.pushed != n * 4 * staff.size())
+      Die(fmt::format("{}: pushed {} changes, expected {}", what, round.pushed,
                       n * 4 * staff.size()));
+    return round;
+  };
+  auto per_s = [](const EditRound& r) {
+    return r.push_s > 0 ? static_cast<std::int64_t>(r.pushed / r.push_s) : 0;
+  };
+
+  // 4. Conflict-heavy: office staff edit the same cases at the same time
+  // (risk level MAX, violence types UNION, route LWW, chronology REVIEW: every
+  // push after the first of each case is a merge, and each chronology a
+  // conflict record), after 4a.
+  EditRound solo, conflict;
+  if (!staff.empty()) {
+    const std::size_t n = std::min<std::size_t>(listed.size(), conflict_cases);
+    const std::size_t k = staff.size();
+    const std::size_t solo_n = std::min(n, listed.size() / k);
+    solo = edit_round(
+        solo_n, [&](std::size_t d, std::size_t i) { return d * solo_n + i; }, "solo edit push");
+    if (solo.merged != 0 || solo.conflicts != 0)
+      Die("edits of different cases were merged: the workload is not conflict-free");
+    conflict = edit_round(
+        n, [](std::size_t, std::size_t i) { return i; }, "conflict push");
   }
 
   const std::int64_t rss = PeakRssBytes(server_pid);
@@ -382,13 +414,15 @@ int main(int argc, char** argv) {
       {"sealed_values_opened", sealed_opened},
       {"server_threads", threads},
       {"conflict_devices", conflict_devices},
-      {"conflict_changes_pushed", conflict_pushed},
-      {"conflict_push_s", conflict_push_s},
-      {"conflict_prepare_s", conflict_prepare_s},
-      {"conflict_merged", conflict_merged},
-      {"conflict_conflicts", conflict_conflicts},
-      {"conflict_push_changes_per_s",
-       conflict_push_s > 0 ? static_cast<std::int64_t>(conflict_pushed / conflict_push_s) : 0},
+      {"edit_changes_pushed", solo.pushed},
+      {"edit_push_s", solo.push_s},
+      {"edit_push_changes_per_s", per_s(solo)},
+      {"conflict_changes_pushed", conflict.pushed},
+      {"conflict_push_s", conflict.push_s},
+      {"conflict_prepare_s", conflict.prepare_s},
+      {"conflict_merged", conflict.merged},
+      {"conflict_conflicts", conflict.conflicts},
+      {"conflict_push_changes_per_s", per_s(conflict)},
       {"server_exit_status", WIFEXITED(status) ? WEXITSTATUS(status) : -1},
   };
   if (json) {
@@ -398,13 +432,15 @@ int main(int argc, char** argv) {
         "push: %zu field changes from %d devices in %.2f s = %.0f changes/s\n"
         "pull: %zu cases (%zu field values) into a fresh device in %.2f s\n"
         "open every case and decrypt %zu sealed values: %.2f s\n"
+        "edit push without concurrency: %zu changes from %d devices, each its own cases, in "
+        "%.2f s = %lld changes/s\n"
         "conflict-heavy push: %zu changes from %d devices editing the same cases in %.2f s = "
-        "%.0f changes/s (%zu merged, %zu conflicts)\n"
+        "%lld changes/s (%zu merged, %zu conflicts)\n"
         "server peak RSS: %.1f MiB\n",
         total_pushed, devices, push_s, rate, listed.size(), pulled.pulled, pull_s, sealed_opened,
-        decrypt_s, conflict_pushed, conflict_devices, conflict_push_s,
-        conflict_push_s > 0 ? conflict_pushed / conflict_push_s : 0.0, conflict_merged,
-        conflict_conflicts, rss / 1048576.0);
+        decrypt_s, solo.pushed, conflict_devices, solo.push_s, static_cast<long long>(per_s(solo)),
+        conflict.pushed, conflict_devices, conflict.push_s, static_cast<long long>(per_s(conflict)),
+        conflict.merged, conflict.conflicts, rss / 1048576.0);
   }
   return 0;
 }

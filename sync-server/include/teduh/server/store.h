@@ -255,6 +255,15 @@ class Store {
 struct StoreOptions {
   bool read_only = false;
   int busy_timeout_ms = 5000;
+  // SQLite page cache of this connection, in KiB. A merge reads the current
+  // row of the field it overwrites, so the writer's cache should hold the hot
+  // part of the fields table and its indexes; SQLite's 2 MiB default makes
+  // every overwrite re-read pages from the OS.
+  int cache_kib = 32 * 1024;
+  // WAL pages after which a commit checkpoints. An overwrite dirties pages
+  // all over the fields table; a longer interval writes a page dirtied by
+  // several group commits back once.
+  int checkpoint_pages = 8192;
 };
 
 // The SQLite file inside a data folder.
