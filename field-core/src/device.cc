@@ -138,6 +138,7 @@ struct Device::PendingSet {
 namespace {
 
 constexpr std::string_view kMetaFile = "device.json";
+constexpr std::string_view kErasedFile = "erased";
 constexpr std::string_view kVaultFile = "vault";
 constexpr std::string_view kStoreFile = "store.db";
 
@@ -199,6 +200,15 @@ Outcome<json> ReadJsonFile(const std::filesystem::path& p) {
     return Fail(errc::vault_corrupt, "device.json is damaged");
   }
   return j;
+}
+
+std::string UtcTime(std::int64_t ms) {
+  std::time_t t = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M UTC", &tm);
+  return buf;
 }
 
 std::string HostLabel() {
@@ -273,6 +283,17 @@ Device::Device(std::filesystem::path home, DeviceOptions options)
 Device::~Device() { Lock(); }
 
 bool Device::Exists(const std::filesystem::path& home) { return Vault::Exists(home / kVaultFile); }
+
+std::optional<Failure> Device::Erasure(const std::filesystem::path& home) {
+  if (Exists(home)) return std::nullopt;
+  auto note = ReadJsonFile(home / kErasedFile);
+  if (!note) return std::nullopt;
+  return Failure{make_error_code(errc::device_revoked),
+                 fmt::format("this device was revoked by the unit's admin and erased itself on "
+                             "their signed order ({}): it holds no cases or keys. To use it "
+                             "again, enroll it with a new code (teduh init)",
+                             UtcTime(note->value("erased_ms", std::int64_t{0})))};
+}
 
 void Device::Lock() {
   std::lock_guard g(mu_);
@@ -464,6 +485,7 @@ Outcome<std::unique_ptr<Device>> Device::Enroll(const std::filesystem::path& hom
   }
   d->store_ = std::move(*store);
   d->hlc_ = std::make_unique<Hlc>(*d->env_, 0);
+  std::filesystem::remove(home / kErasedFile, fs_ec);  // enrolled again after an erasure
   return d;
 }
 
@@ -472,6 +494,7 @@ Outcome<std::unique_ptr<Device>> Device::Open(const std::filesystem::path& home,
                                               DeviceOptions options) {
   if (auto ec = crypto::Init()) return Fail(ec, "the crypto library could not start");
   if (!Vault::Exists(home / kVaultFile)) {
+    if (auto erased = Erasure(home)) return *erased;
     return Fail(errc::vault_missing,
                 fmt::format("no device is enrolled in {} (run teduh init)", home.string()));
   }
@@ -1528,6 +1551,11 @@ Outcome<std::unique_ptr<SyncClient>> Device::ConnectAndAuthenticate(pb::Welcome*
   auto client = std::make_unique<SyncClient>(std::move(*transport));
   auto w = client->Authenticate(device_id, sign_sk, server_id);
   sign_sk.Reset();
+  if (!w && w.error().code == errc::wipe_ordered && client->wipe_order()) {
+    Failure f = CarryOutWipe(*client);
+    client->Close();
+    return f;
+  }
   if (!w) {
     std::lock_guard g(mu_);
     std::string state;
@@ -1795,6 +1823,87 @@ Outcome<std::unique_ptr<SyncClient>> Device::ConnectOnline() {
   return std::move(*client);
 }
 
+namespace {
+
+RemoteDevice RemoteFromInfo(const pb::DeviceInfo& d) {
+  RemoteDevice r;
+  if (auto id = IdFromBytes(d.device_id())) r.device_id = *id;
+  r.user = d.user();
+  r.role = RoleName(d.role());
+  r.state = StateName(d.state());
+  r.label = d.label();
+  r.fingerprint = d.sign_pk().empty() ? "" : KeyFingerprint(d.sign_pk());
+  r.enrolled_ms = d.enrolled_ms();
+  r.last_sync_ms = d.last_sync_ms();
+  r.revoked_ms = d.revoked_ms();
+  r.wipe_ordered = d.wipe_ordered();
+  r.wiped_ms = d.wiped_ms();
+  return r;
+}
+
+}  // namespace
+
+Failure Device::CarryOutWipe(SyncClient& client) {
+  const teduh::keys::v1::WipeOrder& order = *client.wipe_order();
+  teduh::keys::v1::WipeReceipt receipt;
+  crypto::SecureBuffer sign_sk;
+  {
+    std::lock_guard g(mu_);
+    if (auto r = CheckOpen(); !r) return r.error();
+    auto pinned = vault_->pinned_unit_root_pk();
+    if (!pinned)
+      return Failure{make_error_code(errc::vault_corrupt), "this device has no pinned unit key"};
+    const bool for_us =
+        order.device_id() == AsBytes(meta_->device_id) && order.unit_id() == meta_->unit_id;
+    const std::string m = WipeOrderMessage(order.device_id(), order.unit_id(), order.issued_ms(),
+                                           order.admin_device_id());
+    if (!for_us || !crypto::Verify(*pinned, AsSpan(m), AsSpan(order.signature()))) {
+      return Failure{make_error_code(errc::integrity),
+                     "the server sent an order to erase this device that the unit's admin did "
+                     "not sign for it: nothing was erased. Tell your admin"};
+    }
+    auto k = vault_->device_sign_sk().Clone();
+    if (!k) return Failure{k.error(), "cannot allocate guarded memory"};
+    sign_sk = std::move(*k);
+    // Keys in memory first, then the files: the vault (every key), the
+    // store (values under those keys) and device.json.
+    const std::int64_t erased_ms = env_->NowMs();
+    case_keys_.clear();
+    case_key_order_.clear();
+    spare_case_key_.Reset();
+    store_.reset();
+    vault_.reset();
+    locked_ = true;
+    Vault::Erase(home_ / kVaultFile);
+    std::error_code fs_ec;
+    for (auto suffix : {"", "-wal", "-shm"}) {
+      std::filesystem::path p = home_ / (std::string(kStoreFile) + suffix);
+      if (std::filesystem::exists(p, fs_ec)) Vault::Erase(p);
+    }
+    std::filesystem::remove(home_ / kMetaFile, fs_ec);
+    json note = {{"device_id", ToHex(meta_->device_id)},
+                 {"erased_ms", erased_ms},
+                 {"order_issued_ms", order.issued_ms()}};
+    (void)WriteFileAtomically(home_ / kErasedFile, note.dump(2) + "\n");
+    receipt.set_device_id(order.device_id());
+    receipt.set_order_signature(order.signature());
+    receipt.set_erased_ms(erased_ms);
+  }
+  auto sig = crypto::Sign(sign_sk,
+                          AsSpan(WipeReceiptMessage(receipt.device_id(), receipt.order_signature(),
+                                                    receipt.erased_ms())));
+  sign_sk.Reset();
+  std::string sent;
+  if (sig) {
+    receipt.set_signature(BytesOf(*sig));
+    if (!client.SendWipeReceipt(receipt)) sent = " (the server did not confirm the receipt)";
+  }
+  return Failure{make_error_code(errc::device_revoked),
+                 "this device was revoked by the unit's admin and has erased itself on their "
+                 "signed order: its cases and keys are gone from it" +
+                     sent};
+}
+
 Outcome<std::vector<RemoteDevice>> Device::ListRemoteDevices() {
   auto client = ConnectOnline();
   if (!client) return client.error();
@@ -1802,22 +1911,17 @@ Outcome<std::vector<RemoteDevice>> Device::ListRemoteDevices() {
   (*client)->Close();
   if (!list) return list.error();
   std::vector<RemoteDevice> out;
-  for (const auto& d : list->devices()) {
-    RemoteDevice r;
-    if (auto id = IdFromBytes(d.device_id())) r.device_id = *id;
-    r.user = d.user();
-    r.role = RoleName(d.role());
-    r.state = StateName(d.state());
-    r.label = d.label();
-    r.fingerprint = d.sign_pk().empty() ? "" : KeyFingerprint(d.sign_pk());
-    r.enrolled_ms = d.enrolled_ms();
-    r.last_sync_ms = d.last_sync_ms();
-    out.push_back(std::move(r));
-  }
+  for (const auto& d : list->devices()) out.push_back(RemoteFromInfo(d));
   return out;
 }
 
-Outcome<RemoteDevice> Device::ApproveDevice(std::string_view device_ref) {
+struct Device::AdminTarget {
+  std::unique_ptr<SyncClient> client;
+  pb::DeviceInfo device;
+};
+
+Outcome<Device::AdminTarget> Device::ConnectForDevice(std::string_view device_ref,
+                                                      std::string_view action) {
   std::string ref = Lower(Trim(device_ref));
   if (ref.size() < 6 || ref.size() > 32 ||
       !std::all_of(ref.begin(), ref.end(), [](char c) { return std::isxdigit(c); })) {
@@ -1828,17 +1932,13 @@ Outcome<RemoteDevice> Device::ApproveDevice(std::string_view device_ref) {
     std::lock_guard g(mu_);
     if (auto r = CheckOpen(); !r) return r.error();
     if (meta_->role != Role::ROLE_ADMIN || vault_->unit_root_sk().empty()) {
-      return Fail(errc::forbidden,
-                  "only the admin device holding the unit root key can approve devices");
+      return Fail(
+          errc::forbidden,
+          fmt::format("only the admin device holding the unit root key can {} devices", action));
     }
   }
-  pb::Welcome welcome;
-  auto client = ConnectAndAuthenticate(&welcome);
+  auto client = ConnectOnline();
   if (!client) return client.error();
-  {
-    std::lock_guard g(mu_);
-    if (auto r = AcceptWelcome(welcome, nullptr); !r) return r.error();
-  }
   auto list = (*client)->ListDevices();
   if (!list) return list.error();
   const pb::DeviceInfo* target = nullptr;
@@ -1854,6 +1954,14 @@ Outcome<RemoteDevice> Device::ApproveDevice(std::string_view device_ref) {
     return Fail(errc::invalid_argument,
                 fmt::format("{} devices start with {}: type more digits", matches, ref));
   }
+  return AdminTarget{std::move(*client), *target};
+}
+
+Outcome<RemoteDevice> Device::ApproveDevice(std::string_view device_ref) {
+  auto found = ConnectForDevice(device_ref, "approve");
+  if (!found) return found.error();
+  SyncClient& client = *found->client;
+  const pb::DeviceInfo* target = &found->device;
   if (target->box_pk().size() != crypto::kBoxPublicKeyBytes) {
     return Fail(errc::malformed_frame, "the server sent no box key for the device");
   }
@@ -1884,20 +1992,44 @@ Outcome<RemoteDevice> Device::ApproveDevice(std::string_view device_ref) {
       g2->set_signature(BytesOf(*sig));
     }
   }
-  auto res = (*client)->Approve(req);
-  (*client)->Close();
+  auto res = client.Approve(req);
+  client.Close();
   if (!res) return res.error();
-  const pb::DeviceInfo& d = res->has_device() ? res->device() : *target;
-  RemoteDevice r;
-  if (auto id = IdFromBytes(d.device_id())) r.device_id = *id;
-  r.user = d.user();
-  r.role = RoleName(d.role());
-  r.state = res->has_device() ? StateName(d.state()) : "active";
-  r.label = d.label();
-  r.fingerprint = d.sign_pk().empty() ? "" : KeyFingerprint(d.sign_pk());
-  r.enrolled_ms = d.enrolled_ms();
-  r.last_sync_ms = d.last_sync_ms();
+  if (res->has_device()) return RemoteFromInfo(res->device());
+  RemoteDevice r = RemoteFromInfo(*target);
+  r.state = "active";
   return r;
+}
+
+Outcome<RemoteDevice> Device::RevokeDevice(std::string_view device_ref) {
+  auto found = ConnectForDevice(device_ref, "revoke");
+  if (!found) return found.error();
+  SyncClient& client = *found->client;
+  const pb::DeviceInfo& target = found->device;
+  pb::RevokeDevice req;
+  req.set_device_id(target.device_id());
+  {
+    std::lock_guard g(mu_);
+    if (auto r = CheckOpen(); !r) return r.error();
+    if (target.device_id() == AsBytes(meta_->device_id)) {
+      return Fail(errc::invalid_argument,
+                  "this is the device you are using: revoke it from another admin device");
+    }
+    teduh::keys::v1::WipeOrder* order = req.mutable_wipe_order();
+    order->set_device_id(target.device_id());
+    order->set_unit_id(meta_->unit_id);
+    order->set_issued_ms(env_->NowMs());
+    order->set_admin_device_id(std::string(AsBytes(meta_->device_id)));
+    auto sig = crypto::Sign(vault_->unit_root_sk(),
+                            AsSpan(WipeOrderMessage(order->device_id(), order->unit_id(),
+                                                    order->issued_ms(), order->admin_device_id())));
+    if (!sig) return Fail(sig.error(), "cannot sign the wipe order");
+    order->set_signature(BytesOf(*sig));
+  }
+  auto res = client.Revoke(req);
+  client.Close();
+  if (!res) return res.error();
+  return RemoteFromInfo(res->has_device() ? res->device() : target);
 }
 
 }  // namespace teduh::core

@@ -74,6 +74,8 @@ class CoreCategory final : public boost::system::error_category {
         return "the server failed; try again later";
       case errc::wrong_unit:
         return "the server does not belong to the unit named by the code";
+      case errc::wipe_ordered:
+        return "this device was revoked and ordered to erase itself";
     }
     return "unknown error";
   }

@@ -68,6 +68,12 @@ struct Checker {
            LenOrEmpty(d.box_pk(), 32, "box_pk");
   }
 
+  bool WipeOrderOk(const teduh::keys::v1::WipeOrder& o) {
+    return Len(o.device_id(), 16, "device_id") && Text(o.unit_id(), "unit_id") &&
+           Len(o.admin_device_id(), 16, "admin_device_id") &&
+           Len(o.signature(), crypto::kSignatureBytes, "signature");
+  }
+
   bool FrameOk(const v1::Frame& f) {
     switch (f.body_case()) {
       case v1::Frame::kHello:
@@ -141,6 +147,19 @@ struct Checker {
         return true;
       case v1::Frame::kApproveResult:
         return Device(f.approve_result().device());
+      case v1::Frame::kRevokeDevice:
+        return Len(f.revoke_device().device_id(), 16, "device_id") &&
+               (!f.revoke_device().has_wipe_order() || WipeOrderOk(f.revoke_device().wipe_order()));
+      case v1::Frame::kRevokeResult:
+        return Device(f.revoke_result().device());
+      case v1::Frame::kWipe:
+        return WipeOrderOk(f.wipe().order());
+      case v1::Frame::kWipeReceipt: {
+        const auto& r = f.wipe_receipt();
+        return Len(r.device_id(), 16, "device_id") &&
+               Len(r.order_signature(), crypto::kSignatureBytes, "order_signature") &&
+               Len(r.signature(), crypto::kSignatureBytes, "signature");
+      }
       case v1::Frame::kHistoryRequest:
         return Len(f.history_request().record_id(), 16, "record_id");
       case v1::Frame::kHistory:

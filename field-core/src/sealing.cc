@@ -1,5 +1,6 @@
 #include "teduh/core/sealing.h"
 
+#include <algorithm>
 #include <cctype>
 
 namespace teduh::core {
@@ -113,6 +114,26 @@ std::string GrantMessage(std::string_view device_id, teduh::AccessClass key_clas
   PutU8(m, static_cast<std::uint8_t>(key_class));
   PutU32(m, epoch);
   m.append(sealed_key);
+  return m;
+}
+
+std::string WipeOrderMessage(std::string_view device_id, std::string_view unit_id,
+                             std::int64_t issued_ms, std::string_view admin_device_id) {
+  std::string m = "teduh-wipe-v1";
+  m.append(device_id);
+  PutU16(m, static_cast<std::uint16_t>(std::min<std::size_t>(unit_id.size(), 0xFFFF)));
+  m.append(unit_id.substr(0, 0xFFFF));
+  PutU64(m, static_cast<std::uint64_t>(issued_ms));
+  m.append(admin_device_id);
+  return m;
+}
+
+std::string WipeReceiptMessage(std::string_view device_id, std::string_view order_signature,
+                               std::int64_t erased_ms) {
+  std::string m = "teduh-wipe-receipt-v1";
+  m.append(device_id);
+  m.append(order_signature);
+  PutU64(m, static_cast<std::uint64_t>(erased_ms));
   return m;
 }
 

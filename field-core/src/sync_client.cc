@@ -74,7 +74,8 @@ Outcome<std::uint64_t> SyncClient::Send(pb::Frame request) {
   return id;
 }
 
-Outcome<pb::Frame> SyncClient::Await(std::uint64_t id, pb::Frame::BodyCase expected) {
+Outcome<pb::Frame> SyncClient::Await(std::uint64_t id, pb::Frame::BodyCase expected,
+                                     pb::Frame::BodyCase also) {
   if (!transport_) return Fail(errc::connection_failed, "not connected");
   // Bounded: a server that only pokes is cut off after this many frames.
   for (int skipped = 0; skipped < 1000; ++skipped) {
@@ -96,7 +97,9 @@ Outcome<pb::Frame> SyncClient::Await(std::uint64_t id, pb::Frame::BodyCase expec
       if (!e.message().empty()) msg += fmt::format(" (server: {})", e.message());
       return Fail(ErrorFromFrame(e.code()), msg);
     }
-    if (frame->request_id() != id || frame->body_case() != expected) {
+    const bool wanted = frame->body_case() == expected ||
+                        (also != pb::Frame::BODY_NOT_SET && frame->body_case() == also);
+    if (frame->request_id() != id || !wanted) {
       return Fail(errc::unexpected_frame, "the server answered with an unexpected message");
     }
     return std::move(*frame);
@@ -135,8 +138,14 @@ Outcome<pb::Welcome> SyncClient::Authenticate(const Id& device_id,
   if (!sig) return Fail(sig.error(), "cannot sign the server's challenge");
   pb::Frame proof;
   proof.mutable_proof()->set_signature(reinterpret_cast<const char*>(sig->data()), sig->size());
-  auto w = Call(std::move(proof), pb::Frame::kWelcome);
+  auto proof_id = Send(std::move(proof));
+  if (!proof_id) return proof_id.error();
+  auto w = Await(*proof_id, pb::Frame::kWelcome, pb::Frame::kWipe);
   if (!w) return w.error();
+  if (w->has_wipe()) {
+    wipe_order_ = std::move(*w->mutable_wipe()->mutable_order());
+    return Fail(errc::wipe_ordered, "the server ordered this revoked device to erase itself");
+  }
   const pb::Welcome& welcome = w->welcome();
   if (welcome.max_frame_bytes() > 0) {
     limits_.max_frame_bytes =
@@ -206,6 +215,23 @@ Outcome<pb::ApproveResult> SyncClient::Approve(const pb::ApproveDevice& request)
   auto r = Call(std::move(f), pb::Frame::kApproveResult);
   if (!r) return r.error();
   return std::move(*r->mutable_approve_result());
+}
+
+Outcome<pb::RevokeResult> SyncClient::Revoke(const pb::RevokeDevice& request) {
+  pb::Frame f;
+  *f.mutable_revoke_device() = request;
+  auto r = Call(std::move(f), pb::Frame::kRevokeResult);
+  if (!r) return r.error();
+  return std::move(*r->mutable_revoke_result());
+}
+
+Outcome<void> SyncClient::SendWipeReceipt(const teduh::keys::v1::WipeReceipt& receipt) {
+  pb::Frame f;
+  *f.mutable_wipe_receipt() = receipt;
+  auto r = Call(std::move(f), pb::Frame::kError);
+  if (!r && r.error().code == errc::device_revoked) return {};
+  if (!r) return r.error();
+  return Fail(errc::unexpected_frame, "the server answered the wipe receipt unexpectedly");
 }
 
 }  // namespace teduh::core

@@ -3,11 +3,13 @@
 // live server, whose writer holds the write lock only for one group commit.
 #include "teduh/server/admin.h"
 
+#include <cctype>
 #include <charconv>
 #include <filesystem>
 #include <system_error>
 
 #include "enrollment_code.h"
+#include "sync_service.h"
 #include "teduh/core/sealing.h"
 #include "teduh/crypto/crypto.h"
 #include "teduh/server/error.h"
@@ -78,6 +80,58 @@ core::result<std::vector<DeviceRow>> ListDevices(const std::string& data_dir) {
   auto store = OpenSqliteStore(StorePath(data_dir), options);
   if (!store) return store.error();
   return (*store)->ListDevices();
+}
+
+core::result<std::vector<RevocationRow>> ListRevocations(const std::string& data_dir) {
+  StoreOptions options;
+  options.read_only = true;
+  auto store = OpenSqliteStore(StorePath(data_dir), options);
+  if (!store) return store.error();
+  auto devices = (*store)->ListDevices();
+  if (!devices) return devices.error();
+  std::vector<RevocationRow> out;
+  for (const DeviceRow& d : *devices) {
+    if (d.state != teduh::sync::v1::DEVICE_STATE_REVOKED) continue;
+    auto r = (*store)->FindRevocation(d.device_id);
+    if (!r) return r.error();
+    if (*r) out.push_back(std::move(**r));
+  }
+  return out;
+}
+
+core::result<ServerRevocation> RevokeDeviceOnServer(const std::string& data_dir,
+                                                    std::string_view device_ref, core::Env& env) {
+  if (auto ec = crypto::Init()) return ec;
+  std::string ref;
+  for (char c : device_ref)
+    ref.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  if (ref.size() < 6 || ref.size() > 32 ||
+      ref.find_first_not_of("0123456789abcdef") != std::string::npos)
+    return core::make_error_code(core::errc::invalid_argument);
+  auto store = OpenSqliteStore(StorePath(data_dir), StoreOptions{});
+  if (!store) return store.error();
+  Store& s = **store;
+  if (auto ec = s.Begin()) return ec;
+  auto fail = [&](error_code ec) -> core::result<ServerRevocation> {
+    s.Rollback();
+    return ec;
+  };
+  auto devices = s.ListDevices();
+  if (!devices) return fail(devices.error());
+  const DeviceRow* target = nullptr;
+  for (const DeviceRow& d : *devices) {
+    if (!core::ToHex(d.device_id).starts_with(ref)) continue;
+    if (target) return fail(core::make_error_code(core::errc::invalid_argument));  // ambiguous
+    target = &d;
+  }
+  if (!target) return fail(core::make_error_code(core::errc::not_found));
+  ServerRevocation out;
+  out.device = *target;
+  if (auto ec = RevokeInStore(s, env.NowMs(), *target, std::nullopt, "server operator", nullptr,
+                              &out.revocation))
+    return fail(ec);
+  if (auto ec = s.Commit()) return ec;
+  return out;
 }
 
 core::result<AuditCheck> VerifyAudit(const std::string& data_dir,

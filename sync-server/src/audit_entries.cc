@@ -27,13 +27,24 @@ void CopyStamp(const v1::Stamp& from, std::string_view own_device, v1::Stamp* to
   if (from.device_id() != own_device) to->set_device_id(from.device_id());
 }
 
-void StartEntry(WriterState& ws, a1::EntryKind kind, const Id& device_id, const std::string& user,
+void StartEntry(std::int64_t now_ms, a1::EntryKind kind, const Id& device_id, std::string_view user,
                 Role role, a1::AuditEntry* entry) {
-  entry->set_time_ms(ws.env.NowMs());
+  entry->set_time_ms(now_ms);
   entry->set_kind(kind);
   entry->set_device_id(std::string(core::AsBytes(device_id)));
-  entry->set_user(user);
+  entry->set_user(std::string(user));
   entry->set_role(role);
+}
+
+void StartEntry(WriterState& ws, a1::EntryKind kind, const Id& device_id, std::string_view user,
+                Role role, a1::AuditEntry* entry) {
+  StartEntry(ws.env.NowMs(), kind, device_id, user, role, entry);
+}
+
+void SetSubject(const DeviceRow& device, a1::AuditEntry* entry) {
+  entry->set_subject_device_id(std::string(core::AsBytes(device.device_id)));
+  entry->set_subject_user(device.user);
+  entry->set_subject_role(device.role);
 }
 
 }  // namespace
@@ -94,14 +105,39 @@ core::error_code AuditApprove(WriterState& ws, const Identity& who, const Device
                               const v1::ApproveDevice& request) {
   a1::AuditEntry entry;
   StartEntry(ws, a1::ENTRY_KIND_APPROVE, who.device_id, who.user, who.role, &entry);
-  entry.set_subject_device_id(std::string(core::AsBytes(device.device_id)));
-  entry.set_subject_user(device.user);
-  entry.set_subject_role(device.role);
+  SetSubject(device, &entry);
   for (const auto& g : request.grants()) {
     a1::GrantedKey* k = entry.add_grants();
     k->set_key_class(g.key_class());
     k->set_epoch(g.epoch());
   }
+  return AppendAuditEntry(ws.store, &entry);
+}
+
+core::error_code AuditRevoke(Store& store, std::int64_t now_ms, const std::optional<Identity>& by,
+                             std::string_view by_user, const DeviceRow& device,
+                             std::string_view order_signature) {
+  a1::AuditEntry entry;
+  if (by) {
+    StartEntry(now_ms, a1::ENTRY_KIND_REVOKE, by->device_id, by->user, by->role, &entry);
+  } else {
+    StartEntry(now_ms, a1::ENTRY_KIND_REVOKE, Id{}, by_user, teduh::sync::v1::ROLE_UNSPECIFIED,
+               &entry);
+    entry.clear_device_id();
+  }
+  SetSubject(device, &entry);
+  entry.set_state(teduh::sync::v1::DEVICE_STATE_REVOKED);
+  entry.set_wipe_ordered(!order_signature.empty());
+  entry.set_signature(std::string(order_signature));
+  return AppendAuditEntry(store, &entry);
+}
+
+core::error_code AuditWipeReceipt(WriterState& ws, const DeviceRow& device,
+                                  std::string_view receipt_signature) {
+  a1::AuditEntry entry;
+  StartEntry(ws, a1::ENTRY_KIND_WIPE_RECEIPT, device.device_id, device.user, device.role, &entry);
+  entry.set_state(teduh::sync::v1::DEVICE_STATE_REVOKED);
+  entry.set_signature(std::string(receipt_signature));
   return AppendAuditEntry(ws.store, &entry);
 }
 

@@ -1,5 +1,5 @@
 // The audit entries the sync service writes: one per accepted Push frame,
-// enrollment and approval (teduh/server/audit.h). Each is built from the
+// enrollment, approval, revocation and wipe receipt (teduh/server/audit.h). Each is built from the
 // request and the server's decision, never from a value, so it can hold no
 // open or sealed content.
 //
@@ -23,5 +23,17 @@ namespace teduh::server {
 [[nodiscard]] core::error_code AuditApprove(WriterState& ws, const Identity& who,
                                             const DeviceRow& device,
                                             const v1::ApproveDevice& request);
+
+// A device was revoked by `by` (an admin device; unset: on the server host by
+// `by_user`), with a signed wipe order if `order_signature` is not empty.
+// Takes the store and clock directly: the server host's `device revoke` runs
+// outside the server, in its own transaction.
+[[nodiscard]] core::error_code AuditRevoke(Store& store, std::int64_t now_ms,
+                                           const std::optional<Identity>& by,
+                                           std::string_view by_user, const DeviceRow& device,
+                                           std::string_view order_signature);
+// The revoked `device` reported its erasure with a receipt signed by its key.
+[[nodiscard]] core::error_code AuditWipeReceipt(WriterState& ws, const DeviceRow& device,
+                                                std::string_view receipt_signature);
 
 }  // namespace teduh::server

@@ -52,12 +52,23 @@ std::uint64_t Registry::Add(Entry entry) {
   return id;
 }
 
-void Registry::Authenticated(std::uint64_t id, PullScope scope) {
+void Registry::Authenticated(std::uint64_t id, const Id& device, PullScope scope) {
   std::lock_guard lock(mu_);
   auto it = entries_.find(id);
   if (it == entries_.end()) return;
   it->second.authenticated = true;
+  it->second.device = device;
   it->second.scope = std::move(scope);
+}
+
+void Registry::CloseDevice(const Id& device) {
+  std::vector<std::function<void()>> targets;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [id, e] : entries_)
+      if (e.authenticated && e.device == device) targets.push_back(e.close);
+  }
+  for (auto& close : targets) close();
 }
 
 void Registry::Remove(std::uint64_t id) {
@@ -209,6 +220,9 @@ void Connection::OnMessage(std::string_view bytes, bool binary) {
     case State::kChallenged:
       if (frame->has_proof()) return OnProof(rid, frame->proof());
       break;
+    case State::kWiping:
+      if (frame->has_wipe_receipt()) return OnWipeReceipt(rid, frame);
+      break;
     case State::kReady:
       switch (frame->body_case()) {
         case v1::Frame::kPush:
@@ -219,6 +233,8 @@ void Connection::OnMessage(std::string_view bytes, bool binary) {
           return OnListDevices(rid);
         case v1::Frame::kApproveDevice:
           return OnApprove(rid, frame);
+        case v1::Frame::kRevokeDevice:
+          return OnRevoke(rid, frame);
         case v1::Frame::kHistoryRequest:
           return OnHistory(rid, frame->history_request());
         default:
@@ -229,8 +245,9 @@ void Connection::OnMessage(std::string_view bytes, bool binary) {
       return;
   }
   Fail(rid, v1::ERROR_CODE_UNEXPECTED_FRAME,
-       state_ == State::kReady ? "This frame is not expected from a device."
-                               : "Authenticate (Hello, Proof) or enroll first.");
+       state_ == State::kReady    ? "This frame is not expected from a device."
+       : state_ == State::kWiping ? "This device was revoked: only its wipe receipt is accepted."
+                                  : "Authenticate (Hello, Proof) or enroll first.");
 }
 
 void Connection::OnHello(std::uint64_t rid, const v1::Hello& hello) {
@@ -276,10 +293,16 @@ void Connection::OnProof(std::uint64_t rid, const v1::Proof& proof) {
         identity_ = *out->identity;
         state_ = State::kReady;
         host_.HandshakeDone();
-        ctx_.registry.Authenticated(registry_id_, ScopeFor(identity_));
+        ctx_.registry.Authenticated(registry_id_, identity_.device_id, ScopeFor(identity_));
         ctx_.Log("info", "authenticated",
                  fmt::format("peer={} device={} role={}", peer_, ShortId(identity_.device_id),
                              core::RoleName(identity_.role)));
+      }
+      if (out->wiping) {
+        wipe_device_ = *out->wiping;
+        state_ = State::kWiping;
+        ctx_.Log("warn", "wipe_ordered",
+                 fmt::format("peer={} device={}", peer_, ShortId(wipe_device_)));
       }
       Reply(rid, std::move(out->reply), out->close);
     });
@@ -417,6 +440,49 @@ void Connection::OnApprove(std::uint64_t rid, std::shared_ptr<v1::Frame> frame) 
                          core::ToHex(core::AsSpan(out->reply.approve_result().device().device_id()))
                              .substr(0, 8)));
           Reply(rid, std::move(out->reply), out->close);
+        });
+      });
+  if (!queued) StoreFailed(rid);
+}
+
+void Connection::OnRevoke(std::uint64_t rid, std::shared_ptr<v1::Frame> frame) {
+  auto out = std::make_shared<Outcome>();
+  auto post = host_.Poster();
+  bool queued = ctx_.worker->SubmitWrite(
+      [frame, out, who = identity_](WriterState& ws) {
+        return Revoke(ws, who, frame->revoke_device(), out.get());
+      },
+      [this, post, rid, out](core::error_code ec) {
+        post([this, rid, out, ec] {
+          if (ec) return StoreFailed(rid);
+          if (out->reply.has_revoke_result()) {
+            const std::string& raw = out->reply.revoke_result().device().device_id();
+            ctx_.Log("warn", "revoked",
+                     fmt::format("peer={} by={} device={}", peer_, ShortId(identity_.device_id),
+                                 core::ToHex(core::AsSpan(raw)).substr(0, 8)));
+            // Its open connections end now; it reconnects to its wipe order.
+            if (auto id = core::IdFromBytes(raw)) ctx_.registry.CloseDevice(*id);
+          }
+          Reply(rid, std::move(out->reply), out->close);
+        });
+      });
+  if (!queued) StoreFailed(rid);
+}
+
+void Connection::OnWipeReceipt(std::uint64_t rid, std::shared_ptr<v1::Frame> frame) {
+  auto out = std::make_shared<Outcome>();
+  auto post = host_.Poster();
+  bool queued = ctx_.worker->SubmitWrite(
+      [frame, out, device = wipe_device_](WriterState& ws) {
+        return RecordWipeReceipt(ws, device, frame->wipe_receipt(), out.get());
+      },
+      [this, post, rid, out](core::error_code ec) {
+        post([this, rid, out, ec] {
+          if (ec) return StoreFailed(rid);
+          ctx_.Log("warn", "wipe_receipt",
+                   fmt::format("peer={} device={} accepted={}", peer_, ShortId(wipe_device_),
+                               out->reply.error().code() == v1::ERROR_CODE_DEVICE_REVOKED));
+          Reply(rid, std::move(out->reply), true);
         });
       });
   if (!queued) StoreFailed(rid);

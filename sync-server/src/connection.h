@@ -66,7 +66,8 @@ class Connection {
   void Poke();
 
  private:
-  enum class State { kNew, kChallenged, kReady, kClosed };
+  // kWiping: a revoked device was handed its wipe order; only its receipt is accepted.
+  enum class State { kNew, kChallenged, kWiping, kReady, kClosed };
 
   void Reply(std::uint64_t request_id, v1::Frame frame, bool close);
   void Fail(std::uint64_t request_id, v1::ErrorCode code, std::string message);
@@ -77,6 +78,8 @@ class Connection {
   void OnPull(std::uint64_t request_id, const v1::Pull& pull);
   void OnListDevices(std::uint64_t request_id);
   void OnApprove(std::uint64_t request_id, std::shared_ptr<v1::Frame> frame);
+  void OnRevoke(std::uint64_t request_id, std::shared_ptr<v1::Frame> frame);
+  void OnWipeReceipt(std::uint64_t request_id, std::shared_ptr<v1::Frame> frame);
   void OnHistory(std::uint64_t request_id, const v1::HistoryRequest& request);
   void StoreFailed(std::uint64_t request_id);
   void AssertInvariants() const;
@@ -89,6 +92,7 @@ class Connection {
   bool busy_ = false;  // a frame is being handled (its reply not yet queued)
   std::array<std::uint8_t, 32> nonce_{};
   Id hello_device_{};
+  Id wipe_device_{};   // kWiping: the revoked device whose receipt is awaited
   Identity identity_;  // valid in kReady
 };
 

@@ -37,12 +37,15 @@ class Registry {
  public:
   struct Entry {
     bool authenticated = false;
+    Id device{};  // once authenticated
     PullScope scope;
     std::function<void()> poke;   // queue a Poke frame
     std::function<void()> close;  // close the connection
   };
   std::uint64_t Add(Entry entry);
-  void Authenticated(std::uint64_t id, PullScope scope);
+  void Authenticated(std::uint64_t id, const Id& device, PullScope scope);
+  // Closes every connection of `device` (it was revoked).
+  void CloseDevice(const Id& device);
   void Remove(std::uint64_t id);
   // Pokes every authenticated connection except `except` whose scope a
   // commit touched: unit-wide scopes if anything changed, assigned scopes if

@@ -27,9 +27,10 @@
 // head is re-read at every Begin() rather than cached, so a second writing
 // connection (an admin command) cannot fork the chain.
 //
-// Schema versions: 1 had no audit table; Open() for writing migrates it
-// (CREATE TABLE IF NOT EXISTS, head {0, zeros}) in one transaction. A
-// read-only Open() of a version 1 store sees an empty audit log.
+// Schema versions: 1 had no audit table, 2 no revocations; Open() for
+// writing migrates them (CREATE TABLE IF NOT EXISTS, audit head {0, zeros})
+// in one transaction. A read-only Open() of a version 1 store sees an empty
+// audit log, of a version 1 or 2 store no revocations.
 //
 // Invariants
 //  1. Every write happens between Begin() and Commit()/Rollback() (in_txn_).
@@ -212,6 +213,14 @@ INSERT OR IGNORE INTO meta(key, value) VALUES('audit_last', '0');
 INSERT OR IGNORE INTO meta(key, value) VALUES('audit_head', zeroblob(32));
 )sql";
 
+// Version 3; also run on every writable open of an older store (migration).
+constexpr const char* kRevocationsTableSql = R"sql(
+CREATE TABLE IF NOT EXISTS revocations(
+  device_id BLOB PRIMARY KEY, revoked_ms INTEGER NOT NULL, by_device BLOB NOT NULL,
+  by_user TEXT NOT NULL, wipe_order BLOB NOT NULL, receipt BLOB NOT NULL,
+  wiped_ms INTEGER NOT NULL) WITHOUT ROWID;
+)sql";
+
 constexpr const char* kFieldColumns =
     "f.record_id, f.field, f.value, f.sealed, f.key_class, f.key_version, f.stamp_hlc, "
     "f.stamp_device, f.origin_hlc, f.author, f.seq, f.txn";
@@ -276,10 +285,12 @@ class SqliteStore final : public Store {
       return ec;
     auto version = s->Meta("schema_version");
     if (!version) return version.error();
-    if (*version == "1" && !options.read_only) {
-      if (auto ec = s->MigrateFromVersion1()) return ec;
-    } else if (*version == "1") {
-      s->has_audit_ = false;  // read as it is: an empty audit log
+    if ((*version == "1" || *version == "2") && !options.read_only) {
+      if (auto ec = s->Migrate(*version == "1")) return ec;
+    } else if (*version == "1" || *version == "2") {
+      // Read as it is: an empty audit log (version 1), no revocations.
+      s->has_audit_ = *version != "1";
+      s->has_revocations_ = false;
     } else if (*version != std::to_string(kStoreSchemaVersion)) {
       return core::make_error_code(errc::store_failed);
     }
@@ -312,6 +323,7 @@ class SqliteStore final : public Store {
     if (rc != SQLITE_OK) return FromSqlite(rc);
     rc = sqlite3_exec(db, kSchemaSql, nullptr, nullptr, nullptr);
     if (rc == SQLITE_OK) rc = sqlite3_exec(db, kAuditTableSql, nullptr, nullptr, nullptr);
+    if (rc == SQLITE_OK) rc = sqlite3_exec(db, kRevocationsTableSql, nullptr, nullptr, nullptr);
     if (rc != SQLITE_OK) {
       sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
       // The tables exist: another `init` won the race.
@@ -508,6 +520,40 @@ class SqliteStore final : public Store {
   }
   error_code TouchDevice(const Id& id, std::int64_t now_ms) override {
     return Run(stmts_->touch_device.Start().Int(1, now_ms).Blob(2, id));
+  }
+
+  result<std::optional<RevocationRow>> FindRevocation(const Id& device_id) override {
+    if (sticky_) return sticky_;
+    std::optional<RevocationRow> row;
+    if (!has_revocations_) return row;
+    Stmt& s = stmts_->find_revocation;
+    s.Start().Blob(1, device_id);
+    int rc = s.Step();
+    if (rc == SQLITE_ROW) {
+      RevocationRow r;
+      r.device_id = device_id;
+      r.revoked_ms = s.ColInt(0);
+      if (s.ColBlob(1).size() == Id{}.size()) r.by_device = s.ColId(1);
+      r.by_user = std::string(s.ColText(2));
+      r.wipe_order = std::string(s.ColBlob(3));
+      r.receipt = std::string(s.ColBlob(4));
+      r.wiped_ms = s.ColInt(5);
+      row = std::move(r);
+    }
+    s.Done();
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Fail(rc);
+    return row;
+  }
+  error_code PutRevocation(const RevocationRow& r) override {
+    if (!has_revocations_) return core::make_error_code(errc::store_failed);
+    return Run(stmts_->put_revocation.Start()
+                   .Blob(1, r.device_id)
+                   .Int(2, r.revoked_ms)
+                   .Blob(3, r.by_device ? core::AsBytes(*r.by_device) : std::string_view())
+                   .Text(4, r.by_user)
+                   .Blob(5, r.wipe_order)
+                   .Blob(6, r.receipt)
+                   .Int(7, r.wiped_ms));
   }
 
   result<std::optional<EnrollmentRow>> FindEnrollment(const CodeHash& hash) override {
@@ -847,7 +893,7 @@ class SqliteStore final : public Store {
         insert_record, find_field, put_field, append_history, case_field_rowids, reseq_field,
         is_assigned, assignees, clear_assignees, add_assignee, holds_case, record_holding,
         put_rejection, find_rejection, scan_unit, scan_assigned, history_of, current_of, get_meta,
-        put_meta, insert_audit, scan_audit, audit_head;
+        put_meta, insert_audit, scan_audit, audit_head, find_revocation, put_revocation;
   };
 
   SqliteStore() = default;
@@ -906,12 +952,14 @@ class SqliteStore final : public Store {
     return Run(stmts_->put_meta.Start().Text(1, key).Blob(2, value));
   }
 
-  // Version 1 → 2: adds the audit table and its head. Another connection may
-  // migrate first; the write lock and IF NOT EXISTS make that harmless.
-  error_code MigrateFromVersion1() {
+  // Version 1 → 2 adds the audit table and its head; 2 → 3 the revocations.
+  // Another connection may migrate first; the write lock and IF NOT EXISTS
+  // make that harmless.
+  error_code Migrate(bool from_version1) {
     if (auto ec = Exec("BEGIN IMMEDIATE")) return ec;
-    std::string sql = std::string(kAuditTableSql) + "UPDATE meta SET value = '" +
-                      std::to_string(kStoreSchemaVersion) + "' WHERE key = 'schema_version';";
+    std::string sql = std::string(from_version1 ? kAuditTableSql : "") + kRevocationsTableSql +
+                      "UPDATE meta SET value = '" + std::to_string(kStoreSchemaVersion) +
+                      "' WHERE key = 'schema_version';";
     if (auto ec = Exec(sql.c_str())) {
       sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
       return ec;
@@ -999,6 +1047,14 @@ class SqliteStore final : public Store {
         {&st.get_meta, "SELECT value FROM meta WHERE key = ?1"},
         {&st.put_meta, "INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)"},
     };
+    if (has_revocations_) {  // a read-only older store has no revocations table
+      all.push_back({&st.find_revocation,
+                     "SELECT revoked_ms, by_device, by_user, wipe_order, receipt, wiped_ms "
+                     "FROM revocations WHERE device_id = ?1"});
+      all.push_back({&st.put_revocation,
+                     "INSERT OR REPLACE INTO revocations(device_id, revoked_ms, by_device, "
+                     "by_user, wipe_order, receipt, wiped_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"});
+    }
     if (has_audit_) {  // a read-only version 1 store has no audit table
       all.push_back({&st.insert_audit,
                      "INSERT INTO audit(idx, body, prev_hash, hash) VALUES(?1, ?2, ?3, ?4)"});
@@ -1024,6 +1080,7 @@ class SqliteStore final : public Store {
   std::uint64_t next_seq_ = 0, next_txn_ = 0, saved_seq_ = 0, saved_txn_ = 0;
   AuditHead audit_head_, saved_audit_head_;  // invariant 6
   bool has_audit_ = true;                    // false only for a version 1 store opened read-only
+  bool has_revocations_ = true;              // false only for an older store opened read-only
   error_code sticky_;                        // invariant 4
 };
 

@@ -675,6 +675,141 @@ v1::DeviceInfo ToDeviceInfo(const DeviceRow& row) {
   return info;
 }
 
+v1::DeviceInfo ToDeviceInfo(const DeviceRow& row, const std::optional<RevocationRow>& revocation) {
+  v1::DeviceInfo info = ToDeviceInfo(row);
+  if (revocation) {
+    info.set_revoked_ms(revocation->revoked_ms);
+    info.set_wipe_ordered(!revocation->wipe_order.empty());
+    info.set_wiped_ms(revocation->wiped_ms);
+  }
+  return info;
+}
+
+error_code RevokeInStore(Store& store, std::int64_t now_ms, const DeviceRow& device,
+                         const std::optional<Identity>& by, std::string_view by_user,
+                         const teduh::keys::v1::WipeOrder* order, RevocationRow* out) {
+  auto before = store.FindRevocation(device.device_id);
+  if (!before) return before.error();
+  RevocationRow row;
+  if (*before) row = **before;  // an earlier revocation keeps its time and receipt
+  row.device_id = device.device_id;
+  if (row.revoked_ms == 0) row.revoked_ms = now_ms;
+  row.by_device = by ? std::optional<Id>(by->device_id) : std::nullopt;
+  row.by_user = std::string(by ? std::string_view(by->user) : by_user);
+  if (order) row.wipe_order = order->SerializeAsString();
+  if (device.state != v1::DEVICE_STATE_REVOKED) {
+    if (auto ec = store.SetDeviceState(device.device_id, v1::DEVICE_STATE_REVOKED)) return ec;
+  }
+  if (auto ec = store.PutRevocation(row)) return ec;
+  if (auto ec =
+          AuditRevoke(store, now_ms, by, row.by_user, device, order ? order->signature() : ""))
+    return ec;
+  if (out) *out = std::move(row);
+  return {};
+}
+
+// The checks every admin request about another device starts with: `who` is
+// an active admin device and `device_id` is 16 bytes. Returns the target id,
+// or nullopt with the refusal in `out` (or a store error in `ec`).
+static std::optional<Id> AdminTargetId(WriterState& ws, const Identity& who,
+                                       std::string_view device_id, std::string_view action,
+                                       Outcome* out, error_code* ec) {
+  auto admin = ws.store.FindDevice(who.device_id);
+  if (!admin) {
+    *ec = admin.error();
+    return std::nullopt;
+  }
+  if (!CheckActive(*admin, out)) return std::nullopt;
+  if ((*admin)->role != v1::ROLE_ADMIN) {
+    SetError(out, v1::ERROR_CODE_FORBIDDEN,
+             "Only admin devices " + std::string(action) + " devices.", false);
+    return std::nullopt;
+  }
+  auto target_id = core::IdFromBytes(device_id);
+  if (!target_id) {
+    SetError(out, v1::ERROR_CODE_BAD_REQUEST, "The device id is not 16 bytes.", false);
+    return std::nullopt;
+  }
+  return *target_id;
+}
+
+error_code Revoke(WriterState& ws, const Identity& who, const v1::RevokeDevice& req, Outcome* out) {
+  error_code ec;
+  auto target_id = AdminTargetId(ws, who, req.device_id(), "revoke", out, &ec);
+  if (!target_id) return ec;
+  if (*target_id == who.device_id) {
+    SetError(out, v1::ERROR_CODE_BAD_REQUEST,
+             "A device cannot revoke itself: revoke it from another admin device.", false);
+    return {};
+  }
+  auto target = ws.store.FindDevice(*target_id);
+  if (!target) return target.error();
+  if (!*target) {
+    SetError(out, v1::ERROR_CODE_BAD_REQUEST, "No such device.", false);
+    return {};
+  }
+  // The order is what lets the device erase itself; the server checks it as
+  // the device will, so a bad one is refused here and not carried for weeks.
+  const teduh::keys::v1::WipeOrder& order = req.wipe_order();
+  if (!req.has_wipe_order() || order.device_id() != req.device_id() ||
+      order.unit_id() != ws.unit.unit_id ||
+      order.admin_device_id() != core::AsBytes(who.device_id)) {
+    SetError(out, v1::ERROR_CODE_BAD_REQUEST,
+             "A revocation carries a wipe order for that device, this unit and this admin device.",
+             false);
+    return {};
+  }
+  if (ws.unit.unit_root_pk.size() != crypto::kSignPublicKeyBytes ||
+      !crypto::Verify(
+          core::AsSpan(ws.unit.unit_root_pk),
+          core::AsSpan(core::WipeOrderMessage(order.device_id(), order.unit_id(), order.issued_ms(),
+                                              order.admin_device_id())),
+          core::AsSpan(order.signature()))) {
+    SetError(out, v1::ERROR_CODE_BAD_SIGNATURE,
+             "The wipe order is not signed by the unit root key.", false);
+    return {};
+  }
+  RevocationRow row;
+  if (auto ec = RevokeInStore(ws.store, ws.env.NowMs(), **target, who, "", &order, &row)) return ec;
+  DeviceRow revoked = **target;
+  revoked.state = v1::DEVICE_STATE_REVOKED;
+  *out->reply.mutable_revoke_result()->mutable_device() = ToDeviceInfo(revoked, row);
+  return {};
+}
+
+error_code RecordWipeReceipt(WriterState& ws, const Id& device_id,
+                             const teduh::keys::v1::WipeReceipt& receipt, Outcome* out) {
+  auto device = ws.store.FindDevice(device_id);
+  if (!device) return device.error();
+  auto revocation = ws.store.FindRevocation(device_id);
+  if (!revocation) return revocation.error();
+  teduh::keys::v1::WipeOrder order;
+  if (!*device || !*revocation || !order.ParseFromString((*revocation)->wipe_order) ||
+      receipt.device_id() != core::AsBytes(device_id) ||
+      receipt.order_signature() != order.signature()) {
+    SetError(out, v1::ERROR_CODE_BAD_REQUEST, "The receipt does not answer this device's order.",
+             true);
+    return {};
+  }
+  if (!crypto::Verify(core::AsSpan((*device)->sign_pk),
+                      core::AsSpan(core::WipeReceiptMessage(
+                          receipt.device_id(), receipt.order_signature(), receipt.erased_ms())),
+                      core::AsSpan(receipt.signature()))) {
+    SetError(out, v1::ERROR_CODE_BAD_SIGNATURE, "The receipt is not signed by the device.", true);
+    return {};
+  }
+  RevocationRow row = **revocation;
+  if (row.wiped_ms == 0) {  // a copy of the device erasing later keeps the first receipt
+    row.receipt = receipt.SerializeAsString();
+    row.wiped_ms = ws.env.NowMs();
+    if (auto ec = ws.store.PutRevocation(row)) return ec;
+  }
+  if (auto ec = AuditWipeReceipt(ws, **device, receipt.signature())) return ec;
+  SetError(out, v1::ERROR_CODE_DEVICE_REVOKED, "This device was revoked; its erasure is recorded.",
+           true);
+  return {};
+}
+
 // A stored value as a device receives it (pull and history).
 static void FillPulledChange(v1::FieldChange* c, const FieldRow& f, std::string_view kind,
                              const std::optional<Id>& parent_id, const std::string& unit_id) {
@@ -837,18 +972,9 @@ error_code Enroll(WriterState& ws, const v1::EnrollRequest& req, Outcome* out) {
 
 error_code Approve(WriterState& ws, const Identity& who, const v1::ApproveDevice& req,
                    Outcome* out) {
-  auto admin = ws.store.FindDevice(who.device_id);
-  if (!admin) return admin.error();
-  if (!CheckActive(*admin, out)) return {};
-  if ((*admin)->role != v1::ROLE_ADMIN) {
-    SetError(out, v1::ERROR_CODE_FORBIDDEN, "Only admin devices approve devices.", false);
-    return {};
-  }
-  auto target_id = core::IdFromBytes(req.device_id());
-  if (!target_id) {
-    SetError(out, v1::ERROR_CODE_BAD_REQUEST, "The device id is not 16 bytes.", false);
-    return {};
-  }
+  error_code ec;
+  auto target_id = AdminTargetId(ws, who, req.device_id(), "approve", out, &ec);
+  if (!target_id) return ec;
   auto target = ws.store.FindDevice(*target_id);
   if (!target) return target.error();
   if (!*target || (*target)->state == v1::DEVICE_STATE_REVOKED) {
@@ -929,6 +1055,20 @@ error_code Authenticate(Store& store, const ServerConfig& config, core::Env& env
                       core::AsSpan(signature))) {
     SetError(out, v1::ERROR_CODE_BAD_SIGNATURE, "The proof's signature is invalid.", true);
     return {};
+  }
+  if (d.state == v1::DEVICE_STATE_REVOKED) {
+    // Every connection of a revoked device (or of a copy of it) is handed
+    // the signed wipe order while there is one; it never gets a Welcome.
+    auto revocation = store.FindRevocation(device_id);
+    if (!revocation) return revocation.error();
+    teduh::keys::v1::WipeOrder order;
+    if (*revocation && !(*revocation)->wipe_order.empty() &&
+        order.ParseFromString((*revocation)->wipe_order)) {
+      *out->reply.mutable_wipe()->mutable_order() = std::move(order);
+      out->close = false;
+      out->wiping = device_id;
+      return {};
+    }
   }
   if (!CheckActive(*device, out)) return {};
   auto grants = store.GrantsFor(device_id);
@@ -1040,7 +1180,15 @@ error_code ListDevicesFor(Store& store, const Identity& who, Outcome* out) {
   auto rows = store.ListDevices();
   if (!rows) return rows.error();
   v1::DeviceList* list = out->reply.mutable_device_list();
-  for (const DeviceRow& row : *rows) *list->add_devices() = ToDeviceInfo(row);
+  for (const DeviceRow& row : *rows) {
+    std::optional<RevocationRow> revocation;
+    if (row.state == v1::DEVICE_STATE_REVOKED) {
+      auto r = store.FindRevocation(row.device_id);
+      if (!r) return r.error();
+      revocation = std::move(*r);
+    }
+    *list->add_devices() = ToDeviceInfo(row, revocation);
+  }
   return {};
 }
 

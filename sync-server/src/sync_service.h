@@ -63,6 +63,21 @@ core::error_code ApplyPush(WriterState& ws, const Identity& who, const v1::Push&
 core::error_code Enroll(WriterState& ws, const v1::EnrollRequest& request, Outcome* out);
 core::error_code Approve(WriterState& ws, const Identity& who, const v1::ApproveDevice& request,
                          Outcome* out);
+// An admin device revokes a device with a wipe order signed by the unit root
+// key (checked here as the device will check it).
+core::error_code Revoke(WriterState& ws, const Identity& who, const v1::RevokeDevice& request,
+                        Outcome* out);
+// Revokes `device` in the current transaction: state, revocation row (an
+// earlier one keeps its time and receipt; `order` replaces its order if set)
+// and audit entry. `by` is the admin device, or unset for the server host's
+// operator named `by_user`. Shared with `teduh-server device revoke`.
+core::error_code RevokeInStore(Store& store, std::int64_t now_ms, const DeviceRow& device,
+                               const std::optional<Identity>& by, std::string_view by_user,
+                               const teduh::keys::v1::WipeOrder* order, RevocationRow* out);
+// A revoked device's receipt for its wipe order (after a Wipe frame): checked
+// against its key and order, recorded once, answered with DEVICE_REVOKED.
+core::error_code RecordWipeReceipt(WriterState& ws, const Id& device_id,
+                                   const teduh::keys::v1::WipeReceipt& receipt, Outcome* out);
 // Records that `device` received these cases (case id, first seq).
 core::error_code RecordHoldings(WriterState& ws, const Id& device,
                                 const std::vector<std::pair<Id, std::uint64_t>>& cases);
@@ -71,6 +86,7 @@ core::error_code TouchDevice(WriterState& ws, const Id& device);
 // ---- Reader side -----------------------------------------------------------------
 struct AuthOutcome : Outcome {
   std::optional<Identity> identity;  // set with a Welcome
+  std::optional<Id> wiping;          // set with a Wipe: the connection waits for the receipt
 };
 core::error_code Authenticate(Store& store, const ServerConfig& config, core::Env& env,
                               const Id& device_id, std::string_view nonce,
@@ -92,6 +108,7 @@ core::error_code FieldHistory(Store& store, const ServerConfig& config, const Un
 
 // Helpers shared with the session.
 v1::DeviceInfo ToDeviceInfo(const DeviceRow& row);
+v1::DeviceInfo ToDeviceInfo(const DeviceRow& row, const std::optional<RevocationRow>& revocation);
 PullScope ScopeFor(const Identity& who);
 
 }  // namespace teduh::server

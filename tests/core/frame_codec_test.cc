@@ -103,6 +103,36 @@ TEST(FrameCodecTest, RejectsHandshakeFieldsOfWrongLength) {
   EXPECT_FALSE(DecodeFrame(EncodeFrame(enroll), FrameLimits{}));
 }
 
+TEST(FrameCodecTest, WipeOrdersAndReceiptsMustHaveFullIdsAndSignatures) {
+  v1::Frame wipe;
+  auto* o = wipe.mutable_wipe()->mutable_order();
+  o->set_device_id(std::string(16, 'd'));
+  o->set_unit_id("unit");
+  o->set_admin_device_id(std::string(16, 'a'));
+  o->set_signature(std::string(64, 's'));
+  EXPECT_TRUE(DecodeFrame(EncodeFrame(wipe), FrameLimits{}));
+  o->set_signature(std::string(63, 's'));
+  std::string why;
+  EXPECT_FALSE(DecodeFrame(EncodeFrame(wipe), FrameLimits{}, &why));
+  EXPECT_NE(why.find("signature"), std::string::npos);
+  o->set_signature(std::string(64, 's'));
+  o->set_admin_device_id("");
+  EXPECT_FALSE(DecodeFrame(EncodeFrame(wipe), FrameLimits{}));
+
+  v1::Frame receipt;
+  auto* r = receipt.mutable_wipe_receipt();
+  r->set_device_id(std::string(16, 'd'));
+  r->set_order_signature(std::string(64, 'o'));
+  r->set_signature(std::string(64, 's'));
+  EXPECT_TRUE(DecodeFrame(EncodeFrame(receipt), FrameLimits{}));
+  r->set_order_signature("");
+  EXPECT_FALSE(DecodeFrame(EncodeFrame(receipt), FrameLimits{}));
+
+  v1::Frame revoke;
+  revoke.mutable_revoke_device()->set_device_id(std::string(15, 'd'));
+  EXPECT_FALSE(DecodeFrame(EncodeFrame(revoke), FrameLimits{}));
+}
+
 TEST(FrameCodecTest, ErrorFrameRoundTrips) {
   auto f = DecodeFrame(EncodeFrame(MakeErrorFrame(9, v1::ERROR_CODE_DEVICE_PENDING, "wait")),
                        FrameLimits{});

@@ -9,6 +9,10 @@ trap 'rm -rf "$dir"' EXIT
 printf '\x52\x00' >"$dir/empty-push"
 printf '\xa2\x01\x05\x0a\x03abc' >"$dir/push-short-change"
 printf '\xa2\x01\xff\xff\xff\xff\x0f' >"$dir/huge-length"
+printf '\x8a\x01\x00' >"$dir/wipe-empty-order"
+printf '\x8a\x01\x04\x0a\x02\x0a\x00' >"$dir/wipe-short-ids"
+printf '\x92\x01\x03\x0a\x01\x41' >"$dir/wipe-receipt-short"
+printf '\x92\x02\x12\x0a\x10AAAAAAAAAAAAAAAA' >"$dir/revoke-without-order"
 printf '\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01' >"$dir/varint-overflow"
 for i in $(seq 1 200); do
   head -c $((RANDOM % 600)) /dev/urandom >"$dir/random-$i"

@@ -190,13 +190,32 @@ TEDUH_NEW_PASSPHRASE="budi-pass-2" dev "$office" "budi-pass-1" passphrase change
 check "the old passphrase no longer opens the office device" '! dev "$office" "budi-pass-1" status >/dev/null'
 check "the new passphrase opens it with its cases and still syncs" \
   '[ "$(dev "$office" "budi-pass-2" case list | jq ".cases | length")" -ge 1 ] && dev "$office" "budi-pass-2" sync >/dev/null'
+
+# --- revocation: the tablet is lost; the server refuses it, the admin orders it erased ---
+check "the server host revokes the pendamping tablet without a wipe order" \
+  '"$SERVER" device revoke --data "$data" "${pend_id:0:8}" --json | jq -e ".state==\"revoked\" and .wipe_ordered==false" >/dev/null'
+rsync_out=$(dev "$pend" "ani-pass-1" sync)
+rc=$?
+check "the revoked tablet's sync exits non-zero and says it was revoked, erasing nothing yet" \
+  '[ "$rc" -ne 0 ] && jq -e ".error.code==\"device_revoked\"" <<<"$rsync_out" >/dev/null && [ -f "$pend/vault" ]'
+check "a non-admin device cannot revoke" '! dev "$office" "budi-pass-2" device revoke "$pend_id" >/dev/null'
+check "the admin device signs a wipe order" \
+  'dev "$admin" "admin-pass-1" device revoke "$pend_id" | jq -e ".state==\"revoked\" and .wipe_ordered==true" >/dev/null'
+rsync_out=$(dev "$pend" "ani-pass-1" sync)
+rc=$?
+check "at its next connection the tablet erases itself and says so" \
+  '[ "$rc" -ne 0 ] && jq -e ".error.code==\"device_revoked\"" <<<"$rsync_out" >/dev/null && grep -q "erased" "$work/last.err" && [ ! -e "$pend/vault" ] && [ ! -e "$pend/store.db" ]'
+check "the erased tablet no longer opens, and tells why" \
+  '! dev "$pend" "ani-pass-1" status >/dev/null && grep -q "erased" "$work/last.err"'
+check "the server lists the signed receipt" \
+  '"$SERVER" device list --data "$data" --json | jq -e ".devices[] | select(.device_id==\"$pend_id\") | .wiped_at != null" >/dev/null'
 stop_server
 
 # --- audit log ---
 check "audit verify finds the chain intact" \
   '"$SERVER" audit verify --data "$data" >"$work/audit.out" && grep -q "^audit chain intact: " "$work/audit.out"'
-check "the audit log holds the enrollments, approvals and pushes" \
-  '"$SERVER" audit show --data "$data" --last 1000 --json | jq -e "[.entries[].kind] | (index(\"enroll\") != null) and (index(\"approve\") != null) and (index(\"push\") != null)" >/dev/null'
+check "the audit log holds the enrollments, approvals, pushes, revocations and the wipe receipt" \
+  '"$SERVER" audit show --data "$data" --last 1000 --json | jq -e "[.entries[].kind] | (index(\"enroll\") != null) and (index(\"approve\") != null) and (index(\"push\") != null) and (index(\"revoke\") != null) and (index(\"wipe_receipt\") != null)" >/dev/null'
 cp -r "$data" "$work/tampered"
 sqlite3 "$work/tampered/teduh-server.db" "UPDATE audit SET body = body || X'00' WHERE idx = 2" ||
   bad "sqlite3 alters an audit entry"

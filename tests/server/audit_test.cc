@@ -387,5 +387,32 @@ TEST_F(AuditTest, StoreWithoutAuditLogIsMigratedAndThenAudited) {
   EXPECT_EQ(RawStore(data_dir_).Meta("schema_version"), std::to_string(kStoreSchemaVersion));
 }
 
+TEST_F(AuditTest, StoreWithoutRevocationsIsMigratedAndThenRevokes) {
+  StopServer();
+  {
+    // What a version 2 store (before revocations) looks like.
+    RawStore raw(data_dir_);
+    raw.Exec("DROP TABLE revocations; UPDATE meta SET value = '2' WHERE key = 'schema_version';");
+  }
+  auto none = ListRevocations(data_dir_);  // read-only: the store stays as it is
+  ASSERT_TRUE(none);
+  EXPECT_TRUE(none->empty());
+  EXPECT_EQ(RawStore(data_dir_).Meta("schema_version"), "2");
+
+  StartServer();
+  EXPECT_EQ(RawStore(data_dir_).Meta("schema_version"), std::to_string(kStoreSchemaVersion));
+  auto revoked = RevokeDeviceOnServer(data_dir_, core::ToHex(siti_.device_id), env_);
+  ASSERT_TRUE(revoked) << revoked.error().message();
+  auto rows = ListRevocations(data_dir_);
+  ASSERT_TRUE(rows);
+  ASSERT_EQ(rows->size(), 1u);
+  EXPECT_EQ((*rows)[0].device_id, siti_.device_id);
+  auto c = TestClient::Connect(server_->port());
+  auto reply = Authenticate(*c, siti_);
+  ASSERT_TRUE(reply && reply->has_error());
+  EXPECT_EQ(reply->error().code(), v1::ERROR_CODE_DEVICE_REVOKED);
+  EXPECT_TRUE(Verify().intact());
+}
+
 }  // namespace
 }  // namespace teduh::server::testing

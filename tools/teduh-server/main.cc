@@ -99,20 +99,47 @@ int Enroll(const std::string& data, const std::string& role_text, const std::str
   return 0;
 }
 
+nlohmann::json TimeOrNull(std::int64_t ms) {
+  return ms > 0 ? nlohmann::json(IsoTime(ms)) : nlohmann::json(nullptr);
+}
+
+// What happened to a revoked device: "wipe ordered", "erased <time>", or
+// "no wipe order" (revoked on the server host; an admin device must sign one).
+std::string ErasureText(const teduh::server::RevocationRow& r) {
+  if (r.wiped_ms > 0) return "erased " + IsoTime(r.wiped_ms);
+  return r.wipe_order.empty() ? "no wipe order" : "wipe ordered";
+}
+
+nlohmann::json RevocationJson(const teduh::server::RevocationRow& r) {
+  return {{"revoked_at", TimeOrNull(r.revoked_ms)},
+          {"revoked_by", r.by_user},
+          {"wipe_ordered", !r.wipe_order.empty()},
+          {"wiped_at", TimeOrNull(r.wiped_ms)}};
+}
+
 int DeviceList(const std::string& data, const Output& out) {
   auto devices = teduh::server::ListDevices(data);
   if (!devices) return out.Error("device list failed", devices.error());
+  auto revocations = teduh::server::ListRevocations(data);
+  if (!revocations) return out.Error("device list failed", revocations.error());
+  auto revocation_of = [&](const teduh::server::DeviceRow& d) {
+    const teduh::server::RevocationRow* found = nullptr;
+    for (const auto& r : *revocations)
+      if (r.device_id == d.device_id) found = &r;
+    return found;
+  };
   if (out.json) {
     nlohmann::json list = nlohmann::json::array();
     for (const auto& d : *devices) {
-      list.push_back({{"device_id", teduh::core::ToHex(d.device_id)},
-                      {"user", d.user},
-                      {"role", teduh::core::RoleName(d.role)},
-                      {"state", teduh::server::DeviceStateName(d.state)},
-                      {"last_sync", d.last_sync_ms > 0 ? nlohmann::json(IsoTime(d.last_sync_ms))
-                                                       : nlohmann::json(nullptr)},
-                      {"fingerprint", teduh::server::DeviceFingerprint(d)},
-                      {"label", d.label}});
+      nlohmann::json j = {{"device_id", teduh::core::ToHex(d.device_id)},
+                          {"user", d.user},
+                          {"role", teduh::core::RoleName(d.role)},
+                          {"state", teduh::server::DeviceStateName(d.state)},
+                          {"last_sync", TimeOrNull(d.last_sync_ms)},
+                          {"fingerprint", teduh::server::DeviceFingerprint(d)},
+                          {"label", d.label}};
+      if (const auto* r = revocation_of(d)) j.update(RevocationJson(*r));
+      list.push_back(std::move(j));
     }
     fmt::print("{}\n", nlohmann::json{{"devices", list}}.dump());
     return 0;
@@ -120,10 +147,44 @@ int DeviceList(const std::string& data, const Output& out) {
   fmt::print("{:<32}  {:<16}  {:<10}  {:<8}  {:<8}  {}\n", "DEVICE", "USER", "ROLE", "STATE",
              "PRINT", "LAST SYNC");
   for (const auto& d : *devices) {
+    std::string state = teduh::server::DeviceStateName(d.state);
+    if (const auto* r = revocation_of(d)) state += " (" + ErasureText(*r) + ")";
     fmt::print("{:<32}  {:<16}  {:<10}  {:<8}  {:<8}  {}\n", teduh::core::ToHex(d.device_id),
-               d.user, teduh::core::RoleName(d.role), teduh::server::DeviceStateName(d.state),
-               teduh::server::DeviceFingerprint(d),
+               d.user, teduh::core::RoleName(d.role), state, teduh::server::DeviceFingerprint(d),
                d.last_sync_ms > 0 ? IsoTime(d.last_sync_ms) : "never");
+  }
+  return 0;
+}
+
+int DeviceRevoke(const std::string& data, const std::string& device_ref, const Output& out) {
+  auto r = teduh::server::RevokeDeviceOnServer(data, device_ref, teduh::core::DefaultEnv());
+  if (!r) {
+    if (r.error() == teduh::core::make_error_code(teduh::core::errc::not_found))
+      return out.Error("no device " + device_ref + " in this unit");
+    if (r.error() == teduh::core::make_error_code(teduh::core::errc::invalid_argument))
+      return out.Error("give the device id (32 hex digits) or a unique prefix of at least 6");
+    return out.Error("device revoke failed", r.error());
+  }
+  const std::string id = teduh::core::ToHex(r->device.device_id);
+  if (out.json) {
+    nlohmann::json j = {{"device_id", id},
+                        {"user", r->device.user},
+                        {"role", teduh::core::RoleName(r->device.role)},
+                        {"state", "revoked"}};
+    j.update(RevocationJson(r->revocation));
+    fmt::print("{}\n", j.dump());
+    return 0;
+  }
+  fmt::print("Device {} ({}, {}) is revoked: the server refuses it from its next request.\n", id,
+             r->device.user, teduh::core::RoleName(r->device.role));
+  if (r->revocation.wipe_order.empty()) {
+    fmt::print(
+        "No wipe order yet. On an admin device run `teduh device revoke {}`: it signs the order "
+        "with the unit root key, and the device erases itself when it next connects.\n"
+        "Then re-key what it held.\n",
+        id);
+  } else {
+    fmt::print("A signed wipe order waits for it ({}).\n", ErasureText(r->revocation));
   }
   return 0;
 }
@@ -172,6 +233,10 @@ std::string AuditKindName(teduh::audit::v1::EntryKind kind) {
       return "approve";
     case teduh::audit::v1::ENTRY_KIND_RESOLUTION:
       return "resolution";
+    case teduh::audit::v1::ENTRY_KIND_REVOKE:
+      return "revoke";
+    case teduh::audit::v1::ENTRY_KIND_WIPE_RECEIPT:
+      return "wipe_receipt";
     default:
       return "unreadable";
   }
@@ -247,6 +312,14 @@ nlohmann::json AuditJson(const teduh::server::AuditRecord& r) {
       grants.push_back(
           {{"key_class", teduh::core::ClassName(g.key_class())}, {"epoch", g.epoch()}});
     j["grants"] = std::move(grants);
+  } else if (e.kind() == teduh::audit::v1::ENTRY_KIND_REVOKE) {
+    j["revoked_device_id"] = BytesHex(e.subject_device_id());
+    j["revoked_user"] = e.subject_user();
+    j["revoked_role"] = teduh::core::RoleName(e.subject_role());
+    j["wipe_ordered"] = e.wipe_ordered();
+    if (!e.signature().empty()) j["order_signature"] = BytesHex(e.signature());
+  } else if (e.kind() == teduh::audit::v1::ENTRY_KIND_WIPE_RECEIPT) {
+    j["receipt_signature"] = BytesHex(e.signature());
   }
   return j;
 }
@@ -367,6 +440,14 @@ int main(int argc, char** argv) {
   auto* list = device->add_subcommand("list", "List enrolled devices");
   list->add_option("--data", data, "Data folder")->required();
   list->add_flag("--json", out.json, "Print one JSON object");
+  auto* revoke = device->add_subcommand(
+      "revoke",
+      "Refuse a lost or taken device from now on (then sign its wipe order on an admin device)");
+  std::string device_ref;
+  revoke->add_option("--data", data, "Data folder")->required();
+  revoke->add_option("device", device_ref, "Device id or unique prefix (6+ hex digits)")
+      ->required();
+  revoke->add_flag("--json", out.json, "Print one JSON object");
 
   auto* audit = app.add_subcommand("audit", "The audit log");
   audit->require_subcommand(1);
@@ -398,6 +479,7 @@ int main(int argc, char** argv) {
   }
   if (enroll->parsed()) return Enroll(data, role, user, expires, out);
   if (list->parsed()) return DeviceList(data, out);
+  if (revoke->parsed()) return DeviceRevoke(data, device_ref, out);
   if (verify->parsed()) return AuditVerify(data, head, out);
   if (show->parsed()) return AuditShow(data, last, out);
   return out.Error("no command given");

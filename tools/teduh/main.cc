@@ -126,6 +126,8 @@ std::string ErrcName(const teduh::core::error_code& ec) {
       return "server_error";
     case errc::wrong_unit:
       return "wrong_unit";
+    case errc::wipe_ordered:
+      return "device_revoked";
   }
   return "internal";
 }
@@ -180,6 +182,7 @@ teduh::core::DeviceOptions Options(const Globals& g) {
 
 teduh::core::Outcome<std::unique_ptr<Device>> OpenDevice(const Globals& g) {
   if (!Device::Exists(g.home)) {
+    if (auto erased = Device::Erasure(g.home)) return *erased;
     return teduh::core::Fail(
         errc::vault_missing,
         fmt::format("no device is enrolled in {} (run: teduh init --server URL --code CODE)",
@@ -237,6 +240,27 @@ std::string FieldsText(const std::vector<teduh::core::FieldView>& fields, const 
 }
 
 }  // namespace
+
+json RemoteDeviceJson(const teduh::core::RemoteDevice& r) {
+  return {{"device_id", teduh::core::ToHex(r.device_id)},
+          {"user", r.user},
+          {"role", r.role},
+          {"state", r.state},
+          {"label", r.label},
+          {"fingerprint", r.fingerprint},
+          {"enrolled_at", TimeOrNull(r.enrolled_ms)},
+          {"last_sync", TimeOrNull(r.last_sync_ms)},
+          {"revoked_at", TimeOrNull(r.revoked_ms)},
+          {"wipe_ordered", r.wipe_ordered},
+          {"wiped_at", TimeOrNull(r.wiped_ms)}};
+}
+
+// For a revoked device: whether it has erased itself yet.
+std::string ErasureNote(const teduh::core::RemoteDevice& r) {
+  if (r.state != "revoked") return "";
+  if (r.wiped_ms > 0) return fmt::format(" — erased (signed receipt {})", IsoTime(r.wiped_ms));
+  return r.wipe_ordered ? " — wipe ordered, not yet erased" : " — no wipe order yet";
+}
 
 int main(int argc, char** argv) {
   Globals g;
@@ -352,6 +376,10 @@ int main(int argc, char** argv) {
   std::string device_ref;
   CLI::App* device_approve = leaf(device_cmd, "approve", "Approve a pending device");
   device_approve->add_option("device", device_ref, "Device id or unique prefix")->required();
+  CLI::App* device_revoke =
+      leaf(device_cmd, "revoke",
+           "Revoke a lost or taken device; it erases itself when it next connects");
+  device_revoke->add_option("device", device_ref, "Device id or unique prefix")->required();
 
   try {
     app.parse(argc, argv);
@@ -708,18 +736,20 @@ int main(int argc, char** argv) {
       json arr = json::array();
       std::string human;
       for (const auto& r : *list) {
-        arr.push_back({{"device_id", teduh::core::ToHex(r.device_id)},
-                       {"user", r.user},
-                       {"role", r.role},
-                       {"state", r.state},
-                       {"label", r.label},
-                       {"fingerprint", r.fingerprint},
-                       {"enrolled_at", TimeOrNull(r.enrolled_ms)},
-                       {"last_sync", TimeOrNull(r.last_sync_ms)}});
-        human += fmt::format("{}  {:<10} {:<12} {:<8} {}  {}\n", teduh::core::ToHex(r.device_id),
-                             r.role, r.user, r.state, r.fingerprint, r.label);
+        arr.push_back(RemoteDeviceJson(r));
+        human += fmt::format("{}  {:<10} {:<12} {:<8} {}  {}{}\n", teduh::core::ToHex(r.device_id),
+                             r.role, r.user, r.state, r.fingerprint, r.label, ErasureNote(r));
       }
       return Emit(g, json{{"devices", arr}}, human);
+    }
+    if (device_revoke->parsed()) {
+      auto r = d.RevokeDevice(device_ref);
+      if (!r) return Report(g, r.error());
+      return Emit(g, RemoteDeviceJson(*r),
+                  fmt::format("Revoked {} ({}, {}){}.\nThe server refuses it from now on. When it "
+                              "next connects it erases its keys and cases and sends a signed "
+                              "receipt (see `teduh device list`).\n",
+                              teduh::core::ToHex(r->device_id), r->user, r->role, ErasureNote(*r)));
     }
     if (device_approve->parsed()) {
       auto r = d.ApproveDevice(device_ref);

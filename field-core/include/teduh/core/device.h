@@ -8,6 +8,8 @@
 //   <home>/device.json  public metadata only (ids, user, role, unit, server,
 //                       public keys, settings); the pinned unit root key used
 //                       for verification is the copy inside the vault
+//   <home>/erased       left alone when a revoked device erased itself on its
+//                       unit's signed order (device id and time; no secret)
 //
 // Values come in as text "FIELD=VALUE" (core::EncodeFieldText); ids as 32 hex
 // digits or a unique prefix of at least 6. Every edit is saved with its
@@ -216,6 +218,9 @@ struct RemoteDevice {
   Id device_id{};
   std::string user, role, state, label, fingerprint;
   std::int64_t enrolled_ms = 0, last_sync_ms = 0;
+  std::int64_t revoked_ms = 0;  // revoked devices
+  bool wipe_ordered = false;    // a signed wipe order waits for it
+  std::int64_t wiped_ms = 0;    // when it reported its erasure (signed receipt)
 };
 
 class Device {
@@ -242,6 +247,9 @@ class Device {
 
   // True if `home` holds an enrolled device (a vault file).
   static bool Exists(const std::filesystem::path& home);
+  // Why `home` holds no device if it erased itself on a wipe order
+  // (errc::device_revoked, with when); nullopt otherwise.
+  static std::optional<Failure> Erasure(const std::filesystem::path& home);
 
   DeviceInfo info() const;
 
@@ -310,6 +318,13 @@ class Device {
   // sealed to the target's box key). errc::forbidden without the root key.
   Outcome<RemoteDevice> ApproveDevice(std::string_view device_ref);
 
+  // Revokes another device of the unit: signs a wipe order with the unit root
+  // key and sends it. The server refuses the device from then on; when it
+  // next connects it verifies the order, erases its vault and store, and
+  // returns a signed receipt (RemoteDevice::wiped_ms). errc::forbidden
+  // without the root key; errc::invalid_argument for this device itself.
+  Outcome<RemoteDevice> RevokeDevice(std::string_view device_ref);
+
   // Wipes every key from memory; every later call fails with errc::locked.
   void Lock();
 
@@ -329,6 +344,16 @@ class Device {
   Outcome<std::unique_ptr<class SyncClient>> ConnectOnline();
   Outcome<std::unique_ptr<class SyncClient>> ConnectAndAuthenticate(
       teduh::sync::v1::Welcome* welcome);
+  // The server handed this device a wipe order instead of a welcome: if the
+  // unit root key signed it for this device, erases the vault, the store and
+  // device.json, leaves an `erased` note, and sends a signed receipt. Returns
+  // the failure to report (errc::device_revoked once erased; errc::integrity,
+  // nothing erased, for an order the unit did not sign).
+  Failure CarryOutWipe(class SyncClient& client);
+  // An admin request about another device: checks the root key, connects,
+  // and finds the one device whose id starts with `device_ref`.
+  struct AdminTarget;
+  Outcome<AdminTarget> ConnectForDevice(std::string_view device_ref, std::string_view action);
   // Checks the unit key, updates state and clock offset, stores verified
   // grants. Returns the number of class keys added; `bad_grants` counts grants
   // that did not verify (ignored, never used).

@@ -51,6 +51,7 @@ enum class errc {
   timeout,             // retry later
   server_error,        // the server failed: retry later
   wrong_unit,          // the server's unit root key does not match the code
+  wipe_ordered,        // the server handed this revoked device a wipe order
 };
 const boost::system::error_category& core_category() noexcept;
 error_code make_error_code(errc e) noexcept;

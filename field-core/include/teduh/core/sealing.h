@@ -68,6 +68,14 @@ std::string GrantMessage(std::string_view device_id, teduh::AccessClass key_clas
 std::string EnrollMessage(std::string_view code, std::string_view sign_pk, std::string_view box_pk,
                           std::string_view unit_root_pk);
 
+// "teduh-wipe-v1" || device_id || u16 BE len(unit_id) || unit_id || issued_ms u64 BE ||
+// admin_device_id
+std::string WipeOrderMessage(std::string_view device_id, std::string_view unit_id,
+                             std::int64_t issued_ms, std::string_view admin_device_id);
+// "teduh-wipe-receipt-v1" || device_id || order_signature || erased_ms u64 BE
+std::string WipeReceiptMessage(std::string_view device_id, std::string_view order_signature,
+                               std::int64_t erased_ms);
+
 // Short fingerprint of a public key: first 8 hex digits of BLAKE2b-256, upper case.
 std::string KeyFingerprint(std::string_view public_key);
 

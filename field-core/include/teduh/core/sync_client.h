@@ -37,7 +37,9 @@ class SyncClient {
 
   // Hello / Challenge / Proof / Welcome. `expected_server_id` (16 B) when
   // pinned: a different server id is errc::wrong_unit. After success the
-  // limits follow the smaller of ours and the server's.
+  // limits follow the smaller of ours and the server's. A revoked device may
+  // get a Wipe instead of the Welcome: errc::wipe_ordered, with the order
+  // (unverified) in wipe_order(); the connection stays open for the receipt.
   Outcome<teduh::sync::v1::Welcome> Authenticate(const Id& device_id,
                                                  const crypto::SecureBuffer& sign_sk,
                                                  const std::string& expected_server_id);
@@ -55,6 +57,11 @@ class SyncClient {
   Outcome<teduh::sync::v1::History> History(const Id& record_id, std::uint32_t field);
   Outcome<teduh::sync::v1::DeviceList> ListDevices();
   Outcome<teduh::sync::v1::ApproveResult> Approve(const teduh::sync::v1::ApproveDevice& request);
+  Outcome<teduh::sync::v1::RevokeResult> Revoke(const teduh::sync::v1::RevokeDevice& request);
+  const std::optional<teduh::keys::v1::WipeOrder>& wipe_order() const { return wipe_order_; }
+  // After a wipe order: sends the receipt; the server answers that the
+  // device is revoked, which is success here.
+  Outcome<void> SendWipeReceipt(const teduh::keys::v1::WipeReceipt& receipt);
 
   const FrameLimits& limits() const { return limits_; }
   bool poked() const { return poked_; }
@@ -64,13 +71,16 @@ class SyncClient {
   Outcome<teduh::sync::v1::Frame> Call(teduh::sync::v1::Frame request,
                                        teduh::sync::v1::Frame::BodyCase expected);
   Outcome<std::uint64_t> Send(teduh::sync::v1::Frame request);
-  Outcome<teduh::sync::v1::Frame> Await(std::uint64_t request_id,
-                                        teduh::sync::v1::Frame::BodyCase expected);
+  // `also`: a second body accepted as the answer.
+  Outcome<teduh::sync::v1::Frame> Await(
+      std::uint64_t request_id, teduh::sync::v1::Frame::BodyCase expected,
+      teduh::sync::v1::Frame::BodyCase also = teduh::sync::v1::Frame::BODY_NOT_SET);
 
   std::unique_ptr<Transport> transport_;
   FrameLimits limits_;
   std::uint64_t next_request_id_ = 1;
   bool poked_ = false;
+  std::optional<teduh::keys::v1::WipeOrder> wipe_order_;
 };
 
 // The officer's sentence for a server error code (without the server's own text).

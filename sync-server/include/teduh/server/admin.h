@@ -1,5 +1,6 @@
 // Administration of a server's data folder, run on the server host
-// (`teduh-server init | enroll | device list | audit verify | audit show`).
+// (`teduh-server init | enroll | device list | device revoke | audit verify |
+// audit show`).
 // These need no keys. They work while a server runs on the same folder
 // (SQLite WAL; a busy store is waited for up to a few seconds, then
 // errc::store_busy).
@@ -51,6 +52,23 @@ struct Enrollment {
 
 // Every enrolled device, oldest first.
 [[nodiscard]] core::result<std::vector<DeviceRow>> ListDevices(const std::string& data_dir);
+// The revocation of every revoked device.
+[[nodiscard]] core::result<std::vector<RevocationRow>> ListRevocations(const std::string& data_dir);
+
+struct ServerRevocation {
+  DeviceRow device;          // as it was before
+  RevocationRow revocation;  // as it is now
+};
+// Revokes a device from the server host (`teduh-server device revoke`): the
+// server refuses it from its next connection, and the revocation is audited
+// as the server operator's. The host holds no unit root key, so this signs no
+// wipe order: an admin device's `teduh device revoke` adds one, and the
+// device erases itself when it next connects. `device_ref` is 32 hex digits
+// or a unique prefix of at least 6 (core::errc::not_found,
+// core::errc::invalid_argument).
+[[nodiscard]] core::result<ServerRevocation> RevokeDeviceOnServer(const std::string& data_dir,
+                                                                  std::string_view device_ref,
+                                                                  core::Env& env);
 
 // Checks the whole audit chain of the data folder (CheckAuditChain, read-only).
 // A broken chain is a result with !intact() naming the first bad entry; an

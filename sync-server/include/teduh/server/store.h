@@ -48,8 +48,9 @@ using teduh::sync::v1::Role;
 using CodeHash = std::array<std::uint8_t, 32>;
 using AuditHash = std::array<std::uint8_t, 32>;
 
-// 2 added the audit log; a version 1 store is migrated when opened for writing.
-inline constexpr int kStoreSchemaVersion = 2;
+// 2 added the audit log, 3 revocations; an older store is migrated when
+// opened for writing.
+inline constexpr int kStoreSchemaVersion = 3;
 
 struct UnitInfo {
   std::string unit_id;  // 32 hex digits, made at init
@@ -71,6 +72,19 @@ struct DeviceRow {
   std::int64_t enrolled_ms = 0;
   std::int64_t last_sync_ms = 0;
   std::uint64_t last_device_seq = 0;  // highest device_seq processed (idempotency mark)
+};
+
+// A revoked device: who revoked it, the wipe order an admin device signed
+// (a serialized teduh.keys.v1.WipeOrder; empty until one is signed) and the
+// device's signed receipt once it erased itself.
+struct RevocationRow {
+  Id device_id{};
+  std::int64_t revoked_ms = 0;
+  std::optional<Id> by_device;  // the admin device; unset when revoked on the server host
+  std::string by_user;          // its user, or "server operator"
+  std::string wipe_order;
+  std::string receipt;  // a serialized teduh.keys.v1.WipeReceipt, empty until erased
+  std::int64_t wiped_ms = 0;
 };
 
 struct EnrollmentRow {
@@ -176,6 +190,10 @@ class Store {
   virtual error_code SetDeviceState(const Id& device_id, DeviceState state) = 0;
   virtual error_code SetDeviceMark(const Id& device_id, std::uint64_t last_device_seq) = 0;
   virtual error_code TouchDevice(const Id& device_id, std::int64_t now_ms) = 0;
+
+  // Revocations (a row per revoked device, replaced as its order and receipt arrive).
+  virtual result<std::optional<RevocationRow>> FindRevocation(const Id& device_id) = 0;
+  virtual error_code PutRevocation(const RevocationRow& row) = 0;
 
   virtual result<std::optional<EnrollmentRow>> FindEnrollment(const CodeHash& hash) = 0;
   virtual error_code InsertEnrollment(const EnrollmentRow& row) = 0;
