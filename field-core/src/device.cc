@@ -628,7 +628,7 @@ Outcome<void> Device::EnsureCaseKey(LocalStore::EditTxn& txn, const Id& case_id,
     if (!k) return k.error();
     return {};
   }
-  auto epoch = vault_->latest_epoch(key_class);
+  auto epoch = WriteEpochLocked(key_class);
   if (!epoch) {
     return Fail(errc::key_missing,
                 fmt::format("this device holds no {} key{}", ClassName(key_class),
@@ -1700,6 +1700,7 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
     return {};
   };
   if (auto r = welcome_in(); !r) return fail(r.error());  // fail() takes the lock itself
+  if (auto r = AckHeldKeys(**client, welcome); !r) return fail(r.error());
   const std::size_t push_limit = std::max<std::size_t>(1, (*client)->limits().max_push_changes);
   const std::uint32_t pull_limit =
       static_cast<std::uint32_t>(std::max<std::size_t>(1, (*client)->limits().max_pull_changes));
@@ -1817,13 +1818,41 @@ Outcome<std::unique_ptr<SyncClient>> Device::ConnectOnline() {
   pb::Welcome welcome;
   auto client = ConnectAndAuthenticate(&welcome);
   if (!client) return client.error();
-  std::lock_guard g(mu_);
-  if (auto r = CheckOpen(); !r) return r.error();
-  if (auto r = AcceptWelcome(welcome, nullptr); !r) return r.error();
+  {
+    std::lock_guard g(mu_);
+    if (auto r = CheckOpen(); !r) return r.error();
+    if (auto r = AcceptWelcome(welcome, nullptr); !r) return r.error();
+  }
+  if (auto r = AckHeldKeys(**client, welcome); !r) return r.error();
   return std::move(*client);
 }
 
 namespace {
+
+// A grant of K[cls][epoch] to a device: sealed to its box key, signed with
+// the unit root key.
+Outcome<teduh::keys::v1::Grant> SignedGrant(const Vault& vault, const std::string& device_id,
+                                            const std::string& box_pk, teduh::AccessClass cls,
+                                            std::uint32_t epoch) {
+  const crypto::SecureBuffer* k = vault.class_key(cls, epoch);
+  if (k == nullptr) return Fail(errc::key_missing, "this admin device lacks a key to grant");
+  auto sealed = crypto::SealTo(AsSpan(box_pk), k->view());
+  if (!sealed) return Fail(sealed.error(), "cannot seal the key to the device");
+  teduh::keys::v1::Grant g;
+  g.set_device_id(device_id);
+  g.set_key_class(cls);
+  g.set_epoch(epoch);
+  g.set_sealed_key(BytesOf(*sealed));
+  auto sig = crypto::Sign(vault.unit_root_sk(),
+                          AsSpan(GrantMessage(device_id, cls, epoch, g.sealed_key())));
+  if (!sig) return Fail(sig.error(), "cannot sign the grant");
+  g.set_signature(BytesOf(*sig));
+  return g;
+}
+
+std::string RotationMetaKey(teduh::AccessClass cls) {
+  return fmt::format("rotation_pending_{}", static_cast<int>(cls));
+}
 
 RemoteDevice RemoteFromInfo(const pb::DeviceInfo& d) {
   RemoteDevice r;
@@ -1972,24 +2001,19 @@ Outcome<RemoteDevice> Device::ApproveDevice(std::string_view device_ref) {
     if (auto r = CheckOpen(); !r) return r.error();
     for (auto cls : ClassesFor(target->role())) {
       cls = Normal(cls);
-      auto epoch = vault_->latest_epoch(cls);
-      if (!epoch) {
+      // Every epoch still in use (case keys written offline may be under an
+      // older one), except that of a rotation not yet committed.
+      auto newest = WriteEpochLocked(cls);
+      if (!newest) {
         return Fail(errc::key_missing,
                     fmt::format("this admin device holds no {} key to grant", ClassName(cls)));
       }
-      const crypto::SecureBuffer* k = vault_->class_key(cls, *epoch);
-      auto sealed = crypto::SealTo(AsSpan(target->box_pk()), k->view());
-      if (!sealed) return Fail(sealed.error(), "cannot seal the key to the device");
-      std::string sealed_key(reinterpret_cast<const char*>(sealed->data()), sealed->size());
-      std::string m = GrantMessage(target->device_id(), cls, *epoch, sealed_key);
-      auto sig = crypto::Sign(vault_->unit_root_sk(), AsSpan(m));
-      if (!sig) return Fail(sig.error(), "cannot sign the grant");
-      auto* g2 = req.add_grants();
-      g2->set_device_id(target->device_id());
-      g2->set_key_class(cls);
-      g2->set_epoch(*epoch);
-      g2->set_sealed_key(sealed_key);
-      g2->set_signature(BytesOf(*sig));
+      for (std::uint32_t epoch : vault_->epochs(cls)) {
+        if (epoch > *newest) continue;
+        auto g2 = SignedGrant(*vault_, target->device_id(), target->box_pk(), cls, epoch);
+        if (!g2) return g2.error();
+        *req.add_grants() = std::move(*g2);
+      }
     }
   }
   auto res = client.Approve(req);
@@ -2030,6 +2054,218 @@ Outcome<RemoteDevice> Device::RevokeDevice(std::string_view device_ref) {
   client.Close();
   if (!res) return res.error();
   return RemoteFromInfo(res->has_device() ? res->device() : target);
+}
+
+std::optional<std::uint32_t> Device::WriteEpochLocked(teduh::AccessClass key_class) {
+  key_class = Normal(key_class);
+  std::optional<std::uint32_t> pending;
+  if (auto p = store_->GetMeta(RotationMetaKey(key_class)); p && *p && !(*p)->empty()) {
+    try {
+      pending = static_cast<std::uint32_t>(std::stoul(**p));
+    } catch (const std::exception&) {
+    }
+  }
+  std::optional<std::uint32_t> best;
+  for (std::uint32_t e : vault_->epochs(key_class))
+    if (!pending || e != *pending) best = e;
+  return best;
+}
+
+Outcome<void> Device::AckHeldKeys(SyncClient& client, const pb::Welcome& welcome) {
+  pb::AckKeys ack;
+  bool news = false;
+  {
+    std::lock_guard g(mu_);
+    if (auto r = CheckOpen(); !r) return r.error();
+    for (const auto& gr : welcome.grants()) {
+      if (gr.device_id() != AsBytes(meta_->device_id)) continue;
+      if (vault_->class_key(Normal(gr.key_class()), gr.epoch()) == nullptr) continue;
+      pb::KeyEpoch* k = ack.add_held();
+      k->set_key_class(Normal(gr.key_class()));
+      k->set_epoch(gr.epoch());
+      news |= !gr.acked();
+    }
+  }
+  if (!news) return {};
+  auto r = client.AckKeys(ack);
+  if (!r) return r.error();
+  return {};
+}
+
+Outcome<RotationReport> Device::RotateClassKey(
+    teduh::AccessClass key_class, const std::function<void(std::size_t, std::size_t)>& progress) {
+  key_class = Normal(key_class);
+  RotationReport report;
+  report.key_class = key_class;
+  {
+    std::lock_guard g(mu_);
+    if (auto r = CheckOpen(); !r) return r.error();
+    if (meta_->role != Role::ROLE_ADMIN || vault_->unit_root_sk().empty()) {
+      return Fail(errc::forbidden,
+                  "only the admin device holding the unit root key can rotate keys");
+    }
+    auto counts = store_->CountOutbox();
+    if (!counts) return counts.error();
+    if (counts->pending > 0) {
+      return Fail(errc::invalid_argument,
+                  "this device has unsent edits: run teduh sync first, then rotate");
+    }
+  }
+  auto client = ConnectOnline();
+  if (!client) return client.error();
+
+  // The new epoch: a pending one is resumed; otherwise it is chosen, recorded
+  // as pending, and only then made and saved in the vault (a crash in between
+  // leaves a pending epoch without a key, which the next run makes).
+  std::vector<pb::Rewrap> rewraps;
+  const crypto::SecureBuffer* new_key = nullptr;
+  {
+    std::lock_guard g(mu_);
+    if (auto r = CheckOpen(); !r) return r.error();
+    auto committed = WriteEpochLocked(key_class);
+    if (!committed) {
+      return Fail(errc::key_missing,
+                  fmt::format("this device holds no {} key to rotate", ClassName(key_class)));
+    }
+    auto pending = store_->GetMeta(RotationMetaKey(key_class));
+    if (!pending) return pending.error();
+    report.epoch = *committed + 1;
+    report.resumed = *pending && !(*pending)->empty();
+    if (report.resumed) report.epoch = static_cast<std::uint32_t>(std::stoul(**pending));
+    if (auto r = store_->SetMeta(RotationMetaKey(key_class), std::to_string(report.epoch)); !r)
+      return r.error();
+    if (vault_->class_key(key_class, report.epoch) == nullptr) {
+      auto fresh = crypto::RandomSecret(crypto::kAeadKeyBytes);
+      if (!fresh) return Fail(fresh.error(), "cannot make the new key");
+      std::map<std::pair<teduh::AccessClass, std::uint32_t>, crypto::SecureBuffer> add;
+      add.emplace(std::make_pair(key_class, report.epoch), std::move(*fresh));
+      if (auto r = vault_->AddClassKeys(std::move(add)); !r) return r.error();
+    }
+    new_key = vault_->class_key(key_class, report.epoch);
+
+    // Every case key of the class under an older epoch, re-wrapped.
+    auto ck = crypto::SecureBuffer::Allocate(crypto::kAeadKeyBytes);
+    if (!ck) return Fail(ck.error(), "cannot hold a case key in guarded memory");
+    std::size_t lacking = 0;
+    auto scan = store_->ForEachRecordOpenFields(
+        kCaseKeyKind,
+        [&](const RecordInfo& rec, std::vector<StoredValue>& values) -> Outcome<void> {
+          teduh::keys::v1::CaseKey key;
+          for (auto& v : values) {
+            key.MergeFromString(v.value);
+            crypto::Wipe(v.value);
+          }
+          if (Normal(key.key_class()) != key_class || key.epoch() >= report.epoch || !rec.parent_id)
+            return {};
+          const crypto::SecureBuffer* old_key = vault_->class_key(key_class, key.epoch());
+          if (old_key == nullptr) {
+            ++lacking;
+            return {};
+          }
+          if (UnwrapCaseKeyInto(*old_key, *rec.parent_id, key_class, key.version(), key.epoch(),
+                                key.wrapped(), *ck)) {
+            return Fail(errc::integrity, fmt::format("the key record {} of case {} does not verify",
+                                                     ToHex(rec.record_id).substr(0, 8),
+                                                     ToHex(*rec.parent_id).substr(0, 8)));
+          }
+          auto wrapped =
+              WrapCaseKey(*new_key, *rec.parent_id, key_class, key.version(), report.epoch, *ck);
+          if (!wrapped) return Fail(wrapped.error(), "cannot wrap a case key");
+          pb::Rewrap& rw = rewraps.emplace_back();
+          rw.set_record_id(std::string(AsBytes(rec.record_id)));
+          rw.set_wrapped(std::move(*wrapped));
+          return {};
+        });
+    ck->Reset();
+    if (!scan) return scan.error();
+    if (lacking > 0) {
+      return Fail(errc::key_missing,
+                  fmt::format("{} case keys are under an epoch of the {} key this device does not "
+                              "hold: sync, then rotate again",
+                              lacking, ClassName(key_class)));
+    }
+  }
+
+  // Staged in batches; nothing is visible to anyone until the commit.
+  const std::size_t batch = std::max<std::size_t>(1, (*client)->limits().max_push_changes);
+  const std::size_t total = rewraps.size();
+  for (std::size_t i = 0; i < total; i += batch) {
+    pb::RotateKeys req;
+    req.set_key_class(key_class);
+    req.set_epoch(report.epoch);
+    for (std::size_t j = i; j < std::min(total, i + batch); ++j)
+      *req.add_rewraps() = std::move(rewraps[j]);
+    report.bytes_sent += req.ByteSizeLong();
+    auto r = (*client)->Rotate(req);
+    if (!r) return r.error();
+    if (progress) progress(std::min(total, i + batch), total);
+  }
+  report.rewrapped = total;
+
+  pb::RotateKeys commit;
+  commit.set_key_class(key_class);
+  commit.set_epoch(report.epoch);
+  commit.set_commit(true);
+  auto list = (*client)->ListDevices();
+  if (!list) return list.error();
+  {
+    std::lock_guard g(mu_);
+    if (auto r = CheckOpen(); !r) return r.error();
+    for (const auto& d : list->devices()) {
+      if (d.state() != pb::DEVICE_STATE_ACTIVE || !MayHoldClass(d.role(), key_class)) continue;
+      auto grant = SignedGrant(*vault_, d.device_id(), d.box_pk(), key_class, report.epoch);
+      if (!grant) return grant.error();
+      *commit.add_grants() = std::move(*grant);
+      ++report.devices;
+    }
+  }
+  report.bytes_sent += commit.ByteSizeLong();
+  auto done = (*client)->Rotate(commit);
+  (*client)->Close();
+  if (!done) return done.error();
+  if (!done->committed()) {
+    return Fail(errc::rejected,
+                fmt::format("the server knows {} case keys this device has not received yet: run "
+                            "teduh sync, then teduh key rotate again (it resumes)",
+                            done->uncovered()));
+  }
+  std::lock_guard g(mu_);
+  if (auto r = CheckOpen(); !r) return r.error();
+  if (auto r = store_->SetMeta(RotationMetaKey(key_class), ""); !r) return r.error();
+  return report;
+}
+
+Outcome<std::vector<KeyClassView>> Device::KeyStatus() {
+  {
+    std::lock_guard g(mu_);
+    if (auto r = CheckOpen(); !r) return r.error();
+    if (meta_->role != Role::ROLE_ADMIN) {
+      return Fail(errc::forbidden, "only admin devices see the unit's key status");
+    }
+  }
+  auto client = ConnectOnline();
+  if (!client) return client.error();
+  auto status = (*client)->KeyStatus();
+  (*client)->Close();
+  if (!status) return status.error();
+  std::vector<KeyClassView> out;
+  for (const auto& c : status->classes()) {
+    KeyClassView v;
+    v.key_class = c.key_class();
+    v.current_epoch = c.current_epoch();
+    for (const auto& e : c.epochs())
+      v.epochs.push_back({e.epoch(), e.case_keys(), e.devices_granted(), e.devices_acked()});
+    for (const auto& d : c.devices()) {
+      KeyDeviceView dv;
+      if (auto id = IdFromBytes(d.device_id())) dv.device_id = *id;
+      dv.user = d.user();
+      dv.role = RoleName(d.role());
+      dv.acked_epoch = d.acked_epoch();
+      v.devices.push_back(std::move(dv));
+    }
+    out.push_back(std::move(v));
+  }
+  return out;
 }
 
 }  // namespace teduh::core

@@ -152,6 +152,37 @@ struct Checker {
                (!f.revoke_device().has_wipe_order() || WipeOrderOk(f.revoke_device().wipe_order()));
       case v1::Frame::kRevokeResult:
         return Device(f.revoke_result().device());
+      case v1::Frame::kRotateKeys: {
+        const auto& r = f.rotate_keys();
+        if (!Count(r.rewraps_size(), limits.max_push_changes, "rewraps") ||
+            !Count(r.grants_size(), limits.max_devices, "grants"))
+          return false;
+        for (const auto& w : r.rewraps())
+          if (!Len(w.record_id(), 16, "record_id") ||
+              !(w.wrapped().size() <= 128 || Fail("wrapped is too long")))
+            return false;
+        for (const auto& g : r.grants())
+          if (!GrantOk(g)) return false;
+        return true;
+      }
+      case v1::Frame::kRotateResult:
+      case v1::Frame::kAckKeysResult:
+      case v1::Frame::kKeyStatusRequest:
+        return true;
+      case v1::Frame::kAckKeys:
+        return Count(f.ack_keys().held_size(), limits.max_grants, "held");
+      case v1::Frame::kKeyStatus: {
+        const auto& k = f.key_status();
+        if (!Count(k.classes_size(), 8, "classes")) return false;
+        for (const auto& c : k.classes()) {
+          if (!Count(c.epochs_size(), limits.max_grants, "epochs") ||
+              !Count(c.devices_size(), limits.max_devices, "devices"))
+            return false;
+          for (const auto& d : c.devices())
+            if (!Len(d.device_id(), 16, "device_id") || !Text(d.user(), "user")) return false;
+        }
+        return true;
+      }
       case v1::Frame::kWipe:
         return WipeOrderOk(f.wipe().order());
       case v1::Frame::kWipeReceipt: {

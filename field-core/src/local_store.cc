@@ -713,6 +713,47 @@ Outcome<std::vector<RecordInfo>> LocalStore::ListRecords(std::string_view kind,
   return out;
 }
 
+Outcome<void> LocalStore::ForEachRecordOpenFields(
+    std::string_view kind,
+    const std::function<Outcome<void>(const RecordInfo&, std::vector<StoredValue>&)>& visit) {
+  if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
+  Stmt q(*stmts_,
+         "SELECT r.record_id, r.parent_id, r.unit_id, f.field, f.value, f.stamp_hlc, "
+         "f.stamp_device FROM records r JOIN fields f ON f.record_id = r.record_id "
+         "WHERE r.kind=?1 AND f.sealed=0 ORDER BY r.record_id, f.field");
+  q.BindText(1, kind);
+  RecordInfo current;
+  std::vector<StoredValue> values;
+  bool have = false;
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    auto id = ToId(q.Blob(0));
+    if (!id) continue;
+    if (!have || *id != current.record_id) {
+      if (have) {
+        if (auto r = visit(current, values); !r) return r;
+      }
+      have = true;
+      values.clear();
+      current.record_id = *id;
+      current.kind = std::string(kind);
+      current.parent_id = q.IsNull(1) ? std::nullopt : ToId(q.Blob(1));
+      current.unit_id = q.Text(2);
+    }
+    StoredValue v;
+    v.field = static_cast<std::uint32_t>(q.Int(3));
+    v.stamp.hlc = q.UInt(5);
+    if (auto d = ToId(q.Blob(6))) v.stamp.device = *d;
+    auto plain = OpenAtRest(FieldAd(*id, v.field), q.Blob(4));
+    if (!plain) return plain.error();
+    v.value = std::move(*plain);
+    values.push_back(std::move(v));
+  }
+  if (rc != SQLITE_DONE) return SqlFail(rc, "reading records");
+  if (have) return visit(current, values);
+  return {};
+}
+
 Outcome<std::vector<Id>> LocalStore::MatchPrefix(std::string_view kind,
                                                  std::string_view hex_prefix) {
   if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");

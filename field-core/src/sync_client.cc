@@ -225,6 +225,30 @@ Outcome<pb::RevokeResult> SyncClient::Revoke(const pb::RevokeDevice& request) {
   return std::move(*r->mutable_revoke_result());
 }
 
+Outcome<pb::RotateResult> SyncClient::Rotate(const pb::RotateKeys& request) {
+  pb::Frame f;
+  *f.mutable_rotate_keys() = request;
+  auto r = Call(std::move(f), pb::Frame::kRotateResult);
+  if (!r) return r.error();
+  return std::move(*r->mutable_rotate_result());
+}
+
+Outcome<void> SyncClient::AckKeys(const pb::AckKeys& request) {
+  pb::Frame f;
+  *f.mutable_ack_keys() = request;
+  auto r = Call(std::move(f), pb::Frame::kAckKeysResult);
+  if (!r) return r.error();
+  return {};
+}
+
+Outcome<pb::KeyStatus> SyncClient::KeyStatus() {
+  pb::Frame f;
+  f.mutable_key_status_request();
+  auto r = Call(std::move(f), pb::Frame::kKeyStatus);
+  if (!r) return r.error();
+  return std::move(*r->mutable_key_status());
+}
+
 Outcome<void> SyncClient::SendWipeReceipt(const teduh::keys::v1::WipeReceipt& receipt) {
   pb::Frame f;
   *f.mutable_wipe_receipt() = receipt;

@@ -38,6 +38,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -343,6 +344,15 @@ std::optional<std::uint32_t> Vault::latest_epoch(teduh::AccessClass key_class) c
     if (k.first == key_class && (!best || k.second > *best)) best = k.second;
   }
   return best;
+}
+
+std::vector<std::uint32_t> Vault::epochs(teduh::AccessClass key_class) const {
+  if (key_class == teduh::ACCESS_CLASS_UNSPECIFIED) key_class = teduh::ACCESS_CLASS_GENERAL;
+  std::vector<std::uint32_t> out;
+  for (const auto& [k, v] : secrets_.class_keys)
+    if (k.first == key_class) out.push_back(k.second);
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 Outcome<void> Vault::Write(const VaultSecrets& secrets) const {

@@ -132,6 +132,17 @@ core::error_code AuditRevoke(Store& store, std::int64_t now_ms, const std::optio
   return AppendAuditEntry(store, &entry);
 }
 
+core::error_code AuditRotate(WriterState& ws, const Identity& who, teduh::AccessClass key_class,
+                             std::uint32_t epoch, std::uint64_t rewrapped) {
+  a1::AuditEntry entry;
+  StartEntry(ws, a1::ENTRY_KIND_ROTATE, who.device_id, who.user, who.role, &entry);
+  a1::GrantedKey* k = entry.add_grants();
+  k->set_key_class(key_class);
+  k->set_epoch(epoch);
+  entry.set_rewrapped(rewrapped);
+  return AppendAuditEntry(ws.store, &entry);
+}
+
 core::error_code AuditWipeReceipt(WriterState& ws, const DeviceRow& device,
                                   std::string_view receipt_signature) {
   a1::AuditEntry entry;

@@ -36,4 +36,10 @@ namespace teduh::server {
 [[nodiscard]] core::error_code AuditWipeReceipt(WriterState& ws, const DeviceRow& device,
                                                 std::string_view receipt_signature);
 
+// `who` rotated the class key to `epoch`: `rewrapped` case key records,
+// and the grants of the new epoch (in the store).
+[[nodiscard]] core::error_code AuditRotate(WriterState& ws, const Identity& who,
+                                           teduh::AccessClass key_class, std::uint32_t epoch,
+                                           std::uint64_t rewrapped);
+
 }  // namespace teduh::server

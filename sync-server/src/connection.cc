@@ -76,7 +76,8 @@ void Registry::Remove(std::uint64_t id) {
   entries_.erase(id);
 }
 
-void Registry::Poke(std::uint64_t except, bool touched, const std::vector<std::string>& users) {
+void Registry::Poke(std::uint64_t except, bool touched, const std::vector<std::string>& users,
+                    bool everyone) {
   if (!touched) return;
   std::vector<std::function<void()>> targets;
   {
@@ -88,10 +89,11 @@ void Registry::Poke(std::uint64_t except, bool touched, const std::vector<std::s
         case PullScope::Kind::kNothing:
           break;
         case PullScope::Kind::kUnit:
+        case PullScope::Kind::kKeys:
           hit = true;
           break;
         case PullScope::Kind::kAssignedTo:
-          hit = std::binary_search(users.begin(), users.end(), e.scope.user);
+          hit = everyone || std::binary_search(users.begin(), users.end(), e.scope.user);
           break;
       }
       if (hit) targets.push_back(e.poke);
@@ -235,6 +237,12 @@ void Connection::OnMessage(std::string_view bytes, bool binary) {
           return OnApprove(rid, frame);
         case v1::Frame::kRevokeDevice:
           return OnRevoke(rid, frame);
+        case v1::Frame::kRotateKeys:
+          return OnRotate(rid, frame);
+        case v1::Frame::kAckKeys:
+          return OnAckKeys(rid, frame);
+        case v1::Frame::kKeyStatusRequest:
+          return OnKeyStatus(rid);
         case v1::Frame::kHistoryRequest:
           return OnHistory(rid, frame->history_request());
         default:
@@ -485,6 +493,60 @@ void Connection::OnWipeReceipt(std::uint64_t rid, std::shared_ptr<v1::Frame> fra
           Reply(rid, std::move(out->reply), true);
         });
       });
+  if (!queued) StoreFailed(rid);
+}
+
+void Connection::OnRotate(std::uint64_t rid, std::shared_ptr<v1::Frame> frame) {
+  auto out = std::make_shared<Outcome>();
+  auto committed = std::make_shared<bool>(false);
+  auto post = host_.Poster();
+  const std::uint64_t me = registry_id_;
+  ServerContext& ctx = ctx_;
+  bool queued = ctx_.worker->SubmitWrite(
+      [frame, out, committed, who = identity_](WriterState& ws) {
+        return Rotate(ws, who, frame->rotate_keys(), out.get(), committed.get());
+      },
+      [this, &ctx, post, rid, out, committed, me](core::error_code ec) {
+        // Every device holding a case pulls its re-wrapped keys.
+        if (!ec && *committed) ctx.registry.Poke(me, true, {}, /*everyone=*/true);
+        post([this, rid, out, committed, ec] {
+          if (ec) return StoreFailed(rid);
+          if (*committed)
+            ctx_.Log("warn", "rotated",
+                     fmt::format("peer={} by={} records={}", peer_, ShortId(identity_.device_id),
+                                 out->reply.rotate_result().staged()));
+          Reply(rid, std::move(out->reply), out->close);
+        });
+      });
+  if (!queued) StoreFailed(rid);
+}
+
+void Connection::OnAckKeys(std::uint64_t rid, std::shared_ptr<v1::Frame> frame) {
+  auto out = std::make_shared<Outcome>();
+  auto post = host_.Poster();
+  bool queued = ctx_.worker->SubmitWrite(
+      [frame, out, who = identity_](WriterState& ws) {
+        return AckKeys(ws, who, frame->ack_keys(), out.get());
+      },
+      [this, post, rid, out](core::error_code ec) {
+        post([this, rid, out, ec] {
+          if (ec) return StoreFailed(rid);
+          Reply(rid, std::move(out->reply), out->close);
+        });
+      });
+  if (!queued) StoreFailed(rid);
+}
+
+void Connection::OnKeyStatus(std::uint64_t rid) {
+  auto post = host_.Poster();
+  bool queued = ctx_.worker->SubmitRead([this, post, rid, who = identity_](Store& store) {
+    auto out = std::make_shared<Outcome>();
+    auto ec = KeyStatusFor(store, who, out.get());
+    post([this, rid, out, ec] {
+      if (ec) return StoreFailed(rid);
+      Reply(rid, std::move(out->reply), out->close);
+    });
+  });
   if (!queued) StoreFailed(rid);
 }
 

@@ -80,6 +80,9 @@ class Connection {
   void OnApprove(std::uint64_t request_id, std::shared_ptr<v1::Frame> frame);
   void OnRevoke(std::uint64_t request_id, std::shared_ptr<v1::Frame> frame);
   void OnWipeReceipt(std::uint64_t request_id, std::shared_ptr<v1::Frame> frame);
+  void OnRotate(std::uint64_t request_id, std::shared_ptr<v1::Frame> frame);
+  void OnAckKeys(std::uint64_t request_id, std::shared_ptr<v1::Frame> frame);
+  void OnKeyStatus(std::uint64_t request_id);
   void OnHistory(std::uint64_t request_id, const v1::HistoryRequest& request);
   void StoreFailed(std::uint64_t request_id);
   void AssertInvariants() const;

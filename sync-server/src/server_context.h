@@ -49,8 +49,9 @@ class Registry {
   void Remove(std::uint64_t id);
   // Pokes every authenticated connection except `except` whose scope a
   // commit touched: unit-wide scopes if anything changed, assigned scopes if
-  // their user is in `users` (sorted).
-  void Poke(std::uint64_t except, bool touched, const std::vector<std::string>& users);
+  // their user is in `users` (sorted), or every scope if `everyone`.
+  void Poke(std::uint64_t except, bool touched, const std::vector<std::string>& users,
+            bool everyone = false);
   void CloseAll();
   std::size_t size() const;
 

@@ -62,6 +62,7 @@
 #include <utility>
 
 #include "teduh/core/ids.h"
+#include "teduh/keys/v1/keys.pb.h"
 #include "teduh/server/error.h"
 #include "teduh/server/store.h"
 
@@ -219,6 +220,12 @@ CREATE TABLE IF NOT EXISTS revocations(
   device_id BLOB PRIMARY KEY, revoked_ms INTEGER NOT NULL, by_device BLOB NOT NULL,
   by_user TEXT NOT NULL, wipe_order BLOB NOT NULL, receipt BLOB NOT NULL,
   wiped_ms INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS key_acks(
+  device_id BLOB NOT NULL, key_class INTEGER NOT NULL, epoch INTEGER NOT NULL,
+  acked_ms INTEGER NOT NULL, PRIMARY KEY(device_id, key_class, epoch)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rotation_staging(
+  key_class INTEGER NOT NULL, epoch INTEGER NOT NULL, record_id BLOB NOT NULL,
+  wrapped BLOB NOT NULL, PRIMARY KEY(key_class, record_id)) WITHOUT ROWID;
 )sql";
 
 constexpr const char* kFieldColumns =
@@ -556,6 +563,117 @@ class SqliteStore final : public Store {
                    .Int(7, r.wiped_ms));
   }
 
+  result<std::vector<GrantRow>> AllGrants() override {
+    if (sticky_) return sticky_;
+    std::vector<GrantRow> rows;
+    if (!has_revocations_) return rows;
+    Stmt& s = stmts_->all_grants;
+    s.Start();
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) {
+      GrantRow g;
+      g.device_id = s.ColId(0);
+      g.key_class = static_cast<teduh::AccessClass>(s.ColInt(1));
+      g.epoch = static_cast<std::uint32_t>(s.ColInt(2));
+      g.sealed_key = std::string(s.ColBlob(3));
+      g.signature = std::string(s.ColBlob(4));
+      rows.push_back(std::move(g));
+    }
+    s.Done();
+    if (rc != SQLITE_DONE) return Fail(rc);
+    return rows;
+  }
+  error_code PutKeyAck(const KeyAckRow& a) override {
+    return Run(stmts_->put_key_ack.Start()
+                   .Blob(1, a.device_id)
+                   .Int(2, a.key_class)
+                   .Int(3, a.epoch)
+                   .Int(4, a.acked_ms));
+  }
+  result<std::vector<KeyAckRow>> KeyAcks() override {
+    if (sticky_) return sticky_;
+    std::vector<KeyAckRow> rows;
+    if (!has_revocations_) return rows;
+    Stmt& s = stmts_->key_acks;
+    s.Start();
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) {
+      KeyAckRow a;
+      a.device_id = s.ColId(0);
+      a.key_class = static_cast<teduh::AccessClass>(s.ColInt(1));
+      a.epoch = static_cast<std::uint32_t>(s.ColInt(2));
+      rows.push_back(a);
+    }
+    s.Done();
+    if (rc != SQLITE_DONE) return Fail(rc);
+    return rows;
+  }
+  error_code StageRewrap(teduh::AccessClass key_class, std::uint32_t epoch, const Id& record_id,
+                         std::string_view wrapped) override {
+    if (auto ec = Run(stmts_->clear_other_staging.Start().Int(1, key_class).Int(2, epoch)))
+      return ec;
+    return Run(stmts_->stage_rewrap.Start()
+                   .Int(1, key_class)
+                   .Int(2, epoch)
+                   .Blob(3, record_id)
+                   .Blob(4, wrapped));
+  }
+  error_code ClearStaging(teduh::AccessClass key_class) override {
+    return Run(stmts_->clear_staging.Start().Int(1, key_class));
+  }
+  error_code ScanStaging(
+      teduh::AccessClass key_class, std::uint32_t epoch,
+      const std::function<error_code(const Id&, std::string_view)>& visit) override {
+    if (sticky_) return sticky_;
+    // Copied out first: `visit` writes, and no statement may stay active across writes
+    // of the same rows.
+    std::vector<std::pair<Id, std::string>> rows;
+    Stmt& s = stmts_->scan_staging;
+    s.Start().Int(1, key_class).Int(2, epoch);
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) rows.emplace_back(s.ColId(0), std::string(s.ColBlob(1)));
+    s.Done();
+    if (rc != SQLITE_DONE) return Fail(rc);
+    for (const auto& [id, wrapped] : rows)
+      if (auto ec = visit(id, wrapped)) return ec;
+    return {};
+  }
+  error_code ScanCaseKeys(const std::function<void(const CaseKeyRow&)>& visit) override {
+    if (sticky_) return sticky_;
+    if (!has_revocations_) return {};
+    Stmt& s = stmts_->scan_case_keys;
+    s.Start().Text(1, "teduh.keys.v1.CaseKey");
+    CaseKeyRow row;
+    teduh::keys::v1::CaseKey fields;
+    bool have = false;
+    int rc;
+    auto flush = [&] {
+      if (!have) return;
+      row.key_class = fields.key_class() == teduh::ACCESS_CLASS_UNSPECIFIED
+                          ? teduh::ACCESS_CLASS_GENERAL
+                          : fields.key_class();
+      row.version = fields.version();
+      row.epoch = fields.epoch();
+      visit(row);
+    };
+    while ((rc = s.Step()) == SQLITE_ROW) {
+      const Id id = s.ColId(0);
+      if (!have || id != row.record_id) {
+        flush();
+        have = true;
+        row.record_id = id;
+        row.case_id = s.ColId(1);
+        fields.Clear();
+      }
+      auto value = s.ColBlob(3);
+      fields.MergeFromString(std::string(value));
+    }
+    s.Done();
+    if (rc != SQLITE_DONE) return Fail(rc);
+    flush();
+    return {};
+  }
+
   result<std::optional<EnrollmentRow>> FindEnrollment(const CodeHash& hash) override {
     if (sticky_) return sticky_;
     Stmt& s = stmts_->find_enrollment;
@@ -844,7 +962,9 @@ class SqliteStore final : public Store {
                          const std::function<bool(const ChangeView&)>& visit) override {
     if (sticky_) return sticky_;
     if (scope.kind == PullScope::Kind::kNothing) return {};
-    Stmt& s = scope.kind == PullScope::Kind::kUnit ? stmts_->scan_unit : stmts_->scan_assigned;
+    Stmt& s = scope.kind == PullScope::Kind::kUnit   ? stmts_->scan_unit
+              : scope.kind == PullScope::Kind::kKeys ? stmts_->scan_keys
+                                                     : stmts_->scan_assigned;
     s.Start().U64(1, after_seq).Int(2, static_cast<std::int64_t>(max_rows));
     if (scope.kind == PullScope::Kind::kAssignedTo) s.Text(3, scope.user);
     FieldRow row;
@@ -892,8 +1012,10 @@ class SqliteStore final : public Store {
         find_enrollment, insert_enrollment, use_enrollment, put_grant, grants_for, find_record,
         insert_record, find_field, put_field, append_history, case_field_rowids, reseq_field,
         is_assigned, assignees, clear_assignees, add_assignee, holds_case, record_holding,
-        put_rejection, find_rejection, scan_unit, scan_assigned, history_of, current_of, get_meta,
-        put_meta, insert_audit, scan_audit, audit_head, find_revocation, put_revocation;
+        put_rejection, find_rejection, scan_unit, scan_keys, scan_assigned, history_of, current_of,
+        get_meta, put_meta, insert_audit, scan_audit, audit_head, find_revocation, put_revocation,
+        all_grants, put_key_ack, key_acks, stage_rewrap, clear_other_staging, clear_staging,
+        scan_staging, scan_case_keys;
   };
 
   SqliteStore() = default;
@@ -1035,6 +1157,7 @@ class SqliteStore final : public Store {
         {&st.find_rejection,
          "SELECT reason, detail FROM rejections WHERE device_id = ?1 AND device_seq = ?2"},
         {&st.scan_unit, scan + "ORDER BY f.seq LIMIT ?2"},
+        {&st.scan_keys, scan + "AND r.kind = 'teduh.keys.v1.CaseKey' ORDER BY f.seq LIMIT ?2"},
         {&st.scan_assigned, scan + "AND r.case_id IN (SELECT case_id FROM assignments WHERE user = "
                                    "?3) ORDER BY f.seq LIMIT ?2"},
         {&st.history_of,
@@ -1047,7 +1170,27 @@ class SqliteStore final : public Store {
         {&st.get_meta, "SELECT value FROM meta WHERE key = ?1"},
         {&st.put_meta, "INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)"},
     };
-    if (has_revocations_) {  // a read-only older store has no revocations table
+    if (has_revocations_) {  // a read-only older store has none of the version 3 tables
+      all.push_back({&st.all_grants,
+                     "SELECT device_id, key_class, epoch, sealed_key, signature FROM grants "
+                     "ORDER BY key_class, epoch, device_id"});
+      all.push_back({&st.put_key_ack,
+                     "INSERT OR IGNORE INTO key_acks(device_id, key_class, epoch, acked_ms) "
+                     "VALUES(?1, ?2, ?3, ?4)"});
+      all.push_back({&st.key_acks, "SELECT device_id, key_class, epoch FROM key_acks"});
+      all.push_back({&st.stage_rewrap,
+                     "INSERT OR REPLACE INTO rotation_staging(key_class, epoch, record_id, "
+                     "wrapped) VALUES(?1, ?2, ?3, ?4)"});
+      all.push_back({&st.clear_other_staging,
+                     "DELETE FROM rotation_staging WHERE key_class = ?1 AND epoch <> ?2"});
+      all.push_back({&st.clear_staging, "DELETE FROM rotation_staging WHERE key_class = ?1"});
+      all.push_back({&st.scan_staging,
+                     "SELECT record_id, wrapped FROM rotation_staging WHERE key_class = ?1 AND "
+                     "epoch = ?2 ORDER BY record_id"});
+      all.push_back({&st.scan_case_keys,
+                     "SELECT r.record_id, r.case_id, f.field, f.value FROM records r JOIN fields "
+                     "f ON f.record_id = r.record_id WHERE r.kind = ?1 AND f.field <= 3 "
+                     "ORDER BY r.record_id"});
       all.push_back({&st.find_revocation,
                      "SELECT revoked_ms, by_device, by_user, wipe_order, receipt, wiped_ms "
                      "FROM revocations WHERE device_id = ?1"});

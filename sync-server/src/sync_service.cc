@@ -56,19 +56,6 @@
 namespace teduh::server {
 namespace cw = teduh::casework::v1;
 
-namespace {
-
-using core::errc;
-using core::error_code;
-
-struct IdHash {
-  std::size_t operator()(const Id& id) const noexcept {
-    std::size_t h;
-    std::memcpy(&h, id.data(), sizeof h);
-    return h;
-  }
-};
-
 void SetError(Outcome* out, v1::ErrorCode code, std::string message, bool close) {
   out->reply = core::MakeErrorFrame(0, code, std::move(message));
   out->close = close;
@@ -92,6 +79,19 @@ bool CheckActive(const std::optional<DeviceRow>& device, Outcome* out) {
       return false;
   }
 }
+
+namespace {
+
+using core::errc;
+using core::error_code;
+
+struct IdHash {
+  std::size_t operator()(const Id& id) const noexcept {
+    std::size_t h;
+    std::memcpy(&h, id.data(), sizeof h);
+    return h;
+  }
+};
 
 teduh::AccessClass NormalClass(teduh::AccessClass c) {
   return c == teduh::ACCESS_CLASS_UNSPECIFIED ? teduh::ACCESS_CLASS_GENERAL : c;
@@ -879,7 +879,8 @@ PullScope ScopeFor(const Identity& who) {
   PullScope scope;
   switch (core::ScopeOf(who.role)) {
     case core::CaseScope::kNone:
-      scope.kind = PullScope::Kind::kNothing;
+      // Admin devices hold the unit's case keys (to rotate and re-key), not content.
+      scope.kind = who.role == v1::ROLE_ADMIN ? PullScope::Kind::kKeys : PullScope::Kind::kNothing;
       break;
     case core::CaseScope::kUnit:
       scope.kind = PullScope::Kind::kUnit;
@@ -1083,6 +1084,8 @@ error_code Authenticate(Store& store, const ServerConfig& config, core::Env& env
   w->set_unit_name(unit->unit_name);
   w->set_server_time_ms(env.NowMs());
   w->set_generation(unit->generation);
+  auto acks = store.KeyAcks();
+  if (!acks) return acks.error();
   for (const GrantRow& g : *grants) {
     auto* pg = w->add_grants();
     pg->set_device_id(std::string(core::AsBytes(g.device_id)));
@@ -1090,6 +1093,9 @@ error_code Authenticate(Store& store, const ServerConfig& config, core::Env& env
     pg->set_epoch(g.epoch);
     pg->set_sealed_key(g.sealed_key);
     pg->set_signature(g.signature);
+    pg->set_acked(std::any_of(acks->begin(), acks->end(), [&](const KeyAckRow& a) {
+      return a.device_id == device_id && a.key_class == g.key_class && a.epoch == g.epoch;
+    }));
   }
   w->set_unit_root_pk(unit->unit_root_pk);
   w->set_max_frame_bytes(config.limits.max_frame_bytes);

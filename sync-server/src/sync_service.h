@@ -78,6 +78,15 @@ core::error_code RevokeInStore(Store& store, std::int64_t now_ms, const DeviceRo
 // against its key and order, recorded once, answered with DEVICE_REVOKED.
 core::error_code RecordWipeReceipt(WriterState& ws, const Id& device_id,
                                    const teduh::keys::v1::WipeReceipt& receipt, Outcome* out);
+// Class key rotation (PROTOCOL §8b), from an admin device: stages
+// re-wrapped case keys; with `commit`, applies them and the new epoch's
+// grants in this transaction if they cover every case key and device.
+// `committed` is set when it did (the caller pokes every device).
+core::error_code Rotate(WriterState& ws, const Identity& who, const v1::RotateKeys& request,
+                        Outcome* out, bool* committed);
+// A device reports the class key epochs it holds.
+core::error_code AckKeys(WriterState& ws, const Identity& who, const v1::AckKeys& request,
+                         Outcome* out);
 // Records that `device` received these cases (case id, first seq).
 core::error_code RecordHoldings(WriterState& ws, const Id& device,
                                 const std::vector<std::pair<Id, std::uint64_t>>& cases);
@@ -100,13 +109,19 @@ core::error_code Pull(Store& store, const ServerConfig& config, const UnitInfo& 
                       const Identity& who, const v1::Pull& request, PullOutcome* out);
 
 core::error_code ListDevicesFor(Store& store, const Identity& who, Outcome* out);
+// Epochs per class, what references them and who holds them (admin devices).
+core::error_code KeyStatusFor(Store& store, const Identity& who, Outcome* out);
 
 // Every value a field (or every field) of a record has had, for a device whose
 // scope holds the record's case (PROTOCOL §6a).
 core::error_code FieldHistory(Store& store, const ServerConfig& config, const UnitInfo& unit,
                               const Identity& who, const v1::HistoryRequest& request, Outcome* out);
 
-// Helpers shared with the session.
+// Helpers shared with the session and the key operations.
+void SetError(Outcome* out, v1::ErrorCode code, std::string message, bool close);
+// The device-state checks every authenticated request starts with (false:
+// the refusal is in `out`).
+bool CheckActive(const std::optional<DeviceRow>& device, Outcome* out);
 v1::DeviceInfo ToDeviceInfo(const DeviceRow& row);
 v1::DeviceInfo ToDeviceInfo(const DeviceRow& row, const std::optional<RevocationRow>& revocation);
 PullScope ScopeFor(const Identity& who);

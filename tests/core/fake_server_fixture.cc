@@ -308,6 +308,15 @@ std::string FakeServer::Handle(const std::string& bytes, bool* drop) {
       i->set_sign_pk(d.sign_pk);
       break;
     }
+    case pb::Frame::kAckKeys: {
+      // Held epochs are remembered as the grants' `acked` flag, as the real server does.
+      DeviceRow& d = devices[session_device];
+      for (const auto& held : frame->ack_keys().held())
+        for (auto& g : d.grants)
+          if (g.key_class() == held.key_class() && g.epoch() == held.epoch()) g.set_acked(true);
+      out.mutable_ack_keys_result();
+      break;
+    }
     default:
       return core::EncodeFrame(ErrorFrame(rid, pb::ERROR_CODE_UNEXPECTED_FRAME));
   }

@@ -191,6 +191,19 @@ check "the old passphrase no longer opens the office device" '! dev "$office" "b
 check "the new passphrase opens it with its cases and still syncs" \
   '[ "$(dev "$office" "budi-pass-2" case list | jq ".cases | length")" -ge 1 ] && dev "$office" "budi-pass-2" sync >/dev/null'
 
+# --- class key rotation: every case key moves to a new epoch; nothing is re-encrypted ---
+check "key status shows general at epoch 1" \
+  'dev "$admin" "admin-pass-1" key status | jq -e ".classes[] | select(.class==\"general\") | .current_epoch==1" >/dev/null'
+check "a stale admin device may not rotate before it syncs" '! dev "$admin" "admin-pass-1" key rotate --class general >/dev/null'
+dev "$admin" "admin-pass-1" sync >/dev/null || die "admin sync: $(cat "$work/last.err")"
+check "the admin device rotates the general key" \
+  'dev "$admin" "admin-pass-1" key rotate --class general | jq -e ".epoch==2 and .rewrapped>=1 and .resumed==true" >/dev/null'
+check "key status shows epoch 2 and no case key left under epoch 1" \
+  'dev "$admin" "admin-pass-1" key status | jq -e ".classes[] | select(.class==\"general\") | .current_epoch==2 and ([.epochs[] | select(.epoch==1) | .case_keys] | add // 0)==0" >/dev/null'
+check "after the rotation the office device syncs and still reads the chronology" \
+  'dev "$office" "budi-pass-2" sync >/dev/null && [ "$(dev "$office" "budi-pass-2" case show "$case_id" | jq -r .fields.chronology)" = "$CHRONO" ]'
+check "a non-admin device may not rotate" '! dev "$office" "budi-pass-2" key rotate >/dev/null'
+
 # --- revocation: the tablet is lost; the server refuses it, the admin orders it erased ---
 check "the server host revokes the pendamping tablet without a wipe order" \
   '"$SERVER" device revoke --data "$data" "${pend_id:0:8}" --json | jq -e ".state==\"revoked\" and .wipe_ordered==false" >/dev/null'

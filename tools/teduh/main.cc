@@ -381,6 +381,18 @@ int main(int argc, char** argv) {
            "Revoke a lost or taken device; it erases itself when it next connects");
   device_revoke->add_option("device", device_ref, "Device id or unique prefix")->required();
 
+  CLI::App* key_cmd =
+      app.add_subcommand("key", "The unit's class keys (admin)")->require_subcommand(1);
+  add_globals(key_cmd);
+  std::string key_class_name = "general";
+  CLI::App* key_rotate =
+      leaf(key_cmd, "rotate",
+           "Make the next epoch of a class key and re-wrap every case key under it (resumable)");
+  key_rotate->add_option("--class", key_class_name, "general or clinical")
+      ->check(CLI::IsMember({"general", "clinical"}));
+  CLI::App* key_status =
+      leaf(key_cmd, "status", "Epochs per class, what still uses them, and who holds them");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -741,6 +753,68 @@ int main(int argc, char** argv) {
                              r.role, r.user, r.state, r.fingerprint, r.label, ErasureNote(r));
       }
       return Emit(g, json{{"devices", arr}}, human);
+    }
+    if (key_rotate->parsed()) {
+      const auto cls =
+          key_class_name == "clinical" ? teduh::ACCESS_CLASS_CLINICAL : teduh::ACCESS_CLASS_GENERAL;
+      std::size_t shown = 0;
+      auto r = d.RotateClassKey(cls, [&](std::size_t done, std::size_t total) {
+        // A line per tenth, so a long rotation shows it is moving.
+        if (total == 0 || done * 10 / total == shown) return;
+        shown = done * 10 / total;
+        std::cerr << fmt::format("key rotate: {}/{} case keys sent\n", done, total);
+      });
+      if (!r) return Report(g, r.error());
+      json j{{"class", teduh::core::ClassName(r->key_class)},
+             {"epoch", r->epoch},
+             {"rewrapped", r->rewrapped},
+             {"devices", r->devices},
+             {"resumed", r->resumed},
+             {"bytes_sent", r->bytes_sent}};
+      return Emit(
+          g, j,
+          fmt::format("{} key rotated to epoch {}{}: {} case keys re-wrapped, granted to {} "
+                      "devices. Devices receive it at their next sync.\n",
+                      teduh::core::ClassName(r->key_class), r->epoch,
+                      r->resumed ? " (an interrupted rotation, finished)" : "", r->rewrapped,
+                      r->devices));
+    }
+    if (key_status->parsed()) {
+      auto st = d.KeyStatus();
+      if (!st) return Report(g, st.error());
+      json classes = json::array();
+      std::string human;
+      for (const auto& c : *st) {
+        json epochs = json::array();
+        human += fmt::format("{}: current epoch {}\n", teduh::core::ClassName(c.key_class),
+                             c.current_epoch);
+        for (const auto& e : c.epochs) {
+          epochs.push_back({{"epoch", e.epoch},
+                            {"case_keys", e.case_keys},
+                            {"devices_granted", e.devices_granted},
+                            {"devices_acknowledged", e.devices_acked}});
+          human +=
+              fmt::format("  epoch {:<3} {:>8} case keys  {} devices granted, {} acknowledged\n",
+                          e.epoch, e.case_keys, e.devices_granted, e.devices_acked);
+        }
+        json devices = json::array();
+        for (const auto& dv : c.devices) {
+          devices.push_back({{"device_id", teduh::core::ToHex(dv.device_id)},
+                             {"user", dv.user},
+                             {"role", dv.role},
+                             {"acknowledged_epoch", dv.acked_epoch}});
+          if (dv.acked_epoch < c.current_epoch)
+            human +=
+                fmt::format("  {} ({}, {}) holds epoch {} only: it receives {} at its next sync\n",
+                            teduh::core::ToHex(dv.device_id).substr(0, 8), dv.user, dv.role,
+                            dv.acked_epoch, c.current_epoch);
+        }
+        classes.push_back({{"class", teduh::core::ClassName(c.key_class)},
+                           {"current_epoch", c.current_epoch},
+                           {"epochs", epochs},
+                           {"devices", devices}});
+      }
+      return Emit(g, json{{"classes", classes}}, human);
     }
     if (device_revoke->parsed()) {
       auto r = d.RevokeDevice(device_ref);

@@ -200,6 +200,34 @@ struct SyncProgress {
   std::size_t pulled = 0;
 };
 
+// What `teduh key rotate` did.
+struct RotationReport {
+  teduh::AccessClass key_class = teduh::ACCESS_CLASS_GENERAL;
+  std::uint32_t epoch = 0;     // the new epoch
+  std::size_t rewrapped = 0;   // case key records re-wrapped under it
+  std::size_t devices = 0;     // devices granted it
+  bool resumed = false;        // an interrupted rotation was finished
+  std::size_t bytes_sent = 0;  // of the re-wraps and grants
+};
+
+// `teduh key status`: per class, its epochs and who holds them.
+struct KeyEpochView {
+  std::uint32_t epoch = 0;
+  std::uint64_t case_keys = 0;  // case key records still wrapped under it
+  std::uint32_t devices_granted = 0, devices_acked = 0;
+};
+struct KeyDeviceView {
+  Id device_id{};
+  std::string user, role;
+  std::uint32_t acked_epoch = 0;
+};
+struct KeyClassView {
+  teduh::AccessClass key_class = teduh::ACCESS_CLASS_GENERAL;
+  std::uint32_t current_epoch = 0;
+  std::vector<KeyEpochView> epochs;
+  std::vector<KeyDeviceView> devices;
+};
+
 struct SyncReport {
   std::size_t pushed = 0, accepted = 0, merged = 0, conflict = 0, rejected = 0;
   std::size_t pulled = 0, deferred = 0, grants_added = 0;
@@ -325,6 +353,21 @@ class Device {
   // without the root key; errc::invalid_argument for this device itself.
   Outcome<RemoteDevice> RevokeDevice(std::string_view device_ref);
 
+  // Rotates a class key (admin device with the unit root key; ARCHITECTURE
+  // §4, PROTOCOL §8b): makes the next epoch, re-wraps every case key of the
+  // class under it, grants it to every active device that holds the class,
+  // and has the server apply it all at once. Refused while this device has
+  // unsent edits, or when the server knows case keys this device has not
+  // pulled (sync first). Interrupted, it is resumed by running it again: the
+  // new key is kept in the vault (and not used for new cases) until the
+  // server has committed the rotation.
+  Outcome<RotationReport> RotateClassKey(
+      teduh::AccessClass key_class,
+      const std::function<void(std::size_t done, std::size_t total)>& progress = {});
+  // Epochs per class, how many case keys each still wraps, and which devices
+  // hold which (admin devices).
+  Outcome<std::vector<KeyClassView>> KeyStatus();
+
   // Wipes every key from memory; every later call fails with errc::locked.
   void Lock();
 
@@ -359,6 +402,12 @@ class Device {
   // that did not verify (ignored, never used).
   Outcome<std::size_t> AcceptWelcome(const teduh::sync::v1::Welcome& welcome,
                                      std::size_t* bad_grants);
+  // Tells the server which class key epochs this device holds, if the
+  // welcome showed one it had not been told of (key status, retirement).
+  Outcome<void> AckHeldKeys(class SyncClient& client, const teduh::sync::v1::Welcome& welcome);
+  // The epoch new case keys of a class are wrapped under: the newest held,
+  // except one of a rotation not yet committed.
+  std::optional<std::uint32_t> WriteEpochLocked(teduh::AccessClass key_class);
   DeviceInfo InfoLocked() const;
   // Case keys.
   Outcome<const crypto::SecureBuffer*> CaseKeyFor(const Id& case_id, teduh::AccessClass key_class,

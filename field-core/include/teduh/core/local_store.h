@@ -175,6 +175,11 @@ class LocalStore {
   // Records of `kind` whose hex id starts with `hex_prefix` (case-insensitive).
   Outcome<std::vector<Id>> MatchPrefix(std::string_view kind, std::string_view hex_prefix);
   Outcome<std::vector<StoredValue>> GetFields(const Id& record_id);
+  // Every record of `kind` with its open fields (sealed ones are skipped), in
+  // record id order, in one query; `visit` may move the values out.
+  Outcome<void> ForEachRecordOpenFields(
+      std::string_view kind,
+      const std::function<Outcome<void>(const RecordInfo&, std::vector<StoredValue>&)>& visit);
   Outcome<std::optional<StoredValue>> GetField(const Id& record_id, std::uint32_t field);
 
   // Outbox.

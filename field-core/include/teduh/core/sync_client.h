@@ -58,6 +58,9 @@ class SyncClient {
   Outcome<teduh::sync::v1::DeviceList> ListDevices();
   Outcome<teduh::sync::v1::ApproveResult> Approve(const teduh::sync::v1::ApproveDevice& request);
   Outcome<teduh::sync::v1::RevokeResult> Revoke(const teduh::sync::v1::RevokeDevice& request);
+  Outcome<teduh::sync::v1::RotateResult> Rotate(const teduh::sync::v1::RotateKeys& request);
+  Outcome<void> AckKeys(const teduh::sync::v1::AckKeys& request);
+  Outcome<teduh::sync::v1::KeyStatus> KeyStatus();
   const std::optional<teduh::keys::v1::WipeOrder>& wipe_order() const { return wipe_order_; }
   // After a wipe order: sends the receipt; the server answers that the
   // device is revoked, which is success here.

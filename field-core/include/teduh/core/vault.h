@@ -28,6 +28,7 @@
 #include <optional>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "teduh/core/error.h"
 #include "teduh/core/outcome.h"
@@ -101,6 +102,8 @@ class Vault {
   const crypto::SecureBuffer* class_key(teduh::AccessClass key_class, std::uint32_t epoch) const;
   // Highest epoch held for a class, or nullopt.
   std::optional<std::uint32_t> latest_epoch(teduh::AccessClass key_class) const;
+  // Every epoch held for a class, oldest first.
+  std::vector<std::uint32_t> epochs(teduh::AccessClass key_class) const;
   bool locked() const { return kek_.empty(); }
 
   // Adds class keys (an existing (class, epoch) is kept, not replaced) and

@@ -104,6 +104,23 @@ struct GrantRow {
   std::string signature;
 };
 
+// A device reported holding a class key epoch (after verifying its grant).
+struct KeyAckRow {
+  Id device_id{};
+  teduh::AccessClass key_class = teduh::ACCESS_CLASS_GENERAL;
+  std::uint32_t epoch = 0;
+  std::int64_t acked_ms = 0;
+};
+
+// A case key record's header: which class key epoch wraps it.
+struct CaseKeyRow {
+  Id record_id{};
+  Id case_id{};
+  teduh::AccessClass key_class = teduh::ACCESS_CLASS_GENERAL;
+  std::uint32_t version = 0;
+  std::uint32_t epoch = 0;
+};
+
 struct RecordRow {
   Id record_id{};
   std::string kind;
@@ -150,7 +167,8 @@ struct AuditRow {
 
 // What a pull may see (ARCHITECTURE §2.4).
 struct PullScope {
-  enum class Kind { kNothing, kUnit, kAssignedTo } kind = Kind::kNothing;
+  // kKeys: the unit's case key records only (admin devices: keys, not content).
+  enum class Kind { kNothing, kUnit, kAssignedTo, kKeys } kind = Kind::kNothing;
   std::string user;  // kAssignedTo
 };
 
@@ -202,6 +220,23 @@ class Store {
   // Replaces the grant of (device, class, epoch) if one exists.
   virtual error_code PutGrant(const GrantRow& row) = 0;
   virtual result<std::vector<GrantRow>> GrantsFor(const Id& device_id) = 0;
+  virtual result<std::vector<GrantRow>> AllGrants() = 0;
+  // Class key epochs devices reported holding (a repeated report changes nothing).
+  virtual error_code PutKeyAck(const KeyAckRow& row) = 0;
+  virtual result<std::vector<KeyAckRow>> KeyAcks() = 0;
+
+  // ---- Class key rotation ------------------------------------------------------------
+  // Stages the re-wrap of a case key record for (class, epoch); staging for
+  // another epoch of the class is dropped (an abandoned rotation).
+  virtual error_code StageRewrap(teduh::AccessClass key_class, std::uint32_t epoch,
+                                 const Id& record_id, std::string_view wrapped) = 0;
+  virtual error_code ClearStaging(teduh::AccessClass key_class) = 0;
+  // Every staged re-wrap of (class, epoch), in record id order; `visit` may write.
+  virtual error_code ScanStaging(
+      teduh::AccessClass key_class, std::uint32_t epoch,
+      const std::function<error_code(const Id&, std::string_view wrapped)>& visit) = 0;
+  // Every case key record of the unit with its class, version and epoch.
+  virtual error_code ScanCaseKeys(const std::function<void(const CaseKeyRow&)>& visit) = 0;
 
   // ---- Records and fields --------------------------------------------------------
   virtual result<std::optional<RecordRow>> FindRecord(const Id& record_id) = 0;

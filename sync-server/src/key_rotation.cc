@@ -1,0 +1,300 @@
+// Class key rotation and key status (PROTOCOL §8b, ARCHITECTURE §4).
+//
+// Design notes
+// ------------
+// An admin device makes epoch e+1 of a class key, re-wraps every case key of
+// the unit under it and sends the re-wraps in RotateKeys frames (thousands
+// per frame), the last one with `commit` and the new epoch's grants. The
+// server stages re-wraps in `rotation_staging` and applies nothing until the
+// commit, which happens in one writer transaction: so a rotation is never
+// half-visible, and an interrupted one is resumed by sending the staging
+// again (a re-wrap is keyed by record id) and committing.
+//
+// The commit is refused, and the staging kept, unless:
+//   1. every case key record of the class under an older epoch is staged
+//      (a stale admin device, or a device that added a case key meanwhile,
+//      leaves some uncovered: the admin device syncs and runs it again);
+//   2. every staged record is a case key of the class;
+//   3. every active device whose role holds the class gets a grant of the new
+//      epoch, signed by the unit root key.
+// A committed rotation rewrites each CaseKey record's `epoch` and `wrapped`
+// fields under server stamps (devices pull them like any change; no case
+// content moves) and keeps no history of the old wraps: they are key
+// material under the old epoch, not case content.
+#include <google/protobuf/message.h>
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "audit_entries.h"
+#include "sync_service.h"
+#include "teduh/core/roles.h"
+#include "teduh/core/sealing.h"
+#include "teduh/crypto/crypto.h"
+#include "teduh/keys/v1/keys.pb.h"
+
+namespace teduh::server {
+namespace {
+
+using core::error_code;
+
+constexpr std::uint32_t kEpochField = 3;    // teduh.keys.v1.CaseKey.epoch
+constexpr std::uint32_t kWrappedField = 4;  // teduh.keys.v1.CaseKey.wrapped
+// nonce, key, tag
+constexpr std::size_t kWrappedBytes = crypto::kAeadKeyBytes + crypto::kAeadOverhead;
+
+bool KnownClass(teduh::AccessClass c) {
+  return c == teduh::ACCESS_CLASS_GENERAL || c == teduh::ACCESS_CLASS_CLINICAL;
+}
+
+std::uint32_t CurrentEpoch(const std::vector<GrantRow>& grants, teduh::AccessClass cls) {
+  std::uint32_t e = 0;
+  for (const auto& g : grants)
+    if (g.key_class == cls) e = std::max(e, g.epoch);
+  return e;
+}
+
+// The admin-device check of every key operation; false with the refusal in `out`.
+bool AdminOnly(Store& store, const Identity& who, const char* action, Outcome* out,
+               error_code* ec) {
+  auto device = store.FindDevice(who.device_id);
+  if (!device) {
+    *ec = device.error();
+    return false;
+  }
+  if (!CheckActive(*device, out)) return false;
+  if ((*device)->role != v1::ROLE_ADMIN) {
+    SetError(out, v1::ERROR_CODE_FORBIDDEN, std::string("Only admin devices ") + action + ".",
+             false);
+    return false;
+  }
+  return true;
+}
+
+// Applies the staged re-wraps of a checked commit: new `epoch` and `wrapped`
+// values under server stamps.
+error_code ApplyStaging(WriterState& ws, const Identity& who, teduh::AccessClass cls,
+                        std::uint32_t epoch, std::uint64_t txn, std::uint64_t* applied) {
+  teduh::keys::v1::CaseKey epoch_only;
+  epoch_only.set_epoch(epoch);
+  const std::string epoch_value = epoch_only.SerializeAsString();
+  std::string wrapped_value;
+  return ws.store.ScanStaging(cls, epoch, [&](const Id& record_id, std::string_view wrapped) {
+    teduh::keys::v1::CaseKey wrapped_only;
+    wrapped_only.set_wrapped(std::string(wrapped));
+    wrapped_value = wrapped_only.SerializeAsString();
+    for (const auto& [field, value] :
+         {std::pair<std::uint32_t, const std::string*>{kEpochField, &epoch_value},
+          {kWrappedField, &wrapped_value}}) {
+      FieldRow row;
+      row.record_id = record_id;
+      row.field = field;
+      row.value = *value;
+      row.stamp = core::Stamp{ws.hlc.Now(), ws.unit.server_id};
+      row.author = who.user;
+      row.seq = ws.store.AllocateSeq();
+      row.txn = txn;
+      if (auto ec = ws.store.PutField(row)) return ec;
+    }
+    ++*applied;
+    return error_code();
+  });
+}
+
+}  // namespace
+
+error_code Rotate(WriterState& ws, const Identity& who, const v1::RotateKeys& req, Outcome* out,
+                  bool* committed) {
+  *committed = false;
+  error_code ec;
+  if (!AdminOnly(ws.store, who, "rotate keys", out, &ec)) return ec;
+  const teduh::AccessClass cls = req.key_class();
+  if (!KnownClass(cls)) {
+    SetError(out, v1::ERROR_CODE_BAD_REQUEST, "The rotation names no valid key class.", false);
+    return {};
+  }
+  auto grants = ws.store.AllGrants();
+  if (!grants) return grants.error();
+  const std::uint32_t current = CurrentEpoch(*grants, cls);
+  v1::RotateResult* result = out->reply.mutable_rotate_result();
+  if (req.epoch() == current && req.commit() && req.rewraps().empty()) {
+    result->set_committed(true);  // a repeated commit whose answer was lost
+    return {};
+  }
+  if (req.epoch() != current + 1) {
+    SetError(out, v1::ERROR_CODE_BAD_REQUEST,
+             "The next epoch of the " + core::ClassName(cls) + " key is " +
+                 std::to_string(current + 1) + ": sync this device, then rotate again.",
+             false);
+    return {};
+  }
+  for (const auto& r : req.rewraps()) {
+    auto id = core::IdFromBytes(r.record_id());
+    if (!id || r.wrapped().size() != kWrappedBytes) {
+      SetError(out, v1::ERROR_CODE_BAD_REQUEST, "A re-wrapped case key is malformed.", false);
+      return {};
+    }
+    if (auto e = ws.store.StageRewrap(cls, req.epoch(), *id, r.wrapped())) return e;
+  }
+  result->set_staged(static_cast<std::uint64_t>(req.rewraps_size()));
+  if (!req.commit()) return {};
+
+  // Check 1 and 2: the staging covers exactly the case keys of the class.
+  std::map<Id, CaseKeyRow> keys;
+  if (auto e = ws.store.ScanCaseKeys([&](const CaseKeyRow& k) { keys.emplace(k.record_id, k); }))
+    return e;
+  std::set<Id> staged;
+  bool foreign = false;
+  if (auto e = ws.store.ScanStaging(cls, req.epoch(), [&](const Id& id, std::string_view) {
+        auto it = keys.find(id);
+        if (it == keys.end() || it->second.key_class != cls) foreign = true;
+        staged.insert(id);
+        return error_code();
+      }))
+    return e;
+  if (foreign) {
+    if (auto e = ws.store.ClearStaging(cls)) return e;
+    SetError(out, v1::ERROR_CODE_BAD_REQUEST,
+             "The rotation re-wraps records that are not case keys of the class; nothing was "
+             "changed.",
+             false);
+    return {};
+  }
+  std::uint64_t uncovered = 0;
+  for (const auto& [id, k] : keys)
+    if (k.key_class == cls && k.epoch < req.epoch() && !staged.contains(id)) ++uncovered;
+  result->set_staged(staged.size());
+  if (uncovered > 0) {
+    result->set_uncovered(uncovered);
+    return {};
+  }
+
+  // Check 3: a signed grant of the new epoch for every active device that holds the class.
+  auto devices = ws.store.ListDevices();
+  if (!devices) return devices.error();
+  std::map<Id, const teduh::keys::v1::Grant*> given;
+  for (const auto& g : req.grants()) {
+    auto id = core::IdFromBytes(g.device_id());
+    if (!id || g.key_class() != cls || g.epoch() != req.epoch() || g.sealed_key().empty() ||
+        !crypto::Verify(core::AsSpan(ws.unit.unit_root_pk),
+                        core::AsSpan(core::GrantMessage(g.device_id(), g.key_class(), g.epoch(),
+                                                        g.sealed_key())),
+                        core::AsSpan(g.signature()))) {
+      SetError(out, v1::ERROR_CODE_BAD_SIGNATURE,
+               "A grant of the new epoch is not signed by the unit root key for that device.",
+               false);
+      return {};
+    }
+    given[*id] = &g;
+  }
+  for (const DeviceRow& d : *devices) {
+    const bool holds = d.state == v1::DEVICE_STATE_ACTIVE && core::MayHoldClass(d.role, cls);
+    if (holds && !given.contains(d.device_id)) {
+      SetError(out, v1::ERROR_CODE_BAD_REQUEST,
+               "Device " + core::ToHex(d.device_id).substr(0, 8) + " (" + d.user +
+                   ") gets no grant of the new epoch: run the rotation again.",
+               false);
+      return {};
+    }
+    if (!holds && given.contains(d.device_id)) {
+      SetError(out, v1::ERROR_CODE_BAD_REQUEST,
+               "A grant of the new epoch names a device that may not hold the class.", false);
+      return {};
+    }
+  }
+  if (given.size() != static_cast<std::size_t>(req.grants_size())) {
+    SetError(out, v1::ERROR_CODE_BAD_REQUEST, "A device has two grants of the new epoch.", false);
+    return {};
+  }
+
+  // Apply, all in this transaction.
+  for (const auto& [id, g] : given) {
+    GrantRow row{id, cls, req.epoch(), g->sealed_key(), g->signature()};
+    if (auto e = ws.store.PutGrant(row)) return e;
+  }
+  std::uint64_t applied = 0;
+  if (auto e = ApplyStaging(ws, who, cls, req.epoch(), ws.store.AllocateTxn(), &applied)) return e;
+  if (auto e = ws.store.ClearStaging(cls)) return e;
+  if (auto e = ws.store.SaveHlc(ws.hlc.last())) return e;
+  if (auto e = AuditRotate(ws, who, cls, req.epoch(), applied)) return e;
+  result->set_committed(true);
+  *committed = true;
+  return {};
+}
+
+error_code AckKeys(WriterState& ws, const Identity& who, const v1::AckKeys& req, Outcome* out) {
+  auto device = ws.store.FindDevice(who.device_id);
+  if (!device) return device.error();
+  if (!CheckActive(*device, out)) return {};
+  auto grants = ws.store.GrantsFor(who.device_id);
+  if (!grants) return grants.error();
+  for (const auto& held : req.held()) {
+    const bool granted = std::any_of(grants->begin(), grants->end(), [&](const GrantRow& g) {
+      return g.key_class == held.key_class() && g.epoch == held.epoch();
+    });
+    if (!granted) continue;  // only what was granted to it counts
+    KeyAckRow row{who.device_id, held.key_class(), held.epoch(), ws.env.NowMs()};
+    if (auto e = ws.store.PutKeyAck(row)) return e;
+  }
+  out->reply.mutable_ack_keys_result();
+  return {};
+}
+
+error_code KeyStatusFor(Store& store, const Identity& who, Outcome* out) {
+  error_code ec;
+  if (!AdminOnly(store, who, "see key status", out, &ec)) return ec;
+  auto devices = store.ListDevices();
+  if (!devices) return devices.error();
+  auto grants = store.AllGrants();
+  if (!grants) return grants.error();
+  auto acks = store.KeyAcks();
+  if (!acks) return acks.error();
+  std::map<std::pair<int, std::uint32_t>, std::uint64_t> case_keys;  // (class, epoch) -> count
+  if (auto e = store.ScanCaseKeys([&](const CaseKeyRow& k) {
+        ++case_keys[{k.key_class, k.epoch}];
+      }))
+    return e;
+  std::map<Id, const DeviceRow*> active;
+  for (const DeviceRow& d : *devices)
+    if (d.state == v1::DEVICE_STATE_ACTIVE) active[d.device_id] = &d;
+
+  v1::KeyStatus* status = out->reply.mutable_key_status();
+  for (teduh::AccessClass cls : {teduh::ACCESS_CLASS_GENERAL, teduh::ACCESS_CLASS_CLINICAL}) {
+    v1::ClassStatus* c = status->add_classes();
+    c->set_key_class(cls);
+    c->set_current_epoch(CurrentEpoch(*grants, cls));
+    std::set<std::uint32_t> epochs;
+    for (const auto& g : *grants)
+      if (g.key_class == cls) epochs.insert(g.epoch);
+    for (const auto& [k, n] : case_keys)
+      if (k.first == cls) epochs.insert(k.second);
+    for (std::uint32_t e : epochs) {
+      v1::EpochStatus* es = c->add_epochs();
+      es->set_epoch(e);
+      auto n = case_keys.find({cls, e});
+      es->set_case_keys(n == case_keys.end() ? 0 : n->second);
+      std::uint32_t granted = 0, acked = 0;
+      for (const auto& g : *grants)
+        if (g.key_class == cls && g.epoch == e && active.contains(g.device_id)) ++granted;
+      for (const auto& a : *acks)
+        if (a.key_class == cls && a.epoch == e && active.contains(a.device_id)) ++acked;
+      es->set_devices_granted(granted);
+      es->set_devices_acked(acked);
+    }
+    for (const auto& [id, d] : active) {
+      if (!core::MayHoldClass(d->role, cls)) continue;
+      v1::DeviceKeys* dk = c->add_devices();
+      dk->set_device_id(std::string(core::AsBytes(id)));
+      dk->set_user(d->user);
+      dk->set_role(d->role);
+      std::uint32_t best = 0;
+      for (const auto& a : *acks)
+        if (a.device_id == id && a.key_class == cls) best = std::max(best, a.epoch);
+      dk->set_acked_epoch(best);
+    }
+  }
+  return {};
+}
+
+}  // namespace teduh::server

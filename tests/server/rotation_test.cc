@@ -1,0 +1,235 @@
+// Class key rotation between real devices and the real server (ARCHITECTURE
+// §4, PROTOCOL §8b): every case key is re-wrapped under the new epoch in one
+// server transaction; devices offline during it keep working and catch up;
+// a stale admin device is refused; an interrupted rotation resumes and is
+// never half-visible.
+#include <gtest/gtest.h>
+
+#include <atomic>
+
+#include "server/device_fixture.h"
+#include "teduh/core/frame_codec.h"
+
+namespace teduh::server::testing {
+namespace {
+
+using core::errc;
+
+// A transport that fails the rotation's commit frame while `cut` is set: the
+// connection breaks after every re-wrap was staged.
+class CuttingTransport final : public core::Transport {
+ public:
+  CuttingTransport(std::unique_ptr<core::Transport> inner, std::atomic<bool>* cut)
+      : inner_(std::move(inner)), cut_(cut) {}
+  core::Outcome<void> Send(std::string_view bytes) override {
+    auto frame = core::DecodeFrame(bytes, core::FrameLimits{});
+    if (cut_->load() && frame && frame->has_rotate_keys() && frame->rotate_keys().commit()) {
+      inner_->Close();
+      return core::Fail(errc::connection_failed, "cut by the test");
+    }
+    return inner_->Send(bytes);
+  }
+  core::Outcome<std::string> Receive() override { return inner_->Receive(); }
+  void Close() override { inner_->Close(); }
+
+ private:
+  std::unique_ptr<core::Transport> inner_;
+  std::atomic<bool>* cut_;
+};
+
+class RotationTest : public DeviceServerTest {
+ protected:
+  const core::KeyClassView& General(const std::vector<core::KeyClassView>& st) {
+    for (const auto& c : st)
+      if (c.key_class == teduh::ACCESS_CLASS_GENERAL) return c;
+    ADD_FAILURE() << "no general class";
+    return st.front();
+  }
+  std::uint64_t CaseKeysUnder(const core::KeyClassView& c, std::uint32_t epoch) {
+    for (const auto& e : c.epochs)
+      if (e.epoch == epoch) return e.case_keys;
+    return 0;
+  }
+  core::KeyClassView Status() {
+    auto st = admin_dev_->KeyStatus();
+    EXPECT_TRUE(st) << (st ? "" : st.error().message);
+    return st ? General(*st) : core::KeyClassView{};
+  }
+  std::uint32_t AckedBy(const core::KeyClassView& c, core::Device& d) {
+    for (const auto& dv : c.devices)
+      if (dv.device_id == d.info().device_id) return dv.acked_epoch;
+    return 0;
+  }
+  core::RotationReport Rotate() {
+    auto r = admin_dev_->RotateClassKey(teduh::ACCESS_CLASS_GENERAL);
+    EXPECT_TRUE(r) << (r ? "" : r.error().message);
+    return r ? *r : core::RotationReport{};
+  }
+};
+
+TEST_F(RotationTest, EveryCaseKeyMovesToTheNewEpochAndADeviceOfflineThroughoutCatchesUp) {
+  auto rina = Staff("rina", v1::ROLE_PENDAMPING);
+  auto ani = Staff("ani", v1::ROLE_OFFICE);
+  auto tono = Staff("tono", v1::ROLE_SUPERVISOR);
+  auto a = rina->NewCase({"chronology=Kasus A"});
+  auto b = rina->NewCase({"chronology=Kasus B"});
+  ASSERT_TRUE(a && b);
+  Sync(*rina);
+  Sync(*ani);
+  Sync(*tono);
+  Sync(*admin_dev_);  // the admin device holds the unit's case keys, not their content
+  EXPECT_FALSE(admin_dev_->ShowCase(core::ToHex(*a)));
+
+  auto before = Status();
+  EXPECT_EQ(before.current_epoch, 1u);
+  EXPECT_EQ(CaseKeysUnder(before, 1), 2u);
+  EXPECT_EQ(AckedBy(before, *tono), 1u);
+
+  // Tono is offline from here on; he writes a case meanwhile.
+  auto c = tono->NewCase({"chronology=Kasus C, ditulis tanpa sinyal"});
+  ASSERT_TRUE(c);
+
+  auto r = Rotate();
+  EXPECT_EQ(r.epoch, 2u);
+  EXPECT_EQ(r.rewrapped, 2u);
+  EXPECT_EQ(r.devices, 4u);  // admin, rina, ani and tono
+  EXPECT_FALSE(r.resumed);
+  auto after = Status();
+  EXPECT_EQ(after.current_epoch, 2u);
+  EXPECT_EQ(CaseKeysUnder(after, 1), 0u);
+  EXPECT_EQ(CaseKeysUnder(after, 2), 2u);
+  EXPECT_EQ(AckedBy(after, *tono), 1u);  // offline: still on the old epoch
+
+  // Online devices take the new epoch at their next sync; nothing is re-encrypted.
+  auto rs = Sync(*rina);
+  EXPECT_EQ(rs.grants_added, 1u);
+  EXPECT_EQ(rs.pulled, 4u);  // epoch and wrap of two case key records
+  EXPECT_EQ(Value(*rina, *a, "chronology"), "Kasus A");
+  auto d = rina->NewCase({"chronology=Kasus D"});
+  ASSERT_TRUE(d);
+  Sync(*rina);
+  Sync(*ani);
+  EXPECT_EQ(Value(*ani, *d, "chronology"), "Kasus D");
+  EXPECT_EQ(Value(*ani, *b, "chronology"), "Kasus B");
+  EXPECT_EQ(CaseKeysUnder(Status(), 2), 3u);
+
+  // Tono catches up: his offline case is under the old epoch, and still readable by all.
+  auto ts = Sync(*tono);
+  EXPECT_EQ(ts.grants_added, 1u);
+  EXPECT_EQ(ts.rejected, 0u);
+  EXPECT_EQ(Value(*tono, *a, "chronology"), "Kasus A");
+  EXPECT_EQ(Value(*tono, *d, "chronology"), "Kasus D");
+  Sync(*ani);
+  EXPECT_EQ(Value(*ani, *c, "chronology"), "Kasus C, ditulis tanpa sinyal");
+  auto mixed = Status();
+  EXPECT_EQ(CaseKeysUnder(mixed, 1), 1u);  // what still references the old epoch
+  EXPECT_EQ(AckedBy(mixed, *tono), 2u);
+
+  // The next rotation moves that one too.
+  Sync(*admin_dev_);
+  auto r3 = Rotate();
+  EXPECT_EQ(r3.epoch, 3u);
+  EXPECT_EQ(r3.rewrapped, 4u);
+  auto last = Status();
+  EXPECT_EQ(CaseKeysUnder(last, 1), 0u);
+  EXPECT_EQ(CaseKeysUnder(last, 2), 0u);
+  EXPECT_EQ(CaseKeysUnder(last, 3), 4u);
+  Sync(*ani);
+  EXPECT_EQ(Value(*ani, *c, "chronology"), "Kasus C, ditulis tanpa sinyal");
+
+  auto audit = ReadAudit(data_dir_, 1000);
+  ASSERT_TRUE(audit);
+  int rotations = 0;
+  for (const auto& e : *audit) {
+    if (e.entry.kind() != teduh::audit::v1::ENTRY_KIND_ROTATE) continue;
+    ++rotations;
+    EXPECT_EQ(e.entry.user(), "admin");
+  }
+  EXPECT_EQ(rotations, 2);
+  EXPECT_TRUE(VerifyAudit(data_dir_)->intact());
+}
+
+TEST_F(RotationTest, AStaleAdminDeviceIsRefusedUntilItSyncsAndOnlyAdminsRotate) {
+  auto rina = Staff("rina", v1::ROLE_PENDAMPING);
+  auto a = rina->NewCase({"chronology=Kasus A"});
+  ASSERT_TRUE(a);
+  Sync(*rina);
+  Sync(*admin_dev_);
+  auto b = rina->NewCase({"chronology=Kasus B"});
+  ASSERT_TRUE(b);
+  Sync(*rina);  // the admin device has not seen B's case key
+
+  auto stale = admin_dev_->RotateClassKey(teduh::ACCESS_CLASS_GENERAL);
+  ASSERT_FALSE(stale);
+  EXPECT_EQ(stale.error().code, errc::rejected);
+  EXPECT_NE(stale.error().message.find("teduh sync"), std::string::npos);
+  EXPECT_EQ(Status().current_epoch, 1u);  // nothing applied
+  auto rs = Sync(*rina);
+  EXPECT_EQ(rs.grants_added, 0u);
+  EXPECT_EQ(rs.pulled, 0u);
+  EXPECT_EQ(Value(*rina, *b, "chronology"), "Kasus B");
+
+  EXPECT_EQ(rina->RotateClassKey(teduh::ACCESS_CLASS_GENERAL).error().code, errc::forbidden);
+  EXPECT_EQ(rina->KeyStatus().error().code, errc::forbidden);
+
+  Sync(*admin_dev_);
+  auto r = Rotate();
+  EXPECT_TRUE(r.resumed);  // the same new epoch, made before the refusal
+  EXPECT_EQ(r.epoch, 2u);
+  EXPECT_EQ(r.rewrapped, 2u);
+  Sync(*rina);
+  EXPECT_EQ(Value(*rina, *a, "chronology"), "Kasus A");
+  EXPECT_EQ(Value(*rina, *b, "chronology"), "Kasus B");
+}
+
+TEST_F(RotationTest, AnInterruptedRotationIsNeverHalfVisibleAndResumes) {
+  auto rina = Staff("rina", v1::ROLE_PENDAMPING);
+  auto a = rina->NewCase({"chronology=Kasus A"});
+  ASSERT_TRUE(a);
+  Sync(*rina);
+
+  // The admin device again, with a connection that breaks at the commit.
+  std::atomic<bool> cut{true};
+  const std::string home = dir_ + "/admin";
+  admin_dev_.reset();
+  core::DeviceOptions o = Options("admin");
+  o.connector =
+      [&cut](std::string_view url,
+             const core::TransportOptions& t) -> core::Outcome<std::unique_ptr<core::Transport>> {
+    auto inner = core::ConnectWebSocket(url, t);
+    if (!inner) return inner.error();
+    return std::unique_ptr<core::Transport>(new CuttingTransport(std::move(*inner), &cut));
+  };
+  auto reopened = core::Device::Open(home, Pass(), o);
+  ASSERT_TRUE(reopened) << reopened.error().message;
+  admin_dev_ = std::move(*reopened);
+  Sync(*admin_dev_);
+
+  auto broken = admin_dev_->RotateClassKey(teduh::ACCESS_CLASS_GENERAL);
+  ASSERT_FALSE(broken);
+  EXPECT_EQ(broken.error().code, errc::connection_failed);
+  EXPECT_EQ(Status().current_epoch, 1u);
+  auto rs = Sync(*rina);
+  EXPECT_EQ(rs.grants_added, 0u);
+  EXPECT_EQ(rs.pulled, 0u);
+  // Meanwhile new cases keep the committed epoch, never the pending one.
+  auto b = rina->NewCase({"chronology=Kasus B"});
+  ASSERT_TRUE(b);
+  Sync(*rina);
+  Sync(*admin_dev_);
+
+  cut = false;
+  auto r = Rotate();
+  EXPECT_TRUE(r.resumed);
+  EXPECT_EQ(r.epoch, 2u);
+  EXPECT_EQ(r.rewrapped, 2u);
+  auto st = Status();
+  EXPECT_EQ(st.current_epoch, 2u);
+  EXPECT_EQ(CaseKeysUnder(st, 2), 2u);
+  Sync(*rina);
+  EXPECT_EQ(Value(*rina, *a, "chronology"), "Kasus A");
+  EXPECT_EQ(Value(*rina, *b, "chronology"), "Kasus B");
+}
+
+}  // namespace
+}  // namespace teduh::server::testing
