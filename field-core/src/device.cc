@@ -1627,7 +1627,26 @@ Outcome<std::size_t> Device::AcceptWelcome(const pb::Welcome& welcome, std::size
   if (!keys.empty()) {
     if (auto r = vault_->AddClassKeys(std::move(keys)); !r) return r.error();
   }
-  // A grant that does not verify is ignored, never used; the report shows it.
+  // Retired epochs (signed by the unit root key) are deleted; never the one
+  // new case keys are written under.
+  std::vector<std::pair<teduh::AccessClass, std::uint32_t>> retired;
+  for (const auto& rt : welcome.retired()) {
+    const auto cls = Normal(rt.key_class());
+    if (vault_->class_key(cls, rt.epoch()) == nullptr || rt.unit_id() != meta_->unit_id) continue;
+    auto writing = WriteEpochLocked(cls);
+    if (!writing || rt.epoch() >= *writing) continue;
+    if (!crypto::Verify(AsSpan(pinned_pk), AsSpan(RetirementMessage(cls, rt.epoch(), rt.unit_id())),
+                        AsSpan(rt.signature()))) {
+      ++bad;
+      continue;
+    }
+    retired.emplace_back(cls, rt.epoch());
+  }
+  if (!retired.empty()) {
+    if (auto r = vault_->RemoveClassKeys(retired); !r) return r.error();
+    // Unwrapped case keys stay valid (a retired epoch wraps none any more).
+  }
+  // A grant or retirement that does not verify is ignored; the report shows it.
   if (bad_grants != nullptr) *bad_grants = bad;
   return added;
 }
@@ -1700,7 +1719,6 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
     return {};
   };
   if (auto r = welcome_in(); !r) return fail(r.error());  // fail() takes the lock itself
-  if (auto r = AckHeldKeys(**client, welcome); !r) return fail(r.error());
   const std::size_t push_limit = std::max<std::size_t>(1, (*client)->limits().max_push_changes);
   const std::uint32_t pull_limit =
       static_cast<std::uint32_t>(std::max<std::size_t>(1, (*client)->limits().max_pull_changes));
@@ -1779,6 +1797,9 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
     }
   };
   if (auto r = push_all(); !r) return fail(r.error());
+  // Held epochs are reported after the push: every case key this device made
+  // under an older epoch has then reached the server (retirement relies on it).
+  if (auto r = AckHeldKeys(**client, welcome); !r) return fail(r.error());
   // The server re-stamped our changes: our clock had run ahead. Everything
   // pushed now carries the server's stamps; the HLC comes back with them.
   auto rebase = [&]() -> Outcome<void> {
@@ -1818,12 +1839,9 @@ Outcome<std::unique_ptr<SyncClient>> Device::ConnectOnline() {
   pb::Welcome welcome;
   auto client = ConnectAndAuthenticate(&welcome);
   if (!client) return client.error();
-  {
-    std::lock_guard g(mu_);
-    if (auto r = CheckOpen(); !r) return r.error();
-    if (auto r = AcceptWelcome(welcome, nullptr); !r) return r.error();
-  }
-  if (auto r = AckHeldKeys(**client, welcome); !r) return r.error();
+  std::lock_guard g(mu_);
+  if (auto r = CheckOpen(); !r) return r.error();
+  if (auto r = AcceptWelcome(welcome, nullptr); !r) return r.error();
   return std::move(*client);
 }
 
@@ -2254,7 +2272,8 @@ Outcome<std::vector<KeyClassView>> Device::KeyStatus() {
     v.key_class = c.key_class();
     v.current_epoch = c.current_epoch();
     for (const auto& e : c.epochs())
-      v.epochs.push_back({e.epoch(), e.case_keys(), e.devices_granted(), e.devices_acked()});
+      v.epochs.push_back(
+          {e.epoch(), e.case_keys(), e.devices_granted(), e.devices_acked(), e.retirable()});
     for (const auto& d : c.devices()) {
       KeyDeviceView dv;
       if (auto id = IdFromBytes(d.device_id())) dv.device_id = *id;
@@ -2265,6 +2284,55 @@ Outcome<std::vector<KeyClassView>> Device::KeyStatus() {
     }
     out.push_back(std::move(v));
   }
+  return out;
+}
+
+Outcome<std::vector<std::uint32_t>> Device::RetireEpochs(teduh::AccessClass key_class) {
+  key_class = Normal(key_class);
+  {
+    std::lock_guard g(mu_);
+    if (auto r = CheckOpen(); !r) return r.error();
+    if (meta_->role != Role::ROLE_ADMIN || vault_->unit_root_sk().empty()) {
+      return Fail(errc::forbidden,
+                  "only the admin device holding the unit root key can retire keys");
+    }
+  }
+  auto client = ConnectOnline();
+  if (!client) return client.error();
+  auto status = (*client)->KeyStatus();
+  if (!status) return status.error();
+  pb::RetireKeys req;
+  {
+    std::lock_guard g(mu_);
+    if (auto r = CheckOpen(); !r) return r.error();
+    for (const auto& c : status->classes()) {
+      if (Normal(c.key_class()) != key_class) continue;
+      for (const auto& e : c.epochs()) {
+        if (!e.retirable()) continue;
+        teduh::keys::v1::Retirement* rt = req.add_retirements();
+        rt->set_key_class(key_class);
+        rt->set_epoch(e.epoch());
+        rt->set_unit_id(meta_->unit_id);
+        auto sig = crypto::Sign(vault_->unit_root_sk(),
+                                AsSpan(RetirementMessage(key_class, e.epoch(), meta_->unit_id)));
+        if (!sig) return Fail(sig.error(), "cannot sign the retirement");
+        rt->set_signature(BytesOf(*sig));
+      }
+    }
+  }
+  std::vector<std::uint32_t> out;
+  if (req.retirements().empty()) return out;
+  auto done = (*client)->Retire(req);
+  (*client)->Close();
+  if (!done) return done.error();
+  std::vector<std::pair<teduh::AccessClass, std::uint32_t>> mine;
+  for (const auto& k : done->retired()) {
+    out.push_back(k.epoch());
+    mine.emplace_back(key_class, k.epoch());
+  }
+  std::lock_guard g(mu_);
+  if (auto r = CheckOpen(); !r) return r.error();
+  if (auto r = vault_->RemoveClassKeys(mine); !r) return r.error();
   return out;
 }
 

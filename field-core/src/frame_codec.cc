@@ -68,6 +68,10 @@ struct Checker {
            LenOrEmpty(d.box_pk(), 32, "box_pk");
   }
 
+  bool RetirementOk(const teduh::keys::v1::Retirement& r) {
+    return Text(r.unit_id(), "unit_id") && Len(r.signature(), crypto::kSignatureBytes, "signature");
+  }
+
   bool WipeOrderOk(const teduh::keys::v1::WipeOrder& o) {
     return Len(o.device_id(), 16, "device_id") && Text(o.unit_id(), "unit_id") &&
            Len(o.admin_device_id(), 16, "admin_device_id") &&
@@ -89,8 +93,11 @@ struct Checker {
         if (!Text(w.user(), "user") || !Text(w.unit_id(), "unit_id") ||
             !Text(w.unit_name(), "unit_name") ||
             !LenOrEmpty(w.unit_root_pk(), 32, "unit_root_pk") ||
-            !Count(w.grants_size(), limits.max_grants, "grants"))
+            !Count(w.grants_size(), limits.max_grants, "grants") ||
+            !Count(w.retired_size(), limits.max_grants, "retired"))
           return false;
+        for (const auto& r : w.retired())
+          if (!RetirementOk(r)) return false;
         for (const auto& g : w.grants())
           if (!GrantOk(g)) return false;
         return true;
@@ -169,6 +176,14 @@ struct Checker {
       case v1::Frame::kAckKeysResult:
       case v1::Frame::kKeyStatusRequest:
         return true;
+      case v1::Frame::kRetireKeys:
+        if (!Count(f.retire_keys().retirements_size(), limits.max_grants, "retirements"))
+          return false;
+        for (const auto& r : f.retire_keys().retirements())
+          if (!RetirementOk(r)) return false;
+        return true;
+      case v1::Frame::kRetireResult:
+        return Count(f.retire_result().retired_size(), limits.max_grants, "retired");
       case v1::Frame::kAckKeys:
         return Count(f.ack_keys().held_size(), limits.max_grants, "held");
       case v1::Frame::kKeyStatus: {

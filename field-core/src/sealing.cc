@@ -128,6 +128,16 @@ std::string WipeOrderMessage(std::string_view device_id, std::string_view unit_i
   return m;
 }
 
+std::string RetirementMessage(teduh::AccessClass key_class, std::uint32_t epoch,
+                              std::string_view unit_id) {
+  std::string m = "teduh-retire-v1";
+  PutU8(m, static_cast<std::uint8_t>(key_class));
+  PutU32(m, epoch);
+  PutU16(m, static_cast<std::uint16_t>(std::min<std::size_t>(unit_id.size(), 0xFFFF)));
+  m.append(unit_id.substr(0, 0xFFFF));
+  return m;
+}
+
 std::string WipeReceiptMessage(std::string_view device_id, std::string_view order_signature,
                                std::int64_t erased_ms) {
   std::string m = "teduh-wipe-receipt-v1";

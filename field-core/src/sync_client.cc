@@ -249,6 +249,14 @@ Outcome<pb::KeyStatus> SyncClient::KeyStatus() {
   return std::move(*r->mutable_key_status());
 }
 
+Outcome<pb::RetireResult> SyncClient::Retire(const pb::RetireKeys& request) {
+  pb::Frame f;
+  *f.mutable_retire_keys() = request;
+  auto r = Call(std::move(f), pb::Frame::kRetireResult);
+  if (!r) return r.error();
+  return std::move(*r->mutable_retire_result());
+}
+
 Outcome<void> SyncClient::SendWipeReceipt(const teduh::keys::v1::WipeReceipt& receipt) {
   pb::Frame f;
   *f.mutable_wipe_receipt() = receipt;

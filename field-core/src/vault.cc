@@ -463,7 +463,21 @@ Outcome<std::unique_ptr<Vault>> Vault::Unlock(const std::filesystem::path& path,
 
 Outcome<void> Vault::AddClassKeys(
     std::map<std::pair<teduh::AccessClass, std::uint32_t>, crypto::SecureBuffer> keys) {
+  return UpdateClassKeys(std::move(keys), {});
+}
+
+Outcome<void> Vault::RemoveClassKeys(
+    const std::vector<std::pair<teduh::AccessClass, std::uint32_t>>& keys) {
+  return UpdateClassKeys({}, keys);
+}
+
+Outcome<void> Vault::UpdateClassKeys(
+    std::map<std::pair<teduh::AccessClass, std::uint32_t>, crypto::SecureBuffer> add,
+    const std::vector<std::pair<teduh::AccessClass, std::uint32_t>>& remove) {
   if (locked()) return Fail(errc::locked, "the vault is locked");
+  auto removed = [&](const std::pair<teduh::AccessClass, std::uint32_t>& k) {
+    return std::find(remove.begin(), remove.end(), k) != remove.end();
+  };
   // Build the new set of secrets without touching the current one, so a failed
   // write leaves memory and disk unchanged.
   VaultSecrets next;
@@ -481,6 +495,7 @@ Outcome<void> Vault::AddClassKeys(
   next.pinned_unit_root_pk = secrets_.pinned_unit_root_pk;
   next.has_pinned_unit_root_pk = secrets_.has_pinned_unit_root_pk;
   for (const auto& [k, v] : secrets_.class_keys) {
+    if (removed(k)) continue;
     crypto::SecureBuffer c;
     if (auto ec = clone(v, c)) return Fail(ec);
     next.class_keys.emplace(k, std::move(c));
@@ -490,12 +505,13 @@ Outcome<void> Vault::AddClassKeys(
     crypto::Bytes sealed = SealedBytes(*file);
     if (auto plain = crypto::AeadOpen(kek_, sealed, View(kVaultAd))) {
       if (auto disk = Parse(*plain)) {
-        for (auto& [k, v] : disk->class_keys) next.class_keys.emplace(k, std::move(v));
+        for (auto& [k, v] : disk->class_keys)
+          if (!removed(k)) next.class_keys.emplace(k, std::move(v));
       }
     }
   }
   bool changed = false;
-  for (auto& [k, v] : keys) {
+  for (auto& [k, v] : add) {
     if (v.size() != 32) return Fail(errc::invalid_argument, "a class key must be 32 bytes");
     if (next.class_keys.emplace(k, std::move(v)).second) changed = true;
   }

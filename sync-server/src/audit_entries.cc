@@ -143,6 +143,16 @@ core::error_code AuditRotate(WriterState& ws, const Identity& who, teduh::Access
   return AppendAuditEntry(ws.store, &entry);
 }
 
+core::error_code AuditRetire(WriterState& ws, const Identity& who, teduh::AccessClass key_class,
+                             std::uint32_t epoch) {
+  a1::AuditEntry entry;
+  StartEntry(ws, a1::ENTRY_KIND_RETIRE, who.device_id, who.user, who.role, &entry);
+  a1::GrantedKey* k = entry.add_grants();
+  k->set_key_class(key_class);
+  k->set_epoch(epoch);
+  return AppendAuditEntry(ws.store, &entry);
+}
+
 core::error_code AuditWipeReceipt(WriterState& ws, const DeviceRow& device,
                                   std::string_view receipt_signature) {
   a1::AuditEntry entry;

@@ -42,4 +42,8 @@ namespace teduh::server {
                                            teduh::AccessClass key_class, std::uint32_t epoch,
                                            std::uint64_t rewrapped);
 
+// `who` retired `epoch` of the class key.
+[[nodiscard]] core::error_code AuditRetire(WriterState& ws, const Identity& who,
+                                           teduh::AccessClass key_class, std::uint32_t epoch);
+
 }  // namespace teduh::server

@@ -243,6 +243,8 @@ void Connection::OnMessage(std::string_view bytes, bool binary) {
           return OnAckKeys(rid, frame);
         case v1::Frame::kKeyStatusRequest:
           return OnKeyStatus(rid);
+        case v1::Frame::kRetireKeys:
+          return OnRetire(rid, frame);
         case v1::Frame::kHistoryRequest:
           return OnHistory(rid, frame->history_request());
         default:
@@ -522,12 +524,23 @@ void Connection::OnRotate(std::uint64_t rid, std::shared_ptr<v1::Frame> frame) {
 }
 
 void Connection::OnAckKeys(std::uint64_t rid, std::shared_ptr<v1::Frame> frame) {
+  SimpleWrite(rid, [frame, who = identity_](WriterState& ws, Outcome* out) {
+    return AckKeys(ws, who, frame->ack_keys(), out);
+  });
+}
+
+void Connection::OnRetire(std::uint64_t rid, std::shared_ptr<v1::Frame> frame) {
+  SimpleWrite(rid, [frame, who = identity_](WriterState& ws, Outcome* out) {
+    return RetireKeys(ws, who, frame->retire_keys(), out);
+  });
+}
+
+void Connection::SimpleWrite(std::uint64_t rid,
+                             std::function<core::error_code(WriterState&, Outcome*)> write) {
   auto out = std::make_shared<Outcome>();
   auto post = host_.Poster();
   bool queued = ctx_.worker->SubmitWrite(
-      [frame, out, who = identity_](WriterState& ws) {
-        return AckKeys(ws, who, frame->ack_keys(), out.get());
-      },
+      [write = std::move(write), out](WriterState& ws) { return write(ws, out.get()); },
       [this, post, rid, out](core::error_code ec) {
         post([this, rid, out, ec] {
           if (ec) return StoreFailed(rid);

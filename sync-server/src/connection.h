@@ -83,6 +83,10 @@ class Connection {
   void OnRotate(std::uint64_t request_id, std::shared_ptr<v1::Frame> frame);
   void OnAckKeys(std::uint64_t request_id, std::shared_ptr<v1::Frame> frame);
   void OnKeyStatus(std::uint64_t request_id);
+  void OnRetire(std::uint64_t request_id, std::shared_ptr<v1::Frame> frame);
+  // A write request answered with whatever `write` put in its Outcome.
+  void SimpleWrite(std::uint64_t request_id,
+                   std::function<core::error_code(WriterState&, Outcome*)> write);
   void OnHistory(std::uint64_t request_id, const v1::HistoryRequest& request);
   void StoreFailed(std::uint64_t request_id);
   void AssertInvariants() const;

@@ -102,6 +102,60 @@ error_code ApplyStaging(WriterState& ws, const Identity& who, teduh::AccessClass
   });
 }
 
+// What key status and retirement look at.
+struct KeyState {
+  std::vector<DeviceRow> devices;
+  std::vector<GrantRow> grants;
+  std::vector<KeyAckRow> acks;
+  std::map<std::pair<int, std::uint32_t>, std::uint64_t> case_keys;  // (class, epoch) -> count
+  std::map<Id, const DeviceRow*> active;
+
+  static result<KeyState> Load(Store& store) {
+    KeyState k;
+    auto devices = store.ListDevices();
+    if (!devices) return devices.error();
+    k.devices = std::move(*devices);
+    auto grants = store.AllGrants();
+    if (!grants) return grants.error();
+    k.grants = std::move(*grants);
+    auto acks = store.KeyAcks();
+    if (!acks) return acks.error();
+    k.acks = std::move(*acks);
+    if (auto e = store.ScanCaseKeys([&](const CaseKeyRow& r) {
+          ++k.case_keys[{r.key_class, r.epoch}];
+        }))
+      return e;
+    for (const DeviceRow& d : k.devices)
+      if (d.state == v1::DEVICE_STATE_ACTIVE) k.active[d.device_id] = &d;
+    return k;
+  }
+  std::uint64_t CaseKeysUnder(teduh::AccessClass cls, std::uint32_t epoch) const {
+    auto it = case_keys.find({cls, epoch});
+    return it == case_keys.end() ? 0 : it->second;
+  }
+  std::uint32_t AckedBy(const Id& device, teduh::AccessClass cls) const {
+    std::uint32_t best = 0;
+    for (const auto& a : acks)
+      if (a.device_id == device && a.key_class == cls) best = std::max(best, a.epoch);
+    return best;
+  }
+  // Why `epoch` of `cls` may not be retired yet; empty if it may: it is older
+  // than the current epoch, wraps no case key, and every active device that
+  // holds the class reported holding the current epoch.
+  std::string WhyNotRetirable(teduh::AccessClass cls, std::uint32_t epoch) const {
+    const std::uint32_t current = CurrentEpoch(grants, cls);
+    if (epoch >= current) return "it is the current epoch";
+    if (auto n = CaseKeysUnder(cls, epoch); n > 0)
+      return std::to_string(n) + " case keys still use it (rotate again)";
+    for (const auto& [id, d] : active) {
+      if (core::MayHoldClass(d->role, cls) && AckedBy(id, cls) < current)
+        return "device " + core::ToHex(id).substr(0, 8) + " (" + d->user +
+               ") has not received epoch " + std::to_string(current) + " yet";
+    }
+    return {};
+  }
+};
+
 }  // namespace
 
 error_code Rotate(WriterState& ws, const Identity& who, const v1::RotateKeys& req, Outcome* out,
@@ -129,6 +183,7 @@ error_code Rotate(WriterState& ws, const Identity& who, const v1::RotateKeys& re
              false);
     return {};
   }
+  if (auto e = ws.store.DropStaleStaging(cls, req.epoch())) return e;
   for (const auto& r : req.rewraps()) {
     auto id = core::IdFromBytes(r.record_id());
     if (!id || r.wrapped().size() != kWrappedBytes) {
@@ -213,6 +268,9 @@ error_code Rotate(WriterState& ws, const Identity& who, const v1::RotateKeys& re
     GrantRow row{id, cls, req.epoch(), g->sealed_key(), g->signature()};
     if (auto e = ws.store.PutGrant(row)) return e;
   }
+  // The rotating admin device made the key: it holds it.
+  if (auto e = ws.store.PutKeyAck(KeyAckRow{who.device_id, cls, req.epoch(), ws.env.NowMs()}))
+    return e;
   std::uint64_t applied = 0;
   if (auto e = ApplyStaging(ws, who, cls, req.epoch(), ws.store.AllocateTxn(), &applied)) return e;
   if (auto e = ws.store.ClearStaging(cls)) return e;
@@ -244,55 +302,76 @@ error_code AckKeys(WriterState& ws, const Identity& who, const v1::AckKeys& req,
 error_code KeyStatusFor(Store& store, const Identity& who, Outcome* out) {
   error_code ec;
   if (!AdminOnly(store, who, "see key status", out, &ec)) return ec;
-  auto devices = store.ListDevices();
-  if (!devices) return devices.error();
-  auto grants = store.AllGrants();
-  if (!grants) return grants.error();
-  auto acks = store.KeyAcks();
-  if (!acks) return acks.error();
-  std::map<std::pair<int, std::uint32_t>, std::uint64_t> case_keys;  // (class, epoch) -> count
-  if (auto e = store.ScanCaseKeys([&](const CaseKeyRow& k) {
-        ++case_keys[{k.key_class, k.epoch}];
-      }))
-    return e;
-  std::map<Id, const DeviceRow*> active;
-  for (const DeviceRow& d : *devices)
-    if (d.state == v1::DEVICE_STATE_ACTIVE) active[d.device_id] = &d;
-
+  auto state = KeyState::Load(store);
+  if (!state) return state.error();
+  const KeyState& k = *state;
   v1::KeyStatus* status = out->reply.mutable_key_status();
   for (teduh::AccessClass cls : {teduh::ACCESS_CLASS_GENERAL, teduh::ACCESS_CLASS_CLINICAL}) {
     v1::ClassStatus* c = status->add_classes();
     c->set_key_class(cls);
-    c->set_current_epoch(CurrentEpoch(*grants, cls));
+    c->set_current_epoch(CurrentEpoch(k.grants, cls));
     std::set<std::uint32_t> epochs;
-    for (const auto& g : *grants)
+    for (const auto& g : k.grants)
       if (g.key_class == cls) epochs.insert(g.epoch);
-    for (const auto& [k, n] : case_keys)
-      if (k.first == cls) epochs.insert(k.second);
+    for (const auto& [key, n] : k.case_keys)
+      if (key.first == cls) epochs.insert(key.second);
     for (std::uint32_t e : epochs) {
       v1::EpochStatus* es = c->add_epochs();
       es->set_epoch(e);
-      auto n = case_keys.find({cls, e});
-      es->set_case_keys(n == case_keys.end() ? 0 : n->second);
+      es->set_case_keys(k.CaseKeysUnder(cls, e));
       std::uint32_t granted = 0, acked = 0;
-      for (const auto& g : *grants)
-        if (g.key_class == cls && g.epoch == e && active.contains(g.device_id)) ++granted;
-      for (const auto& a : *acks)
-        if (a.key_class == cls && a.epoch == e && active.contains(a.device_id)) ++acked;
+      for (const auto& g : k.grants)
+        if (g.key_class == cls && g.epoch == e && k.active.contains(g.device_id)) ++granted;
+      for (const auto& a : k.acks)
+        if (a.key_class == cls && a.epoch == e && k.active.contains(a.device_id)) ++acked;
       es->set_devices_granted(granted);
       es->set_devices_acked(acked);
+      es->set_retirable(k.WhyNotRetirable(cls, e).empty());
     }
-    for (const auto& [id, d] : active) {
+    for (const auto& [id, d] : k.active) {
       if (!core::MayHoldClass(d->role, cls)) continue;
       v1::DeviceKeys* dk = c->add_devices();
       dk->set_device_id(std::string(core::AsBytes(id)));
       dk->set_user(d->user);
       dk->set_role(d->role);
-      std::uint32_t best = 0;
-      for (const auto& a : *acks)
-        if (a.device_id == id && a.key_class == cls) best = std::max(best, a.epoch);
-      dk->set_acked_epoch(best);
+      dk->set_acked_epoch(k.AckedBy(id, cls));
     }
+  }
+  return {};
+}
+
+error_code RetireKeys(WriterState& ws, const Identity& who, const v1::RetireKeys& req,
+                      Outcome* out) {
+  error_code ec;
+  if (!AdminOnly(ws.store, who, "retire keys", out, &ec)) return ec;
+  auto state = KeyState::Load(ws.store);
+  if (!state) return state.error();
+  // All checked before anything is written: one refused retirement refuses the frame.
+  for (const auto& r : req.retirements()) {
+    if (!KnownClass(r.key_class()) || r.unit_id() != ws.unit.unit_id ||
+        !crypto::Verify(
+            core::AsSpan(ws.unit.unit_root_pk),
+            core::AsSpan(core::RetirementMessage(r.key_class(), r.epoch(), r.unit_id())),
+            core::AsSpan(r.signature()))) {
+      SetError(out, v1::ERROR_CODE_BAD_SIGNATURE,
+               "A retirement is not signed by the unit root key for this unit.", false);
+      return {};
+    }
+    if (auto why = state->WhyNotRetirable(r.key_class(), r.epoch()); !why.empty()) {
+      SetError(out, v1::ERROR_CODE_BAD_REQUEST,
+               "Epoch " + std::to_string(r.epoch()) + " of the " + core::ClassName(r.key_class()) +
+                   " key cannot be retired: " + why + ".",
+               false);
+      return {};
+    }
+  }
+  v1::RetireResult* result = out->reply.mutable_retire_result();
+  for (const auto& r : req.retirements()) {
+    if (auto e = ws.store.RetireEpoch(r.key_class(), r.epoch(), r.SerializeAsString())) return e;
+    if (auto e = AuditRetire(ws, who, r.key_class(), r.epoch())) return e;
+    v1::KeyEpoch* k = result->add_retired();
+    k->set_key_class(r.key_class());
+    k->set_epoch(r.epoch());
   }
   return {};
 }

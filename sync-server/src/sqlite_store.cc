@@ -223,6 +223,9 @@ CREATE TABLE IF NOT EXISTS revocations(
 CREATE TABLE IF NOT EXISTS key_acks(
   device_id BLOB NOT NULL, key_class INTEGER NOT NULL, epoch INTEGER NOT NULL,
   acked_ms INTEGER NOT NULL, PRIMARY KEY(device_id, key_class, epoch)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS retirements(
+  key_class INTEGER NOT NULL, epoch INTEGER NOT NULL, body BLOB NOT NULL,
+  PRIMARY KEY(key_class, epoch)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rotation_staging(
   key_class INTEGER NOT NULL, epoch INTEGER NOT NULL, record_id BLOB NOT NULL,
   wrapped BLOB NOT NULL, PRIMARY KEY(key_class, record_id)) WITHOUT ROWID;
@@ -608,10 +611,29 @@ class SqliteStore final : public Store {
     if (rc != SQLITE_DONE) return Fail(rc);
     return rows;
   }
+  error_code RetireEpoch(teduh::AccessClass key_class, std::uint32_t epoch,
+                         std::string_view body) override {
+    if (auto ec = Run(stmts_->drop_epoch_grants.Start().Int(1, key_class).Int(2, epoch))) return ec;
+    if (auto ec = Run(stmts_->drop_epoch_acks.Start().Int(1, key_class).Int(2, epoch))) return ec;
+    return Run(stmts_->put_retirement.Start().Int(1, key_class).Int(2, epoch).Blob(3, body));
+  }
+  result<std::vector<std::string>> Retirements() override {
+    if (sticky_) return sticky_;
+    std::vector<std::string> rows;
+    if (!has_revocations_) return rows;
+    Stmt& s = stmts_->retirements;
+    s.Start();
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) rows.emplace_back(s.ColBlob(0));
+    s.Done();
+    if (rc != SQLITE_DONE) return Fail(rc);
+    return rows;
+  }
+  error_code DropStaleStaging(teduh::AccessClass key_class, std::uint32_t epoch) override {
+    return Run(stmts_->clear_other_staging.Start().Int(1, key_class).Int(2, epoch));
+  }
   error_code StageRewrap(teduh::AccessClass key_class, std::uint32_t epoch, const Id& record_id,
                          std::string_view wrapped) override {
-    if (auto ec = Run(stmts_->clear_other_staging.Start().Int(1, key_class).Int(2, epoch)))
-      return ec;
     return Run(stmts_->stage_rewrap.Start()
                    .Int(1, key_class)
                    .Int(2, epoch)
@@ -1015,7 +1037,8 @@ class SqliteStore final : public Store {
         put_rejection, find_rejection, scan_unit, scan_keys, scan_assigned, history_of, current_of,
         get_meta, put_meta, insert_audit, scan_audit, audit_head, find_revocation, put_revocation,
         all_grants, put_key_ack, key_acks, stage_rewrap, clear_other_staging, clear_staging,
-        scan_staging, scan_case_keys;
+        scan_staging, scan_case_keys, put_retirement, retirements, drop_epoch_grants,
+        drop_epoch_acks;
   };
 
   SqliteStore() = default;
@@ -1178,6 +1201,14 @@ class SqliteStore final : public Store {
                      "INSERT OR IGNORE INTO key_acks(device_id, key_class, epoch, acked_ms) "
                      "VALUES(?1, ?2, ?3, ?4)"});
       all.push_back({&st.key_acks, "SELECT device_id, key_class, epoch FROM key_acks"});
+      all.push_back({&st.put_retirement,
+                     "INSERT OR REPLACE INTO retirements(key_class, epoch, body) VALUES(?1, ?2, "
+                     "?3)"});
+      all.push_back({&st.retirements, "SELECT body FROM retirements ORDER BY key_class, epoch"});
+      all.push_back(
+          {&st.drop_epoch_grants, "DELETE FROM grants WHERE key_class = ?1 AND epoch = ?2"});
+      all.push_back(
+          {&st.drop_epoch_acks, "DELETE FROM key_acks WHERE key_class = ?1 AND epoch = ?2"});
       all.push_back({&st.stage_rewrap,
                      "INSERT OR REPLACE INTO rotation_staging(key_class, epoch, record_id, "
                      "wrapped) VALUES(?1, ?2, ?3, ?4)"});

@@ -1098,6 +1098,12 @@ error_code Authenticate(Store& store, const ServerConfig& config, core::Env& env
     }));
   }
   w->set_unit_root_pk(unit->unit_root_pk);
+  auto retired = store.Retirements();
+  if (!retired) return retired.error();
+  for (const std::string& body : *retired) {
+    teduh::keys::v1::Retirement r;
+    if (r.ParseFromString(body)) *w->add_retired() = std::move(r);
+  }
   w->set_max_frame_bytes(config.limits.max_frame_bytes);
   w->set_max_push_changes(static_cast<std::uint32_t>(config.limits.max_push_changes));
   w->set_max_pull_changes(static_cast<std::uint32_t>(config.limits.max_pull_changes));

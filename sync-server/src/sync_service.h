@@ -84,6 +84,10 @@ core::error_code RecordWipeReceipt(WriterState& ws, const Id& device_id,
 // `committed` is set when it did (the caller pokes every device).
 core::error_code Rotate(WriterState& ws, const Identity& who, const v1::RotateKeys& request,
                         Outcome* out, bool* committed);
+// Retires old class key epochs (signed by the unit root key), each only if
+// nothing references it any more.
+core::error_code RetireKeys(WriterState& ws, const Identity& who, const v1::RetireKeys& request,
+                            Outcome* out);
 // A device reports the class key epochs it holds.
 core::error_code AckKeys(WriterState& ws, const Identity& who, const v1::AckKeys& request,
                          Outcome* out);

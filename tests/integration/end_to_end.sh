@@ -203,6 +203,13 @@ check "key status shows epoch 2 and no case key left under epoch 1" \
 check "after the rotation the office device syncs and still reads the chronology" \
   'dev "$office" "budi-pass-2" sync >/dev/null && [ "$(dev "$office" "budi-pass-2" case show "$case_id" | jq -r .fields.chronology)" = "$CHRONO" ]'
 check "a non-admin device may not rotate" '! dev "$office" "budi-pass-2" key rotate >/dev/null'
+check "epoch 1 is not retired while the pendamping tablet has not taken epoch 2" \
+  'dev "$admin" "admin-pass-1" key retire --class general | jq -e ".retired == []" >/dev/null'
+dev "$pend" "ani-pass-1" sync >/dev/null || die "pendamping sync after the rotation: $(cat "$work/last.err")"
+check "once every device holds epoch 2, epoch 1 is retired" \
+  'dev "$admin" "admin-pass-1" key retire --class general | jq -e ".retired == [1]" >/dev/null'
+check "the retired epoch is gone from the tablet at its next sync, and its cases still open" \
+  'dev "$pend" "ani-pass-1" sync >/dev/null && dev "$pend" "ani-pass-1" status | jq -e "(.keys | index(\"general/1\")) == null" >/dev/null && [ "$(dev "$pend" "ani-pass-1" case show "$case_id" | jq -r .fields.chronology)" = "$CHRONO" ]'
 
 # --- revocation: the tablet is lost; the server refuses it, the admin orders it erased ---
 check "the server host revokes the pendamping tablet without a wipe order" \

@@ -231,5 +231,56 @@ TEST_F(RotationTest, AnInterruptedRotationIsNeverHalfVisibleAndResumes) {
   EXPECT_EQ(Value(*rina, *b, "chronology"), "Kasus B");
 }
 
+TEST_F(RotationTest, AnOldEpochIsRetiredOnlyWhenNothingUsesItAndThenDeletedEverywhere) {
+  auto rina = Staff("rina", v1::ROLE_PENDAMPING);
+  auto tono = Staff("tono", v1::ROLE_SUPERVISOR);
+  auto a = rina->NewCase({"chronology=Kasus A"});
+  ASSERT_TRUE(a);
+  Sync(*rina);
+  Sync(*tono);
+  Sync(*admin_dev_);
+  ASSERT_EQ(Rotate().epoch, 2u);
+
+  // Tono has not synced since: epoch 1 is still needed.
+  auto early = Status();
+  for (const auto& e : early.epochs) EXPECT_FALSE(e.retirable) << "epoch " << e.epoch;
+  auto none = admin_dev_->RetireEpochs(teduh::ACCESS_CLASS_GENERAL);
+  ASSERT_TRUE(none) << none.error().message;
+  EXPECT_TRUE(none->empty());
+
+  Sync(*rina);
+  Sync(*tono);
+  auto ready = Status();
+  ASSERT_EQ(ready.epochs.size(), 2u);
+  EXPECT_TRUE(ready.epochs[0].retirable);   // epoch 1
+  EXPECT_FALSE(ready.epochs[1].retirable);  // the current one, never
+  EXPECT_EQ(rina->RetireEpochs(teduh::ACCESS_CLASS_GENERAL).error().code, errc::forbidden);
+  auto retired = admin_dev_->RetireEpochs(teduh::ACCESS_CLASS_GENERAL);
+  ASSERT_TRUE(retired) << retired.error().message;
+  EXPECT_EQ(*retired, std::vector<std::uint32_t>{1});
+
+  auto after = Status();
+  ASSERT_EQ(after.epochs.size(), 1u);
+  EXPECT_EQ(after.epochs[0].epoch, 2u);
+  // Devices delete the key at their next sync, and still read everything.
+  auto rs = Sync(*rina);
+  EXPECT_EQ(rs.bad_grants, 0u);
+  auto st = rina->Status();
+  ASSERT_TRUE(st);
+  EXPECT_EQ(std::count(st->keys.begin(), st->keys.end(), "general/1"), 0);
+  EXPECT_EQ(std::count(st->keys.begin(), st->keys.end(), "general/2"), 1);
+  EXPECT_EQ(Value(*rina, *a, "chronology"), "Kasus A");
+  auto b = rina->NewCase({"chronology=Kasus B"});
+  ASSERT_TRUE(b);
+  Sync(*rina);
+  Sync(*tono);
+  EXPECT_EQ(Value(*tono, *b, "chronology"), "Kasus B");
+  auto audit = ReadAudit(data_dir_, 1000);
+  ASSERT_TRUE(audit);
+  EXPECT_TRUE(std::any_of(audit->begin(), audit->end(), [](const AuditRecord& r) {
+    return r.entry.kind() == teduh::audit::v1::ENTRY_KIND_RETIRE;
+  }));
+}
+
 }  // namespace
 }  // namespace teduh::server::testing

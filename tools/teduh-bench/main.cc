@@ -23,10 +23,17 @@
 //      violence types (UNION), route (LWW), chronology (REVIEW) — and push at
 //      once (`conflict_push_changes_per_s`, with `conflict_merged` and
 //      `conflict_conflicts` from the devices' results);
-//   5. the server's peak resident set size (`server_peak_rss_bytes`, VmHWM).
+//   5. with --rotation-case-keys K: small cases are added until the unit has K
+//      case keys, the admin device rotates the general key
+//      (`rotation_admin_cpu_s`: CPU of this process during the rotation; the
+//      server runs in its own), and the office device catches up
+//      (`rotation_catch_up_values`, `rotation_catch_up_bytes_received`: no case
+//      content, two values per case key);
+//   6. the server's peak resident set size (`server_peak_rss_bytes`, VmHWM).
 // With --json it prints one JSON object; otherwise a short report.
 #include <fmt/format.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -132,6 +139,50 @@ core::DeviceOptions Options() {
   return o;
 }
 
+// Bytes a device sent and received over its connections.
+struct ByteCounts {
+  std::atomic<std::size_t> sent{0}, received{0};
+};
+
+class CountingTransport final : public core::Transport {
+ public:
+  CountingTransport(std::unique_ptr<core::Transport> inner, ByteCounts* counts)
+      : inner_(std::move(inner)), counts_(counts) {}
+  core::Outcome<void> Send(std::string_view bytes) override {
+    counts_->sent += bytes.size();
+    return inner_->Send(bytes);
+  }
+  core::Outcome<std::string> Receive() override {
+    auto r = inner_->Receive();
+    if (r) counts_->received += r->size();
+    return r;
+  }
+  void Close() override { inner_->Close(); }
+
+ private:
+  std::unique_ptr<core::Transport> inner_;
+  ByteCounts* counts_;
+};
+
+core::DeviceOptions CountedOptions(ByteCounts* counts) {
+  core::DeviceOptions o = Options();
+  o.connector =
+      [counts](std::string_view url,
+               const core::TransportOptions& t) -> core::Outcome<std::unique_ptr<core::Transport>> {
+    auto inner = core::ConnectWebSocket(url, t);
+    if (!inner) return inner.error();
+    return std::unique_ptr<core::Transport>(new CountingTransport(std::move(*inner), counts));
+  };
+  return o;
+}
+
+double CpuSeconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
 // About 20 fields: these 17 plus case_number, created_at and stage set by NewCase.
 std::vector<std::string> CaseFields(int device, int i) {
   static const char* kRisk[] = {"rendah", "sedang", "tinggi"};
@@ -178,6 +229,11 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 16));
   app.add_option("--conflict-cases", conflict_cases, "cases they all edit")
       ->check(CLI::Range(1, 100000));
+  int rotation_case_keys = 0;
+  app.add_option("--rotation-case-keys", rotation_case_keys,
+                 "rotate the general key of a unit with this many case keys (0: skip; more cases "
+                 "are recorded to reach it)")
+      ->check(CLI::Range(0, 1000000));
   app.add_flag("--json", json, "print one JSON object");
   app.add_flag("--keep", keep, "keep the temporary folder");
   CLI11_PARSE(app, argc, argv);
@@ -227,8 +283,10 @@ int main(int argc, char** argv) {
         Must(core::Device::Enroll(root / fmt::format("dev{}", d), url, codes[d], pass, Options()),
              "device enroll"));
   }
-  auto office = Must(core::Device::Enroll(root / "office", url, office_code, pass, Options()),
-                     "office enroll");
+  ByteCounts office_bytes;
+  auto office = Must(
+      core::Device::Enroll(root / "office", url, office_code, pass, CountedOptions(&office_bytes)),
+      "office enroll");
   std::vector<std::unique_ptr<core::Device>> staff;
   for (int d = 0; d < conflict_devices; ++d) {
     staff.push_back(Must(
@@ -392,6 +450,57 @@ int main(int argc, char** argv) {
         n, [](std::size_t, std::size_t i) { return i; }, "conflict push");
   }
 
+  // 5. Rotation of the general key. Field devices first record small cases
+  // (a chronology each: one case key) until the unit has the asked number of
+  // case keys; the admin device pulls the keys (not the content) and rotates,
+  // timed in CPU of this process (the server is a child: its time is its
+  // own); then the office device, which holds every case, catches up and the
+  // bytes it receives are counted.
+  std::size_t rot_case_keys = 0, rot_rewrapped = 0, rot_catch_up_values = 0;
+  double rot_cpu_s = 0, rot_wall_s = 0, rot_prepare_s = 0;
+  std::size_t rot_sent = 0, rot_catch_up_received = 0, rot_catch_up_sent = 0;
+  if (rotation_case_keys > 0) {
+    const std::size_t have = static_cast<std::size_t>(devices) * cases;
+    const std::size_t more =
+        static_cast<std::size_t>(rotation_case_keys) > have ? rotation_case_keys - have : 0;
+    auto tp = Clock::now();
+    {
+      std::vector<std::thread> workers;
+      for (int d = 0; d < devices; ++d) {
+        workers.emplace_back([&, d] {
+          for (std::size_t i = d; i < more; i += devices)
+            Must(field[d]->NewCase({fmt::format("chronology=Kasus tambahan {}", i)}), "case new");
+          Must(field[d]->Sync({}, /*push_only=*/true), "push");
+        });
+      }
+      for (auto& w : workers) w.join();
+    }
+    rot_prepare_s = Seconds(Clock::now() - tp);
+    rot_case_keys = have + more;
+    Must(admin->Sync(), "admin pulls the case keys");
+    Must(office->Sync(), "office pulls everything");
+    const double cpu0 = CpuSeconds();
+    const auto w0 = Clock::now();
+    auto rotated = Must(admin->RotateClassKey(teduh::ACCESS_CLASS_GENERAL), "rotate");
+    rot_wall_s = Seconds(Clock::now() - w0);
+    rot_cpu_s = CpuSeconds() - cpu0;
+    rot_rewrapped = rotated.rewrapped;
+    rot_sent = rotated.bytes_sent;
+    if (rot_rewrapped != rot_case_keys)
+      Die(fmt::format("rotation re-wrapped {} case keys, expected {}", rot_rewrapped,
+                      rot_case_keys));
+    office_bytes.sent = 0;
+    office_bytes.received = 0;
+    auto caught = Must(office->Sync(), "office catches up");
+    rot_catch_up_values = caught.pulled;
+    rot_catch_up_received = office_bytes.received;
+    rot_catch_up_sent = office_bytes.sent;
+    // Only each case key's epoch and wrap: no case content moves.
+    if (rot_catch_up_values != 2 * rot_rewrapped)
+      Die(fmt::format("catching up pulled {} values, expected {} (two per case key)",
+                      rot_catch_up_values, 2 * rot_rewrapped));
+  }
+
   const std::int64_t rss = PeakRssBytes(server_pid);
   kill(server_pid, SIGTERM);
   int status = 0;
@@ -425,6 +534,17 @@ int main(int argc, char** argv) {
       {"conflict_push_changes_per_s", per_s(conflict)},
       {"server_exit_status", WIFEXITED(status) ? WEXITSTATUS(status) : -1},
   };
+  if (rotation_case_keys > 0) {
+    out["rotation_case_keys"] = rot_case_keys;
+    out["rotation_rewrapped"] = rot_rewrapped;
+    out["rotation_admin_cpu_s"] = rot_cpu_s;
+    out["rotation_wall_s"] = rot_wall_s;
+    out["rotation_bytes_sent"] = rot_sent;
+    out["rotation_prepare_s"] = rot_prepare_s;
+    out["rotation_catch_up_values"] = rot_catch_up_values;
+    out["rotation_catch_up_bytes_received"] = rot_catch_up_received;
+    out["rotation_catch_up_bytes_sent"] = rot_catch_up_sent;
+  }
   if (json) {
     std::printf("%s\n", out.dump().c_str());
   } else {

@@ -392,6 +392,11 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"general", "clinical"}));
   CLI::App* key_status =
       leaf(key_cmd, "status", "Epochs per class, what still uses them, and who holds them");
+  CLI::App* key_retire =
+      leaf(key_cmd, "retire",
+           "Delete old epochs nothing uses any more, on the server and on every device");
+  key_retire->add_option("--class", key_class_name, "general or clinical")
+      ->check(CLI::IsMember({"general", "clinical"}));
 
   try {
     app.parse(argc, argv);
@@ -778,6 +783,16 @@ int main(int argc, char** argv) {
                       teduh::core::ClassName(r->key_class), r->epoch,
                       r->resumed ? " (an interrupted rotation, finished)" : "", r->rewrapped,
                       r->devices));
+    }
+    if (key_retire->parsed()) {
+      const auto cls =
+          key_class_name == "clinical" ? teduh::ACCESS_CLASS_CLINICAL : teduh::ACCESS_CLASS_GENERAL;
+      auto r = d.RetireEpochs(cls);
+      if (!r) return Report(g, r.error());
+      return Emit(g, json{{"class", key_class_name}, {"retired", *r}},
+                  r->empty() ? std::string("Nothing to retire: see teduh key status.\n")
+                             : fmt::format("Retired epoch(s) {} of the {} key.\n",
+                                           fmt::join(*r, ", "), key_class_name));
     }
     if (key_status->parsed()) {
       auto st = d.KeyStatus();

@@ -215,6 +215,7 @@ struct KeyEpochView {
   std::uint32_t epoch = 0;
   std::uint64_t case_keys = 0;  // case key records still wrapped under it
   std::uint32_t devices_granted = 0, devices_acked = 0;
+  bool retirable = false;  // older, wraps no case key, every device holds the current one
 };
 struct KeyDeviceView {
   Id device_id{};
@@ -367,6 +368,11 @@ class Device {
   // Epochs per class, how many case keys each still wraps, and which devices
   // hold which (admin devices).
   Outcome<std::vector<KeyClassView>> KeyStatus();
+  // Retires every old epoch of a class that nothing references any more
+  // (KeyEpochView::retirable), signed with the unit root key: the server
+  // deletes its grants and every device deletes the key at its next sync.
+  // Returns the epochs retired (none is not an error).
+  Outcome<std::vector<std::uint32_t>> RetireEpochs(teduh::AccessClass key_class);
 
   // Wipes every key from memory; every later call fails with errc::locked.
   void Lock();

@@ -72,6 +72,9 @@ std::string EnrollMessage(std::string_view code, std::string_view sign_pk, std::
 // admin_device_id
 std::string WipeOrderMessage(std::string_view device_id, std::string_view unit_id,
                              std::int64_t issued_ms, std::string_view admin_device_id);
+// "teduh-retire-v1" || class u8 || epoch u32 BE || u16 BE len(unit_id) || unit_id
+std::string RetirementMessage(teduh::AccessClass key_class, std::uint32_t epoch,
+                              std::string_view unit_id);
 // "teduh-wipe-receipt-v1" || device_id || order_signature || erased_ms u64 BE
 std::string WipeReceiptMessage(std::string_view device_id, std::string_view order_signature,
                                std::int64_t erased_ms);

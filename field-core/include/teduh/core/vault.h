@@ -110,6 +110,9 @@ class Vault {
   // rewrites the file. On failure the vault in memory and on disk is unchanged.
   Outcome<void> AddClassKeys(
       std::map<std::pair<teduh::AccessClass, std::uint32_t>, crypto::SecureBuffer> keys);
+  // Deletes class keys of retired epochs (wiped in memory, gone from the file).
+  Outcome<void> RemoveClassKeys(
+      const std::vector<std::pair<teduh::AccessClass, std::uint32_t>>& keys);
 
   // Re-wraps the same secrets under a key derived from a new passphrase (new
   // salt, parameters as at Create). On failure the old passphrase still opens
@@ -124,6 +127,9 @@ class Vault {
   static void Erase(const std::filesystem::path& path);
 
  private:
+  Outcome<void> UpdateClassKeys(
+      std::map<std::pair<teduh::AccessClass, std::uint32_t>, crypto::SecureBuffer> add,
+      const std::vector<std::pair<teduh::AccessClass, std::uint32_t>>& remove);
   Vault(std::filesystem::path path, crypto::KdfParams params, crypto::SecureBuffer kek,
         VaultSecrets secrets);
   Outcome<void> Write(const VaultSecrets& secrets) const;

@@ -226,8 +226,14 @@ class Store {
   virtual result<std::vector<KeyAckRow>> KeyAcks() = 0;
 
   // ---- Class key rotation ------------------------------------------------------------
-  // Stages the re-wrap of a case key record for (class, epoch); staging for
-  // another epoch of the class is dropped (an abandoned rotation).
+  // Retires (class, epoch): deletes its grants and acknowledgements and keeps
+  // `body` (a serialized, signed teduh.keys.v1.Retirement) for devices.
+  virtual error_code RetireEpoch(teduh::AccessClass key_class, std::uint32_t epoch,
+                                 std::string_view body) = 0;
+  virtual result<std::vector<std::string>> Retirements() = 0;
+  // Drops staging of the class for any other epoch (an abandoned rotation).
+  virtual error_code DropStaleStaging(teduh::AccessClass key_class, std::uint32_t epoch) = 0;
+  // Stages the re-wrap of a case key record for (class, epoch).
   virtual error_code StageRewrap(teduh::AccessClass key_class, std::uint32_t epoch,
                                  const Id& record_id, std::string_view wrapped) = 0;
   virtual error_code ClearStaging(teduh::AccessClass key_class) = 0;
