@@ -1784,8 +1784,12 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
       }
       std::lock_guard g(mu_);
       if (auto r = CheckOpen(); !r) return r.error();
-      auto applied = store_->ApplyPulled(*hlc_, *changes);
+      auto purge = VerifiedShredsLocked(*changes, &report);
+      if (!purge) return purge.error();
+      auto applied = store_->ApplyPulled(*hlc_, *changes, *purge);
       if (!applied) return applied.error();
+      for (const Id& gone : *purge) DropCaseKeysLocked(gone);
+      report.shredded += purge->size();
       if (changes->reset()) report.reset = true;
       report.pulled += applied->applied + applied->deferred;
       report.deferred += applied->deferred;
@@ -2285,6 +2289,100 @@ Outcome<std::vector<KeyClassView>> Device::KeyStatus() {
     out.push_back(std::move(v));
   }
   return out;
+}
+
+Outcome<std::vector<Id>> Device::VerifiedShredsLocked(const pb::Changes& batch,
+                                                      SyncReport* report) {
+  std::vector<Id> out;
+  if (batch.shredded().empty()) return out;
+  auto pinned = vault_->pinned_unit_root_pk();
+  if (!pinned) return Fail(errc::vault_corrupt, "this device has no pinned unit key");
+  for (const auto& o : batch.shredded()) {
+    auto case_id = IdFromBytes(o.case_id());
+    if (!case_id || o.unit_id() != meta_->unit_id) continue;
+    const std::string m =
+        ShredOrderMessage(o.case_id(), o.unit_id(), o.issued_ms(), o.admin_device_id());
+    if (!crypto::Verify(*pinned, AsSpan(m), AsSpan(o.signature()))) {
+      ++report->bad_grants;  // never acted on: a server cannot make devices delete a case
+      continue;
+    }
+    out.push_back(*case_id);
+  }
+  return out;
+}
+
+void Device::DropCaseKeysLocked(const Id& case_id) {
+  for (auto it = case_keys_.begin(); it != case_keys_.end();) {
+    if (std::get<0>(it->first) == case_id) {
+      it = case_keys_.erase(it);  // SecureBuffer wipes on release
+    } else {
+      ++it;
+    }
+  }
+  std::erase_if(case_key_order_, [&](const CaseKeyId& k) { return std::get<0>(k) == case_id; });
+}
+
+Outcome<ShredView> Device::ShredCase(std::string_view case_ref) {
+  pb::Frame request;
+  ShredView view;
+  {
+    std::lock_guard g(mu_);
+    if (auto r = CheckOpen(); !r) return r.error();
+    if (meta_->role == Role::ROLE_SUPERVISOR) {
+      auto id = ResolveCaseLocked(case_ref);
+      if (!id) return id.error();
+      view.case_id = *id;
+    } else if (meta_->role == Role::ROLE_ADMIN && !vault_->unit_root_sk().empty()) {
+      // An admin device holds the unit's case keys, not its cases: the id is
+      // matched against the cases those keys belong to.
+      const std::string ref = Lower(Trim(case_ref));
+      if (ref.size() < 6 || ref.size() > 32 ||
+          !std::all_of(ref.begin(), ref.end(), [](char c) { return std::isxdigit(c); }))
+        return Fail(errc::invalid_argument,
+                    "a case id is 32 hex digits, or a unique prefix of at least 6");
+      std::set<Id> matches;
+      auto scan = store_->ForEachRecordOpenFields(
+          kCaseKeyKind, [&](const RecordInfo& rec, std::vector<StoredValue>& values) {
+            for (auto& v : values) crypto::Wipe(v.value);
+            if (rec.parent_id && ToHex(*rec.parent_id).starts_with(ref))
+              matches.insert(*rec.parent_id);
+            return Outcome<void>{};
+          });
+      if (!scan) return scan.error();
+      if (matches.empty())
+        return Fail(errc::not_found,
+                    fmt::format("no case {} among this device's case keys (run teduh sync)", ref));
+      if (matches.size() > 1)
+        return Fail(errc::invalid_argument,
+                    fmt::format("{} cases start with {}: type more digits", matches.size(), ref));
+      view.case_id = *matches.begin();
+      teduh::keys::v1::ShredOrder* o = request.mutable_shred_case()->mutable_order();
+      o->set_case_id(std::string(AsBytes(view.case_id)));
+      o->set_unit_id(meta_->unit_id);
+      o->set_issued_ms(env_->NowMs());
+      o->set_admin_device_id(std::string(AsBytes(meta_->device_id)));
+      auto sig = crypto::Sign(vault_->unit_root_sk(),
+                              AsSpan(ShredOrderMessage(o->case_id(), o->unit_id(), o->issued_ms(),
+                                                       o->admin_device_id())));
+      if (!sig) return Fail(sig.error(), "cannot sign the shred order");
+      o->set_signature(BytesOf(*sig));
+    } else {
+      return Fail(errc::forbidden,
+                  "a supervisor asks for a case to be shredded, and the admin device holding the "
+                  "unit root key carries it out");
+    }
+    if (!request.has_shred_case())
+      request.mutable_shred_request()->set_case_id(std::string(AsBytes(view.case_id)));
+  }
+  auto client = ConnectOnline();
+  if (!client) return client.error();
+  auto r = (*client)->Shred(std::move(request));
+  (*client)->Close();
+  if (!r) return r.error();
+  view.state = r->state();
+  view.requested_by = r->requested_by();
+  view.purged_values = r->purged_values();
+  return view;
 }
 
 Outcome<std::vector<std::uint32_t>> Device::RetireEpochs(teduh::AccessClass key_class) {

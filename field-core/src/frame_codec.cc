@@ -68,6 +68,12 @@ struct Checker {
            LenOrEmpty(d.box_pk(), 32, "box_pk");
   }
 
+  bool ShredOrderOk(const teduh::keys::v1::ShredOrder& o) {
+    return Len(o.case_id(), 16, "case_id") && Text(o.unit_id(), "unit_id") &&
+           Len(o.admin_device_id(), 16, "admin_device_id") &&
+           Len(o.signature(), crypto::kSignatureBytes, "signature");
+  }
+
   bool RetirementOk(const teduh::keys::v1::Retirement& r) {
     return Text(r.unit_id(), "unit_id") && Len(r.signature(), crypto::kSignatureBytes, "signature");
   }
@@ -133,7 +139,11 @@ struct Checker {
       case v1::Frame::kPull:
         return true;
       case v1::Frame::kChanges:
-        if (!Count(f.changes().changes_size(), limits.max_pull_changes, "changes")) return false;
+        if (!Count(f.changes().changes_size(), limits.max_pull_changes, "changes") ||
+            !Count(f.changes().shredded_size(), limits.max_pull_changes, "shredded"))
+          return false;
+        for (const auto& o : f.changes().shredded())
+          if (!ShredOrderOk(o)) return false;
         for (const auto& c : f.changes().changes())
           if (!Change(c)) return false;
         return true;
@@ -176,6 +186,13 @@ struct Checker {
       case v1::Frame::kAckKeysResult:
       case v1::Frame::kKeyStatusRequest:
         return true;
+      case v1::Frame::kShredRequest:
+        return Len(f.shred_request().case_id(), 16, "case_id");
+      case v1::Frame::kShredCase:
+        return ShredOrderOk(f.shred_case().order());
+      case v1::Frame::kShredResult:
+        return Text(f.shred_result().state(), "state") &&
+               Text(f.shred_result().requested_by(), "requested_by");
       case v1::Frame::kRetireKeys:
         if (!Count(f.retire_keys().retirements_size(), limits.max_grants, "retirements"))
           return false;

@@ -1081,11 +1081,28 @@ Outcome<PullCursor> LocalStore::Cursor() {
   return c;
 }
 
-Outcome<PullApplied> LocalStore::ApplyPulled(Hlc& hlc, const pb::Changes& batch) {
+Outcome<PullApplied> LocalStore::ApplyPulled(Hlc& hlc, const pb::Changes& batch,
+                                             const std::vector<Id>& purge) {
   PullApplied counts;
   auto r = InTxn([&]() -> Outcome<void> {
     auto persisted = MetaInt("hlc");
     if (!persisted) return persisted.error();
+    for (const Id& case_id : purge) {
+      // Children first (their rows name the case as parent), then the case.
+      for (const char* sql :
+           {"DELETE FROM fields WHERE record_id IN (SELECT record_id FROM records WHERE "
+            "record_id=?1 OR parent_id=?1)",
+            "DELETE FROM shadow WHERE record_id IN (SELECT record_id FROM records WHERE "
+            "record_id=?1 OR parent_id=?1)",
+            "DELETE FROM outbox WHERE record_id IN (SELECT record_id FROM records WHERE "
+            "record_id=?1 OR parent_id=?1)",
+            "DELETE FROM records WHERE record_id=?1 OR parent_id=?1"}) {
+        Stmt q(*stmts_, sql);
+        q.BindId(1, case_id);
+        if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, "deleting a shredded case");
+      }
+      counts.purged += static_cast<std::size_t>(sqlite3_changes(db_));
+    }
     hlc.Observe(*persisted);
     if (batch.reset()) {
       // The server was restored from a backup: queue again everything it may

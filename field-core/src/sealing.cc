@@ -117,15 +117,28 @@ std::string GrantMessage(std::string_view device_id, teduh::AccessClass key_clas
   return m;
 }
 
-std::string WipeOrderMessage(std::string_view device_id, std::string_view unit_id,
-                             std::int64_t issued_ms, std::string_view admin_device_id) {
-  std::string m = "teduh-wipe-v1";
-  m.append(device_id);
+namespace {
+std::string OrderMessage(std::string_view domain, std::string_view subject,
+                         std::string_view unit_id, std::int64_t issued_ms,
+                         std::string_view admin_device_id) {
+  std::string m(domain);
+  m.append(subject);
   PutU16(m, static_cast<std::uint16_t>(std::min<std::size_t>(unit_id.size(), 0xFFFF)));
   m.append(unit_id.substr(0, 0xFFFF));
   PutU64(m, static_cast<std::uint64_t>(issued_ms));
   m.append(admin_device_id);
   return m;
+}
+}  // namespace
+
+std::string WipeOrderMessage(std::string_view device_id, std::string_view unit_id,
+                             std::int64_t issued_ms, std::string_view admin_device_id) {
+  return OrderMessage("teduh-wipe-v1", device_id, unit_id, issued_ms, admin_device_id);
+}
+
+std::string ShredOrderMessage(std::string_view case_id, std::string_view unit_id,
+                              std::int64_t issued_ms, std::string_view admin_device_id) {
+  return OrderMessage("teduh-shred-v1", case_id, unit_id, issued_ms, admin_device_id);
 }
 
 std::string RetirementMessage(teduh::AccessClass key_class, std::uint32_t epoch,

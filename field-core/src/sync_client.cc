@@ -257,6 +257,12 @@ Outcome<pb::RetireResult> SyncClient::Retire(const pb::RetireKeys& request) {
   return std::move(*r->mutable_retire_result());
 }
 
+Outcome<pb::ShredResult> SyncClient::Shred(pb::Frame request) {
+  auto r = Call(std::move(request), pb::Frame::kShredResult);
+  if (!r) return r.error();
+  return std::move(*r->mutable_shred_result());
+}
+
 Outcome<void> SyncClient::SendWipeReceipt(const teduh::keys::v1::WipeReceipt& receipt) {
   pb::Frame f;
   *f.mutable_wipe_receipt() = receipt;

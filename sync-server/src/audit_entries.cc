@@ -143,6 +143,15 @@ core::error_code AuditRotate(WriterState& ws, const Identity& who, teduh::Access
   return AppendAuditEntry(ws.store, &entry);
 }
 
+core::error_code AuditShred(WriterState& ws, const Identity& who, const Id& case_id,
+                            bool carried_out) {
+  a1::AuditEntry entry;
+  StartEntry(ws, carried_out ? a1::ENTRY_KIND_SHRED : a1::ENTRY_KIND_SHRED_REQUEST, who.device_id,
+             who.user, who.role, &entry);
+  entry.set_case_id(std::string(core::AsBytes(case_id)));
+  return AppendAuditEntry(ws.store, &entry);
+}
+
 core::error_code AuditRetire(WriterState& ws, const Identity& who, teduh::AccessClass key_class,
                              std::uint32_t epoch) {
   a1::AuditEntry entry;

@@ -42,6 +42,9 @@ namespace teduh::server {
                                            teduh::AccessClass key_class, std::uint32_t epoch,
                                            std::uint64_t rewrapped);
 
+// `who` asked for (supervisor) or carried out (admin device) the shredding of a case.
+[[nodiscard]] core::error_code AuditShred(WriterState& ws, const Identity& who, const Id& case_id,
+                                          bool carried_out);
 // `who` retired `epoch` of the class key.
 [[nodiscard]] core::error_code AuditRetire(WriterState& ws, const Identity& who,
                                            teduh::AccessClass key_class, std::uint32_t epoch);

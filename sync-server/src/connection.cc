@@ -245,6 +245,12 @@ void Connection::OnMessage(std::string_view bytes, bool binary) {
           return OnKeyStatus(rid);
         case v1::Frame::kRetireKeys:
           return OnRetire(rid, frame);
+        case v1::Frame::kShredRequest:
+          return SimpleWrite(rid, [frame, who = identity_](WriterState& ws, Outcome* out) {
+            return RequestShred(ws, who, frame->shred_request(), out);
+          });
+        case v1::Frame::kShredCase:
+          return OnShred(rid, frame);
         case v1::Frame::kHistoryRequest:
           return OnHistory(rid, frame->history_request());
         default:
@@ -517,6 +523,27 @@ void Connection::OnRotate(std::uint64_t rid, std::shared_ptr<v1::Frame> frame) {
             ctx_.Log("warn", "rotated",
                      fmt::format("peer={} by={} records={}", peer_, ShortId(identity_.device_id),
                                  out->reply.rotate_result().staged()));
+          Reply(rid, std::move(out->reply), out->close);
+        });
+      });
+  if (!queued) StoreFailed(rid);
+}
+
+void Connection::OnShred(std::uint64_t rid, std::shared_ptr<v1::Frame> frame) {
+  auto out = std::make_shared<Outcome>();
+  auto shredded = std::make_shared<bool>(false);
+  auto post = host_.Poster();
+  const std::uint64_t me = registry_id_;
+  ServerContext& ctx = ctx_;
+  bool queued = ctx_.worker->SubmitWrite(
+      [frame, out, shredded, who = identity_](WriterState& ws) {
+        return Shred(ws, who, frame->shred_case(), out.get(), shredded.get());
+      },
+      [this, &ctx, post, rid, out, shredded, me](core::error_code ec) {
+        // Every device that may hold the case drops it now if it is connected.
+        if (!ec && *shredded) ctx.registry.Poke(me, true, {}, /*everyone=*/true);
+        post([this, rid, out, ec] {
+          if (ec) return StoreFailed(rid);
           Reply(rid, std::move(out->reply), out->close);
         });
       });

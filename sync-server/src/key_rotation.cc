@@ -1,4 +1,5 @@
-// Class key rotation and key status (PROTOCOL §8b, ARCHITECTURE §4).
+// Class key rotation, key status and retirement (PROTOCOL §8b), and
+// crypto-shredding (§8c); ARCHITECTURE §4.
 //
 // Design notes
 // ------------
@@ -373,6 +374,75 @@ error_code RetireKeys(WriterState& ws, const Identity& who, const v1::RetireKeys
     k->set_key_class(r.key_class());
     k->set_epoch(r.epoch());
   }
+  return {};
+}
+
+error_code RequestShred(WriterState& ws, const Identity& who, const v1::ShredRequest& req,
+                        Outcome* out) {
+  auto device = ws.store.FindDevice(who.device_id);
+  if (!device) return device.error();
+  if (!CheckActive(*device, out)) return {};
+  if ((*device)->role != v1::ROLE_SUPERVISOR) {
+    SetError(out, v1::ERROR_CODE_FORBIDDEN, "Only supervisors ask for a case to be shredded.",
+             false);
+    return {};
+  }
+  auto case_id = core::IdFromBytes(req.case_id());
+  if (!case_id) {
+    SetError(out, v1::ERROR_CODE_BAD_REQUEST, "The case id is not 16 bytes.", false);
+    return {};
+  }
+  auto record = ws.store.FindRecord(*case_id);
+  if (!record) return record.error();
+  if (!*record || (*record)->case_id != *case_id) {
+    SetError(out, v1::ERROR_CODE_BAD_REQUEST, "No such case on the server.", false);
+    return {};
+  }
+  if (auto e = ws.store.PutShredRequest(*case_id, who.user, ws.env.NowMs())) return e;
+  if (auto e = AuditShred(ws, who, *case_id, /*carried_out=*/false)) return e;
+  v1::ShredResult* r = out->reply.mutable_shred_result();
+  r->set_case_id(req.case_id());
+  r->set_state("requested");
+  r->set_requested_by(who.user);
+  return {};
+}
+
+error_code Shred(WriterState& ws, const Identity& who, const v1::ShredCase& req, Outcome* out,
+                 bool* shredded) {
+  *shredded = false;
+  error_code ec;
+  if (!AdminOnly(ws.store, who, "shred cases", out, &ec)) return ec;
+  const teduh::keys::v1::ShredOrder& order = req.order();
+  auto case_id = core::IdFromBytes(order.case_id());
+  if (!case_id || order.unit_id() != ws.unit.unit_id ||
+      order.admin_device_id() != core::AsBytes(who.device_id) ||
+      !crypto::Verify(
+          core::AsSpan(ws.unit.unit_root_pk),
+          core::AsSpan(core::ShredOrderMessage(order.case_id(), order.unit_id(), order.issued_ms(),
+                                               order.admin_device_id())),
+          core::AsSpan(order.signature()))) {
+    SetError(out, v1::ERROR_CODE_BAD_SIGNATURE,
+             "The shred order is not signed by the unit root key for this unit and device.", false);
+    return {};
+  }
+  auto requested = ws.store.FindShredRequest(*case_id);
+  if (!requested) return requested.error();
+  if (!*requested) {
+    SetError(out, v1::ERROR_CODE_BAD_REQUEST,
+             "No supervisor has asked for this case to be shredded (teduh case shred on a "
+             "supervisor device first).",
+             false);
+    return {};
+  }
+  auto purged = ws.store.PurgeCase(*case_id, ws.store.AllocateSeq(), order.SerializeAsString());
+  if (!purged) return purged.error();
+  if (auto e = AuditShred(ws, who, *case_id, /*carried_out=*/true)) return e;
+  v1::ShredResult* r = out->reply.mutable_shred_result();
+  r->set_case_id(order.case_id());
+  r->set_state("shredded");
+  r->set_requested_by(**requested);
+  r->set_purged_values(*purged);
+  *shredded = true;
   return {};
 }
 

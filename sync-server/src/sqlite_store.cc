@@ -226,6 +226,12 @@ CREATE TABLE IF NOT EXISTS key_acks(
 CREATE TABLE IF NOT EXISTS retirements(
   key_class INTEGER NOT NULL, epoch INTEGER NOT NULL, body BLOB NOT NULL,
   PRIMARY KEY(key_class, epoch)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS shred_requests(
+  case_id BLOB PRIMARY KEY, requested_by TEXT NOT NULL, requested_ms INTEGER NOT NULL)
+  WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS shredded(
+  case_id BLOB PRIMARY KEY, seq INTEGER NOT NULL, body BLOB NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS shredded_by_seq ON shredded(seq);
 CREATE TABLE IF NOT EXISTS rotation_staging(
   key_class INTEGER NOT NULL, epoch INTEGER NOT NULL, record_id BLOB NOT NULL,
   wrapped BLOB NOT NULL, PRIMARY KEY(key_class, record_id)) WITHOUT ROWID;
@@ -442,6 +448,12 @@ class SqliteStore final : public Store {
       if (!sticky_) sticky_ = core::make_error_code(errc::store_failed);
       return sticky_;
     }
+    if (checkpoint_after_commit_) {
+      // Content was purged: copy the zeroed pages into the database file and
+      // empty the WAL now, rather than at the next automatic checkpoint.
+      checkpoint_after_commit_ = false;
+      sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+    }
     return {};
   }
 
@@ -628,6 +640,68 @@ class SqliteStore final : public Store {
     s.Done();
     if (rc != SQLITE_DONE) return Fail(rc);
     return rows;
+  }
+  error_code PutShredRequest(const Id& case_id, std::string_view user,
+                             std::int64_t now_ms) override {
+    return Run(stmts_->put_shred_request.Start().Blob(1, case_id).Text(2, user).Int(3, now_ms));
+  }
+  result<std::optional<std::string>> FindShredRequest(const Id& case_id) override {
+    if (sticky_) return sticky_;
+    std::optional<std::string> who;
+    if (!has_revocations_) return who;
+    Stmt& s = stmts_->find_shred_request;
+    s.Start().Blob(1, case_id);
+    int rc = s.Step();
+    if (rc == SQLITE_ROW) who = std::string(s.ColText(0));
+    s.Done();
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Fail(rc);
+    return who;
+  }
+  result<std::uint64_t> PurgeCase(const Id& case_id, std::uint64_t seq,
+                                  std::string_view order) override {
+    if (sticky_) return sticky_;
+    assert(in_txn_);
+    // secure_delete zeroes every freed cell and page, so the purged
+    // ciphertext is not left in free space of the file.
+    if (auto ec = Exec("PRAGMA secure_delete=ON")) return ec;
+    const int before = sqlite3_total_changes(db_);
+    error_code ec = Run(stmts_->purge_history.Start().Blob(1, case_id));
+    if (!ec) ec = Run(stmts_->purge_fields.Start().Blob(1, case_id));
+    const std::uint64_t values = static_cast<std::uint64_t>(sqlite3_total_changes(db_) - before);
+    for (Stmt* st : {&stmts_->purge_records, &stmts_->clear_assignees, &stmts_->purge_holdings})
+      if (!ec) ec = Run(st->Start().Blob(1, case_id));
+    if (auto off = Exec("PRAGMA secure_delete=OFF"); !ec) ec = off;
+    if (ec) return ec;
+    if (auto e = Run(stmts_->drop_shred_request.Start().Blob(1, case_id))) return e;
+    if (auto e = Run(stmts_->put_shredded.Start().Blob(1, case_id).U64(2, seq).Blob(3, order)))
+      return e;
+    checkpoint_after_commit_ = true;
+    return values;
+  }
+  result<bool> IsShredded(const Id& case_id) override {
+    if (sticky_) return BoolError(sticky_);
+    if (!has_revocations_) return false;
+    Stmt& s = stmts_->is_shredded;
+    s.Start().Blob(1, case_id);
+    int rc = s.Step();
+    s.Done();
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return BoolError(Fail(rc));
+    return rc == SQLITE_ROW;
+  }
+  error_code ScanShredded(
+      std::uint64_t after_seq, std::uint64_t upto_seq,
+      const std::function<void(std::uint64_t, std::string_view)>& visit) override {
+    if (sticky_) return sticky_;
+    if (!has_revocations_) return {};
+    Stmt& s = stmts_->scan_shredded;
+    s.Start()
+        .U64(1, after_seq)
+        .Int(2, static_cast<std::int64_t>(std::min<std::uint64_t>(upto_seq, INT64_MAX)));
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) visit(s.ColU64(0), s.ColBlob(1));
+    s.Done();
+    if (rc != SQLITE_DONE) return Fail(rc);
+    return {};
   }
   error_code DropStaleStaging(teduh::AccessClass key_class, std::uint32_t epoch) override {
     return Run(stmts_->clear_other_staging.Start().Int(1, key_class).Int(2, epoch));
@@ -1038,7 +1112,8 @@ class SqliteStore final : public Store {
         get_meta, put_meta, insert_audit, scan_audit, audit_head, find_revocation, put_revocation,
         all_grants, put_key_ack, key_acks, stage_rewrap, clear_other_staging, clear_staging,
         scan_staging, scan_case_keys, put_retirement, retirements, drop_epoch_grants,
-        drop_epoch_acks;
+        drop_epoch_acks, put_shred_request, find_shred_request, drop_shred_request, put_shredded,
+        is_shredded, scan_shredded, purge_history, purge_fields, purge_records, purge_holdings;
   };
 
   SqliteStore() = default;
@@ -1201,6 +1276,24 @@ class SqliteStore final : public Store {
                      "INSERT OR IGNORE INTO key_acks(device_id, key_class, epoch, acked_ms) "
                      "VALUES(?1, ?2, ?3, ?4)"});
       all.push_back({&st.key_acks, "SELECT device_id, key_class, epoch FROM key_acks"});
+      all.push_back({&st.put_shred_request,
+                     "INSERT OR REPLACE INTO shred_requests(case_id, requested_by, requested_ms) "
+                     "VALUES(?1, ?2, ?3)"});
+      all.push_back({&st.find_shred_request,
+                     "SELECT requested_by, requested_ms FROM shred_requests WHERE case_id = ?1"});
+      all.push_back({&st.drop_shred_request, "DELETE FROM shred_requests WHERE case_id = ?1"});
+      const std::string of_case =
+          "WHERE record_id IN (SELECT record_id FROM records WHERE "
+          "case_id = ?1)";
+      all.push_back({&st.purge_history, "DELETE FROM field_history " + of_case});
+      all.push_back({&st.purge_fields, "DELETE FROM fields " + of_case});
+      all.push_back({&st.purge_records, "DELETE FROM records WHERE case_id = ?1"});
+      all.push_back({&st.purge_holdings, "DELETE FROM device_cases WHERE case_id = ?1"});
+      all.push_back({&st.put_shredded,
+                     "INSERT OR REPLACE INTO shredded(case_id, seq, body) VALUES(?1, ?2, ?3)"});
+      all.push_back({&st.is_shredded, "SELECT 1 FROM shredded WHERE case_id = ?1"});
+      all.push_back({&st.scan_shredded,
+                     "SELECT seq, body FROM shredded WHERE seq > ?1 AND seq <= ?2 ORDER BY seq"});
       all.push_back({&st.put_retirement,
                      "INSERT OR REPLACE INTO retirements(key_class, epoch, body) VALUES(?1, ?2, "
                      "?3)"});
@@ -1255,6 +1348,7 @@ class SqliteStore final : public Store {
   AuditHead audit_head_, saved_audit_head_;  // invariant 6
   bool has_audit_ = true;                    // false only for a version 1 store opened read-only
   bool has_revocations_ = true;              // false only for an older store opened read-only
+  bool checkpoint_after_commit_ = false;     // set by PurgeCase
   error_code sticky_;                        // invariant 4
 };
 

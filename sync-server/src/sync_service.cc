@@ -275,15 +275,30 @@ class PushApplier {
       return {};
     }
     Id case_id = *record_id;
+    // A shredded case is never written again (an offline device may still
+    // hold edits of it; it drops the case at its next pull).
+    auto shredded = [&](const Id& id, bool* yes) -> error_code {
+      auto sh = store_.IsShredded(id);
+      if (!sh) return sh.error();
+      *yes = *sh;
+      if (*yes) Reject(r, "shredded", "The case was shredded by the unit; nothing of it is kept.");
+      return {};
+    };
     if (is_case) {
       if (parent_id) {
         Reject(r, "bad_value", "A case has no parent.");
         return {};
       }
+      bool gone = false;
+      if (!record)
+        if (auto ec = shredded(case_id, &gone); ec || gone) return ec;
     } else {
       const RecordInfo* parent = nullptr;
       if (parent_id)
         if (auto ec = FindRecord(*parent_id, &parent)) return ec;
+      bool gone = false;
+      if (!parent && parent_id)
+        if (auto ec = shredded(*parent_id, &gone); ec || gone) return ec;
       if (!parent || parent->kind != core::kCaseKind) {
         if (kind)
           Reject(r, "no_parent", "The record's case is not on the server.");
@@ -1167,8 +1182,19 @@ error_code Pull(Store& store, const ServerConfig& config, const UnitInfo& unit, 
     }
   }
   changes->set_has_more(has_more);
-  changes->set_last_seq(
-      changes->changes().empty() ? after : changes->changes(changes->changes_size() - 1).seq());
+  std::uint64_t last_seq =
+      changes->changes().empty() ? after : changes->changes(changes->changes_size() - 1).seq();
+  // Shred orders in the same range of sequence numbers (all of them after the
+  // last batch): every device gets them, and drops the cases it holds.
+  if (auto ec = store.ScanShredded(
+          after, has_more ? last_seq : UINT64_MAX, [&](std::uint64_t seq, std::string_view body) {
+            teduh::keys::v1::ShredOrder o;
+            if (!o.ParseFromArray(body.data(), static_cast<int>(body.size()))) return;
+            *changes->add_shredded() = std::move(o);
+            last_seq = std::max(last_seq, seq);
+          }))
+    return ec;
+  changes->set_last_seq(last_seq);
 
   // Which of these cases the device receives for the first time (ARCHITECTURE §2.4).
   std::unordered_set<Id, IdHash> seen;

@@ -88,6 +88,12 @@ core::error_code Rotate(WriterState& ws, const Identity& who, const v1::RotateKe
 // nothing references it any more.
 core::error_code RetireKeys(WriterState& ws, const Identity& who, const v1::RetireKeys& request,
                             Outcome* out);
+// Crypto-shredding (PROTOCOL §8c): a supervisor asks; an admin device's
+// signed order purges the case (`shredded` set: the caller pokes everyone).
+core::error_code RequestShred(WriterState& ws, const Identity& who, const v1::ShredRequest& request,
+                              Outcome* out);
+core::error_code Shred(WriterState& ws, const Identity& who, const v1::ShredCase& request,
+                       Outcome* out, bool* shredded);
 // A device reports the class key epochs it holds.
 core::error_code AckKeys(WriterState& ws, const Identity& who, const v1::AckKeys& request,
                          Outcome* out);

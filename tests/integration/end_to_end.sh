@@ -211,6 +211,25 @@ check "once every device holds epoch 2, epoch 1 is retired" \
 check "the retired epoch is gone from the tablet at its next sync, and its cases still open" \
   'dev "$pend" "ani-pass-1" sync >/dev/null && dev "$pend" "ani-pass-1" status | jq -e "(.keys | index(\"general/1\")) == null" >/dev/null && [ "$(dev "$pend" "ani-pass-1" case show "$case_id" | jq -r .fields.chronology)" = "$CHRONO" ]'
 
+# --- crypto-shredding: a supervisor asks, the admin device carries it out ---
+scode=$("$SERVER" enroll --data "$data" --role supervisor --user sari --json | json .code) || die "enroll supervisor"
+sup="$work/supervisor"
+sup_id=$(dev "$sup" "sari-pass-1" init --server "$url" --code "$scode" | json .device_id) ||
+  die "supervisor device enrolls: $(cat "$work/last.err")"
+dev "$admin" "admin-pass-1" device approve "$sup_id" >/dev/null || die "admin approves supervisor: $(cat "$work/last.err")"
+SHRED_TEXT="Kasus salah input, berisi alamat korban lain"
+shred_id=$(dev "$office" "budi-pass-2" case new --set "chronology=$SHRED_TEXT" | json .case_id) || die "office case new"
+dev "$office" "budi-pass-2" sync >/dev/null || die "office sync before shred"
+dev "$sup" "sari-pass-1" sync >/dev/null || die "supervisor sync: $(cat "$work/last.err")"
+check "an office device may not ask for a shred" '! dev "$office" "budi-pass-2" case shred "$shred_id" >/dev/null'
+check "the supervisor asks for the case to be shredded" \
+  'dev "$sup" "sari-pass-1" case shred "$shred_id" | jq -e ".state==\"requested\"" >/dev/null'
+dev "$admin" "admin-pass-1" sync >/dev/null || die "admin sync before shred"
+check "the admin device shreds it" \
+  'dev "$admin" "admin-pass-1" case shred "${shred_id:0:10}" | jq -e ".state==\"shredded\" and .requested_by==\"sari\" and .purged_values>0" >/dev/null'
+check "the office device drops the shredded case at its next sync" \
+  'dev "$office" "budi-pass-2" sync | jq -e ".shredded==1" >/dev/null && ! dev "$office" "budi-pass-2" case show "$shred_id" >/dev/null'
+
 # --- revocation: the tablet is lost; the server refuses it, the admin orders it erased ---
 check "the server host revokes the pendamping tablet without a wipe order" \
   '"$SERVER" device revoke --data "$data" "${pend_id:0:8}" --json | jq -e ".state==\"revoked\" and .wipe_ordered==false" >/dev/null'
@@ -245,8 +264,8 @@ check "audit verify exits 2 on an altered entry and names it" \
   '[ "$rc" -eq 2 ] && grep -q "entry 2 was altered" "$work/audit.err"'
 
 # --- no plaintext anywhere ---
-for secret in "$NAME" "Rahmawati" "$ADDRESS" "Cempaka" "$PHONE" "7788-4455" "$CHRONO" "dipukul suami" "$NOTE" "memar di lengan"; do
-  for where in "$data" "$work/server.log" "$pend" "$office" "$admin"; do
+for secret in "$SHRED_TEXT" "$NAME" "Rahmawati" "$ADDRESS" "Cempaka" "$PHONE" "7788-4455" "$CHRONO" "dipukul suami" "$NOTE" "memar di lengan"; do
+  for where in "$data" "$work/server.log" "$pend" "$office" "$admin" "$sup"; do
     if grep -r -a -F -q -- "$secret" "$where" 2>/dev/null; then
       bad "'$secret' appears in plaintext in $(basename "$where")"
     fi

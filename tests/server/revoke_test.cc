@@ -327,7 +327,9 @@ TEST_F(RevokeFrameTest, ARevokedDeviceGetsItsOrderInsteadOfAWelcomeAndOnlyItsRec
     auto c = TestClient::Connect(server_->port());
     auto reply = Authenticate(*c, rina);
     EXPECT_TRUE(reply && reply->has_wipe()) << (reply ? reply->DebugString() : "no reply");
-    if (reply && reply->has_wipe()) EXPECT_EQ(reply->wipe().order().signature(), order.signature());
+    if (reply && reply->has_wipe()) {
+      EXPECT_EQ(reply->wipe().order().signature(), order.signature());
+    }
     return c;
   };
   auto wiped_ms = [&] {

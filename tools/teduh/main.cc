@@ -315,6 +315,10 @@ int main(int argc, char** argv) {
   CLI::App* case_set = leaf(case_cmd, "set", "Change fields of a case");
   case_set->add_option("case", case_ref, "Case id or unique prefix")->required();
   case_set->add_option("--set", sets, "FIELD=VALUE (repeatable)")->required();
+  CLI::App* case_shred = leaf(
+      case_cmd, "shred",
+      "Destroy a case everywhere: a supervisor asks, the admin device carries it out (online)");
+  case_shred->add_option("case", case_ref, "Case id or unique prefix")->required();
   CLI::App* case_list = leaf(case_cmd, "list", "List the cases on this device");
   CLI::App* case_show = leaf(case_cmd, "show", "Show a case with its persons and notes");
   case_show->add_option("case", case_ref, "Case id or unique prefix")->required();
@@ -514,6 +518,7 @@ int main(int argc, char** argv) {
              {"deferred", report->deferred},
              {"grants_added", report->grants_added},
              {"bad_grants", report->bad_grants},
+             {"shredded", report->shredded},
              {"sealed_verified", report->verified},
              {"sealed_not_for_this_device", report->not_for_this_device},
              {"sealed_unreadable", report->unreadable},
@@ -758,6 +763,23 @@ int main(int argc, char** argv) {
                              r.role, r.user, r.state, r.fingerprint, r.label, ErasureNote(r));
       }
       return Emit(g, json{{"devices", arr}}, human);
+    }
+    if (case_shred->parsed()) {
+      auto r = d.ShredCase(case_ref);
+      if (!r) return Report(g, r.error());
+      json j{{"case_id", teduh::core::ToHex(r->case_id)},
+             {"state", r->state},
+             {"requested_by", r->requested_by}};
+      if (r->state == "shredded") j["purged_values"] = r->purged_values;
+      return Emit(
+          g, j,
+          r->state == "shredded"
+              ? fmt::format("Case {} shredded on {}'s request: {} values purged from the "
+                            "server. Every device deletes it at its next sync.\n",
+                            teduh::core::ToHex(r->case_id), r->requested_by, r->purged_values)
+              : fmt::format("Shredding of case {} requested. The admin device carries it "
+                            "out: teduh case shred {} there.\n",
+                            teduh::core::ToHex(r->case_id), teduh::core::ToHex(r->case_id)));
     }
     if (key_rotate->parsed()) {
       const auto cls =

@@ -229,10 +229,20 @@ struct KeyClassView {
   std::vector<KeyDeviceView> devices;
 };
 
+// `teduh case shred`.
+struct ShredView {
+  Id case_id{};
+  std::string state;         // "requested" (supervisor) or "shredded" (admin device)
+  std::string requested_by;  // the supervisor
+  std::uint64_t purged_values = 0;
+};
+
 struct SyncReport {
   std::size_t pushed = 0, accepted = 0, merged = 0, conflict = 0, rejected = 0;
   std::size_t pulled = 0, deferred = 0, grants_added = 0;
-  std::size_t bad_grants = 0;  // grants whose unit signature did not verify: ignored
+  std::size_t bad_grants =
+      0;  // grants, retirements or shred orders whose unit signature did not verify: ignored
+  std::size_t shredded = 0;  // cases deleted on a signed shred order
   // Pulled sealed values: opened and verified with the case key; held for a key
   // class this device may not hold (e.g. CLINICAL on a pendamping's tablet);
   // damaged or altered (stored, shown as unreadable, and worth reporting).
@@ -368,6 +378,12 @@ class Device {
   // Epochs per class, how many case keys each still wraps, and which devices
   // hold which (admin devices).
   Outcome<std::vector<KeyClassView>> KeyStatus();
+  // Crypto-shredding (PROTOCOL §8c). On a supervisor device: asks for the
+  // case to be shredded (state "requested"). On the admin device holding the
+  // unit root key: carries out a pending request with a signed order (state
+  // "shredded"): the server purges the case, and every device deletes it at
+  // its next sync. Other roles: errc::forbidden.
+  Outcome<ShredView> ShredCase(std::string_view case_ref);
   // Retires every old epoch of a class that nothing references any more
   // (KeyEpochView::retirable), signed with the unit root key: the server
   // deletes its grants and every device deletes the key at its next sync.
@@ -443,6 +459,11 @@ class Device {
   FieldView RenderValue(const Id& record_id, std::string_view kind, const Id& case_id,
                         const FieldPolicy& policy, StoredValue v, std::string_view lang,
                         std::string* plain_out, error_code* failed);
+  // The cases of a pulled batch's shred orders that the unit root key signed
+  // (others are counted in report->bad_grants and ignored).
+  Outcome<std::vector<Id>> VerifiedShredsLocked(const teduh::sync::v1::Changes& batch,
+                                                SyncReport* report);
+  void DropCaseKeysLocked(const Id& case_id);
   Outcome<void> VerifyPulledLocked(const teduh::sync::v1::Changes& batch, SyncReport* report);
   Outcome<std::optional<std::string>> OpenValue(const Id& record_id, std::string_view kind,
                                                 const Id& case_id, const StoredValue& v,

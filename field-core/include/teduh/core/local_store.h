@@ -124,6 +124,7 @@ struct PullApplied {
   std::size_t deferred = 0;  // kept aside: the field has a pending local edit
   std::size_t ignored = 0;   // inconsistent with what this device holds (kind changed)
   std::size_t requeued = 0;  // reset: outbox entries queued again for the restored server
+  std::size_t purged = 0;    // records of shredded cases deleted
 };
 
 struct PushApplied {
@@ -198,7 +199,11 @@ class LocalStore {
   // Pull.
   Outcome<PullCursor> Cursor();
   // Applies one Changes batch and stores its cursor in one transaction.
-  Outcome<PullApplied> ApplyPulled(Hlc& hlc, const teduh::sync::v1::Changes& batch);
+  // `purge`: shredded cases (their orders already verified by the caller):
+  // each case and every record under it, with their values, held-back server
+  // values and outbox entries, are deleted in the same transaction.
+  Outcome<PullApplied> ApplyPulled(Hlc& hlc, const teduh::sync::v1::Changes& batch,
+                                   const std::vector<Id>& purge = {});
 
   // Small non-secret settings (last sync time, clock offset...). Never store
   // anything sensitive here: meta is plain.

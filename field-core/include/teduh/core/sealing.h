@@ -68,10 +68,14 @@ std::string GrantMessage(std::string_view device_id, teduh::AccessClass key_clas
 std::string EnrollMessage(std::string_view code, std::string_view sign_pk, std::string_view box_pk,
                           std::string_view unit_root_pk);
 
-// "teduh-wipe-v1" || device_id || u16 BE len(unit_id) || unit_id || issued_ms u64 BE ||
-// admin_device_id
+// Orders signed with the unit root key: domain || subject (16 B) || u16 BE
+// len(unit_id) || unit_id || issued_ms u64 BE || admin_device_id (16 B).
+// Wipe order: domain "teduh-wipe-v1", subject the device.
 std::string WipeOrderMessage(std::string_view device_id, std::string_view unit_id,
                              std::int64_t issued_ms, std::string_view admin_device_id);
+// Shred order: domain "teduh-shred-v1", subject the case.
+std::string ShredOrderMessage(std::string_view case_id, std::string_view unit_id,
+                              std::int64_t issued_ms, std::string_view admin_device_id);
 // "teduh-retire-v1" || class u8 || epoch u32 BE || u16 BE len(unit_id) || unit_id
 std::string RetirementMessage(teduh::AccessClass key_class, std::uint32_t epoch,
                               std::string_view unit_id);

@@ -225,6 +225,24 @@ class Store {
   virtual error_code PutKeyAck(const KeyAckRow& row) = 0;
   virtual result<std::vector<KeyAckRow>> KeyAcks() = 0;
 
+  // ---- Crypto-shredding ----------------------------------------------------------------
+  virtual error_code PutShredRequest(const Id& case_id, std::string_view user,
+                                     std::int64_t now_ms) = 0;
+  // Who asked for the case to be shredded, if anyone has.
+  virtual result<std::optional<std::string>> FindShredRequest(const Id& case_id) = 0;
+  // Deletes the case and everything under it (records, current and past
+  // values, assignments, holdings) so that no ciphertext of it stays in the
+  // store files (freed space zeroed, WAL checkpointed at commit), drops the
+  // request and keeps the signed `order` at `seq` for devices to pull.
+  // Returns the number of values removed.
+  virtual result<std::uint64_t> PurgeCase(const Id& case_id, std::uint64_t seq,
+                                          std::string_view order) = 0;
+  virtual result<bool> IsShredded(const Id& case_id) = 0;
+  // Shred orders with after_seq < seq <= upto_seq, in seq order.
+  virtual error_code ScanShredded(
+      std::uint64_t after_seq, std::uint64_t upto_seq,
+      const std::function<void(std::uint64_t seq, std::string_view order)>& visit) = 0;
+
   // ---- Class key rotation ------------------------------------------------------------
   // Retires (class, epoch): deletes its grants and acknowledgements and keeps
   // `body` (a serialized, signed teduh.keys.v1.Retirement) for devices.
