@@ -1872,6 +1872,10 @@ Outcome<teduh::keys::v1::Grant> SignedGrant(const Vault& vault, const std::strin
   return g;
 }
 
+std::string ApprovedBoxKey(std::string_view device_id) {
+  return "approved_box_" + ToHex(AsSpan(device_id));
+}
+
 std::string RotationMetaKey(teduh::AccessClass cls) {
   return fmt::format("rotation_pending_{}", static_cast<int>(cls));
 }
@@ -2041,6 +2045,16 @@ Outcome<RemoteDevice> Device::ApproveDevice(std::string_view device_ref) {
   auto res = client.Approve(req);
   client.Close();
   if (!res) return res.error();
+  {
+    // The key a rotation may seal the next epochs to (never one the server
+    // names later: it could be its own).
+    std::lock_guard g(mu_);
+    if (auto r = CheckOpen(); !r) return r.error();
+    if (auto r =
+            store_->SetMeta(ApprovedBoxKey(target->device_id()), ToHex(AsSpan(target->box_pk())));
+        !r)
+      return r.error();
+  }
   if (res->has_device()) return RemoteFromInfo(res->device());
   RemoteDevice r = RemoteFromInfo(*target);
   r.state = "active";
@@ -2135,6 +2149,11 @@ Outcome<RotationReport> Device::RotateClassKey(
   }
   auto client = ConnectOnline();
   if (!client) return client.error();
+  auto status = (*client)->KeyStatus();
+  if (!status) return status.error();
+  std::uint32_t server_epoch = 0;
+  for (const auto& c : status->classes())
+    if (Normal(c.key_class()) == key_class) server_epoch = c.current_epoch();
 
   // The new epoch: a pending one is resumed; otherwise it is chosen, recorded
   // as pending, and only then made and saved in the vault (a crash in between
@@ -2152,8 +2171,23 @@ Outcome<RotationReport> Device::RotateClassKey(
     auto pending = store_->GetMeta(RotationMetaKey(key_class));
     if (!pending) return pending.error();
     report.epoch = *committed + 1;
-    report.resumed = *pending && !(*pending)->empty();
-    if (report.resumed) report.epoch = static_cast<std::uint32_t>(std::stoul(**pending));
+    std::optional<std::uint32_t> resume;
+    if (*pending && !(*pending)->empty()) {
+      try {
+        resume = static_cast<std::uint32_t>(std::stoul(**pending));
+      } catch (const std::exception&) {
+      }
+    }
+    // A rotation whose commit answer was lost is already the server's
+    // current epoch: it is done, and this run makes the next one.
+    if (resume && server_epoch >= *resume) {
+      if (auto r = store_->SetMeta(RotationMetaKey(key_class), ""); !r) return r.error();
+      resume.reset();
+      auto now_committed = WriteEpochLocked(key_class);
+      if (now_committed) report.epoch = *now_committed + 1;
+    }
+    report.resumed = resume.has_value();
+    if (resume) report.epoch = *resume;
     if (auto r = store_->SetMeta(RotationMetaKey(key_class), std::to_string(report.epoch)); !r)
       return r.error();
     if (vault_->class_key(key_class, report.epoch) == nullptr) {
@@ -2233,9 +2267,27 @@ Outcome<RotationReport> Device::RotateClassKey(
   {
     std::lock_guard g(mu_);
     if (auto r = CheckOpen(); !r) return r.error();
+    auto own_box = crypto::BoxPublicKeyOf(vault_->device_box_sk());
+    if (!own_box) return Fail(own_box.error(), "the device key is damaged");
     for (const auto& d : list->devices()) {
       if (d.state() != pb::DEVICE_STATE_ACTIVE || !MayHoldClass(d.role(), key_class)) continue;
-      auto grant = SignedGrant(*vault_, d.device_id(), d.box_pk(), key_class, report.epoch);
+      // Only to a device this admin device approved, under the key it approved
+      // (or itself): the list comes from the server, which must not be able
+      // to slip in a key of its own.
+      std::string box = BytesOf(*own_box);
+      if (d.device_id() != AsBytes(meta_->device_id)) {
+        auto approved = store_->GetMeta(ApprovedBoxKey(d.device_id()));
+        if (!approved) return approved.error();
+        if (!*approved || **approved != ToHex(AsSpan(d.box_pk()))) {
+          return Fail(errc::integrity,
+                      fmt::format("the server lists device {} ({}) as active with a key this "
+                                  "admin device did not approve: nothing was rotated. Check it "
+                                  "with teduh device list, and revoke it if it is unknown",
+                                  ToHex(AsSpan(d.device_id())).substr(0, 8), d.user()));
+        }
+        box = d.box_pk();
+      }
+      auto grant = SignedGrant(*vault_, d.device_id(), box, key_class, report.epoch);
       if (!grant) return grant.error();
       *commit.add_grants() = std::move(*grant);
       ++report.devices;
@@ -2403,10 +2455,31 @@ Outcome<std::vector<std::uint32_t>> Device::RetireEpochs(teduh::AccessClass key_
   {
     std::lock_guard g(mu_);
     if (auto r = CheckOpen(); !r) return r.error();
+    // The server's word is not enough to drop a key: this device holds every
+    // case key record of the unit and checks that none is under the epoch.
+    std::set<std::uint32_t> in_use;
+    auto scan = store_->ForEachRecordOpenFields(
+        kCaseKeyKind, [&](const RecordInfo&, std::vector<StoredValue>& values) {
+          teduh::keys::v1::CaseKey key;
+          for (auto& v : values) {
+            key.MergeFromString(v.value);
+            crypto::Wipe(v.value);
+          }
+          if (Normal(key.key_class()) == key_class) in_use.insert(key.epoch());
+          return Outcome<void>{};
+        });
+    if (!scan) return scan.error();
+    auto writing = WriteEpochLocked(key_class);
     for (const auto& c : status->classes()) {
       if (Normal(c.key_class()) != key_class) continue;
       for (const auto& e : c.epochs()) {
-        if (!e.retirable()) continue;
+        if (!e.retirable() || !writing || e.epoch() >= *writing) continue;
+        if (in_use.contains(e.epoch())) {
+          return Fail(errc::rejected,
+                      fmt::format("this device still holds case keys under epoch {} of the {} "
+                                  "key: run teduh sync, then retire again",
+                                  e.epoch(), ClassName(key_class)));
+        }
         teduh::keys::v1::Retirement* rt = req.add_retirements();
         rt->set_key_class(key_class);
         rt->set_epoch(e.epoch());
@@ -2425,6 +2498,9 @@ Outcome<std::vector<std::uint32_t>> Device::RetireEpochs(teduh::AccessClass key_
   if (!done) return done.error();
   std::vector<std::pair<teduh::AccessClass, std::uint32_t>> mine;
   for (const auto& k : done->retired()) {
+    const bool asked = std::any_of(req.retirements().begin(), req.retirements().end(),
+                                   [&](const auto& r) { return r.epoch() == k.epoch(); });
+    if (!asked || Normal(k.key_class()) != key_class) continue;  // only what it signed
     out.push_back(k.epoch());
     mine.emplace_back(key_class, k.epoch());
   }

@@ -294,13 +294,24 @@ void Vault::Erase(const std::filesystem::path& path) {
   if (fd >= 0) {
     struct stat st {};
     if (::fstat(fd, &st) == 0 && st.st_size > 0) {
-      std::vector<std::uint8_t> noise(static_cast<std::size_t>(st.st_size));
-      crypto::RandomBytes(noise);
-      std::size_t off = 0;
-      while (off < noise.size()) {
-        ssize_t n = ::write(fd, noise.data() + off, noise.size() - off);
-        if (n <= 0) break;
-        off += static_cast<std::size_t>(n);
+      // In 1 MiB pieces: a store may be far larger than memory should hold.
+      std::vector<std::uint8_t> noise(
+          std::min<std::size_t>(static_cast<std::size_t>(st.st_size), std::size_t{1} << 20));
+      std::size_t left = static_cast<std::size_t>(st.st_size);
+      bool failed = false;
+      while (left > 0 && !failed) {
+        const std::size_t piece = std::min(left, noise.size());
+        crypto::RandomBytes(std::span(noise.data(), piece));
+        std::size_t off = 0;
+        while (off < piece) {
+          ssize_t n = ::write(fd, noise.data() + off, piece - off);
+          if (n <= 0) {
+            failed = true;
+            break;
+          }
+          off += static_cast<std::size_t>(n);
+        }
+        left -= piece;
       }
       ::fsync(fd);
     }
@@ -515,7 +526,7 @@ Outcome<void> Vault::UpdateClassKeys(
     if (v.size() != 32) return Fail(errc::invalid_argument, "a class key must be 32 bytes");
     if (next.class_keys.emplace(k, std::move(v)).second) changed = true;
   }
-  if (!changed && next.class_keys.size() == secrets_.class_keys.size()) return {};
+  if (remove.empty() && !changed && next.class_keys.size() == secrets_.class_keys.size()) return {};
   if (auto w = Write(next); !w) return w.error();
   secrets_ = std::move(next);
   return {};

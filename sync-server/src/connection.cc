@@ -317,6 +317,9 @@ void Connection::OnProof(std::uint64_t rid, const v1::Proof& proof) {
       if (out->wiping) {
         wipe_device_ = *out->wiping;
         state_ = State::kWiping;
+        // Erasing a large store takes time; the receipt must not be cut off
+        // by the handshake timer (the idle timeout still applies).
+        host_.HandshakeDone();
         ctx_.Log("warn", "wipe_ordered",
                  fmt::format("peer={} device={}", peer_, ShortId(wipe_device_)));
       }

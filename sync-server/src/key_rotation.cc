@@ -81,26 +81,27 @@ error_code ApplyStaging(WriterState& ws, const Identity& who, teduh::AccessClass
   epoch_only.set_epoch(epoch);
   const std::string epoch_value = epoch_only.SerializeAsString();
   std::string wrapped_value;
-  return ws.store.ScanStaging(cls, epoch, [&](const Id& record_id, std::string_view wrapped) {
-    teduh::keys::v1::CaseKey wrapped_only;
-    wrapped_only.set_wrapped(std::string(wrapped));
-    wrapped_value = wrapped_only.SerializeAsString();
-    for (const auto& [field, value] :
-         {std::pair<std::uint32_t, const std::string*>{kEpochField, &epoch_value},
-          {kWrappedField, &wrapped_value}}) {
-      FieldRow row;
-      row.record_id = record_id;
-      row.field = field;
-      row.value = *value;
-      row.stamp = core::Stamp{ws.hlc.Now(), ws.unit.server_id};
-      row.author = who.user;
-      row.seq = ws.store.AllocateSeq();
-      row.txn = txn;
-      if (auto ec = ws.store.PutField(row)) return ec;
-    }
-    ++*applied;
-    return error_code();
-  });
+  return ws.store.ScanStaging(
+      cls, epoch, who.device_id, [&](const Id& record_id, std::string_view wrapped) {
+        teduh::keys::v1::CaseKey wrapped_only;
+        wrapped_only.set_wrapped(std::string(wrapped));
+        wrapped_value = wrapped_only.SerializeAsString();
+        for (const auto& [field, value] :
+             {std::pair<std::uint32_t, const std::string*>{kEpochField, &epoch_value},
+              {kWrappedField, &wrapped_value}}) {
+          FieldRow row;
+          row.record_id = record_id;
+          row.field = field;
+          row.value = *value;
+          row.stamp = core::Stamp{ws.hlc.Now(), ws.unit.server_id};
+          row.author = who.user;
+          row.seq = ws.store.AllocateSeq();
+          row.txn = txn;
+          if (auto ec = ws.store.PutField(row)) return ec;
+        }
+        ++*applied;
+        return error_code();
+      });
 }
 
 // What key status and retirement look at.
@@ -184,14 +185,14 @@ error_code Rotate(WriterState& ws, const Identity& who, const v1::RotateKeys& re
              false);
     return {};
   }
-  if (auto e = ws.store.DropStaleStaging(cls, req.epoch())) return e;
+  if (auto e = ws.store.DropStaleStaging(cls, req.epoch(), who.device_id)) return e;
   for (const auto& r : req.rewraps()) {
     auto id = core::IdFromBytes(r.record_id());
     if (!id || r.wrapped().size() != kWrappedBytes) {
       SetError(out, v1::ERROR_CODE_BAD_REQUEST, "A re-wrapped case key is malformed.", false);
       return {};
     }
-    if (auto e = ws.store.StageRewrap(cls, req.epoch(), *id, r.wrapped())) return e;
+    if (auto e = ws.store.StageRewrap(cls, req.epoch(), *id, r.wrapped(), who.device_id)) return e;
   }
   result->set_staged(static_cast<std::uint64_t>(req.rewraps_size()));
   if (!req.commit()) return {};
@@ -202,12 +203,14 @@ error_code Rotate(WriterState& ws, const Identity& who, const v1::RotateKeys& re
     return e;
   std::set<Id> staged;
   bool foreign = false;
-  if (auto e = ws.store.ScanStaging(cls, req.epoch(), [&](const Id& id, std::string_view) {
-        auto it = keys.find(id);
-        if (it == keys.end() || it->second.key_class != cls) foreign = true;
-        staged.insert(id);
-        return error_code();
-      }))
+  if (auto e = ws.store.ScanStaging(cls, req.epoch(), who.device_id,
+                                    [&](const Id& id, std::string_view) {
+                                      auto it = keys.find(id);
+                                      if (it == keys.end() || it->second.key_class != cls)
+                                        foreign = true;
+                                      staged.insert(id);
+                                      return error_code();
+                                    }))
     return e;
   if (foreign) {
     if (auto e = ws.store.ClearStaging(cls)) return e;

@@ -234,7 +234,7 @@ CREATE TABLE IF NOT EXISTS shredded(
 CREATE INDEX IF NOT EXISTS shredded_by_seq ON shredded(seq);
 CREATE TABLE IF NOT EXISTS rotation_staging(
   key_class INTEGER NOT NULL, epoch INTEGER NOT NULL, record_id BLOB NOT NULL,
-  wrapped BLOB NOT NULL, PRIMARY KEY(key_class, record_id)) WITHOUT ROWID;
+  wrapped BLOB NOT NULL, stager BLOB NOT NULL, PRIMARY KEY(key_class, record_id)) WITHOUT ROWID;
 )sql";
 
 constexpr const char* kFieldColumns =
@@ -703,29 +703,31 @@ class SqliteStore final : public Store {
     if (rc != SQLITE_DONE) return Fail(rc);
     return {};
   }
-  error_code DropStaleStaging(teduh::AccessClass key_class, std::uint32_t epoch) override {
-    return Run(stmts_->clear_other_staging.Start().Int(1, key_class).Int(2, epoch));
+  error_code DropStaleStaging(teduh::AccessClass key_class, std::uint32_t epoch,
+                              const Id& stager) override {
+    return Run(stmts_->clear_other_staging.Start().Int(1, key_class).Int(2, epoch).Blob(3, stager));
   }
   error_code StageRewrap(teduh::AccessClass key_class, std::uint32_t epoch, const Id& record_id,
-                         std::string_view wrapped) override {
+                         std::string_view wrapped, const Id& stager) override {
     return Run(stmts_->stage_rewrap.Start()
                    .Int(1, key_class)
                    .Int(2, epoch)
                    .Blob(3, record_id)
-                   .Blob(4, wrapped));
+                   .Blob(4, wrapped)
+                   .Blob(5, stager));
   }
   error_code ClearStaging(teduh::AccessClass key_class) override {
     return Run(stmts_->clear_staging.Start().Int(1, key_class));
   }
   error_code ScanStaging(
-      teduh::AccessClass key_class, std::uint32_t epoch,
+      teduh::AccessClass key_class, std::uint32_t epoch, const Id& stager,
       const std::function<error_code(const Id&, std::string_view)>& visit) override {
     if (sticky_) return sticky_;
     // Copied out first: `visit` writes, and no statement may stay active across writes
     // of the same rows.
     std::vector<std::pair<Id, std::string>> rows;
     Stmt& s = stmts_->scan_staging;
-    s.Start().Int(1, key_class).Int(2, epoch);
+    s.Start().Int(1, key_class).Int(2, epoch).Blob(3, stager);
     int rc;
     while ((rc = s.Step()) == SQLITE_ROW) rows.emplace_back(s.ColId(0), std::string(s.ColBlob(1)));
     s.Done();
@@ -1304,13 +1306,14 @@ class SqliteStore final : public Store {
           {&st.drop_epoch_acks, "DELETE FROM key_acks WHERE key_class = ?1 AND epoch = ?2"});
       all.push_back({&st.stage_rewrap,
                      "INSERT OR REPLACE INTO rotation_staging(key_class, epoch, record_id, "
-                     "wrapped) VALUES(?1, ?2, ?3, ?4)"});
-      all.push_back({&st.clear_other_staging,
-                     "DELETE FROM rotation_staging WHERE key_class = ?1 AND epoch <> ?2"});
+                     "wrapped, stager) VALUES(?1, ?2, ?3, ?4, ?5)"});
+      all.push_back(
+          {&st.clear_other_staging,
+           "DELETE FROM rotation_staging WHERE key_class = ?1 AND (epoch <> ?2 OR stager <> ?3)"});
       all.push_back({&st.clear_staging, "DELETE FROM rotation_staging WHERE key_class = ?1"});
       all.push_back({&st.scan_staging,
                      "SELECT record_id, wrapped FROM rotation_staging WHERE key_class = ?1 AND "
-                     "epoch = ?2 ORDER BY record_id"});
+                     "epoch = ?2 AND stager = ?3 ORDER BY record_id"});
       all.push_back({&st.scan_case_keys,
                      "SELECT r.record_id, r.case_id, f.field, f.value FROM records r JOIN fields "
                      "f ON f.record_id = r.record_id WHERE r.kind = ?1 AND f.field <= 3 "

@@ -1115,9 +1115,14 @@ error_code Authenticate(Store& store, const ServerConfig& config, core::Env& env
   w->set_unit_root_pk(unit->unit_root_pk);
   auto retired = store.Retirements();
   if (!retired) return retired.error();
-  for (const std::string& body : *retired) {
+  // The newest ones (by class, then epoch), within the Welcome's bound: a
+  // device offline through more retirements than that keeps an old key it
+  // can no longer use, which is harmless.
+  const std::size_t keep = config.limits.max_grants / 2;
+  const std::size_t skip = retired->size() > keep ? retired->size() - keep : 0;
+  for (std::size_t i = skip; i < retired->size(); ++i) {
     teduh::keys::v1::Retirement r;
-    if (r.ParseFromString(body)) *w->add_retired() = std::move(r);
+    if (r.ParseFromString((*retired)[i])) *w->add_retired() = std::move(r);
   }
   w->set_max_frame_bytes(config.limits.max_frame_bytes);
   w->set_max_push_changes(static_cast<std::uint32_t>(config.limits.max_push_changes));
@@ -1148,6 +1153,7 @@ error_code Pull(Store& store, const ServerConfig& config, const UnitInfo& unit, 
   std::size_t bytes = 0;
   bool has_more = false;
   std::uint64_t next_txn = 0;
+  Id next_record{};
   std::vector<std::uint64_t> txns;  // per change, parallel to changes
   std::vector<Id> case_ids;
   txns.reserve(limit);
@@ -1159,6 +1165,7 @@ error_code Pull(Store& store, const ServerConfig& config, const UnitInfo& unit, 
     if (txns.size() >= limit || (bytes + size > budget && !txns.empty())) {
       has_more = true;
       next_txn = f.txn;
+      next_record = f.record_id;
       return false;
     }
     bytes += size;
@@ -1174,7 +1181,17 @@ error_code Pull(Store& store, const ServerConfig& config, const UnitInfo& unit, 
   if (has_more && !txns.empty() && txns.back() == next_txn) {
     std::size_t keep = txns.size();
     while (keep > 0 && txns[keep - 1] == next_txn) --keep;
-    if (keep > 0) {
+    if (keep == 0) {
+      // One transaction larger than a batch (a key rotation) is split, but
+      // between records when it can: a record's fields from it arrive
+      // together unless one record alone fills the batch.
+      const std::string next(core::AsBytes(next_record));
+      std::size_t whole = txns.size();
+      while (whole > 0 && changes->changes(static_cast<int>(whole) - 1).record_id() == next)
+        --whole;
+      keep = whole > 0 ? whole : txns.size();
+    }
+    if (keep < txns.size()) {
       changes->mutable_changes()->DeleteSubrange(static_cast<int>(keep),
                                                  static_cast<int>(txns.size() - keep));
       txns.resize(keep);

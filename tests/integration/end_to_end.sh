@@ -206,6 +206,7 @@ check "a non-admin device may not rotate" '! dev "$office" "budi-pass-2" key rot
 check "epoch 1 is not retired while the pendamping tablet has not taken epoch 2" \
   'dev "$admin" "admin-pass-1" key retire --class general | jq -e ".retired == []" >/dev/null'
 dev "$pend" "ani-pass-1" sync >/dev/null || die "pendamping sync after the rotation: $(cat "$work/last.err")"
+dev "$admin" "admin-pass-1" sync >/dev/null || die "admin sync after the rotation: $(cat "$work/last.err")"
 check "once every device holds epoch 2, epoch 1 is retired" \
   'dev "$admin" "admin-pass-1" key retire --class general | jq -e ".retired == [1]" >/dev/null'
 check "the retired epoch is gone from the tablet at its next sync, and its cases still open" \

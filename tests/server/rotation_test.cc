@@ -4,8 +4,11 @@
 // a stale admin device is refused; an interrupted rotation resumes and is
 // never half-visible.
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include <atomic>
+#include <map>
+#include <set>
 
 #include "server/device_fixture.h"
 #include "teduh/core/frame_codec.h"
@@ -17,25 +20,63 @@ using core::errc;
 
 // A transport that fails the rotation's commit frame while `cut` is set: the
 // connection breaks after every re-wrap was staged.
+// With `after` set, the commit is sent and its answer lost instead. It also
+// checks every Changes frame it receives: no case key record may arrive with
+// only one of its re-wrapped fields (epoch and wrap come together).
 class CuttingTransport final : public core::Transport {
  public:
-  CuttingTransport(std::unique_ptr<core::Transport> inner, std::atomic<bool>* cut)
-      : inner_(std::move(inner)), cut_(cut) {}
+  CuttingTransport(std::unique_ptr<core::Transport> inner, std::atomic<bool>* cut,
+                   bool after = false)
+      : inner_(std::move(inner)), cut_(cut), after_(after) {}
   core::Outcome<void> Send(std::string_view bytes) override {
     auto frame = core::DecodeFrame(bytes, core::FrameLimits{});
     if (cut_->load() && frame && frame->has_rotate_keys() && frame->rotate_keys().commit()) {
+      if (after_) {
+        answer_lost_ = true;
+        return inner_->Send(bytes);
+      }
       inner_->Close();
       return core::Fail(errc::connection_failed, "cut by the test");
     }
     return inner_->Send(bytes);
   }
-  core::Outcome<std::string> Receive() override { return inner_->Receive(); }
+  core::Outcome<std::string> Receive() override {
+    auto r = inner_->Receive();
+    if (answer_lost_) {
+      inner_->Close();
+      return core::Fail(errc::connection_failed, "answer lost by the test");
+    }
+    if (r) {
+      auto frame = core::DecodeFrame(*r, core::FrameLimits{});
+      if (frame && frame->has_changes()) {
+        std::map<std::string, std::set<std::uint32_t>> rewrapped;
+        for (const auto& c : frame->changes().changes())
+          if (c.kind() == "teduh.keys.v1.CaseKey" && (c.field() == 3 || c.field() == 4))
+            rewrapped[c.record_id()].insert(c.field());
+        for (const auto& [id, fields] : rewrapped)
+          EXPECT_EQ(fields.size(), 2u) << "a case key record split across pull batches";
+      }
+    }
+    return r;
+  }
   void Close() override { inner_->Close(); }
 
  private:
   std::unique_ptr<core::Transport> inner_;
   std::atomic<bool>* cut_;
+  bool after_;
+  bool answer_lost_ = false;
 };
+
+core::Connector Cutting(std::atomic<bool>* cut, bool after = false) {
+  return [cut, after](
+             std::string_view url,
+             const core::TransportOptions& t) -> core::Outcome<std::unique_ptr<core::Transport>> {
+    auto inner = core::ConnectWebSocket(url, t);
+    if (!inner) return inner.error();
+    return std::unique_ptr<core::Transport>(new CuttingTransport(std::move(*inner), cut, after));
+  };
+}
 
 class RotationTest : public DeviceServerTest {
  protected:
@@ -193,13 +234,7 @@ TEST_F(RotationTest, AnInterruptedRotationIsNeverHalfVisibleAndResumes) {
   const std::string home = dir_ + "/admin";
   admin_dev_.reset();
   core::DeviceOptions o = Options("admin");
-  o.connector =
-      [&cut](std::string_view url,
-             const core::TransportOptions& t) -> core::Outcome<std::unique_ptr<core::Transport>> {
-    auto inner = core::ConnectWebSocket(url, t);
-    if (!inner) return inner.error();
-    return std::unique_ptr<core::Transport>(new CuttingTransport(std::move(*inner), &cut));
-  };
+  o.connector = Cutting(&cut);
   auto reopened = core::Device::Open(home, Pass(), o);
   ASSERT_TRUE(reopened) << reopened.error().message;
   admin_dev_ = std::move(*reopened);
@@ -255,6 +290,12 @@ TEST_F(RotationTest, AnOldEpochIsRetiredOnlyWhenNothingUsesItAndThenDeletedEvery
   EXPECT_TRUE(ready.epochs[0].retirable);   // epoch 1
   EXPECT_FALSE(ready.epochs[1].retirable);  // the current one, never
   EXPECT_EQ(rina->RetireEpochs(teduh::ACCESS_CLASS_GENERAL).error().code, errc::forbidden);
+  // The admin device checks its own copy of the case keys first: it must have
+  // pulled the re-wrapped ones.
+  auto stale = admin_dev_->RetireEpochs(teduh::ACCESS_CLASS_GENERAL);
+  ASSERT_FALSE(stale);
+  EXPECT_EQ(stale.error().code, errc::rejected);
+  Sync(*admin_dev_);
   auto retired = admin_dev_->RetireEpochs(teduh::ACCESS_CLASS_GENERAL);
   ASSERT_TRUE(retired) << retired.error().message;
   EXPECT_EQ(*retired, std::vector<std::uint32_t>{1});
@@ -280,6 +321,79 @@ TEST_F(RotationTest, AnOldEpochIsRetiredOnlyWhenNothingUsesItAndThenDeletedEvery
   EXPECT_TRUE(std::any_of(audit->begin(), audit->end(), [](const AuditRecord& r) {
     return r.entry.kind() == teduh::audit::v1::ENTRY_KIND_RETIRE;
   }));
+}
+
+TEST_F(RotationTest, ALostCommitAnswerIsNoticedAndTheNextRotationGoesOn) {
+  // Small pull batches: the rotation's one transaction is split, between records only.
+  config_.port = server_->port();  // the admin device was enrolled with this address
+  StopServer();
+  config_.limits.max_pull_changes =
+      5;  // a case key record (4 fields) fits; 5 cuts a rotation mid-record
+  StartServer();
+  std::atomic<bool> cut{true};
+  core::DeviceOptions o = Options("rina");
+  o.connector = Cutting(&cut);  // only checks the batches: rina never rotates
+  auto code = CreateEnrollment(data_dir_, v1::ROLE_PENDAMPING, "rina", std::chrono::hours(1), env_);
+  ASSERT_TRUE(code);
+  auto made = core::Device::Enroll(dir_ + "/rina", Url(), code->code, Pass(), o);
+  ASSERT_TRUE(made) << made.error().message;
+  auto rina = std::move(*made);
+  ASSERT_TRUE(admin_dev_->ApproveDevice(core::ToHex(rina->info().device_id)));
+  Sync(*rina);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(rina->NewCase({"chronology=Kasus " + std::to_string(i)}));
+  Sync(*rina);
+
+  const std::string home = dir_ + "/admin";
+  admin_dev_.reset();
+  core::DeviceOptions ao = Options("admin");
+  ao.connector = Cutting(&cut, /*after=*/true);
+  auto reopened = core::Device::Open(home, Pass(), ao);
+  ASSERT_TRUE(reopened);
+  admin_dev_ = std::move(*reopened);
+  Sync(*admin_dev_);
+  auto lost = admin_dev_->RotateClassKey(teduh::ACCESS_CLASS_GENERAL);
+  ASSERT_FALSE(lost);
+  cut = false;
+  EXPECT_EQ(Status().current_epoch, 2u);  // committed all the same
+
+  auto rs = Sync(*rina);
+  EXPECT_EQ(rs.pulled, 6u);
+  auto extra = rina->NewCase({"chronology=Kasus baru"});
+  ASSERT_TRUE(extra);
+  Sync(*rina);
+  Sync(*admin_dev_);
+  auto next = Rotate();
+  EXPECT_FALSE(next.resumed);
+  EXPECT_EQ(next.epoch, 3u);
+  EXPECT_EQ(next.rewrapped, 4u);
+  Sync(*rina);
+  EXPECT_EQ(Value(*rina, *extra, "chronology"), "Kasus baru");
+}
+
+TEST_F(RotationTest, NoNewEpochGoesToADeviceKeyTheAdminDidNotApprove) {
+  auto rina = Staff("rina", v1::ROLE_PENDAMPING);
+  Sync(*admin_dev_);
+  // The server (or someone who can write its store) swaps rina's box key for its own.
+  auto stranger = crypto::GenerateBoxKeyPair();
+  ASSERT_TRUE(stranger);
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(StorePath(data_dir_).c_str(), &db), SQLITE_OK);
+    sqlite3_stmt* st = nullptr;
+    sqlite3_prepare_v2(db, "UPDATE devices SET box_pk = ?1 WHERE device_id = ?2", -1, &st, nullptr);
+    sqlite3_bind_blob(st, 1, stranger->public_key.data(),
+                      static_cast<int>(stranger->public_key.size()), SQLITE_STATIC);
+    const core::Id id = rina->info().device_id;
+    sqlite3_bind_blob(st, 2, id.data(), static_cast<int>(id.size()), SQLITE_STATIC);
+    ASSERT_EQ(sqlite3_step(st), SQLITE_DONE);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+  }
+  auto r = admin_dev_->RotateClassKey(teduh::ACCESS_CLASS_GENERAL);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, errc::integrity);
+  EXPECT_NE(r.error().message.find("did not approve"), std::string::npos);
+  EXPECT_EQ(Status().current_epoch, 1u);
 }
 
 }  // namespace

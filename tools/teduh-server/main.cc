@@ -237,6 +237,14 @@ std::string AuditKindName(teduh::audit::v1::EntryKind kind) {
       return "revoke";
     case teduh::audit::v1::ENTRY_KIND_WIPE_RECEIPT:
       return "wipe_receipt";
+    case teduh::audit::v1::ENTRY_KIND_ROTATE:
+      return "rotate";
+    case teduh::audit::v1::ENTRY_KIND_RETIRE:
+      return "retire";
+    case teduh::audit::v1::ENTRY_KIND_SHRED_REQUEST:
+      return "shred_request";
+    case teduh::audit::v1::ENTRY_KIND_SHRED:
+      return "shred";
     default:
       return "unreadable";
   }
@@ -320,6 +328,16 @@ nlohmann::json AuditJson(const teduh::server::AuditRecord& r) {
     if (!e.signature().empty()) j["order_signature"] = BytesHex(e.signature());
   } else if (e.kind() == teduh::audit::v1::ENTRY_KIND_WIPE_RECEIPT) {
     j["receipt_signature"] = BytesHex(e.signature());
+  } else if (e.kind() == teduh::audit::v1::ENTRY_KIND_ROTATE ||
+             e.kind() == teduh::audit::v1::ENTRY_KIND_RETIRE) {
+    if (e.grants_size() > 0) {
+      j["key_class"] = teduh::core::ClassName(e.grants(0).key_class());
+      j["epoch"] = e.grants(0).epoch();
+    }
+    if (e.kind() == teduh::audit::v1::ENTRY_KIND_ROTATE) j["rewrapped"] = e.rewrapped();
+  } else if (e.kind() == teduh::audit::v1::ENTRY_KIND_SHRED_REQUEST ||
+             e.kind() == teduh::audit::v1::ENTRY_KIND_SHRED) {
+    j["case_id"] = BytesHex(e.case_id());
   }
   return j;
 }

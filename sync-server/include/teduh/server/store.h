@@ -249,15 +249,20 @@ class Store {
   virtual error_code RetireEpoch(teduh::AccessClass key_class, std::uint32_t epoch,
                                  std::string_view body) = 0;
   virtual result<std::vector<std::string>> Retirements() = 0;
-  // Drops staging of the class for any other epoch (an abandoned rotation).
-  virtual error_code DropStaleStaging(teduh::AccessClass key_class, std::uint32_t epoch) = 0;
-  // Stages the re-wrap of a case key record for (class, epoch).
+  // Drops staging of the class for another epoch or by another device (an
+  // abandoned rotation, or someone else's: only what the committing device
+  // staged is ever applied).
+  virtual error_code DropStaleStaging(teduh::AccessClass key_class, std::uint32_t epoch,
+                                      const Id& stager) = 0;
+  // Stages the re-wrap of a case key record for (class, epoch) by `stager`.
   virtual error_code StageRewrap(teduh::AccessClass key_class, std::uint32_t epoch,
-                                 const Id& record_id, std::string_view wrapped) = 0;
+                                 const Id& record_id, std::string_view wrapped,
+                                 const Id& stager) = 0;
   virtual error_code ClearStaging(teduh::AccessClass key_class) = 0;
-  // Every staged re-wrap of (class, epoch), in record id order; `visit` may write.
+  // Every re-wrap of (class, epoch) staged by `stager`, in record id order;
+  // `visit` may write.
   virtual error_code ScanStaging(
-      teduh::AccessClass key_class, std::uint32_t epoch,
+      teduh::AccessClass key_class, std::uint32_t epoch, const Id& stager,
       const std::function<error_code(const Id&, std::string_view wrapped)>& visit) = 0;
   // Every case key record of the unit with its class, version and epoch.
   virtual error_code ScanCaseKeys(const std::function<void(const CaseKeyRow&)>& visit) = 0;
