@@ -1985,12 +1985,7 @@ Outcome<Device::AdminTarget> Device::ConnectForDevice(std::string_view device_re
   }
   {
     std::lock_guard g(mu_);
-    if (auto r = CheckOpen(); !r) return r.error();
-    if (meta_->role != Role::ROLE_ADMIN || vault_->unit_root_sk().empty()) {
-      return Fail(
-          errc::forbidden,
-          fmt::format("only the admin device holding the unit root key can {} devices", action));
-    }
+    if (auto r = RequireRootAdminLocked(fmt::format("{} devices", action)); !r) return r.error();
   }
   auto client = ConnectOnline();
   if (!client) return client.error();
@@ -2135,11 +2130,7 @@ Outcome<RotationReport> Device::RotateClassKey(
   report.key_class = key_class;
   {
     std::lock_guard g(mu_);
-    if (auto r = CheckOpen(); !r) return r.error();
-    if (meta_->role != Role::ROLE_ADMIN || vault_->unit_root_sk().empty()) {
-      return Fail(errc::forbidden,
-                  "only the admin device holding the unit root key can rotate keys");
-    }
+    if (auto r = RequireRootAdminLocked("rotate keys"); !r) return r.error();
     auto counts = store_->CountOutbox();
     if (!counts) return counts.error();
     if (counts->pending > 0) {
@@ -2203,14 +2194,8 @@ Outcome<RotationReport> Device::RotateClassKey(
     auto ck = crypto::SecureBuffer::Allocate(crypto::kAeadKeyBytes);
     if (!ck) return Fail(ck.error(), "cannot hold a case key in guarded memory");
     std::size_t lacking = 0;
-    auto scan = store_->ForEachRecordOpenFields(
-        kCaseKeyKind,
-        [&](const RecordInfo& rec, std::vector<StoredValue>& values) -> Outcome<void> {
-          teduh::keys::v1::CaseKey key;
-          for (auto& v : values) {
-            key.MergeFromString(v.value);
-            crypto::Wipe(v.value);
-          }
+    auto scan = ForEachCaseKeyLocked(
+        [&](const RecordInfo& rec, const teduh::keys::v1::CaseKey& key) -> Outcome<void> {
           if (Normal(key.key_class()) != key_class || key.epoch() >= report.epoch || !rec.parent_id)
             return {};
           const crypto::SecureBuffer* old_key = vault_->class_key(key_class, key.epoch());
@@ -2343,6 +2328,30 @@ Outcome<std::vector<KeyClassView>> Device::KeyStatus() {
   return out;
 }
 
+Outcome<void> Device::RequireRootAdminLocked(std::string_view action) const {
+  if (auto r = CheckOpen(); !r) return r.error();
+  if (meta_->role != Role::ROLE_ADMIN || vault_->unit_root_sk().empty()) {
+    return Fail(errc::forbidden,
+                fmt::format("only the admin device holding the unit root key can {}", action));
+  }
+  return {};
+}
+
+Outcome<void> Device::ForEachCaseKeyLocked(
+    const std::function<Outcome<void>(const RecordInfo&, const teduh::keys::v1::CaseKey&)>& visit) {
+  return store_->ForEachRecordOpenFields(
+      kCaseKeyKind, [&](const RecordInfo& rec, std::vector<StoredValue>& values) {
+        teduh::keys::v1::CaseKey key;
+        for (auto& v : values) {
+          key.MergeFromString(v.value);
+          crypto::Wipe(v.value);
+        }
+        auto r = visit(rec, key);
+        crypto::Wipe(*key.mutable_wrapped());
+        return r;
+      });
+}
+
 Outcome<std::vector<Id>> Device::VerifiedShredsLocked(const pb::Changes& batch,
                                                       SyncReport* report) {
   std::vector<Id> out;
@@ -2393,13 +2402,10 @@ Outcome<ShredView> Device::ShredCase(std::string_view case_ref) {
         return Fail(errc::invalid_argument,
                     "a case id is 32 hex digits, or a unique prefix of at least 6");
       std::set<Id> matches;
-      auto scan = store_->ForEachRecordOpenFields(
-          kCaseKeyKind, [&](const RecordInfo& rec, std::vector<StoredValue>& values) {
-            for (auto& v : values) crypto::Wipe(v.value);
-            if (rec.parent_id && ToHex(*rec.parent_id).starts_with(ref))
-              matches.insert(*rec.parent_id);
-            return Outcome<void>{};
-          });
+      auto scan = ForEachCaseKeyLocked([&](const RecordInfo& rec, const teduh::keys::v1::CaseKey&) {
+        if (rec.parent_id && ToHex(*rec.parent_id).starts_with(ref)) matches.insert(*rec.parent_id);
+        return Outcome<void>{};
+      });
       if (!scan) return scan.error();
       if (matches.empty())
         return Fail(errc::not_found,
@@ -2441,11 +2447,7 @@ Outcome<std::vector<std::uint32_t>> Device::RetireEpochs(teduh::AccessClass key_
   key_class = Normal(key_class);
   {
     std::lock_guard g(mu_);
-    if (auto r = CheckOpen(); !r) return r.error();
-    if (meta_->role != Role::ROLE_ADMIN || vault_->unit_root_sk().empty()) {
-      return Fail(errc::forbidden,
-                  "only the admin device holding the unit root key can retire keys");
-    }
+    if (auto r = RequireRootAdminLocked("retire keys"); !r) return r.error();
   }
   auto client = ConnectOnline();
   if (!client) return client.error();
@@ -2458,16 +2460,10 @@ Outcome<std::vector<std::uint32_t>> Device::RetireEpochs(teduh::AccessClass key_
     // The server's word is not enough to drop a key: this device holds every
     // case key record of the unit and checks that none is under the epoch.
     std::set<std::uint32_t> in_use;
-    auto scan = store_->ForEachRecordOpenFields(
-        kCaseKeyKind, [&](const RecordInfo&, std::vector<StoredValue>& values) {
-          teduh::keys::v1::CaseKey key;
-          for (auto& v : values) {
-            key.MergeFromString(v.value);
-            crypto::Wipe(v.value);
-          }
-          if (Normal(key.key_class()) == key_class) in_use.insert(key.epoch());
-          return Outcome<void>{};
-        });
+    auto scan = ForEachCaseKeyLocked([&](const RecordInfo&, const teduh::keys::v1::CaseKey& key) {
+      if (Normal(key.key_class()) == key_class) in_use.insert(key.epoch());
+      return Outcome<void>{};
+    });
     if (!scan) return scan.error();
     auto writing = WriteEpochLocked(key_class);
     for (const auto& c : status->classes()) {

@@ -464,6 +464,12 @@ class Device {
   Outcome<std::vector<Id>> VerifiedShredsLocked(const teduh::sync::v1::Changes& batch,
                                                 SyncReport* report);
   void DropCaseKeysLocked(const Id& case_id);
+  // errc::forbidden unless this is an admin device holding the unit root key.
+  Outcome<void> RequireRootAdminLocked(std::string_view action) const;
+  // Every case key record this device holds, decoded (the wrap is wiped after `visit`).
+  Outcome<void> ForEachCaseKeyLocked(
+      const std::function<Outcome<void>(const RecordInfo&, const teduh::keys::v1::CaseKey&)>&
+          visit);
   Outcome<void> VerifyPulledLocked(const teduh::sync::v1::Changes& batch, SyncReport* report);
   Outcome<std::optional<std::string>> OpenValue(const Id& record_id, std::string_view kind,
                                                 const Id& case_id, const StoredValue& v,
