@@ -1786,10 +1786,26 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
       if (auto r = CheckOpen(); !r) return r.error();
       auto purge = VerifiedShredsLocked(*changes, &report);
       if (!purge) return purge.error();
+      const std::size_t shreds = purge->size();
+      // Cases no longer assigned to this user: deleted once nothing of them
+      // is unsent (the push above sent what could be sent; an edit that is
+      // still pending keeps the case here rather than be lost).
+      for (const auto& raw : changes->evicted()) {
+        auto case_id = IdFromBytes(raw);
+        if (!case_id) continue;
+        auto pending = store_->CaseHasPending(*case_id);
+        if (!pending) return pending.error();
+        if (*pending) {
+          ++report.evictions_kept;
+          continue;
+        }
+        purge->push_back(*case_id);
+        ++report.evicted;
+      }
       auto applied = store_->ApplyPulled(*hlc_, *changes, *purge);
       if (!applied) return applied.error();
       for (const Id& gone : *purge) DropCaseKeysLocked(gone);
-      report.shredded += purge->size();
+      report.shredded += shreds;
       if (changes->reset()) report.reset = true;
       report.pulled += applied->applied + applied->deferred;
       report.deferred += applied->deferred;
@@ -2381,6 +2397,31 @@ void Device::DropCaseKeysLocked(const Id& case_id) {
     }
   }
   std::erase_if(case_key_order_, [&](const CaseKeyId& k) { return std::get<0>(k) == case_id; });
+}
+
+Outcome<Id> Device::AssignCase(std::string_view case_ref, const std::string& pendamping,
+                               const std::string& konselor, const std::string& psikolog) {
+  std::vector<std::string> sets;
+  for (const auto& [field, user] :
+       {std::pair<const char*, const std::string*>{"assigned_pendamping", &pendamping},
+        {"assigned_konselor", &konselor},
+        {"assigned_psikolog", &psikolog}}) {
+    if (!user->empty()) sets.push_back(fmt::format("{}={}", field, *user));
+  }
+  if (sets.empty())
+    return Fail(errc::invalid_argument,
+                "name at least one worker: --pendamping, --konselor or "
+                "--psikolog");
+  {
+    std::lock_guard g(mu_);
+    if (auto r = CheckOpen(); !r) return r.error();
+    if (meta_->role != Role::ROLE_SUPERVISOR && meta_->role != Role::ROLE_OFFICE)
+      return Fail(errc::forbidden, "cases are assigned by office staff and supervisors");
+  }
+  auto id = ResolveCase(case_ref);
+  if (!id) return id.error();
+  if (auto r = SetCaseFields(ToHex(*id), sets); !r) return r.error();
+  return *id;
 }
 
 Outcome<ShredView> Device::ShredCase(std::string_view case_ref) {

@@ -140,8 +140,11 @@ struct Checker {
         return true;
       case v1::Frame::kChanges:
         if (!Count(f.changes().changes_size(), limits.max_pull_changes, "changes") ||
-            !Count(f.changes().shredded_size(), limits.max_pull_changes, "shredded"))
+            !Count(f.changes().shredded_size(), limits.max_pull_changes, "shredded") ||
+            !Count(f.changes().evicted_size(), limits.max_pull_changes, "evicted"))
           return false;
+        for (const auto& e : f.changes().evicted())
+          if (!Len(e, 16, "evicted case id")) return false;
         for (const auto& o : f.changes().shredded())
           if (!ShredOrderOk(o)) return false;
         for (const auto& c : f.changes().changes())

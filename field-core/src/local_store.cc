@@ -597,6 +597,18 @@ Outcome<bool> LocalStore::HasPending(const Id& id, std::uint32_t field, std::uin
   return SqlFail(rc, "reading the outbox");
 }
 
+Outcome<bool> LocalStore::CaseHasPending(const Id& case_id) {
+  if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
+  Stmt q(*stmts_,
+         "SELECT 1 FROM outbox o JOIN records r ON r.record_id = o.record_id WHERE "
+         "(r.record_id=?1 OR r.parent_id=?1) AND o.state=0 LIMIT 1");
+  q.BindId(1, case_id);
+  int rc = q.Step();
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  return SqlFail(rc, "reading the outbox");
+}
+
 Outcome<void> LocalStore::StoreOutboxPayload(const pb::FieldChange& change) {
   std::string plain = change.SerializeAsString();
   auto sealed = SealAtRest(OutboxAd(change.device_seq()), plain);

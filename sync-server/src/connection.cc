@@ -384,33 +384,33 @@ void Connection::OnPull(std::uint64_t rid, const v1::Pull& pull) {
   ctx_.counters.pulls.fetch_add(1, std::memory_order_relaxed);
   ServerContext& ctx = ctx_;
   auto post = host_.Poster();
-  bool queued =
-      ctx_.worker->SubmitRead([this, &ctx, post, rid, pull, who = identity_](Store& store) {
-        auto out = std::make_shared<PullOutcome>();
-        auto ec = Pull(store, ctx.config, ctx.worker->unit(), who, pull, out.get());
-        if (ec) {
-          post([this, rid] { StoreFailed(rid); });
-          return;
-        }
-        const bool last = !out->close && !out->reply.changes().has_more();
-        if (!out->close && (!out->new_holdings.empty() || last)) {
-          // The device must never hold a case the server has not recorded it
-          // holding (re-keying after a loss needs the list): reply after commit.
-          bool queued = ctx.worker->SubmitWrite(
-              [out, device = who.device_id](WriterState& ws) {
-                return RecordHoldings(ws, device, out->new_holdings);
-              },
-              [this, post, rid, out](core::error_code ec) {
-                post([this, rid, out, ec] {
-                  if (ec) return StoreFailed(rid);
-                  Reply(rid, std::move(out->reply), false);
-                });
-              });
-          if (!queued) post([this, rid] { StoreFailed(rid); });
-          return;
-        }
-        post([this, rid, out] { Reply(rid, std::move(out->reply), out->close); });
-      });
+  bool queued = ctx_.worker->SubmitRead([this, &ctx, post, rid, pull,
+                                         who = identity_](Store& store) {
+    auto out = std::make_shared<PullOutcome>();
+    auto ec = Pull(store, ctx.config, ctx.worker->unit(), who, pull, out.get());
+    if (ec) {
+      post([this, rid] { StoreFailed(rid); });
+      return;
+    }
+    const bool last = !out->close && !out->reply.changes().has_more();
+    if (!out->close && (!out->new_holdings.empty() || last || out->evictions_received_upto > 0)) {
+      // The device must never hold a case the server has not recorded it
+      // holding (re-keying after a loss needs the list): reply after commit.
+      bool queued = ctx.worker->SubmitWrite(
+          [out, device = who.device_id](WriterState& ws) {
+            return RecordHoldings(ws, device, out->new_holdings, out->evictions_received_upto);
+          },
+          [this, post, rid, out](core::error_code ec) {
+            post([this, rid, out, ec] {
+              if (ec) return StoreFailed(rid);
+              Reply(rid, std::move(out->reply), false);
+            });
+          });
+      if (!queued) post([this, rid] { StoreFailed(rid); });
+      return;
+    }
+    post([this, rid, out] { Reply(rid, std::move(out->reply), out->close); });
+  });
   if (!queued) StoreFailed(rid);
 }
 

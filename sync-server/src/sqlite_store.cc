@@ -226,6 +226,9 @@ CREATE TABLE IF NOT EXISTS key_acks(
 CREATE TABLE IF NOT EXISTS retirements(
   key_class INTEGER NOT NULL, epoch INTEGER NOT NULL, body BLOB NOT NULL,
   PRIMARY KEY(key_class, epoch)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS evictions(
+  device_id BLOB NOT NULL, case_id BLOB NOT NULL, seq INTEGER NOT NULL,
+  PRIMARY KEY(device_id, case_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS shred_requests(
   case_id BLOB PRIMARY KEY, requested_by TEXT NOT NULL, requested_ms INTEGER NOT NULL)
   WITHOUT ROWID;
@@ -640,6 +643,42 @@ class SqliteStore final : public Store {
     s.Done();
     if (rc != SQLITE_DONE) return Fail(rc);
     return rows;
+  }
+  error_code EvictUser(const Id& case_id, std::string_view user, std::uint64_t seq) override {
+    if (auto ec = Run(stmts_->add_evictions.Start().Blob(1, case_id).Text(2, user).U64(3, seq)))
+      return ec;
+    return Run(stmts_->drop_user_holdings.Start().Blob(1, case_id).Text(2, user));
+  }
+  error_code ClearUserEvictions(const Id& case_id, std::string_view user) override {
+    return Run(stmts_->clear_user_evictions.Start().Blob(1, case_id).Text(2, user));
+  }
+  result<bool> HasEviction(const Id& device_id, const Id& case_id) override {
+    if (sticky_) return BoolError(sticky_);
+    if (!has_revocations_) return false;
+    Stmt& s = stmts_->has_eviction;
+    s.Start().Blob(1, device_id).Blob(2, case_id);
+    int rc = s.Step();
+    s.Done();
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return BoolError(Fail(rc));
+    return rc == SQLITE_ROW;
+  }
+  error_code ScanEvictions(const Id& device_id, std::uint64_t after_seq, std::uint64_t upto_seq,
+                           const std::function<void(std::uint64_t, const Id&)>& visit) override {
+    if (sticky_) return sticky_;
+    if (!has_revocations_) return {};
+    Stmt& s = stmts_->scan_evictions;
+    s.Start()
+        .Blob(1, device_id)
+        .U64(2, after_seq)
+        .Int(3, static_cast<std::int64_t>(std::min<std::uint64_t>(upto_seq, INT64_MAX)));
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) visit(s.ColU64(0), s.ColId(1));
+    s.Done();
+    if (rc != SQLITE_DONE) return Fail(rc);
+    return {};
+  }
+  error_code DropEvictions(const Id& device_id, std::uint64_t upto_seq) override {
+    return Run(stmts_->drop_evictions.Start().Blob(1, device_id).U64(2, upto_seq));
   }
   error_code PutShredRequest(const Id& case_id, std::string_view user,
                              std::int64_t now_ms) override {
@@ -1115,7 +1154,9 @@ class SqliteStore final : public Store {
         all_grants, put_key_ack, key_acks, stage_rewrap, clear_other_staging, clear_staging,
         scan_staging, scan_case_keys, put_retirement, retirements, drop_epoch_grants,
         drop_epoch_acks, put_shred_request, find_shred_request, drop_shred_request, put_shredded,
-        is_shredded, scan_shredded, purge_history, purge_fields, purge_records, purge_holdings;
+        is_shredded, scan_shredded, purge_history, purge_fields, purge_records, purge_holdings,
+        add_evictions, drop_user_holdings, clear_user_evictions, has_eviction, scan_evictions,
+        drop_evictions;
   };
 
   SqliteStore() = default;
@@ -1278,6 +1319,23 @@ class SqliteStore final : public Store {
                      "INSERT OR IGNORE INTO key_acks(device_id, key_class, epoch, acked_ms) "
                      "VALUES(?1, ?2, ?3, ?4)"});
       all.push_back({&st.key_acks, "SELECT device_id, key_class, epoch FROM key_acks"});
+      all.push_back({&st.add_evictions,
+                     "INSERT OR REPLACE INTO evictions(device_id, case_id, seq) SELECT "
+                     "dc.device_id, dc.case_id, ?3 FROM device_cases dc JOIN devices d ON "
+                     "d.device_id = dc.device_id WHERE dc.case_id = ?1 AND d.user = ?2"});
+      all.push_back({&st.drop_user_holdings,
+                     "DELETE FROM device_cases WHERE case_id = ?1 AND device_id IN (SELECT "
+                     "device_id FROM devices WHERE user = ?2)"});
+      all.push_back({&st.clear_user_evictions,
+                     "DELETE FROM evictions WHERE case_id = ?1 AND device_id IN (SELECT "
+                     "device_id FROM devices WHERE user = ?2)"});
+      all.push_back(
+          {&st.has_eviction, "SELECT 1 FROM evictions WHERE device_id = ?1 AND case_id = ?2"});
+      all.push_back({&st.scan_evictions,
+                     "SELECT seq, case_id FROM evictions WHERE device_id = ?1 AND seq > ?2 AND "
+                     "seq <= ?3 ORDER BY seq"});
+      all.push_back(
+          {&st.drop_evictions, "DELETE FROM evictions WHERE device_id = ?1 AND seq <= ?2"});
       all.push_back({&st.put_shred_request,
                      "INSERT OR REPLACE INTO shred_requests(case_id, requested_by, requested_ms) "
                      "VALUES(?1, ?2, ?3)"});

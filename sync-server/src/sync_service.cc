@@ -227,8 +227,14 @@ class PushApplier {
     }
     auto yes = store_.IsAssigned(case_id, device_.user);
     if (!yes) return yes.error();
-    assigned_.emplace(case_id, *yes);
-    *in_scope = *yes;
+    bool in = *yes;
+    if (!in) {  // unassigned, but its edits made while it held the case still count
+      auto leaving = store_.HasEviction(device_.device_id, case_id);
+      if (!leaving) return leaving.error();
+      in = *leaving;
+    }
+    assigned_.emplace(case_id, in);
+    *in_scope = in;
     return {};
   }
 
@@ -638,9 +644,18 @@ class PushApplier {
     if (auto ec = store_.SetAssignees(case_id, users)) return ec;
     if (auto ec = store_.ResequenceCase(case_id, txn_)) return ec;
     assigned_.erase(case_id);
-    for (const auto& u : users)
-      if (std::find(before->begin(), before->end(), u) == before->end())
-        out_->poke_users.push_back(u);
+    for (const auto& u : users) {
+      if (std::find(before->begin(), before->end(), u) != before->end()) continue;
+      if (auto ec = store_.ClearUserEvictions(case_id, u)) return ec;
+      out_->poke_users.push_back(u);
+    }
+    // The previous assignees' devices push what they still hold of it, then
+    // evict it at their next pull (ARCHITECTURE §2.4).
+    for (const auto& u : *before) {
+      if (std::find(users.begin(), users.end(), u) != users.end()) continue;
+      if (auto ec = store_.EvictUser(case_id, u, store_.AllocateSeq())) return ec;
+      out_->poke_users.push_back(u);
+    }
     return {};
   }
 
@@ -1045,9 +1060,12 @@ error_code Approve(WriterState& ws, const Identity& who, const v1::ApproveDevice
 }
 
 error_code RecordHoldings(WriterState& ws, const Id& device,
-                          const std::vector<std::pair<Id, std::uint64_t>>& cases) {
+                          const std::vector<std::pair<Id, std::uint64_t>>& cases,
+                          std::uint64_t evictions_received_upto) {
   for (const auto& [case_id, seq] : cases)
     if (auto ec = ws.store.RecordHolding(device, case_id, seq)) return ec;
+  if (evictions_received_upto > 0)
+    if (auto ec = ws.store.DropEvictions(device, evictions_received_upto)) return ec;
   return ws.store.TouchDevice(device, ws.env.NowMs());
 }
 
@@ -1211,6 +1229,21 @@ error_code Pull(Store& store, const ServerConfig& config, const UnitInfo& unit, 
             last_seq = std::max(last_seq, seq);
           }))
     return ec;
+  if (ScopeFor(who).kind == PullScope::Kind::kAssignedTo) {
+    if (auto ec = store.ScanEvictions(who.device_id, after, has_more ? last_seq : UINT64_MAX,
+                                      [&](std::uint64_t seq, const Id& case_id) {
+                                        changes->add_evicted(std::string(core::AsBytes(case_id)));
+                                        last_seq = std::max(last_seq, seq);
+                                      }))
+      return ec;
+    // Evictions at or below the cursor the device sent were in a batch it
+    // committed: the writer forgets them (only if there are any).
+    bool received = false;
+    if (auto ec = store.ScanEvictions(who.device_id, 0, after,
+                                      [&](std::uint64_t, const Id&) { received = true; }))
+      return ec;
+    if (received) out->evictions_received_upto = after;
+  }
   changes->set_last_seq(last_seq);
 
   // Which of these cases the device receives for the first time (ARCHITECTURE §2.4).

@@ -97,9 +97,11 @@ core::error_code Shred(WriterState& ws, const Identity& who, const v1::ShredCase
 // A device reports the class key epochs it holds.
 core::error_code AckKeys(WriterState& ws, const Identity& who, const v1::AckKeys& request,
                          Outcome* out);
-// Records that `device` received these cases (case id, first seq).
+// Records that `device` received these cases (case id, first seq), and that
+// it committed every eviction up to `evictions_received_upto` (its cursor).
 core::error_code RecordHoldings(WriterState& ws, const Id& device,
-                                const std::vector<std::pair<Id, std::uint64_t>>& cases);
+                                const std::vector<std::pair<Id, std::uint64_t>>& cases,
+                                std::uint64_t evictions_received_upto = 0);
 core::error_code TouchDevice(WriterState& ws, const Id& device);
 
 // ---- Reader side -----------------------------------------------------------------
@@ -114,6 +116,7 @@ core::error_code Authenticate(Store& store, const ServerConfig& config, core::En
 
 struct PullOutcome : Outcome {
   std::vector<std::pair<Id, std::uint64_t>> new_holdings;  // cases new to this device
+  std::uint64_t evictions_received_upto = 0;  // the request's cursor, which the device committed
 };
 core::error_code Pull(Store& store, const ServerConfig& config, const UnitInfo& unit,
                       const Identity& who, const v1::Pull& request, PullOutcome* out);

@@ -212,6 +212,16 @@ check "once every device holds epoch 2, epoch 1 is retired" \
 check "the retired epoch is gone from the tablet at its next sync, and its cases still open" \
   'dev "$pend" "ani-pass-1" sync >/dev/null && dev "$pend" "ani-pass-1" status | jq -e "(.keys | index(\"general/1\")) == null" >/dev/null && [ "$(dev "$pend" "ani-pass-1" case show "$case_id" | jq -r .fields.chronology)" = "$CHRONO" ]'
 
+# --- assignment: the office gives a case to the pendamping ---
+assign_id=$(dev "$office" "budi-pass-2" case new --set "chronology=Kasus rujukan dari kantor" | json .case_id) ||
+  die "office case new for assignment"
+check "the office assigns the case to the pendamping" \
+  'dev "$office" "budi-pass-2" case assign "$assign_id" --pendamping ani | jq -e ".pendamping==\"ani\"" >/dev/null'
+check "a pendamping may not assign" '! dev "$pend" "ani-pass-1" case assign "$case_id" --pendamping budi >/dev/null'
+dev "$office" "budi-pass-2" sync >/dev/null || die "office sync after assign"
+check "the assigned case reaches the pendamping tablet, readable" \
+  'dev "$pend" "ani-pass-1" sync >/dev/null && [ "$(dev "$pend" "ani-pass-1" case show "$assign_id" | jq -r .fields.chronology)" = "Kasus rujukan dari kantor" ]'
+
 # --- crypto-shredding: a supervisor asks, the admin device carries it out ---
 scode=$("$SERVER" enroll --data "$data" --role supervisor --user sari --json | json .code) || die "enroll supervisor"
 sup="$work/supervisor"

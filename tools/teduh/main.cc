@@ -315,6 +315,13 @@ int main(int argc, char** argv) {
   CLI::App* case_set = leaf(case_cmd, "set", "Change fields of a case");
   case_set->add_option("case", case_ref, "Case id or unique prefix")->required();
   case_set->add_option("--set", sets, "FIELD=VALUE (repeatable)")->required();
+  std::string assign_pendamping, assign_konselor, assign_psikolog;
+  CLI::App* case_assign =
+      leaf(case_cmd, "assign", "Give a case to workers (office, supervisor); syncs like an edit");
+  case_assign->add_option("case", case_ref, "Case id or unique prefix")->required();
+  case_assign->add_option("--pendamping", assign_pendamping, "User name of the case worker");
+  case_assign->add_option("--konselor", assign_konselor, "User name of the counsellor");
+  case_assign->add_option("--psikolog", assign_psikolog, "User name of the psychologist");
   CLI::App* case_shred = leaf(
       case_cmd, "shred",
       "Destroy a case everywhere: a supervisor asks, the admin device carries it out (online)");
@@ -519,6 +526,8 @@ int main(int argc, char** argv) {
              {"grants_added", report->grants_added},
              {"bad_grants", report->bad_grants},
              {"shredded", report->shredded},
+             {"evicted", report->evicted},
+             {"evictions_kept", report->evictions_kept},
              {"sealed_verified", report->verified},
              {"sealed_not_for_this_device", report->not_for_this_device},
              {"sealed_unreadable", report->unreadable},
@@ -763,6 +772,19 @@ int main(int argc, char** argv) {
                              r.role, r.user, r.state, r.fingerprint, r.label, ErasureNote(r));
       }
       return Emit(g, json{{"devices", arr}}, human);
+    }
+    if (case_assign->parsed()) {
+      auto r = d.AssignCase(case_ref, assign_pendamping, assign_konselor, assign_psikolog);
+      if (!r) return Report(g, r.error());
+      json j{{"case_id", teduh::core::ToHex(*r)}};
+      if (!assign_pendamping.empty()) j["pendamping"] = assign_pendamping;
+      if (!assign_konselor.empty()) j["konselor"] = assign_konselor;
+      if (!assign_psikolog.empty()) j["psikolog"] = assign_psikolog;
+      return Emit(g, j,
+                  fmt::format("Case {} assigned. It reaches the new workers' devices when this "
+                              "device syncs; the previous worker's devices send their edits, then "
+                              "delete it.\n",
+                              teduh::core::ToHex(*r)));
     }
     if (case_shred->parsed()) {
       auto r = d.ShredCase(case_ref);

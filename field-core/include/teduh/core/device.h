@@ -243,6 +243,8 @@ struct SyncReport {
   std::size_t bad_grants =
       0;  // grants, retirements or shred orders whose unit signature did not verify: ignored
   std::size_t shredded = 0;  // cases deleted on a signed shred order
+  std::size_t evicted = 0;   // cases deleted: no longer assigned to this user
+  std::size_t evictions_kept = 0;  // ... kept for now: an edit of them is still unsent
   // Pulled sealed values: opened and verified with the case key; held for a key
   // class this device may not hold (e.g. CLINICAL on a pendamping's tablet);
   // damaged or altered (stored, shown as unreadable, and worth reporting).
@@ -378,6 +380,12 @@ class Device {
   // Epochs per class, how many case keys each still wraps, and which devices
   // hold which (admin devices).
   Outcome<std::vector<KeyClassView>> KeyStatus();
+  // Assigns the case (office and supervisor devices): the users named get
+  // it on their devices at their next sync; devices of a worker it is taken
+  // from push their edits of it, then delete it (PROTOCOL §5). An empty name
+  // leaves that assignment as it is.
+  Outcome<Id> AssignCase(std::string_view case_ref, const std::string& pendamping,
+                         const std::string& konselor, const std::string& psikolog);
   // Crypto-shredding (PROTOCOL §8c). On a supervisor device: asks for the
   // case to be shredded (state "requested"). On the admin device holding the
   // unit root key: carries out a pending request with a signed order (state

@@ -176,6 +176,8 @@ class LocalStore {
   // Records of `kind` whose hex id starts with `hex_prefix` (case-insensitive).
   Outcome<std::vector<Id>> MatchPrefix(std::string_view kind, std::string_view hex_prefix);
   Outcome<std::vector<StoredValue>> GetFields(const Id& record_id);
+  // True if an edit of the case or one of its records is still unsent.
+  Outcome<bool> CaseHasPending(const Id& case_id);
   // Every record of `kind` with its open fields (sealed ones are skipped), in
   // record id order, in one query; `visit` may move the values out.
   Outcome<void> ForEachRecordOpenFields(

@@ -225,6 +225,21 @@ class Store {
   virtual error_code PutKeyAck(const KeyAckRow& row) = 0;
   virtual result<std::vector<KeyAckRow>> KeyAcks() = 0;
 
+  // ---- Evictions (a case unassigned from a user) -----------------------------------------
+  // Every device of `user` that holds the case is to evict it (at `seq`); it
+  // no longer counts as holding it.
+  virtual error_code EvictUser(const Id& case_id, std::string_view user, std::uint64_t seq) = 0;
+  // The case was assigned to `user` again: nothing of it is evicted.
+  virtual error_code ClearUserEvictions(const Id& case_id, std::string_view user) = 0;
+  // The device still has to receive its eviction of the case (until then it
+  // may push the edits it made while it held it).
+  virtual result<bool> HasEviction(const Id& device_id, const Id& case_id) = 0;
+  virtual error_code ScanEvictions(
+      const Id& device_id, std::uint64_t after_seq, std::uint64_t upto_seq,
+      const std::function<void(std::uint64_t seq, const Id& case_id)>& visit) = 0;
+  // The device committed a pull cursor at `upto_seq`: evictions up to it were received.
+  virtual error_code DropEvictions(const Id& device_id, std::uint64_t upto_seq) = 0;
+
   // ---- Crypto-shredding ----------------------------------------------------------------
   virtual error_code PutShredRequest(const Id& case_id, std::string_view user,
                                      std::int64_t now_ms) = 0;
