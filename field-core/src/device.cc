@@ -2078,7 +2078,6 @@ Outcome<RemoteDevice> Device::RevokeDevice(std::string_view device_ref) {
   SyncClient& client = *found->client;
   const pb::DeviceInfo& target = found->device;
   pb::RevokeDevice req;
-  req.set_device_id(target.device_id());
   {
     std::lock_guard g(mu_);
     if (auto r = CheckOpen(); !r) return r.error();
@@ -2086,16 +2085,9 @@ Outcome<RemoteDevice> Device::RevokeDevice(std::string_view device_ref) {
       return Fail(errc::invalid_argument,
                   "this is the device you are using: revoke it from another admin device");
     }
-    teduh::keys::v1::WipeOrder* order = req.mutable_wipe_order();
-    order->set_device_id(target.device_id());
-    order->set_unit_id(meta_->unit_id);
-    order->set_issued_ms(env_->NowMs());
-    order->set_admin_device_id(std::string(AsBytes(meta_->device_id)));
-    auto sig = crypto::Sign(vault_->unit_root_sk(),
-                            AsSpan(WipeOrderMessage(order->device_id(), order->unit_id(),
-                                                    order->issued_ms(), order->admin_device_id())));
-    if (!sig) return Fail(sig.error(), "cannot sign the wipe order");
-    order->set_signature(BytesOf(*sig));
+    auto made = RevocationLocked(target.device_id());
+    if (!made) return made.error();
+    req = std::move(*made);
   }
   auto res = client.Revoke(req);
   client.Close();
@@ -2397,6 +2389,57 @@ void Device::DropCaseKeysLocked(const Id& case_id) {
     }
   }
   std::erase_if(case_key_order_, [&](const CaseKeyId& k) { return std::get<0>(k) == case_id; });
+}
+
+Outcome<pb::RevokeDevice> Device::RevocationLocked(const std::string& device_id) {
+  pb::RevokeDevice req;
+  req.set_device_id(device_id);
+  teduh::keys::v1::WipeOrder* order = req.mutable_wipe_order();
+  order->set_device_id(device_id);
+  order->set_unit_id(meta_->unit_id);
+  order->set_issued_ms(env_->NowMs());
+  order->set_admin_device_id(std::string(AsBytes(meta_->device_id)));
+  auto sig = crypto::Sign(vault_->unit_root_sk(),
+                          AsSpan(WipeOrderMessage(order->device_id(), order->unit_id(),
+                                                  order->issued_ms(), order->admin_device_id())));
+  if (!sig) return Fail(sig.error(), "cannot sign the wipe order");
+  order->set_signature(BytesOf(*sig));
+  return req;
+}
+
+Outcome<OffboardReport> Device::OffboardUser(const std::string& user,
+                                             const std::string& reassign_to) {
+  if (user.empty() || reassign_to.empty() || user == reassign_to)
+    return Fail(errc::invalid_argument,
+                "name the user who leaves and another user who takes over their cases");
+  {
+    std::lock_guard g(mu_);
+    if (auto r = RequireRootAdminLocked("offboard users"); !r) return r.error();
+    if (user == meta_->user)
+      return Fail(errc::invalid_argument, "offboard this admin from another admin device");
+  }
+  auto client = ConnectOnline();
+  if (!client) return client.error();
+  auto list = (*client)->ListDevices();
+  if (!list) return list.error();
+  pb::Frame f;
+  pb::OffboardUser* req = f.mutable_offboard_user();
+  req->set_user(user);
+  req->set_reassign_to(reassign_to);
+  {
+    std::lock_guard g(mu_);
+    if (auto r = CheckOpen(); !r) return r.error();
+    for (const auto& d : list->devices()) {
+      if (d.user() != user || d.state() == pb::DEVICE_STATE_REVOKED) continue;
+      auto made = RevocationLocked(d.device_id());
+      if (!made) return made.error();
+      *req->add_revocations() = std::move(*made);
+    }
+  }
+  auto r = (*client)->Offboard(std::move(f));
+  (*client)->Close();
+  if (!r) return r.error();
+  return OffboardReport{r->devices_revoked(), r->cases_reassigned()};
 }
 
 Outcome<Id> Device::AssignCase(std::string_view case_ref, const std::string& pendamping,

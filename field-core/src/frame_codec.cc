@@ -189,6 +189,17 @@ struct Checker {
       case v1::Frame::kAckKeysResult:
       case v1::Frame::kKeyStatusRequest:
         return true;
+      case v1::Frame::kOffboardUser: {
+        const auto& o = f.offboard_user();
+        if (!Text(o.user(), "user") || !Text(o.reassign_to(), "reassign_to") ||
+            !Count(o.revocations_size(), limits.max_grants, "revocations"))
+          return false;
+        for (const auto& r : o.revocations())
+          if (!Len(r.device_id(), 16, "device_id") || !WipeOrderOk(r.wipe_order())) return false;
+        return true;
+      }
+      case v1::Frame::kOffboardResult:
+        return true;
       case v1::Frame::kShredRequest:
         return Len(f.shred_request().case_id(), 16, "case_id");
       case v1::Frame::kShredCase:

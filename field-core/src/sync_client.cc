@@ -263,6 +263,12 @@ Outcome<pb::ShredResult> SyncClient::Shred(pb::Frame request) {
   return std::move(*r->mutable_shred_result());
 }
 
+Outcome<pb::OffboardResult> SyncClient::Offboard(pb::Frame request) {
+  auto r = Call(std::move(request), pb::Frame::kOffboardResult);
+  if (!r) return r.error();
+  return std::move(*r->mutable_offboard_result());
+}
+
 Outcome<void> SyncClient::SendWipeReceipt(const teduh::keys::v1::WipeReceipt& receipt) {
   pb::Frame f;
   *f.mutable_wipe_receipt() = receipt;

@@ -152,6 +152,16 @@ core::error_code AuditShred(WriterState& ws, const Identity& who, const Id& case
   return AppendAuditEntry(ws.store, &entry);
 }
 
+core::error_code AuditOffboard(WriterState& ws, const Identity& who, std::string_view user,
+                               std::string_view reassigned_to, std::size_t cases) {
+  a1::AuditEntry entry;
+  StartEntry(ws, a1::ENTRY_KIND_OFFBOARD, who.device_id, who.user, who.role, &entry);
+  entry.set_subject_user(std::string(user));
+  entry.set_reassigned_to(std::string(reassigned_to));
+  entry.set_cases(static_cast<std::uint32_t>(cases));
+  return AppendAuditEntry(ws.store, &entry);
+}
+
 core::error_code AuditRetire(WriterState& ws, const Identity& who, teduh::AccessClass key_class,
                              std::uint32_t epoch) {
   a1::AuditEntry entry;

@@ -45,6 +45,10 @@ namespace teduh::server {
 // `who` asked for (supervisor) or carried out (admin device) the shredding of a case.
 [[nodiscard]] core::error_code AuditShred(WriterState& ws, const Identity& who, const Id& case_id,
                                           bool carried_out);
+// `who` offboarded `user`: devices revoked (their own entries) and `cases` reassigned.
+[[nodiscard]] core::error_code AuditOffboard(WriterState& ws, const Identity& who,
+                                             std::string_view user, std::string_view reassigned_to,
+                                             std::size_t cases);
 // `who` retired `epoch` of the class key.
 [[nodiscard]] core::error_code AuditRetire(WriterState& ws, const Identity& who,
                                            teduh::AccessClass key_class, std::uint32_t epoch);

@@ -251,6 +251,8 @@ void Connection::OnMessage(std::string_view bytes, bool binary) {
           });
         case v1::Frame::kShredCase:
           return OnShred(rid, frame);
+        case v1::Frame::kOffboardUser:
+          return OnOffboard(rid, frame);
         case v1::Frame::kHistoryRequest:
           return OnHistory(rid, frame->history_request());
         default:
@@ -545,6 +547,33 @@ void Connection::OnShred(std::uint64_t rid, std::shared_ptr<v1::Frame> frame) {
       [this, &ctx, post, rid, out, shredded, me](core::error_code ec) {
         // Every device that may hold the case drops it now if it is connected.
         if (!ec && *shredded) ctx.registry.Poke(me, true, {}, /*everyone=*/true);
+        post([this, rid, out, ec] {
+          if (ec) return StoreFailed(rid);
+          Reply(rid, std::move(out->reply), out->close);
+        });
+      });
+  if (!queued) StoreFailed(rid);
+}
+
+void Connection::OnOffboard(std::uint64_t rid, std::shared_ptr<v1::Frame> frame) {
+  auto out = std::make_shared<Outcome>();
+  auto users = std::make_shared<std::vector<std::string>>();
+  auto post = host_.Poster();
+  const std::uint64_t me = registry_id_;
+  ServerContext& ctx = ctx_;
+  bool queued = ctx_.worker->SubmitWrite(
+      [frame, out, users, who = identity_](WriterState& ws) {
+        return Offboard(ws, who, frame->offboard_user(), out.get(), users.get());
+      },
+      [this, &ctx, post, rid, out, users, me, frame](core::error_code ec) {
+        if (!ec && out->reply.has_offboard_result()) {
+          std::sort(users->begin(), users->end());
+          users->erase(std::unique(users->begin(), users->end()), users->end());
+          ctx.registry.Poke(me, true, *users);
+          // The revoked devices' open connections end now.
+          for (const auto& r : frame->offboard_user().revocations())
+            if (auto id = core::IdFromBytes(r.device_id())) ctx.registry.CloseDevice(*id);
+        }
         post([this, rid, out, ec] {
           if (ec) return StoreFailed(rid);
           Reply(rid, std::move(out->reply), out->close);

@@ -85,6 +85,7 @@ class Connection {
   void OnKeyStatus(std::uint64_t request_id);
   void OnRetire(std::uint64_t request_id, std::shared_ptr<v1::Frame> frame);
   void OnShred(std::uint64_t request_id, std::shared_ptr<v1::Frame> frame);
+  void OnOffboard(std::uint64_t request_id, std::shared_ptr<v1::Frame> frame);
   // A write request answered with whatever `write` put in its Outcome.
   void SimpleWrite(std::uint64_t request_id,
                    std::function<core::error_code(WriterState&, Outcome*)> write);

@@ -644,6 +644,17 @@ class SqliteStore final : public Store {
     if (rc != SQLITE_DONE) return Fail(rc);
     return rows;
   }
+  result<std::vector<Id>> CasesAssignedTo(std::string_view user) override {
+    if (sticky_) return sticky_;
+    std::vector<Id> out;
+    Stmt& s = stmts_->cases_of_user;
+    s.Start().Text(1, user);
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) out.push_back(s.ColId(0));
+    s.Done();
+    if (rc != SQLITE_DONE) return Fail(rc);
+    return out;
+  }
   error_code EvictUser(const Id& case_id, std::string_view user, std::uint64_t seq) override {
     if (auto ec = Run(stmts_->add_evictions.Start().Blob(1, case_id).Text(2, user).U64(3, seq)))
       return ec;
@@ -1148,15 +1159,15 @@ class SqliteStore final : public Store {
     Stmt find_device, list_devices, insert_device, set_device_state, set_device_mark, touch_device,
         find_enrollment, insert_enrollment, use_enrollment, put_grant, grants_for, find_record,
         insert_record, find_field, put_field, append_history, case_field_rowids, reseq_field,
-        is_assigned, assignees, clear_assignees, add_assignee, holds_case, record_holding,
-        put_rejection, find_rejection, scan_unit, scan_keys, scan_assigned, history_of, current_of,
-        get_meta, put_meta, insert_audit, scan_audit, audit_head, find_revocation, put_revocation,
-        all_grants, put_key_ack, key_acks, stage_rewrap, clear_other_staging, clear_staging,
-        scan_staging, scan_case_keys, put_retirement, retirements, drop_epoch_grants,
-        drop_epoch_acks, put_shred_request, find_shred_request, drop_shred_request, put_shredded,
-        is_shredded, scan_shredded, purge_history, purge_fields, purge_records, purge_holdings,
-        add_evictions, drop_user_holdings, clear_user_evictions, has_eviction, scan_evictions,
-        drop_evictions;
+        is_assigned, assignees, cases_of_user, clear_assignees, add_assignee, holds_case,
+        record_holding, put_rejection, find_rejection, scan_unit, scan_keys, scan_assigned,
+        history_of, current_of, get_meta, put_meta, insert_audit, scan_audit, audit_head,
+        find_revocation, put_revocation, all_grants, put_key_ack, key_acks, stage_rewrap,
+        clear_other_staging, clear_staging, scan_staging, scan_case_keys, put_retirement,
+        retirements, drop_epoch_grants, drop_epoch_acks, put_shred_request, find_shred_request,
+        drop_shred_request, put_shredded, is_shredded, scan_shredded, purge_history, purge_fields,
+        purge_records, purge_holdings, add_evictions, drop_user_holdings, clear_user_evictions,
+        has_eviction, scan_evictions, drop_evictions;
   };
 
   SqliteStore() = default;
@@ -1287,6 +1298,7 @@ class SqliteStore final : public Store {
         {&st.reseq_field, "UPDATE fields SET seq = ?1, txn = ?2 WHERE rowid = ?3"},
         {&st.is_assigned, "SELECT 1 FROM assignments WHERE case_id = ?1 AND user = ?2"},
         {&st.assignees, "SELECT user FROM assignments WHERE case_id = ?1 ORDER BY user"},
+        {&st.cases_of_user, "SELECT case_id FROM assignments WHERE user = ?1 ORDER BY case_id"},
         {&st.clear_assignees, "DELETE FROM assignments WHERE case_id = ?1"},
         {&st.add_assignee, "INSERT OR IGNORE INTO assignments(case_id, user) VALUES(?1, ?2)"},
         {&st.holds_case, "SELECT 1 FROM device_cases WHERE device_id = ?1 AND case_id = ?2"},

@@ -117,6 +117,53 @@ struct RecordInfo {
   Id case_id{};
 };
 
+// Recomputes who the case is assigned to from its three assignment fields
+// (PROTOCOL §5): the users they name, or its field-officer creator while they
+// name nobody. A change re-sequences the case for the new assignees and
+// evicts it from the devices of the users it was taken from.
+error_code RecomputeAssignees(Store& store, const Id& case_id, std::uint64_t txn,
+                              std::vector<std::string>* poke_users) {
+  const core::RecordKind& kind = *core::Schema::Get().FindKind(core::kCaseKind);
+  std::vector<std::string> users;
+  for (std::uint32_t number : kAssignmentFields) {
+    const core::FieldPolicy* policy = kind.FindField(number);
+    if (!policy) continue;
+    FieldRow row;
+    auto found = store.FindField(case_id, number, &row);
+    if (!found) return found.error();
+    if (!*found || row.sealed) continue;
+    auto msg = core::DecodeFieldValue(kind, row.value);
+    if (!msg) continue;
+    std::string user = (*msg)->GetReflection()->GetString(**msg, policy->descriptor);
+    if (!user.empty()) users.push_back(std::move(user));
+  }
+  if (users.empty()) {
+    auto record = store.FindRecord(case_id);
+    if (!record) return record.error();
+    if (*record && !(*record)->created_by_user.empty()) users.push_back((*record)->created_by_user);
+  }
+  std::sort(users.begin(), users.end());
+  users.erase(std::unique(users.begin(), users.end()), users.end());
+  auto before = store.Assignees(case_id);
+  if (!before) return before.error();
+  if (*before == users) return {};
+  if (auto ec = store.SetAssignees(case_id, users)) return ec;
+  if (auto ec = store.ResequenceCase(case_id, txn)) return ec;
+  for (const auto& u : users) {
+    if (std::find(before->begin(), before->end(), u) != before->end()) continue;
+    if (auto ec = store.ClearUserEvictions(case_id, u)) return ec;
+    poke_users->push_back(u);
+  }
+  // The previous assignees' devices push what they still hold of it, then
+  // evict it at their next pull (ARCHITECTURE §2.4).
+  for (const auto& u : *before) {
+    if (std::find(users.begin(), users.end(), u) != users.end()) continue;
+    if (auto ec = store.EvictUser(case_id, u, store.AllocateSeq())) return ec;
+    poke_users->push_back(u);
+  }
+  return {};
+}
+
 class PushApplier {
  public:
   PushApplier(WriterState& ws, const DeviceRow& device, PushOutcome* out)
@@ -613,50 +660,9 @@ class PushApplier {
     return {};
   }
 
-  // Recomputes who the case is assigned to from its three assignment fields
-  // (PROTOCOL §5): the users they name, or its field-officer creator while
-  // they name nobody.
-  error_code Reassign(const Id& case_id, const core::RecordKind& kind) {
-    std::vector<std::string> users;
-    for (std::uint32_t number : kAssignmentFields) {
-      const core::FieldPolicy* policy = kind.FindField(number);
-      if (!policy) continue;
-      FieldRow row;
-      auto found = store_.FindField(case_id, number, &row);
-      if (!found) return found.error();
-      if (!*found || row.sealed) continue;
-      auto msg = core::DecodeFieldValue(kind, row.value);
-      if (!msg) continue;
-      std::string user = (*msg)->GetReflection()->GetString(**msg, policy->descriptor);
-      if (!user.empty()) users.push_back(std::move(user));
-    }
-    if (users.empty()) {
-      auto record = store_.FindRecord(case_id);
-      if (!record) return record.error();
-      if (*record && !(*record)->created_by_user.empty())
-        users.push_back((*record)->created_by_user);
-    }
-    std::sort(users.begin(), users.end());
-    users.erase(std::unique(users.begin(), users.end()), users.end());
-    auto before = store_.Assignees(case_id);
-    if (!before) return before.error();
-    if (*before == users) return {};
-    if (auto ec = store_.SetAssignees(case_id, users)) return ec;
-    if (auto ec = store_.ResequenceCase(case_id, txn_)) return ec;
+  error_code Reassign(const Id& case_id, const core::RecordKind&) {
     assigned_.erase(case_id);
-    for (const auto& u : users) {
-      if (std::find(before->begin(), before->end(), u) != before->end()) continue;
-      if (auto ec = store_.ClearUserEvictions(case_id, u)) return ec;
-      out_->poke_users.push_back(u);
-    }
-    // The previous assignees' devices push what they still hold of it, then
-    // evict it at their next pull (ARCHITECTURE §2.4).
-    for (const auto& u : *before) {
-      if (std::find(users.begin(), users.end(), u) != users.end()) continue;
-      if (auto ec = store_.EvictUser(case_id, u, store_.AllocateSeq())) return ec;
-      out_->poke_users.push_back(u);
-    }
-    return {};
+    return RecomputeAssignees(store_, case_id, txn_, &out_->poke_users);
   }
 
   error_code CollectPokes() {
@@ -763,20 +769,26 @@ static std::optional<Id> AdminTargetId(WriterState& ws, const Identity& who,
   return *target_id;
 }
 
-error_code Revoke(WriterState& ws, const Identity& who, const v1::RevokeDevice& req, Outcome* out) {
-  error_code ec;
-  auto target_id = AdminTargetId(ws, who, req.device_id(), "revoke", out, &ec);
-  if (!target_id) return ec;
+// The checks of a revocation from an admin device; the target on success,
+// else nullopt with the refusal in `out` (or a store error in `ec`).
+static std::optional<DeviceRow> CheckRevocation(WriterState& ws, const Identity& who,
+                                                const v1::RevokeDevice& req, Outcome* out,
+                                                error_code* ec) {
+  auto target_id = AdminTargetId(ws, who, req.device_id(), "revoke", out, ec);
+  if (!target_id) return std::nullopt;
   if (*target_id == who.device_id) {
     SetError(out, v1::ERROR_CODE_BAD_REQUEST,
              "A device cannot revoke itself: revoke it from another admin device.", false);
-    return {};
+    return std::nullopt;
   }
   auto target = ws.store.FindDevice(*target_id);
-  if (!target) return target.error();
+  if (!target) {
+    *ec = target.error();
+    return std::nullopt;
+  }
   if (!*target) {
     SetError(out, v1::ERROR_CODE_BAD_REQUEST, "No such device.", false);
-    return {};
+    return std::nullopt;
   }
   // The order is what lets the device erase itself; the server checks it as
   // the device will, so a bad one is refused here and not carried for weeks.
@@ -787,7 +799,7 @@ error_code Revoke(WriterState& ws, const Identity& who, const v1::RevokeDevice& 
     SetError(out, v1::ERROR_CODE_BAD_REQUEST,
              "A revocation carries a wipe order for that device, this unit and this admin device.",
              false);
-    return {};
+    return std::nullopt;
   }
   if (ws.unit.unit_root_pk.size() != crypto::kSignPublicKeyBytes ||
       !crypto::Verify(
@@ -797,13 +809,133 @@ error_code Revoke(WriterState& ws, const Identity& who, const v1::RevokeDevice& 
           core::AsSpan(order.signature()))) {
     SetError(out, v1::ERROR_CODE_BAD_SIGNATURE,
              "The wipe order is not signed by the unit root key.", false);
-    return {};
+    return std::nullopt;
   }
+  return std::move(**target);
+}
+
+error_code Revoke(WriterState& ws, const Identity& who, const v1::RevokeDevice& req, Outcome* out) {
+  error_code ec;
+  auto target = CheckRevocation(ws, who, req, out, &ec);
+  if (!target) return ec;
   RevocationRow row;
-  if (auto ec = RevokeInStore(ws.store, ws.env.NowMs(), **target, who, "", &order, &row)) return ec;
-  DeviceRow revoked = **target;
+  if (auto e = RevokeInStore(ws.store, ws.env.NowMs(), *target, who, "", &req.wipe_order(), &row))
+    return e;
+  DeviceRow revoked = *target;
   revoked.state = v1::DEVICE_STATE_REVOKED;
   *out->reply.mutable_revoke_result()->mutable_device() = ToDeviceInfo(revoked, row);
+  return {};
+}
+
+error_code Offboard(WriterState& ws, const Identity& who, const v1::OffboardUser& req, Outcome* out,
+                    std::vector<std::string>* poke_users) {
+  auto self = ws.store.FindDevice(who.device_id);
+  if (!self) return self.error();
+  if (!CheckActive(*self, out)) return {};
+  if ((*self)->role != v1::ROLE_ADMIN) {
+    SetError(out, v1::ERROR_CODE_FORBIDDEN, "Only admin devices offboard users.", false);
+    return {};
+  }
+  if (req.user().empty() || req.reassign_to().empty() || req.user() == req.reassign_to()) {
+    SetError(out, v1::ERROR_CODE_BAD_REQUEST,
+             "Name the user who leaves and another user who takes over their cases.", false);
+    return {};
+  }
+  auto devices = ws.store.ListDevices();
+  if (!devices) return devices.error();
+  const bool successor = std::any_of(devices->begin(), devices->end(), [&](const DeviceRow& d) {
+    return d.user == req.reassign_to() && d.state == v1::DEVICE_STATE_ACTIVE;
+  });
+  if (!successor) {
+    SetError(out, v1::ERROR_CODE_BAD_REQUEST,
+             "No active device belongs to " + req.reassign_to() + ": enroll theirs first.", false);
+    return {};
+  }
+  // Every device of the user is revoked here, each checked like a revocation.
+  std::vector<std::pair<DeviceRow, const v1::RevokeDevice*>> revoke;
+  for (const auto& r : req.revocations()) {
+    error_code ec;
+    auto target = CheckRevocation(ws, who, r, out, &ec);
+    if (!target) return ec;
+    if (target->user != req.user()) {
+      SetError(out, v1::ERROR_CODE_BAD_REQUEST, "A revocation names a device of another user.",
+               false);
+      return {};
+    }
+    revoke.emplace_back(std::move(*target), &r);
+  }
+  for (const DeviceRow& d : *devices) {
+    if (d.user != req.user() || d.state == v1::DEVICE_STATE_REVOKED) continue;
+    const bool covered = std::any_of(revoke.begin(), revoke.end(), [&](const auto& r) {
+      return r.first.device_id == d.device_id;
+    });
+    if (!covered) {
+      SetError(out, v1::ERROR_CODE_BAD_REQUEST,
+               "Device " + core::ToHex(d.device_id).substr(0, 8) + " of " + req.user() +
+                   " has no wipe order in the request: nothing was changed.",
+               false);
+      return {};
+    }
+  }
+  const std::int64_t now = ws.env.NowMs();
+  for (const auto& [device, r] : revoke)
+    if (auto e = RevokeInStore(ws.store, now, device, who, "", &r->wipe_order(), nullptr)) return e;
+
+  // Their cases: the assignment field that names them (the case worker field
+  // when they only created it) now names the successor, under a server stamp;
+  // the value it replaces is kept in history.
+  auto cases = ws.store.CasesAssignedTo(req.user());
+  if (!cases) return cases.error();
+  const core::RecordKind& kind = *core::Schema::Get().FindKind(core::kCaseKind);
+  const std::uint64_t txn = ws.store.AllocateTxn();
+  for (const Id& case_id : *cases) {
+    std::uint32_t field = kAssignmentFields[0];
+    FieldRow current;
+    bool found_any = false;
+    for (std::uint32_t number : kAssignmentFields) {
+      FieldRow row;
+      auto found = ws.store.FindField(case_id, number, &row);
+      if (!found) return found.error();
+      if (!*found || row.sealed) continue;
+      const core::FieldPolicy* policy = kind.FindField(number);
+      auto msg = core::DecodeFieldValue(kind, row.value);
+      if (!policy || !msg) continue;
+      if ((*msg)->GetReflection()->GetString(**msg, policy->descriptor) == req.user()) {
+        field = number;
+        found_any = true;
+        break;
+      }
+    }
+    if (found_any) {
+      auto again = ws.store.FindField(case_id, field, &current);
+      if (!again) return again.error();
+    } else {
+      auto again = ws.store.FindField(case_id, field, &current);
+      if (!again) return again.error();
+      found_any = *again;
+    }
+    const core::FieldPolicy* policy = kind.FindField(field);
+    cw::Case value;
+    value.GetReflection()->SetString(&value, policy->descriptor, req.reassign_to());
+    const std::string bytes = value.SerializeAsString();
+    FieldRow next;
+    next.record_id = case_id;
+    next.field = field;
+    next.value = bytes;
+    next.stamp = core::Stamp{ws.hlc.Now(), ws.unit.server_id};
+    next.author = who.user;
+    next.seq = ws.store.AllocateSeq();
+    next.txn = txn;
+    if (found_any)
+      if (auto e = ws.store.AppendHistory(current, next.seq, "overwritten")) return e;
+    if (auto e = ws.store.PutField(next)) return e;
+    if (auto e = RecomputeAssignees(ws.store, case_id, txn, poke_users)) return e;
+  }
+  if (auto e = ws.store.SaveHlc(ws.hlc.last())) return e;
+  if (auto e = AuditOffboard(ws, who, req.user(), req.reassign_to(), cases->size())) return e;
+  v1::OffboardResult* result = out->reply.mutable_offboard_result();
+  result->set_devices_revoked(static_cast<std::uint32_t>(revoke.size()));
+  result->set_cases_reassigned(static_cast<std::uint32_t>(cases->size()));
   return {};
 }
 

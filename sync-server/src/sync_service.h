@@ -67,6 +67,11 @@ core::error_code Approve(WriterState& ws, const Identity& who, const v1::Approve
 // key (checked here as the device will check it).
 core::error_code Revoke(WriterState& ws, const Identity& who, const v1::RevokeDevice& request,
                         Outcome* out);
+// Offboards a user (admin devices): revokes every one of their devices (a
+// wipe order each, checked as for Revoke) and assigns their cases to
+// `reassign_to`, all at once; users to poke go to `poke_users`.
+core::error_code Offboard(WriterState& ws, const Identity& who, const v1::OffboardUser& request,
+                          Outcome* out, std::vector<std::string>* poke_users);
 // Revokes `device` in the current transaction: state, revocation row (an
 // earlier one keeps its time and receipt; `order` replaces its order if set)
 // and audit entry. `by` is the admin device, or unset for the server host's

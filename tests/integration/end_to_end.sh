@@ -259,6 +259,10 @@ check "the erased tablet no longer opens, and tells why" \
   '! dev "$pend" "ani-pass-1" status >/dev/null && grep -q "erased" "$work/last.err"'
 check "the server lists the signed receipt" \
   '"$SERVER" device list --data "$data" --json | jq -e ".devices[] | select(.device_id==\"$pend_id\") | .wiped_at != null" >/dev/null'
+check "offboarding the pendamping gives her cases to the office worker" \
+  'dev "$admin" "admin-pass-1" user offboard ani --reassign-to budi | jq -e ".cases_reassigned>=2 and .devices_revoked==0" >/dev/null'
+check "the office device sees the case assigned to budi" \
+  'dev "$office" "budi-pass-2" sync >/dev/null && [ "$(dev "$office" "budi-pass-2" case show "$case_id" | jq -r .fields.assigned_pendamping)" = budi ]'
 stop_server
 
 # --- audit log ---

@@ -392,6 +392,17 @@ int main(int argc, char** argv) {
            "Revoke a lost or taken device; it erases itself when it next connects");
   device_revoke->add_option("device", device_ref, "Device id or unique prefix")->required();
 
+  CLI::App* user_cmd =
+      app.add_subcommand("user", "Staff of the unit (admin)")->require_subcommand(1);
+  add_globals(user_cmd);
+  std::string offboard_user, reassign_to;
+  CLI::App* user_offboard =
+      leaf(user_cmd, "offboard",
+           "Someone leaves: revoke all their devices and give their cases to another worker");
+  user_offboard->add_option("user", offboard_user, "User name of the person leaving")->required();
+  user_offboard->add_option("--reassign-to", reassign_to, "User name who takes over the cases")
+      ->required();
+
   CLI::App* key_cmd =
       app.add_subcommand("key", "The unit's class keys (admin)")->require_subcommand(1);
   add_globals(key_cmd);
@@ -772,6 +783,18 @@ int main(int argc, char** argv) {
                              r.role, r.user, r.state, r.fingerprint, r.label, ErasureNote(r));
       }
       return Emit(g, json{{"devices", arr}}, human);
+    }
+    if (user_offboard->parsed()) {
+      auto r = d.OffboardUser(offboard_user, reassign_to);
+      if (!r) return Report(g, r.error());
+      return Emit(g,
+                  json{{"user", offboard_user},
+                       {"reassigned_to", reassign_to},
+                       {"devices_revoked", r->devices_revoked},
+                       {"cases_reassigned", r->cases_reassigned}},
+                  fmt::format("{} offboarded: {} devices revoked (each erases itself when it next "
+                              "connects), {} cases now assigned to {}.\n",
+                              offboard_user, r->devices_revoked, r->cases_reassigned, reassign_to));
     }
     if (case_assign->parsed()) {
       auto r = d.AssignCase(case_ref, assign_pendamping, assign_konselor, assign_psikolog);

@@ -229,6 +229,12 @@ struct KeyClassView {
   std::vector<KeyDeviceView> devices;
 };
 
+// `teduh user offboard`.
+struct OffboardReport {
+  std::uint32_t devices_revoked = 0;
+  std::uint32_t cases_reassigned = 0;
+};
+
 // `teduh case shred`.
 struct ShredView {
   Id case_id{};
@@ -242,8 +248,8 @@ struct SyncReport {
   std::size_t pulled = 0, deferred = 0, grants_added = 0;
   std::size_t bad_grants =
       0;  // grants, retirements or shred orders whose unit signature did not verify: ignored
-  std::size_t shredded = 0;  // cases deleted on a signed shred order
-  std::size_t evicted = 0;   // cases deleted: no longer assigned to this user
+  std::size_t shredded = 0;        // cases deleted on a signed shred order
+  std::size_t evicted = 0;         // cases deleted: no longer assigned to this user
   std::size_t evictions_kept = 0;  // ... kept for now: an edit of them is still unsent
   // Pulled sealed values: opened and verified with the case key; held for a key
   // class this device may not hold (e.g. CLINICAL on a pendamping's tablet);
@@ -380,6 +386,12 @@ class Device {
   // Epochs per class, how many case keys each still wraps, and which devices
   // hold which (admin devices).
   Outcome<std::vector<KeyClassView>> KeyStatus();
+  // Offboards a user who leaves (admin device with the unit root key): every
+  // one of their devices is revoked with a signed wipe order, and every case
+  // assigned to them is assigned to `reassign_to` (who must have an active
+  // device), in one server transaction. Edits of theirs that reached the
+  // server stay; their devices erase themselves at their next connection.
+  Outcome<OffboardReport> OffboardUser(const std::string& user, const std::string& reassign_to);
   // Assigns the case (office and supervisor devices): the users named get
   // it on their devices at their next sync; devices of a worker it is taken
   // from push their edits of it, then delete it (PROTOCOL §5). An empty name
@@ -472,6 +484,8 @@ class Device {
   Outcome<std::vector<Id>> VerifiedShredsLocked(const teduh::sync::v1::Changes& batch,
                                                 SyncReport* report);
   void DropCaseKeysLocked(const Id& case_id);
+  // A revocation of `device_id` with a wipe order signed by the unit root key.
+  Outcome<teduh::sync::v1::RevokeDevice> RevocationLocked(const std::string& device_id);
   // errc::forbidden unless this is an admin device holding the unit root key.
   Outcome<void> RequireRootAdminLocked(std::string_view action) const;
   // Every case key record this device holds, decoded (the wrap is wiped after `visit`).

@@ -64,6 +64,8 @@ class SyncClient {
   Outcome<teduh::sync::v1::RetireResult> Retire(const teduh::sync::v1::RetireKeys& request);
   // A ShredRequest or ShredCase frame; answered with a ShredResult.
   Outcome<teduh::sync::v1::ShredResult> Shred(teduh::sync::v1::Frame request);
+  // An OffboardUser frame.
+  Outcome<teduh::sync::v1::OffboardResult> Offboard(teduh::sync::v1::Frame request);
   const std::optional<teduh::keys::v1::WipeOrder>& wipe_order() const { return wipe_order_; }
   // After a wipe order: sends the receipt; the server answers that the
   // device is revoked, which is success here.

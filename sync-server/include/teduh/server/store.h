@@ -304,6 +304,7 @@ class Store {
   // ---- Scope -------------------------------------------------------------------------
   virtual result<bool> IsAssigned(const Id& case_id, std::string_view user) = 0;
   virtual result<std::vector<std::string>> Assignees(const Id& case_id) = 0;
+  virtual result<std::vector<Id>> CasesAssignedTo(std::string_view user) = 0;
   virtual error_code SetAssignees(const Id& case_id, const std::vector<std::string>& users) = 0;
   virtual result<bool> HoldsCase(const Id& device_id, const Id& case_id) = 0;
   virtual error_code RecordHolding(const Id& device_id, const Id& case_id,
