@@ -89,15 +89,9 @@ error_code ApplyStaging(WriterState& ws, const Identity& who, teduh::AccessClass
         for (const auto& [field, value] :
              {std::pair<std::uint32_t, const std::string*>{kEpochField, &epoch_value},
               {kWrappedField, &wrapped_value}}) {
-          FieldRow row;
-          row.record_id = record_id;
-          row.field = field;
-          row.value = *value;
-          row.stamp = core::Stamp{ws.hlc.Now(), ws.unit.server_id};
-          row.author = who.user;
-          row.seq = ws.store.AllocateSeq();
-          row.txn = txn;
-          if (auto ec = ws.store.PutField(row)) return ec;
+          if (auto ec =
+                  ws.store.PutField(ServerFieldRow(ws, record_id, field, *value, who.user, txn)))
+            return ec;
         }
         ++*applied;
         return error_code();

@@ -61,6 +61,19 @@ void SetError(Outcome* out, v1::ErrorCode code, std::string message, bool close)
   out->close = close;
 }
 
+FieldRow ServerFieldRow(WriterState& ws, const Id& record_id, std::uint32_t field,
+                        std::string_view value, std::string_view author, std::uint64_t txn) {
+  FieldRow row;
+  row.record_id = record_id;
+  row.field = field;
+  row.value = value;
+  row.stamp = core::Stamp{ws.hlc.Now(), ws.unit.server_id};
+  row.author = author;
+  row.seq = ws.store.AllocateSeq();
+  row.txn = txn;
+  return row;
+}
+
 // The device-state checks every authenticated request starts with.
 bool CheckActive(const std::optional<DeviceRow>& device, Outcome* out) {
   if (!device) {
@@ -602,14 +615,7 @@ class PushApplier {
         {cw::Conflict::kDetectionFieldNumber, &detection},
         {cw::Conflict::kStateFieldNumber, &state}};
     for (const auto& [number, value] : rows) {
-      FieldRow row;
-      row.record_id = conflict_id;
-      row.field = number;
-      row.value = *value;
-      row.stamp = core::Stamp{ws_.hlc.Now(), ws_.unit.server_id};
-      row.author = device_.user;
-      row.seq = store_.AllocateSeq();
-      row.txn = txn_;
+      FieldRow row = ServerFieldRow(ws_, conflict_id, number, *value, device_.user, txn_);
       if (number == cw::Conflict::kDetectionFieldNumber) {
         RecordRow rec;
         rec.record_id = conflict_id;
@@ -918,14 +924,7 @@ error_code Offboard(WriterState& ws, const Identity& who, const v1::OffboardUser
     cw::Case value;
     value.GetReflection()->SetString(&value, policy->descriptor, req.reassign_to());
     const std::string bytes = value.SerializeAsString();
-    FieldRow next;
-    next.record_id = case_id;
-    next.field = field;
-    next.value = bytes;
-    next.stamp = core::Stamp{ws.hlc.Now(), ws.unit.server_id};
-    next.author = who.user;
-    next.seq = ws.store.AllocateSeq();
-    next.txn = txn;
+    FieldRow next = ServerFieldRow(ws, case_id, field, bytes, who.user, txn);
     if (found_any)
       if (auto e = ws.store.AppendHistory(current, next.seq, "overwritten")) return e;
     if (auto e = ws.store.PutField(next)) return e;

@@ -136,6 +136,11 @@ core::error_code FieldHistory(Store& store, const ServerConfig& config, const Un
                               const Identity& who, const v1::HistoryRequest& request, Outcome* out);
 
 // Helpers shared with the session and the key operations.
+// A value the server itself writes (a conflict record, a re-wrap, a
+// reassignment): a fresh server stamp and sequence number in transaction
+// `txn`. `value` and `author` must outlive the row.
+FieldRow ServerFieldRow(WriterState& ws, const Id& record_id, std::uint32_t field,
+                        std::string_view value, std::string_view author, std::uint64_t txn);
 void SetError(Outcome* out, v1::ErrorCode code, std::string message, bool close);
 // The device-state checks every authenticated request starts with (false:
 // the refusal is in `out`).
