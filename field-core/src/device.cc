@@ -326,7 +326,7 @@ DeviceInfo Device::InfoLocked() const {
   i.unit_name = meta_->unit_name;
   i.server_url = meta_->server_url;
   i.label = meta_->label;
-  i.fingerprint = KeyFingerprint(meta_->sign_pk);
+  i.fingerprint = DeviceFingerprint(meta_->sign_pk, meta_->box_pk);
   i.unit_fingerprint = meta_->unit_root_pk.empty() ? "" : KeyFingerprint(meta_->unit_root_pk);
   i.max_failed_unlocks = meta_->max_failed_unlocks;
   return i;
@@ -1903,7 +1903,7 @@ RemoteDevice RemoteFromInfo(const pb::DeviceInfo& d) {
   r.role = RoleName(d.role());
   r.state = StateName(d.state());
   r.label = d.label();
-  r.fingerprint = d.sign_pk().empty() ? "" : KeyFingerprint(d.sign_pk());
+  r.fingerprint = d.sign_pk().empty() ? "" : DeviceFingerprint(d.sign_pk(), d.box_pk());
   r.enrolled_ms = d.enrolled_ms();
   r.last_sync_ms = d.last_sync_ms();
   r.revoked_ms = d.revoked_ms();

@@ -178,4 +178,10 @@ std::string KeyFingerprint(std::string_view public_key) {
   return hex;
 }
 
+std::string DeviceFingerprint(std::string_view sign_pk, std::string_view box_pk) {
+  std::string both(sign_pk);
+  both.append(box_pk);
+  return KeyFingerprint(both);
+}
+
 }  // namespace teduh::core

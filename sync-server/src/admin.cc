@@ -170,7 +170,7 @@ core::result<std::vector<AuditRecord>> ReadAudit(const std::string& data_dir, st
 }
 
 std::string DeviceFingerprint(const DeviceRow& device) {
-  return core::KeyFingerprint(device.sign_pk);
+  return core::DeviceFingerprint(device.sign_pk, device.box_pk);
 }
 
 std::string DeviceStateName(DeviceState state) {

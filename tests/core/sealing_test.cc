@@ -83,5 +83,14 @@ TEST(SealingTest, FingerprintIsEightUpperHexDigits) {
   EXPECT_NE(fp, KeyFingerprint(std::string(32, '\x12')));
 }
 
+TEST(SealingTest, DeviceFingerprintChangesWithEitherKey) {
+  const std::string sign(32, '\x11'), box(32, '\x22');
+  const std::string fp = DeviceFingerprint(sign, box);
+  EXPECT_EQ(fp.size(), 8u);
+  EXPECT_NE(fp, DeviceFingerprint(sign, std::string(32, '\x23')));  // a swapped box key shows
+  EXPECT_NE(fp, DeviceFingerprint(std::string(32, '\x12'), box));
+  EXPECT_NE(fp, KeyFingerprint(sign));
+}
+
 }  // namespace
 }  // namespace teduh::core

@@ -88,6 +88,8 @@ rc=$?
 check "a pending device is told it is pending" '[ $rc -ne 0 ] && grep -qiE "pending|approve" "$work/last.err"'
 check "server lists the pending device" \
   '"$SERVER" device list --data "$data" --json | jq -e ".devices[] | select(.device_id==\"$pend_id\") | .state==\"pending\"" >/dev/null'
+check "the admin sees the fingerprint the pendamping tablet shows" \
+  '[ "$(dev "$admin" "admin-pass-1" device list | jq -r ".devices[] | select(.device_id==\"$pend_id\") | .fingerprint")" = "$(dev "$pend" "ani-pass-1" status | jq -r .fingerprint)" ]'
 check "a non-admin device cannot approve" '! dev "$office" "budi-pass-1" device approve "$pend_id" >/dev/null'
 dev "$admin" "admin-pass-1" device approve "$pend_id" >/dev/null || die "admin approves pendamping: $(cat "$work/last.err")"
 dev "$admin" "admin-pass-1" device approve "$office_id" >/dev/null || die "admin approves office: $(cat "$work/last.err")"

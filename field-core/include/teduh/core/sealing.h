@@ -85,5 +85,9 @@ std::string WipeReceiptMessage(std::string_view device_id, std::string_view orde
 
 // Short fingerprint of a public key: first 8 hex digits of BLAKE2b-256, upper case.
 std::string KeyFingerprint(std::string_view public_key);
+// A device's fingerprint, as its officer and the approving admin compare it:
+// KeyFingerprint(sign_pk || box_pk). It covers both public keys, so a server
+// that swaps the key grants are sealed to changes what the admin sees.
+std::string DeviceFingerprint(std::string_view sign_pk, std::string_view box_pk);
 
 }  // namespace teduh::core
