@@ -608,12 +608,13 @@ class SqliteStore final : public Store {
                    .Int(3, a.epoch)
                    .Int(4, a.acked_ms));
   }
-  result<std::vector<KeyAckRow>> KeyAcks() override {
+  result<std::vector<KeyAckRow>> KeyAcks(const std::optional<Id>& device) override {
     if (sticky_) return sticky_;
     std::vector<KeyAckRow> rows;
     if (!has_revocations_) return rows;
-    Stmt& s = stmts_->key_acks;
+    Stmt& s = device ? stmts_->key_acks_of : stmts_->key_acks;
     s.Start();
+    if (device) s.Blob(1, *device);
     int rc;
     while ((rc = s.Step()) == SQLITE_ROW) {
       KeyAckRow a;
@@ -1162,12 +1163,12 @@ class SqliteStore final : public Store {
         is_assigned, assignees, cases_of_user, clear_assignees, add_assignee, holds_case,
         record_holding, put_rejection, find_rejection, scan_unit, scan_keys, scan_assigned,
         history_of, current_of, get_meta, put_meta, insert_audit, scan_audit, audit_head,
-        find_revocation, put_revocation, all_grants, put_key_ack, key_acks, stage_rewrap,
-        clear_other_staging, clear_staging, scan_staging, scan_case_keys, put_retirement,
-        retirements, drop_epoch_grants, drop_epoch_acks, put_shred_request, find_shred_request,
-        drop_shred_request, put_shredded, is_shredded, scan_shredded, purge_history, purge_fields,
-        purge_records, purge_holdings, add_evictions, drop_user_holdings, clear_user_evictions,
-        has_eviction, scan_evictions, drop_evictions;
+        find_revocation, put_revocation, all_grants, put_key_ack, key_acks, key_acks_of,
+        stage_rewrap, clear_other_staging, clear_staging, scan_staging, scan_case_keys,
+        put_retirement, retirements, drop_epoch_grants, drop_epoch_acks, put_shred_request,
+        find_shred_request, drop_shred_request, put_shredded, is_shredded, scan_shredded,
+        purge_history, purge_fields, purge_records, purge_holdings, add_evictions,
+        drop_user_holdings, clear_user_evictions, has_eviction, scan_evictions, drop_evictions;
   };
 
   SqliteStore() = default;
@@ -1331,6 +1332,8 @@ class SqliteStore final : public Store {
                      "INSERT OR IGNORE INTO key_acks(device_id, key_class, epoch, acked_ms) "
                      "VALUES(?1, ?2, ?3, ?4)"});
       all.push_back({&st.key_acks, "SELECT device_id, key_class, epoch FROM key_acks"});
+      all.push_back({&st.key_acks_of,
+                     "SELECT device_id, key_class, epoch FROM key_acks WHERE device_id = ?1"});
       all.push_back({&st.add_evictions,
                      "INSERT OR REPLACE INTO evictions(device_id, case_id, seq) SELECT "
                      "dc.device_id, dc.case_id, ?3 FROM device_cases dc JOIN devices d ON "

@@ -1248,7 +1248,7 @@ error_code Authenticate(Store& store, const ServerConfig& config, core::Env& env
   w->set_unit_name(unit->unit_name);
   w->set_server_time_ms(env.NowMs());
   w->set_generation(unit->generation);
-  auto acks = store.KeyAcks();
+  auto acks = store.KeyAcks(device_id);  // the handshake reads only this device's
   if (!acks) return acks.error();
   for (const GrantRow& g : *grants) {
     auto* pg = w->add_grants();
@@ -1258,7 +1258,7 @@ error_code Authenticate(Store& store, const ServerConfig& config, core::Env& env
     pg->set_sealed_key(g.sealed_key);
     pg->set_signature(g.signature);
     pg->set_acked(std::any_of(acks->begin(), acks->end(), [&](const KeyAckRow& a) {
-      return a.device_id == device_id && a.key_class == g.key_class && a.epoch == g.epoch;
+      return a.key_class == g.key_class && a.epoch == g.epoch;
     }));
   }
   w->set_unit_root_pk(unit->unit_root_pk);
@@ -1347,26 +1347,57 @@ error_code Pull(Store& store, const ServerConfig& config, const UnitInfo& unit, 
       case_ids.resize(keep);
     }
   }
-  changes->set_has_more(has_more);
   std::uint64_t last_seq =
       changes->changes().empty() ? after : changes->changes(changes->changes_size() - 1).seq();
-  // Shred orders in the same range of sequence numbers (all of them after the
-  // last batch): every device gets them, and drops the cases it holds.
-  if (auto ec = store.ScanShredded(
-          after, has_more ? last_seq : UINT64_MAX, [&](std::uint64_t seq, std::string_view body) {
-            teduh::keys::v1::ShredOrder o;
-            if (!o.ParseFromArray(body.data(), static_cast<int>(body.size()))) return;
-            *changes->add_shredded() = std::move(o);
-            last_seq = std::max(last_seq, seq);
-          }))
+  // Shred orders (every device gets them) and, for an assigned scope, this
+  // device's evictions, in the same range of sequence numbers (after the last
+  // batch: all that remain), at most `limit` of them in one batch.
+  struct Extra {
+    std::uint64_t seq;
+    std::string order;          // a shred order
+    std::optional<Id> evicted;  // or an eviction
+  };
+  std::vector<Extra> extras;
+  const std::uint64_t upto = has_more ? last_seq : UINT64_MAX;
+  if (auto ec = store.ScanShredded(after, upto, [&](std::uint64_t seq, std::string_view body) {
+        extras.push_back({seq, std::string(body), std::nullopt});
+      }))
     return ec;
-  if (ScopeFor(who).kind == PullScope::Kind::kAssignedTo) {
-    if (auto ec = store.ScanEvictions(who.device_id, after, has_more ? last_seq : UINT64_MAX,
+  const bool assigned = ScopeFor(who).kind == PullScope::Kind::kAssignedTo;
+  if (assigned) {
+    if (auto ec = store.ScanEvictions(who.device_id, after, upto,
                                       [&](std::uint64_t seq, const Id& case_id) {
-                                        changes->add_evicted(std::string(core::AsBytes(case_id)));
-                                        last_seq = std::max(last_seq, seq);
+                                        extras.push_back({seq, {}, case_id});
                                       }))
       return ec;
+  }
+  std::sort(extras.begin(), extras.end(),
+            [](const Extra& x, const Extra& y) { return x.seq < y.seq; });
+  if (extras.size() > limit) {
+    // Too many for one batch: it ends just before the first one left out,
+    // and the rest (with any change after it) comes in the next batches.
+    const std::uint64_t stop = extras[limit].seq - 1;
+    extras.resize(limit);
+    int keep = changes->changes_size();
+    while (keep > 0 && changes->changes(keep - 1).seq() > stop) --keep;
+    changes->mutable_changes()->DeleteSubrange(keep, changes->changes_size() - keep);
+    txns.resize(static_cast<std::size_t>(keep));
+    case_ids.resize(static_cast<std::size_t>(keep));
+    has_more = true;
+    last_seq = stop;
+  }
+  for (Extra& e : extras) {
+    if (e.evicted) {
+      changes->add_evicted(std::string(core::AsBytes(*e.evicted)));
+    } else {
+      teduh::keys::v1::ShredOrder o;
+      if (!o.ParseFromString(e.order)) continue;
+      *changes->add_shredded() = std::move(o);
+    }
+    last_seq = std::max(last_seq, e.seq);
+  }
+  changes->set_has_more(has_more);
+  if (assigned) {
     // Evictions at or below the cursor the device sent were in a batch it
     // committed: the writer forgets them (only if there are any).
     bool received = false;

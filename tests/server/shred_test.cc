@@ -8,9 +8,11 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "server/device_fixture.h"
+#include "teduh/core/schema.h"
 #include "teduh/core/sealing.h"
 #include "teduh/server/store.h"
 
@@ -155,6 +157,51 @@ TEST_F(ShredTest, AShredOrderTheUnitDidNotSignDeletesNothing) {
   EXPECT_EQ(rs.shredded, 0u);
   EXPECT_EQ(rs.bad_grants, 1u);
   EXPECT_EQ(Value(*rina, *c, "chronology"), "Kasus");
+}
+
+// The server's side, with raw frames: shred orders are bounded per batch
+// like changes, and none is skipped or repeated.
+using ShredPullTest = ServerTest;
+
+TEST_F(ShredPullTest, MoreShredOrdersThanABatchHoldsArriveOverSeveralBatches) {
+  EnrollBootstrapAdmin();
+  TestDevice ani = EnrollApproved(v1::ROLE_OFFICE, "ani");
+  auto client = Login(ani);
+  std::vector<Id> cases;
+  for (int i = 0; i < 9; ++i) {
+    cases.push_back(core::NewId());
+    Push(*client, {OpenChange(ani, cases.back(), core::kCaseKind, {}, 1,
+                              CaseText(1, "K-" + std::to_string(i)))});
+  }
+  {  // shred orders for 7 of them, straight into the store (their signatures do not matter here)
+    auto store = OpenSqliteStore(StorePath(data_dir_), StoreOptions{});
+    ASSERT_TRUE(store);
+    ASSERT_FALSE((*store)->Begin());
+    for (int i = 0; i < 7; ++i) {
+      teduh::keys::v1::ShredOrder o;
+      o.set_case_id(std::string(core::AsBytes(cases[i])));
+      ASSERT_TRUE((*store)->PurgeCase(cases[i], (*store)->AllocateSeq(), o.SerializeAsString()));
+    }
+    ASSERT_FALSE((*store)->Commit());
+  }
+  std::set<std::string> shredded;
+  std::size_t changes = 0, frames = 0;
+  std::uint64_t after = 0;
+  for (int i = 0; i < 20; ++i) {
+    auto reply = PullFrame(*client, after, 3);
+    ASSERT_TRUE(reply && reply->has_changes());
+    ++frames;
+    const auto& c = reply->changes();
+    EXPECT_LE(c.shredded_size(), 3);
+    for (const auto& o : c.shredded()) EXPECT_TRUE(shredded.insert(o.case_id()).second);
+    changes += static_cast<std::size_t>(c.changes_size());
+    EXPECT_GE(c.last_seq(), after);
+    after = c.last_seq();
+    if (!c.has_more()) break;
+  }
+  EXPECT_EQ(shredded.size(), 7u);
+  EXPECT_EQ(changes, 2u);  // the two cases left
+  EXPECT_GE(frames, 3u);
 }
 
 }  // namespace

@@ -223,7 +223,9 @@ class Store {
   virtual result<std::vector<GrantRow>> AllGrants() = 0;
   // Class key epochs devices reported holding (a repeated report changes nothing).
   virtual error_code PutKeyAck(const KeyAckRow& row) = 0;
-  virtual result<std::vector<KeyAckRow>> KeyAcks() = 0;
+  // Of one device, or of all.
+  virtual result<std::vector<KeyAckRow>> KeyAcks(
+      const std::optional<Id>& device = std::nullopt) = 0;
 
   // ---- Evictions (a case unassigned from a user) -----------------------------------------
   // Every device of `user` that holds the case is to evict it (at `seq`); it
