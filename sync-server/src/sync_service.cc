@@ -895,9 +895,7 @@ error_code Offboard(WriterState& ws, const Identity& who, const v1::OffboardUser
   const core::RecordKind& kind = *core::Schema::Get().FindKind(core::kCaseKind);
   const std::uint64_t txn = ws.store.AllocateTxn();
   for (const Id& case_id : *cases) {
-    std::uint32_t field = kAssignmentFields[0];
-    FieldRow current;
-    bool found_any = false;
+    std::uint32_t field = kAssignmentFields[0];  // the creator rule: the case worker field
     for (std::uint32_t number : kAssignmentFields) {
       FieldRow row;
       auto found = ws.store.FindField(case_id, number, &row);
@@ -905,27 +903,21 @@ error_code Offboard(WriterState& ws, const Identity& who, const v1::OffboardUser
       if (!*found || row.sealed) continue;
       const core::FieldPolicy* policy = kind.FindField(number);
       auto msg = core::DecodeFieldValue(kind, row.value);
-      if (!policy || !msg) continue;
-      if ((*msg)->GetReflection()->GetString(**msg, policy->descriptor) == req.user()) {
+      if (policy && msg &&
+          (*msg)->GetReflection()->GetString(**msg, policy->descriptor) == req.user()) {
         field = number;
-        found_any = true;
         break;
       }
     }
-    if (found_any) {
-      auto again = ws.store.FindField(case_id, field, &current);
-      if (!again) return again.error();
-    } else {
-      auto again = ws.store.FindField(case_id, field, &current);
-      if (!again) return again.error();
-      found_any = *again;
-    }
+    FieldRow current;  // read again: a row's views last until the next store call
+    auto had = ws.store.FindField(case_id, field, &current);
+    if (!had) return had.error();
     const core::FieldPolicy* policy = kind.FindField(field);
     cw::Case value;
     value.GetReflection()->SetString(&value, policy->descriptor, req.reassign_to());
     const std::string bytes = value.SerializeAsString();
     FieldRow next = ServerFieldRow(ws, case_id, field, bytes, who.user, txn);
-    if (found_any)
+    if (*had)
       if (auto e = ws.store.AppendHistory(current, next.seq, "overwritten")) return e;
     if (auto e = ws.store.PutField(next)) return e;
     if (auto e = RecomputeAssignees(ws.store, case_id, txn, poke_users)) return e;
