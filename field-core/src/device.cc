@@ -1723,17 +1723,22 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
   const std::uint32_t pull_limit =
       static_cast<std::uint32_t>(std::max<std::size_t>(1, (*client)->limits().max_pull_changes));
 
+  // Cases with an edit answered key_replaced: re-sealed and sent again
+  // after the pull brought the new key.
+  std::set<Id> resend;
   auto push_all = [&]() -> Outcome<void> {
+    std::uint64_t after = 0;  // one pass: an edit left pending is not sent twice
     for (;;) {
       std::vector<pb::FieldChange> batch;
       {
         std::lock_guard g(mu_);
         if (auto r = CheckOpen(); !r) return r.error();
-        auto b = store_->PendingChanges(push_limit);
+        auto b = store_->PendingChanges(push_limit, after);
         if (!b) return b.error();
         batch = std::move(*b);
       }
       if (batch.empty()) return {};
+      after = batch.back().device_seq();
       tell("pushing");
       auto result = (*client)->Push(batch);
       for (auto& c : batch) {
@@ -1744,7 +1749,7 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
       if (auto r = CheckOpen(); !r) return r.error();
       auto applied = store_->ApplyPushResults(batch, *result);
       if (!applied) return applied.error();
-      report.pushed += batch.size() - applied->unanswered;
+      report.pushed += batch.size() - applied->unanswered - applied->key_replaced;
       report.accepted += applied->accepted;
       report.merged += applied->merged;
       report.conflict += applied->conflict;
@@ -1754,6 +1759,20 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
       if (applied->unanswered > 0) {
         return Fail(errc::server_error,
                     "the server did not answer every change; they stay pending and are resent");
+      }
+      if (applied->key_replaced > 0) {
+        // Sealed under a case key a re-key replaced: the pull brings the new
+        // key, the edits are sealed again, and they go after it.
+        for (const auto& res : result->results()) {
+          if (res.status() != pb::ChangeResult::STATUS_REJECTED ||
+              res.reason() != kKeyReplacedReason)
+            continue;
+          for (const auto& c : batch) {
+            if (c.device_seq() != res.device_seq()) continue;
+            auto id = IdFromBytes(c.parent_id().empty() ? c.record_id() : c.parent_id());
+            if (id) resend.insert(*id);
+          }
+        }
       }
     }
   };
@@ -1805,6 +1824,11 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
       auto applied = store_->ApplyPulled(*hlc_, *changes, *purge);
       if (!applied) return applied.error();
       for (const Id& gone : *purge) DropCaseKeysLocked(gone);
+      for (const auto& drop : changes->key_drops()) {
+        auto dropped = ApplyKeyDropLocked(drop, &report.resealed);
+        if (!dropped) return dropped.error();
+        if (*dropped) ++report.rekeyed;
+      }
       report.shredded += shreds;
       if (changes->reset()) report.reset = true;
       report.pulled += applied->applied + applied->deferred;
@@ -1842,6 +1866,22 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
       // A restored server: push what it lost (idempotent), then catch up.
       if (auto r = push_all(); !r) return fail(r.error());
       if (auto r = pull_all(); !r) return fail(r.error());
+    }
+    if (!resend.empty()) {
+      // Edits re-sealed under the new key (whether or not the drop came).
+      auto reseal = [&]() -> Outcome<void> {
+        std::lock_guard g(mu_);
+        if (auto r = CheckOpen(); !r) return r.error();
+        for (const Id& case_id : resend) {
+          auto n = ResealCaseLocked(case_id);
+          if (!n) return n.error();
+          report.resealed += *n;
+        }
+        return {};
+      };
+      if (auto r = reseal(); !r) return fail(r.error());
+      resend.clear();
+      if (auto r = push_all(); !r) return fail(r.error());
     }
   }
   report.poked = (*client)->poked();
@@ -1985,11 +2025,6 @@ Outcome<std::vector<RemoteDevice>> Device::ListRemoteDevices() {
   for (const auto& d : list->devices()) out.push_back(RemoteFromInfo(d));
   return out;
 }
-
-struct Device::AdminTarget {
-  std::unique_ptr<SyncClient> client;
-  pb::DeviceInfo device;
-};
 
 Outcome<Device::AdminTarget> Device::ConnectForDevice(std::string_view device_ref,
                                                       std::string_view action) {

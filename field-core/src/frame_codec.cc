@@ -84,6 +84,26 @@ struct Checker {
            Len(o.signature(), crypto::kSignatureBytes, "signature");
   }
 
+  bool CaseKeyOk(const v1::CaseKeyInfo& k) {
+    return Len(k.record_id(), 16, "case key record_id") &&
+           (k.key_class() == teduh::ACCESS_CLASS_GENERAL ||
+            k.key_class() == teduh::ACCESS_CLASS_CLINICAL || Fail("case key class is invalid")) &&
+           (k.wrapped().size() <= 128 || Fail("wrapped is too long"));
+  }
+  bool SealedRefOk(const v1::SealedRef& r) {
+    const bool conflict = r.place() == v1::SealedRef::PLACE_CONFLICT_KEPT ||
+                          r.place() == v1::SealedRef::PLACE_CONFLICT_OTHER;
+    return (r.place() != v1::SealedRef::PLACE_UNSPECIFIED || Fail("sealed value place missing")) &&
+           Len(r.record_id(), 16, "record_id") &&
+           (conflict ? Len(r.conflict_id(), 16, "conflict_id")
+                     : (r.conflict_id().empty() || Fail("conflict_id is not expected"))) &&
+           StampOk(r.stamp(), "stamp", false);
+  }
+  bool SealedBytesOk(const std::string& v) {
+    return (v.size() >= crypto::kAeadOverhead || Fail("sealed value is too short")) &&
+           (v.size() <= limits.max_value_bytes || Fail("value is too large"));
+  }
+
   bool FrameOk(const v1::Frame& f) {
     switch (f.body_case()) {
       case v1::Frame::kHello:
@@ -141,8 +161,11 @@ struct Checker {
       case v1::Frame::kChanges:
         if (!Count(f.changes().changes_size(), limits.max_pull_changes, "changes") ||
             !Count(f.changes().shredded_size(), limits.max_pull_changes, "shredded") ||
-            !Count(f.changes().evicted_size(), limits.max_pull_changes, "evicted"))
+            !Count(f.changes().evicted_size(), limits.max_pull_changes, "evicted") ||
+            !Count(f.changes().key_drops_size(), limits.max_pull_changes, "key_drops"))
           return false;
+        for (const auto& d : f.changes().key_drops())
+          if (!Len(d.case_id(), 16, "key drop case id")) return false;
         for (const auto& e : f.changes().evicted())
           if (!Len(e, 16, "evicted case id")) return false;
         for (const auto& o : f.changes().shredded())
@@ -200,6 +223,48 @@ struct Checker {
       }
       case v1::Frame::kOffboardResult:
         return true;
+      case v1::Frame::kRekeyList:
+        return LenOrEmpty(f.rekey_list().held_by(), 16, "held_by") &&
+               LenOrEmpty(f.rekey_list().after_case(), 16, "after_case");
+      case v1::Frame::kRekeyCases:
+        if (!Count(f.rekey_cases().case_ids_size(), limits.max_pull_changes, "case_ids"))
+          return false;
+        for (const auto& c : f.rekey_cases().case_ids())
+          if (!Len(c, 16, "case id")) return false;
+        return true;
+      case v1::Frame::kRekeyFetch:
+        return Len(f.rekey_fetch().case_id(), 16, "case_id");
+      case v1::Frame::kRekeySet: {
+        const auto& r = f.rekey_set();
+        if (!Len(r.case_id(), 16, "case_id") || !Count(r.keys_size(), limits.max_grants, "keys") ||
+            !Count(r.targets_size(), 8, "targets") ||
+            !Count(r.values_size(), limits.max_pull_changes, "values"))
+          return false;
+        for (const auto& k : r.keys())
+          if (!CaseKeyOk(k)) return false;
+        for (const auto& k : r.targets())
+          if (!CaseKeyOk(k)) return false;
+        for (const auto& v : r.values())
+          if (!SealedRefOk(v.ref()) || !SealedBytesOk(v.value()) ||
+              !Len(v.writer_device(), 16, "writer_device") ||
+              !(v.kind().size() <= limits.max_kind_bytes || Fail("kind is invalid")))
+            return false;
+        return true;
+      }
+      case v1::Frame::kRekeyCase: {
+        const auto& r = f.rekey_case();
+        if (!Len(r.case_id(), 16, "case_id") || !LenOrEmpty(r.held_by(), 16, "held_by") ||
+            !Count(r.new_keys_size(), 8, "new_keys") ||
+            !Count(r.reseals_size(), limits.max_pull_changes, "reseals"))
+          return false;
+        for (const auto& k : r.new_keys())
+          if (!CaseKeyOk(k)) return false;
+        for (const auto& s : r.reseals())
+          if (!SealedRefOk(s.ref()) || !SealedBytesOk(s.value())) return false;
+        return true;
+      }
+      case v1::Frame::kRekeyResult:
+        return LenOrEmpty(f.rekey_result().case_id(), 16, "case_id");
       case v1::Frame::kShredRequest:
         return Len(f.shred_request().case_id(), 16, "case_id");
       case v1::Frame::kShredCase:

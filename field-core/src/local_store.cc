@@ -609,6 +609,79 @@ Outcome<bool> LocalStore::CaseHasPending(const Id& case_id) {
   return SqlFail(rc, "reading the outbox");
 }
 
+Outcome<std::vector<pb::FieldChange>> LocalStore::PendingOfCase(const Id& case_id) {
+  if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
+  Stmt q(*stmts_,
+         "SELECT o.device_seq, o.payload FROM outbox o JOIN records r ON r.record_id = "
+         "o.record_id WHERE (r.record_id=?1 OR r.parent_id=?1) AND o.state=0 ORDER BY "
+         "o.device_seq");
+  q.BindId(1, case_id);
+  std::vector<pb::FieldChange> out;
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    auto ch = ParseOutboxPayload(q.UInt(0), q.Blob(1));
+    if (!ch) return ch.error();
+    out.push_back(std::move(*ch));
+  }
+  if (rc != SQLITE_DONE) return SqlFail(rc, "reading the outbox");
+  return out;
+}
+
+Outcome<bool> LocalStore::CaseHasSealedBelow(const Id& case_id, int key_class,
+                                             std::uint32_t below) {
+  if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
+  for (const char* table : {"fields", "shadow"}) {
+    Stmt q(*stmts_, fmt::format("SELECT 1 FROM {} f JOIN records r ON r.record_id = f.record_id "
+                                "WHERE (r.record_id=?1 OR r.parent_id=?1) AND f.sealed=1 AND "
+                                "f.key_class=?2 AND f.key_version<?3 LIMIT 1",
+                                table));
+    q.BindId(1, case_id).Bind(2, key_class).Bind(3, below);
+    int rc = q.Step();
+    if (rc == SQLITE_ROW) return true;
+    if (rc != SQLITE_DONE) return SqlFail(rc, "reading the case's values");
+  }
+  return false;
+}
+
+Outcome<void> LocalStore::ResealPending(const std::vector<pb::FieldChange>& changes) {
+  return InTxn([&]() -> Outcome<void> {
+    for (const auto& ch : changes) {
+      if (!ch.sealed()) continue;
+      if (auto w = StoreOutboxPayload(ch); !w) return w;
+      auto id = ToId(ch.record_id());
+      if (!id) continue;
+      Stamp stamp = StampFromPb(ch.stamp());
+      Stmt u(*stmts_,
+             "UPDATE fields SET value=?3, key_version=?4 WHERE record_id=?1 AND field=?2 AND "
+             "stamp_hlc=?5 AND stamp_device=?6 AND sealed=1");
+      u.BindId(1, *id)
+          .Bind(2, ch.field())
+          .BindBlob(3, ch.value())
+          .Bind(4, ch.key_version())
+          .BindU(5, stamp.hlc)
+          .BindId(6, stamp.device);
+      if (int rc = u.Step(); rc != SQLITE_DONE) return SqlFail(rc, "re-sealing an edit");
+    }
+    return {};
+  });
+}
+
+Outcome<void> LocalStore::DeleteRecords(const std::vector<Id>& record_ids) {
+  return InTxn([&]() -> Outcome<void> {
+    for (const Id& id : record_ids) {
+      // Outbox entries stay: they are the device's record of what it sent.
+      for (const char* sql :
+           {"DELETE FROM fields WHERE record_id=?1", "DELETE FROM shadow WHERE record_id=?1",
+            "DELETE FROM records WHERE record_id=?1"}) {
+        Stmt q(*stmts_, sql);
+        q.BindId(1, id);
+        if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, "deleting a record");
+      }
+    }
+    return {};
+  });
+}
+
 Outcome<void> LocalStore::StoreOutboxPayload(const pb::FieldChange& change) {
   std::string plain = change.SerializeAsString();
   auto sealed = SealAtRest(OutboxAd(change.device_seq()), plain);
@@ -862,11 +935,13 @@ Outcome<pb::FieldChange> LocalStore::ParseOutboxPayload(std::uint64_t device_seq
   return ch;
 }
 
-Outcome<std::vector<pb::FieldChange>> LocalStore::PendingChanges(std::size_t limit) {
+Outcome<std::vector<pb::FieldChange>> LocalStore::PendingChanges(std::size_t limit,
+                                                                 std::uint64_t after_device_seq) {
   if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
   Stmt q(*stmts_,
-         "SELECT device_seq, payload FROM outbox WHERE state=0 ORDER BY device_seq LIMIT ?1");
-  q.Bind(1, static_cast<std::int64_t>(limit));
+         "SELECT device_seq, payload FROM outbox WHERE state=0 AND device_seq>?2 ORDER BY "
+         "device_seq LIMIT ?1");
+  q.Bind(1, static_cast<std::int64_t>(limit)).BindU(2, after_device_seq);
   std::vector<pb::FieldChange> out;
   int rc;
   while ((rc = q.Step()) == SQLITE_ROW) {
@@ -909,6 +984,11 @@ Outcome<PushApplied> LocalStore::ApplyPushResults(const std::vector<pb::FieldCha
       Stamp mine = StampFromPb(ch.stamp());
       Stamp stored_as =
           res->has_stamp() && res->stamp().hlc() != 0 ? StampFromPb(res->stamp()) : mine;
+      if (res->status() == pb::ChangeResult::STATUS_REJECTED &&
+          res->reason() == kKeyReplacedReason) {
+        ++counts.key_replaced;  // stays pending; re-sealed after the next pull
+        continue;
+      }
       OutboxState next = OutboxState::kAccepted;
       switch (res->status()) {
         case pb::ChangeResult::STATUS_APPLIED:

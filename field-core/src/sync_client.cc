@@ -269,6 +269,30 @@ Outcome<pb::OffboardResult> SyncClient::Offboard(pb::Frame request) {
   return std::move(*r->mutable_offboard_result());
 }
 
+Outcome<pb::RekeyCases> SyncClient::RekeyList(const pb::RekeyList& request) {
+  pb::Frame f;
+  *f.mutable_rekey_list() = request;
+  auto r = Call(std::move(f), pb::Frame::kRekeyCases);
+  if (!r) return r.error();
+  return std::move(*r->mutable_rekey_cases());
+}
+
+Outcome<pb::RekeySet> SyncClient::RekeyFetch(const Id& case_id) {
+  pb::Frame f;
+  f.mutable_rekey_fetch()->set_case_id(std::string(AsBytes(case_id)));
+  auto r = Call(std::move(f), pb::Frame::kRekeySet);
+  if (!r) return r.error();
+  return std::move(*r->mutable_rekey_set());
+}
+
+Outcome<pb::RekeyResult> SyncClient::Rekey(const pb::RekeyCase& request) {
+  pb::Frame f;
+  *f.mutable_rekey_case() = request;
+  auto r = Call(std::move(f), pb::Frame::kRekeyResult);
+  if (!r) return r.error();
+  return std::move(*r->mutable_rekey_result());
+}
+
 Outcome<void> SyncClient::SendWipeReceipt(const teduh::keys::v1::WipeReceipt& receipt) {
   pb::Frame f;
   *f.mutable_wipe_receipt() = receipt;

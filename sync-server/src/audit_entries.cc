@@ -162,6 +162,21 @@ core::error_code AuditOffboard(WriterState& ws, const Identity& who, std::string
   return AppendAuditEntry(ws.store, &entry);
 }
 
+core::error_code AuditRekey(
+    WriterState& ws, const Identity& who, const Id& case_id, const std::optional<Id>& held_by,
+    const std::vector<std::pair<teduh::AccessClass, std::uint32_t>>& versions) {
+  a1::AuditEntry entry;
+  StartEntry(ws, a1::ENTRY_KIND_REKEY, who.device_id, who.user, who.role, &entry);
+  entry.set_case_id(std::string(core::AsBytes(case_id)));
+  if (held_by) entry.set_subject_device_id(std::string(core::AsBytes(*held_by)));
+  for (const auto& [cls, version] : versions) {
+    a1::CaseKeyVersion* v = entry.add_key_versions();
+    v->set_key_class(cls);
+    v->set_version(version);
+  }
+  return AppendAuditEntry(ws.store, &entry);
+}
+
 core::error_code AuditRetire(WriterState& ws, const Identity& who, teduh::AccessClass key_class,
                              std::uint32_t epoch) {
   a1::AuditEntry entry;

@@ -49,6 +49,11 @@ namespace teduh::server {
 [[nodiscard]] core::error_code AuditOffboard(WriterState& ws, const Identity& who,
                                              std::string_view user, std::string_view reassigned_to,
                                              std::size_t cases);
+// `who` finished re-keying a case (against `held_by`'s keys, if set): the new
+// versions per class.
+[[nodiscard]] core::error_code AuditRekey(
+    WriterState& ws, const Identity& who, const Id& case_id, const std::optional<Id>& held_by,
+    const std::vector<std::pair<teduh::AccessClass, std::uint32_t>>& versions);
 // `who` retired `epoch` of the class key.
 [[nodiscard]] core::error_code AuditRetire(WriterState& ws, const Identity& who,
                                            teduh::AccessClass key_class, std::uint32_t epoch);

@@ -255,6 +255,16 @@ void Connection::OnMessage(std::string_view bytes, bool binary) {
           return OnOffboard(rid, frame);
         case v1::Frame::kHistoryRequest:
           return OnHistory(rid, frame->history_request());
+        case v1::Frame::kRekeyList:
+          return SimpleRead(rid, [this, frame, who = identity_](Store& store, Outcome* out) {
+            return RekeyListFor(store, ctx_.config, who, frame->rekey_list(), out);
+          });
+        case v1::Frame::kRekeyFetch:
+          return SimpleRead(rid, [this, frame, who = identity_](Store& store, Outcome* out) {
+            return RekeyFetchFor(store, ctx_.config, who, frame->rekey_fetch(), out);
+          });
+        case v1::Frame::kRekeyCase:
+          return OnRekey(rid, frame);
         default:
           break;
       }
@@ -610,15 +620,42 @@ void Connection::SimpleWrite(std::uint64_t rid,
 }
 
 void Connection::OnKeyStatus(std::uint64_t rid) {
+  SimpleRead(
+      rid, [who = identity_](Store& store, Outcome* out) { return KeyStatusFor(store, who, out); });
+}
+
+void Connection::SimpleRead(std::uint64_t rid,
+                            std::function<core::error_code(Store&, Outcome*)> read) {
   auto post = host_.Poster();
-  bool queued = ctx_.worker->SubmitRead([this, post, rid, who = identity_](Store& store) {
+  bool queued = ctx_.worker->SubmitRead([this, post, rid, read = std::move(read)](Store& store) {
     auto out = std::make_shared<Outcome>();
-    auto ec = KeyStatusFor(store, who, out.get());
+    auto ec = read(store, out.get());
     post([this, rid, out, ec] {
       if (ec) return StoreFailed(rid);
       Reply(rid, std::move(out->reply), out->close);
     });
   });
+  if (!queued) StoreFailed(rid);
+}
+
+void Connection::OnRekey(std::uint64_t rid, std::shared_ptr<v1::Frame> frame) {
+  auto out = std::make_shared<Outcome>();
+  auto finished = std::make_shared<bool>(false);
+  auto post = host_.Poster();
+  const std::uint64_t me = registry_id_;
+  ServerContext& ctx = ctx_;
+  bool queued = ctx_.worker->SubmitWrite(
+      [frame, out, finished, who = identity_](WriterState& ws) {
+        return Rekey(ws, who, frame->rekey_case(), out.get(), finished.get());
+      },
+      [this, &ctx, post, rid, out, finished, me](core::error_code ec) {
+        // Every device holding the case pulls its new key and values now.
+        if (!ec && *finished) ctx.registry.Poke(me, true, {}, /*everyone=*/true);
+        post([this, rid, out, ec] {
+          if (ec) return StoreFailed(rid);
+          Reply(rid, std::move(out->reply), out->close);
+        });
+      });
   if (!queued) StoreFailed(rid);
 }
 

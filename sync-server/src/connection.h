@@ -89,6 +89,9 @@ class Connection {
   // A write request answered with whatever `write` put in its Outcome.
   void SimpleWrite(std::uint64_t request_id,
                    std::function<core::error_code(WriterState&, Outcome*)> write);
+  // A read-only request answered from the reader thread.
+  void SimpleRead(std::uint64_t request_id, std::function<core::error_code(Store&, Outcome*)> read);
+  void OnRekey(std::uint64_t request_id, std::shared_ptr<v1::Frame> frame);
   void OnHistory(std::uint64_t request_id, const v1::HistoryRequest& request);
   void StoreFailed(std::uint64_t request_id);
   void AssertInvariants() const;

@@ -56,23 +56,6 @@ std::uint32_t CurrentEpoch(const std::vector<GrantRow>& grants, teduh::AccessCla
   return e;
 }
 
-// The admin-device check of every key operation; false with the refusal in `out`.
-bool AdminOnly(Store& store, const Identity& who, const char* action, Outcome* out,
-               error_code* ec) {
-  auto device = store.FindDevice(who.device_id);
-  if (!device) {
-    *ec = device.error();
-    return false;
-  }
-  if (!CheckActive(*device, out)) return false;
-  if ((*device)->role != v1::ROLE_ADMIN) {
-    SetError(out, v1::ERROR_CODE_FORBIDDEN, std::string("Only admin devices ") + action + ".",
-             false);
-    return false;
-  }
-  return true;
-}
-
 // Applies the staged re-wraps of a checked commit: new `epoch` and `wrapped`
 // values under server stamps.
 error_code ApplyStaging(WriterState& ws, const Identity& who, teduh::AccessClass cls,
@@ -153,6 +136,22 @@ struct KeyState {
 };
 
 }  // namespace
+
+bool AdminOnly(Store& store, const Identity& who, const char* action, Outcome* out,
+               error_code* ec) {
+  auto device = store.FindDevice(who.device_id);
+  if (!device) {
+    *ec = device.error();
+    return false;
+  }
+  if (!CheckActive(*device, out)) return false;
+  if ((*device)->role != v1::ROLE_ADMIN) {
+    SetError(out, v1::ERROR_CODE_FORBIDDEN, std::string("Only admin devices ") + action + ".",
+             false);
+    return false;
+  }
+  return true;
+}
 
 error_code Rotate(WriterState& ws, const Identity& who, const v1::RotateKeys& req, Outcome* out,
                   bool* committed) {

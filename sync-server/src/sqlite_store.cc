@@ -240,6 +240,22 @@ CREATE TABLE IF NOT EXISTS rotation_staging(
   wrapped BLOB NOT NULL, stager BLOB NOT NULL, PRIMARY KEY(key_class, record_id)) WITHOUT ROWID;
 )sql";
 
+// Version 4; also run on every writable open of an older store (migration).
+constexpr const char* kRekeyTablesSql = R"sql(
+CREATE TABLE IF NOT EXISTS held_cases(
+  device_id BLOB NOT NULL, case_id BLOB NOT NULL, PRIMARY KEY(device_id, case_id)) WITHOUT ROWID;
+INSERT OR IGNORE INTO held_cases(device_id, case_id) SELECT device_id, case_id FROM device_cases;
+CREATE TABLE IF NOT EXISTS rekey_targets(
+  case_id BLOB NOT NULL, key_class INTEGER NOT NULL, version INTEGER NOT NULL,
+  PRIMARY KEY(case_id, key_class)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS key_drops(
+  seq INTEGER PRIMARY KEY, case_id BLOB NOT NULL, key_class INTEGER NOT NULL,
+  below INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS key_drops_by_case ON key_drops(case_id, key_class);
+CREATE INDEX IF NOT EXISTS records_by_kind ON records(kind, record_id);
+INSERT OR IGNORE INTO held_cases(device_id, case_id) SELECT device_id, case_id FROM evictions;
+)sql";
+
 constexpr const char* kFieldColumns =
     "f.record_id, f.field, f.value, f.sealed, f.key_class, f.key_version, f.stamp_hlc, "
     "f.stamp_device, f.origin_hlc, f.author, f.seq, f.txn";
@@ -304,12 +320,15 @@ class SqliteStore final : public Store {
       return ec;
     auto version = s->Meta("schema_version");
     if (!version) return version.error();
-    if ((*version == "1" || *version == "2") && !options.read_only) {
+    const bool older = *version == "1" || *version == "2" || *version == "3";
+    if (older && !options.read_only) {
       if (auto ec = s->Migrate(*version == "1")) return ec;
-    } else if (*version == "1" || *version == "2") {
-      // Read as it is: an empty audit log (version 1), no revocations.
+    } else if (older) {
+      // Read as it is: an empty audit log (version 1), no revocations
+      // (before 3), nothing re-keyed (before 4).
       s->has_audit_ = *version != "1";
-      s->has_revocations_ = false;
+      s->has_revocations_ = *version == "3";
+      s->has_rekeys_ = false;
     } else if (*version != std::to_string(kStoreSchemaVersion)) {
       return core::make_error_code(errc::store_failed);
     }
@@ -343,6 +362,7 @@ class SqliteStore final : public Store {
     rc = sqlite3_exec(db, kSchemaSql, nullptr, nullptr, nullptr);
     if (rc == SQLITE_OK) rc = sqlite3_exec(db, kAuditTableSql, nullptr, nullptr, nullptr);
     if (rc == SQLITE_OK) rc = sqlite3_exec(db, kRevocationsTableSql, nullptr, nullptr, nullptr);
+    if (rc == SQLITE_OK) rc = sqlite3_exec(db, kRekeyTablesSql, nullptr, nullptr, nullptr);
     if (rc != SQLITE_OK) {
       sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
       // The tables exist: another `init` won the race.
@@ -719,7 +739,8 @@ class SqliteStore final : public Store {
     error_code ec = Run(stmts_->purge_history.Start().Blob(1, case_id));
     if (!ec) ec = Run(stmts_->purge_fields.Start().Blob(1, case_id));
     const std::uint64_t values = static_cast<std::uint64_t>(sqlite3_total_changes(db_) - before);
-    for (Stmt* st : {&stmts_->purge_records, &stmts_->clear_assignees, &stmts_->purge_holdings})
+    for (Stmt* st : {&stmts_->purge_records, &stmts_->clear_assignees, &stmts_->purge_holdings,
+                     &stmts_->purge_held, &stmts_->purge_rekey_targets})
       if (!ec) ec = Run(st->Start().Blob(1, case_id));
     if (auto off = Exec("PRAGMA secure_delete=OFF"); !ec) ec = off;
     if (ec) return ec;
@@ -1015,8 +1036,125 @@ class SqliteStore final : public Store {
   }
   error_code RecordHolding(const Id& device_id, const Id& case_id,
                            std::uint64_t first_seq) override {
+    if (auto ec = Run(
+            stmts_->record_holding.Start().Blob(1, device_id).Blob(2, case_id).U64(3, first_seq)))
+      return ec;
+    if (!has_rekeys_) return {};
+    return Run(stmts_->record_held.Start().Blob(1, device_id).Blob(2, case_id));
+  }
+  error_code DropRejection(const Id& device_id, std::uint64_t device_seq) override {
+    return Run(stmts_->drop_rejection.Start().Blob(1, device_id).U64(2, device_seq));
+  }
+
+  result<std::vector<Id>> CasesToRekey(const std::optional<Id>& held_by, const Id& after,
+                                       std::size_t limit) override {
+    if (sticky_) return sticky_;
+    std::vector<Id> out;
+    if (!has_rekeys_) return out;
+    Stmt& s = held_by ? stmts_->held_cases : stmts_->unit_cases;
+    s.Start().Blob(1, after).Int(2, static_cast<std::int64_t>(limit));
+    if (held_by)
+      s.Blob(3, *held_by);
+    else
+      s.Text(3, "teduh.casework.v1.Case");
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) out.push_back(s.ColId(0));
+    s.Done();
+    if (rc != SQLITE_DONE) return Fail(rc);
+    return out;
+  }
+  error_code ScanCaseValues(
+      const Id& case_id,
+      const std::function<bool(const FieldRow&, std::string_view, std::uint64_t)>& visit) override {
+    if (sticky_) return sticky_;
+    FieldRow row;
+    for (Stmt* s : {&stmts_->case_current, &stmts_->case_history}) {
+      s->Start().Blob(1, case_id);
+      int rc;
+      bool go = true;
+      while (go && (rc = s->Step()) == SQLITE_ROW) {
+        ReadFieldRow(*s, 0, &row);
+        go = visit(row, s->ColText(12), s == &stmts_->case_history ? s->ColU64(13) : 0);
+      }
+      s->Done();
+      if (go && rc != SQLITE_DONE) return Fail(rc);
+      if (!go) break;
+    }
+    return {};
+  }
+  result<bool> ReplaceHistoryValue(const Id& case_id, std::uint64_t history_id,
+                                   teduh::AccessClass key_class, std::uint32_t old_version,
+                                   std::string_view value, std::uint32_t new_version) override {
+    if (auto ec = Run(stmts_->replace_history.Start()
+                          .U64(1, history_id)
+                          .Int(2, old_version)
+                          .Blob(3, value)
+                          .Int(4, new_version)
+                          .Blob(5, case_id)
+                          .Int(6, key_class)))
+      return BoolError(ec);
+    return sqlite3_changes(db_) > 0;
+  }
+  error_code DeleteRecord(const Id& record_id) override {
+    for (Stmt* st :
+         {&stmts_->delete_record_history, &stmts_->delete_record_fields, &stmts_->delete_record})
+      if (auto ec = Run(st->Start().Blob(1, record_id))) return ec;
+    return {};
+  }
+  error_code PutRekeyTarget(const Id& case_id, teduh::AccessClass key_class,
+                            std::uint32_t version) override {
+    return Run(stmts_->put_rekey_target.Start().Blob(1, case_id).Int(2, key_class).Int(3, version));
+  }
+  result<std::vector<std::pair<teduh::AccessClass, std::uint32_t>>> RekeyTargets(
+      const Id& case_id) override {
+    if (sticky_) return sticky_;
+    std::vector<std::pair<teduh::AccessClass, std::uint32_t>> out;
+    if (!has_rekeys_) return out;
+    Stmt& s = stmts_->rekey_targets;
+    s.Start().Blob(1, case_id);
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW)
+      out.emplace_back(static_cast<teduh::AccessClass>(s.ColInt(0)),
+                       static_cast<std::uint32_t>(s.ColInt(1)));
+    s.Done();
+    if (rc != SQLITE_DONE) return Fail(rc);
+    return out;
+  }
+  error_code ClearRekeyTargets(const Id& case_id) override {
+    return Run(stmts_->clear_rekey_targets.Start().Blob(1, case_id));
+  }
+  error_code PutKeyDrop(std::uint64_t seq, const Id& case_id, teduh::AccessClass key_class,
+                        std::uint32_t below) override {
     return Run(
-        stmts_->record_holding.Start().Blob(1, device_id).Blob(2, case_id).U64(3, first_seq));
+        stmts_->put_key_drop.Start().U64(1, seq).Blob(2, case_id).Int(3, key_class).Int(4, below));
+  }
+  result<std::uint32_t> KeyDroppedBelow(const Id& case_id, teduh::AccessClass key_class) override {
+    if (sticky_) return sticky_;
+    if (!has_rekeys_) return std::uint32_t{0};
+    Stmt& s = stmts_->key_dropped_below;
+    s.Start().Blob(1, case_id).Int(2, key_class);
+    int rc = s.Step();
+    std::uint32_t below = rc == SQLITE_ROW ? static_cast<std::uint32_t>(s.ColInt(0)) : 0;
+    s.Done();
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Fail(rc);
+    return below;
+  }
+  error_code ScanKeyDrops(std::uint64_t after_seq, std::uint64_t upto_seq,
+                          const std::function<void(std::uint64_t, const Id&, teduh::AccessClass,
+                                                   std::uint32_t)>& visit) override {
+    if (sticky_) return sticky_;
+    if (!has_rekeys_) return {};
+    Stmt& s = stmts_->scan_key_drops;
+    s.Start()
+        .U64(1, after_seq)
+        .Int(2, static_cast<std::int64_t>(std::min<std::uint64_t>(upto_seq, INT64_MAX)));
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW)
+      visit(s.ColU64(0), s.ColId(1), static_cast<teduh::AccessClass>(s.ColInt(2)),
+            static_cast<std::uint32_t>(s.ColInt(3)));
+    s.Done();
+    if (rc != SQLITE_DONE) return Fail(rc);
+    return {};
   }
 
   error_code PutRejection(const Id& device_id, std::uint64_t device_seq, std::string_view reason,
@@ -1168,7 +1306,11 @@ class SqliteStore final : public Store {
         put_retirement, retirements, drop_epoch_grants, drop_epoch_acks, put_shred_request,
         find_shred_request, drop_shred_request, put_shredded, is_shredded, scan_shredded,
         purge_history, purge_fields, purge_records, purge_holdings, add_evictions,
-        drop_user_holdings, clear_user_evictions, has_eviction, scan_evictions, drop_evictions;
+        drop_user_holdings, clear_user_evictions, has_eviction, scan_evictions, drop_evictions,
+        drop_rejection, record_held, held_cases, unit_cases, case_current, case_history,
+        replace_history, delete_record_history, delete_record_fields, delete_record,
+        put_rekey_target, rekey_targets, clear_rekey_targets, put_key_drop, key_dropped_below,
+        scan_key_drops, purge_held, purge_rekey_targets;
   };
 
   SqliteStore() = default;
@@ -1227,14 +1369,15 @@ class SqliteStore final : public Store {
     return Run(stmts_->put_meta.Start().Text(1, key).Blob(2, value));
   }
 
-  // Version 1 → 2 adds the audit table and its head; 2 → 3 the revocations.
+  // Version 1 → 2 adds the audit table and its head; 2 → 3 the revocations;
+  // 3 → 4 the re-keying tables.
   // Another connection may migrate first; the write lock and IF NOT EXISTS
   // make that harmless.
   error_code Migrate(bool from_version1) {
     if (auto ec = Exec("BEGIN IMMEDIATE")) return ec;
     std::string sql = std::string(from_version1 ? kAuditTableSql : "") + kRevocationsTableSql +
-                      "UPDATE meta SET value = '" + std::to_string(kStoreSchemaVersion) +
-                      "' WHERE key = 'schema_version';";
+                      kRekeyTablesSql + "UPDATE meta SET value = '" +
+                      std::to_string(kStoreSchemaVersion) + "' WHERE key = 'schema_version';";
     if (auto ec = Exec(sql.c_str())) {
       sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
       return ec;
@@ -1398,6 +1541,52 @@ class SqliteStore final : public Store {
                      "INSERT OR REPLACE INTO revocations(device_id, revoked_ms, by_device, "
                      "by_user, wipe_order, receipt, wiped_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"});
     }
+    all.push_back(
+        {&st.drop_rejection, "DELETE FROM rejections WHERE device_id = ?1 AND device_seq = ?2"});
+    if (has_rekeys_) {  // a read-only older store has none of the version 4 tables
+      all.push_back(
+          {&st.record_held, "INSERT OR IGNORE INTO held_cases(device_id, case_id) VALUES(?1, ?2)"});
+      all.push_back({&st.held_cases,
+                     "SELECT h.case_id FROM held_cases h WHERE h.device_id = ?3 AND h.case_id > "
+                     "?1 AND EXISTS(SELECT 1 FROM records r WHERE r.record_id = h.case_id) ORDER "
+                     "BY h.case_id LIMIT ?2"});
+      all.push_back({&st.unit_cases,
+                     "SELECT record_id FROM records WHERE kind = ?3 AND record_id > ?1 ORDER BY "
+                     "record_id LIMIT ?2"});
+      all.push_back({&st.case_current,
+                     std::string("SELECT ") + kFieldColumns +
+                         ", r.kind FROM records r JOIN fields f ON f.record_id = r.record_id "
+                         "WHERE r.case_id = ?1 ORDER BY f.record_id, f.field"});
+      all.push_back({&st.case_history,
+                     "SELECT h.record_id, h.field, h.value, h.sealed, h.key_class, h.key_version, "
+                     "h.stamp_hlc, h.stamp_device, h.origin_hlc, h.author, h.seq, 0, r.kind, h.id "
+                     "FROM records r JOIN field_history h ON h.record_id = r.record_id WHERE "
+                     "r.case_id = ?1 ORDER BY h.id"});
+      all.push_back({&st.replace_history,
+                     "UPDATE field_history SET value = ?3, key_version = ?4 WHERE id = ?1 AND "
+                     "key_version = ?2 AND sealed = 1 AND key_class = ?6 AND record_id IN "
+                     "(SELECT record_id FROM records WHERE case_id = ?5)"});
+      all.push_back({&st.delete_record_history, "DELETE FROM field_history WHERE record_id = ?1"});
+      all.push_back({&st.delete_record_fields, "DELETE FROM fields WHERE record_id = ?1"});
+      all.push_back({&st.delete_record, "DELETE FROM records WHERE record_id = ?1"});
+      all.push_back({&st.put_rekey_target,
+                     "INSERT OR REPLACE INTO rekey_targets(case_id, key_class, version) "
+                     "VALUES(?1, ?2, ?3)"});
+      all.push_back({&st.rekey_targets,
+                     "SELECT key_class, version FROM rekey_targets WHERE case_id = ?1 ORDER BY "
+                     "key_class"});
+      all.push_back({&st.clear_rekey_targets, "DELETE FROM rekey_targets WHERE case_id = ?1"});
+      all.push_back({&st.put_key_drop,
+                     "INSERT INTO key_drops(seq, case_id, key_class, below) VALUES(?1, ?2, ?3, "
+                     "?4)"});
+      all.push_back({&st.key_dropped_below,
+                     "SELECT MAX(below) FROM key_drops WHERE case_id = ?1 AND key_class = ?2"});
+      all.push_back({&st.scan_key_drops,
+                     "SELECT seq, case_id, key_class, below FROM key_drops WHERE seq > ?1 AND "
+                     "seq <= ?2 ORDER BY seq"});
+      all.push_back({&st.purge_held, "DELETE FROM held_cases WHERE case_id = ?1"});
+      all.push_back({&st.purge_rekey_targets, "DELETE FROM rekey_targets WHERE case_id = ?1"});
+    }
     if (has_audit_) {  // a read-only version 1 store has no audit table
       all.push_back({&st.insert_audit,
                      "INSERT INTO audit(idx, body, prev_hash, hash) VALUES(?1, ?2, ?3, ?4)"});
@@ -1424,6 +1613,7 @@ class SqliteStore final : public Store {
   AuditHead audit_head_, saved_audit_head_;  // invariant 6
   bool has_audit_ = true;                    // false only for a version 1 store opened read-only
   bool has_revocations_ = true;              // false only for an older store opened read-only
+  bool has_rekeys_ = true;                   // false only for an older store opened read-only
   bool checkpoint_after_commit_ = false;     // set by PurgeCase
   error_code sticky_;                        // invariant 4
 };

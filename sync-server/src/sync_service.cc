@@ -188,6 +188,8 @@ class PushApplier {
         out_(out),
         now_ms_(ws.env.NowMs()) {}
 
+  static constexpr std::uint32_t kCaseKeyVersionField =
+      teduh::keys::v1::CaseKey::kVersionFieldNumber;
   // Conflict fields a device may write: the resolution (state and after).
   static constexpr std::uint32_t kFirstResolutionField = cw::Conflict::kStateFieldNumber;
 
@@ -230,6 +232,14 @@ class PushApplier {
   error_code AnswerResend(const v1::FieldChange& c, v1::ChangeResult* r) {
     auto rejection = store_.FindRejection(device_.device_id, c.device_seq());
     if (!rejection) return rejection.error();
+    if (*rejection && (*rejection)->reason == core::kKeyReplacedReason) {
+      // Not final: the device re-sealed the change; it is decided anew.
+      if (auto ec = store_.DropRejection(device_.device_id, c.device_seq())) return ec;
+      if (auto ec = ApplyOne(c, r)) return ec;
+      if (r->status() == v1::ChangeResult::STATUS_REJECTED)
+        return store_.PutRejection(device_.device_id, c.device_seq(), r->reason(), r->detail());
+      return {};
+    }
     if (*rejection) {
       Reject(r, (*rejection)->reason, (*rejection)->detail);
       return {};
@@ -438,6 +448,26 @@ class PushApplier {
           }
         }
         break;
+    }
+
+    // Sealed under a case key version a re-key deleted: the device re-seals
+    // it under the new version after its next pull (not final; PROTOCOL §8d).
+    // A device makes only the first version of a case key; later ones come
+    // from an admin device's re-key.
+    if (c.sealed()) {
+      auto below = store_.KeyDroppedBelow(case_id, NormalClass(c.key_class()));
+      if (!below) return below.error();
+      if (c.key_version() < *below) {
+        Reject(r, core::kKeyReplacedReason,
+               "The case was re-keyed: this edit is sealed again and sent at the next sync.");
+        return {};
+      }
+    } else if (c.kind() == core::kCaseKeyKind && c.field() == kCaseKeyVersionField) {
+      teduh::keys::v1::CaseKey k;
+      if (!k.ParseFromString(c.value()) || k.version() != 1) {
+        Reject(r, "bad_value", "A device may only make the first version of a case key.");
+        return {};
+      }
     }
 
     // 5. Clock skew, then the merge.
@@ -1346,8 +1376,9 @@ error_code Pull(Store& store, const ServerConfig& config, const UnitInfo& unit, 
   // batch: all that remain), at most `limit` of them in one batch.
   struct Extra {
     std::uint64_t seq;
-    std::string order;          // a shred order
-    std::optional<Id> evicted;  // or an eviction
+    std::string order;                // a shred order
+    std::optional<Id> evicted;        // or an eviction
+    std::optional<v1::KeyDrop> drop;  // or a re-key's deleted case key versions
   };
   std::vector<Extra> extras;
   const std::uint64_t upto = has_more ? last_seq : UINT64_MAX;
@@ -1355,11 +1386,21 @@ error_code Pull(Store& store, const ServerConfig& config, const UnitInfo& unit, 
         extras.push_back({seq, std::string(body), std::nullopt});
       }))
     return ec;
+  if (auto ec = store.ScanKeyDrops(
+          after, upto,
+          [&](std::uint64_t seq, const Id& case_id, teduh::AccessClass cls, std::uint32_t below) {
+            v1::KeyDrop d;
+            d.set_case_id(std::string(core::AsBytes(case_id)));
+            d.set_key_class(cls);
+            d.set_below_version(below);
+            extras.push_back({seq, {}, std::nullopt, std::move(d)});
+          }))
+    return ec;
   const bool assigned = ScopeFor(who).kind == PullScope::Kind::kAssignedTo;
   if (assigned) {
     if (auto ec = store.ScanEvictions(who.device_id, after, upto,
                                       [&](std::uint64_t seq, const Id& case_id) {
-                                        extras.push_back({seq, {}, case_id});
+                                        extras.push_back({seq, {}, case_id, std::nullopt});
                                       }))
       return ec;
   }
@@ -1381,6 +1422,8 @@ error_code Pull(Store& store, const ServerConfig& config, const UnitInfo& unit, 
   for (Extra& e : extras) {
     if (e.evicted) {
       changes->add_evicted(std::string(core::AsBytes(*e.evicted)));
+    } else if (e.drop) {
+      *changes->add_key_drops() = std::move(*e.drop);
     } else {
       teduh::keys::v1::ShredOrder o;
       if (!o.ParseFromString(e.order)) continue;
@@ -1399,6 +1442,31 @@ error_code Pull(Store& store, const ServerConfig& config, const UnitInfo& unit, 
     if (received) out->evictions_received_upto = after;
   }
   changes->set_last_seq(last_seq);
+  if (assigned) {
+    // A device still leaving a re-keyed case (its eviction waits for an
+    // unsent edit) is out of its scope, so it gets the case's current key
+    // records with the drop: it re-seals the edit and can send it.
+    for (const auto& d : changes->key_drops()) {
+      auto case_id = core::IdFromBytes(d.case_id());
+      if (!case_id) continue;
+      auto leaving = store.HasEviction(who.device_id, *case_id);
+      if (!leaving) return leaving.error();
+      if (!*leaving) continue;
+      auto in_scope = store.IsAssigned(*case_id, who.user);
+      if (!in_scope) return in_scope.error();
+      if (*in_scope) continue;
+      if (auto ec = store.ScanCaseValues(
+              *case_id, [&](const FieldRow& f, std::string_view kind, std::uint64_t history_id) {
+                // Within the frame's bound: in a batch already full they are
+                // left out, and the edit stays pending (shown in status).
+                if (history_id == 0 && kind == core::kCaseKeyKind &&
+                    static_cast<std::size_t>(changes->changes_size()) < max)
+                  FillPulledChange(changes->add_changes(), f, kind, *case_id, unit.unit_id);
+                return true;
+              }))
+        return ec;
+    }
+  }
 
   // Which of these cases the device receives for the first time (ARCHITECTURE §2.4).
   std::unordered_set<Id, IdHash> seen;

@@ -99,6 +99,16 @@ core::error_code RequestShred(WriterState& ws, const Identity& who, const v1::Sh
                               Outcome* out);
 core::error_code Shred(WriterState& ws, const Identity& who, const v1::ShredCase& request,
                        Outcome* out, bool* shredded);
+// Re-keying (PROTOCOL §8d), from an admin device: the cases to re-key, one
+// case's keys and sealed values, and the re-encrypted values (with
+// `finish`, the old versions are deleted if nothing is left under them;
+// `finished` is set when they were: the caller pokes every device).
+core::error_code RekeyListFor(Store& store, const ServerConfig& config, const Identity& who,
+                              const v1::RekeyList& request, Outcome* out);
+core::error_code RekeyFetchFor(Store& store, const ServerConfig& config, const Identity& who,
+                               const v1::RekeyFetch& request, Outcome* out);
+core::error_code Rekey(WriterState& ws, const Identity& who, const v1::RekeyCase& request,
+                       Outcome* out, bool* finished);
 // A device reports the class key epochs it holds.
 core::error_code AckKeys(WriterState& ws, const Identity& who, const v1::AckKeys& request,
                          Outcome* out);
@@ -142,6 +152,10 @@ core::error_code FieldHistory(Store& store, const ServerConfig& config, const Un
 FieldRow ServerFieldRow(WriterState& ws, const Id& record_id, std::uint32_t field,
                         std::string_view value, std::string_view author, std::uint64_t txn);
 void SetError(Outcome* out, v1::ErrorCode code, std::string message, bool close);
+// The admin-device check of every key operation (false: the refusal is in
+// `out`, or the store failed and `ec` says so).
+bool AdminOnly(Store& store, const Identity& who, const char* action, Outcome* out,
+               core::error_code* ec);
 // The device-state checks every authenticated request starts with (false:
 // the refusal is in `out`).
 bool CheckActive(const std::optional<DeviceRow>& device, Outcome* out);

@@ -133,6 +133,39 @@ TEST(FrameCodecTest, WipeOrdersAndReceiptsMustHaveFullIdsAndSignatures) {
   EXPECT_FALSE(DecodeFrame(EncodeFrame(revoke), FrameLimits{}));
 }
 
+TEST(FrameCodecTest, RekeyFramesNameWhereEachValueIsAndCarryCiphertextOnly) {
+  v1::Frame f;
+  v1::RekeyCase* r = f.mutable_rekey_case();
+  r->set_case_id(std::string(16, 'c'));
+  v1::Reseal* s = r->add_reseals();
+  s->mutable_ref()->set_place(v1::SealedRef::PLACE_CONFLICT_KEPT);
+  s->mutable_ref()->set_record_id(std::string(16, 'r'));
+  s->mutable_ref()->set_conflict_id(std::string(16, 'k'));
+  s->set_value(std::string(60, 'x'));
+  EXPECT_TRUE(DecodeFrame(EncodeFrame(f), FrameLimits{}));
+
+  std::string msg;
+  v1::Frame no_conflict = f;
+  no_conflict.mutable_rekey_case()->mutable_reseals(0)->mutable_ref()->clear_conflict_id();
+  EXPECT_FALSE(DecodeFrame(EncodeFrame(no_conflict), FrameLimits{}, &msg));
+  EXPECT_NE(msg.find("conflict_id"), std::string::npos);
+  v1::Frame no_place = f;
+  no_place.mutable_rekey_case()->mutable_reseals(0)->mutable_ref()->clear_place();
+  EXPECT_FALSE(DecodeFrame(EncodeFrame(no_place), FrameLimits{}));
+  v1::Frame too_short = f;
+  too_short.mutable_rekey_case()->mutable_reseals(0)->set_value("short");
+  EXPECT_FALSE(DecodeFrame(EncodeFrame(too_short), FrameLimits{}));
+  v1::Frame bad_key = f;
+  v1::CaseKeyInfo* k = bad_key.mutable_rekey_case()->add_new_keys();
+  k->set_record_id(std::string(16, 'n'));
+  k->set_key_class(teduh::ACCESS_CLASS_UNSPECIFIED);
+  EXPECT_FALSE(DecodeFrame(EncodeFrame(bad_key), FrameLimits{}));
+
+  v1::Frame drops;
+  drops.mutable_changes()->add_key_drops()->set_case_id("short");
+  EXPECT_FALSE(DecodeFrame(EncodeFrame(drops), FrameLimits{}));
+}
+
 TEST(FrameCodecTest, ErrorFrameRoundTrips) {
   auto f = DecodeFrame(EncodeFrame(MakeErrorFrame(9, v1::ERROR_CODE_DEVICE_PENDING, "wait")),
                        FrameLimits{});

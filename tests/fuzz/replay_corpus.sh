@@ -13,6 +13,8 @@ printf '\x8a\x01\x00' >"$dir/wipe-empty-order"
 printf '\x8a\x01\x04\x0a\x02\x0a\x00' >"$dir/wipe-short-ids"
 printf '\x92\x01\x03\x0a\x01\x41' >"$dir/wipe-receipt-short"
 printf '\x92\x02\x12\x0a\x10AAAAAAAAAAAAAAAA' >"$dir/revoke-without-order"
+printf '\xba\x03\x04\x1a\x02\x0a\x00' >"$dir/rekey-reseal-without-place"
+printf '\xb2\x03\x02\x0a\x00' >"$dir/rekey-set-short-case"
 printf '\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01' >"$dir/varint-overflow"
 for i in $(seq 1 200); do
   head -c $((RANDOM % 600)) /dev/urandom >"$dir/random-$i"

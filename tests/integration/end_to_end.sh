@@ -261,6 +261,16 @@ check "the erased tablet no longer opens, and tells why" \
   '! dev "$pend" "ani-pass-1" status >/dev/null && grep -q "erased" "$work/last.err"'
 check "the server lists the signed receipt" \
   '"$SERVER" device list --data "$data" --json | jq -e ".devices[] | select(.device_id==\"$pend_id\") | .wiped_at != null" >/dev/null'
+check "case rekey needs a device or --all" '! dev "$admin" "admin-pass-1" case rekey >/dev/null'
+check "an office device may not re-key" '! dev "$office" "budi-pass-2" case rekey --all >/dev/null'
+check "re-keying is refused while the lost tablet holds the current key epoch" \
+  '! dev "$admin" "admin-pass-1" case rekey --held-by "${pend_id:0:8}" >/dev/null && grep -q "rotate" "$work/last.err"'
+dev "$admin" "admin-pass-1" sync >/dev/null || die "admin sync before the rotation: $(cat "$work/last.err")"
+dev "$admin" "admin-pass-1" key rotate --class general >/dev/null || die "admin rotates after the loss: $(cat "$work/last.err")"
+check "the admin device re-keys every case the lost tablet held" \
+  'dev "$admin" "admin-pass-1" case rekey --held-by "${pend_id:0:8}" | jq -e ".cases>=2 and .values>=3 and .keys_dropped>=2" >/dev/null'
+check "after the re-key the office device syncs, drops the old keys and still reads the chronology" \
+  'dev "$office" "budi-pass-2" sync | jq -e ".rekeyed>=2" >/dev/null && [ "$(dev "$office" "budi-pass-2" case show "$case_id" | jq -r .fields.chronology)" = "$CHRONO" ]'
 check "offboarding the pendamping gives her cases to the office worker" \
   'dev "$admin" "admin-pass-1" user offboard ani --reassign-to budi | jq -e ".cases_reassigned>=2 and .devices_revoked==0" >/dev/null'
 check "the office device sees the case assigned to budi" \
@@ -271,7 +281,7 @@ stop_server
 check "audit verify finds the chain intact" \
   '"$SERVER" audit verify --data "$data" >"$work/audit.out" && grep -q "^audit chain intact: " "$work/audit.out"'
 check "the audit log holds the enrollments, approvals, pushes, revocations and the wipe receipt" \
-  '"$SERVER" audit show --data "$data" --last 1000 --json | jq -e "[.entries[].kind] | (index(\"enroll\") != null) and (index(\"approve\") != null) and (index(\"push\") != null) and (index(\"revoke\") != null) and (index(\"wipe_receipt\") != null)" >/dev/null'
+  '"$SERVER" audit show --data "$data" --last 1000 --json | jq -e "[.entries[].kind] | (index(\"enroll\") != null) and (index(\"approve\") != null) and (index(\"push\") != null) and (index(\"revoke\") != null) and (index(\"wipe_receipt\") != null) and (index(\"rekey\") != null) and (index(\"offboard\") != null)" >/dev/null'
 cp -r "$data" "$work/tampered"
 sqlite3 "$work/tampered/teduh-server.db" "UPDATE audit SET body = body || X'00' WHERE idx = 2" ||
   bad "sqlite3 alters an audit entry"

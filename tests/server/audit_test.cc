@@ -416,3 +416,35 @@ TEST_F(AuditTest, StoreWithoutRevocationsIsMigratedAndThenRevokes) {
 
 }  // namespace
 }  // namespace teduh::server::testing
+
+namespace teduh::server::testing {
+namespace {
+
+TEST_F(AuditTest, StoreBeforeRekeyingIsMigratedWithTheCasesEachDeviceHeld) {
+  {
+    auto client = Login(siti_);
+    PushNewCase(*client, "K-1");
+    PullAll(*client);  // the server records that siti's device holds the case
+  }
+  StopServer();
+  {
+    // What a version 3 store (before re-keying) looks like.
+    RawStore raw(data_dir_);
+    raw.Exec(
+        "DROP TABLE held_cases; DROP TABLE rekey_targets; DROP TABLE key_drops; "
+        "UPDATE meta SET value = '3' WHERE key = 'schema_version';");
+  }
+  auto revocations = ListRevocations(data_dir_);  // read-only: the store stays as it is
+  ASSERT_TRUE(revocations);
+  EXPECT_EQ(RawStore(data_dir_).Meta("schema_version"), "3");
+
+  StartServer();
+  RawStore raw(data_dir_);
+  EXPECT_EQ(raw.Meta("schema_version"), std::to_string(kStoreSchemaVersion));
+  EXPECT_EQ(raw.Blob("SELECT device_id FROM held_cases WHERE ?1 = 1", 1),
+            std::string(core::AsBytes(siti_.device_id)));
+  EXPECT_TRUE(Verify().intact());
+}
+
+}  // namespace
+}  // namespace teduh::server::testing

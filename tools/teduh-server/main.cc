@@ -245,6 +245,10 @@ std::string AuditKindName(teduh::audit::v1::EntryKind kind) {
       return "shred_request";
     case teduh::audit::v1::ENTRY_KIND_SHRED:
       return "shred";
+    case teduh::audit::v1::ENTRY_KIND_OFFBOARD:
+      return "offboard";
+    case teduh::audit::v1::ENTRY_KIND_REKEY:
+      return "rekey";
     default:
       return "unreadable";
   }
@@ -338,6 +342,18 @@ nlohmann::json AuditJson(const teduh::server::AuditRecord& r) {
   } else if (e.kind() == teduh::audit::v1::ENTRY_KIND_SHRED_REQUEST ||
              e.kind() == teduh::audit::v1::ENTRY_KIND_SHRED) {
     j["case_id"] = BytesHex(e.case_id());
+  } else if (e.kind() == teduh::audit::v1::ENTRY_KIND_OFFBOARD) {
+    j["offboarded_user"] = e.subject_user();
+    j["reassigned_to"] = e.reassigned_to();
+    j["cases"] = e.cases();
+  } else if (e.kind() == teduh::audit::v1::ENTRY_KIND_REKEY) {
+    j["case_id"] = BytesHex(e.case_id());
+    if (!e.subject_device_id().empty()) j["held_by"] = BytesHex(e.subject_device_id());
+    nlohmann::json versions = nlohmann::json::array();
+    for (const auto& v : e.key_versions())
+      versions.push_back(
+          {{"key_class", teduh::core::ClassName(v.key_class())}, {"version", v.version()}});
+    j["key_versions"] = std::move(versions);
   }
   return j;
 }

@@ -326,6 +326,16 @@ int main(int argc, char** argv) {
       case_cmd, "shred",
       "Destroy a case everywhere: a supervisor asks, the admin device carries it out (online)");
   case_shred->add_option("case", case_ref, "Case id or unique prefix")->required();
+  std::string rekey_held_by;
+  bool rekey_all = false;
+  CLI::App* case_rekey =
+      leaf(case_cmd, "rekey",
+           "Re-key the cases a lost device held, or every case (admin device; online)");
+  auto* held_opt = case_rekey->add_option("--held-by", rekey_held_by,
+                                          "Device id (or unique prefix) whose cases to re-key");
+  auto* all_opt = case_rekey->add_flag("--all", rekey_all, "Re-key every case of the unit");
+  held_opt->excludes(all_opt);
+
   CLI::App* case_list = leaf(case_cmd, "list", "List the cases on this device");
   CLI::App* case_show = leaf(case_cmd, "show", "Show a case with its persons and notes");
   case_show->add_option("case", case_ref, "Case id or unique prefix")->required();
@@ -539,6 +549,8 @@ int main(int argc, char** argv) {
              {"shredded", report->shredded},
              {"evicted", report->evicted},
              {"evictions_kept", report->evictions_kept},
+             {"rekeyed", report->rekeyed},
+             {"resealed", report->resealed},
              {"sealed_verified", report->verified},
              {"sealed_not_for_this_device", report->not_for_this_device},
              {"sealed_unreadable", report->unreadable},
@@ -825,6 +837,31 @@ int main(int argc, char** argv) {
               : fmt::format("Shredding of case {} requested. The admin device carries it "
                             "out: teduh case shred {} there.\n",
                             teduh::core::ToHex(r->case_id), teduh::core::ToHex(r->case_id)));
+    }
+    if (case_rekey->parsed()) {
+      if (rekey_held_by.empty() && !rekey_all)
+        return Report(g, teduh::core::Fail(teduh::core::errc::invalid_argument,
+                                           "name the lost device (--held-by DEVICE) or --all"));
+      std::size_t shown = 0;
+      auto r = d.RekeyCases(rekey_held_by, rekey_all, [&](std::size_t done, std::size_t total) {
+        if (total == 0 || done * 10 / total == shown) return;
+        shown = done * 10 / total;
+        std::cerr << fmt::format("case rekey: {}/{} cases\n", done, total);
+      });
+      if (!r) return Report(g, r.error());
+      json j{{"cases", r->cases},
+             {"skipped", r->skipped},
+             {"values", r->values},
+             {"keys_dropped", r->keys_dropped},
+             {"bytes_sent", r->bytes_sent}};
+      if (!rekey_all) j["held_by"] = teduh::core::ToHex(r->held_by);
+      return Emit(
+          g, j,
+          fmt::format("{} cases re-keyed ({} sealed values re-encrypted, {} old case "
+                      "keys deleted){}. Devices receive the new keys at their next "
+                      "sync.\n",
+                      r->cases, r->values, r->keys_dropped,
+                      r->skipped ? fmt::format("; {} cases had nothing sealed", r->skipped) : ""));
     }
     if (key_rotate->parsed()) {
       const auto cls =

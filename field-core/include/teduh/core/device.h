@@ -229,6 +229,16 @@ struct KeyClassView {
   std::vector<KeyDeviceView> devices;
 };
 
+// `teduh case rekey`.
+struct RekeyReport {
+  Id held_by{};                  // the device whose cases were re-keyed (zero with --all)
+  std::size_t cases = 0;         // cases re-keyed (new case key versions, old ones deleted)
+  std::size_t skipped = 0;       // cases without a case key (nothing sealed to re-key)
+  std::size_t values = 0;        // sealed values re-encrypted (current, past, in conflicts)
+  std::size_t keys_dropped = 0;  // old case key records deleted on the server
+  std::size_t bytes_sent = 0;
+};
+
 // `teduh user offboard`.
 struct OffboardReport {
   std::uint32_t devices_revoked = 0;
@@ -251,6 +261,8 @@ struct SyncReport {
   std::size_t shredded = 0;        // cases deleted on a signed shred order
   std::size_t evicted = 0;         // cases deleted: no longer assigned to this user
   std::size_t evictions_kept = 0;  // ... kept for now: an edit of them is still unsent
+  std::size_t rekeyed = 0;         // cases whose old key versions a re-key deleted here
+  std::size_t resealed = 0;        // unsent edits sealed again under a re-key's new version
   // Pulled sealed values: opened and verified with the case key; held for a key
   // class this device may not hold (e.g. CLINICAL on a pendamping's tablet);
   // damaged or altered (stored, shown as unreadable, and worth reporting).
@@ -410,6 +422,18 @@ class Device {
   // Returns the epochs retired (none is not an error).
   Outcome<std::vector<std::uint32_t>> RetireEpochs(teduh::AccessClass key_class);
 
+  // Re-keys cases (admin device with the unit root key; PROTOCOL §8d): those
+  // the device `held_by_ref` ever held (a lost or revoked one), or with
+  // `all` every case of the unit. Each gets a new case key version per class,
+  // wrapped under the current epoch; every sealed value of it on the server
+  // (current, past and in conflicts) is opened here and sealed again under
+  // it; then the old versions are deleted everywhere. Resumable: run it
+  // again. errc::integrity (after re-keying the others) if a value does not
+  // open with its case key.
+  Outcome<RekeyReport> RekeyCases(
+      std::string_view held_by_ref, bool all,
+      const std::function<void(std::size_t done, std::size_t total)>& progress = {});
+
   // Wipes every key from memory; every later call fails with errc::locked.
   void Lock();
 
@@ -437,7 +461,10 @@ class Device {
   Failure CarryOutWipe(class SyncClient& client);
   // An admin request about another device: checks the root key, connects,
   // and finds the one device whose id starts with `device_ref`.
-  struct AdminTarget;
+  struct AdminTarget {
+    std::unique_ptr<class SyncClient> client;
+    teduh::sync::v1::DeviceInfo device;
+  };
   Outcome<AdminTarget> ConnectForDevice(std::string_view device_ref, std::string_view action);
   // Checks the unit key, updates state and clock offset, stores verified
   // grants. Returns the number of class keys added; `bad_grants` counts grants
@@ -484,6 +511,17 @@ class Device {
   Outcome<std::vector<Id>> VerifiedShredsLocked(const teduh::sync::v1::Changes& batch,
                                                 SyncReport* report);
   void DropCaseKeysLocked(const Id& case_id);
+  // Re-keying: the new keys and re-sealed values for one fetched case
+  // (`unreadable`: some value did not open and was left out).
+  Outcome<void> PrepareRekeyLocked(const Id& case_id, const teduh::sync::v1::RekeySet& set,
+                                   teduh::sync::v1::RekeyCase* frame,
+                                   std::vector<teduh::sync::v1::Reseal>* reseals, bool* unreadable);
+  // Re-seals the case's unsent sealed edits that are under an older case key
+  // version than the newest one held here (after a re-key). Returns how many.
+  Outcome<std::size_t> ResealCaseLocked(const Id& case_id);
+  // A pulled key drop: re-seals unsent edits under the newest version, then
+  // deletes the older versions if nothing here still needs them. True if it did.
+  Outcome<bool> ApplyKeyDropLocked(const teduh::sync::v1::KeyDrop& drop, std::size_t* resealed);
   // A revocation of `device_id` with a wipe order signed by the unit root key.
   Outcome<teduh::sync::v1::RevokeDevice> RevocationLocked(const std::string& device_id);
   // errc::forbidden unless this is an admin device holding the unit root key.

@@ -18,6 +18,12 @@ namespace teduh::core {
 
 inline constexpr std::uint32_t kProtocolVersion = 1;
 
+// The push answer (a rejection reason) for a sealed change under a case key
+// version that a re-key deleted (PROTOCOL §8d). Not final: the device keeps
+// the change, re-seals it under the new version after its next pull and
+// sends it again with the same device_seq.
+inline constexpr std::string_view kKeyReplacedReason = "key_replaced";
+
 // Bounds on every input from the network. Both ends use the same defaults;
 // the server announces its own in Welcome.
 struct FrameLimits {

@@ -129,6 +129,10 @@ struct PullApplied {
 
 struct PushApplied {
   std::size_t accepted = 0, merged = 0, conflict = 0, rejected = 0, unanswered = 0;
+  // Sealed under a case key version a re-key replaced (frame_codec.h
+  // kKeyReplacedReason):
+  // left pending, to be re-sealed and sent again after the next pull.
+  std::size_t key_replaced = 0;
 };
 
 class LocalStore {
@@ -186,14 +190,28 @@ class LocalStore {
   Outcome<std::optional<StoredValue>> GetField(const Id& record_id, std::uint32_t field);
 
   // Outbox.
-  // Up to `limit` pending changes in device_seq order, ready to push.
-  Outcome<std::vector<teduh::sync::v1::FieldChange>> PendingChanges(std::size_t limit);
+  // Up to `limit` pending changes after `after_device_seq`, in device_seq
+  // order, ready to push.
+  Outcome<std::vector<teduh::sync::v1::FieldChange>> PendingChanges(
+      std::size_t limit, std::uint64_t after_device_seq = 0);
   // Records the server's answer to `sent` (one transaction). Applied changes
   // take the stamp the server stored; merged or rejected ones give the field
   // back the server's value when this device knows it (shadow).
   Outcome<PushApplied> ApplyPushResults(const std::vector<teduh::sync::v1::FieldChange>& sent,
                                         const teduh::sync::v1::PushResult& result);
   Outcome<OutboxCounts> CountOutbox();
+  // Pending changes of the case and its records, in device_seq order.
+  Outcome<std::vector<teduh::sync::v1::FieldChange>> PendingOfCase(const Id& case_id);
+  // Replaces the value (and key version) of pending changes whose case key
+  // was replaced: in the outbox and, where the field still holds that edit,
+  // in its row; in one transaction.
+  Outcome<void> ResealPending(const std::vector<teduh::sync::v1::FieldChange>& changes);
+  // True if a current or held-back value of the case is sealed under a
+  // version of `key_class` below `below`.
+  Outcome<bool> CaseHasSealedBelow(const Id& case_id, int key_class, std::uint32_t below);
+  // Deletes records (case key records a re-key replaced) with their values
+  // (their outbox entries stay: the record of what this device sent).
+  Outcome<void> DeleteRecords(const std::vector<Id>& record_ids);
   // Entries newest first; `include_accepted` false lists only pending, merged,
   // conflict and rejected ones.
   Outcome<std::vector<OutboxEntry>> ListOutbox(bool include_accepted, std::size_t limit);

@@ -48,9 +48,9 @@ using teduh::sync::v1::Role;
 using CodeHash = std::array<std::uint8_t, 32>;
 using AuditHash = std::array<std::uint8_t, 32>;
 
-// 2 added the audit log, 3 revocations; an older store is migrated when
-// opened for writing.
-inline constexpr int kStoreSchemaVersion = 3;
+// 2 added the audit log, 3 revocations, 4 re-keying; an older store is
+// migrated when opened for writing.
+inline constexpr int kStoreSchemaVersion = 4;
 
 struct UnitInfo {
   std::string unit_id;  // 32 hex digits, made at init
@@ -284,6 +284,41 @@ class Store {
   // Every case key record of the unit with its class, version and epoch.
   virtual error_code ScanCaseKeys(const std::function<void(const CaseKeyRow&)>& visit) = 0;
 
+  // ---- Re-keying (PROTOCOL §8d) --------------------------------------------------------
+  // The cases `held_by` has ever held (still existing), or with no device
+  // every case of the unit; in case id order after `after`, at most `limit`.
+  virtual result<std::vector<Id>> CasesToRekey(const std::optional<Id>& held_by, const Id& after,
+                                               std::size_t limit) = 0;
+  // Every value of the case and of its records with the record's kind: the
+  // current ones (history_id 0), then the past ones (their history id);
+  // until `visit` returns false.
+  virtual error_code ScanCaseValues(const Id& case_id,
+                                    const std::function<bool(const FieldRow&, std::string_view kind,
+                                                             std::uint64_t history_id)>& visit) = 0;
+  // Replaces a past sealed value of the case if it is still under
+  // (`key_class`, `old_version`); false if it is not.
+  virtual result<bool> ReplaceHistoryValue(const Id& case_id, std::uint64_t history_id,
+                                           teduh::AccessClass key_class, std::uint32_t old_version,
+                                           std::string_view value, std::uint32_t new_version) = 0;
+  // Deletes a record with its current and past values.
+  virtual error_code DeleteRecord(const Id& record_id) = 0;
+  // The case key versions a re-key in progress re-encrypts to, per class.
+  virtual error_code PutRekeyTarget(const Id& case_id, teduh::AccessClass key_class,
+                                    std::uint32_t version) = 0;
+  virtual result<std::vector<std::pair<teduh::AccessClass, std::uint32_t>>> RekeyTargets(
+      const Id& case_id) = 0;
+  virtual error_code ClearRekeyTargets(const Id& case_id) = 0;
+  // Case key versions of (case, class) below `below` were deleted at `seq`.
+  virtual error_code PutKeyDrop(std::uint64_t seq, const Id& case_id, teduh::AccessClass key_class,
+                                std::uint32_t below) = 0;
+  // The highest `below` of the case's drops of the class (0: none).
+  virtual result<std::uint32_t> KeyDroppedBelow(const Id& case_id,
+                                                teduh::AccessClass key_class) = 0;
+  virtual error_code ScanKeyDrops(
+      std::uint64_t after_seq, std::uint64_t upto_seq,
+      const std::function<void(std::uint64_t seq, const Id& case_id, teduh::AccessClass,
+                               std::uint32_t below)>& visit) = 0;
+
   // ---- Records and fields --------------------------------------------------------
   virtual result<std::optional<RecordRow>> FindRecord(const Id& record_id) = 0;
   virtual error_code InsertRecord(const RecordRow& row) = 0;
@@ -321,6 +356,8 @@ class Store {
                                   std::string_view reason, std::string_view detail) = 0;
   virtual result<std::optional<Rejection>> FindRejection(const Id& device_id,
                                                          std::uint64_t device_seq) = 0;
+  // Forgets a rejection that was not final (a re-sealed change sent again).
+  virtual error_code DropRejection(const Id& device_id, std::uint64_t device_seq) = 0;
 
   // ---- Audit log ---------------------------------------------------------------------------
   // The chain's head as seen by the current transaction, including entries
