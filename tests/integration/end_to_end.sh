@@ -275,6 +275,23 @@ check "offboarding the pendamping gives her cases to the office worker" \
   'dev "$admin" "admin-pass-1" user offboard ani --reassign-to budi | jq -e ".cases_reassigned>=2 and .devices_revoked==0" >/dev/null'
 check "the office device sees the case assigned to budi" \
   'dev "$office" "budi-pass-2" sync >/dev/null && [ "$(dev "$office" "budi-pass-2" case show "$case_id" | jq -r .fields.assigned_pendamping)" = budi ]'
+# --- teduh lock: the command holding the keys wipes them and ends at once ---
+check "teduh lock with no command running says nothing held the keys" \
+  '"$TEDUH" --home "$office" --json lock 2>/dev/null | jq -e ".locked==true and .was_unlocked==false" >/dev/null'
+kill -STOP "$server_pid"  # the server stops answering: the sync below waits with its keys open
+held_start=$SECONDS
+TEDUH_PASSPHRASE="budi-pass-2" "$TEDUH" --home "$office" --json sync >"$work/held.out" 2>"$work/held.err" &
+held_pid=$!
+for _ in $(seq 1 50); do [ -s "$office/session" ] && break; sleep 0.1; done
+lock_out=$("$TEDUH" --home "$office" --json lock 2>"$work/lock.err")
+wait "$held_pid"
+held_rc=$?
+held_secs=$((SECONDS - held_start))
+kill -CONT "$server_pid"
+check "teduh lock ends the command using the device's keys at once" \
+  '[ "$held_rc" -ne 0 ] && [ "$held_secs" -lt 8 ] && jq -e ".error.code==\"locked\"" "$work/held.out" >/dev/null && jq -e ".was_unlocked==true and .pid>1" <<<"$lock_out" >/dev/null'
+check "after teduh lock the device opens again and nothing saved is lost" \
+  'dev "$office" "budi-pass-2" sync >/dev/null && [ "$(dev "$office" "budi-pass-2" case show "$case_id" | jq -r .fields.chronology)" = "$CHRONO" ]'
 stop_server
 
 # --- audit log ---

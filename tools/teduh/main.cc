@@ -10,8 +10,10 @@
 #include <fmt/ranges.h>
 
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <cstdlib>
 #include <ctime>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -19,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "session.h"
 #include "teduh/core/device.h"
 #include "teduh/core/passphrase.h"
 #include "teduh/core/roles.h"
@@ -263,6 +266,7 @@ std::string ErasureNote(const teduh::core::RemoteDevice& r) {
 }
 
 int main(int argc, char** argv) {
+  teduh::cli::BlockLockSignal();  // before any thread: only a session's thread takes it
   Globals g;
   g.home = DefaultHome();
   CLI::App app{"teduh — encrypted case records for UPTD PPA field officers"};
@@ -300,6 +304,9 @@ int main(int argc, char** argv) {
       leaf(passphrase_cmd, "change",
            "Choose a new passphrase (asked twice, or TEDUH_NEW_PASSPHRASE); keys and data stay");
 
+  CLI::App* lock = leaf(&app, "lock",
+                        "Wipe this device's keys from memory now: ends the teduh command using "
+                        "them (no passphrase needed)");
   CLI::App* status = leaf(&app, "status", "Show this device, its outbox and last sync");
   CLI::App* sync = leaf(&app, "sync", "Send local changes and receive new ones");
   bool push_only = false;
@@ -462,9 +469,41 @@ int main(int argc, char** argv) {
       return Emit(g, DeviceJson(info), human);
     }
 
+    if (lock->parsed()) {
+      auto r = teduh::cli::LockRunning(g.home, std::chrono::seconds(15));
+      if (!r) return Report(g, r.error());
+      json j{{"locked", true}, {"was_unlocked", r->was_unlocked}};
+      if (r->was_unlocked) j["pid"] = r->pid;
+      return Emit(g, j,
+                  r->was_unlocked
+                      ? fmt::format("Locked: the teduh command using this device (process {}) "
+                                    "wiped its keys and ended. Nothing saved is lost.\n",
+                                    r->pid)
+                      : std::string("Locked: no teduh command was using this device; its keys "
+                                    "are in memory only while a command runs.\n"));
+    }
+
+    // One command at a time on a device; `teduh lock` reaches this one.
+    std::unique_ptr<teduh::cli::Session> session;
+    if (std::filesystem::is_directory(g.home)) {
+      auto s = teduh::cli::Session::Acquire(g.home, std::chrono::seconds(30));
+      if (!s) return Report(g, s.error());
+      session = std::move(*s);
+    }
     auto dev = OpenDevice(g);
     if (!dev) return Report(g, dev.error());
     Device& d = **dev;
+    std::unique_ptr<teduh::cli::Session::Guard> guard;
+    if (session) {
+      guard = session->GuardDevice(&d, [&g] {
+        const int rc = Report(g, teduh::core::Fail(errc::locked,
+                                                   "locked with teduh lock: every key was wiped "
+                                                   "from memory; nothing saved is lost"));
+        std::cout.flush();
+        std::cerr.flush();
+        std::_Exit(rc);
+      });
+    }
 
     if (passphrase_change->parsed()) {
       auto fresh =

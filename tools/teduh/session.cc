@@ -1,0 +1,137 @@
+#include "session.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <fstream>
+#include <string>
+
+namespace teduh::cli {
+namespace {
+
+using core::errc;
+using core::Fail;
+
+std::filesystem::path SessionPath(const std::filesystem::path& home) { return home / "session"; }
+
+bool TryLock(int fd, int how) {
+  for (;;) {
+    if (flock(fd, how | LOCK_NB) == 0) return true;
+    if (errno != EINTR) return false;
+  }
+}
+
+// The process named in the session file, if it is a teduh command.
+long HolderPid(int fd) {
+  char buf[32] = {};
+  ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+  if (n <= 0) return 0;
+  long pid = std::strtol(buf, nullptr, 10);
+  if (pid <= 1) return 0;
+  std::ifstream comm(fmt::format("/proc/{}/comm", pid));
+  std::string name;
+  std::getline(comm, name);
+  return name == "teduh" ? pid : 0;
+}
+
+}  // namespace
+
+void BlockLockSignal() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGUSR1);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+core::Outcome<std::unique_ptr<Session>> Session::Acquire(const std::filesystem::path& home,
+                                                         std::chrono::milliseconds wait) {
+  const std::string path = SessionPath(home).string();
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return Fail(errc::io_error, "cannot open the device folder's session file");
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  while (!TryLock(fd, LOCK_EX)) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      close(fd);
+      return Fail(errc::store_busy,
+                  "another teduh command is using this device; wait for it to finish (or end it "
+                  "with: teduh lock)");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  const std::string pid = std::to_string(static_cast<long>(getpid()));
+  if (ftruncate(fd, 0) != 0 || pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+    close(fd);  // releases the lock
+    return Fail(errc::io_error, "cannot write the device folder's session file");
+  }
+  return std::unique_ptr<Session>(new Session(fd));
+}
+
+Session::~Session() {
+  if (ftruncate(fd_, 0) != 0) {
+    // The pid stays in the file; a later `teduh lock` finds the lock free first.
+  }
+  flock(fd_, LOCK_UN);
+  close(fd_);
+}
+
+std::unique_ptr<Session::Guard> Session::GuardDevice(core::Device* device,
+                                                     std::function<void()> on_locked) {
+  return std::unique_ptr<Guard>(new Guard(device, std::move(on_locked)));
+}
+
+Session::Guard::Guard(core::Device* device, std::function<void()> on_locked)
+    : thread_([this, device, on_locked = std::move(on_locked)] {
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGUSR1);
+        for (;;) {
+          int sig = 0;
+          if (sigwait(&set, &sig) != 0) continue;
+          if (stopping_.load()) return;
+          device->Lock();  // every key wiped from memory before anything else
+          on_locked();
+          return;
+        }
+      }) {}
+
+Session::Guard::~Guard() {
+  stopping_.store(true);
+  pthread_kill(thread_.native_handle(), SIGUSR1);
+  thread_.join();
+}
+
+core::Outcome<LockResult> LockRunning(const std::filesystem::path& home,
+                                      std::chrono::milliseconds wait) {
+  LockResult out;
+  const std::string path = SessionPath(home).string();
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return out;  // no command ever ran here
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  bool signalled = false;
+  while (!TryLock(fd, LOCK_SH)) {
+    if (!signalled) {
+      // The holder writes its pid right after taking the lock.
+      if (long pid = HolderPid(fd); pid != 0 && kill(static_cast<pid_t>(pid), SIGUSR1) == 0) {
+        signalled = true;
+        out.pid = pid;
+      }
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      close(fd);
+      return Fail(errc::timeout, signalled ? "the running teduh command did not end in time"
+                                           : "cannot reach the teduh command using this device");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  flock(fd, LOCK_UN);
+  close(fd);
+  out.was_unlocked = signalled;
+  return out;
+}
+
+}  // namespace teduh::cli
