@@ -252,7 +252,6 @@ CREATE TABLE IF NOT EXISTS key_drops(
   seq INTEGER PRIMARY KEY, case_id BLOB NOT NULL, key_class INTEGER NOT NULL,
   below INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS key_drops_by_case ON key_drops(case_id, key_class);
-CREATE INDEX IF NOT EXISTS records_by_kind ON records(kind, record_id);
 INSERT OR IGNORE INTO held_cases(device_id, case_id) SELECT device_id, case_id FROM evictions;
 )sql";
 
@@ -1128,6 +1127,16 @@ class SqliteStore final : public Store {
     return Run(
         stmts_->put_key_drop.Start().U64(1, seq).Blob(2, case_id).Int(3, key_class).Int(4, below));
   }
+  result<bool> KeyDropsExist() override {
+    if (sticky_) return BoolError(sticky_);
+    if (!has_rekeys_) return false;
+    Stmt& s = stmts_->any_key_drops;
+    s.Start();
+    int rc = s.Step();
+    s.Done();
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return BoolError(Fail(rc));
+    return rc == SQLITE_ROW;
+  }
   result<std::uint32_t> KeyDroppedBelow(const Id& case_id, teduh::AccessClass key_class) override {
     if (sticky_) return sticky_;
     if (!has_rekeys_) return std::uint32_t{0};
@@ -1310,7 +1319,7 @@ class SqliteStore final : public Store {
         drop_rejection, record_held, held_cases, unit_cases, case_current, case_history,
         replace_history, delete_record_history, delete_record_fields, delete_record,
         put_rekey_target, rekey_targets, clear_rekey_targets, put_key_drop, key_dropped_below,
-        scan_key_drops, purge_held, purge_rekey_targets;
+        scan_key_drops, purge_held, purge_rekey_targets, any_key_drops;
   };
 
   SqliteStore() = default;
@@ -1581,6 +1590,7 @@ class SqliteStore final : public Store {
                      "?4)"});
       all.push_back({&st.key_dropped_below,
                      "SELECT MAX(below) FROM key_drops WHERE case_id = ?1 AND key_class = ?2"});
+      all.push_back({&st.any_key_drops, "SELECT 1 FROM key_drops LIMIT 1"});
       all.push_back({&st.scan_key_drops,
                      "SELECT seq, case_id, key_class, below FROM key_drops WHERE seq > ?1 AND "
                      "seq <= ?2 ORDER BY seq"});

@@ -289,6 +289,16 @@ class PushApplier {
     return {};
   }
 
+  // Whether any re-key ever deleted a case key version (read once per push:
+  // a unit that never re-keyed pays nothing per change).
+  bool AnyKeyDrops() {
+    if (!any_drops_) {
+      auto below = store_.KeyDropsExist();
+      any_drops_ = !below || *below;  // a failed read checks every change
+    }
+    return *any_drops_;
+  }
+
   error_code InScope(const Id& case_id, bool* in_scope) {
     auto it = assigned_.find(case_id);
     if (it != assigned_.end()) {
@@ -454,7 +464,7 @@ class PushApplier {
     // it under the new version after its next pull (not final; PROTOCOL §8d).
     // A device makes only the first version of a case key; later ones come
     // from an admin device's re-key.
-    if (c.sealed()) {
+    if (c.sealed() && AnyKeyDrops()) {
       auto below = store_.KeyDroppedBelow(case_id, NormalClass(c.key_class()));
       if (!below) return below.error();
       if (c.key_version() < *below) {
@@ -723,6 +733,7 @@ class PushApplier {
   const std::int64_t now_ms_;
   std::uint64_t mark_ = 0;
   std::uint64_t txn_ = 0;
+  std::optional<bool> any_drops_;
   bool restamped_ = false;
   std::int64_t clock_offset_ms_ = 0;
   std::unordered_map<Id, RecordInfo, IdHash> records_;

@@ -311,6 +311,8 @@ class Store {
   // Case key versions of (case, class) below `below` were deleted at `seq`.
   virtual error_code PutKeyDrop(std::uint64_t seq, const Id& case_id, teduh::AccessClass key_class,
                                 std::uint32_t below) = 0;
+  // Whether any re-key deleted a case key version at all.
+  virtual result<bool> KeyDropsExist() = 0;
   // The highest `below` of the case's drops of the class (0: none).
   virtual result<std::uint32_t> KeyDroppedBelow(const Id& case_id,
                                                 teduh::AccessClass key_class) = 0;
