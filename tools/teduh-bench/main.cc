@@ -29,7 +29,12 @@
 //      server runs in its own), and the office device catches up
 //      (`rotation_catch_up_values`, `rotation_catch_up_bytes_received`: no case
 //      content, two values per case key);
-//   6. the server's peak resident set size (`server_peak_rss_bytes`, VmHWM).
+//   6. with --rekey: the admin device revokes the first field device, rotates
+//      the general key (it held the current epoch) and re-keys every case it
+//      held (`rekey_admin_cpu_s`, `rekey_wall_s`, `rekey_values`,
+//      `rekey_bytes_sent`); the office device catches up
+//      (`rekey_catch_up_values`, `rekey_catch_up_bytes_received`);
+//   7. the server's peak resident set size (`server_peak_rss_bytes`, VmHWM).
 // With --json it prints one JSON object; otherwise a short report.
 #include <fmt/format.h>
 #include <signal.h>
@@ -234,6 +239,9 @@ int main(int argc, char** argv) {
                  "rotate the general key of a unit with this many case keys (0: skip; more cases "
                  "are recorded to reach it)")
       ->check(CLI::Range(0, 1000000));
+  bool rekey = false;
+  app.add_flag("--rekey", rekey,
+               "revoke the first field device, rotate, and re-key every case it held");
   app.add_flag("--json", json, "print one JSON object");
   app.add_flag("--keep", keep, "keep the temporary folder");
   CLI11_PARSE(app, argc, argv);
@@ -501,6 +509,39 @@ int main(int argc, char** argv) {
                       rot_catch_up_values, 2 * rot_rewrapped));
   }
 
+  // 6. The first field device is lost: revoke, rotate, re-key what it held.
+  nlohmann::json rekey_out;
+  if (rekey) {
+    const std::string lost = core::ToHex(field[0]->info().device_id);
+    Must(admin->RevokeDevice(lost), "revoke");
+    Must(admin->Sync(), "admin sync before the rotation");
+    Must(office->Sync(), "office sync before the rotation");
+    const auto r0 = Clock::now();
+    Must(admin->RotateClassKey(teduh::ACCESS_CLASS_GENERAL), "rotate before the re-key");
+    const double rotate_s = Seconds(Clock::now() - r0);
+    Must(office->Sync(), "office takes the new epoch");
+    const double cpu0 = CpuSeconds();
+    const auto w0 = Clock::now();
+    auto rk = Must(admin->RekeyCases(lost, false), "rekey");
+    const double wall = Seconds(Clock::now() - w0);
+    const double cpu = CpuSeconds() - cpu0;
+    office_bytes.sent = 0;
+    office_bytes.received = 0;
+    auto caught = Must(office->Sync(), "office catches up after the re-key");
+    if (caught.rekeyed != rk.cases)
+      Die(fmt::format("the office device applied {} re-keyed cases, expected {}", caught.rekeyed,
+                      rk.cases));
+    rekey_out = {{"rekey_cases", rk.cases},
+                 {"rekey_values", rk.values},
+                 {"rekey_keys_dropped", rk.keys_dropped},
+                 {"rekey_rotation_s", rotate_s},
+                 {"rekey_admin_cpu_s", cpu},
+                 {"rekey_wall_s", wall},
+                 {"rekey_bytes_sent", rk.bytes_sent},
+                 {"rekey_catch_up_values", caught.pulled},
+                 {"rekey_catch_up_bytes_received", office_bytes.received.load()}};
+  }
+
   const std::int64_t rss = PeakRssBytes(server_pid);
   kill(server_pid, SIGTERM);
   int status = 0;
@@ -545,6 +586,7 @@ int main(int argc, char** argv) {
     out["rotation_catch_up_bytes_received"] = rot_catch_up_received;
     out["rotation_catch_up_bytes_sent"] = rot_catch_up_sent;
   }
+  if (rekey) out.update(rekey_out);
   if (json) {
     std::printf("%s\n", out.dump().c_str());
   } else {
