@@ -1821,6 +1821,9 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
         purge->push_back(*case_id);
         ++report.evicted;
       }
+      // Key records of a case this device left, sent with its re-key's drop.
+      for (auto& drop : *changes->mutable_key_drops())
+        for (auto& rec : *drop.mutable_key_records()) *changes->add_changes() = std::move(rec);
       auto applied = store_->ApplyPulled(*hlc_, *changes, *purge);
       if (!applied) return applied.error();
       for (const Id& gone : *purge) DropCaseKeysLocked(gone);

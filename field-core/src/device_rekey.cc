@@ -109,6 +109,7 @@ Outcome<RekeyReport> Device::RekeyCases(
     if (!case_id) return Fail(errc::malformed_frame, "the server sent a malformed case id");
     const std::string short_id = ToHex(*case_id).substr(0, 8);
     bool finished = false, had_keys = true, unreadable = false;
+    std::string problem;
     // Each round re-encrypts what the fetch returned; edits that arrive
     // meanwhile under the old version are fetched again by the next round.
     // A round without progress counts against the limit; one that
@@ -126,7 +127,8 @@ Outcome<RekeyReport> Device::RekeyCases(
       std::vector<pb::Reseal> reseals;
       {
         std::lock_guard g(mu_);
-        if (auto r = PrepareRekeyLocked(*case_id, *set, &frame, &reseals, &unreadable); !r)
+        if (auto r = PrepareRekeyLocked(*case_id, *set, &frame, &reseals, &unreadable, &problem);
+            !r)
           return r.error();
       }
       // Send in frames; the last one of a complete fetch finishes the case.
@@ -159,7 +161,7 @@ Outcome<RekeyReport> Device::RekeyCases(
     } else if (finished) {
       ++report.cases;
     } else if (unreadable) {
-      failures.push_back(fmt::format("case {}: a value does not open with its case key", short_id));
+      failures.push_back(fmt::format("case {}: {}", short_id, problem));
     } else {
       failures.push_back(
           fmt::format("case {}: edits kept arriving; run the re-key again", short_id));
@@ -178,28 +180,34 @@ Outcome<RekeyReport> Device::RekeyCases(
 
 Outcome<void> Device::PrepareRekeyLocked(const Id& case_id, const pb::RekeySet& set,
                                          pb::RekeyCase* frame, std::vector<pb::Reseal>* reseals,
-                                         bool* unreadable) {
+                                         bool* unreadable, std::string* problem) {
   if (auto r = CheckOpen(); !r) return r.error();
   // Unwrap every key record; make the target version of each class
   // (or take the one an interrupted re-key made).
   UnwrappedKeys old_keys;
   std::map<int, std::pair<std::uint32_t, crypto::SecureBuffer>> targets;
   std::map<int, std::uint32_t> top;
+  // A record this device cannot open (incomplete, under an epoch it lacks,
+  // or altered) is skipped: a value that needs it stays unreadable, and the
+  // case is reported, not the whole run stopped.
   for (const auto& k : set.keys()) {
     const teduh::AccessClass cls = NormalClass(k.key_class());
+    if (k.version() == 0 || k.epoch() == 0 || k.wrapped().empty()) continue;  // incomplete
+    top[cls] = std::max(top[cls], k.version());
     const crypto::SecureBuffer* class_key = vault_->class_key(cls, k.epoch());
     if (class_key == nullptr) {
-      return Fail(errc::key_missing,
-                  fmt::format("this device does not hold epoch {} of the {} key: sync it, "
-                              "then re-key again",
-                              k.epoch(), ClassName(cls)));
+      if (problem->empty())
+        *problem = fmt::format(
+            "this device does not hold epoch {} of the {} key (sync it, then "
+            "re-key again)",
+            k.epoch(), ClassName(cls));
+      continue;
     }
     auto ck = UnwrapCaseKey(*class_key, case_id, cls, k.version(), k.epoch(), k.wrapped());
     if (!ck) {
-      return Fail(errc::integrity, fmt::format("a key record of case {} does not verify",
-                                               ToHex(case_id).substr(0, 8)));
+      if (problem->empty()) *problem = "a key record does not verify (altered or damaged)";
+      continue;
     }
-    top[cls] = std::max(top[cls], k.version());
     bool is_target = false;
     for (const auto& t : set.targets()) is_target |= t.record_id() == k.record_id();
     if (is_target) {
@@ -258,7 +266,10 @@ Outcome<void> Device::PrepareRekeyLocked(const Id& case_id, const pb::RekeySet& 
                                        },
                                        &failed);
     if (failed.code) return failed;
-    if (!opened) *unreadable = true;  // damaged or altered: never re-keyed, reported
+    if (!opened) {
+      *unreadable = true;  // damaged, altered, or its key did not open: never re-keyed, reported
+      if (problem->empty()) *problem = "a sealed value does not open with its case key";
+    }
   }
   return {};
 }
@@ -322,6 +333,23 @@ Outcome<bool> Device::ApplyKeyDropLocked(const pb::KeyDrop& drop, std::size_t* r
   // Drops are not signed: a device deletes a version only when it holds a
   // newer one that unwraps and nothing it stores still needs the old one
   // (invariant 3), so no server can make it lose what it holds.
+  auto recs = store_->ListRecords(kCaseKeyKind, *case_id);
+  if (!recs) return recs.error();
+  if (recs->empty()) return false;  // not a case of this device
+  auto held = store_->GetRecord(*case_id);
+  if (!held) return held.error();
+  if (!*held && InfoLocked().role != RoleName(pb::ROLE_ADMIN)) {
+    // Key records sent for an edit of a case this device has since let go
+    // (PROTOCOL §8d): nothing of the case is left here, nor are its keys.
+    auto pending = store_->CaseHasPending(*case_id);
+    if (!pending) return pending.error();
+    if (*pending) return false;
+    std::vector<Id> all;
+    for (const auto& r : *recs) all.push_back(r.record_id);
+    if (auto r = store_->DeleteRecords(all); !r) return r.error();
+    DropCaseKeysLocked(*case_id);
+    return false;
+  }
   auto latest = LatestCaseKeyVersion(*case_id, cls);
   if (!latest) return latest.error();
   if (!*latest || **latest < below || !CaseKeyFor(*case_id, cls, **latest)) return false;
@@ -349,8 +377,6 @@ Outcome<bool> Device::ApplyKeyDropLocked(const pb::KeyDrop& drop, std::size_t* r
         return false;
   }
   // Then the old versions go.
-  auto recs = store_->ListRecords(kCaseKeyKind, *case_id);
-  if (!recs) return recs.error();
   std::vector<Id> gone;
   for (const auto& r : *recs) {
     auto fields = store_->GetFields(r.record_id);

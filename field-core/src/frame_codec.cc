@@ -164,8 +164,13 @@ struct Checker {
             !Count(f.changes().evicted_size(), limits.max_pull_changes, "evicted") ||
             !Count(f.changes().key_drops_size(), limits.max_pull_changes, "key_drops"))
           return false;
-        for (const auto& d : f.changes().key_drops())
-          if (!Len(d.case_id(), 16, "key drop case id")) return false;
+        for (const auto& d : f.changes().key_drops()) {
+          if (!Len(d.case_id(), 16, "key drop case id") ||
+              !Count(d.key_records_size(), 32, "key drop records"))
+            return false;
+          for (const auto& c : d.key_records())
+            if (!Change(c)) return false;
+        }
         for (const auto& e : f.changes().evicted())
           if (!Len(e, 16, "evicted case id")) return false;
         for (const auto& o : f.changes().shredded())

@@ -1127,6 +1127,16 @@ class SqliteStore final : public Store {
     return Run(
         stmts_->put_key_drop.Start().U64(1, seq).Blob(2, case_id).Int(3, key_class).Int(4, below));
   }
+  result<bool> HeldCase(const Id& device_id, const Id& case_id) override {
+    if (sticky_) return BoolError(sticky_);
+    if (!has_rekeys_) return false;
+    Stmt& s = stmts_->held_case;
+    s.Start().Blob(1, device_id).Blob(2, case_id);
+    int rc = s.Step();
+    s.Done();
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return BoolError(Fail(rc));
+    return rc == SQLITE_ROW;
+  }
   result<bool> KeyDropsExist() override {
     if (sticky_) return BoolError(sticky_);
     if (!has_rekeys_) return false;
@@ -1319,7 +1329,7 @@ class SqliteStore final : public Store {
         drop_rejection, record_held, held_cases, unit_cases, case_current, case_history,
         replace_history, delete_record_history, delete_record_fields, delete_record,
         put_rekey_target, rekey_targets, clear_rekey_targets, put_key_drop, key_dropped_below,
-        scan_key_drops, purge_held, purge_rekey_targets, any_key_drops;
+        scan_key_drops, purge_held, purge_rekey_targets, any_key_drops, held_case;
   };
 
   SqliteStore() = default;
@@ -1591,6 +1601,8 @@ class SqliteStore final : public Store {
       all.push_back({&st.key_dropped_below,
                      "SELECT MAX(below) FROM key_drops WHERE case_id = ?1 AND key_class = ?2"});
       all.push_back({&st.any_key_drops, "SELECT 1 FROM key_drops LIMIT 1"});
+      all.push_back(
+          {&st.held_case, "SELECT 1 FROM held_cases WHERE device_id = ?1 AND case_id = ?2"});
       all.push_back({&st.scan_key_drops,
                      "SELECT seq, case_id, key_class, below FROM key_drops WHERE seq > ?1 AND "
                      "seq <= ?2 ORDER BY seq"});

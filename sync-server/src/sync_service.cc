@@ -233,9 +233,14 @@ class PushApplier {
     auto rejection = store_.FindRejection(device_.device_id, c.device_seq());
     if (!rejection) return rejection.error();
     if (*rejection && (*rejection)->reason == core::kKeyReplacedReason) {
-      // Not final: the device re-sealed the change; it is decided anew.
+      // Not final: the device re-sealed the change; it is decided anew. It
+      // passed the scope check when first sent (key_replaced is answered
+      // after it), so a case the device has left since still takes it.
       if (auto ec = store_.DropRejection(device_.device_id, c.device_seq())) return ec;
-      if (auto ec = ApplyOne(c, r)) return ec;
+      resend_in_scope_ = true;
+      auto ec = ApplyOne(c, r);
+      resend_in_scope_ = false;
+      if (ec) return ec;
       if (r->status() == v1::ChangeResult::STATUS_REJECTED)
         return store_.PutRejection(device_.device_id, c.device_seq(), r->reason(), r->detail());
       return {};
@@ -449,7 +454,7 @@ class PushApplier {
       case core::CaseScope::kUnit:
         break;
       case core::CaseScope::kAssigned:
-        if (!new_case) {
+        if (!new_case && !resend_in_scope_) {
           bool ok = false;
           if (auto ec = InScope(case_id, &ok)) return ec;
           if (!ok) {
@@ -734,6 +739,7 @@ class PushApplier {
   std::uint64_t mark_ = 0;
   std::uint64_t txn_ = 0;
   std::optional<bool> any_drops_;
+  bool resend_in_scope_ = false;  // deciding a re-sealed change again (AnswerResend)
   bool restamped_ = false;
   std::int64_t clock_offset_ms_ = 0;
   std::unordered_map<Id, RecordInfo, IdHash> records_;
@@ -1394,12 +1400,29 @@ error_code Pull(Store& store, const ServerConfig& config, const UnitInfo& unit, 
   std::vector<Extra> extras;
   const std::uint64_t upto = has_more ? last_seq : UINT64_MAX;
   if (auto ec = store.ScanShredded(after, upto, [&](std::uint64_t seq, std::string_view body) {
-        extras.push_back({seq, std::string(body), std::nullopt});
+        extras.push_back({seq, std::string(body), std::nullopt, std::nullopt});
       }))
     return ec;
+  const bool assigned = ScopeFor(who).kind == PullScope::Kind::kAssignedTo;
+  // Key drops: to a device of the unit, those of the cases it may hold or held.
+  error_code drop_ec;
   if (auto ec = store.ScanKeyDrops(
           after, upto,
           [&](std::uint64_t seq, const Id& case_id, teduh::AccessClass cls, std::uint32_t below) {
+            if (drop_ec) return;
+            if (assigned) {
+              auto held = store.HeldCase(who.device_id, case_id);
+              if (!held) {
+                drop_ec = held.error();
+                return;
+              }
+              auto mine = store.IsAssigned(case_id, who.user);
+              if (!mine) {
+                drop_ec = mine.error();
+                return;
+              }
+              if (!*held && !*mine) return;
+            }
             v1::KeyDrop d;
             d.set_case_id(std::string(core::AsBytes(case_id)));
             d.set_key_class(cls);
@@ -1407,7 +1430,7 @@ error_code Pull(Store& store, const ServerConfig& config, const UnitInfo& unit, 
             extras.push_back({seq, {}, std::nullopt, std::move(d)});
           }))
     return ec;
-  const bool assigned = ScopeFor(who).kind == PullScope::Kind::kAssignedTo;
+  if (drop_ec) return drop_ec;
   if (assigned) {
     if (auto ec = store.ScanEvictions(who.device_id, after, upto,
                                       [&](std::uint64_t seq, const Id& case_id) {
@@ -1454,25 +1477,20 @@ error_code Pull(Store& store, const ServerConfig& config, const UnitInfo& unit, 
   }
   changes->set_last_seq(last_seq);
   if (assigned) {
-    // A device still leaving a re-keyed case (its eviction waits for an
-    // unsent edit) is out of its scope, so it gets the case's current key
-    // records with the drop: it re-seals the edit and can send it.
-    for (const auto& d : changes->key_drops()) {
+    // A device that left a re-keyed case (it may still hold an unsent edit
+    // of it) no longer pulls it, so its drop carries the case's current key
+    // records: it re-seals the edit and can send it. They give it no content
+    // it did not have.
+    for (auto& d : *changes->mutable_key_drops()) {
       auto case_id = core::IdFromBytes(d.case_id());
       if (!case_id) continue;
-      auto leaving = store.HasEviction(who.device_id, *case_id);
-      if (!leaving) return leaving.error();
-      if (!*leaving) continue;
       auto in_scope = store.IsAssigned(*case_id, who.user);
       if (!in_scope) return in_scope.error();
       if (*in_scope) continue;
       if (auto ec = store.ScanCaseValues(
               *case_id, [&](const FieldRow& f, std::string_view kind, std::uint64_t history_id) {
-                // Within the frame's bound: in a batch already full they are
-                // left out, and the edit stays pending (shown in status).
-                if (history_id == 0 && kind == core::kCaseKeyKind &&
-                    static_cast<std::size_t>(changes->changes_size()) < max)
-                  FillPulledChange(changes->add_changes(), f, kind, *case_id, unit.unit_id);
+                if (history_id == 0 && kind == core::kCaseKeyKind && d.key_records_size() < 32)
+                  FillPulledChange(d.add_key_records(), f, kind, *case_id, unit.unit_id);
                 return true;
               }))
         return ec;

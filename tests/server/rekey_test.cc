@@ -254,7 +254,9 @@ TEST_F(RekeyTest, NoSealedValueOfALostDevicesCasesOpensWithTheKeysItHeld) {
   ASSERT_TRUE(view);
   ASSERT_EQ(view->persons.size(), 1u);
   for (const auto& f : view->persons[0].fields) {
-    if (f.name == "name") EXPECT_EQ(f.display, "Siti Rahmawati");
+    if (f.name == "name") {
+      EXPECT_EQ(f.display, "Siti Rahmawati");
+    }
   }
   auto conflicts = ani->ListConflicts();
   ASSERT_TRUE(conflicts);
@@ -419,6 +421,35 @@ class RekeyPagingTest : public RekeyTest {
   }
 };
 
+TEST_F(RekeyPagingTest, AWorkerWhoseEvictionPassedStillSendsHerEditAfterTheRekey) {
+  // As RekeyTest.AWorkerLeavingTheCase..., with pulls of three changes: the
+  // leaving device's pull passes its eviction before the re-key's drop, so
+  // the server forgets the eviction before her re-sealed edit comes back.
+  auto rina = Staff("rina", v1::ROLE_PENDAMPING);
+  auto budi = Staff("budi", v1::ROLE_PENDAMPING);
+  auto ani = Staff("ani", v1::ROLE_OFFICE);
+  auto dewi = Staff("dewi", v1::ROLE_OFFICE);
+  auto c = rina->NewCase({"chronology=Awal"});
+  ASSERT_TRUE(c);
+  const std::string id = core::ToHex(*c);
+  Sync(*rina);
+  Sync(*ani);
+  Sync(*dewi);
+  ASSERT_TRUE(rina->SetCaseFields(id, {"chronology=Catatan terakhir Rina"}));
+  ASSERT_TRUE(ani->AssignCase(id, "budi", "", ""));
+  Sync(*ani);
+  ASSERT_TRUE(admin_dev_->RevokeDevice(core::ToHex(dewi->info().device_id)));
+  Sync(*admin_dev_);
+  ASSERT_TRUE(admin_dev_->RotateClassKey(teduh::ACCESS_CLASS_GENERAL));
+  ASSERT_TRUE(admin_dev_->RekeyCases(core::ToHex(dewi->info().device_id), false));
+  auto rs = Sync(*rina);
+  EXPECT_EQ(rs.resealed, 1u);
+  EXPECT_EQ(rs.rejected, 0u);
+  EXPECT_EQ(rs.accepted, 1u);
+  Sync(*budi);
+  EXPECT_EQ(Value(*budi, *c, "chronology"), "Catatan terakhir Rina");
+}
+
 TEST_F(RekeyPagingTest, ACaseLargerThanOneFrameIsRekeyedInPages) {
   auto ani = Staff("ani", v1::ROLE_OFFICE);
   std::vector<core::Id> cases;
@@ -469,6 +500,48 @@ TEST_F(RekeyTest, AKeyDropTheDeviceCannotFollowDeletesNothing) {
   // Its offline edits stay readable on the device too.
   ASSERT_TRUE(ani->SetCaseFields(core::ToHex(*c), {"chronology=Masih terbaca"}));
   EXPECT_EQ(Value(*ani, *c, "chronology"), "Masih terbaca");
+}
+
+TEST_F(RekeyTest, AnIncompleteKeyRecordDoesNotStopTheRun) {
+  auto ani = Staff("ani", v1::ROLE_OFFICE);
+  auto a = ani->NewCase({"chronology=Satu"});
+  auto b = ani->NewCase({"chronology=Dua"});
+  ASSERT_TRUE(a && b);
+  Sync(*ani);
+  {  // half a key record, as a push cut between its fields would leave
+    auto store = OpenSqliteStore(StorePath(data_dir_), StoreOptions{});
+    ASSERT_TRUE(store);
+    auto unit = (*store)->LoadUnit();
+    ASSERT_TRUE(unit);
+    ASSERT_FALSE((*store)->Begin());
+    RecordRow rec;
+    rec.record_id = core::NewId();
+    rec.kind = std::string(core::kCaseKeyKind);
+    rec.parent_id = *a;
+    rec.case_id = *a;
+    rec.created_by_user = "ani";
+    rec.created_seq = (*store)->AllocateSeq();
+    ASSERT_FALSE((*store)->InsertRecord(rec));
+    teduh::keys::v1::CaseKey version_only;
+    version_only.set_version(1);
+    const std::string value = version_only.SerializeAsString();
+    FieldRow row;
+    row.record_id = rec.record_id;
+    row.field = 2;
+    row.value = value;
+    row.stamp = core::Stamp{(unit->hlc_last + 1) << 16, unit->server_id};
+    row.author = "ani";
+    row.seq = (*store)->AllocateSeq();
+    row.txn = (*store)->AllocateTxn();
+    ASSERT_FALSE((*store)->PutField(row));
+    ASSERT_FALSE((*store)->Commit());
+  }
+  auto report = admin_dev_->RekeyCases("", true);
+  ASSERT_TRUE(report) << report.error().message;
+  EXPECT_EQ(report->cases, 2u);
+  Sync(*ani);
+  EXPECT_EQ(Value(*ani, *a, "chronology"), "Satu");
+  EXPECT_EQ(Value(*ani, *b, "chronology"), "Dua");
 }
 
 TEST_F(RekeyTest, BadRequestsAreRefusedWithAClearReason) {

@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -154,11 +155,19 @@ int ExitCodeFor(const teduh::core::error_code& ec) {
 }
 
 // The one place a failure is reported.
+// A command prints one result, once: `teduh lock` may end a command from its
+// signal thread while the main thread is printing its own.
+std::mutex g_output_mu;
+bool g_output_done = false;
+
 int Report(const Globals& g, const Failure& f) {
   std::string line = f.message.empty() ? f.code.message() : f.message;
   for (auto& c : line) {
     if (c == '\n' || c == '\r') c = ' ';
   }
+  std::lock_guard out(g_output_mu);
+  if (g_output_done) return ExitCodeFor(f.code);
+  g_output_done = true;
   if (g.json) {
     std::cout << json{{"error", {{"code", ErrcName(f.code)}, {"message", line}}}}.dump() << "\n";
   }
@@ -167,6 +176,9 @@ int Report(const Globals& g, const Failure& f) {
 }
 
 int Emit(const Globals& g, const json& j, const std::string& human) {
+  std::lock_guard out(g_output_mu);
+  if (g_output_done) return 0;
+  g_output_done = true;
   if (g.json) {
     std::cout << j.dump() << "\n";
   } else {
@@ -496,6 +508,12 @@ int main(int argc, char** argv) {
     std::unique_ptr<teduh::cli::Session::Guard> guard;
     if (session) {
       guard = session->GuardDevice(&d, [&g] {
+        // The keys are wiped. If the command already printed its result it
+        // ends normally; otherwise it ends now, with this one.
+        {
+          std::lock_guard out(g_output_mu);
+          if (g_output_done) return;
+        }
         const int rc = Report(g, teduh::core::Fail(errc::locked,
                                                    "locked with teduh lock: every key was wiped "
                                                    "from memory; nothing saved is lost"));

@@ -26,17 +26,21 @@ bool TryLock(int fd, int how) {
   }
 }
 
-// The process named in the session file, if it is a teduh command.
-long HolderPid(int fd) {
+// The process named in the session file, if it has that file open: only a
+// teduh command does (a stale pid, or one reused by another process, does not).
+long HolderPid(int fd, const std::filesystem::path& path) {
   char buf[32] = {};
   ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
   if (n <= 0) return 0;
   long pid = std::strtol(buf, nullptr, 10);
   if (pid <= 1) return 0;
-  std::ifstream comm(fmt::format("/proc/{}/comm", pid));
-  std::string name;
-  std::getline(comm, name);
-  return name == "teduh" ? pid : 0;
+  std::error_code ec;
+  for (const auto& entry :
+       std::filesystem::directory_iterator(fmt::format("/proc/{}/fd", pid), ec)) {
+    std::error_code same;
+    if (std::filesystem::equivalent(entry.path(), path, same)) return pid;
+  }
+  return 0;
 }
 
 }  // namespace
@@ -113,13 +117,16 @@ core::Outcome<LockResult> LockRunning(const std::filesystem::path& home,
   if (fd < 0) return out;  // no command ever ran here
   const auto deadline = std::chrono::steady_clock::now() + wait;
   bool signalled = false;
+  long last = 0;
   while (!TryLock(fd, LOCK_SH)) {
-    if (!signalled) {
-      // The holder writes its pid right after taking the lock.
-      if (long pid = HolderPid(fd); pid != 0 && kill(static_cast<pid_t>(pid), SIGUSR1) == 0) {
-        signalled = true;
-        out.pid = pid;
-      }
+    // The holder writes its pid right after taking the lock. A command that
+    // was waiting for the session takes it next: it is signalled too, so no
+    // command runs with keys once `teduh lock` has returned.
+    if (long pid = HolderPid(fd, path);
+        pid != 0 && pid != last && kill(static_cast<pid_t>(pid), SIGUSR1) == 0) {
+      signalled = true;
+      last = pid;
+      out.pid = pid;
     }
     if (std::chrono::steady_clock::now() >= deadline) {
       close(fd);

@@ -6,8 +6,10 @@
 //   - two commands on one device run one after the other, never at once
 //     (the second waits for the first, then fails with errc::store_busy);
 //   - `teduh lock` reaches the command that holds the keys: it signals it
-//     (SIGUSR1), the command wipes every key from memory (Device::Lock) and
-//     ends at once with errc::locked, and `teduh lock` returns when it has.
+//     (SIGUSR1; only a process that has the session file open), the command
+//     wipes every key from memory (Device::Lock) and ends at once with
+//     errc::locked, and `teduh lock` returns when no command holds the
+//     session (one that was waiting for it is signalled in turn).
 //
 // Thread safety: a Session is used by the main thread; its signal thread
 // only calls Device::Lock, which is thread-safe.

@@ -512,10 +512,11 @@ class Device {
                                                 SyncReport* report);
   void DropCaseKeysLocked(const Id& case_id);
   // Re-keying: the new keys and re-sealed values for one fetched case
-  // (`unreadable`: some value did not open and was left out).
+  // (`unreadable`: some value did not open and was left out; `problem`: why).
   Outcome<void> PrepareRekeyLocked(const Id& case_id, const teduh::sync::v1::RekeySet& set,
                                    teduh::sync::v1::RekeyCase* frame,
-                                   std::vector<teduh::sync::v1::Reseal>* reseals, bool* unreadable);
+                                   std::vector<teduh::sync::v1::Reseal>* reseals, bool* unreadable,
+                                   std::string* problem);
   // Re-seals the case's unsent sealed edits that are under an older case key
   // version than the newest one held here (after a re-key). Returns how many.
   Outcome<std::size_t> ResealCaseLocked(const Id& case_id);

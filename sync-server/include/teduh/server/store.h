@@ -289,6 +289,8 @@ class Store {
   // every case of the unit; in case id order after `after`, at most `limit`.
   virtual result<std::vector<Id>> CasesToRekey(const std::optional<Id>& held_by, const Id& after,
                                                std::size_t limit) = 0;
+  // The device received the case at some time (it may hold it still).
+  virtual result<bool> HeldCase(const Id& device_id, const Id& case_id) = 0;
   // Every value of the case and of its records with the record's kind: the
   // current ones (history_id 0), then the past ones (their history id);
   // until `visit` returns false.
