@@ -115,7 +115,7 @@ Outcome<RekeyReport> Device::RekeyCases(
     // A round without progress counts against the limit; one that
     // re-encrypted something (a large case in pages) does not.
     for (int idle = 0; idle < 8 && !finished && !unreadable;) {
-      auto set = client->RekeyFetch(*case_id);
+      auto set = client->RekeyFetch(*case_id, held_by);
       if (!set) return set.error();
       if (set->keys().empty()) {
         had_keys = false;  // nothing sealed can exist without a case key

@@ -238,7 +238,8 @@ struct Checker {
           if (!Len(c, 16, "case id")) return false;
         return true;
       case v1::Frame::kRekeyFetch:
-        return Len(f.rekey_fetch().case_id(), 16, "case_id");
+        return Len(f.rekey_fetch().case_id(), 16, "case_id") &&
+               LenOrEmpty(f.rekey_fetch().held_by(), 16, "held_by");
       case v1::Frame::kRekeySet: {
         const auto& r = f.rekey_set();
         if (!Len(r.case_id(), 16, "case_id") || !Count(r.keys_size(), limits.max_grants, "keys") ||

@@ -277,9 +277,10 @@ Outcome<pb::RekeyCases> SyncClient::RekeyList(const pb::RekeyList& request) {
   return std::move(*r->mutable_rekey_cases());
 }
 
-Outcome<pb::RekeySet> SyncClient::RekeyFetch(const Id& case_id) {
+Outcome<pb::RekeySet> SyncClient::RekeyFetch(const Id& case_id, const std::string& held_by) {
   pb::Frame f;
   f.mutable_rekey_fetch()->set_case_id(std::string(AsBytes(case_id)));
+  f.mutable_rekey_fetch()->set_held_by(held_by);
   auto r = Call(std::move(f), pb::Frame::kRekeySet);
   if (!r) return r.error();
   return std::move(*r->mutable_rekey_set());

@@ -57,6 +57,22 @@ bool KnownClass(teduh::AccessClass c) {
   return c == teduh::ACCESS_CLASS_GENERAL || c == teduh::ACCESS_CLASS_CLINICAL;
 }
 
+// A device that must not reach a new case key and holds a grant of
+// (cls, epoch): `held_by`, or any revoked device. nullopt if none does.
+result<std::optional<Id>> EpochReachedBy(Store& store, teduh::AccessClass cls, std::uint32_t epoch,
+                                         const std::optional<Id>& held_by) {
+  auto grants = store.AllGrants();
+  if (!grants) return grants.error();
+  for (const auto& g : *grants) {
+    if (g.key_class != cls || g.epoch != epoch) continue;
+    if (held_by && g.device_id == *held_by) return std::optional<Id>(g.device_id);
+    auto d = store.FindDevice(g.device_id);
+    if (!d) return d.error();
+    if (*d && (*d)->state == v1::DEVICE_STATE_REVOKED) return std::optional<Id>(g.device_id);
+  }
+  return std::optional<Id>();
+}
+
 // Everything about one case that a re-key looks at.
 struct CaseKeys {
   std::map<Id, v1::CaseKeyInfo> keys;                   // case key records by id
@@ -73,8 +89,12 @@ struct CaseKeys {
   }
 };
 
-// Loads the key records of a case (and its re-key targets) from `store`.
-error_code LoadCaseKeys(Store& store, const Id& case_id, CaseKeys* out) {
+// Loads the key records of a case and its re-key targets from `store`. A
+// target made under an epoch that a revoked device (or `held_by`) holds is
+// dropped: it was made before that device was revoked, so the re-key goes
+// on to a fresh version (and the target becomes an old version).
+error_code LoadCaseKeys(Store& store, const Id& case_id, const std::optional<Id>& held_by,
+                        CaseKeys* out) {
   error_code ec = store.ScanCaseValues(
       case_id, [&](const FieldRow& f, std::string_view kind, std::uint64_t history_id) {
         if (history_id != 0 || kind != core::kCaseKeyKind) return true;
@@ -96,7 +116,11 @@ error_code LoadCaseKeys(Store& store, const Id& case_id, CaseKeys* out) {
   }
   auto targets = store.RekeyTargets(case_id);
   if (!targets) return targets.error();
-  for (const auto& [cls, version] : *targets) out->targets[cls] = version;
+  for (const RekeyTargetRow& t : *targets) {
+    auto reached = EpochReachedBy(store, t.key_class, t.epoch, held_by);
+    if (!reached) return reached.error();
+    if (!*reached) out->targets[t.key_class] = t.version;
+  }
   return {};
 }
 
@@ -218,23 +242,16 @@ class RekeyApplier {
       // (and of every revoked device): none of them may hold the epoch it
       // is wrapped under, or a thief with the device and a copy of the
       // server's store would unwrap it too.
-      for (const auto& g : *grants) {
-        if (g.key_class != cls || g.epoch != epoch) continue;
-        bool lost = held_by_ && g.device_id == *held_by_;
-        if (!lost) {
-          auto d = store_.FindDevice(g.device_id);
-          if (!d) return d.error();
-          lost = *d && (*d)->state == v1::DEVICE_STATE_REVOKED;
-        }
-        if (lost) {
-          SetError(out, v1::ERROR_CODE_BAD_REQUEST,
-                   "Device " + core::ToHex(g.device_id).substr(0, 8) + " holds epoch " +
-                       std::to_string(epoch) + " of the " + core::ClassName(cls) +
-                       " key: rotate it first (teduh key rotate --class " + core::ClassName(cls) +
-                       "), then re-key.",
-                   false);
-          return {};
-        }
+      auto reached = EpochReachedBy(store_, cls, epoch, held_by_);
+      if (!reached) return reached.error();
+      if (*reached) {
+        SetError(out, v1::ERROR_CODE_BAD_REQUEST,
+                 "Device " + core::ToHex(**reached).substr(0, 8) + " holds epoch " +
+                     std::to_string(epoch) + " of the " + core::ClassName(cls) +
+                     " key: rotate it first (teduh key rotate --class " + core::ClassName(cls) +
+                     "), then re-key.",
+                 false);
+        return {};
       }
       if (k.version() == 0 || k.version() == UINT32_MAX) {
         SetError(out, v1::ERROR_CODE_BAD_REQUEST, "The new case key's version is out of range.",
@@ -273,7 +290,7 @@ class RekeyApplier {
       keys.keys[*id] = k;
       keys.top[cls] = k.version();
       keys.targets[cls] = k.version();
-      if (auto ec = store_.PutRekeyTarget(case_id_, cls, k.version())) return ec;
+      if (auto ec = store_.PutRekeyTarget(case_id_, {cls, k.version(), k.epoch()})) return ec;
     }
     *ok = true;
     return {};
@@ -491,7 +508,9 @@ error_code RekeyFetchFor(Store& store, const ServerConfig& config, const Identit
   Id case_id{};
   if (!FindCase(store, req.case_id(), out, &ec, &case_id)) return ec;
   CaseKeys keys;
-  if (auto e = LoadCaseKeys(store, case_id, &keys)) return e;
+  std::optional<Id> held_by;
+  if (auto h = core::IdFromBytes(req.held_by())) held_by = *h;
+  if (auto e = LoadCaseKeys(store, case_id, held_by, &keys)) return e;
   v1::RekeySet* set = out->reply.mutable_rekey_set();
   set->set_case_id(req.case_id());
   for (const auto& [id, k] : keys.keys) {
@@ -527,7 +546,7 @@ error_code Rekey(WriterState& ws, const Identity& who, const v1::RekeyCase& req,
   std::optional<Id> held_by;
   if (auto h = core::IdFromBytes(req.held_by())) held_by = *h;
   CaseKeys keys;
-  if (auto e = LoadCaseKeys(ws.store, case_id, &keys)) return e;
+  if (auto e = LoadCaseKeys(ws.store, case_id, held_by, &keys)) return e;
   v1::RekeyResult* result = out->reply.mutable_rekey_result();
   result->set_case_id(req.case_id());
   RekeyApplier applier(ws, who, case_id, held_by, result);

@@ -247,7 +247,7 @@ CREATE TABLE IF NOT EXISTS held_cases(
 INSERT OR IGNORE INTO held_cases(device_id, case_id) SELECT device_id, case_id FROM device_cases;
 CREATE TABLE IF NOT EXISTS rekey_targets(
   case_id BLOB NOT NULL, key_class INTEGER NOT NULL, version INTEGER NOT NULL,
-  PRIMARY KEY(case_id, key_class)) WITHOUT ROWID;
+  epoch INTEGER NOT NULL, PRIMARY KEY(case_id, key_class)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS key_drops(
   seq INTEGER PRIMARY KEY, case_id BLOB NOT NULL, key_class INTEGER NOT NULL,
   below INTEGER NOT NULL);
@@ -1100,21 +1100,24 @@ class SqliteStore final : public Store {
       if (auto ec = Run(st->Start().Blob(1, record_id))) return ec;
     return {};
   }
-  error_code PutRekeyTarget(const Id& case_id, teduh::AccessClass key_class,
-                            std::uint32_t version) override {
-    return Run(stmts_->put_rekey_target.Start().Blob(1, case_id).Int(2, key_class).Int(3, version));
+  error_code PutRekeyTarget(const Id& case_id, const RekeyTargetRow& row) override {
+    return Run(stmts_->put_rekey_target.Start()
+                   .Blob(1, case_id)
+                   .Int(2, row.key_class)
+                   .Int(3, row.version)
+                   .Int(4, row.epoch));
   }
-  result<std::vector<std::pair<teduh::AccessClass, std::uint32_t>>> RekeyTargets(
-      const Id& case_id) override {
+  result<std::vector<RekeyTargetRow>> RekeyTargets(const Id& case_id) override {
     if (sticky_) return sticky_;
-    std::vector<std::pair<teduh::AccessClass, std::uint32_t>> out;
+    std::vector<RekeyTargetRow> out;
     if (!has_rekeys_) return out;
     Stmt& s = stmts_->rekey_targets;
     s.Start().Blob(1, case_id);
     int rc;
     while ((rc = s.Step()) == SQLITE_ROW)
-      out.emplace_back(static_cast<teduh::AccessClass>(s.ColInt(0)),
-                       static_cast<std::uint32_t>(s.ColInt(1)));
+      out.push_back({static_cast<teduh::AccessClass>(s.ColInt(0)),
+                     static_cast<std::uint32_t>(s.ColInt(1)),
+                     static_cast<std::uint32_t>(s.ColInt(2))});
     s.Done();
     if (rc != SQLITE_DONE) return Fail(rc);
     return out;
@@ -1589,11 +1592,11 @@ class SqliteStore final : public Store {
       all.push_back({&st.delete_record_fields, "DELETE FROM fields WHERE record_id = ?1"});
       all.push_back({&st.delete_record, "DELETE FROM records WHERE record_id = ?1"});
       all.push_back({&st.put_rekey_target,
-                     "INSERT OR REPLACE INTO rekey_targets(case_id, key_class, version) "
-                     "VALUES(?1, ?2, ?3)"});
+                     "INSERT OR REPLACE INTO rekey_targets(case_id, key_class, version, epoch) "
+                     "VALUES(?1, ?2, ?3, ?4)"});
       all.push_back({&st.rekey_targets,
-                     "SELECT key_class, version FROM rekey_targets WHERE case_id = ?1 ORDER BY "
-                     "key_class"});
+                     "SELECT key_class, version, epoch FROM rekey_targets WHERE case_id = ?1 ORDER "
+                     "BY key_class"});
       all.push_back({&st.clear_rekey_targets, "DELETE FROM rekey_targets WHERE case_id = ?1"});
       all.push_back({&st.put_key_drop,
                      "INSERT INTO key_drops(seq, case_id, key_class, below) VALUES(?1, ?2, ?3, "

@@ -57,6 +57,66 @@ class RekeyTest : public DeviceServerTest {
   static std::uint64_t U64(const std::string& s) { return std::stoull(s); }
   static core::Id IdOf(const std::string& s) { return *core::IdFromBytes(s); }
 
+  // The device is lost: the admin device revokes it, rotates the general key
+  // past the epoch it held, and re-keys every case it held.
+  core::RekeyReport LoseAndRekey(core::Device& lost) {
+    const std::string id = core::ToHex(lost.info().device_id);
+    EXPECT_TRUE(admin_dev_->RevokeDevice(id));
+    Sync(*admin_dev_);
+    auto rotated = admin_dev_->RotateClassKey(teduh::ACCESS_CLASS_GENERAL);
+    EXPECT_TRUE(rotated) << (rotated ? "" : rotated.error().message);
+    auto report = admin_dev_->RekeyCases(id, false);
+    EXPECT_TRUE(report) << (report ? "" : report.error().message);
+    return report ? *report : core::RekeyReport{};
+  }
+
+  // What the first frame of an interrupted re-key leaves on the server: the
+  // case's next key version, wrapped under epoch 1 of the general key by the
+  // admin device, recorded as the re-key's target. Returns the key.
+  crypto::SecureBuffer PlantTarget(const core::Id& case_id, std::uint32_t version) {
+    auto vault = core::Vault::Unlock(dir_ + "/admin/vault", Pass(), core::VaultOptions{});
+    EXPECT_TRUE(vault) << vault.error().message;
+    const crypto::SecureBuffer* k1 = (*vault)->class_key(teduh::ACCESS_CLASS_GENERAL, 1);
+    EXPECT_NE(k1, nullptr);
+    auto ck = crypto::RandomSecret(crypto::kAeadKeyBytes);
+    auto wrapped = core::WrapCaseKey(*k1, case_id, teduh::ACCESS_CLASS_GENERAL, version, 1, *ck);
+    EXPECT_TRUE(wrapped);
+    auto store = OpenSqliteStore(StorePath(data_dir_), StoreOptions{});
+    EXPECT_TRUE(store);
+    auto unit = (*store)->LoadUnit();
+    EXPECT_FALSE((*store)->Begin());
+    const core::Id rec_id = core::NewId();
+    RecordRow rec;
+    rec.record_id = rec_id;
+    rec.kind = std::string(core::kCaseKeyKind);
+    rec.parent_id = case_id;
+    rec.case_id = case_id;
+    rec.created_by_user = "admin";
+    rec.created_seq = (*store)->AllocateSeq();
+    EXPECT_FALSE((*store)->InsertRecord(rec));
+    teduh::keys::v1::CaseKey parts[4];
+    parts[0].set_key_class(teduh::ACCESS_CLASS_GENERAL);
+    parts[1].set_version(version);
+    parts[2].set_epoch(1);
+    parts[3].set_wrapped(*wrapped);
+    const std::uint64_t txn = (*store)->AllocateTxn();
+    for (int i = 0; i < 4; ++i) {
+      const std::string value = parts[i].SerializeAsString();
+      FieldRow row;
+      row.record_id = rec_id;
+      row.field = static_cast<std::uint32_t>(i + 1);
+      row.value = value;
+      row.stamp = core::Stamp{(unit->hlc_last + 1) << 16, unit->server_id};
+      row.author = "admin";
+      row.seq = (*store)->AllocateSeq();
+      row.txn = txn;
+      EXPECT_FALSE((*store)->PutField(row));
+    }
+    EXPECT_FALSE((*store)->PutRekeyTarget(case_id, {teduh::ACCESS_CLASS_GENERAL, version, 1}));
+    EXPECT_FALSE((*store)->Commit());
+    return std::move(*ck);
+  }
+
   // Every sealed value of the case on the server: current, past, and both
   // sides of its conflict records.
   std::vector<ServerSealed> SealedOnServer(const core::Id& case_id) {
@@ -302,51 +362,7 @@ TEST_F(RekeyTest, AnInterruptedRekeyResumesWithItsKeyAndAllRekeysTheWholeUnit) {
 
   // A re-key of case a was cut off after its first frame: its new key
   // (version 2) is on the server, no value is re-encrypted yet.
-  auto vault = core::Vault::Unlock(dir_ + "/admin/vault", Pass(), core::VaultOptions{});
-  ASSERT_TRUE(vault) << vault.error().message;
-  const crypto::SecureBuffer* k1 = (*vault)->class_key(teduh::ACCESS_CLASS_GENERAL, 1);
-  ASSERT_NE(k1, nullptr);
-  auto ck = crypto::RandomSecret(crypto::kAeadKeyBytes);
-  ASSERT_TRUE(ck);
-  auto wrapped = core::WrapCaseKey(*k1, *a, teduh::ACCESS_CLASS_GENERAL, 2, 1, *ck);
-  ASSERT_TRUE(wrapped);
-  {
-    auto store = OpenSqliteStore(StorePath(data_dir_), StoreOptions{});
-    ASSERT_TRUE(store);
-    auto unit = (*store)->LoadUnit();
-    ASSERT_TRUE(unit);
-    ASSERT_FALSE((*store)->Begin());
-    const core::Id rec_id = core::NewId();
-    RecordRow rec;
-    rec.record_id = rec_id;
-    rec.kind = std::string(core::kCaseKeyKind);
-    rec.parent_id = *a;
-    rec.case_id = *a;
-    rec.created_by_user = "admin";
-    rec.created_seq = (*store)->AllocateSeq();
-    ASSERT_FALSE((*store)->InsertRecord(rec));
-    teduh::keys::v1::CaseKey parts[4];
-    parts[0].set_key_class(teduh::ACCESS_CLASS_GENERAL);
-    parts[1].set_version(2);
-    parts[2].set_epoch(1);
-    parts[3].set_wrapped(*wrapped);
-    const std::uint64_t txn = (*store)->AllocateTxn();
-    for (int i = 0; i < 4; ++i) {
-      const std::string value = parts[i].SerializeAsString();
-      FieldRow row;
-      row.record_id = rec_id;
-      row.field = static_cast<std::uint32_t>(i + 1);
-      row.value = value;
-      row.stamp = core::Stamp{(unit->hlc_last + 1) << 16, unit->server_id};
-      row.author = "admin";
-      row.seq = (*store)->AllocateSeq();
-      row.txn = txn;
-      ASSERT_FALSE((*store)->PutField(row));
-    }
-    ASSERT_FALSE((*store)->PutRekeyTarget(*a, teduh::ACCESS_CLASS_GENERAL, 2));
-    ASSERT_FALSE((*store)->Commit());
-  }
-
+  auto ck = PlantTarget(*a, 2);
   // Run again (--all): case a is finished with the key it had, case b gets one.
   auto report = admin_dev_->RekeyCases("", true);
   ASSERT_TRUE(report) << report.error().message;
@@ -356,7 +372,7 @@ TEST_F(RekeyTest, AnInterruptedRekeyResumesWithItsKeyAndAllRekeysTheWholeUnit) {
     EXPECT_EQ(v.ctx.key_version, 2u);
     core::SealContext ctx = v.ctx;
     ctx.kind = v.kind;
-    auto plain = core::OpenField(*ck, ctx, v.value);
+    auto plain = core::OpenField(ck, ctx, v.value);
     EXPECT_TRUE(plain) << "case a was not finished with the key of the interrupted re-key";
   }
   for (const auto& v : SealedOnServer(*b)) EXPECT_EQ(v.ctx.key_version, 2u);
@@ -393,12 +409,7 @@ TEST_F(RekeyTest, AWorkerLeavingTheCaseStillSendsHerEditAfterTheRekey) {
   ASSERT_TRUE(rina->SetCaseFields(id, {"chronology=Catatan terakhir Rina"}));
   ASSERT_TRUE(ani->AssignCase(id, "budi", "", ""));
   Sync(*ani);
-  ASSERT_TRUE(admin_dev_->RevokeDevice(core::ToHex(dewi->info().device_id)));
-  Sync(*admin_dev_);
-  ASSERT_TRUE(admin_dev_->RotateClassKey(teduh::ACCESS_CLASS_GENERAL));
-  auto report = admin_dev_->RekeyCases(core::ToHex(dewi->info().device_id), false);
-  ASSERT_TRUE(report) << report.error().message;
-  EXPECT_EQ(report->cases, 1u);
+  EXPECT_EQ(LoseAndRekey(*dewi).cases, 1u);
 
   // Rina's edit, sealed under the old key, is sealed again and arrives.
   auto rs = Sync(*rina);
@@ -438,10 +449,7 @@ TEST_F(RekeyPagingTest, AWorkerWhoseEvictionPassedStillSendsHerEditAfterTheRekey
   ASSERT_TRUE(rina->SetCaseFields(id, {"chronology=Catatan terakhir Rina"}));
   ASSERT_TRUE(ani->AssignCase(id, "budi", "", ""));
   Sync(*ani);
-  ASSERT_TRUE(admin_dev_->RevokeDevice(core::ToHex(dewi->info().device_id)));
-  Sync(*admin_dev_);
-  ASSERT_TRUE(admin_dev_->RotateClassKey(teduh::ACCESS_CLASS_GENERAL));
-  ASSERT_TRUE(admin_dev_->RekeyCases(core::ToHex(dewi->info().device_id), false));
+  EXPECT_EQ(LoseAndRekey(*dewi).cases, 1u);
   auto rs = Sync(*rina);
   EXPECT_EQ(rs.resealed, 1u);
   EXPECT_EQ(rs.rejected, 0u);
@@ -542,6 +550,29 @@ TEST_F(RekeyTest, AnIncompleteKeyRecordDoesNotStopTheRun) {
   Sync(*ani);
   EXPECT_EQ(Value(*ani, *a, "chronology"), "Satu");
   EXPECT_EQ(Value(*ani, *b, "chronology"), "Dua");
+}
+
+TEST_F(RekeyTest, AnInterruptedRekeyIsNotResumedWithAKeyADeviceRevokedSinceCouldReach) {
+  auto ani = Staff("ani", v1::ROLE_OFFICE);
+  auto dewi = Staff("dewi", v1::ROLE_OFFICE);
+  auto a = ani->NewCase({"chronology=Satu"});
+  ASSERT_TRUE(a);
+  Sync(*ani);
+  Sync(*dewi);
+  // The re-key's target was made under epoch 1, which dewi's laptop holds;
+  // then the laptop is lost, and the general key rotated past it.
+  auto ck = PlantTarget(*a, 2);
+  Sync(*dewi);  // it may have pulled the target's key record
+  EXPECT_EQ(LoseAndRekey(*dewi).cases, 1u);
+  for (const auto& v : SealedOnServer(*a)) {
+    EXPECT_EQ(v.ctx.key_version, 3u);
+    core::SealContext ctx = v.ctx;
+    ctx.kind = v.kind;
+    ctx.key_version = 2;
+    EXPECT_FALSE(core::OpenField(ck, ctx, v.value));
+  }
+  Sync(*ani);
+  EXPECT_EQ(Value(*ani, *a, "chronology"), "Satu");
 }
 
 TEST_F(RekeyTest, BadRequestsAreRefusedWithAClearReason) {

@@ -68,7 +68,7 @@ class SyncClient {
   Outcome<teduh::sync::v1::OffboardResult> Offboard(teduh::sync::v1::Frame request);
   // Re-keying (admin devices).
   Outcome<teduh::sync::v1::RekeyCases> RekeyList(const teduh::sync::v1::RekeyList& request);
-  Outcome<teduh::sync::v1::RekeySet> RekeyFetch(const Id& case_id);
+  Outcome<teduh::sync::v1::RekeySet> RekeyFetch(const Id& case_id, const std::string& held_by);
   Outcome<teduh::sync::v1::RekeyResult> Rekey(const teduh::sync::v1::RekeyCase& request);
   const std::optional<teduh::keys::v1::WipeOrder>& wipe_order() const { return wipe_order_; }
   // After a wipe order: sends the receipt; the server answers that the

@@ -121,6 +121,14 @@ struct CaseKeyRow {
   std::uint32_t epoch = 0;
 };
 
+// The case key version a re-key in progress re-encrypts a class to, and the
+// class key epoch it was first wrapped under.
+struct RekeyTargetRow {
+  teduh::AccessClass key_class = teduh::ACCESS_CLASS_GENERAL;
+  std::uint32_t version = 0;
+  std::uint32_t epoch = 0;
+};
+
 struct RecordRow {
   Id record_id{};
   std::string kind;
@@ -304,11 +312,10 @@ class Store {
                                            std::string_view value, std::uint32_t new_version) = 0;
   // Deletes a record with its current and past values.
   virtual error_code DeleteRecord(const Id& record_id) = 0;
-  // The case key versions a re-key in progress re-encrypts to, per class.
-  virtual error_code PutRekeyTarget(const Id& case_id, teduh::AccessClass key_class,
-                                    std::uint32_t version) = 0;
-  virtual result<std::vector<std::pair<teduh::AccessClass, std::uint32_t>>> RekeyTargets(
-      const Id& case_id) = 0;
+  // The case key versions a re-key in progress re-encrypts to, per class
+  // (one per class; a new one replaces it).
+  virtual error_code PutRekeyTarget(const Id& case_id, const RekeyTargetRow& row) = 0;
+  virtual result<std::vector<RekeyTargetRow>> RekeyTargets(const Id& case_id) = 0;
   virtual error_code ClearRekeyTargets(const Id& case_id) = 0;
   // Case key versions of (case, class) below `below` were deleted at `seq`.
   virtual error_code PutKeyDrop(std::uint64_t seq, const Id& case_id, teduh::AccessClass key_class,
