@@ -1371,11 +1371,33 @@ Outcome<Id> Device::ResolveConflict(std::string_view conflict_ref, std::string_v
   return *id;
 }
 
-Outcome<CaseView> Device::ShowCase(std::string_view case_ref, std::string_view lang) {
+Outcome<CaseView> Device::ShowCase(std::string_view case_ref, std::string_view lang, ViewLog log) {
   std::lock_guard g(mu_);
   if (auto r = CheckOpen(); !r) return r.error();
   auto case_id = ResolveCaseLocked(case_ref);
   if (!case_id) return case_id.error();
+  if (log == ViewLog::kRecord) {
+    // The trace is saved before anything is shown.
+    teduh::casework::v1::Access access;
+    access.set_viewer(meta_->user);
+    access.set_viewed_at(env_->NowMs());
+    const RecordKind& kind = KindOf(kAccessKind);
+    const Id access_id = NewId();
+    auto saved = store_->Edit(*hlc_, [&](LocalStore::EditTxn& txn) -> Outcome<void> {
+      for (const auto& f : kind.fields) {
+        LocalChange c;
+        c.record_id = access_id;
+        c.kind = std::string(kAccessKind);
+        c.parent_id = *case_id;
+        c.field = f.number;
+        c.value = OneField(access, f);
+        c.stamp = txn.NextStamp();
+        if (auto r = txn.Put(c); !r) return r;
+      }
+      return {};
+    });
+    if (!saved) return saved.error();
+  }
   CaseView view;
   view.case_id = *case_id;
   auto fields = RenderFields(*case_id, kCaseKind, *case_id, lang);
@@ -1418,6 +1440,24 @@ Outcome<CaseView> Device::ShowCase(std::string_view case_ref, std::string_view l
   std::stable_sort(view.notes.begin(), view.notes.end(), [](const NoteView& a, const NoteView& b) {
     return a.written_at < b.written_at;
   });
+  auto accesses = store_->ListRecords(kAccessKind, *case_id);
+  if (!accesses) return accesses.error();
+  for (const auto& a : *accesses) {
+    auto af = store_->GetFields(a.record_id);
+    if (!af) return af.error();
+    teduh::casework::v1::Access access;
+    AccessView av;
+    for (const auto& f : *af) {
+      if (!f.sealed) access.MergeFromString(f.value);
+      av.pending = av.pending || f.pending;
+    }
+    av.viewer = access.viewer();
+    av.viewed_at = access.viewed_at();
+    view.accesses.push_back(std::move(av));
+  }
+  std::stable_sort(
+      view.accesses.begin(), view.accesses.end(),
+      [](const AccessView& a, const AccessView& b) { return a.viewed_at < b.viewed_at; });
   return view;
 }
 

@@ -140,6 +140,8 @@ check "office reads the victim decrypted" \
 check "office reads the note decrypted" 'jq -e --arg t "$NOTE" "[.notes[].text] | index(\$t) != null" <<<"$show" >/dev/null'
 check "lists show initials only" \
   '! dev "$office" "budi-pass-1" case list | grep -q "Rahmawati"'
+check "opening the case in full leaves a trace of who opened it, which syncs" \
+  'dev "$office" "budi-pass-1" case show "$case_id" | jq -e "[.accesses[].viewer] | index(\"budi\") != null" >/dev/null && dev "$office" "budi-pass-1" sync | jq -e ".rejected==0" >/dev/null && dev "$pend" "ani-pass-1" sync >/dev/null && dev "$pend" "ani-pass-1" case show "$case_id" | jq -e "[.accesses[] | select(.pending==false) | .viewer] | index(\"budi\") != null" >/dev/null'
 
 dev "$office" "budi-pass-1" case set "$case_id" --set stage=asesmen --set region_code=14.72.01 >/dev/null ||
   die "office case set: $(cat "$work/last.err")"

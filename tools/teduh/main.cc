@@ -680,7 +680,8 @@ int main(int argc, char** argv) {
       return Emit(g, json{{"cases", arr}}, human);
     }
     if (case_show->parsed()) {
-      auto view = d.ShowCase(case_ref, g.lang);
+      // The full view, with identities, leaves a trace that syncs.
+      auto view = d.ShowCase(case_ref, g.lang, teduh::core::ViewLog::kRecord);
       if (!view) return Report(g, view.error());
       json j;
       j["case_id"] = teduh::core::ToHex(view->case_id);
@@ -716,6 +717,14 @@ int main(int argc, char** argv) {
                              n.kind, IsoTime(n.written_at * 1000), n.author,
                              ok ? n.text : Unreadable(n.readability, g.lang));
       }
+      j["accesses"] = json::array();
+      human += fmt::format("\n  {}:", g.lang == "en" ? "Opened by" : "Dibuka oleh");
+      for (const auto& a : view->accesses) {
+        j["accesses"].push_back(
+            {{"viewer", a.viewer}, {"viewed_at", TimeOrNull(a.viewed_at)}, {"pending", a.pending}});
+        human += fmt::format(" {} ({})", a.viewer, IsoTime(a.viewed_at));
+      }
+      human += "\n";
       return Emit(g, j, human);
     }
     if (case_history->parsed()) {

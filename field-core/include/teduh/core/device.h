@@ -156,12 +156,23 @@ struct NoteView {
   std::string text;  // empty unless readable
 };
 
+// Someone opened the case in full (an Access record).
+struct AccessView {
+  std::string viewer;
+  std::int64_t viewed_at = 0;
+  bool pending = false;  // this device's, not sent yet
+};
+
 struct CaseView {
   Id case_id{};
   std::vector<FieldView> fields;
   std::vector<RecordView> persons;
   std::vector<NoteView> notes;
+  std::vector<AccessView> accesses;  // oldest first
 };
+
+// Whether showing a case leaves a trace (an Access record that syncs).
+enum class ViewLog { kNone, kRecord };
 
 struct CaseSummary {
   Id case_id{};
@@ -328,7 +339,11 @@ class Device {
   // (errc::key_missing if this device holds no CLINICAL key).
   Outcome<Id> AddNote(std::string_view case_ref, std::string_view text, std::string_view kind);
   Outcome<std::vector<CaseSummary>> ListCases();
-  Outcome<CaseView> ShowCase(std::string_view case_ref, std::string_view lang = "id");
+  // With ViewLog::kRecord (what `teduh case show` does) the full view is
+  // recorded as an Access record of the case, saved with its outbox entry
+  // before the view is returned: it syncs, and the server audits it.
+  Outcome<CaseView> ShowCase(std::string_view case_ref, std::string_view lang = "id",
+                             ViewLog log = ViewLog::kNone);
   // Full id of a case from 32 hex digits or a unique prefix (>= 6 digits).
   Outcome<Id> ResolveCase(std::string_view case_ref);
 
