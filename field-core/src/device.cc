@@ -127,14 +127,6 @@ struct Device::Meta {
   }
 };
 
-struct Device::PendingSet {
-  PendingSet(const FieldPolicy* f, std::string v, std::optional<Id> r = std::nullopt)
-      : field(f), value(std::move(v)), resolves(r) {}
-  const FieldPolicy* field = nullptr;
-  std::string value;           // single-field serialization (plaintext)
-  std::optional<Id> resolves;  // the Conflict record this edit resolves
-};
-
 namespace {
 
 constexpr std::string_view kMetaFile = "device.json";
@@ -304,6 +296,8 @@ void Device::Lock() {
   store_.reset();
   locked_ = true;
 }
+
+std::int64_t Device::NowMsLocked() const { return env_->NowMs(); }
 
 Outcome<void> Device::CheckOpen() const {
   if (locked_ || !vault_ || !store_) return Fail(errc::locked, "the device is locked");
@@ -1380,7 +1374,7 @@ Outcome<CaseView> Device::ShowCase(std::string_view case_ref, std::string_view l
     // The trace is saved before anything is shown.
     teduh::casework::v1::Access access;
     access.set_viewer(meta_->user);
-    access.set_viewed_at(env_->NowMs());
+    access.set_viewed_at(env_->NowMs() / 1000);  // Unix seconds, like every *_at field
     const RecordKind& kind = KindOf(kAccessKind);
     const Id access_id = NewId();
     auto saved = store_->Edit(*hlc_, [&](LocalStore::EditTxn& txn) -> Outcome<void> {

@@ -190,6 +190,8 @@ class PushApplier {
 
   static constexpr std::uint32_t kCaseKeyVersionField =
       teduh::keys::v1::CaseKey::kVersionFieldNumber;
+  static constexpr std::uint32_t kReferralStatusField = cw::Referral::kStatusFieldNumber;
+  static constexpr std::uint32_t kReferralConsentField = cw::Referral::kConsentFieldNumber;
   // Conflict fields a device may write: the resolution (state and after).
   static constexpr std::uint32_t kFirstResolutionField = cw::Conflict::kStateFieldNumber;
 
@@ -463,6 +465,32 @@ class PushApplier {
           }
         }
         break;
+    }
+
+    // Referral letters (the case API's rules, held here too): only a
+    // supervisor signs, and nothing is sent without the victim's consent.
+    if (c.kind() == core::kReferralKind && c.field() == kReferralStatusField && !c.sealed()) {
+      cw::Referral ref;
+      if (!ref.ParseFromString(c.value())) {
+        Reject(r, "bad_value", "The referral status does not parse.");
+        return {};
+      }
+      if (ref.status() == cw::REFERRAL_STATUS_SIGNED && device_.role != v1::ROLE_SUPERVISOR) {
+        Reject(r, "forbidden", "Only a supervisor signs a referral letter.");
+        return {};
+      }
+      if (ref.status() >= cw::REFERRAL_STATUS_SENT) {
+        FieldRow consent;
+        auto found = store_.FindField(*record_id, kReferralConsentField, &consent);
+        if (!found) return found.error();
+        cw::Referral given;
+        if (!*found ||
+            !given.ParseFromArray(consent.value.data(), static_cast<int>(consent.value.size())) ||
+            !given.consent()) {
+          Reject(r, "no_consent", "The referral cannot be sent without the victim's consent.");
+          return {};
+        }
+      }
     }
 
     // Sealed under a case key version a re-key deleted: the device re-seals

@@ -143,6 +143,18 @@ check "lists show initials only" \
 check "opening the case in full leaves a trace of who opened it, which syncs" \
   'dev "$office" "budi-pass-1" case show "$case_id" | jq -e "[.accesses[].viewer] | index(\"budi\") != null" >/dev/null && dev "$office" "budi-pass-1" sync | jq -e ".rejected==0" >/dev/null && dev "$pend" "ani-pass-1" sync >/dev/null && dev "$pend" "ani-pass-1" case show "$case_id" | jq -e "[.accesses[] | select(.pending==false) | .viewer] | index(\"budi\") != null" >/dev/null'
 
+# --- a referral: drafted with what it discloses; never sent without consent ---
+ref_id=$(dev "$office" "budi-pass-1" referral add "$case_id" --agency POLRES --service LEGAL --disclose name,address | json .referral_id) ||
+  bad "referral add prints a referral_id"
+check "an unknown agency is refused with the valid codes" \
+  '! dev "$office" "budi-pass-1" referral add "$case_id" --agency NOWHERE --service LEGAL >/dev/null && grep -q "POLRES" "$work/last.err"'
+dev "$office" "budi-pass-1" referral check "$ref_id" >/dev/null || bad "referral check"
+check "an office worker may not sign the letter" '! dev "$office" "budi-pass-1" referral sign "$ref_id" >/dev/null'
+check "the referral lists its disclosed fields as a draft waiting for a signature" \
+  'dev "$office" "budi-pass-1" referral list "$case_id" | jq -e ".referrals[0].status==\"checked\" and .referrals[0].disclosed_fields==[\"name\",\"address\"] and .referrals[0].consent==false" >/dev/null'
+check "a referral is not sent without the victim's consent" \
+  '! dev "$office" "budi-pass-1" referral send "$ref_id" >/dev/null && grep -qi "consent" "$work/last.err"'
+
 dev "$office" "budi-pass-1" case set "$case_id" --set stage=asesmen --set region_code=14.72.01 >/dev/null ||
   die "office case set: $(cat "$work/last.err")"
 dev "$office" "budi-pass-1" sync >/dev/null || die "office sync 2: $(cat "$work/last.err")"

@@ -208,6 +208,25 @@ teduh::core::Outcome<std::unique_ptr<Device>> OpenDevice(const Globals& g) {
   return Device::Open(g.home, *pass, Options(g));
 }
 
+json ReferralJson(const teduh::core::ReferralView& r) {
+  auto at = [](std::int64_t s) { return TimeOrNull(s * 1000); };
+  return json{{"referral_id", teduh::core::ToHex(r.referral_id)},
+              {"case_id", teduh::core::ToHex(r.case_id)},
+              {"agency", r.agency},
+              {"service", r.service},
+              {"status", r.status},
+              {"consent", r.consent},
+              {"consent_at", at(r.consent_at)},
+              {"accompanied", r.accompanied},
+              {"disclosed_fields", r.disclosed_fields},
+              {"created_by", r.created_by},
+              {"created_at", at(r.created_at)},
+              {"signed_by", r.signed_by},
+              {"sent_at", at(r.sent_at)},
+              {"confirmed_at", at(r.confirmed_at)},
+              {"pending", r.pending}};
+}
+
 json DeviceJson(const teduh::core::DeviceInfo& i) {
   return json{{"device_id", teduh::core::ToHex(i.device_id)},
               {"state", i.state},
@@ -389,6 +408,39 @@ int main(int argc, char** argv) {
   note_add->add_option("--text", text, "The note")->required();
   note_add->add_option("--kind", kind,
                        "visit, identification, counselling, psychology, monitoring, case_review");
+
+  CLI::App* referral_cmd = app.add_subcommand("referral", "Referrals to partner agencies (rujukan)")
+                               ->require_subcommand(1);
+  add_globals(referral_cmd);
+  std::string ref_agency, ref_service, ref_id;
+  std::vector<std::string> ref_disclose;
+  bool ref_consent = false, ref_accompanied = false;
+  CLI::App* referral_add = leaf(referral_cmd, "add", "Refer a case to an agency (a draft letter)");
+  referral_add->add_option("case", case_ref, "Case id or unique prefix")->required();
+  referral_add->add_option("--agency", ref_agency, "Agency code, e.g. POLRES, RSUD, LBH")
+      ->required();
+  referral_add->add_option("--service", ref_service, "Service code, e.g. LEGAL, MEDICAL")
+      ->required();
+  referral_add->add_flag("--consent", ref_consent, "The victim has consented (recorded now)");
+  referral_add
+      ->add_option("--disclose", ref_disclose,
+                   "Fields the letter discloses, e.g. name,address (comma-separated)")
+      ->delimiter(',');
+  referral_add->add_flag("--accompanied", ref_accompanied, "An officer accompanies the victim");
+  CLI::App* referral_list = leaf(referral_cmd, "list", "The referrals of a case");
+  referral_list->add_option("case", case_ref, "Case id or unique prefix")->required();
+  std::vector<CLI::App*> referral_steps;
+  for (const auto& [name, help] : std::vector<std::pair<const char*, const char*>>{
+           {"consent", "Record that the victim consented (now)"},
+           {"accompany", "Record that an officer accompanies the victim"},
+           {"check", "The letter was checked"},
+           {"sign", "Sign the letter (supervisors)"},
+           {"send", "Send it (needs consent; an officer for a child or vulnerable victim)"},
+           {"confirm", "The agency confirmed it received the victim"}}) {
+    CLI::App* step = leaf(referral_cmd, name, help);
+    step->add_option("referral", ref_id, "Referral id or unique prefix")->required();
+    referral_steps.push_back(step);
+  }
 
   CLI::App* conflict_cmd = app.add_subcommand("conflict", "Concurrent edits waiting for a person")
                                ->require_subcommand(1);
@@ -720,9 +772,10 @@ int main(int argc, char** argv) {
       j["accesses"] = json::array();
       human += fmt::format("\n  {}:", g.lang == "en" ? "Opened by" : "Dibuka oleh");
       for (const auto& a : view->accesses) {
-        j["accesses"].push_back(
-            {{"viewer", a.viewer}, {"viewed_at", TimeOrNull(a.viewed_at)}, {"pending", a.pending}});
-        human += fmt::format(" {} ({})", a.viewer, IsoTime(a.viewed_at));
+        j["accesses"].push_back({{"viewer", a.viewer},
+                                 {"viewed_at", TimeOrNull(a.viewed_at * 1000)},
+                                 {"pending", a.pending}});
+        human += fmt::format(" {} ({})", a.viewer, IsoTime(a.viewed_at * 1000));
       }
       human += "\n";
       return Emit(g, j, human);
@@ -840,6 +893,35 @@ int main(int argc, char** argv) {
     if (person_set->parsed()) {
       if (auto r = d.SetPersonFields(person_ref, sets); !r) return Report(g, r.error());
       return Emit(g, json{{"person", person_ref}, {"updated", sets.size()}}, "Person updated\n");
+    }
+    if (referral_add->parsed()) {
+      auto id = d.AddReferral(case_ref, ref_agency, ref_service, ref_consent, ref_disclose,
+                              ref_accompanied);
+      if (!id) return Report(g, id.error());
+      return Emit(g, json{{"referral_id", teduh::core::ToHex(*id)}, {"status", "draft"}},
+                  fmt::format("Referral {} drafted\n", teduh::core::ToHex(*id)));
+    }
+    if (referral_list->parsed()) {
+      auto list = d.ListReferrals(case_ref);
+      if (!list) return Report(g, list.error());
+      json arr = json::array();
+      std::string human;
+      for (const auto& r : *list) {
+        arr.push_back(ReferralJson(r));
+        human += fmt::format(
+            "{}  {} {} — {}{}{}\n", teduh::core::ToHex(r.referral_id).substr(0, 8), r.agency,
+            r.service, r.status,
+            r.consent ? "" : (g.lang == "en" ? ", no consent yet" : ", belum ada persetujuan"),
+            r.accompanied ? (g.lang == "en" ? ", accompanied" : ", didampingi") : "");
+      }
+      return Emit(g, json{{"referrals", arr}}, human.empty() ? std::string("-\n") : human);
+    }
+    for (CLI::App* step : referral_steps) {
+      if (!step->parsed()) continue;
+      auto r = d.AdvanceReferral(ref_id, step->get_name());
+      if (!r) return Report(g, r.error());
+      return Emit(g, ReferralJson(*r),
+                  fmt::format("Referral {}: {}\n", teduh::core::ToHex(r->referral_id), r->status));
     }
     if (note_add->parsed()) {
       auto id = d.AddNote(case_ref, text, kind);

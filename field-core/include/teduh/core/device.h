@@ -96,6 +96,18 @@ struct FieldView {
   std::string display;   // FieldToDisplay when readable
 };
 
+// A referral of a case to a partner agency (rujukan).
+struct ReferralView {
+  Id referral_id{}, case_id{};
+  std::string agency, service;  // codes
+  std::string status;           // "draft", "checked", "signed", "sent", "confirmed"
+  bool consent = false, accompanied = false;
+  std::int64_t consent_at = 0, created_at = 0, sent_at = 0, confirmed_at = 0;  // Unix seconds
+  std::string created_by, signed_by;
+  std::vector<std::string> disclosed_fields;
+  bool pending = false;  // a change of it waits to be sent
+};
+
 // One side of a conflict as written: who, when, and the value (decrypted
 // when this device holds the key; `value.readability` says otherwise).
 struct ConflictSideView {
@@ -159,8 +171,8 @@ struct NoteView {
 // Someone opened the case in full (an Access record).
 struct AccessView {
   std::string viewer;
-  std::int64_t viewed_at = 0;
-  bool pending = false;  // this device's, not sent yet
+  std::int64_t viewed_at = 0;  // Unix seconds
+  bool pending = false;        // this device's, not sent yet
 };
 
 struct CaseView {
@@ -365,6 +377,23 @@ class Device {
   // unchanged). The old passphrase stops working; on failure it still works.
   Outcome<void> ChangePassphrase(const crypto::SecureBuffer& new_passphrase);
 
+  // ---- Referrals (rujukan) -----------------------------------------------------------
+  // Refers the case to a partner agency (`agency`, `service`: codes of
+  // codes.h, any case) for a service, offline. `disclose`: the Case and
+  // Person fields the letter discloses (by name). State "draft".
+  // errc::bad_value for an unknown code or field (the valid ones listed);
+  // errc::forbidden on an admin device.
+  Outcome<Id> AddReferral(std::string_view case_ref, std::string_view agency,
+                          std::string_view service, bool consent,
+                          const std::vector<std::string>& disclose, bool accompanied);
+  // Moves a referral on, offline: "consent" (the victim consented, now),
+  // "accompany" (an officer goes along), "check", "sign" (supervisors
+  // only), "send", "confirm" — each from the state before it. "send" is
+  // refused without recorded consent, and for a child or a victim with a
+  // disability or of old age unless an officer accompanies.
+  Outcome<ReferralView> AdvanceReferral(std::string_view referral_ref, std::string_view action);
+  Outcome<std::vector<ReferralView>> ListReferrals(std::string_view case_ref);
+
   // ---- Reconciliation (concurrent edits of REVIEW fields) -------------------------
   // Conflicts this device holds, oldest first; open ones unless `include_resolved`.
   // Values are not decrypted here.
@@ -499,7 +528,13 @@ class Device {
   Outcome<std::optional<std::uint32_t>> LatestCaseKeyVersion(const Id& case_id,
                                                              teduh::AccessClass key_class);
   // Edits.
-  struct PendingSet;
+  struct PendingSet {
+    PendingSet(const FieldPolicy* f, std::string v, std::optional<Id> r = std::nullopt)
+        : field(f), value(std::move(v)), resolves(r) {}
+    const FieldPolicy* field = nullptr;
+    std::string value;           // single-field serialization (plaintext)
+    std::optional<Id> resolves;  // the Conflict record this edit resolves
+  };
   Outcome<std::vector<PendingSet>> ParseSets(std::string_view kind,
                                              const std::vector<std::string>& sets);
   Outcome<void> WriteRecordFields(LocalStore::EditTxn& txn, const Id& record_id,
@@ -507,6 +542,10 @@ class Device {
                                   const Id& case_id, std::vector<PendingSet> sets);
   Outcome<void> EnsureCaseKey(LocalStore::EditTxn& txn, const Id& case_id,
                               teduh::AccessClass key_class, std::uint32_t* version);
+  // The device's clock (corrected by the server's offset), in milliseconds.
+  std::int64_t NowMsLocked() const;
+  // A referral's stored fields, decoded (open fields only: it has no sealed ones).
+  Outcome<ReferralView> LoadReferralLocked(const Id& referral_id);
   Outcome<std::vector<FieldView>> RenderFields(const Id& record_id, std::string_view kind,
                                                const Id& case_id, std::string_view lang);
   // The case and (when `field` is not empty) the Case field it names.
