@@ -277,7 +277,7 @@ Schema::Schema() {
       teduh::casework::v1::Case::descriptor(),     teduh::casework::v1::Person::descriptor(),
       teduh::casework::v1::Note::descriptor(),     teduh::casework::v1::Conflict::descriptor(),
       teduh::keys::v1::CaseKey::descriptor(),      teduh::casework::v1::Access::descriptor(),
-      teduh::casework::v1::Referral::descriptor(),
+      teduh::casework::v1::Referral::descriptor(), teduh::casework::v1::Task::descriptor(),
   };
   for (const pb::Descriptor* d : descriptors) {
     auto kind = std::make_unique<RecordKind>();

@@ -128,6 +128,8 @@ check "sync without a server fails clearly and keeps the outbox" \
 # --- back online ---
 start_server "127.0.0.1:$port"
 dev "$pend" "ani-pass-1" sync >/dev/null || die "pendamping sync: $(cat "$work/last.err")"
+check "the new case's outreach deadline is on the tablet's task board, offline" \
+  'dev "$pend" "ani-pass-1" task list --mine | jq -e --arg c "$case_id" "[.tasks[] | select(.case_id==\$c and .kind==\"outreach\") | .task_id, .due_at] | length == 2" >/dev/null'
 check "outbox is empty after sync" '[ "$(dev "$pend" "ani-pass-1" status | jq ".pending")" = 0 ]'
 dev "$office" "budi-pass-1" sync >/dev/null || die "office sync: $(cat "$work/last.err")"
 show=$(dev "$office" "budi-pass-1" case show "$case_id") || die "office case show: $(cat "$work/last.err")"

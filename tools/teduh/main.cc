@@ -208,6 +208,17 @@ teduh::core::Outcome<std::unique_ptr<Device>> OpenDevice(const Globals& g) {
   return Device::Open(g.home, *pass, Options(g));
 }
 
+json TaskJson(const teduh::core::TaskView& t) {
+  return json{{"task_id", teduh::core::ToHex(t.task_id)},
+              {"case_id", teduh::core::ToHex(t.case_id)},
+              {"case_number", t.case_number},
+              {"kind", t.kind},
+              {"due_at", IsoTime(t.due_at * 1000)},
+              {"overdue", t.overdue},
+              {"mine", t.mine},
+              {"assigned_pendamping", t.assigned_pendamping}};
+}
+
 json ReferralJson(const teduh::core::ReferralView& r) {
   auto at = [](std::int64_t s) { return TimeOrNull(s * 1000); };
   return json{{"referral_id", teduh::core::ToHex(r.referral_id)},
@@ -408,6 +419,17 @@ int main(int argc, char** argv) {
   note_add->add_option("--text", text, "The note")->required();
   note_add->add_option("--kind", kind,
                        "visit, identification, counselling, psychology, monitoring, case_review");
+
+  CLI::App* task_cmd =
+      app.add_subcommand("task", "Deadlines of your cases (offline)")->require_subcommand(1);
+  add_globals(task_cmd);
+  bool task_due = false, task_mine = false;
+  std::string task_ref;
+  CLI::App* task_list = leaf(task_cmd, "list", "The deadline board: overdue first");
+  task_list->add_flag("--due", task_due, "Only what is overdue or due within a day");
+  task_list->add_flag("--mine", task_mine, "Only the cases assigned to you");
+  CLI::App* task_done = leaf(task_cmd, "done", "Mark a deadline met (syncs)");
+  task_done->add_option("task", task_ref, "Task id or unique prefix")->required();
 
   CLI::App* referral_cmd = app.add_subcommand("referral", "Referrals to partner agencies (rujukan)")
                                ->require_subcommand(1);
@@ -893,6 +915,31 @@ int main(int argc, char** argv) {
     if (person_set->parsed()) {
       if (auto r = d.SetPersonFields(person_ref, sets); !r) return Report(g, r.error());
       return Emit(g, json{{"person", person_ref}, {"updated", sets.size()}}, "Person updated\n");
+    }
+    if (task_list->parsed()) {
+      auto tasks = d.ListTasks(task_due, task_mine);
+      if (!tasks) return Report(g, tasks.error());
+      json arr = json::array();
+      std::string human;
+      for (const auto& t : *tasks) {
+        arr.push_back(TaskJson(t));
+        human += fmt::format(
+            "{}  {}  {:<11} {}  {}{}\n", teduh::core::ToHex(t.task_id).substr(0, 8),
+            IsoTime(t.due_at * 1000), t.kind,
+            t.case_number.empty() ? teduh::core::ToHex(t.case_id).substr(0, 8) : t.case_number,
+            t.assigned_pendamping, t.overdue ? (g.lang == "en" ? "  OVERDUE" : "  TERLAMBAT") : "");
+      }
+      return Emit(g, json{{"tasks", arr}},
+                  human.empty() ? std::string(g.lang == "en" ? "No open deadlines.\n"
+                                                             : "Tidak ada tenggat terbuka.\n")
+                                : human);
+    }
+    if (task_done->parsed()) {
+      auto t = d.CompleteTask(task_ref);
+      if (!t) return Report(g, t.error());
+      json j = TaskJson(*t);
+      j["done"] = true;
+      return Emit(g, j, fmt::format("Task {} done\n", teduh::core::ToHex(t->task_id)));
     }
     if (referral_add->parsed()) {
       auto id = d.AddReferral(case_ref, ref_agency, ref_service, ref_consent, ref_disclose,

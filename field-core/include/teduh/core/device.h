@@ -108,6 +108,18 @@ struct ReferralView {
   bool pending = false;  // a change of it waits to be sent
 };
 
+// A deadline of a case (`teduh task list`), computed from its fields.
+struct TaskView {
+  Id task_id{};  // derived from the case, the kind and the cycle
+  Id case_id{};
+  std::string case_number;
+  std::string kind;         // "outreach", "monitoring"
+  std::int64_t due_at = 0;  // Unix seconds
+  bool overdue = false;
+  bool mine = false;  // the case is assigned to this device's user
+  std::string assigned_pendamping;
+};
+
 // One side of a conflict as written: who, when, and the value (decrypted
 // when this device holds the key; `value.readability` says otherwise).
 struct ConflictSideView {
@@ -377,6 +389,18 @@ class Device {
   // unchanged). The old passphrase stops working; on failure it still works.
   Outcome<void> ChangePassphrase(const crypto::SecureBuffer& new_passphrase);
 
+  // ---- Deadlines (the task board) -------------------------------------------------
+  // Open deadlines of the cases on this device, overdue first then by due
+  // time, offline. Computed from each case's fields: outreach 24/48/72 h
+  // after it was received for risk high/medium/low (unassessed counts as
+  // high) until it reaches the outreach stage; monitoring every 3 months (6
+  // for low risk) while in monitoring. `due_only`: due within a day or
+  // overdue; `mine_only`: cases assigned to this user.
+  Outcome<std::vector<TaskView>> ListTasks(bool due_only, bool mine_only);
+  // Marks a deadline met (a Task record that syncs); the next monitoring
+  // cycle then comes due. errc::not_found for an unknown or met task.
+  Outcome<TaskView> CompleteTask(std::string_view task_ref);
+
   // ---- Referrals (rujukan) -----------------------------------------------------------
   // Refers the case to a partner agency (`agency`, `service`: codes of
   // codes.h, any case) for a service, offline. `disclose`: the Case and
@@ -542,6 +566,8 @@ class Device {
                                   const Id& case_id, std::vector<PendingSet> sets);
   Outcome<void> EnsureCaseKey(LocalStore::EditTxn& txn, const Id& case_id,
                               teduh::AccessClass key_class, std::uint32_t* version);
+  // Every open deadline of the cases here, by due time.
+  Outcome<std::vector<TaskView>> AllTasksLocked();
   // The device's clock (corrected by the server's offset), in milliseconds.
   std::int64_t NowMsLocked() const;
   // A referral's stored fields, decoded (open fields only: it has no sealed ones).

@@ -1,0 +1,111 @@
+// The deadline board (issue 5; DOMAIN-REPORT §2.6): outreach is due 24 / 48 /
+// 72 hours after a report was received for risk high / medium / low, and
+// moves at once when the risk changes; monitoring comes due every 3 months
+// (6 for low risk); a deadline marked met on one device is met everywhere,
+// and two devices marking it at once write one record. All offline.
+#include <gtest/gtest.h>
+
+#include "server/device_fixture.h"
+
+namespace teduh::server::testing {
+namespace {
+
+using core::errc;
+
+using TaskTest = DeviceServerTest;
+
+const core::TaskView* Find(const std::vector<core::TaskView>& tasks, const core::Id& case_id,
+                           std::string_view kind) {
+  for (const auto& t : tasks)
+    if (t.case_id == case_id && t.kind == kind) return &t;
+  return nullptr;
+}
+
+TEST_F(TaskTest, DeadlinesFollowTheRiskAndAMetDeadlineIsMetEverywhere) {
+  auto rina = Staff("rina", v1::ROLE_PENDAMPING);
+  auto ani = Staff("ani", v1::ROLE_OFFICE);
+  const std::int64_t t0 = env_.NowMs() / 1000;
+  auto high = rina->NewCase({"risk_level=tinggi", "case_number=K-1"});
+  auto low = rina->NewCase({"risk_level=rendah", "case_number=K-2"});
+  auto reached = rina->NewCase({"risk_level=tinggi", "stage=penjangkauan"});
+  auto unassessed = rina->NewCase({"case_number=K-4"});
+  ASSERT_TRUE(high && low && reached && unassessed);
+
+  auto tasks = rina->ListTasks(false, false);
+  ASSERT_TRUE(tasks) << tasks.error().message;
+  ASSERT_EQ(tasks->size(), 3u);  // the reached case has no outreach deadline
+  const auto* h = Find(*tasks, *high, "outreach");
+  const auto* l = Find(*tasks, *low, "outreach");
+  const auto* u = Find(*tasks, *unassessed, "outreach");
+  ASSERT_TRUE(h && l && u);
+  EXPECT_EQ(h->due_at, t0 + 24 * 3600);
+  EXPECT_EQ(l->due_at, t0 + 72 * 3600);
+  EXPECT_EQ(u->due_at, t0 + 24 * 3600);  // not assessed yet: as urgent as high
+  EXPECT_EQ(h->case_number, "K-1");
+  EXPECT_TRUE(h->mine);
+  EXPECT_FALSE(h->overdue);
+  EXPECT_EQ(tasks->back().case_id, *low);  // by due time
+
+  // The risk is raised: the deadline moves at once, offline.
+  ASSERT_TRUE(rina->SetCaseFields(core::ToHex(*low), {"risk_level=sedang"}));
+  tasks = rina->ListTasks(false, false);
+  EXPECT_EQ(Find(*tasks, *low, "outreach")->due_at, t0 + 48 * 3600);
+  auto soon = rina->ListTasks(/*due_only=*/true, false);  // due within a day: not the medium one
+  ASSERT_TRUE(soon);
+  EXPECT_EQ(soon->size(), 2u);
+  EXPECT_EQ(Find(*soon, *low, "outreach"), nullptr);
+
+  env_.Advance(25LL * 3600 * 1000);
+  auto due = rina->ListTasks(true, false);
+  ASSERT_TRUE(due);
+  ASSERT_EQ(due->size(), 3u);  // two overdue, and the medium one due within a day
+  EXPECT_TRUE((*due)[0].overdue);
+  EXPECT_FALSE(Find(*due, *low, "outreach")->overdue);
+
+  // Met on rina's tablet, met on the office's device after a sync.
+  auto done = rina->CompleteTask(core::ToHex(Find(*due, *high, "outreach")->task_id).substr(0, 8));
+  ASSERT_TRUE(done) << done.error().message;
+  EXPECT_EQ(Find(*rina->ListTasks(false, false), *high, "outreach"), nullptr);
+  Sync(*rina);
+  Sync(*ani);
+  auto office = ani->ListTasks(false, false);
+  ASSERT_TRUE(office);
+  EXPECT_EQ(Find(*office, *high, "outreach"), nullptr);
+  ASSERT_NE(Find(*office, *low, "outreach"), nullptr);
+  EXPECT_TRUE(ani->ListTasks(false, /*mine_only=*/true)->empty());  // none assigned to ani
+
+  // Both mark the same deadline met offline: one record, no rejection.
+  const std::string both = core::ToHex(Find(*office, *low, "outreach")->task_id);
+  ASSERT_TRUE(ani->CompleteTask(both));
+  ASSERT_TRUE(rina->CompleteTask(both));
+  EXPECT_EQ(Sync(*ani).rejected, 0u);
+  EXPECT_EQ(Sync(*rina).rejected, 0u);
+  Sync(*ani);
+  EXPECT_EQ(Find(*ani->ListTasks(false, false), *low, "outreach"), nullptr);
+
+  // Bad references change nothing.
+  EXPECT_EQ(rina->CompleteTask("zz").error().code, errc::invalid_argument);
+  EXPECT_EQ(rina->CompleteTask(both).error().code, errc::not_found);  // met already
+}
+
+TEST_F(TaskTest, MonitoringComesDueCycleAfterCycle) {
+  auto rina = Staff("rina", v1::ROLE_PENDAMPING);
+  auto c = rina->NewCase({"risk_level=rendah", "stage=pemantauan"});
+  ASSERT_TRUE(c);
+  const std::int64_t t0 = env_.NowMs() / 1000;
+  auto tasks = rina->ListTasks(false, false);
+  ASSERT_TRUE(tasks);
+  const auto* m = Find(*tasks, *c, "monitoring");
+  ASSERT_NE(m, nullptr);
+  EXPECT_NEAR(static_cast<double>(m->due_at), static_cast<double>(t0 + 182 * 86400), 2.0);
+  ASSERT_TRUE(rina->CompleteTask(core::ToHex(m->task_id)));
+  auto next = Find(*rina->ListTasks(false, false), *c, "monitoring");
+  ASSERT_NE(next, nullptr);
+  EXPECT_NEAR(static_cast<double>(next->due_at), static_cast<double>(t0 + 2 * 182 * 86400), 2.0);
+  // A closed case has no deadlines.
+  ASSERT_TRUE(rina->SetCaseFields(core::ToHex(*c), {"stage=terminasi"}));
+  EXPECT_EQ(Find(*rina->ListTasks(false, false), *c, "monitoring"), nullptr);
+}
+
+}  // namespace
+}  // namespace teduh::server::testing
