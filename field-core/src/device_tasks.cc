@@ -16,6 +16,7 @@
 #include <map>
 
 #include "teduh/case/v1/case.pb.h"
+#include "teduh/core/deadlines.h"
 #include "teduh/core/device.h"
 #include "teduh/core/roles.h"
 #include "teduh/core/schema.h"
@@ -26,37 +27,10 @@ namespace {
 
 namespace cw = teduh::casework::v1;
 
-constexpr std::int64_t kHour = 3600;
-constexpr std::int64_t kDay = 24 * kHour;
+constexpr std::int64_t kHour = kHourSeconds;
+constexpr std::int64_t kDay = kDaySeconds;
 
 const RecordKind& KindOf(std::string_view full) { return *Schema::Get().FindKind(full); }
-
-std::int64_t OutreachHours(cw::RiskLevel risk) {
-  switch (risk) {
-    case cw::RISK_LEVEL_MEDIUM:
-      return 48;
-    case cw::RISK_LEVEL_LOW:
-      return 72;
-    default:
-      return 24;  // high, or not assessed yet
-  }
-}
-
-std::int64_t MonitoringPeriod(cw::RiskLevel risk) {
-  return risk == cw::RISK_LEVEL_LOW ? 182 * kDay : 91 * kDay;
-}
-
-// Invariant 1.
-Id TaskId(const Id& case_id, cw::TaskKind kind, std::uint64_t cycle) {
-  std::string in = "teduh-task-v1";
-  in.append(AsBytes(case_id));
-  in.push_back(static_cast<char>(kind));
-  for (int i = 7; i >= 0; --i) in.push_back(static_cast<char>((cycle >> (8 * i)) & 0xFF));
-  const auto h = crypto::Hash(AsSpan(in));
-  Id id{};
-  std::copy_n(h.begin(), id.size(), id.begin());
-  return id;
-}
 
 std::string KindName(cw::TaskKind k) {
   return k == cw::TASK_KIND_MONITORING ? "monitoring" : "outreach";
@@ -106,17 +80,14 @@ Outcome<std::vector<TaskView>> Device::AllTasksLocked() {
       out.push_back(std::move(t));
     };
     // Outreach, until the case reaches the outreach stage.
-    const bool before_outreach = c.stage() == cw::STAGE_UNSPECIFIED ||
-                                 c.stage() == cw::STAGE_PENGADUAN ||
-                                 c.stage() == cw::STAGE_REGISTRASI;
-    if (before_outreach && c.received_at() > 0) {
+    if (BeforeOutreach(c.stage()) && c.received_at() > 0) {
       const Id id = TaskId(rec.record_id, cw::TASK_KIND_OUTREACH, 0);
       if (!done[id])
         add(cw::TASK_KIND_OUTREACH, id, c.received_at() + OutreachHours(c.risk_level()) * kHour);
     }
     // Monitoring, cycle after cycle, while in monitoring.
     if (c.stage() == cw::STAGE_PEMANTAUAN && stage_set > 0) {
-      const std::int64_t period = MonitoringPeriod(c.risk_level());
+      const std::int64_t period = MonitoringPeriodSeconds(c.risk_level());
       std::uint64_t cycle = 1;
       while (done[TaskId(rec.record_id, cw::TASK_KIND_MONITORING, cycle)] && cycle < 1000) ++cycle;
       add(cw::TASK_KIND_MONITORING, TaskId(rec.record_id, cw::TASK_KIND_MONITORING, cycle),

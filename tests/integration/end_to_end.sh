@@ -310,6 +310,14 @@ check "after teduh lock the device opens again and nothing saved is lost" \
   'dev "$office" "budi-pass-2" sync >/dev/null && [ "$(dev "$office" "budi-pass-2" case show "$case_id" | jq -r .fields.chronology)" = "$CHRONO" ]'
 stop_server
 
+# --- the unit's report, from open fields only ---
+check "teduh-server report counts the cases and checks every breakdown adds up" \
+  '"$SERVER" report --data "$data" --from 2000-01-01 --to 2099-12-31 --by region,stage,category | jq -e ".received >= 2 and ([.breakdowns[] | .adds_up] | all) and ([.breakdowns[] | select(.by==\"region\") | .sum] == [.received])" >/dev/null'
+check "the report as CSV" \
+  '"$SERVER" report --data "$data" --from 2000-01-01 --to 2099-12-31 --by month --format csv | head -1 | grep -qx "section,key,count"'
+check "a report with an unknown breakdown is refused" \
+  '! "$SERVER" report --data "$data" --from 2000-01-01 --to 2099-12-31 --by shoe_size >/dev/null 2>&1'
+
 # --- audit log ---
 check "audit verify finds the chain intact" \
   '"$SERVER" audit verify --data "$data" >"$work/audit.out" && grep -q "^audit chain intact: " "$work/audit.out"'

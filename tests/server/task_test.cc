@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "server/device_fixture.h"
+#include "teduh/server/report.h"
 
 namespace teduh::server::testing {
 namespace {
@@ -86,6 +87,16 @@ TEST_F(TaskTest, DeadlinesFollowTheRiskAndAMetDeadlineIsMetEverywhere) {
   // Bad references change nothing.
   EXPECT_EQ(rina->CompleteTask("zz").error().code, errc::invalid_argument);
   EXPECT_EQ(rina->CompleteTask(both).error().code, errc::not_found);  // met already
+
+  // The unit's report counts the same deadlines from the server's open
+  // fields: the reached case and the medium one met in time; the high one
+  // met an hour late; the unassessed one missed.
+  auto report = ComputeReport(data_dir_, t0 - 86400, t0 + 86400, {}, env_);
+  ASSERT_TRUE(report) << report.error().message();
+  EXPECT_EQ(report->received, 4u);
+  EXPECT_EQ(report->deadlines_met, 2u);
+  EXPECT_EQ(report->deadlines_missed, 2u);
+  EXPECT_EQ(report->deadlines_open, 0u);
 }
 
 TEST_F(TaskTest, MonitoringComesDueCycleAfterCycle) {

@@ -14,6 +14,7 @@
 // stderr line names the first bad entry) and 1 when it could not check.
 #include <fmt/chrono.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <pthread.h>
 #include <signal.h>
 
@@ -34,6 +35,7 @@
 #include "teduh/core/sealing.h"
 #include "teduh/server/admin.h"
 #include "teduh/server/error.h"
+#include "teduh/server/report.h"
 #include "teduh/server/server.h"
 
 namespace {
@@ -434,6 +436,78 @@ int Serve(teduh::server::ServerConfig config, const std::string& listen, const O
   return 0;
 }
 
+// YYYY-MM-DD (UTC) as Unix seconds at the start of that day.
+std::optional<std::int64_t> ParseDay(const std::string& text) {
+  int y = 0, m = 0, d = 0;
+  char tail = 0;
+  if (std::sscanf(text.c_str(), "%4d-%2d-%2d%c", &y, &m, &d, &tail) != 3 || m < 1 || m > 12 ||
+      d < 1 || d > 31 || y < 1970)
+    return std::nullopt;
+  std::tm tm{};
+  tm.tm_year = y - 1900;
+  tm.tm_mon = m - 1;
+  tm.tm_mday = d;
+  return static_cast<std::int64_t>(timegm(&tm));
+}
+
+int Report(const std::string& data, const std::string& from, const std::string& to,
+           const std::vector<std::string>& by, const std::string& format, const Output& out) {
+  auto from_s = ParseDay(from);
+  auto to_s = ParseDay(to);
+  if (!from_s || !to_s)
+    return out.Error("dates are YYYY-MM-DD (--from is the first day, --to the last, inclusive)");
+  if (*to_s < *from_s) return out.Error("--to is before --from");
+  for (const auto& d : by) {
+    if (std::find_if(std::begin(teduh::server::kReportDimensions),
+                     std::end(teduh::server::kReportDimensions), [&](const char* k) {
+                       return d == k;
+                     }) == std::end(teduh::server::kReportDimensions))
+      return out.Error(fmt::format("unknown breakdown '{}'; valid: {}", d,
+                                   fmt::join(teduh::server::kReportDimensions, ",")));
+  }
+  auto report =
+      teduh::server::ComputeReport(data, *from_s, *to_s + 24 * 3600, by, teduh::core::DefaultEnv());
+  if (!report) return out.Error(report.error().message());
+  if (format == "csv") {
+    fmt::print("section,key,count\n");
+    fmt::print("total,received,{}\ntotal,resolved,{}\n", report->received, report->resolved);
+    fmt::print("deadlines,met,{}\ndeadlines,missed,{}\ndeadlines,open,{}\n", report->deadlines_met,
+               report->deadlines_missed, report->deadlines_open);
+    auto quote = [](const std::string& v) {
+      if (v.find_first_of(",\"\n") == std::string::npos) return v;
+      std::string q = "\"";
+      for (char c : v) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+      return q + "\"";
+    };
+    for (const auto& b : report->breakdowns) {
+      for (const auto& r : b.rows) fmt::print("by:{},{},{}\n", b.by, quote(r.key), r.count);
+      fmt::print("check:{},{},{}\n", b.by, b.adds_up ? "adds_up" : quote("MISMATCH: " + b.note),
+                 b.sum);
+    }
+    return 0;
+  }
+  nlohmann::json breakdowns = nlohmann::json::array();
+  for (const auto& b : report->breakdowns) {
+    nlohmann::json rows = nlohmann::json::array();
+    for (const auto& r : b.rows) rows.push_back({{"key", r.key}, {"count", r.count}});
+    nlohmann::json j{
+        {"by", b.by}, {"rows", rows}, {"total", b.total}, {"sum", b.sum}, {"adds_up", b.adds_up}};
+    if (!b.adds_up) j["note"] = b.note;
+    breakdowns.push_back(std::move(j));
+  }
+  fmt::print("{}\n", nlohmann::json{{"from", from},
+                                    {"to", to},
+                                    {"received", report->received},
+                                    {"resolved", report->resolved},
+                                    {"deadlines",
+                                     {{"met", report->deadlines_met},
+                                      {"missed", report->deadlines_missed},
+                                      {"open", report->deadlines_open}}},
+                                    {"breakdowns", breakdowns}}
+                         .dump());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -497,6 +571,20 @@ int main(int argc, char** argv) {
   show->add_option("--last", last, "How many entries")->check(CLI::Range(1, 1000000));
   show->add_flag("--json", out.json, "Print one JSON object");
 
+  auto* report = app.add_subcommand(
+      "report", "Case counts of the unit over a period, from open fields only (no keys needed)");
+  std::string from, to, format = "json";
+  std::vector<std::string> by;
+  report->add_option("--data", data, "Data folder")->required();
+  report->add_option("--from", from, "First day, YYYY-MM-DD (UTC)")->required();
+  report->add_option("--to", to, "Last day, YYYY-MM-DD (UTC), inclusive")->required();
+  report
+      ->add_option("--by", by,
+                   "Breakdowns: month,violence_type,category,sex,age_group,region,"
+                   "service,stage,closure_reason")
+      ->delimiter(',');
+  report->add_option("--format", format, "csv or json")->check(CLI::IsMember({"csv", "json"}));
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -516,5 +604,9 @@ int main(int argc, char** argv) {
   if (revoke->parsed()) return DeviceRevoke(data, device_ref, out);
   if (verify->parsed()) return AuditVerify(data, head, out);
   if (show->parsed()) return AuditShow(data, last, out);
+  if (report->parsed()) {
+    out.json = format == "json";
+    return Report(data, from, to, by, format, out);
+  }
   return out.Error("no command given");
 }

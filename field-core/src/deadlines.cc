@@ -1,0 +1,43 @@
+#include "teduh/core/deadlines.h"
+
+#include <algorithm>
+#include <string>
+
+#include "teduh/crypto/crypto.h"
+
+namespace teduh::core {
+
+namespace cw = teduh::casework::v1;
+
+std::int64_t OutreachHours(cw::RiskLevel risk) {
+  switch (risk) {
+    case cw::RISK_LEVEL_MEDIUM:
+      return 48;
+    case cw::RISK_LEVEL_LOW:
+      return 72;
+    default:
+      return 24;
+  }
+}
+
+std::int64_t MonitoringPeriodSeconds(cw::RiskLevel risk) {
+  return risk == cw::RISK_LEVEL_LOW ? 182 * kDaySeconds : 91 * kDaySeconds;
+}
+
+bool BeforeOutreach(cw::Stage stage) {
+  return stage == cw::STAGE_UNSPECIFIED || stage == cw::STAGE_PENGADUAN ||
+         stage == cw::STAGE_REGISTRASI;
+}
+
+Id TaskId(const Id& case_id, cw::TaskKind kind, std::uint64_t cycle) {
+  std::string in = "teduh-task-v1";
+  in.append(AsBytes(case_id));
+  in.push_back(static_cast<char>(kind));
+  for (int i = 7; i >= 0; --i) in.push_back(static_cast<char>((cycle >> (8 * i)) & 0xFF));
+  const auto h = crypto::Hash(AsSpan(in));
+  Id id{};
+  std::copy_n(h.begin(), id.size(), id.begin());
+  return id;
+}
+
+}  // namespace teduh::core
