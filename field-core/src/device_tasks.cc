@@ -33,8 +33,33 @@ constexpr std::int64_t kDay = kDaySeconds;
 const RecordKind& KindOf(std::string_view full) { return *Schema::Get().FindKind(full); }
 
 std::string KindName(cw::TaskKind k) {
-  return k == cw::TASK_KIND_MONITORING ? "monitoring" : "outreach";
+  switch (k) {
+    case cw::TASK_KIND_MONITORING:
+      return "monitoring";
+    case cw::TASK_KIND_CLOSURE_PROPOSAL:
+      return "closure_proposal";
+    default:
+      return "outreach";
+  }
 }
+
+cw::TaskKind KindFromName(std::string_view name) {
+  if (name == "monitoring") return cw::TASK_KIND_MONITORING;
+  if (name == "closure_proposal") return cw::TASK_KIND_CLOSURE_PROPOSAL;
+  return cw::TASK_KIND_OUTREACH;
+}
+
+// Lower case, without surrounding spaces.
+std::string Clean(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// Attempts to reach the victim needed before closure is proposed (low risk).
+constexpr int kAttemptsBeforeClosure = 3;
 
 }  // namespace
 
@@ -85,6 +110,28 @@ Outcome<std::vector<TaskView>> Device::AllTasksLocked() {
       if (!done[id])
         add(cw::TASK_KIND_OUTREACH, id, c.received_at() + OutreachHours(c.risk_level()) * kHour);
     }
+    // Closure proposal: a low-risk case whose victim was not reached after
+    // three attempts (and never reached).
+    if (c.risk_level() == cw::RISK_LEVEL_LOW && BeforeOutreach(c.stage())) {
+      auto attempts = store_->ListRecords(kContactAttemptKind, rec.record_id);
+      if (!attempts) return attempts.error();
+      std::vector<std::int64_t> missed;
+      bool reached = false;
+      for (const auto& a : *attempts) {
+        auto af = store_->GetFields(a.record_id);
+        if (!af) return af.error();
+        cw::ContactAttempt at;
+        for (const auto& f : *af)
+          if (!f.sealed) at.MergeFromString(f.value);
+        reached |= at.outcome() == cw::CONTACT_OUTCOME_REACHED;
+        if (at.outcome() == cw::CONTACT_OUTCOME_NOT_REACHED) missed.push_back(at.attempted_at());
+      }
+      const Id id = TaskId(rec.record_id, cw::TASK_KIND_CLOSURE_PROPOSAL, 0);
+      if (!reached && missed.size() >= kAttemptsBeforeClosure && !done[id]) {
+        std::sort(missed.begin(), missed.end());
+        add(cw::TASK_KIND_CLOSURE_PROPOSAL, id, missed[kAttemptsBeforeClosure - 1]);
+      }
+    }
     // Monitoring, cycle after cycle, while in monitoring.
     if (c.stage() == cw::STAGE_PEMANTAUAN && stage_set > 0) {
       const std::int64_t period = MonitoringPeriodSeconds(c.risk_level());
@@ -133,6 +180,9 @@ Outcome<TaskView> Device::CompleteTask(std::string_view task_ref) {
   }
   if (!found) return Fail(errc::not_found, "no open task " + ref + " on this device");
   const TaskView task = *found;
+  const bool closure = task.kind == "closure_proposal";
+  if (closure && InfoLocked().role != RoleName(teduh::sync::v1::ROLE_SUPERVISOR))
+    return Fail(errc::forbidden, "only a supervisor approves closing a case");
   const RecordKind& kind = KindOf(kTaskKind);
   const std::string me = InfoLocked().user;
   const std::int64_t now = NowMsLocked() / 1000;
@@ -142,7 +192,7 @@ Outcome<TaskView> Device::CompleteTask(std::string_view task_ref) {
   };
   {
     cw::Task t;
-    t.set_kind(task.kind == "monitoring" ? cw::TASK_KIND_MONITORING : cw::TASK_KIND_OUTREACH);
+    t.set_kind(KindFromName(task.kind));
     add("kind", t);
   }
   {
@@ -160,12 +210,121 @@ Outcome<TaskView> Device::CompleteTask(std::string_view task_ref) {
     t.set_done_by(me);
     add("done_by", t);
   }
+  // An approved closure proposal closes the case in the same transaction.
+  std::vector<PendingSet> closing;
+  if (closure) {
+    const RecordKind& ck = KindOf(kCaseKind);
+    auto add_case = [&](std::string_view name, const cw::Case& c) {
+      closing.emplace_back(ck.FindFieldByName(name), c.SerializeAsString());
+    };
+    cw::Case stage, reason, closed;
+    stage.set_stage(cw::STAGE_TERMINASI);
+    reason.set_closure_reason(cw::CLOSURE_REASON_UNREACHABLE);
+    closed.set_closed_at(now);
+    add_case("stage", stage);
+    add_case("closure_reason", reason);
+    add_case("closed_at", closed);
+  }
   auto r = store_->Edit(*hlc_, [&](LocalStore::EditTxn& txn) -> Outcome<void> {
-    return WriteRecordFields(txn, task.task_id, kTaskKind, task.case_id, task.case_id,
-                             std::move(sets));
+    if (auto w = WriteRecordFields(txn, task.task_id, kTaskKind, task.case_id, task.case_id,
+                                   std::move(sets));
+        !w)
+      return w;
+    if (closing.empty()) return {};
+    return WriteRecordFields(txn, task.case_id, kCaseKind, std::nullopt, task.case_id,
+                             std::move(closing));
   });
   if (!r) return r.error();
   return task;
+}
+
+Outcome<Id> Device::LogVisit(std::string_view case_ref, std::string_view method_text,
+                             std::string_view outcome_text, std::string_view note) {
+  std::lock_guard g(mu_);
+  if (auto r = CheckOpen(); !r) return r.error();
+  const DeviceInfo me = InfoLocked();
+  if (me.role == RoleName(teduh::sync::v1::ROLE_ADMIN))
+    return Fail(errc::forbidden, "an admin device holds no case content");
+  auto case_id = ResolveCaseLocked(case_ref);
+  if (!case_id) return case_id.error();
+  std::string why;
+  auto method = ParseEnumValue(*cw::ContactMethod_descriptor(),
+                               method_text.empty() ? "home_visit" : Clean(method_text), &why);
+  if (!method || *method == 0) return Fail(errc::bad_value, why.empty() ? "unknown method" : why);
+  auto outcome = ParseEnumValue(*cw::ContactOutcome_descriptor(), Clean(outcome_text), &why);
+  if (!outcome || *outcome == 0)
+    return Fail(errc::bad_value,
+                why.empty() ? "give the outcome: reached, not_reached or unsafe" : why);
+  const std::int64_t now = NowMsLocked() / 1000;
+  const RecordKind& ak = KindOf(kContactAttemptKind);
+  std::vector<PendingSet> attempt;
+  {
+    cw::ContactAttempt a;
+    a.set_method(static_cast<cw::ContactMethod>(*method));
+    attempt.emplace_back(ak.FindFieldByName("method"), a.SerializeAsString());
+  }
+  {
+    cw::ContactAttempt a;
+    a.set_outcome(static_cast<cw::ContactOutcome>(*outcome));
+    attempt.emplace_back(ak.FindFieldByName("outcome"), a.SerializeAsString());
+  }
+  {
+    cw::ContactAttempt a;
+    a.set_attempted_at(now);
+    attempt.emplace_back(ak.FindFieldByName("attempted_at"), a.SerializeAsString());
+  }
+  {
+    cw::ContactAttempt a;
+    a.set_by(me.user);
+    attempt.emplace_back(ak.FindFieldByName("by"), a.SerializeAsString());
+  }
+  // The note, sealed like any note.
+  std::vector<PendingSet> note_sets;
+  const RecordKind& nk = KindOf(kNoteKind);
+  if (!note.empty()) {
+    cw::Note kind, author, at, body;
+    kind.set_kind(cw::NOTE_KIND_VISIT);
+    author.set_author(me.user);
+    at.set_written_at(now);
+    body.set_body(std::string(note));
+    note_sets.emplace_back(nk.FindFieldByName("kind"), kind.SerializeAsString());
+    note_sets.emplace_back(nk.FindFieldByName("author"), author.SerializeAsString());
+    note_sets.emplace_back(nk.FindFieldByName("written_at"), at.SerializeAsString());
+    note_sets.emplace_back(nk.FindFieldByName("body"), body.SerializeAsString());
+    crypto::Wipe(*body.mutable_body());
+  }
+  // Reaching the victim is the outreach: the case moves to that stage.
+  std::vector<PendingSet> stage_sets;
+  if (*outcome == cw::CONTACT_OUTCOME_REACHED) {
+    auto fields = store_->GetFields(*case_id);
+    if (!fields) return fields.error();
+    cw::Case c;
+    for (const auto& f : *fields)
+      if (!f.sealed) c.MergeFromString(f.value);
+    if (BeforeOutreach(c.stage())) {
+      cw::Case st;
+      st.set_stage(cw::STAGE_PENJANGKAUAN);
+      stage_sets.emplace_back(KindOf(kCaseKind).FindFieldByName("stage"), st.SerializeAsString());
+    }
+  }
+  const Id attempt_id = NewId(), note_id = NewId();
+  auto r = store_->Edit(*hlc_, [&](LocalStore::EditTxn& txn) -> Outcome<void> {
+    if (auto w = WriteRecordFields(txn, attempt_id, kContactAttemptKind, *case_id, *case_id,
+                                   std::move(attempt));
+        !w)
+      return w;
+    if (!note_sets.empty())
+      if (auto w =
+              WriteRecordFields(txn, note_id, kNoteKind, *case_id, *case_id, std::move(note_sets));
+          !w)
+        return w;
+    if (stage_sets.empty()) return {};
+    return WriteRecordFields(txn, *case_id, kCaseKind, std::nullopt, *case_id,
+                             std::move(stage_sets));
+  });
+  for (auto& s : note_sets) crypto::Wipe(s.value);
+  if (!r) return r.error();
+  return attempt_id;
 }
 
 }  // namespace teduh::core

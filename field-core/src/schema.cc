@@ -274,10 +274,15 @@ const FieldPolicy* RecordKind::FindFieldByName(std::string_view name) const {
 
 Schema::Schema() {
   const pb::Descriptor* descriptors[] = {
-      teduh::casework::v1::Case::descriptor(),     teduh::casework::v1::Person::descriptor(),
-      teduh::casework::v1::Note::descriptor(),     teduh::casework::v1::Conflict::descriptor(),
-      teduh::keys::v1::CaseKey::descriptor(),      teduh::casework::v1::Access::descriptor(),
-      teduh::casework::v1::Referral::descriptor(), teduh::casework::v1::Task::descriptor(),
+      teduh::casework::v1::Case::descriptor(),
+      teduh::casework::v1::Person::descriptor(),
+      teduh::casework::v1::Note::descriptor(),
+      teduh::casework::v1::Conflict::descriptor(),
+      teduh::keys::v1::CaseKey::descriptor(),
+      teduh::casework::v1::Access::descriptor(),
+      teduh::casework::v1::Referral::descriptor(),
+      teduh::casework::v1::Task::descriptor(),
+      teduh::casework::v1::ContactAttempt::descriptor(),
   };
   for (const pb::Descriptor* d : descriptors) {
     auto kind = std::make_unique<RecordKind>();

@@ -110,12 +110,64 @@ TEST_F(TaskTest, MonitoringComesDueCycleAfterCycle) {
   ASSERT_NE(m, nullptr);
   EXPECT_NEAR(static_cast<double>(m->due_at), static_cast<double>(t0 + 182 * 86400), 2.0);
   ASSERT_TRUE(rina->CompleteTask(core::ToHex(m->task_id)));
-  auto next = Find(*rina->ListTasks(false, false), *c, "monitoring");
+  const auto again = rina->ListTasks(false, false);
+  ASSERT_TRUE(again);
+  auto next = Find(*again, *c, "monitoring");
   ASSERT_NE(next, nullptr);
   EXPECT_NEAR(static_cast<double>(next->due_at), static_cast<double>(t0 + 2 * 182 * 86400), 2.0);
   // A closed case has no deadlines.
   ASSERT_TRUE(rina->SetCaseFields(core::ToHex(*c), {"stage=terminasi"}));
   EXPECT_EQ(Find(*rina->ListTasks(false, false), *c, "monitoring"), nullptr);
+}
+
+TEST_F(TaskTest, AVisitLogsTheAttemptAndThreeMissedVisitsProposeClosureForASupervisor) {
+  auto rina = Staff("rina", v1::ROLE_PENDAMPING);
+  auto tono = Staff("tono", v1::ROLE_SUPERVISOR);
+  auto low = rina->NewCase({"risk_level=rendah", "case_number=K-9"});
+  auto high = rina->NewCase({"risk_level=tinggi"});
+  ASSERT_TRUE(low && high);
+
+  // Bad input is refused and saves nothing.
+  EXPECT_EQ(rina->LogVisit(core::ToHex(*low), "", "", "").error().code, errc::bad_value);
+  EXPECT_EQ(rina->LogVisit(core::ToHex(*low), "teleport", "reached", "").error().code,
+            errc::bad_value);
+
+  // Reaching the victim of the high-risk case meets its outreach deadline.
+  ASSERT_TRUE(rina->LogVisit(core::ToHex(*high), "home_visit", "bertemu", "Korban aman di rumah"));
+  EXPECT_EQ(Find(*rina->ListTasks(false, false), *high, "outreach"), nullptr);
+  EXPECT_EQ(Value(*rina, *high, "stage"), "penjangkauan");
+  auto view = rina->ShowCase(core::ToHex(*high));
+  ASSERT_TRUE(view);
+  ASSERT_EQ(view->notes.size(), 1u);
+  EXPECT_EQ(view->notes[0].text, "Korban aman di rumah");
+  EXPECT_EQ(view->notes[0].kind, "VISIT");
+
+  // Three visits that do not reach the low-risk victim propose closure.
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(rina->LogVisit(core::ToHex(*low), "phone", "not_reached", ""));
+    env_.Advance(3600 * 1000);
+  }
+  EXPECT_EQ(Find(*rina->ListTasks(false, false), *low, "closure_proposal"), nullptr);
+  ASSERT_TRUE(rina->LogVisit(core::ToHex(*low), "home_visit", "tidak bertemu", "Rumah kosong"));
+  const auto listed = rina->ListTasks(false, false);
+  ASSERT_TRUE(listed);
+  const auto* proposal = Find(*listed, *low, "closure_proposal");
+  ASSERT_NE(proposal, nullptr);
+  const std::string pid = core::ToHex(proposal->task_id);
+  // Only a supervisor approves it; then the case is closed as unreachable.
+  EXPECT_EQ(rina->CompleteTask(pid).error().code, errc::forbidden);
+  EXPECT_EQ(Sync(*rina).rejected, 0u);
+  Sync(*tono);
+  auto approved = tono->CompleteTask(pid.substr(0, 10));
+  ASSERT_TRUE(approved) << approved.error().message;
+  EXPECT_EQ(Value(*tono, *low, "stage"), "terminasi");
+  EXPECT_EQ(Value(*tono, *low, "closure_reason"), "tidak dapat dihubungi");
+  EXPECT_EQ(Sync(*tono).rejected, 0u);
+  Sync(*rina);
+  const auto after = rina->ListTasks(false, false);
+  ASSERT_TRUE(after);
+  EXPECT_EQ(Find(*after, *low, "closure_proposal"), nullptr);
+  EXPECT_EQ(Value(*rina, *low, "stage"), "terminasi");
 }
 
 }  // namespace

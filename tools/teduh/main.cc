@@ -420,6 +420,15 @@ int main(int argc, char** argv) {
   note_add->add_option("--kind", kind,
                        "visit, identification, counselling, psychology, monitoring, case_review");
 
+  std::string visit_outcome, visit_method, visit_note;
+  CLI::App* visit =
+      leaf(&app, "visit", "Log a visit or call to the victim, with a note, in one go (offline)");
+  visit->add_option("case", case_ref, "Case id or unique prefix")->required();
+  visit->add_option("--outcome", visit_outcome, "reached (bertemu), not_reached, unsafe")
+      ->required();
+  visit->add_option("--method", visit_method, "home_visit (default), phone, message, other");
+  visit->add_option("--note", visit_note, "What happened (sealed like any note)");
+
   CLI::App* task_cmd =
       app.add_subcommand("task", "Deadlines of your cases (offline)")->require_subcommand(1);
   add_globals(task_cmd);
@@ -915,6 +924,13 @@ int main(int argc, char** argv) {
     if (person_set->parsed()) {
       if (auto r = d.SetPersonFields(person_ref, sets); !r) return Report(g, r.error());
       return Emit(g, json{{"person", person_ref}, {"updated", sets.size()}}, "Person updated\n");
+    }
+    if (visit->parsed()) {
+      auto id = d.LogVisit(case_ref, visit_method, visit_outcome, visit_note);
+      teduh::crypto::Wipe(visit_note);
+      if (!id) return Report(g, id.error());
+      return Emit(g, json{{"attempt_id", teduh::core::ToHex(*id)}},
+                  fmt::format("Visit logged ({})\n", teduh::core::ToHex(*id).substr(0, 8)));
     }
     if (task_list->parsed()) {
       auto tasks = d.ListTasks(task_due, task_mine);

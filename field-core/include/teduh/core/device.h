@@ -401,6 +401,14 @@ class Device {
   // cycle then comes due. errc::not_found for an unknown or met task.
   Outcome<TaskView> CompleteTask(std::string_view task_ref);
 
+  // A visit or other attempt to reach the victim (`teduh visit`), offline:
+  // a ContactAttempt record (method: home_visit, phone, message, other;
+  // outcome: reached, not_reached, unsafe) and, if `note` is not empty, a
+  // visit note, in one transaction. Reaching her moves a case that had not
+  // reached the outreach stage to it. Returns the attempt's id.
+  Outcome<Id> LogVisit(std::string_view case_ref, std::string_view method, std::string_view outcome,
+                       std::string_view note);
+
   // ---- Referrals (rujukan) -----------------------------------------------------------
   // Refers the case to a partner agency (`agency`, `service`: codes of
   // codes.h, any case) for a service, offline. `disclose`: the Case and

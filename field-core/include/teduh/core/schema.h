@@ -72,6 +72,7 @@ inline constexpr std::string_view kNoteKind = "teduh.casework.v1.Note";
 inline constexpr std::string_view kAccessKind = "teduh.casework.v1.Access";
 inline constexpr std::string_view kReferralKind = "teduh.casework.v1.Referral";
 inline constexpr std::string_view kTaskKind = "teduh.casework.v1.Task";
+inline constexpr std::string_view kContactAttemptKind = "teduh.casework.v1.ContactAttempt";
 inline constexpr std::string_view kCaseKeyKind = "teduh.keys.v1.CaseKey";
 inline constexpr std::string_view kConflictKind = "teduh.casework.v1.Conflict";
 
