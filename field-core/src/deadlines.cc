@@ -40,4 +40,23 @@ Id TaskId(const Id& case_id, cw::TaskKind kind, std::uint64_t cycle) {
   return id;
 }
 
+bool VulnerableVictim(const cw::Case& c, const std::vector<cw::Person>& victims) {
+  if (c.victim_is_child() || c.victim_has_disability() || c.victim_is_elderly() ||
+      c.category() == cw::CATEGORY_CHILD_PROTECTION)
+    return true;
+  for (const auto& p : victims) {
+    if (p.is_child() || p.has_disability() || p.is_elderly()) return true;
+    switch (p.age_group()) {
+      case cw::AGE_GROUP_0_5:
+      case cw::AGE_GROUP_6_12:
+      case cw::AGE_GROUP_13_17:
+      case cw::AGE_GROUP_60_PLUS:
+        return true;
+      default:
+        break;
+    }
+  }
+  return false;
+}
+
 }  // namespace teduh::core

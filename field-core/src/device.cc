@@ -40,6 +40,7 @@
 #include <utility>
 
 #include "teduh/case/v1/case.pb.h"
+#include "teduh/core/deadlines.h"
 #include "teduh/core/frame_codec.h"
 #include "teduh/core/roles.h"
 #include "teduh/core/schema.h"
@@ -865,8 +866,42 @@ Outcome<void> Device::SetCaseFields(std::string_view case_ref,
       }
     }
   }
-  for (auto& v : *existing) crypto::Wipe(v.value);
+  // The case as it is (open fields) and the stage asked for.
+  cw::Case now_case, asked;
+  for (auto& v : *existing) {
+    if (!v.sealed) now_case.MergeFromString(v.value);
+    crypto::Wipe(v.value);
+  }
+  bool sets_stage = false, sets_reason = false, sets_closed = false;
+  for (const auto& p : *parsed) {
+    if (p.field->sealed) continue;
+    asked.MergeFromString(p.value);
+    sets_stage |= p.field->number == cw::Case::kStageFieldNumber;
+    sets_reason |= p.field->number == cw::Case::kClosureReasonFieldNumber;
+    sets_closed |= p.field->number == cw::Case::kClosedAtFieldNumber;
+  }
+  const std::int64_t now_s = env_->NowMs() / 1000;
+  if (sets_stage && asked.stage() == cw::STAGE_TERMINASI) {
+    // A case is closed with a reason (TERMINASI), and the time it was.
+    if (!sets_reason && now_case.closure_reason() == cw::CLOSURE_REASON_UNSPECIFIED)
+      return Fail(errc::invalid_argument,
+                  "a case is closed with a reason: add --set closure_reason=... (resolved, "
+                  "referred, unreachable, withdrawn, other)");
+    if (!sets_closed) {
+      cw::Case closed;
+      closed.set_closed_at(now_s);
+      parsed->emplace_back(KindOf(kCaseKind).FindFieldByName("closed_at"),
+                           closed.SerializeAsString());
+    }
+  }
+  const bool reaches_outreach =
+      sets_stage && BeforeOutreach(now_case.stage()) && !BeforeOutreach(asked.stage()) &&
+      asked.stage() != cw::STAGE_TERMINASI;  // closed before any outreach: not met
   return store_->Edit(*hlc_, [&](LocalStore::EditTxn& txn) -> Outcome<void> {
+    if (reaches_outreach)
+      if (auto w = OutreachMetLocked(txn, *case_id, now_case.received_at(), now_case.risk_level());
+          !w)
+        return w;
     return WriteRecordFields(txn, *case_id, kCaseKind, std::nullopt, *case_id, std::move(*parsed));
   });
 }
@@ -1139,9 +1174,14 @@ Outcome<std::pair<Id, const FieldPolicy*>> Device::ResolveCaseField(std::string_
 
 Outcome<std::vector<HistoryEntryView>> Device::CaseHistory(std::string_view case_ref,
                                                            std::string_view field,
-                                                           std::string_view lang) {
+                                                           std::string_view lang, ViewLog log) {
   auto target = ResolveCaseField(case_ref, field);
   if (!target) return target.error();
+  if (log == ViewLog::kRecord) {
+    std::lock_guard g(mu_);
+    if (auto r = CheckOpen(); !r) return r.error();
+    if (auto r = RecordAccessLocked(target->first); !r) return r.error();
+  }
   return FetchHistory(target->first, target->second, lang, nullptr);
 }
 
@@ -1259,11 +1299,18 @@ Outcome<std::vector<ConflictView>> Device::ListConflicts(bool include_resolved) 
   return out;
 }
 
-Outcome<ConflictView> Device::ShowConflict(std::string_view conflict_ref, std::string_view lang) {
+Outcome<ConflictView> Device::ShowConflict(std::string_view conflict_ref, std::string_view lang,
+                                           ViewLog log) {
   std::lock_guard g(mu_);
   if (auto r = CheckOpen(); !r) return r.error();
   auto id = ResolveRecordLocked(kConflictKind, conflict_ref, "conflict");
   if (!id) return id.error();
+  if (log == ViewLog::kRecord) {
+    auto rec = store_->GetRecord(*id);
+    if (!rec) return rec.error();
+    if (*rec && (*rec)->parent_id)
+      if (auto r = RecordAccessLocked(*(*rec)->parent_id); !r) return r.error();
+  }
   return LoadConflictLocked(*id, true, lang);
 }
 
@@ -1365,33 +1412,34 @@ Outcome<Id> Device::ResolveConflict(std::string_view conflict_ref, std::string_v
   return *id;
 }
 
+Outcome<void> Device::RecordAccessLocked(const Id& case_id) {
+  teduh::casework::v1::Access access;
+  access.set_viewer(meta_->user);
+  access.set_viewed_at(env_->NowMs() / 1000);  // Unix seconds, like every *_at field
+  const RecordKind& kind = KindOf(kAccessKind);
+  const Id access_id = NewId();
+  return store_->Edit(*hlc_, [&](LocalStore::EditTxn& txn) -> Outcome<void> {
+    for (const auto& f : kind.fields) {
+      LocalChange c;
+      c.record_id = access_id;
+      c.kind = std::string(kAccessKind);
+      c.parent_id = case_id;
+      c.field = f.number;
+      c.value = OneField(access, f);
+      c.stamp = txn.NextStamp();
+      if (auto r = txn.Put(c); !r) return r;
+    }
+    return {};
+  });
+}
+
 Outcome<CaseView> Device::ShowCase(std::string_view case_ref, std::string_view lang, ViewLog log) {
   std::lock_guard g(mu_);
   if (auto r = CheckOpen(); !r) return r.error();
   auto case_id = ResolveCaseLocked(case_ref);
   if (!case_id) return case_id.error();
-  if (log == ViewLog::kRecord) {
-    // The trace is saved before anything is shown.
-    teduh::casework::v1::Access access;
-    access.set_viewer(meta_->user);
-    access.set_viewed_at(env_->NowMs() / 1000);  // Unix seconds, like every *_at field
-    const RecordKind& kind = KindOf(kAccessKind);
-    const Id access_id = NewId();
-    auto saved = store_->Edit(*hlc_, [&](LocalStore::EditTxn& txn) -> Outcome<void> {
-      for (const auto& f : kind.fields) {
-        LocalChange c;
-        c.record_id = access_id;
-        c.kind = std::string(kAccessKind);
-        c.parent_id = *case_id;
-        c.field = f.number;
-        c.value = OneField(access, f);
-        c.stamp = txn.NextStamp();
-        if (auto r = txn.Put(c); !r) return r;
-      }
-      return {};
-    });
-    if (!saved) return saved.error();
-  }
+  if (log == ViewLog::kRecord)
+    if (auto r = RecordAccessLocked(*case_id); !r) return r.error();  // before anything is shown
   CaseView view;
   view.case_id = *case_id;
   auto fields = RenderFields(*case_id, kCaseKind, *case_id, lang);

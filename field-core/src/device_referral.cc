@@ -15,6 +15,7 @@
 
 #include "teduh/case/v1/case.pb.h"
 #include "teduh/core/codes.h"
+#include "teduh/core/deadlines.h"
 #include "teduh/core/device.h"
 #include "teduh/core/roles.h"
 #include "teduh/core/schema.h"
@@ -211,8 +212,7 @@ Outcome<ReferralView> Device::AdvanceReferral(std::string_view referral_ref,
       cw::Case cs;
       for (const auto& f : *c)
         if (!f.sealed) cs.MergeFromString(f.value);
-      bool vulnerable =
-          cs.victim_is_child() || cs.victim_has_disability() || cs.victim_is_elderly();
+      std::vector<cw::Person> victims;
       auto persons = store_->ListRecords(kPersonKind, current->case_id);
       if (!persons) return persons.error();
       for (const auto& p : *persons) {
@@ -221,9 +221,9 @@ Outcome<ReferralView> Device::AdvanceReferral(std::string_view referral_ref,
         cw::Person person;
         for (const auto& f : *pf)
           if (!f.sealed) person.MergeFromString(f.value);
-        vulnerable |= person.role() == cw::PERSON_ROLE_VICTIM &&
-                      (person.is_child() || person.has_disability() || person.is_elderly());
+        if (person.role() == cw::PERSON_ROLE_VICTIM) victims.push_back(std::move(person));
       }
+      const bool vulnerable = VulnerableVictim(cs, victims);
       if (vulnerable)
         return Fail(errc::invalid_argument,
                     "the victim is a child or vulnerable: an officer must accompany the referral "

@@ -146,6 +146,30 @@ Outcome<std::vector<TaskView>> Device::AllTasksLocked() {
   return out;
 }
 
+Outcome<void> Device::OutreachMetLocked(LocalStore::EditTxn& txn, const Id& case_id,
+                                        std::int64_t received_at, int risk) {
+  const Id id = TaskId(case_id, cw::TASK_KIND_OUTREACH, 0);
+  auto existing = store_->GetFields(id);
+  if (!existing) return existing.error();
+  for (const auto& f : *existing) {
+    cw::Task t;
+    if (!f.sealed) t.MergeFromString(f.value);
+    if (t.done_at() > 0) return {};  // met already
+  }
+  const RecordKind& kind = KindOf(kTaskKind);
+  std::vector<PendingSet> sets;
+  cw::Task k, due, done, by;
+  k.set_kind(cw::TASK_KIND_OUTREACH);
+  due.set_due_at(received_at + OutreachHours(static_cast<cw::RiskLevel>(risk)) * kHour);
+  done.set_done_at(NowMsLocked() / 1000);
+  by.set_done_by(InfoLocked().user);
+  sets.emplace_back(kind.FindFieldByName("kind"), k.SerializeAsString());
+  if (received_at > 0) sets.emplace_back(kind.FindFieldByName("due_at"), due.SerializeAsString());
+  sets.emplace_back(kind.FindFieldByName("done_at"), done.SerializeAsString());
+  sets.emplace_back(kind.FindFieldByName("done_by"), by.SerializeAsString());
+  return WriteRecordFields(txn, id, kTaskKind, case_id, case_id, std::move(sets));
+}
+
 Outcome<std::vector<TaskView>> Device::ListTasks(bool due_only, bool mine_only) {
   std::lock_guard g(mu_);
   if (auto r = CheckOpen(); !r) return r.error();
@@ -295,6 +319,8 @@ Outcome<Id> Device::LogVisit(std::string_view case_ref, std::string_view method_
   }
   // Reaching the victim is the outreach: the case moves to that stage.
   std::vector<PendingSet> stage_sets;
+  std::int64_t received_at = 0;
+  int risk = 0;
   if (*outcome == cw::CONTACT_OUTCOME_REACHED) {
     auto fields = store_->GetFields(*case_id);
     if (!fields) return fields.error();
@@ -305,6 +331,8 @@ Outcome<Id> Device::LogVisit(std::string_view case_ref, std::string_view method_
       cw::Case st;
       st.set_stage(cw::STAGE_PENJANGKAUAN);
       stage_sets.emplace_back(KindOf(kCaseKind).FindFieldByName("stage"), st.SerializeAsString());
+      received_at = c.received_at();
+      risk = c.risk_level();
     }
   }
   const Id attempt_id = NewId(), note_id = NewId();
@@ -319,6 +347,7 @@ Outcome<Id> Device::LogVisit(std::string_view case_ref, std::string_view method_
           !w)
         return w;
     if (stage_sets.empty()) return {};
+    if (auto w = OutreachMetLocked(txn, *case_id, received_at, risk); !w) return w;
     return WriteRecordFields(txn, *case_id, kCaseKind, std::nullopt, *case_id,
                              std::move(stage_sets));
   });

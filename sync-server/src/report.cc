@@ -27,6 +27,7 @@ struct CaseFacts {
   std::vector<cw::Person> victims;
   std::set<std::string> services;  // referred for
   std::int64_t outreach_done_s = 0;
+  std::int64_t outreach_due_s = 0;  // as recorded when it was met
 };
 
 std::string EnumName(const google::protobuf::EnumDescriptor* d, int value) {
@@ -44,22 +45,23 @@ std::string EnumName(const google::protobuf::EnumDescriptor* d, int value) {
   return name;
 }
 
-std::string Month(std::int64_t s) {
-  std::time_t t = static_cast<std::time_t>(s);
+std::string Month(std::int64_t s, std::int64_t utc_offset_s) {
+  std::time_t t = static_cast<std::time_t>(s + utc_offset_s);
   std::tm tm{};
   gmtime_r(&t, &tm);
   return fmt::format("{:04}-{:02}", tm.tm_year + 1900, tm.tm_mon + 1);
 }
 
 // The keys one case counts under in a dimension (empty: unrecorded).
-std::vector<std::string> Keys(const CaseFacts& f, const std::string& by) {
+std::vector<std::string> Keys(const CaseFacts& f, const std::string& by,
+                              std::int64_t utc_offset_s) {
   std::vector<std::string> out;
   auto add = [&](std::string k) {
     if (k != kUnrecorded && std::find(out.begin(), out.end(), k) == out.end())
       out.push_back(std::move(k));
   };
   if (by == "month") {
-    add(Month(f.c.received_at()));
+    add(Month(f.c.received_at(), utc_offset_s));
   } else if (by == "violence_type") {
     for (int v : f.c.violence_types()) add(EnumName(cw::ViolenceType_descriptor(), v));
   } else if (by == "category") {
@@ -91,7 +93,7 @@ std::string WhyNotAddingUp(const std::string& by) {
 
 core::result<CaseReport> ComputeReport(const std::string& data_dir, std::int64_t from_s,
                                        std::int64_t to_s, const std::vector<std::string>& by,
-                                       core::Env& env) {
+                                       std::int64_t utc_offset_s, core::Env& env) {
   for (const auto& d : by) {
     if (std::find_if(std::begin(kReportDimensions), std::end(kReportDimensions),
                      [&](const char* k) { return d == k; }) == std::end(kReportDimensions))
@@ -149,14 +151,18 @@ core::result<CaseReport> ComputeReport(const std::string& data_dir, std::int64_t
   }
   for (auto& [id, r] : referrals) {
     auto it = cases.find(r.first);
-    if (it != cases.end() && !r.second.service().empty())
+    // Only referrals that went out count as a service the case was referred for.
+    if (it != cases.end() && !r.second.service().empty() &&
+        r.second.status() >= cw::REFERRAL_STATUS_SENT)
       it->second.services.insert(r.second.service());
   }
   for (auto& [id, t] : tasks) {
     auto it = cases.find(t.first);
     if (it != cases.end() && t.second.done_at() > 0 &&
-        id == core::TaskId(t.first, cw::TASK_KIND_OUTREACH, 0))
+        id == core::TaskId(t.first, cw::TASK_KIND_OUTREACH, 0)) {
       it->second.outreach_done_s = t.second.done_at();
+      it->second.outreach_due_s = t.second.due_at();
+    }
   }
 
   CaseReport report;
@@ -167,20 +173,28 @@ core::result<CaseReport> ComputeReport(const std::string& data_dir, std::int64_t
   for (const auto& [id, f] : cases) {
     const std::int64_t at = f.c.received_at();
     if (at >= from_s && at < to_s) received.push_back(&f);
-    if (f.c.closed_at() >= from_s && f.c.closed_at() < to_s && f.c.closed_at() > 0)
-      ++report.resolved;
+    // Resolved: closed in the period (a case closed without a closing time
+    // counts when its stage was set to closure).
+    const std::int64_t closed = f.c.closed_at() > 0                  ? f.c.closed_at()
+                                : f.c.stage() == cw::STAGE_TERMINASI ? f.stage_set_s
+                                                                     : 0;
+    if (closed > 0 && closed >= from_s && closed < to_s) ++report.resolved;
   }
   report.received = received.size();
   for (const CaseFacts* f : received) {
-    // Outreach: met when marked met, or when the case reached the outreach
-    // stage, by the deadline.
-    const std::int64_t due = f->c.received_at() + core::OutreachHours(f->c.risk_level()) * 3600;
+    // Outreach: met when a Task record says so, against the deadline it
+    // recorded then (the risk may have been raised since); a case that moved
+    // on without one is judged by when its stage was last written.
+    const std::int64_t due =
+        f->outreach_due_s > 0
+            ? f->outreach_due_s
+            : f->c.received_at() + core::OutreachHours(f->c.risk_level()) * core::kHourSeconds;
     std::int64_t met_at = f->outreach_done_s;
-    if (!core::BeforeOutreach(f->c.stage()) && (met_at == 0 || f->stage_set_s < met_at))
+    if (met_at == 0 && !core::BeforeOutreach(f->c.stage()) && f->c.stage() != cw::STAGE_TERMINASI)
       met_at = f->stage_set_s;
     if (met_at > 0) {
       ++(met_at <= due ? report.deadlines_met : report.deadlines_missed);
-    } else {
+    } else if (f->c.stage() != cw::STAGE_TERMINASI) {
       ++(due < now ? report.deadlines_missed : report.deadlines_open);
     }
   }
@@ -191,7 +205,7 @@ core::result<CaseReport> ComputeReport(const std::string& data_dir, std::int64_t
     std::map<std::string, std::uint64_t> counts;
     std::uint64_t unrecorded = 0;
     for (const CaseFacts* f : received) {
-      auto keys = Keys(*f, dim);
+      auto keys = Keys(*f, dim, utc_offset_s);
       if (keys.empty()) ++unrecorded;
       for (auto& k : keys) ++counts[k];
     }

@@ -40,12 +40,14 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "audit_entries.h"
 #include "enrollment_code.h"
 #include "teduh/case/v1/case.pb.h"
+#include "teduh/core/deadlines.h"
 #include "teduh/core/frame_codec.h"
 #include "teduh/core/merge.h"
 #include "teduh/core/roles.h"
@@ -306,6 +308,70 @@ class PushApplier {
     return *any_drops_;
   }
 
+  // The letter moves one step at a time (draft → checked → signed → sent →
+  // confirmed); only a supervisor signs, under her own name; nothing is sent
+  // without the victim's consent, nor, for a vulnerable victim, without an
+  // officer accompanying. Sets a rejection in `r`, or leaves it untouched.
+  error_code CheckReferral(const v1::FieldChange& c, const Id& record_id, const Id& case_id,
+                           v1::ChangeResult* r) {
+    cw::Referral ref;
+    if (!ref.ParseFromString(c.value())) {
+      Reject(r, "bad_value", "The referral value does not parse.");
+      return {};
+    }
+    if (c.field() == cw::Referral::kSignedByFieldNumber &&
+        (device_.role != v1::ROLE_SUPERVISOR || ref.signed_by() != device_.user)) {
+      Reject(r, "forbidden", "Only a supervisor signs a referral letter, in her own name.");
+      return {};
+    }
+    if (c.field() != kReferralStatusField) return {};
+    auto stored = [&](std::uint32_t field, cw::Referral* out) -> result<bool> {
+      FieldRow row;
+      auto found = store_.FindField(record_id, field, &row);
+      if (found && *found) out->MergeFromString(std::string(row.value));
+      return found;
+    };
+    cw::Referral now;
+    if (auto e = stored(kReferralStatusField, &now); !e) return e.error();
+    if (ref.status() > now.status() + 1) {
+      Reject(r, "out_of_order", "A referral letter moves one step at a time.");
+      return {};
+    }
+    if (ref.status() == cw::REFERRAL_STATUS_SIGNED && device_.role != v1::ROLE_SUPERVISOR) {
+      Reject(r, "forbidden", "Only a supervisor signs a referral letter.");
+      return {};
+    }
+    if (ref.status() < cw::REFERRAL_STATUS_SENT || now.status() >= cw::REFERRAL_STATUS_SENT)
+      return {};
+    cw::Referral given;
+    if (auto e = stored(kReferralConsentField, &given); !e) return e.error();
+    if (!given.consent()) {
+      Reject(r, "no_consent", "The referral cannot be sent without the victim's consent.");
+      return {};
+    }
+    if (auto e = stored(cw::Referral::kAccompaniedFieldNumber, &given); !e) return e.error();
+    if (given.accompanied()) return {};
+    // Vulnerable victim? From the case's and its victims' open fields.
+    cw::Case facts;
+    std::map<Id, cw::Person> persons;
+    if (auto ec = store_.ScanCaseValues(
+            case_id, [&](const FieldRow& f, std::string_view kind, std::uint64_t history_id) {
+              if (history_id != 0 || f.sealed) return true;
+              if (kind == core::kCaseKind) facts.MergeFromString(std::string(f.value));
+              if (kind == core::kPersonKind)
+                persons[f.record_id].MergeFromString(std::string(f.value));
+              return true;
+            }))
+      return ec;
+    std::vector<cw::Person> victims;
+    for (auto& [id, p] : persons)
+      if (p.role() == cw::PERSON_ROLE_VICTIM) victims.push_back(std::move(p));
+    if (core::VulnerableVictim(facts, victims))
+      Reject(r, "unaccompanied",
+             "The victim is a child or vulnerable: an officer must accompany the referral.");
+    return {};
+  }
+
   error_code InScope(const Id& case_id, bool* in_scope) {
     auto it = assigned_.find(case_id);
     if (it != assigned_.end()) {
@@ -467,30 +533,9 @@ class PushApplier {
         break;
     }
 
-    // Referral letters (the case API's rules, held here too): only a
-    // supervisor signs, and nothing is sent without the victim's consent.
-    if (c.kind() == core::kReferralKind && c.field() == kReferralStatusField && !c.sealed()) {
-      cw::Referral ref;
-      if (!ref.ParseFromString(c.value())) {
-        Reject(r, "bad_value", "The referral status does not parse.");
-        return {};
-      }
-      if (ref.status() == cw::REFERRAL_STATUS_SIGNED && device_.role != v1::ROLE_SUPERVISOR) {
-        Reject(r, "forbidden", "Only a supervisor signs a referral letter.");
-        return {};
-      }
-      if (ref.status() >= cw::REFERRAL_STATUS_SENT) {
-        FieldRow consent;
-        auto found = store_.FindField(*record_id, kReferralConsentField, &consent);
-        if (!found) return found.error();
-        cw::Referral given;
-        if (!*found ||
-            !given.ParseFromArray(consent.value.data(), static_cast<int>(consent.value.size())) ||
-            !given.consent()) {
-          Reject(r, "no_consent", "The referral cannot be sent without the victim's consent.");
-          return {};
-        }
-      }
+    // Referral letters (the case API's rules, held here too).
+    if (c.kind() == core::kReferralKind && !c.sealed()) {
+      if (auto ec = CheckReferral(c, *record_id, case_id, r); ec || r->status() != 0) return ec;
     }
 
     // Sealed under a case key version a re-key deleted: the device re-seals

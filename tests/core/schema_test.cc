@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "teduh/case/v1/case.pb.h"
+#include "teduh/core/deadlines.h"
 
 namespace teduh::core {
 namespace {
@@ -122,4 +123,23 @@ TEST(SchemaTest, DecodeRejectsGarbage) {
 }
 
 }  // namespace
+
+TEST(CaseworkRulesTest, AChildOrOldOrDisabledVictimIsVulnerable) {
+  cw::Case plain;
+  EXPECT_FALSE(VulnerableVictim(plain, {}));
+  cw::Case child_case;
+  child_case.set_category(cw::CATEGORY_CHILD_PROTECTION);
+  EXPECT_TRUE(VulnerableVictim(child_case, {}));
+  for (auto age : {cw::AGE_GROUP_0_5, cw::AGE_GROUP_13_17, cw::AGE_GROUP_60_PLUS}) {
+    cw::Person p;
+    p.set_age_group(age);
+    EXPECT_TRUE(VulnerableVictim(plain, {p})) << age;
+  }
+  cw::Person adult;
+  adult.set_age_group(cw::AGE_GROUP_25_44);
+  EXPECT_FALSE(VulnerableVictim(plain, {adult}));
+  adult.set_has_disability(true);
+  EXPECT_TRUE(VulnerableVictim(plain, {adult}));
+}
+
 }  // namespace teduh::core

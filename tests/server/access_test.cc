@@ -67,6 +67,12 @@ TEST_F(AccessTest, ShowingACaseInFullIsRecordedSyncedAndAudited) {
   }
   EXPECT_EQ(logged, 2);  // its two fields
   EXPECT_TRUE(VerifyAudit(data_dir_)->intact());
+
+  // Reading a field's past values (decrypted) leaves a trace too.
+  const auto before = rina->Status()->counts.pending;
+  ASSERT_TRUE(rina->CaseHistory(id, "chronology", "id", core::ViewLog::kRecord));
+  EXPECT_EQ(rina->Status()->counts.pending, before + 2);
+  EXPECT_EQ(rina->ShowCase(id)->accesses.size(), 2u);
 }
 
 TEST_F(AccessTest, AnAccessRecordHoldsNoContentAndIsAppendOnly) {

@@ -105,48 +105,67 @@ TEST_F(ReferralTest, AReferralIsSentOnlyWithConsentAnOfficerForAChildAndASupervi
 // The server holds the same rules against a device that skips the case API.
 using ReferralServerTest = ServerTest;
 
-TEST_F(ReferralServerTest, AnUnsignedOrUnconsentedLetterIsRefusedFromAnyDevice) {
+TEST_F(ReferralServerTest, ALetterOutOfOrderUnsignedUnconsentedOrUnaccompaniedIsRefused) {
   EnrollBootstrapAdmin();
   TestDevice ani = EnrollApproved(v1::ROLE_OFFICE, "ani");
   TestDevice tono = EnrollApproved(v1::ROLE_SUPERVISOR, "tono");
-  auto client = Login(ani);
+  auto office = Login(ani);
+  auto sup = Login(tono);
   const Id case_id = core::NewId(), ref_id = core::NewId();
+  std::int64_t offset = 0;
+  auto push = [&](TestClient& client, const TestDevice& dev, std::uint32_t field,
+                  const cw::Referral& value) {
+    const v1::PushResult r =
+        Push(client, {OpenChange(dev, ref_id, core::kReferralKind, case_id, field,
+                                 value.SerializeAsString(), offset += 10)});
+    return r.results(0);
+  };
   auto status = [](cw::ReferralStatus s) {
     cw::Referral r;
     r.set_status(s);
-    return r.SerializeAsString();
+    return r;
   };
-  const v1::PushResult made = Push(
-      *client, {OpenChange(ani, case_id, core::kCaseKind, {}, 1, CaseText(1, "K-1")),
-                OpenChange(ani, ref_id, core::kReferralKind, case_id,
-                           cw::Referral::kStatusFieldNumber, status(cw::REFERRAL_STATUS_DRAFT))});
+  cw::Case child;
+  child.set_victim_is_child(true);
+  const v1::PushResult made =
+      Push(*office, {OpenChange(ani, case_id, core::kCaseKind, {}, 1, CaseText(1, "K-1")),
+                     OpenChange(ani, case_id, core::kCaseKind, {},
+                                cw::Case::kVictimIsChildFieldNumber, child.SerializeAsString())});
   for (const auto& r : made.results()) ASSERT_EQ(r.status(), v1::ChangeResult::STATUS_APPLIED);
-
-  const v1::PushResult signed_by_office =
-      Push(*client, {OpenChange(ani, ref_id, core::kReferralKind, case_id,
-                                cw::Referral::kStatusFieldNumber,
-                                status(cw::REFERRAL_STATUS_SIGNED), 10)});
-  EXPECT_EQ(signed_by_office.results(0).status(), v1::ChangeResult::STATUS_REJECTED);
-  EXPECT_EQ(signed_by_office.results(0).reason(), "forbidden");
-
-  auto sup = Login(tono);
-  const v1::PushResult sent_without_consent =
-      Push(*sup, {OpenChange(tono, ref_id, core::kReferralKind, case_id,
-                             cw::Referral::kStatusFieldNumber, status(cw::REFERRAL_STATUS_SENT),
-                             20)});
-  EXPECT_EQ(sent_without_consent.results(0).status(), v1::ChangeResult::STATUS_REJECTED);
-  EXPECT_EQ(sent_without_consent.results(0).reason(), "no_consent");
-
+  const auto kStatus = cw::Referral::kStatusFieldNumber;
+  EXPECT_EQ(push(*office, ani, kStatus, status(cw::REFERRAL_STATUS_DRAFT)).status(),
+            v1::ChangeResult::STATUS_APPLIED);
+  // One step at a time.
+  EXPECT_EQ(push(*office, ani, kStatus, status(cw::REFERRAL_STATUS_SIGNED)).reason(),
+            "out_of_order");
+  EXPECT_EQ(push(*office, ani, kStatus, status(cw::REFERRAL_STATUS_CHECKED)).status(),
+            v1::ChangeResult::STATUS_APPLIED);
+  // Only a supervisor signs, in her own name.
+  EXPECT_EQ(push(*office, ani, kStatus, status(cw::REFERRAL_STATUS_SIGNED)).reason(), "forbidden");
+  cw::Referral forged;
+  forged.set_signed_by("tono");
+  EXPECT_EQ(push(*office, ani, cw::Referral::kSignedByFieldNumber, forged).reason(), "forbidden");
+  cw::Referral other_name;
+  other_name.set_signed_by("ani");
+  EXPECT_EQ(push(*sup, tono, cw::Referral::kSignedByFieldNumber, other_name).reason(), "forbidden");
+  EXPECT_EQ(push(*sup, tono, cw::Referral::kSignedByFieldNumber, forged).status(),
+            v1::ChangeResult::STATUS_APPLIED);
+  EXPECT_EQ(push(*sup, tono, kStatus, status(cw::REFERRAL_STATUS_SIGNED)).status(),
+            v1::ChangeResult::STATUS_APPLIED);
+  // Not sent without consent; for a child, not without an officer.
+  EXPECT_EQ(push(*office, ani, kStatus, status(cw::REFERRAL_STATUS_SENT)).reason(), "no_consent");
   cw::Referral consent;
   consent.set_consent(true);
-  const v1::PushResult with_consent =
-      Push(*sup, {OpenChange(tono, ref_id, core::kReferralKind, case_id,
-                             cw::Referral::kConsentFieldNumber, consent.SerializeAsString(), 30),
-                  OpenChange(tono, ref_id, core::kReferralKind, case_id,
-                             cw::Referral::kStatusFieldNumber, status(cw::REFERRAL_STATUS_SENT),
-                             31)});
-  for (const auto& r : with_consent.results())
-    EXPECT_NE(r.status(), v1::ChangeResult::STATUS_REJECTED) << r.DebugString();
+  EXPECT_EQ(push(*office, ani, cw::Referral::kConsentFieldNumber, consent).status(),
+            v1::ChangeResult::STATUS_APPLIED);
+  EXPECT_EQ(push(*office, ani, kStatus, status(cw::REFERRAL_STATUS_SENT)).reason(),
+            "unaccompanied");
+  cw::Referral accompanied;
+  accompanied.set_accompanied(true);
+  EXPECT_EQ(push(*office, ani, cw::Referral::kAccompaniedFieldNumber, accompanied).status(),
+            v1::ChangeResult::STATUS_APPLIED);
+  EXPECT_EQ(push(*office, ani, kStatus, status(cw::REFERRAL_STATUS_SENT)).status(),
+            v1::ChangeResult::STATUS_APPLIED);
 }
 
 }  // namespace

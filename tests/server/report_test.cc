@@ -93,7 +93,7 @@ TEST_F(ReportTest, CountsShapedLikeTheKalimantanTimurTableAddUpAndAMismatchIsFla
   }
 
   auto report = ComputeReport(data_dir_, Day(2014, 1, 1), Day(2016, 1, 1),
-                              {"region", "month", "violence_type", "category"}, env_);
+                              {"region", "month", "violence_type", "category"}, 0, env_);
   ASSERT_TRUE(report) << report.error().message();
   EXPECT_EQ(report->received, 955u);  // the rows of Tabel 1, not its printed 952
   const auto* region = By(*report, "region");
@@ -118,14 +118,14 @@ TEST_F(ReportTest, CountsShapedLikeTheKalimantanTimurTableAddUpAndAMismatchIsFla
   EXPECT_NE(types->note.find("several"), std::string::npos);
 
   // One year: 2014 alone.
-  auto y2014 = ComputeReport(data_dir_, Day(2014, 1, 1), Day(2015, 1, 1), {"region"}, env_);
+  auto y2014 = ComputeReport(data_dir_, Day(2014, 1, 1), Day(2015, 1, 1), {"region"}, 0, env_);
   ASSERT_TRUE(y2014);
   EXPECT_EQ(y2014->received, 369u);
   EXPECT_EQ(By(*y2014, "region")->sum, 369u);
 
   // A dimension the report does not know, or an empty period, is refused.
-  EXPECT_FALSE(ComputeReport(data_dir_, Day(2014, 1, 1), Day(2015, 1, 1), {"shoe_size"}, env_));
-  EXPECT_FALSE(ComputeReport(data_dir_, Day(2015, 1, 1), Day(2014, 1, 1), {}, env_));
+  EXPECT_FALSE(ComputeReport(data_dir_, Day(2014, 1, 1), Day(2015, 1, 1), {"shoe_size"}, 0, env_));
+  EXPECT_FALSE(ComputeReport(data_dir_, Day(2015, 1, 1), Day(2014, 1, 1), {}, 0, env_));
 }
 
 }  // namespace

@@ -91,7 +91,7 @@ TEST_F(TaskTest, DeadlinesFollowTheRiskAndAMetDeadlineIsMetEverywhere) {
   // The unit's report counts the same deadlines from the server's open
   // fields: the reached case and the medium one met in time; the high one
   // met an hour late; the unassessed one missed.
-  auto report = ComputeReport(data_dir_, t0 - 86400, t0 + 86400, {}, env_);
+  auto report = ComputeReport(data_dir_, t0 - 86400, t0 + 86400, {}, 0, env_);
   ASSERT_TRUE(report) << report.error().message();
   EXPECT_EQ(report->received, 4u);
   EXPECT_EQ(report->deadlines_met, 2u);
@@ -116,7 +116,11 @@ TEST_F(TaskTest, MonitoringComesDueCycleAfterCycle) {
   ASSERT_NE(next, nullptr);
   EXPECT_NEAR(static_cast<double>(next->due_at), static_cast<double>(t0 + 2 * 182 * 86400), 2.0);
   // A closed case has no deadlines.
-  ASSERT_TRUE(rina->SetCaseFields(core::ToHex(*c), {"stage=terminasi"}));
+  // Closing needs a reason; then the case has no deadlines.
+  EXPECT_EQ(rina->SetCaseFields(core::ToHex(*c), {"stage=terminasi"}).error().code,
+            errc::invalid_argument);
+  ASSERT_TRUE(rina->SetCaseFields(core::ToHex(*c), {"stage=terminasi", "closure_reason=selesai"}));
+  EXPECT_NE(Value(*rina, *c, "closed_at"), "");  // set when it was closed
   EXPECT_EQ(Find(*rina->ListTasks(false, false), *c, "monitoring"), nullptr);
 }
 
@@ -168,6 +172,26 @@ TEST_F(TaskTest, AVisitLogsTheAttemptAndThreeMissedVisitsProposeClosureForASuper
   ASSERT_TRUE(after);
   EXPECT_EQ(Find(*after, *low, "closure_proposal"), nullptr);
   EXPECT_EQ(Value(*rina, *low, "stage"), "terminasi");
+}
+
+TEST_F(TaskTest, TheReportCountsOutreachMetWhenItWasMetNotWhenTheCaseLastMoved) {
+  auto rina = Staff("rina", v1::ROLE_PENDAMPING);
+  const std::int64_t t0 = env_.NowMs() / 1000;
+  auto c = rina->NewCase({"risk_level=tinggi"});
+  ASSERT_TRUE(c);
+  env_.Advance(6LL * 3600 * 1000);
+  ASSERT_TRUE(rina->SetCaseFields(core::ToHex(*c), {"stage=penjangkauan"}));  // met at 6 h
+  env_.Advance(44LL * 3600 * 1000);
+  ASSERT_TRUE(rina->SetCaseFields(core::ToHex(*c), {"stage=asesmen"}));  // two days later
+  env_.Advance(3600 * 1000);
+  ASSERT_TRUE(rina->SetCaseFields(core::ToHex(*c), {"stage=terminasi", "closure_reason=resolved"}));
+  Sync(*rina);
+  auto report = ComputeReport(data_dir_, t0 - 60, t0 + 7 * 86400, {"stage"}, 0, env_);
+  ASSERT_TRUE(report) << report.error().message();
+  EXPECT_EQ(report->received, 1u);
+  EXPECT_EQ(report->deadlines_met, 1u);
+  EXPECT_EQ(report->deadlines_missed, 0u);
+  EXPECT_EQ(report->resolved, 1u);
 }
 
 }  // namespace

@@ -447,15 +447,29 @@ std::optional<std::int64_t> ParseDay(const std::string& text) {
   tm.tm_year = y - 1900;
   tm.tm_mon = m - 1;
   tm.tm_mday = d;
-  return static_cast<std::int64_t>(timegm(&tm));
+  const auto t = static_cast<std::int64_t>(timegm(&tm));
+  if (tm.tm_mday != d || tm.tm_mon != m - 1) return std::nullopt;  // 2025-02-31
+  return t;
+}
+
+// The unit's time zone: WIB (UTC+7), WITA (UTC+8), WIT (UTC+9).
+std::optional<std::int64_t> ZoneOffset(const std::string& zone) {
+  if (zone == "WIB") return 7 * 3600;
+  if (zone == "WITA") return 8 * 3600;
+  if (zone == "WIT") return 9 * 3600;
+  return std::nullopt;
 }
 
 int Report(const std::string& data, const std::string& from, const std::string& to,
-           const std::vector<std::string>& by, const std::string& format, const Output& out) {
+           const std::vector<std::string>& by, const std::string& format, const std::string& zone,
+           const Output& out) {
+  auto offset = ZoneOffset(zone);
+  if (!offset) return out.Error("the time zone is WIB, WITA or WIT");
   auto from_s = ParseDay(from);
   auto to_s = ParseDay(to);
   if (!from_s || !to_s)
-    return out.Error("dates are YYYY-MM-DD (--from is the first day, --to the last, inclusive)");
+    return out.Error(
+        "dates are real days, YYYY-MM-DD (--from is the first day, --to the last, inclusive)");
   if (*to_s < *from_s) return out.Error("--to is before --from");
   for (const auto& d : by) {
     if (std::find_if(std::begin(teduh::server::kReportDimensions),
@@ -465,8 +479,8 @@ int Report(const std::string& data, const std::string& from, const std::string& 
       return out.Error(fmt::format("unknown breakdown '{}'; valid: {}", d,
                                    fmt::join(teduh::server::kReportDimensions, ",")));
   }
-  auto report =
-      teduh::server::ComputeReport(data, *from_s, *to_s + 24 * 3600, by, teduh::core::DefaultEnv());
+  auto report = teduh::server::ComputeReport(data, *from_s - *offset, *to_s + 24 * 3600 - *offset,
+                                             by, *offset, teduh::core::DefaultEnv());
   if (!report) return out.Error(report.error().message());
   if (format == "csv") {
     fmt::print("section,key,count\n");
@@ -573,7 +587,7 @@ int main(int argc, char** argv) {
 
   auto* report = app.add_subcommand(
       "report", "Case counts of the unit over a period, from open fields only (no keys needed)");
-  std::string from, to, format = "json";
+  std::string from, to, format = "json", zone = "WIB";
   std::vector<std::string> by;
   report->add_option("--data", data, "Data folder")->required();
   report->add_option("--from", from, "First day, YYYY-MM-DD (UTC)")->required();
@@ -584,6 +598,8 @@ int main(int argc, char** argv) {
                    "service,stage,closure_reason")
       ->delimiter(',');
   report->add_option("--format", format, "csv or json")->check(CLI::IsMember({"csv", "json"}));
+  report->add_option("--tz", zone, "The unit's time zone for days and months: WIB, WITA or WIT")
+      ->check(CLI::IsMember({"WIB", "WITA", "WIT"}));
 
   try {
     app.parse(argc, argv);
@@ -606,7 +622,7 @@ int main(int argc, char** argv) {
   if (show->parsed()) return AuditShow(data, last, out);
   if (report->parsed()) {
     out.json = format == "json";
-    return Report(data, from, to, by, format, out);
+    return Report(data, from, to, by, format, zone, out);
   }
   return out.Error("no command given");
 }

@@ -812,7 +812,7 @@ int main(int argc, char** argv) {
       return Emit(g, j, human);
     }
     if (case_history->parsed()) {
-      auto h = d.CaseHistory(case_ref, history_field, g.lang);
+      auto h = d.CaseHistory(case_ref, history_field, g.lang, teduh::core::ViewLog::kRecord);
       if (!h) return Report(g, h.error());
       json arr = json::array();
       std::string human;
@@ -869,7 +869,7 @@ int main(int argc, char** argv) {
       return Emit(g, json{{"conflicts", arr}}, human);
     }
     if (conflict_show->parsed()) {
-      auto c = d.ShowConflict(conflict_ref, g.lang);
+      auto c = d.ShowConflict(conflict_ref, g.lang, teduh::core::ViewLog::kRecord);
       if (!c) return Report(g, c.error());
       auto side = [&](const teduh::core::ConflictSideView& s) {
         bool ok = s.value.readability == teduh::core::Readability::kReadable;

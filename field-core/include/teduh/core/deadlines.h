@@ -1,10 +1,12 @@
-// The casework deadlines (DOMAIN-REPORT §2.6), shared by the device's task
-// board and the server's reports so that both count the same deadlines.
+// Casework rules shared by the device's case API and the server (so both
+// apply the same ones): the deadlines (DOMAIN-REPORT §2.6) of the task board
+// and the reports, and who counts as a vulnerable victim for referrals.
 //
 // Thread safety: stateless.
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "teduh/case/v1/case.pb.h"
 #include "teduh/core/ids.h"
@@ -25,5 +27,11 @@ bool BeforeOutreach(teduh::casework::v1::Stage stage);
 // from the case, the kind and the cycle (0 for outreach, 1.. for monitoring),
 // so every device computes the same one.
 Id TaskId(const Id& case_id, teduh::casework::v1::TaskKind kind, std::uint64_t cycle);
+
+// A child, a victim with a disability or of old age: an officer must
+// accompany a referral. From the case's flags and category, and each
+// victim's flags and age group (under 18, or 60 and over).
+bool VulnerableVictim(const teduh::casework::v1::Case& c,
+                      const std::vector<teduh::casework::v1::Person>& victims);
 
 }  // namespace teduh::core

@@ -379,9 +379,11 @@ class Device {
 
   // ---- History (online: the server keeps every value a field has had) --------------
   // A case's fields over time, oldest first per field; `field` empty: all.
+  // With ViewLog::kRecord, leaves an Access record first (as ShowCase).
   Outcome<std::vector<HistoryEntryView>> CaseHistory(std::string_view case_ref,
                                                      std::string_view field,
-                                                     std::string_view lang = "id");
+                                                     std::string_view lang = "id",
+                                                     ViewLog log = ViewLog::kNone);
   // Brings version `version` of a case field back as a new edit (synced like any).
   Outcome<void> RestoreCaseField(std::string_view case_ref, std::string_view field, int version);
 
@@ -431,7 +433,9 @@ class Device {
   // Values are not decrypted here.
   Outcome<std::vector<ConflictView>> ListConflicts(bool include_resolved = false);
   // One conflict with both values decrypted where the keys allow.
-  Outcome<ConflictView> ShowConflict(std::string_view conflict_ref, std::string_view lang = "id");
+  // With ViewLog::kRecord, leaves an Access record on the case first.
+  Outcome<ConflictView> ShowConflict(std::string_view conflict_ref, std::string_view lang = "id",
+                                     ViewLog log = ViewLog::kNone);
   // Resolves it offline (office staff and supervisors): `take` is "kept",
   // "other", "mine" or "theirs" (the side this user wrote, or the other one),
   // or empty with `value` given as for --set. The chosen value becomes a new
@@ -574,8 +578,14 @@ class Device {
                                   const Id& case_id, std::vector<PendingSet> sets);
   Outcome<void> EnsureCaseKey(LocalStore::EditTxn& txn, const Id& case_id,
                               teduh::AccessClass key_class, std::uint32_t* version);
+  // Records in `txn` that the case's outreach deadline was met now (a Task
+  // record), unless it is already; `risk` is a casework RiskLevel.
+  Outcome<void> OutreachMetLocked(LocalStore::EditTxn& txn, const Id& case_id,
+                                  std::int64_t received_at, int risk);
   // Every open deadline of the cases here, by due time.
   Outcome<std::vector<TaskView>> AllTasksLocked();
+  // Saves an Access record (this user, now) under the case, with its outbox entry.
+  Outcome<void> RecordAccessLocked(const Id& case_id);
   // The device's clock (corrected by the server's offset), in milliseconds.
   std::int64_t NowMsLocked() const;
   // A referral's stored fields, decoded (open fields only: it has no sealed ones).

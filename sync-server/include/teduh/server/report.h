@@ -49,10 +49,12 @@ struct CaseReport {
   std::vector<ReportBreakdown> breakdowns;
 };
 
-// errc::invalid_argument for an unknown dimension or an empty period.
+// `utc_offset_s`: the unit's time zone (WIB +7 h, WITA +8 h, WIT +9 h), for
+// the months of the month breakdown. errc::invalid_argument for an unknown
+// dimension or an empty period.
 [[nodiscard]] core::result<CaseReport> ComputeReport(const std::string& data_dir,
                                                      std::int64_t from_s, std::int64_t to_s,
                                                      const std::vector<std::string>& by,
-                                                     core::Env& env);
+                                                     std::int64_t utc_offset_s, core::Env& env);
 
 }  // namespace teduh::server
