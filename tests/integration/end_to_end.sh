@@ -291,6 +291,16 @@ check "offboarding the pendamping gives her cases to the office worker" \
   'dev "$admin" "admin-pass-1" user offboard ani --reassign-to budi | jq -e ".cases_reassigned>=2 and .devices_revoked==0" >/dev/null'
 check "the office device sees the case assigned to budi" \
   'dev "$office" "budi-pass-2" sync >/dev/null && [ "$(dev "$office" "budi-pass-2" case show "$case_id" | jq -r .fields.assigned_pendamping)" = budi ]'
+# --- the examples of teduh help work as written, in both languages ---
+check "teduh help shows the examples in Indonesian and in English" \
+  '"$TEDUH" help | grep -q "teduh visit CASE --outcome bertemu" && "$TEDUH" help --lang en | grep -q "teduh visit CASE --outcome reached"'
+ex_id=$(dev "$office" "budi-pass-2" case new --set channel=media_sosial --set risk_level=tinggi --set "risk_rationale=Pelaku masih di rumah" | json .case_id) ||
+  bad "the Indonesian case new example works"
+check "the Indonesian examples for a person, the case facts and a visit work as written" \
+  'dev "$office" "budi-pass-2" person add "$ex_id" --role korban --set "name=Contoh Korban" --set is_child=ya >/dev/null && dev "$office" "budi-pass-2" case set "$ex_id" --set violence_types=fisik,psikis --set needs=medis,rumah_aman --set route=proses_hukum >/dev/null && dev "$office" "budi-pass-2" visit "$ex_id" --outcome bertemu --note "Kunjungan contoh" >/dev/null'
+check "the English examples work as written" \
+  'ex_en=$(dev "$office" "budi-pass-2" case new --set channel=social_media --set risk_level=high --set "risk_rationale=x" | json .case_id) && dev "$office" "budi-pass-2" person add "$ex_en" --role victim --set "name=Example" --set is_child=yes >/dev/null && dev "$office" "budi-pass-2" case set "$ex_en" --set violence_types=physical,psychological --set needs=medical,safe_house --set route=legal >/dev/null && dev "$office" "budi-pass-2" visit "$ex_en" --outcome reached --note "x" >/dev/null'
+
 # --- teduh lock: the command holding the keys wipes them and ends at once ---
 check "teduh lock with no command running says nothing held the keys" \
   '"$TEDUH" --home "$office" --json lock 2>/dev/null | jq -e ".locked==true and .was_unlocked==false" >/dev/null'

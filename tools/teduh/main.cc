@@ -208,6 +208,73 @@ teduh::core::Outcome<std::unique_ptr<Device>> OpenDevice(const Globals& g) {
   return Device::Open(g.home, *pass, Options(g));
 }
 
+// `teduh help`: the common tasks of DOMAIN-REPORT §8, one command each.
+constexpr const char* kExamplesId =
+    R"(Contoh untuk pekerjaan sehari-hari (CASE, REF, TASK: id atau awalannya):
+
+Sebelum berangkat kunjungan: ambil kasus yang ditugaskan ke Anda
+  teduh sync
+Kasus baru di lapangan, dengan saluran dan tingkat risiko
+  teduh case new --set channel=media_sosial --set risk_level=tinggi --set risk_rationale="..."
+Catat pelapor atau korban (identitas lengkap sekali saja; daftar hanya inisial)
+  teduh person add CASE --role korban --set name="..." --set is_child=ya
+Jenis kekerasan, kebutuhan, jalur penanganan
+  teduh case set CASE --set violence_types=fisik,psikis --set needs=medis,rumah_aman --set route=proses_hukum
+Catat upaya kontak dan catatan kunjungan sekaligus
+  teduh visit CASE --outcome bertemu --note "..."
+Tenggat Anda (terlambat lebih dulu), dan tandai selesai
+  teduh task list --mine --due
+  teduh task done TASK
+Catatan konseling (hanya konselor dan psikolog yang dapat membacanya)
+  teduh note add CASE --kind counselling --text "..."
+Rujukan dengan persetujuan korban dan data yang dibuka
+  teduh referral add CASE --agency RSUD --service MEDICAL --consent --disclose name,address --accompanied
+  teduh referral check REF; teduh referral sign REF (supervisor); teduh referral send REF
+Apa yang belum terkirim, sebelum perangkat diserahkan
+  teduh status
+Ada orang mendekat: hapus semua kunci dari memori sekarang
+  teduh lock
+Kantor: konflik yang menunggu keputusan
+  teduh conflict list; teduh conflict show ID; teduh conflict resolve ID --take mine
+Kantor: menutup kasus dengan alasan
+  teduh case set CASE --set stage=terminasi --set closure_reason=selesai
+Kantor: laporan (di server)
+  teduh-server report --data DIR --from 2025-01-01 --to 2025-12-31 --by month,violence_type,region
+)";
+
+constexpr const char* kExamplesEn =
+    R"(Examples for everyday work (CASE, REF, TASK: an id or its prefix):
+
+Before leaving for a visit: take the cases assigned to you
+  teduh sync
+A new case in the field, with channel and risk level
+  teduh case new --set channel=social_media --set risk_level=high --set risk_rationale="..."
+Record the reporter or the victim (full identity once; lists show initials)
+  teduh person add CASE --role victim --set name="..." --set is_child=yes
+Violence types, needs, route
+  teduh case set CASE --set violence_types=physical,psychological --set needs=medical,safe_house --set route=legal
+Log a contact attempt and the visit note in one go
+  teduh visit CASE --outcome reached --note "..."
+Your deadlines (overdue first), and mark one done
+  teduh task list --mine --due
+  teduh task done TASK
+A counselling note (only counsellors and psychologists can read it)
+  teduh note add CASE --kind counselling --text "..."
+A referral with the victim's consent and what it discloses
+  teduh referral add CASE --agency RSUD --service MEDICAL --consent --disclose name,address --accompanied
+  teduh referral check REF; teduh referral sign REF (supervisor); teduh referral send REF
+What has not been sent yet, before handing the device over
+  teduh status
+Someone is coming: wipe every key from memory now
+  teduh lock
+Office: conflicts waiting for a decision
+  teduh conflict list; teduh conflict show ID; teduh conflict resolve ID --take mine
+Office: close a case with a reason
+  teduh case set CASE --set stage=terminasi --set closure_reason=resolved
+Office: the report (on the server)
+  teduh-server report --data DIR --from 2025-01-01 --to 2025-12-31 --by month,violence_type,region
+)";
+
 json TaskJson(const teduh::core::TaskView& t) {
   return json{{"task_id", teduh::core::ToHex(t.task_id)},
               {"case_id", teduh::core::ToHex(t.case_id)},
@@ -346,6 +413,9 @@ int main(int argc, char** argv) {
       leaf(passphrase_cmd, "change",
            "Choose a new passphrase (asked twice, or TEDUH_NEW_PASSPHRASE); keys and data stay");
 
+  CLI::App* examples =
+      app.add_subcommand("help", "Examples for the everyday work of a visit and the office");
+  add_globals(examples);
   CLI::App* lock = leaf(&app, "lock",
                         "Wipe this device's keys from memory now: ends the teduh command using "
                         "them (no passphrase needed)");
@@ -564,6 +634,10 @@ int main(int argc, char** argv) {
       return Emit(g, DeviceJson(info), human);
     }
 
+    if (examples->parsed()) {
+      std::cout << (g.lang == "en" ? kExamplesEn : kExamplesId);
+      return 0;
+    }
     if (lock->parsed()) {
       auto r = teduh::cli::LockRunning(g.home, std::chrono::seconds(15));
       if (!r) return Report(g, r.error());
