@@ -39,6 +39,7 @@
 #include <set>
 #include <utility>
 
+#include "device_internal.h"
 #include "teduh/case/v1/case.pb.h"
 #include "teduh/core/deadlines.h"
 #include "teduh/core/frame_codec.h"
@@ -128,6 +129,10 @@ struct Device::Meta {
   }
 };
 
+using internal::KindOf;
+using internal::Lower;
+using internal::Trim;
+
 namespace {
 
 constexpr std::string_view kMetaFile = "device.json";
@@ -148,12 +153,6 @@ std::string StateName(pb::DeviceState s) {
   }
 }
 
-teduh::AccessClass Normal(teduh::AccessClass c) {
-  return c == teduh::ACCESS_CLASS_UNSPECIFIED ? teduh::ACCESS_CLASS_GENERAL : c;
-}
-
-const RecordKind& KindOf(std::string_view full) { return *Schema::Get().FindKind(full); }
-
 // A pulled (or historical) value as the store would hold it.
 StoredValue StoredFromChange(const pb::FieldChange& ch) {
   StoredValue v;
@@ -171,18 +170,6 @@ StoredValue StoredFromChange(const pb::FieldChange& ch) {
 std::string Label(const FieldPolicy& f, std::string_view lang) {
   const std::string& l = lang == "en" ? f.label_en : f.label_id;
   return l.empty() ? f.name : l;
-}
-
-std::string Trim(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
-  return std::string(s);
-}
-
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
 }
 
 Outcome<json> ReadJsonFile(const std::filesystem::path& p) {
@@ -544,7 +531,7 @@ Outcome<std::optional<std::uint32_t>> Device::LatestCaseKeyVersion(const Id& cas
     for (const auto& f : *fields) {
       if (!f.sealed) ck.MergeFromString(f.value);
     }
-    if (Normal(ck.key_class()) == Normal(key_class) && ck.version() > 0 &&
+    if (NormalClass(ck.key_class()) == NormalClass(key_class) && ck.version() > 0 &&
         (!best || ck.version() > *best)) {
       best = ck.version();
     }
@@ -555,7 +542,7 @@ Outcome<std::optional<std::uint32_t>> Device::LatestCaseKeyVersion(const Id& cas
 Outcome<const crypto::SecureBuffer*> Device::CaseKeyFor(const Id& case_id,
                                                         teduh::AccessClass key_class,
                                                         std::uint32_t version) {
-  key_class = Normal(key_class);
+  key_class = NormalClass(key_class);
   auto cached = case_keys_.find({case_id, key_class, version});
   if (cached != case_keys_.end()) return &cached->second;
   auto recs = store_->ListRecords(kCaseKeyKind, case_id);
@@ -572,7 +559,7 @@ Outcome<const crypto::SecureBuffer*> Device::CaseKeyFor(const Id& case_id,
     for (const auto& f : *fields) {
       if (!f.sealed) ck.MergeFromString(f.value);
     }
-    if (Normal(ck.key_class()) != key_class || ck.version() != version) continue;
+    if (NormalClass(ck.key_class()) != key_class || ck.version() != version) continue;
     const crypto::SecureBuffer* k = vault_->class_key(key_class, ck.epoch());
     if (k == nullptr) {
       lacked_class_key = true;
@@ -614,7 +601,7 @@ const crypto::SecureBuffer* Device::CacheCaseKey(const CaseKeyId& id, crypto::Se
 
 Outcome<void> Device::EnsureCaseKey(LocalStore::EditTxn& txn, const Id& case_id,
                                     teduh::AccessClass key_class, std::uint32_t* version) {
-  key_class = Normal(key_class);
+  key_class = NormalClass(key_class);
   auto latest = LatestCaseKeyVersion(case_id, key_class);
   if (!latest) return latest.error();
   if (*latest) {
@@ -722,7 +709,7 @@ Outcome<void> Device::WriteRecordFields(LocalStore::EditTxn& txn, const Id& reco
       ctx.field = c.field;
       ctx.writer_hlc = c.stamp.hlc;
       ctx.writer_device = c.stamp.device;
-      ctx.key_class = Normal(s.field->access);
+      ctx.key_class = NormalClass(s.field->access);
       ctx.key_version = version;
       auto sealed = SealField(**ck, ctx, s.value);
       crypto::Wipe(s.value);
@@ -1011,7 +998,7 @@ Outcome<std::optional<std::string>> Device::OpenValue(const Id& record_id, std::
     }
     return std::optional<std::string>(v.value);
   }
-  if (!v.sealed || Normal(v.key_class) != Normal(policy->access)) {
+  if (!v.sealed || NormalClass(v.key_class) != NormalClass(policy->access)) {
     *readability = Readability::kIntegrity;  // invariant 4
     return std::optional<std::string>();
   }
@@ -1033,7 +1020,7 @@ Outcome<std::optional<std::string>> Device::OpenValue(const Id& record_id, std::
   ctx.field = v.field;
   ctx.writer_hlc = v.origin_hlc != 0 ? v.origin_hlc : v.stamp.hlc;
   ctx.writer_device = v.stamp.device;
-  ctx.key_class = Normal(v.key_class);
+  ctx.key_class = NormalClass(v.key_class);
   ctx.key_version = v.key_version;
   auto plain = OpenField(**ck, ctx, v.value);
   if (!plain) {
@@ -1413,23 +1400,16 @@ Outcome<Id> Device::ResolveConflict(std::string_view conflict_ref, std::string_v
 }
 
 Outcome<void> Device::RecordAccessLocked(const Id& case_id) {
-  teduh::casework::v1::Access access;
-  access.set_viewer(meta_->user);
-  access.set_viewed_at(env_->NowMs() / 1000);  // Unix seconds, like every *_at field
+  cw::Access viewer, at;
+  viewer.set_viewer(meta_->user);
+  at.set_viewed_at(env_->NowMs() / 1000);  // Unix seconds, like every *_at field
   const RecordKind& kind = KindOf(kAccessKind);
+  std::vector<PendingSet> sets;
+  sets.emplace_back(kind.FindFieldByName("viewer"), viewer.SerializeAsString());
+  sets.emplace_back(kind.FindFieldByName("viewed_at"), at.SerializeAsString());
   const Id access_id = NewId();
   return store_->Edit(*hlc_, [&](LocalStore::EditTxn& txn) -> Outcome<void> {
-    for (const auto& f : kind.fields) {
-      LocalChange c;
-      c.record_id = access_id;
-      c.kind = std::string(kAccessKind);
-      c.parent_id = case_id;
-      c.field = f.number;
-      c.value = OneField(access, f);
-      c.stamp = txn.NextStamp();
-      if (auto r = txn.Put(c); !r) return r;
-    }
-    return {};
+    return WriteRecordFields(txn, access_id, kAccessKind, case_id, case_id, std::move(sets));
   });
 }
 
@@ -1690,7 +1670,7 @@ Outcome<std::size_t> Device::AcceptWelcome(const pb::Welcome& welcome, std::size
   if (!box_pk) return Fail(box_pk.error(), "the device key is damaged");
   std::size_t bad = 0;
   for (const auto& gr : welcome.grants()) {
-    auto cls = Normal(gr.key_class());
+    auto cls = NormalClass(gr.key_class());
     if (gr.device_id() != AsBytes(meta_->device_id)) continue;
     if (vault_->class_key(cls, gr.epoch()) != nullptr) continue;
     std::string m = GrantMessage(gr.device_id(), cls, gr.epoch(), gr.sealed_key());
@@ -1713,7 +1693,7 @@ Outcome<std::size_t> Device::AcceptWelcome(const pb::Welcome& welcome, std::size
   // new case keys are written under.
   std::vector<std::pair<teduh::AccessClass, std::uint32_t>> retired;
   for (const auto& rt : welcome.retired()) {
-    const auto cls = Normal(rt.key_class());
+    const auto cls = NormalClass(rt.key_class());
     if (vault_->class_key(cls, rt.epoch()) == nullptr || rt.unit_id() != meta_->unit_id) continue;
     auto writing = WriteEpochLocked(cls);
     if (!writing || rt.epoch() >= *writing) continue;
@@ -2157,7 +2137,7 @@ Outcome<RemoteDevice> Device::ApproveDevice(std::string_view device_ref) {
     std::lock_guard g(mu_);
     if (auto r = CheckOpen(); !r) return r.error();
     for (auto cls : ClassesFor(target->role())) {
-      cls = Normal(cls);
+      cls = NormalClass(cls);
       // Every epoch still in use (case keys written offline may be under an
       // older one), except that of a rotation not yet committed.
       auto newest = WriteEpochLocked(cls);
@@ -2216,7 +2196,7 @@ Outcome<RemoteDevice> Device::RevokeDevice(std::string_view device_ref) {
 }
 
 std::optional<std::uint32_t> Device::WriteEpochLocked(teduh::AccessClass key_class) {
-  key_class = Normal(key_class);
+  key_class = NormalClass(key_class);
   std::optional<std::uint32_t> pending;
   if (auto p = store_->GetMeta(RotationMetaKey(key_class)); p && *p && !(*p)->empty()) {
     try {
@@ -2238,9 +2218,9 @@ Outcome<void> Device::AckHeldKeys(SyncClient& client, const pb::Welcome& welcome
     if (auto r = CheckOpen(); !r) return r.error();
     for (const auto& gr : welcome.grants()) {
       if (gr.device_id() != AsBytes(meta_->device_id)) continue;
-      if (vault_->class_key(Normal(gr.key_class()), gr.epoch()) == nullptr) continue;
+      if (vault_->class_key(NormalClass(gr.key_class()), gr.epoch()) == nullptr) continue;
       pb::KeyEpoch* k = ack.add_held();
-      k->set_key_class(Normal(gr.key_class()));
+      k->set_key_class(NormalClass(gr.key_class()));
       k->set_epoch(gr.epoch());
       news |= !gr.acked();
     }
@@ -2253,7 +2233,7 @@ Outcome<void> Device::AckHeldKeys(SyncClient& client, const pb::Welcome& welcome
 
 Outcome<RotationReport> Device::RotateClassKey(
     teduh::AccessClass key_class, const std::function<void(std::size_t, std::size_t)>& progress) {
-  key_class = Normal(key_class);
+  key_class = NormalClass(key_class);
   RotationReport report;
   report.key_class = key_class;
   {
@@ -2272,7 +2252,7 @@ Outcome<RotationReport> Device::RotateClassKey(
   if (!status) return status.error();
   std::uint32_t server_epoch = 0;
   for (const auto& c : status->classes())
-    if (Normal(c.key_class()) == key_class) server_epoch = c.current_epoch();
+    if (NormalClass(c.key_class()) == key_class) server_epoch = c.current_epoch();
 
   // The new epoch: a pending one is resumed; otherwise it is chosen, recorded
   // as pending, and only then made and saved in the vault (a crash in between
@@ -2324,7 +2304,8 @@ Outcome<RotationReport> Device::RotateClassKey(
     std::size_t lacking = 0;
     auto scan = ForEachCaseKeyLocked(
         [&](const RecordInfo& rec, const teduh::keys::v1::CaseKey& key) -> Outcome<void> {
-          if (Normal(key.key_class()) != key_class || key.epoch() >= report.epoch || !rec.parent_id)
+          if (NormalClass(key.key_class()) != key_class || key.epoch() >= report.epoch ||
+              !rec.parent_id)
             return {};
           const crypto::SecureBuffer* old_key = vault_->class_key(key_class, key.epoch());
           if (old_key == nullptr) {
@@ -2648,7 +2629,7 @@ Outcome<ShredView> Device::ShredCase(std::string_view case_ref) {
 }
 
 Outcome<std::vector<std::uint32_t>> Device::RetireEpochs(teduh::AccessClass key_class) {
-  key_class = Normal(key_class);
+  key_class = NormalClass(key_class);
   {
     std::lock_guard g(mu_);
     if (auto r = RequireRootAdminLocked("retire keys"); !r) return r.error();
@@ -2665,13 +2646,13 @@ Outcome<std::vector<std::uint32_t>> Device::RetireEpochs(teduh::AccessClass key_
     // case key record of the unit and checks that none is under the epoch.
     std::set<std::uint32_t> in_use;
     auto scan = ForEachCaseKeyLocked([&](const RecordInfo&, const teduh::keys::v1::CaseKey& key) {
-      if (Normal(key.key_class()) == key_class) in_use.insert(key.epoch());
+      if (NormalClass(key.key_class()) == key_class) in_use.insert(key.epoch());
       return Outcome<void>{};
     });
     if (!scan) return scan.error();
     auto writing = WriteEpochLocked(key_class);
     for (const auto& c : status->classes()) {
-      if (Normal(c.key_class()) != key_class) continue;
+      if (NormalClass(c.key_class()) != key_class) continue;
       for (const auto& e : c.epochs()) {
         if (!e.retirable() || !writing || e.epoch() >= *writing) continue;
         if (in_use.contains(e.epoch())) {
@@ -2700,7 +2681,7 @@ Outcome<std::vector<std::uint32_t>> Device::RetireEpochs(teduh::AccessClass key_
   for (const auto& k : done->retired()) {
     const bool asked = std::any_of(req.retirements().begin(), req.retirements().end(),
                                    [&](const auto& r) { return r.epoch() == k.epoch(); });
-    if (!asked || Normal(k.key_class()) != key_class) continue;  // only what it signed
+    if (!asked || NormalClass(k.key_class()) != key_class) continue;  // only what it signed
     out.push_back(k.epoch());
     mine.emplace_back(key_class, k.epoch());
   }

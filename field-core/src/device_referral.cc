@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cctype>
 
+#include "device_internal.h"
 #include "teduh/case/v1/case.pb.h"
 #include "teduh/core/codes.h"
 #include "teduh/core/deadlines.h"
@@ -44,15 +45,9 @@ std::string StatusName(cw::ReferralStatus s) {
 }
 
 // Lower case, without surrounding spaces.
-std::string Clean(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
-  std::string out(s);
-  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
+std::string Clean(std::string_view s) { return internal::Lower(internal::Trim(s)); }
 
-const RecordKind& KindOf(std::string_view full) { return *Schema::Get().FindKind(full); }
+using internal::KindOf;
 
 // One field of a Referral: its policy and single-field serialization.
 template <typename Set>

@@ -29,10 +29,6 @@ namespace {
 
 namespace pb = teduh::sync::v1;
 
-teduh::AccessClass NormalClass(teduh::AccessClass c) {
-  return c == teduh::ACCESS_CLASS_UNSPECIFIED ? teduh::ACCESS_CLASS_GENERAL : c;
-}
-
 // The unwrapped keys of one case: every record of each (class, version)
 // (two devices offline may have made the same version; AEAD tells which).
 struct UnwrappedKeys {

@@ -15,6 +15,7 @@
 #include <cctype>
 #include <map>
 
+#include "device_internal.h"
 #include "teduh/case/v1/case.pb.h"
 #include "teduh/core/deadlines.h"
 #include "teduh/core/device.h"
@@ -30,7 +31,7 @@ namespace cw = teduh::casework::v1;
 constexpr std::int64_t kHour = kHourSeconds;
 constexpr std::int64_t kDay = kDaySeconds;
 
-const RecordKind& KindOf(std::string_view full) { return *Schema::Get().FindKind(full); }
+using internal::KindOf;
 
 std::string KindName(cw::TaskKind k) {
   switch (k) {
@@ -50,13 +51,7 @@ cw::TaskKind KindFromName(std::string_view name) {
 }
 
 // Lower case, without surrounding spaces.
-std::string Clean(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
-  std::string out(s);
-  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
+std::string Clean(std::string_view s) { return internal::Lower(internal::Trim(s)); }
 
 // Attempts to reach the victim needed before closure is proposed (low risk).
 constexpr int kAttemptsBeforeClosure = 3;

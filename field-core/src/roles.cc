@@ -90,4 +90,12 @@ std::string ClassName(teduh::AccessClass key_class) {
   return key_class == teduh::ACCESS_CLASS_CLINICAL ? "clinical" : "general";
 }
 
+teduh::AccessClass NormalClass(teduh::AccessClass key_class) {
+  return key_class == teduh::ACCESS_CLASS_UNSPECIFIED ? teduh::ACCESS_CLASS_GENERAL : key_class;
+}
+
+bool KnownClass(teduh::AccessClass key_class) {
+  return key_class == teduh::ACCESS_CLASS_GENERAL || key_class == teduh::ACCESS_CLASS_CLINICAL;
+}
+
 }  // namespace teduh::core

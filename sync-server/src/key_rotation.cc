@@ -45,9 +45,7 @@ constexpr std::uint32_t kWrappedField = 4;  // teduh.keys.v1.CaseKey.wrapped
 // nonce, key, tag
 constexpr std::size_t kWrappedBytes = crypto::kAeadKeyBytes + crypto::kAeadOverhead;
 
-bool KnownClass(teduh::AccessClass c) {
-  return c == teduh::ACCESS_CLASS_GENERAL || c == teduh::ACCESS_CLASS_CLINICAL;
-}
+using core::KnownClass;
 
 std::uint32_t CurrentEpoch(const std::vector<GrantRow>& grants, teduh::AccessClass cls) {
   std::uint32_t e = 0;

@@ -49,13 +49,8 @@ namespace cw = teduh::casework::v1;
 constexpr std::size_t kWrappedBytes = crypto::kAeadKeyBytes + crypto::kAeadOverhead;
 constexpr std::uint32_t kDetectionField = cw::Conflict::kDetectionFieldNumber;
 
-teduh::AccessClass Normal(teduh::AccessClass c) {
-  return c == teduh::ACCESS_CLASS_UNSPECIFIED ? teduh::ACCESS_CLASS_GENERAL : c;
-}
-
-bool KnownClass(teduh::AccessClass c) {
-  return c == teduh::ACCESS_CLASS_GENERAL || c == teduh::ACCESS_CLASS_CLINICAL;
-}
+using core::KnownClass;
+using core::NormalClass;
 
 // A device that must not reach a new case key and holds a grant of
 // (cls, epoch): `held_by`, or any revoked device. nullopt if none does.
@@ -110,7 +105,7 @@ error_code LoadCaseKeys(Store& store, const Id& case_id, const std::optional<Id>
       });
   if (ec) return ec;
   for (auto& [id, k] : out->keys) {
-    k.set_key_class(Normal(k.key_class()));
+    k.set_key_class(NormalClass(k.key_class()));
     auto& top = out->top[k.key_class()];
     top = std::max(top, k.version());
   }
@@ -132,7 +127,7 @@ error_code ScanStale(Store& store, const Id& case_id, const CaseKeys& keys,
   return store.ScanCaseValues(case_id, [&](const FieldRow& f, std::string_view kind,
                                            std::uint64_t history_id) {
     if (f.sealed) {
-      if (f.key_version >= keys.Target(Normal(f.key_class))) return true;
+      if (f.key_version >= keys.Target(NormalClass(f.key_class))) return true;
       v1::SealedValue v;
       v1::SealedRef* ref = v.mutable_ref();
       ref->set_place(history_id == 0 ? v1::SealedRef::PLACE_CURRENT : v1::SealedRef::PLACE_HISTORY);
@@ -140,12 +135,12 @@ error_code ScanStale(Store& store, const Id& case_id, const CaseKeys& keys,
       ref->set_field(f.field);
       ref->set_history_id(history_id);
       ref->set_key_version(f.key_version);
-      ref->set_key_class(Normal(f.key_class));
+      ref->set_key_class(NormalClass(f.key_class));
       ref->mutable_stamp()->set_hlc(f.stamp.hlc);
       ref->mutable_stamp()->set_device_id(std::string(core::AsBytes(f.stamp.device)));
       v.set_kind(std::string(kind));
       v.set_value(std::string(f.value));
-      v.set_key_class(Normal(f.key_class));
+      v.set_key_class(NormalClass(f.key_class));
       v.set_writer_hlc(f.origin_hlc != 0 ? f.origin_hlc : f.stamp.hlc);
       v.set_writer_device(std::string(core::AsBytes(f.stamp.device)));
       return visit(std::move(v));
@@ -156,7 +151,7 @@ error_code ScanStale(Store& store, const Id& case_id, const CaseKeys& keys,
     const cw::ConflictDetection& d = conflict.detection();
     for (auto [place, side] : {std::pair{v1::SealedRef::PLACE_CONFLICT_KEPT, &d.kept()},
                                std::pair{v1::SealedRef::PLACE_CONFLICT_OTHER, &d.other()}}) {
-      if (!side->sealed() || side->key_version() >= keys.Target(Normal(side->key_class())))
+      if (!side->sealed() || side->key_version() >= keys.Target(NormalClass(side->key_class())))
         continue;
       v1::SealedValue v;
       v1::SealedRef* ref = v.mutable_ref();
@@ -165,12 +160,12 @@ error_code ScanStale(Store& store, const Id& case_id, const CaseKeys& keys,
       ref->set_field(d.field());
       ref->set_conflict_id(std::string(core::AsBytes(f.record_id)));
       ref->set_key_version(side->key_version());
-      ref->set_key_class(Normal(side->key_class()));
+      ref->set_key_class(NormalClass(side->key_class()));
       ref->mutable_stamp()->set_hlc(side->stamp_hlc());
       ref->mutable_stamp()->set_device_id(side->stamp_device());
       v.set_kind(d.record_kind());
       v.set_value(side->value());
-      v.set_key_class(Normal(side->key_class()));
+      v.set_key_class(NormalClass(side->key_class()));
       v.set_writer_hlc(side->origin_hlc() != 0 ? side->origin_hlc() : side->stamp_hlc());
       v.set_writer_device(side->stamp_device());
       if (!visit(std::move(v))) return false;
@@ -300,7 +295,7 @@ class RekeyApplier {
   // device read it (else it counts as stale).
   error_code Apply(const v1::Reseal& r, const CaseKeys& keys) {
     const v1::SealedRef& ref = r.ref();
-    const teduh::AccessClass cls = Normal(ref.key_class());
+    const teduh::AccessClass cls = NormalClass(ref.key_class());
     auto target = keys.targets.find(cls);
     bool done = false;
     if (target != keys.targets.end() && ref.key_version() < target->second) {
@@ -415,8 +410,8 @@ class RekeyApplier {
     auto found = store_.FindField(*core::IdFromBytes(ref.record_id()), ref.field(), &f);
     if (!found) return found.error();
     // Compare and set: the value the admin device opened, not an edit made since.
-    if (!*found || !f.sealed || Normal(f.key_class) != cls || f.key_version != ref.key_version() ||
-        f.stamp.hlc != ref.stamp().hlc() ||
+    if (!*found || !f.sealed || NormalClass(f.key_class) != cls ||
+        f.key_version != ref.key_version() || f.stamp.hlc != ref.stamp().hlc() ||
         core::AsBytes(f.stamp.device) != ref.stamp().device_id())
       return {};
     OwnedRow owned;
@@ -448,7 +443,7 @@ class RekeyApplier {
     cw::ConflictSide* side =
         ref.place() == v1::SealedRef::PLACE_CONFLICT_KEPT ? d->mutable_kept() : d->mutable_other();
     if (d->record_id() != ref.record_id() || d->field() != ref.field() || !side->sealed() ||
-        Normal(side->key_class()) != cls || side->key_version() != ref.key_version() ||
+        NormalClass(side->key_class()) != cls || side->key_version() != ref.key_version() ||
         side->stamp_hlc() != ref.stamp().hlc() || side->stamp_device() != ref.stamp().device_id())
       return {};
     side->set_value(value);

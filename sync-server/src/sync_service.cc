@@ -108,9 +108,7 @@ struct IdHash {
   }
 };
 
-teduh::AccessClass NormalClass(teduh::AccessClass c) {
-  return c == teduh::ACCESS_CLASS_UNSPECIFIED ? teduh::ACCESS_CLASS_GENERAL : c;
-}
+using core::NormalClass;
 
 void SetStamp(v1::Stamp* out, const core::Stamp& s) {
   out->set_hlc(s.hlc);

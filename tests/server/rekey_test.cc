@@ -70,6 +70,33 @@ class RekeyTest : public DeviceServerTest {
     return report ? *report : core::RekeyReport{};
   }
 
+  // Rina edits a case offline; meanwhile the office gives it to budi, and
+  // dewi's laptop (which held it) is lost and its cases re-keyed. Rina's
+  // edit, sealed under the old key, is sealed again and arrives.
+  void LeavingWorkerSendsHerEditAfterTheRekey() {
+    auto rina = Staff("rina", v1::ROLE_PENDAMPING);
+    auto budi = Staff("budi", v1::ROLE_PENDAMPING);
+    auto ani = Staff("ani", v1::ROLE_OFFICE);
+    auto dewi = Staff("dewi", v1::ROLE_OFFICE);
+    auto c = rina->NewCase({"chronology=Awal"});
+    ASSERT_TRUE(c);
+    const std::string id = core::ToHex(*c);
+    Sync(*rina);
+    Sync(*ani);
+    Sync(*dewi);
+    ASSERT_TRUE(rina->SetCaseFields(id, {"chronology=Catatan terakhir Rina"}));
+    ASSERT_TRUE(ani->AssignCase(id, "budi", "", ""));
+    Sync(*ani);
+    EXPECT_EQ(LoseAndRekey(*dewi).cases, 1u);
+    auto rs = Sync(*rina);
+    EXPECT_EQ(rs.resealed, 1u);
+    EXPECT_EQ(rs.rejected, 0u);
+    EXPECT_EQ(rs.accepted, 1u);
+    EXPECT_EQ(rina->Status()->counts.pending, 0u);
+    Sync(*budi);
+    EXPECT_EQ(Value(*budi, *c, "chronology"), "Catatan terakhir Rina");
+  }
+
   // What the first frame of an interrupted re-key leaves on the server: the
   // case's next key version, wrapped under epoch 1 of the general key by the
   // admin device, recorded as the re-key's target. Returns the key.
@@ -394,33 +421,7 @@ TEST_F(RekeyTest, AnInterruptedRekeyResumesWithItsKeyAndAllRekeysTheWholeUnit) {
 }
 
 TEST_F(RekeyTest, AWorkerLeavingTheCaseStillSendsHerEditAfterTheRekey) {
-  auto rina = Staff("rina", v1::ROLE_PENDAMPING);
-  auto budi = Staff("budi", v1::ROLE_PENDAMPING);
-  auto ani = Staff("ani", v1::ROLE_OFFICE);
-  auto dewi = Staff("dewi", v1::ROLE_OFFICE);
-  auto c = rina->NewCase({"chronology=Awal"});
-  ASSERT_TRUE(c);
-  const std::string id = core::ToHex(*c);
-  Sync(*rina);
-  Sync(*ani);
-  Sync(*dewi);
-  // Rina edits offline; meanwhile the office gives the case to budi, and
-  // dewi's laptop (which held the case) is lost and its cases re-keyed.
-  ASSERT_TRUE(rina->SetCaseFields(id, {"chronology=Catatan terakhir Rina"}));
-  ASSERT_TRUE(ani->AssignCase(id, "budi", "", ""));
-  Sync(*ani);
-  EXPECT_EQ(LoseAndRekey(*dewi).cases, 1u);
-
-  // Rina's edit, sealed under the old key, is sealed again and arrives.
-  auto rs = Sync(*rina);
-  EXPECT_EQ(rs.resealed, 1u);
-  EXPECT_EQ(rs.rejected, 0u);
-  EXPECT_EQ(rs.accepted, 1u);
-  auto st = rina->Status();
-  ASSERT_TRUE(st);
-  EXPECT_EQ(st->counts.pending, 0u);
-  Sync(*budi);
-  EXPECT_EQ(Value(*budi, *c, "chronology"), "Catatan terakhir Rina");
+  LeavingWorkerSendsHerEditAfterTheRekey();
 }
 
 // A server whose fetches and list pages hold three values or cases.
@@ -433,29 +434,10 @@ class RekeyPagingTest : public RekeyTest {
 };
 
 TEST_F(RekeyPagingTest, AWorkerWhoseEvictionPassedStillSendsHerEditAfterTheRekey) {
-  // As RekeyTest.AWorkerLeavingTheCase..., with pulls of three changes: the
-  // leaving device's pull passes its eviction before the re-key's drop, so
-  // the server forgets the eviction before her re-sealed edit comes back.
-  auto rina = Staff("rina", v1::ROLE_PENDAMPING);
-  auto budi = Staff("budi", v1::ROLE_PENDAMPING);
-  auto ani = Staff("ani", v1::ROLE_OFFICE);
-  auto dewi = Staff("dewi", v1::ROLE_OFFICE);
-  auto c = rina->NewCase({"chronology=Awal"});
-  ASSERT_TRUE(c);
-  const std::string id = core::ToHex(*c);
-  Sync(*rina);
-  Sync(*ani);
-  Sync(*dewi);
-  ASSERT_TRUE(rina->SetCaseFields(id, {"chronology=Catatan terakhir Rina"}));
-  ASSERT_TRUE(ani->AssignCase(id, "budi", "", ""));
-  Sync(*ani);
-  EXPECT_EQ(LoseAndRekey(*dewi).cases, 1u);
-  auto rs = Sync(*rina);
-  EXPECT_EQ(rs.resealed, 1u);
-  EXPECT_EQ(rs.rejected, 0u);
-  EXPECT_EQ(rs.accepted, 1u);
-  Sync(*budi);
-  EXPECT_EQ(Value(*budi, *c, "chronology"), "Catatan terakhir Rina");
+  // With pulls of three changes the leaving device's pull passes its
+  // eviction before the re-key's drop, so the server forgets the eviction
+  // before her re-sealed edit comes back.
+  LeavingWorkerSendsHerEditAfterTheRekey();
 }
 
 TEST_F(RekeyPagingTest, ACaseLargerThanOneFrameIsRekeyedInPages) {

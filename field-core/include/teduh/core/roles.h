@@ -32,5 +32,9 @@ bool MayHoldClass(Role role, teduh::AccessClass key_class);
 // The Case field that assigns a user of this role ("assigned_pendamping", ...), or "".
 std::string_view AssignmentField(Role role);
 std::string ClassName(teduh::AccessClass key_class);  // "general", "clinical"
+// An unset class is GENERAL (values and key records written before classes).
+teduh::AccessClass NormalClass(teduh::AccessClass key_class);
+// GENERAL or CLINICAL: a class a key can be of.
+bool KnownClass(teduh::AccessClass key_class);
 
 }  // namespace teduh::core
