@@ -271,7 +271,7 @@ Outcome<void> Device::PrepareRekeyLocked(const Id& case_id, const pb::RekeySet& 
 }
 
 Outcome<std::size_t> Device::ResealCaseLocked(const Id& case_id) {
-  auto pending = store_->PendingOfCase(case_id);
+  auto pending = store_->PendingChanges(SIZE_MAX, 0, case_id);
   if (!pending) return pending.error();
   std::map<int, std::optional<std::uint32_t>> newest;  // per class: a version whose key unwraps
   std::vector<pb::FieldChange> resealed;
@@ -355,7 +355,7 @@ Outcome<bool> Device::ApplyKeyDropLocked(const pb::KeyDrop& drop, std::size_t* r
   auto stored_below = store_->CaseHasSealedBelow(*case_id, cls, below);
   if (!stored_below) return stored_below.error();
   if (*stored_below) return false;
-  auto pending = store_->PendingOfCase(*case_id);
+  auto pending = store_->PendingChanges(SIZE_MAX, 0, *case_id);
   if (!pending) return pending.error();
   for (const auto& ch : *pending)
     if (ch.sealed() && NormalClass(ch.key_class()) == cls && ch.key_version() < below) return false;

@@ -609,24 +609,6 @@ Outcome<bool> LocalStore::CaseHasPending(const Id& case_id) {
   return SqlFail(rc, "reading the outbox");
 }
 
-Outcome<std::vector<pb::FieldChange>> LocalStore::PendingOfCase(const Id& case_id) {
-  if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
-  Stmt q(*stmts_,
-         "SELECT o.device_seq, o.payload FROM outbox o JOIN records r ON r.record_id = "
-         "o.record_id WHERE (r.record_id=?1 OR r.parent_id=?1) AND o.state=0 ORDER BY "
-         "o.device_seq");
-  q.BindId(1, case_id);
-  std::vector<pb::FieldChange> out;
-  int rc;
-  while ((rc = q.Step()) == SQLITE_ROW) {
-    auto ch = ParseOutboxPayload(q.UInt(0), q.Blob(1));
-    if (!ch) return ch.error();
-    out.push_back(std::move(*ch));
-  }
-  if (rc != SQLITE_DONE) return SqlFail(rc, "reading the outbox");
-  return out;
-}
-
 Outcome<bool> LocalStore::CaseHasSealedBelow(const Id& case_id, int key_class,
                                              std::uint32_t below) {
   if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
@@ -936,12 +918,18 @@ Outcome<pb::FieldChange> LocalStore::ParseOutboxPayload(std::uint64_t device_seq
 }
 
 Outcome<std::vector<pb::FieldChange>> LocalStore::PendingChanges(std::size_t limit,
-                                                                 std::uint64_t after_device_seq) {
+                                                                 std::uint64_t after_device_seq,
+                                                                 const std::optional<Id>& case_id) {
   if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
   Stmt q(*stmts_,
-         "SELECT device_seq, payload FROM outbox WHERE state=0 AND device_seq>?2 ORDER BY "
-         "device_seq LIMIT ?1");
-  q.Bind(1, static_cast<std::int64_t>(limit)).BindU(2, after_device_seq);
+         case_id ? "SELECT o.device_seq, o.payload FROM outbox o JOIN records r ON r.record_id = "
+                   "o.record_id WHERE (r.record_id=?3 OR r.parent_id=?3) AND o.state=0 AND "
+                   "o.device_seq>?2 ORDER BY o.device_seq LIMIT ?1"
+                 : "SELECT device_seq, payload FROM outbox WHERE state=0 AND device_seq>?2 ORDER "
+                   "BY device_seq LIMIT ?1");
+  q.Bind(1, static_cast<std::int64_t>(std::min<std::size_t>(limit, INT64_MAX)))
+      .BindU(2, after_device_seq);
+  if (case_id) q.BindId(3, *case_id);
   std::vector<pb::FieldChange> out;
   int rc;
   while ((rc = q.Step()) == SQLITE_ROW) {

@@ -190,18 +190,17 @@ class LocalStore {
   Outcome<std::optional<StoredValue>> GetField(const Id& record_id, std::uint32_t field);
 
   // Outbox.
-  // Up to `limit` pending changes after `after_device_seq`, in device_seq
-  // order, ready to push.
+  // Up to `limit` pending changes after `after_device_seq` (of the case and
+  // its records only, with `case_id`), in device_seq order, ready to push.
   Outcome<std::vector<teduh::sync::v1::FieldChange>> PendingChanges(
-      std::size_t limit, std::uint64_t after_device_seq = 0);
+      std::size_t limit, std::uint64_t after_device_seq = 0,
+      const std::optional<Id>& case_id = std::nullopt);
   // Records the server's answer to `sent` (one transaction). Applied changes
   // take the stamp the server stored; merged or rejected ones give the field
   // back the server's value when this device knows it (shadow).
   Outcome<PushApplied> ApplyPushResults(const std::vector<teduh::sync::v1::FieldChange>& sent,
                                         const teduh::sync::v1::PushResult& result);
   Outcome<OutboxCounts> CountOutbox();
-  // Pending changes of the case and its records, in device_seq order.
-  Outcome<std::vector<teduh::sync::v1::FieldChange>> PendingOfCase(const Id& case_id);
   // Replaces the value (and key version) of pending changes whose case key
   // was replaced: in the outbox and, where the field still holds that edit,
   // in its row; in one transaction.
