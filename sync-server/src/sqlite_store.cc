@@ -258,6 +258,7 @@ INSERT OR IGNORE INTO held_cases(device_id, case_id) SELECT device_id, case_id F
 constexpr const char* kFieldColumns =
     "f.record_id, f.field, f.value, f.sealed, f.key_class, f.key_version, f.stamp_hlc, "
     "f.stamp_device, f.origin_hlc, f.author, f.seq, f.txn";
+constexpr int kFieldColumnCount = 12;  // ReadFieldRow's columns
 
 void ReadFieldRow(const Stmt& s, int c, FieldRow* out) {
   out->record_id = s.ColId(c + 0);
@@ -938,8 +939,10 @@ class SqliteStore final : public Store {
     Stmt& s = stmts_->find_field;
     s.Start().Blob(1, record_id).Int(2, field);
     int rc = s.Step();
+    found_ = FoundField{record_id, field, 0};
     if (rc == SQLITE_ROW) {
       ReadFieldRow(s, 0, out);
+      found_.rowid = s.ColInt(kFieldColumnCount);
       return true;  // the row stays readable until the next FindField
     }
     s.Done();
@@ -963,7 +966,18 @@ class SqliteStore final : public Store {
         .U64(11, f.seq);
   }
 
+  // An overwrite of the row FindField just found rewrites it by rowid: one
+  // B-tree search instead of the upsert's unique-index probe, failed insert
+  // and second search. The statement re-checks the row's key, so a stale
+  // rowid (a row deleted and its rowid reused since) falls back to the upsert.
   error_code PutField(const FieldRow& f) override {
+    if (found_.rowid != 0 && found_.field == f.field && found_.record_id == f.record_id) {
+      const std::int64_t rowid = found_.rowid;
+      found_.rowid = 0;  // the row FindField read is no longer the stored one
+      if (auto ec = Run(BindFieldRow(stmts_->update_field, f).U64(12, f.txn).Int(13, rowid)))
+        return ec;
+      if (sqlite3_changes(db_) > 0) return {};
+    }
     return Run(BindFieldRow(stmts_->put_field, f).U64(12, f.txn));
   }
 
@@ -1319,11 +1333,11 @@ class SqliteStore final : public Store {
   struct Statements {
     Stmt find_device, list_devices, insert_device, set_device_state, set_device_mark, touch_device,
         find_enrollment, insert_enrollment, use_enrollment, put_grant, grants_for, find_record,
-        insert_record, find_field, put_field, append_history, case_field_rowids, reseq_field,
-        is_assigned, assignees, cases_of_user, clear_assignees, add_assignee, holds_case,
-        record_holding, put_rejection, find_rejection, scan_unit, scan_keys, scan_assigned,
-        history_of, current_of, get_meta, put_meta, insert_audit, scan_audit, audit_head,
-        find_revocation, put_revocation, all_grants, put_key_ack, key_acks, key_acks_of,
+        insert_record, find_field, put_field, update_field, append_history, case_field_rowids,
+        reseq_field, is_assigned, assignees, cases_of_user, clear_assignees, add_assignee,
+        holds_case, record_holding, put_rejection, find_rejection, scan_unit, scan_keys,
+        scan_assigned, history_of, current_of, get_meta, put_meta, insert_audit, scan_audit,
+        audit_head, find_revocation, put_revocation, all_grants, put_key_ack, key_acks, key_acks_of,
         stage_rewrap, clear_other_staging, clear_staging, scan_staging, scan_case_keys,
         put_retirement, retirements, drop_epoch_grants, drop_epoch_acks, put_shred_request,
         find_shred_request, drop_shred_request, put_shredded, is_shredded, scan_shredded,
@@ -1444,8 +1458,12 @@ class SqliteStore final : public Store {
         {&st.insert_record,
          "INSERT INTO records(record_id, kind, parent_id, case_id, unit_id, created_by_user, "
          "created_seq) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"},
-        {&st.find_field,
-         "SELECT " + field_cols + " FROM fields f WHERE f.record_id = ?1 AND f.field = ?2"},
+        {&st.find_field, "SELECT " + field_cols +
+                             ", f.rowid FROM fields f WHERE f.record_id = ?1 AND f.field = ?2"},
+        {&st.update_field,
+         "UPDATE fields SET value = ?3, sealed = ?4, key_class = ?5, key_version = ?6, "
+         "stamp_hlc = ?7, stamp_device = ?8, origin_hlc = ?9, author = ?10, seq = ?11, txn = ?12 "
+         "WHERE rowid = ?13 AND record_id = ?1 AND field = ?2"},
         {&st.put_field,
          "INSERT INTO fields(record_id, field, value, sealed, key_class, key_version, stamp_hlc, "
          "stamp_device, origin_hlc, author, seq, txn) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
@@ -1632,6 +1650,13 @@ class SqliteStore final : public Store {
   std::string unit_id_;
   std::unique_ptr<Statements> stmts_;
   std::vector<std::int64_t> rowids_;  // scratch for ResequenceCase
+  // The row the last FindField read (rowid 0: none, or already rewritten):
+  // a hint for PutField, which re-checks the key.
+  struct FoundField {
+    Id record_id{};
+    std::uint32_t field = 0;
+    std::int64_t rowid = 0;
+  } found_;
   // Guarded by the transaction (invariant 2).
   bool in_txn_ = false;
   std::uint64_t next_seq_ = 0, next_txn_ = 0, saved_seq_ = 0, saved_txn_ = 0;

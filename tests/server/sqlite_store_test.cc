@@ -108,5 +108,57 @@ TEST_F(SqliteStoreTest, AuditEntryMustExtendTheHead) {
   writer->Rollback();
 }
 
+// PutField after FindField rewrites the found row in place; any other order
+// (another field found last, the found row deleted since) still stores
+// exactly one current row per field with the value written last.
+TEST_F(SqliteStoreTest, OverwritingAFoundFieldKeepsOneCurrentRow) {
+  auto writer = Open();
+  ASSERT_TRUE(writer);
+  const Id record = core::NewId();
+  ASSERT_FALSE(writer->Begin());
+  RecordRow r;
+  r.record_id = record;
+  r.kind = "teduh.casework.v1.Case";
+  r.case_id = record;
+  ASSERT_FALSE(writer->InsertRecord(r));
+  auto put = [&](std::uint32_t field, std::string_view value) {
+    FieldRow f;
+    f.record_id = record;
+    f.field = field;
+    f.value = value;
+    f.author = "siti";
+    f.seq = writer->AllocateSeq();
+    f.txn = writer->AllocateTxn();
+    return writer->PutField(f);
+  };
+  auto current = [&](std::uint32_t field) {
+    FieldRow row;
+    auto yes = writer->FindField(record, field, &row);
+    EXPECT_TRUE(yes);
+    return yes && *yes ? std::string(row.value) : std::string("(none)");
+  };
+  ASSERT_FALSE(put(1, "satu"));
+  ASSERT_FALSE(put(2, "dua"));
+  EXPECT_EQ(current(1), "satu");
+  ASSERT_FALSE(put(1, "satu lagi"));  // the row just found, by rowid
+  EXPECT_EQ(current(2), "dua");
+  ASSERT_FALSE(put(1, "satu ketiga"));  // field 2 was found last: the upsert
+  EXPECT_EQ(current(1), "satu ketiga");
+  EXPECT_EQ(current(2), "dua");
+  ASSERT_FALSE(writer->DeleteRecord(record));  // the found row is gone
+  ASSERT_FALSE(writer->InsertRecord(r));
+  ASSERT_FALSE(put(2, "dua baru"));
+  EXPECT_EQ(current(2), "dua baru");
+  EXPECT_EQ(current(1), "(none)");
+  ASSERT_FALSE(writer->Commit());
+  std::size_t rows = 0;
+  ASSERT_FALSE(writer->ScanCaseValues(
+      record, [&](const FieldRow& f, std::string_view, std::uint64_t history_id) {
+        if (history_id == 0) ++rows;
+        return true;
+      }));
+  EXPECT_EQ(rows, 1u);
+}
+
 }  // namespace
 }  // namespace teduh::server
