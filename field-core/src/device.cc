@@ -76,8 +76,9 @@ struct Device::Meta {
   std::string user;
   Role role = Role::ROLE_UNSPECIFIED;
   std::string unit_id, unit_name, server_url, label;
-  std::string server_id;     // 16 raw bytes
-  std::string unit_root_pk;  // 32 raw bytes (display; the vault copy is used to verify)
+  TimeZone time_zone = TimeZone::kWib;  // the unit's, from the server's Welcome
+  std::string server_id;                // 16 raw bytes
+  std::string unit_root_pk;             // 32 raw bytes (display; the vault copy is used to verify)
   std::string sign_pk, box_pk;
   std::uint32_t max_failed_unlocks = 0;
 
@@ -89,6 +90,7 @@ struct Device::Meta {
                 {"role", RoleName(role)},
                 {"unit_id", unit_id},
                 {"unit_name", unit_name},
+                {"time_zone", std::string(TimeZoneName(time_zone))},
                 {"server_url", server_url},
                 {"label", label},
                 {"server_id", ToHex(AsSpan(server_id))},
@@ -110,6 +112,7 @@ struct Device::Meta {
       m.role = *role;
       m.unit_id = j.value("unit_id", "");
       m.unit_name = j.value("unit_name", "");
+      m.time_zone = ParseTimeZone(j.value("time_zone", "WIB")).value_or(TimeZone::kWib);
       m.server_url = j.at("server_url").get<std::string>();
       m.label = j.value("label", "");
       auto hex = [&](const char* k) -> std::string {
@@ -306,6 +309,7 @@ DeviceInfo Device::InfoLocked() const {
   i.role = RoleName(meta_->role);
   i.unit_id = meta_->unit_id;
   i.unit_name = meta_->unit_name;
+  i.time_zone = meta_->time_zone;
   i.server_url = meta_->server_url;
   i.label = meta_->label;
   i.fingerprint = DeviceFingerprint(meta_->sign_pk, meta_->box_pk);
@@ -780,14 +784,10 @@ Outcome<Id> Device::NewCase(const std::vector<std::string>& sets) {
       }
     }
     if (unit.empty()) unit = "PPA";
-    std::time_t t = static_cast<std::time_t>(now_s);
-    std::tm tm{};
-    gmtime_r(&t, &tm);
     std::string hex = ToHex(case_id).substr(0, 6);
     for (auto& c : hex) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-    cw::Case m;
-    m.set_case_number(fmt::format("{}-{:04}{:02}{:02}-{}", unit, tm.tm_year + 1900, tm.tm_mon + 1,
-                                  tm.tm_mday, hex));
+    cw::Case m;  // dated by the unit's calendar day
+    m.set_case_number(fmt::format("{}-{}-{}", unit, LocalDate(now_s, meta_->time_zone), hex));
     add("case_number", m);
   }
   if (!has("stage")) {
@@ -1050,7 +1050,7 @@ FieldView Device::RenderValue(const Id& record_id, std::string_view kind, const 
       fv.readability = Readability::kIntegrity;
     } else {
       fv.value = FieldToJson(**msg, policy);
-      fv.display = FieldToDisplay(**msg, policy, lang);
+      fv.display = FieldToDisplay(**msg, policy, lang, meta_->time_zone);
       if (plain_out != nullptr) *plain_out = **plain;
     }
     crypto::Wipe(**plain);
@@ -1651,6 +1651,11 @@ Outcome<std::size_t> Device::AcceptWelcome(const pb::Welcome& welcome, std::size
   }
   if (!welcome.unit_name().empty() && meta_->unit_name != welcome.unit_name()) {
     meta_->unit_name = welcome.unit_name();
+    changed = true;
+  }
+  // A server older than the time zone sends none: the device keeps its own.
+  if (auto zone = ParseTimeZone(welcome.time_zone()); zone && *zone != meta_->time_zone) {
+    meta_->time_zone = *zone;
     changed = true;
   }
   if (changed) {

@@ -109,15 +109,6 @@ bool IsTimeField(const FieldPolicy& f) {
          f.name.compare(f.name.size() - 3, 3, "_at") == 0;
 }
 
-std::string FormatTime(std::int64_t secs) {
-  std::time_t t = static_cast<std::time_t>(secs);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M UTC", &tm);
-  return buf;
-}
-
 std::string ValidEnumValues(const pb::EnumDescriptor& e) {
   std::string out;
   for (int i = 0; i < e.value_count(); ++i) {
@@ -235,7 +226,7 @@ nlohmann::json OneToJson(const pb::Message& msg, const pb::FieldDescriptor* d, i
 }
 
 std::string OneToDisplay(const pb::Message& msg, const FieldPolicy& f, int index,
-                         std::string_view lang) {
+                         std::string_view lang, TimeZone zone) {
   const pb::Reflection* r = msg.GetReflection();
   const pb::FieldDescriptor* d = f.descriptor;
   if (d->cpp_type() == pb::FieldDescriptor::CPPTYPE_ENUM) {
@@ -247,7 +238,7 @@ std::string OneToDisplay(const pb::Message& msg, const FieldPolicy& f, int index
   }
   if (IsTimeField(f)) {
     std::int64_t t = index >= 0 ? r->GetRepeatedInt64(msg, d, index) : r->GetInt64(msg, d);
-    return t == 0 ? std::string() : FormatTime(t);
+    return t == 0 ? std::string() : FormatLocalTime(t, zone);
   }
   if (d->cpp_type() == pb::FieldDescriptor::CPPTYPE_BOOL) {
     bool b = index >= 0 ? r->GetRepeatedBool(msg, d, index) : r->GetBool(msg, d);
@@ -385,19 +376,19 @@ nlohmann::json FieldToJson(const pb::Message& msg, const FieldPolicy& field) {
   return OneToJson(msg, d, -1);
 }
 
-std::string FieldToDisplay(const pb::Message& msg, const FieldPolicy& field,
-                           std::string_view lang) {
+std::string FieldToDisplay(const pb::Message& msg, const FieldPolicy& field, std::string_view lang,
+                           TimeZone zone) {
   const pb::FieldDescriptor* d = field.descriptor;
   if (d->is_repeated()) {
     std::string out;
     const int n = msg.GetReflection()->FieldSize(msg, d);
     for (int i = 0; i < n; ++i) {
       if (i) out += ", ";
-      out += OneToDisplay(msg, field, i, lang);
+      out += OneToDisplay(msg, field, i, lang, zone);
     }
     return out;
   }
-  return OneToDisplay(msg, field, -1, lang);
+  return OneToDisplay(msg, field, -1, lang, zone);
 }
 
 }  // namespace teduh::core

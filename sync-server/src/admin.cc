@@ -74,6 +74,28 @@ core::result<Enrollment> CreateEnrollment(const std::string& data_dir, Role role
   return Enrollment{std::move(code.code), role, row.user, row.expires_ms};
 }
 
+core::result<core::TimeZone> UnitTimeZone(const std::string& data_dir) {
+  StoreOptions options;
+  options.read_only = true;
+  auto store = OpenSqliteStore(StorePath(data_dir), options);
+  if (!store) return store.error();
+  auto unit = (*store)->LoadUnit();
+  if (!unit) return unit.error();
+  return core::ParseTimeZone(unit->time_zone).value_or(core::TimeZone::kWib);
+}
+
+core::error_code SetUnitTimeZone(const std::string& data_dir, core::TimeZone zone) {
+  auto store = OpenSqliteStore(StorePath(data_dir), StoreOptions{});
+  if (!store) return store.error();
+  Store& s = **store;
+  if (auto ec = s.Begin()) return ec;
+  if (auto ec = s.SetTimeZone(core::TimeZoneName(zone))) {
+    s.Rollback();
+    return ec;
+  }
+  return s.Commit();
+}
+
 core::result<std::vector<DeviceRow>> ListDevices(const std::string& data_dir) {
   StoreOptions options;
   options.read_only = true;

@@ -62,6 +62,7 @@
 #include <utility>
 
 #include "teduh/core/ids.h"
+#include "teduh/core/time_zone.h"
 #include "teduh/keys/v1/keys.pb.h"
 #include "teduh/server/error.h"
 #include "teduh/server/store.h"
@@ -510,12 +511,15 @@ class SqliteStore final : public Store {
     u.server_id = *id;
     u.generation = std::stoull(generation);
     u.hlc_last = std::stoull(hlc);
+    // Optional: stores made before the unit had a time zone keep WIB.
+    if (auto zone = Meta("time_zone"); zone && core::ParseTimeZone(*zone)) u.time_zone = *zone;
     return u;
   }
 
   error_code SetUnitRootKey(std::string_view public_key) override {
     return PutMeta("unit_root_pk", public_key);
   }
+  error_code SetTimeZone(std::string_view zone) override { return PutMeta("time_zone", zone); }
   error_code SaveHlc(std::uint64_t hlc_last) override {
     return PutMeta("hlc_last", std::to_string(hlc_last));
   }

@@ -153,6 +153,29 @@ TEST_F(DeviceTest, NewCaseIsAssignedToItsCreatorWithDefaults) {
   EXPECT_NE(Field(view->fields, "received_at"), nullptr);
 }
 
+// Papua: the unit's zone comes with the Welcome; times are shown in it and
+// the case number carries the unit's calendar day.
+TEST_F(DeviceTest, TimesAreShownInTheUnitsTimeZone) {
+  server_.time_zone = "WIT";
+  auto rina = Officer("rina", pb::ROLE_PENDAMPING);
+  EXPECT_EQ(rina->info().time_zone, TimeZone::kWit);
+  auto id = rina->NewCase({"risk_level=sedang"});
+  ASSERT_TRUE(id) << id.error().message;
+  auto view = rina->ShowCase(ToHex(*id));
+  ASSERT_TRUE(view) << view.error().message;
+  // Received now, by the server's clock: "YYYY-MM-DD HH:MM WIT".
+  const std::string received = Field(view->fields, "received_at")->display;
+  ASSERT_EQ(received.size(), 20u) << received;
+  EXPECT_TRUE(received.ends_with(" WIT")) << received;
+  const std::string day = received.substr(0, 4) + received.substr(5, 2) + received.substr(8, 2);
+  std::string number = Field(view->fields, "case_number")->value.get<std::string>();
+  EXPECT_NE(number.find("-" + day + "-"), std::string::npos) << number << " " << received;
+  // A Welcome without a zone (an older server) keeps the one the device has.
+  server_.time_zone.clear();
+  ASSERT_TRUE(rina->Sync());
+  EXPECT_EQ(rina->info().time_zone, TimeZone::kWit);
+}
+
 TEST_F(DeviceTest, UnknownFieldErrorListsTheValidFields) {
   auto rina = Officer("rina", pb::ROLE_PENDAMPING);
   auto r = rina->NewCase({"colour=blue"});

@@ -45,6 +45,7 @@ class FakeServer {
   std::string server_id;
   std::string unit_root_pk;
   std::uint64_t generation = 1;
+  std::string time_zone = "WIB";                  // the unit's, sent in the Welcome
   std::vector<teduh::sync::v1::FieldChange> log;  // every stored value, seq = index + 1
   std::size_t applied_count = 0;                  // changes applied (not resends)
 

@@ -148,6 +148,7 @@ std::string FakeServer::Handle(const std::string& bytes, bool* drop) {
       w->set_role(d.role);
       w->set_user(d.user);
       w->set_unit_id("dumai");
+      w->set_time_zone(time_zone);
       w->set_server_time_ms(env_.NowMs());
       w->set_generation(generation);
       for (const auto& g : d.grants) *w->add_grants() = g;

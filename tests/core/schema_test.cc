@@ -96,8 +96,19 @@ TEST(SchemaTest, SingleFieldSerializationHoldsOnlyThatField) {
   ASSERT_EQ(set.size(), 1u);
   EXPECT_EQ(set[0]->name(), "risk_level");
   EXPECT_EQ(FieldToJson(**msg, *k.FindFieldByName("risk_level")), "MEDIUM");
-  EXPECT_EQ(FieldToDisplay(**msg, *k.FindFieldByName("risk_level"), "id"), "sedang");
-  EXPECT_EQ(FieldToDisplay(**msg, *k.FindFieldByName("risk_level"), "en"), "medium");
+  EXPECT_EQ(FieldToDisplay(**msg, *k.FindFieldByName("risk_level"), "id", TimeZone::kWib),
+            "sedang");
+  EXPECT_EQ(FieldToDisplay(**msg, *k.FindFieldByName("risk_level"), "en", TimeZone::kWib),
+            "medium");
+}
+
+TEST(SchemaTest, TimesAreShownInTheUnitsZone) {
+  const RecordKind& k = CaseKind();
+  cw::Case c;
+  c.set_received_at(1796229000);  // 2026-12-02 16:30 UTC
+  const FieldPolicy& f = *k.FindFieldByName("received_at");
+  EXPECT_EQ(FieldToDisplay(c, f, "id", TimeZone::kWib), "2026-12-02 23:30 WIB");
+  EXPECT_EQ(FieldToDisplay(c, f, "id", TimeZone::kWit), "2026-12-03 01:30 WIT");
 }
 
 TEST(SchemaTest, RejectsTextThatIsNotAValueOfTheField) {

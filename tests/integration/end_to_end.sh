@@ -125,9 +125,19 @@ check "status shows the pending outbox" \
 check "sync without a server fails clearly and keeps the outbox" \
   '! dev "$pend" "ani-pass-1" sync >/dev/null && [ "$(dev "$pend" "ani-pass-1" status | jq ".pending")" -gt 0 ]'
 
+# The unit is in WITA (Kalimantan Timur); the server takes it at its next start.
+check "the unit's time zone is WIB until set" \
+  '[ "$("$SERVER" time-zone --data "$data" --json | jq -r .time_zone)" = WIB ]'
+check "an unknown time zone is refused and changes nothing" \
+  '! "$SERVER" time-zone --data "$data" UTC >/dev/null 2>&1 && [ "$("$SERVER" time-zone --data "$data" --json | jq -r .time_zone)" = WIB ]'
+check "the unit's time zone is set" \
+  '[ "$("$SERVER" time-zone --data "$data" WITA --json | jq -r .time_zone)" = WITA ]'
+
 # --- back online ---
 start_server "127.0.0.1:$port"
 dev "$pend" "ani-pass-1" sync >/dev/null || die "pendamping sync: $(cat "$work/last.err")"
+check "the tablet shows times in the unit's zone after syncing" \
+  '[ "$(dev "$pend" "ani-pass-1" status | jq -r .time_zone)" = WITA ] && TEDUH_PASSPHRASE=ani-pass-1 "$TEDUH" --home "$pend" task list 2>/dev/null | grep -q " WITA "'
 check "the new case's outreach deadline is on the tablet's task board, offline" \
   'dev "$pend" "ani-pass-1" task list --mine | jq -e --arg c "$case_id" "[.tasks[] | select(.case_id==\$c and .kind==\"outreach\") | .task_id, .due_at] | length == 2" >/dev/null'
 check "outbox is empty after sync" '[ "$(dev "$pend" "ani-pass-1" status | jq ".pending")" = 0 ]'

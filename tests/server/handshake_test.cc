@@ -18,6 +18,27 @@ TEST_F(HandshakeTest, UnknownDeviceIsRefused) {
   EXPECT_TRUE(client->WaitClosed());
 }
 
+// Devices show times in the unit's zone; a store that never set one is WIB.
+TEST_F(HandshakeTest, WelcomeCarriesTheUnitsTimeZone) {
+  EnrollBootstrapAdmin();
+  {
+    auto client = TestClient::Connect(server_->port());
+    auto reply = Authenticate(*client, admin_);
+    ASSERT_TRUE(reply && reply->has_welcome());
+    EXPECT_EQ(reply->welcome().time_zone(), "WIB");
+  }
+  auto zone = UnitTimeZone(data_dir_);
+  ASSERT_TRUE(zone);
+  EXPECT_EQ(*zone, core::TimeZone::kWib);
+  StopServer();
+  ASSERT_FALSE(SetUnitTimeZone(data_dir_, core::TimeZone::kWit));
+  StartServer();
+  auto client = TestClient::Connect(server_->port());
+  auto reply = Authenticate(*client, admin_);
+  ASSERT_TRUE(reply && reply->has_welcome());
+  EXPECT_EQ(reply->welcome().time_zone(), "WIT");
+}
+
 TEST_F(HandshakeTest, BadProofSignatureIsRefused) {
   EnrollBootstrapAdmin();
   auto client = TestClient::Connect(server_->port());

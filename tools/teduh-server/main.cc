@@ -67,9 +67,14 @@ std::string IsoTime(std::int64_t ms) {
   return fmt::format("{:%Y-%m-%dT%H:%M:%SZ}", tm);
 }
 
-int Init(const std::string& data, const std::string& unit, const Output& out) {
+int Init(const std::string& data, const std::string& unit, const std::string& zone_name,
+         const Output& out) {
+  auto zone = teduh::core::ParseTimeZone(zone_name);
+  if (!zone) return out.Error(fmt::format("the time zone is {}", teduh::core::TimeZoneChoices()));
   auto r = teduh::server::InitStore(data, unit, teduh::core::DefaultEnv());
   if (!r) return out.Error("init failed", r.error());
+  if (auto ec = teduh::server::SetUnitTimeZone(data, *zone))
+    return out.Error("init failed: the time zone was not saved", ec);
   if (out.json) {
     fmt::print("{}\n", nlohmann::json{{"code", r->bootstrap_code}, {"unit_id", r->unit_id}}.dump());
   } else {
@@ -452,19 +457,40 @@ std::optional<std::int64_t> ParseDay(const std::string& text) {
   return t;
 }
 
-// The unit's time zone: WIB (UTC+7), WITA (UTC+8), WIT (UTC+9).
-std::optional<std::int64_t> ZoneOffset(const std::string& zone) {
-  if (zone == "WIB") return 7 * 3600;
-  if (zone == "WITA") return 8 * 3600;
-  if (zone == "WIT") return 9 * 3600;
-  return std::nullopt;
+// Shows the unit's time zone, or sets it (`zone_name` not empty).
+int TimeZoneCommand(const std::string& data, const std::string& zone_name, const Output& out) {
+  if (!zone_name.empty()) {
+    auto zone = teduh::core::ParseTimeZone(zone_name);
+    if (!zone) return out.Error(fmt::format("the time zone is {}", teduh::core::TimeZoneChoices()));
+    if (auto ec = teduh::server::SetUnitTimeZone(data, *zone))
+      return out.Error("the time zone was not saved", ec);
+  }
+  auto zone = teduh::server::UnitTimeZone(data);
+  if (!zone) return out.Error("cannot read the store", zone.error());
+  const std::string name(teduh::core::TimeZoneName(*zone));
+  if (out.json) {
+    fmt::print("{}\n", nlohmann::json{{"time_zone", name}}.dump());
+  } else {
+    fmt::print("{}{}\n", name,
+               zone_name.empty() ? "" : " (devices show it after the server's next start)");
+  }
+  return 0;
 }
 
+// `zone_name` empty: the unit's own time zone.
 int Report(const std::string& data, const std::string& from, const std::string& to,
-           const std::vector<std::string>& by, const std::string& format, const std::string& zone,
-           const Output& out) {
-  auto offset = ZoneOffset(zone);
-  if (!offset) return out.Error("the time zone is WIB, WITA or WIT");
+           const std::vector<std::string>& by, const std::string& format,
+           const std::string& zone_name, const Output& out) {
+  std::optional<teduh::core::TimeZone> zone;
+  if (zone_name.empty()) {
+    auto unit_zone = teduh::server::UnitTimeZone(data);
+    if (!unit_zone) return out.Error("cannot read the store", unit_zone.error());
+    zone = *unit_zone;
+  } else {
+    zone = teduh::core::ParseTimeZone(zone_name);
+  }
+  if (!zone) return out.Error(fmt::format("the time zone is {}", teduh::core::TimeZoneChoices()));
+  const std::int64_t offset = teduh::core::TimeZoneOffsetSeconds(*zone);
   auto from_s = ParseDay(from);
   auto to_s = ParseDay(to);
   if (!from_s || !to_s)
@@ -479,8 +505,8 @@ int Report(const std::string& data, const std::string& from, const std::string& 
       return out.Error(fmt::format("unknown breakdown '{}'; valid: {}", d,
                                    fmt::join(teduh::server::kReportDimensions, ",")));
   }
-  auto report = teduh::server::ComputeReport(data, *from_s - *offset, *to_s + 24 * 3600 - *offset,
-                                             by, *offset, teduh::core::DefaultEnv());
+  auto report = teduh::server::ComputeReport(data, *from_s - offset, *to_s + 24 * 3600 - offset, by,
+                                             offset, teduh::core::DefaultEnv());
   if (!report) return out.Error(report.error().message());
   if (format == "csv") {
     fmt::print("section,key,count\n");
@@ -534,6 +560,8 @@ int main(int argc, char** argv) {
   std::string unit;
   init->add_option("--data", data, "Data folder")->required();
   init->add_option("--unit", unit, "Unit name, e.g. \"UPTD PPA Kota Dumai\"")->required();
+  std::string init_zone = "WIB";
+  init->add_option("--tz", init_zone, "The unit's time zone: WIB, WITA or WIT (default WIB)");
   init->add_flag("--json", out.json, "Print one JSON object");
 
   auto* serve = app.add_subcommand("serve", "Run the sync server");
@@ -587,19 +615,25 @@ int main(int argc, char** argv) {
 
   auto* report = app.add_subcommand(
       "report", "Case counts of the unit over a period, from open fields only (no keys needed)");
-  std::string from, to, format = "json", zone = "WIB";
+  std::string from, to, format = "json", zone;
   std::vector<std::string> by;
   report->add_option("--data", data, "Data folder")->required();
-  report->add_option("--from", from, "First day, YYYY-MM-DD (UTC)")->required();
-  report->add_option("--to", to, "Last day, YYYY-MM-DD (UTC), inclusive")->required();
+  report->add_option("--from", from, "First day, YYYY-MM-DD, in the time zone")->required();
+  report->add_option("--to", to, "Last day, YYYY-MM-DD, in the time zone, inclusive")->required();
   report
       ->add_option("--by", by,
                    "Breakdowns: month,violence_type,category,sex,age_group,region,"
                    "service,stage,closure_reason")
       ->delimiter(',');
   report->add_option("--format", format, "csv or json")->check(CLI::IsMember({"csv", "json"}));
-  report->add_option("--tz", zone, "The unit's time zone for days and months: WIB, WITA or WIT")
-      ->check(CLI::IsMember({"WIB", "WITA", "WIT"}));
+  report->add_option("--tz", zone,
+                     "Time zone for days and months: WIB, WITA or WIT (default: the unit's)");
+
+  auto* tz = app.add_subcommand("time-zone", "Show the unit's time zone, or set it");
+  std::string new_zone;
+  tz->add_option("--data", data, "Data folder")->required();
+  tz->add_option("zone", new_zone, "WIB, WITA or WIT: the new time zone");
+  tz->add_flag("--json", out.json, "Print one JSON object");
 
   try {
     app.parse(argc, argv);
@@ -610,7 +644,8 @@ int main(int argc, char** argv) {
     return out.Error(e.what());
   }
 
-  if (init->parsed()) return Init(data, unit, out);
+  if (init->parsed()) return Init(data, unit, init_zone, out);
+  if (tz->parsed()) return TimeZoneCommand(data, new_zone, out);
   if (serve->parsed()) {
     config.data_dir = data;
     return Serve(config, listen, out);

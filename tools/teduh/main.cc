@@ -40,6 +40,8 @@ struct Globals {
   bool json = false;
   std::string lang = "id";
   std::string ca_file;
+  // The unit's, once the device is open: times for people are shown in it.
+  teduh::core::TimeZone zone = teduh::core::TimeZone::kWib;
 };
 
 std::string DefaultHome() {
@@ -60,6 +62,12 @@ std::string IsoTime(std::int64_t ms) {
 }
 
 json TimeOrNull(std::int64_t ms) { return ms > 0 ? json(IsoTime(ms)) : json(nullptr); }
+
+// A time for people, in the unit's zone ("2026-12-02 20:15 WITA"); JSON keeps
+// IsoTime's UTC.
+std::string LocalTime(const Globals& g, std::int64_t ms) {
+  return ms > 0 ? teduh::core::FormatLocalTime(ms / 1000, g.zone) : std::string();
+}
 
 std::string ErrcName(const teduh::core::error_code& ec) {
   if (ec.category() != teduh::core::core_category()) return "internal";
@@ -312,6 +320,7 @@ json DeviceJson(const teduh::core::DeviceInfo& i) {
               {"role", i.role},
               {"unit_id", i.unit_id},
               {"unit_name", i.unit_name},
+              {"time_zone", std::string(teduh::core::TimeZoneName(i.time_zone))},
               {"server_url", i.server_url},
               {"label", i.label},
               {"fingerprint", i.fingerprint},
@@ -368,9 +377,9 @@ json RemoteDeviceJson(const teduh::core::RemoteDevice& r) {
 }
 
 // For a revoked device: whether it has erased itself yet.
-std::string ErasureNote(const teduh::core::RemoteDevice& r) {
+std::string ErasureNote(const Globals& g, const teduh::core::RemoteDevice& r) {
   if (r.state != "revoked") return "";
-  if (r.wiped_ms > 0) return fmt::format(" — erased (signed receipt {})", IsoTime(r.wiped_ms));
+  if (r.wiped_ms > 0) return fmt::format(" — erased (signed receipt {})", LocalTime(g, r.wiped_ms));
   return r.wipe_ordered ? " — wipe ordered, not yet erased" : " — no wipe order yet";
 }
 
@@ -662,6 +671,7 @@ int main(int argc, char** argv) {
     auto dev = OpenDevice(g);
     if (!dev) return Report(g, dev.error());
     Device& d = **dev;
+    g.zone = d.info().time_zone;
     std::unique_ptr<teduh::cli::Session::Guard> guard;
     if (session) {
       guard = session->GuardDevice(&d, [&g] {
@@ -699,14 +709,14 @@ int main(int argc, char** argv) {
                      {"conflict", st->counts.conflict},
                      {"rejected", st->counts.rejected}};
       j["outbox"] = json::array();
-      std::string human =
-          fmt::format("Device {} ({}, {}) — {}\nUser: {}  Unit: {}  Fingerprint: {}\nKeys: {}{}\n",
-                      teduh::core::ToHex(st->device.device_id), st->device.role, st->device.label,
-                      st->device.state, st->device.user,
-                      st->device.unit_name.empty() ? st->device.unit_id : st->device.unit_name,
-                      st->device.fingerprint,
-                      st->keys.empty() ? "none" : fmt::format("{}", fmt::join(st->keys, ", ")),
-                      st->holds_unit_root_key ? " + unit root key" : "");
+      std::string human = fmt::format(
+          "Device {} ({}, {}) — {}\nUser: {}  Unit: {} ({})  Fingerprint: {}\nKeys: {}{}\n",
+          teduh::core::ToHex(st->device.device_id), st->device.role, st->device.label,
+          st->device.state, st->device.user,
+          st->device.unit_name.empty() ? st->device.unit_id : st->device.unit_name,
+          teduh::core::TimeZoneName(st->device.time_zone), st->device.fingerprint,
+          st->keys.empty() ? "none" : fmt::format("{}", fmt::join(st->keys, ", ")),
+          st->holds_unit_root_key ? " + unit root key" : "");
       human += fmt::format("Outbox: {} pending, {} accepted, {} merged, {} conflict, {} rejected\n",
                            st->counts.pending, st->counts.accepted, st->counts.merged,
                            st->counts.conflict, st->counts.rejected);
@@ -731,7 +741,7 @@ int main(int argc, char** argv) {
       j["keys"] = st->keys;
       j["holds_unit_root_key"] = st->holds_unit_root_key;
       human += fmt::format("Last sync: {}{}\n",
-                           st->last_sync_ms > 0 ? IsoTime(st->last_sync_ms) : "never",
+                           st->last_sync_ms > 0 ? LocalTime(g, st->last_sync_ms) : "never",
                            st->last_sync_result.empty() ? "" : " — " + st->last_sync_result);
       return Emit(g, j, human);
     }
@@ -871,7 +881,7 @@ int main(int argc, char** argv) {
         if (!ok) nj["unreadable"] = std::string(teduh::core::ReadabilityName(n.readability));
         j["notes"].push_back(nj);
         human += fmt::format("\n  {} {} {} — {}\n    {}\n", g.lang == "en" ? "Note" : "Catatan",
-                             n.kind, IsoTime(n.written_at * 1000), n.author,
+                             n.kind, LocalTime(g, n.written_at * 1000), n.author,
                              ok ? n.text : Unreadable(n.readability, g.lang));
       }
       j["accesses"] = json::array();
@@ -880,7 +890,7 @@ int main(int argc, char** argv) {
         j["accesses"].push_back({{"viewer", a.viewer},
                                  {"viewed_at", TimeOrNull(a.viewed_at * 1000)},
                                  {"pending", a.pending}});
-        human += fmt::format(" {} ({})", a.viewer, IsoTime(a.viewed_at * 1000));
+        human += fmt::format(" {} ({})", a.viewer, LocalTime(g, a.viewed_at * 1000));
       }
       human += "\n";
       return Emit(g, j, human);
@@ -904,9 +914,10 @@ int main(int argc, char** argv) {
         arr.push_back(std::move(j));
         if (e.field != last_field) human += fmt::format("{}:\n", e.value.label);
         last_field = e.field;
-        human += fmt::format("  v{} {} {} — {}{}\n", e.version, IsoTime(e.written_ms), e.author,
-                             ok ? e.value.display : Unreadable(e.value.readability, g.lang),
-                             e.reason == "current" ? "  (current)" : "  (" + e.reason + ")");
+        human +=
+            fmt::format("  v{} {} {} — {}{}\n", e.version, LocalTime(g, e.written_ms), e.author,
+                        ok ? e.value.display : Unreadable(e.value.readability, g.lang),
+                        e.reason == "current" ? "  (current)" : "  (" + e.reason + ")");
       }
       return Emit(g, json{{"case", case_ref}, {"history", arr}}, human);
     }
@@ -936,7 +947,7 @@ int main(int argc, char** argv) {
              {"other", {{"author", c.other.author}, {"written_at", c.other.written_ms / 1000}}}});
         human += fmt::format(
             "{}  {}  case {}  {} {}: {} / {}{}\n", teduh::core::ToHex(c.conflict_id).substr(0, 8),
-            IsoTime(c.detected_ms), teduh::core::ToHex(c.case_id).substr(0, 8), c.record_kind,
+            LocalTime(g, c.detected_ms), teduh::core::ToHex(c.case_id).substr(0, 8), c.record_kind,
             c.field, c.kept.author, c.other.author, c.state == "open" ? "" : "  (resolved)");
       }
       if (list->empty()) human = g.lang == "en" ? "No open conflicts.\n" : "Tidak ada konflik.\n";
@@ -972,11 +983,11 @@ int main(int argc, char** argv) {
         j["resolution"] = c->resolution;
         j["resolved_at"] = c->resolved_ms / 1000;
       }
-      std::string human =
-          fmt::format("Conflict {} — case {}, {} {}\n  kept  ({}, {}): {}\n  other ({}, {}): {}\n",
-                      teduh::core::ToHex(c->conflict_id), teduh::core::ToHex(c->case_id),
-                      c->record_kind, c->field, c->kept.author, IsoTime(c->kept.written_ms),
-                      text(c->kept), c->other.author, IsoTime(c->other.written_ms), text(c->other));
+      std::string human = fmt::format(
+          "Conflict {} — case {}, {} {}\n  kept  ({}, {}): {}\n  other ({}, {}): {}\n",
+          teduh::core::ToHex(c->conflict_id), teduh::core::ToHex(c->case_id), c->record_kind,
+          c->field, c->kept.author, LocalTime(g, c->kept.written_ms), text(c->kept),
+          c->other.author, LocalTime(g, c->other.written_ms), text(c->other));
       if (c->state == "resolved")
         human += fmt::format("  resolved by {} ({})\n", c->resolved_by, c->resolution);
       return Emit(g, j, human);
@@ -1015,7 +1026,7 @@ int main(int argc, char** argv) {
         arr.push_back(TaskJson(t));
         human += fmt::format(
             "{}  {}  {:<11} {}  {}{}\n", teduh::core::ToHex(t.task_id).substr(0, 8),
-            IsoTime(t.due_at * 1000), t.kind,
+            LocalTime(g, t.due_at * 1000), t.kind,
             t.case_number.empty() ? teduh::core::ToHex(t.case_id).substr(0, 8) : t.case_number,
             t.assigned_pendamping, t.overdue ? (g.lang == "en" ? "  OVERDUE" : "  TERLAMBAT") : "");
       }
@@ -1077,7 +1088,7 @@ int main(int argc, char** argv) {
       for (const auto& r : *list) {
         arr.push_back(RemoteDeviceJson(r));
         human += fmt::format("{}  {:<10} {:<12} {:<8} {}  {}{}\n", teduh::core::ToHex(r.device_id),
-                             r.role, r.user, r.state, r.fingerprint, r.label, ErasureNote(r));
+                             r.role, r.user, r.state, r.fingerprint, r.label, ErasureNote(g, r));
       }
       return Emit(g, json{{"devices", arr}}, human);
     }
@@ -1223,11 +1234,12 @@ int main(int argc, char** argv) {
     if (device_revoke->parsed()) {
       auto r = d.RevokeDevice(device_ref);
       if (!r) return Report(g, r.error());
-      return Emit(g, RemoteDeviceJson(*r),
-                  fmt::format("Revoked {} ({}, {}){}.\nThe server refuses it from now on. When it "
-                              "next connects it erases its keys and cases and sends a signed "
-                              "receipt (see `teduh device list`).\n",
-                              teduh::core::ToHex(r->device_id), r->user, r->role, ErasureNote(*r)));
+      return Emit(
+          g, RemoteDeviceJson(*r),
+          fmt::format("Revoked {} ({}, {}){}.\nThe server refuses it from now on. When it "
+                      "next connects it erases its keys and cases and sends a signed "
+                      "receipt (see `teduh device list`).\n",
+                      teduh::core::ToHex(r->device_id), r->user, r->role, ErasureNote(g, *r)));
     }
     if (device_approve->parsed()) {
       auto r = d.ApproveDevice(device_ref);

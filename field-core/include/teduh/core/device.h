@@ -43,6 +43,7 @@
 #include "teduh/core/ids.h"
 #include "teduh/core/local_store.h"
 #include "teduh/core/outcome.h"
+#include "teduh/core/time_zone.h"
 #include "teduh/core/transport.h"
 #include "teduh/core/vault.h"
 #include "teduh/crypto/crypto.h"
@@ -72,6 +73,7 @@ struct DeviceInfo {
   std::string role;  // core::RoleName
   std::string unit_id;
   std::string unit_name;
+  TimeZone time_zone = TimeZone::kWib;  // the unit's: times are shown in it
   std::string server_url;
   std::string label;
   std::string fingerprint;       // of this device's signing key (compare on approval)

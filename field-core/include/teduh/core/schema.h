@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "teduh/core/error.h"
+#include "teduh/core/time_zone.h"
 #include "teduh/options.pb.h"
 
 namespace teduh::core {
@@ -98,8 +99,9 @@ result<std::unique_ptr<google::protobuf::Message>> DecodeFieldValue(const Record
 // as their short name ("HIGH"), repeated fields as arrays, bytes as hex.
 nlohmann::json FieldToJson(const google::protobuf::Message& msg, const FieldPolicy& field);
 // Renders it for people: enums by their label in `lang` ("id" or "en"),
-// repeated values joined with ", ", times as "YYYY-MM-DD HH:MM" UTC.
+// repeated values joined with ", ", times as "YYYY-MM-DD HH:MM WITA" in
+// the unit's time zone.
 std::string FieldToDisplay(const google::protobuf::Message& msg, const FieldPolicy& field,
-                           std::string_view lang);
+                           std::string_view lang, TimeZone zone);
 
 }  // namespace teduh::core

@@ -18,6 +18,7 @@
 #include "teduh/audit/v1/audit.pb.h"
 #include "teduh/core/env.h"
 #include "teduh/core/error.h"
+#include "teduh/core/time_zone.h"
 #include "teduh/server/audit.h"
 #include "teduh/server/store.h"
 
@@ -87,6 +88,12 @@ struct AuditRecord {
 // that), oldest first.
 [[nodiscard]] core::result<std::vector<AuditRecord>> ReadAudit(const std::string& data_dir,
                                                                std::size_t last);
+
+// The unit's time zone, in which devices show times and reports count days
+// and months (WIB until set). A running server takes a new zone at its next
+// start, and sends it to devices in their Welcome.
+[[nodiscard]] core::result<core::TimeZone> UnitTimeZone(const std::string& data_dir);
+[[nodiscard]] core::error_code SetUnitTimeZone(const std::string& data_dir, core::TimeZone zone);
 
 // Short fingerprint of a device's signing key (as `teduh status` shows it).
 std::string DeviceFingerprint(const DeviceRow& device);

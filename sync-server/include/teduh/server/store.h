@@ -56,9 +56,10 @@ struct UnitInfo {
   std::string unit_id;  // 32 hex digits, made at init
   std::string unit_name;
   Id server_id{};
-  std::uint64_t generation = 0;  // random, non-zero; changes when restored from a backup
-  std::string unit_root_pk;      // 32 B once the bootstrap admin enrolled, else empty
-  std::uint64_t hlc_last = 0;    // the server HLC's highest value (re-stamps)
+  std::uint64_t generation = 0;   // random, non-zero; changes when restored from a backup
+  std::string unit_root_pk;       // 32 B once the bootstrap admin enrolled, else empty
+  std::uint64_t hlc_last = 0;     // the server HLC's highest value (re-stamps)
+  std::string time_zone = "WIB";  // the unit's (core::TimeZone name); WIB until set
 };
 
 struct DeviceRow {
@@ -207,6 +208,8 @@ class Store {
   // ---- Unit ------------------------------------------------------------------
   virtual result<UnitInfo> LoadUnit() = 0;
   virtual error_code SetUnitRootKey(std::string_view public_key) = 0;
+  // A core::TimeZone name; takes effect when the server next loads the unit.
+  virtual error_code SetTimeZone(std::string_view zone) = 0;
   virtual error_code SaveHlc(std::uint64_t hlc_last) = 0;
 
   // ---- Devices, enrollment codes, grants ---------------------------------------

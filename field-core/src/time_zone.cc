@@ -1,0 +1,66 @@
+#include "teduh/core/time_zone.h"
+
+#include <fmt/format.h>
+
+#include <cctype>
+#include <ctime>
+
+namespace teduh::core {
+namespace {
+
+std::tm Broken(std::int64_t unix_seconds, TimeZone zone) {
+  std::time_t t = static_cast<std::time_t>(unix_seconds + TimeZoneOffsetSeconds(zone));
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  return tm;
+}
+
+}  // namespace
+
+std::optional<TimeZone> ParseTimeZone(std::string_view name) {
+  std::string upper;
+  for (char c : name) upper += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (upper == "WIB") return TimeZone::kWib;
+  if (upper == "WITA") return TimeZone::kWita;
+  if (upper == "WIT") return TimeZone::kWit;
+  return std::nullopt;
+}
+
+std::string_view TimeZoneName(TimeZone zone) {
+  switch (zone) {
+    case TimeZone::kWita:
+      return "WITA";
+    case TimeZone::kWit:
+      return "WIT";
+    case TimeZone::kWib:
+      break;
+  }
+  return "WIB";
+}
+
+std::int64_t TimeZoneOffsetSeconds(TimeZone zone) {
+  switch (zone) {
+    case TimeZone::kWita:
+      return 8 * 3600;
+    case TimeZone::kWit:
+      return 9 * 3600;
+    case TimeZone::kWib:
+      break;
+  }
+  return 7 * 3600;
+}
+
+std::string_view TimeZoneChoices() { return "WIB, WITA or WIT"; }
+
+std::string FormatLocalTime(std::int64_t unix_seconds, TimeZone zone) {
+  const std::tm tm = Broken(unix_seconds, zone);
+  return fmt::format("{:04}-{:02}-{:02} {:02}:{:02} {}", tm.tm_year + 1900, tm.tm_mon + 1,
+                     tm.tm_mday, tm.tm_hour, tm.tm_min, TimeZoneName(zone));
+}
+
+std::string LocalDate(std::int64_t unix_seconds, TimeZone zone) {
+  const std::tm tm = Broken(unix_seconds, zone);
+  return fmt::format("{:04}{:02}{:02}", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday);
+}
+
+}  // namespace teduh::core
