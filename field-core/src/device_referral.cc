@@ -53,9 +53,7 @@ using internal::KindOf;
 template <typename Set>
 std::pair<const FieldPolicy*, std::string> One(const RecordKind& kind, std::string_view name,
                                                Set set) {
-  cw::Referral r;
-  set(r);
-  return {kind.FindFieldByName(name), r.SerializeAsString()};
+  return internal::FieldOf<cw::Referral>(kind, name, set);
 }
 
 }  // namespace

@@ -115,11 +115,13 @@ TEST_F(TaskTest, MonitoringComesDueCycleAfterCycle) {
   auto next = Find(*again, *c, "monitoring");
   ASSERT_NE(next, nullptr);
   EXPECT_NEAR(static_cast<double>(next->due_at), static_cast<double>(t0 + 2 * 182 * 86400), 2.0);
-  // A closed case has no deadlines.
-  // Closing needs a reason; then the case has no deadlines.
+  // Closing needs a reason and the outcome checklist; then the case has no
+  // deadlines.
   EXPECT_EQ(rina->SetCaseFields(core::ToHex(*c), {"stage=terminasi"}).error().code,
             errc::invalid_argument);
-  ASSERT_TRUE(rina->SetCaseFields(core::ToHex(*c), {"stage=terminasi", "closure_reason=selesai"}));
+  ASSERT_TRUE(rina->SetCaseFields(
+      core::ToHex(*c), {"stage=terminasi", "closure_reason=selesai",
+                        "closure_checklist=aman,kebutuhan_terpenuhi,no_repeat_violence"}));
   EXPECT_NE(Value(*rina, *c, "closed_at"), "");  // set when it was closed
   EXPECT_EQ(Find(*rina->ListTasks(false, false), *c, "monitoring"), nullptr);
 }
@@ -184,7 +186,9 @@ TEST_F(TaskTest, TheReportCountsOutreachMetWhenItWasMetNotWhenTheCaseLastMoved) 
   env_.Advance(44LL * 3600 * 1000);
   ASSERT_TRUE(rina->SetCaseFields(core::ToHex(*c), {"stage=asesmen"}));  // two days later
   env_.Advance(3600 * 1000);
-  ASSERT_TRUE(rina->SetCaseFields(core::ToHex(*c), {"stage=terminasi", "closure_reason=resolved"}));
+  ASSERT_TRUE(rina->SetCaseFields(core::ToHex(*c),
+                                  {"stage=terminasi", "closure_reason=resolved",
+                                   "closure_checklist=safe,needs_met,no_repeat_violence"}));
   Sync(*rina);
   auto report = ComputeReport(data_dir_, t0 - 60, t0 + 7 * 86400, {"stage"}, 0, env_);
   ASSERT_TRUE(report) << report.error().message();
