@@ -734,6 +734,12 @@ Outcome<Id> Device::ResolveCaseLocked(std::string_view case_ref) {
   return ResolveRecordLocked(kCaseKind, case_ref, "case");
 }
 
+Outcome<Id> Device::CaseToEditLocked(std::string_view case_ref) {
+  if (ScopeOf(meta_->role) == CaseScope::kNone)
+    return Fail(errc::forbidden, "an admin device holds no case content");
+  return ResolveCaseLocked(case_ref);
+}
+
 Outcome<Id> Device::ResolveRecordLocked(std::string_view kind, std::string_view ref_text,
                                         std::string_view noun) {
   std::string ref = Lower(Trim(ref_text));

@@ -20,6 +20,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <optional>
 
 #include "device_internal.h"
 #include "teduh/case/v1/case.pb.h"
@@ -62,6 +63,24 @@ std::string Text(const FieldView& f) {
   return f.value.is_string() ? f.value.get<std::string>() : std::string();
 }
 
+// A rendered time field's Unix seconds, or 0.
+std::int64_t Seconds(const FieldView& f) {
+  return f.value.is_number() ? f.value.get<std::int64_t>() : 0;
+}
+
+// A sealed text out of its rendered field, which is wiped: the text when
+// readable, else nullopt with `readability` saying why.
+std::optional<std::string> TakeSealed(FieldView& f, Readability* readability) {
+  std::optional<std::string> out;
+  if (f.readability == Readability::kReadable)
+    out = Text(f);
+  else
+    *readability = f.readability;
+  crypto::Wipe(f.display);
+  if (f.value.is_string()) crypto::Wipe(f.value.get_ref<std::string&>());
+  return out;
+}
+
 }  // namespace
 
 std::vector<Device::PendingSet> Device::NoteSets(int note_kind, std::string_view text) {
@@ -89,9 +108,7 @@ Outcome<Id> Device::AddAssessment(std::string_view case_ref, std::string_view ri
   std::lock_guard g(mu_);
   if (auto r = CheckOpen(); !r) return r.error();
   const DeviceInfo me = InfoLocked();
-  if (me.role == RoleName(pb::ROLE_ADMIN))
-    return Fail(errc::forbidden, "an admin device holds no case content");
-  auto case_id = ResolveCaseLocked(case_ref);
+  auto case_id = CaseToEditLocked(case_ref);
   if (!case_id) return case_id.error();
   auto risk = ParseRequired(*cw::RiskLevel_descriptor(), risk_text, "risk level");
   if (!risk) return risk.error();
@@ -172,9 +189,7 @@ Outcome<Id> Device::AddService(std::string_view case_ref, std::string_view servi
   std::lock_guard g(mu_);
   if (auto r = CheckOpen(); !r) return r.error();
   const DeviceInfo me = InfoLocked();
-  if (me.role == RoleName(pb::ROLE_ADMIN))
-    return Fail(errc::forbidden, "an admin device holds no case content");
-  auto case_id = ResolveCaseLocked(case_ref);
+  auto case_id = CaseToEditLocked(case_ref);
   if (!case_id) return case_id.error();
   auto service = ParseRequired(*cw::UnitService_descriptor(), service_text, "service");
   if (!service) return service.error();
@@ -241,10 +256,7 @@ Outcome<int> Device::ReopenCase(std::string_view case_ref, std::string_view reas
                                 std::string_view note) {
   std::lock_guard g(mu_);
   if (auto r = CheckOpen(); !r) return r.error();
-  const DeviceInfo me = InfoLocked();
-  if (me.role == RoleName(pb::ROLE_ADMIN))
-    return Fail(errc::forbidden, "an admin device holds no case content");
-  auto case_id = ResolveCaseLocked(case_ref);
+  auto case_id = CaseToEditLocked(case_ref);
   if (!case_id) return case_id.error();
   cw::Case c;
   if (auto l = LoadOpenLocked(*case_id, &c); !l) return l.error();
@@ -286,35 +298,41 @@ Outcome<int> Device::ReopenCase(std::string_view case_ref, std::string_view reas
   return episode;
 }
 
+Outcome<void> Device::ForEachChildLocked(
+    const Id& case_id, std::string_view kind, std::string_view lang,
+    const std::function<void(const Id&, std::vector<FieldView>&)>& visit) {
+  auto recs = store_->ListRecords(kind, case_id);
+  if (!recs) return recs.error();
+  for (const auto& rec : *recs) {
+    auto fields = RenderFields(rec.record_id, kind, case_id, lang);
+    if (!fields) return fields.error();
+    visit(rec.record_id, *fields);
+  }
+  return {};
+}
+
 Outcome<std::vector<AssessmentView>> Device::LoadAssessmentsLocked(const Id& case_id,
                                                                    std::string_view lang) {
-  auto recs = store_->ListRecords(kAssessmentKind, case_id);
-  if (!recs) return recs.error();
   std::vector<AssessmentView> out;
-  for (const auto& rec : *recs) {
-    auto fields = RenderFields(rec.record_id, kAssessmentKind, case_id, lang);
-    if (!fields) return fields.error();
-    AssessmentView v;
-    v.assessment_id = rec.record_id;
-    for (auto& f : *fields) {
-      v.pending = v.pending || f.pending;
-      if (f.name == "risk_level") v.risk_level = Text(f);
-      if (f.name == "assessed_by") v.assessed_by = Text(f);
-      if (f.name == "assessed_at" && f.value.is_number())
-        v.assessed_at = f.value.get<std::int64_t>();
-      if (f.name == "needs" && f.value.is_array())
-        for (const auto& n : f.value)
-          if (n.is_string()) v.needs.push_back(n.get<std::string>());
-      if (f.name == "rationale" || f.name == "safety_plan") {
-        if (f.readability != Readability::kReadable) v.readability = f.readability;
-        if (f.readability == Readability::kReadable)
-          (f.name == "rationale" ? v.rationale : v.safety_plan) = Text(f);
-        crypto::Wipe(f.display);
-        if (f.value.is_string()) crypto::Wipe(f.value.get_ref<std::string&>());
-      }
-    }
-    out.push_back(std::move(v));
-  }
+  auto r = ForEachChildLocked(case_id, kAssessmentKind, lang,
+                              [&](const Id& id, std::vector<FieldView>& fields) {
+                                AssessmentView& v = out.emplace_back();
+                                v.assessment_id = id;
+                                for (auto& f : fields) {
+                                  v.pending = v.pending || f.pending;
+                                  if (f.name == "risk_level") v.risk_level = Text(f);
+                                  if (f.name == "assessed_by") v.assessed_by = Text(f);
+                                  if (f.name == "assessed_at") v.assessed_at = Seconds(f);
+                                  if (f.name == "needs" && f.value.is_array())
+                                    for (const auto& n : f.value)
+                                      if (n.is_string()) v.needs.push_back(n.get<std::string>());
+                                  if (f.name == "rationale")
+                                    v.rationale = TakeSealed(f, &v.readability);
+                                  if (f.name == "safety_plan")
+                                    v.safety_plan = TakeSealed(f, &v.readability);
+                                }
+                              });
+  if (!r) return r.error();
   std::stable_sort(out.begin(), out.end(), [](const AssessmentView& a, const AssessmentView& b) {
     return a.assessed_at < b.assessed_at;
   });
@@ -323,30 +341,21 @@ Outcome<std::vector<AssessmentView>> Device::LoadAssessmentsLocked(const Id& cas
 
 Outcome<std::vector<ServiceView>> Device::LoadServicesLocked(const Id& case_id,
                                                              std::string_view lang) {
-  auto recs = store_->ListRecords(kServiceDeliveredKind, case_id);
-  if (!recs) return recs.error();
   std::vector<ServiceView> out;
-  for (const auto& rec : *recs) {
-    auto fields = RenderFields(rec.record_id, kServiceDeliveredKind, case_id, lang);
-    if (!fields) return fields.error();
-    ServiceView v;
-    v.service_id = rec.record_id;
-    for (auto& f : *fields) {
-      v.pending = v.pending || f.pending;
-      if (f.name == "service") v.service = Text(f);
-      if (f.name == "accompaniment") v.accompaniment = Text(f);
-      if (f.name == "delivered_by") v.delivered_by = Text(f);
-      if (f.name == "delivered_at" && f.value.is_number())
-        v.delivered_at = f.value.get<std::int64_t>();
-      if (f.name == "note") {
-        v.readability = f.readability;
-        if (f.readability == Readability::kReadable) v.note = Text(f);
-        crypto::Wipe(f.display);
-        if (f.value.is_string()) crypto::Wipe(f.value.get_ref<std::string&>());
-      }
-    }
-    out.push_back(std::move(v));
-  }
+  auto r = ForEachChildLocked(case_id, kServiceDeliveredKind, lang,
+                              [&](const Id& id, std::vector<FieldView>& fields) {
+                                ServiceView& v = out.emplace_back();
+                                v.service_id = id;
+                                for (auto& f : fields) {
+                                  v.pending = v.pending || f.pending;
+                                  if (f.name == "service") v.service = Text(f);
+                                  if (f.name == "accompaniment") v.accompaniment = Text(f);
+                                  if (f.name == "delivered_by") v.delivered_by = Text(f);
+                                  if (f.name == "delivered_at") v.delivered_at = Seconds(f);
+                                  if (f.name == "note") v.note = TakeSealed(f, &v.readability);
+                                }
+                              });
+  if (!r) return r.error();
   std::stable_sort(out.begin(), out.end(), [](const ServiceView& a, const ServiceView& b) {
     return a.delivered_at < b.delivered_at;
   });

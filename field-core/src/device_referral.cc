@@ -94,9 +94,7 @@ Outcome<Id> Device::AddReferral(std::string_view case_ref, std::string_view agen
   std::lock_guard g(mu_);
   if (auto r = CheckOpen(); !r) return r.error();
   const DeviceInfo me = InfoLocked();
-  if (me.role == RoleName(pb::ROLE_ADMIN))
-    return Fail(errc::forbidden, "an admin device holds no case content");
-  auto case_id = ResolveCaseLocked(case_ref);
+  auto case_id = CaseToEditLocked(case_ref);
   if (!case_id) return case_id.error();
   const Code* a = FindCode(DefaultAgencies(), agency);
   if (a == nullptr)

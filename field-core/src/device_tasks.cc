@@ -298,9 +298,7 @@ Outcome<Id> Device::LogVisit(std::string_view case_ref, std::string_view method_
   std::lock_guard g(mu_);
   if (auto r = CheckOpen(); !r) return r.error();
   const DeviceInfo me = InfoLocked();
-  if (me.role == RoleName(teduh::sync::v1::ROLE_ADMIN))
-    return Fail(errc::forbidden, "an admin device holds no case content");
-  auto case_id = ResolveCaseLocked(case_ref);
+  auto case_id = CaseToEditLocked(case_ref);
   if (!case_id) return case_id.error();
   std::string why;
   auto method = ParseEnumValue(*cw::ContactMethod_descriptor(),

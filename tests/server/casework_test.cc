@@ -21,14 +21,6 @@ using CaseworkTest = DeviceServerTest;
 
 constexpr std::int64_t kDay = 24 * 3600;
 
-// A copy: the list it comes from is usually a temporary.
-std::optional<core::TaskView> Find(const std::vector<core::TaskView>& tasks,
-                                   const core::Id& case_id, std::string_view kind) {
-  for (const auto& t : tasks)
-    if (t.case_id == case_id && t.kind == kind) return t;
-  return std::nullopt;
-}
-
 std::vector<core::TaskView> Tasks(core::Device& d) {
   auto t = d.ListTasks(false, false);
   EXPECT_TRUE(t) << (t ? "" : t.error().message);
@@ -48,13 +40,13 @@ TEST_F(CaseworkTest, AnAssessmentSetsTheCaseRiskAtOnceAndItsTextIsSealed) {
   const std::int64_t t0 = env_.NowMs() / 1000;
   auto c = rina->NewCase({"risk_level=rendah", "needs=makanan"});
   ASSERT_TRUE(c) << c.error().message;
-  EXPECT_EQ(Find(Tasks(*rina), *c, "outreach")->due_at, t0 + 72 * 3600);
+  EXPECT_EQ(FindTask(Tasks(*rina), *c, "outreach")->due_at, t0 + 72 * 3600);
 
   auto a = rina->AddAssessment(core::ToHex(*c), "tinggi", {"medis", "rumah aman"},
                                "kejadian kurang dari 3x24 jam", "menginap di rumah kakak");
   ASSERT_TRUE(a) << a.error().message;
   // The board follows the new risk offline, in the same transaction.
-  EXPECT_EQ(Find(Tasks(*rina), *c, "outreach")->due_at, t0 + 24 * 3600);
+  EXPECT_EQ(FindTask(Tasks(*rina), *c, "outreach")->due_at, t0 + 24 * 3600);
   EXPECT_EQ(Value(*rina, *c, "risk_level"), "tinggi");
   EXPECT_EQ(Value(*rina, *c, "needs"), "medis, rumah aman");  // replaced by the assessment's
   EXPECT_EQ(Value(*rina, *c, "risk_rationale"), "kejadian kurang dari 3x24 jam");
@@ -139,18 +131,18 @@ TEST_F(CaseworkTest, ServicesDeliveredAreListedCountedAndAShelterStayComesDue) {
   ASSERT_TRUE(legal) << legal.error().message;
   ASSERT_TRUE(rina->AddService(id, "accompaniment", "medical", ""));
   ASSERT_TRUE(rina->AddService(core::ToHex(*other), "mediasi", "", ""));
-  EXPECT_EQ(Find(Tasks(*rina), *c, "shelter_stay"), std::nullopt);
+  EXPECT_EQ(FindTask(Tasks(*rina), *c, "shelter_stay"), std::nullopt);
 
   env_.Advance(3600 * 1000);
   auto shelter = rina->AddService(id, "shelter", "", "");
   ASSERT_TRUE(shelter) << shelter.error().message;
-  auto stay = Find(Tasks(*rina), *c, "shelter_stay");
+  auto stay = FindTask(Tasks(*rina), *c, "shelter_stay");
   ASSERT_TRUE(stay.has_value());
   EXPECT_EQ(stay->due_at, t0 + 3600 + 14 * kDay);
   // Another shelter service during the stay does not restart it.
   env_.Advance(3600 * 1000);
   ASSERT_TRUE(rina->AddService(id, "penampungan sementara", "", ""));
-  EXPECT_EQ(Find(Tasks(*rina), *c, "shelter_stay")->due_at, t0 + 3600 + 14 * kDay);
+  EXPECT_EQ(FindTask(Tasks(*rina), *c, "shelter_stay")->due_at, t0 + 3600 + 14 * kDay);
 
   Sync(*rina);
   Sync(*ani);
@@ -164,7 +156,7 @@ TEST_F(CaseworkTest, ServicesDeliveredAreListedCountedAndAShelterStayComesDue) {
   EXPECT_EQ(view.services[2].service, "SHELTER");
   EXPECT_EQ(view.services[2].accompaniment, "");
   EXPECT_EQ(view.services[2].note, std::nullopt);
-  EXPECT_NE(Find(Tasks(*ani), *c, "shelter_stay"), std::nullopt);  // on the office's board too
+  EXPECT_NE(FindTask(Tasks(*ani), *c, "shelter_stay"), std::nullopt);  // on the office's board too
 
   // The report counts delivered services per case (accompaniment by kind),
   // apart from the referrals' `service`; rows need not add up.
@@ -188,7 +180,7 @@ TEST_F(CaseworkTest, ServicesDeliveredAreListedCountedAndAShelterStayComesDue) {
 
   // She leaves the shelter: the stay is no longer due.
   ASSERT_TRUE(ani->SetCaseFields(id, {"shelter_left_at=" + std::to_string(t0 + 5 * kDay)}));
-  EXPECT_EQ(Find(Tasks(*ani), *c, "shelter_stay"), std::nullopt);
+  EXPECT_EQ(FindTask(Tasks(*ani), *c, "shelter_stay"), std::nullopt);
 }
 
 TEST_F(CaseworkTest, BadServicesAreRefusedAndChangeNothing) {
@@ -259,7 +251,7 @@ TEST_F(CaseworkTest, ReopeningStartsANewEpisodeAndOnlyAClosedCaseIsReopened) {
 
   ASSERT_TRUE(rina->SetCaseFields(id, {"stage=terminasi", "closure_reason=selesai",
                                        "closure_checklist=safe,needs_met,no_repeat_violence"}));
-  EXPECT_EQ(Find(Tasks(*rina), *c, "outreach"), std::nullopt);
+  EXPECT_EQ(FindTask(Tasks(*rina), *c, "outreach"), std::nullopt);
   // Not by moving the stage back.
   auto back = rina->SetCaseFields(id, {"stage=pengaduan"});
   ASSERT_FALSE(back);
@@ -283,7 +275,7 @@ TEST_F(CaseworkTest, ReopeningStartsANewEpisodeAndOnlyAClosedCaseIsReopened) {
   EXPECT_EQ(Value(*ani, *c, "closure_checklist"), "");
   EXPECT_EQ(Value(*ani, *c, "closed_at"), "");
   // The new episode's outreach is due from the reopening, a new deadline.
-  const auto outreach = Find(Tasks(*ani), *c, "outreach");
+  const auto outreach = FindTask(Tasks(*ani), *c, "outreach");
   ASSERT_TRUE(outreach.has_value());
   EXPECT_EQ(outreach->due_at, reopened + 48 * 3600);
   const auto notes = Show(*ani, *c).notes;
@@ -295,10 +287,10 @@ TEST_F(CaseworkTest, ReopeningStartsANewEpisodeAndOnlyAClosedCaseIsReopened) {
   Sync(*rina);
   EXPECT_EQ(Value(*rina, *c, "episode"), "2");
   EXPECT_EQ(Value(*rina, *c, "stage"), "pengaduan");
-  EXPECT_EQ(Find(Tasks(*rina), *c, "outreach")->task_id, outreach->task_id);
+  EXPECT_EQ(FindTask(Tasks(*rina), *c, "outreach")->task_id, outreach->task_id);
   // Reaching her again meets the new episode's outreach, not the old one's.
   ASSERT_TRUE(rina->LogVisit(id, "phone", "reached", ""));
-  EXPECT_EQ(Find(Tasks(*rina), *c, "outreach"), std::nullopt);
+  EXPECT_EQ(FindTask(Tasks(*rina), *c, "outreach"), std::nullopt);
   EXPECT_EQ(Value(*rina, *c, "stage"), "penjangkauan");
 }
 
@@ -391,11 +383,11 @@ TEST_F(CaseworkTest, PostVerdictVisitsComeDueMonthlyForThreeMonths) {
   ASSERT_TRUE(c);
   const std::string id = core::ToHex(*c);
   const std::int64_t verdict = env_.NowMs() / 1000 - 2 * kDay;
-  EXPECT_EQ(Find(Tasks(*rina), *c, "post_verdict_visit"), std::nullopt);
+  EXPECT_EQ(FindTask(Tasks(*rina), *c, "post_verdict_visit"), std::nullopt);
   ASSERT_TRUE(rina->SetCaseFields(id, {"verdict_at=" + std::to_string(verdict)}));
   std::vector<core::Id> seen;
   for (std::uint32_t visit = 1; visit <= 3; ++visit) {
-    const auto t = Find(Tasks(*rina), *c, "post_verdict_visit");
+    const auto t = FindTask(Tasks(*rina), *c, "post_verdict_visit");
     ASSERT_TRUE(t.has_value()) << visit;
     EXPECT_EQ(t->due_at, verdict + visit * 30 * kDay);
     EXPECT_EQ(t->cycle, visit);
@@ -406,11 +398,11 @@ TEST_F(CaseworkTest, PostVerdictVisitsComeDueMonthlyForThreeMonths) {
     ASSERT_TRUE(done) << done.error().message;
     EXPECT_EQ(done->kind, "post_verdict_visit");
   }
-  EXPECT_EQ(Find(Tasks(*rina), *c, "post_verdict_visit"), std::nullopt);  // three made
+  EXPECT_EQ(FindTask(Tasks(*rina), *c, "post_verdict_visit"), std::nullopt);  // three made
   auto ani = Staff("ani", v1::ROLE_OFFICE);
   Sync(*rina);
   Sync(*ani);
-  EXPECT_EQ(Find(Tasks(*ani), *c, "post_verdict_visit"), std::nullopt);  // made everywhere
+  EXPECT_EQ(FindTask(Tasks(*ani), *c, "post_verdict_visit"), std::nullopt);  // made everywhere
 }
 
 TEST_F(CaseworkTest, AShelterStayIsMarkedReviewedAndAnotherStayHasItsOwnDeadline) {
@@ -420,17 +412,17 @@ TEST_F(CaseworkTest, AShelterStayIsMarkedReviewedAndAnotherStayHasItsOwnDeadline
   const std::string id = core::ToHex(*c);
   const std::int64_t in = env_.NowMs() / 1000;
   ASSERT_TRUE(rina->SetCaseFields(id, {"shelter_entered_at=" + std::to_string(in)}));
-  auto stay = Find(Tasks(*rina), *c, "shelter_stay");
+  auto stay = FindTask(Tasks(*rina), *c, "shelter_stay");
   ASSERT_TRUE(stay.has_value());
   EXPECT_EQ(stay->due_at, in + 14 * kDay);
   const core::Id first = stay->task_id;
   ASSERT_TRUE(rina->CompleteTask(core::ToHex(first)));
-  EXPECT_EQ(Find(Tasks(*rina), *c, "shelter_stay"), std::nullopt);
+  EXPECT_EQ(FindTask(Tasks(*rina), *c, "shelter_stay"), std::nullopt);
 
   ASSERT_TRUE(rina->SetCaseFields(id, {"shelter_left_at=" + std::to_string(in + 14 * kDay)}));
   env_.Advance(40 * kDay * 1000);
   ASSERT_TRUE(rina->AddService(id, "shelter", "", ""));  // she comes back: a new stay
-  stay = Find(Tasks(*rina), *c, "shelter_stay");
+  stay = FindTask(Tasks(*rina), *c, "shelter_stay");
   ASSERT_TRUE(stay.has_value());
   EXPECT_NE(stay->task_id, first);
   EXPECT_EQ(stay->due_at, env_.NowMs() / 1000 + 14 * kDay);

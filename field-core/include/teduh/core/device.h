@@ -587,6 +587,9 @@ class Device {
   Device(std::filesystem::path home, DeviceOptions options);
 
   Outcome<Id> ResolveCaseLocked(std::string_view case_ref);
+  // The case an edit of case content names: errc::forbidden on an admin
+  // device (admins hold no case content), else as ResolveCaseLocked.
+  Outcome<Id> CaseToEditLocked(std::string_view case_ref);
   // Full id of a record of `kind` from 32 hex digits or a unique prefix (>= 6).
   Outcome<Id> ResolveRecordLocked(std::string_view kind, std::string_view ref,
                                   std::string_view noun);
@@ -653,6 +656,11 @@ class Device {
   Outcome<std::vector<AssessmentView>> LoadAssessmentsLocked(const Id& case_id,
                                                              std::string_view lang);
   Outcome<std::vector<ServiceView>> LoadServicesLocked(const Id& case_id, std::string_view lang);
+  // Calls `visit` with each record of `kind` under the case and its fields
+  // rendered (sealed ones decrypted where this device holds the key).
+  Outcome<void> ForEachChildLocked(
+      const Id& case_id, std::string_view kind, std::string_view lang,
+      const std::function<void(const Id&, std::vector<FieldView>&)>& visit);
   // Every open deadline of the cases here, by due time.
   Outcome<std::vector<TaskView>> AllTasksLocked();
   // Saves an Access record (this user, now) under the case, with its outbox entry.
