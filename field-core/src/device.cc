@@ -1222,6 +1222,18 @@ Outcome<void> Device::RestoreCaseField(std::string_view case_ref, std::string_vi
   }
   std::lock_guard g(mu_);
   if (auto r = CheckOpen(); !r) return r.error();
+  if (policy->number == cw::Case::kEpisodeFieldNumber)
+    return Fail(errc::invalid_argument,
+                "the episode changes only when a closed case is reopened (teduh case reopen)");
+  if (policy->per_episode) {
+    cw::Case now_case;
+    if (auto l = LoadOpenLocked(case_id, &now_case); !l) return l.error();
+    if (now_case.stage() == cw::STAGE_TERMINASI)
+      return Fail(errc::invalid_argument,
+                  fmt::format("the case is closed: reopen it (teduh case reopen) rather than "
+                              "restoring its {}",
+                              policy->name));
+  }
   std::string value = plains[static_cast<std::size_t>(version - 1)];
   auto r = store_->Edit(*hlc_, [&](LocalStore::EditTxn& txn) -> Outcome<void> {
     std::vector<PendingSet> sets;

@@ -35,7 +35,8 @@
 //  9. A concurrent change of a per-episode field (stage, closure) of a
 //     reopened case from the episode the case left loses to the value of its
 //     current episode, whatever the field's rule (core::EpisodeOrder); it
-//     goes to history like any lost merge.
+//     goes to history like any lost merge. A closed case's stage moves back
+//     only after its writer's new episode (else `reopen_required`).
 #include "sync_service.h"
 
 #include <google/protobuf/descriptor.h>
@@ -609,6 +610,20 @@ class PushApplier {
       if (auto first = core::EpisodeOrder(*episode, current.seq, base, stamp)) {
         decision.action = *first;
         decision.reason = kEpisodeReason;
+      }
+    }
+    // A closed case leaves TERMINASI only by being reopened: a new episode
+    // this writer applied since the case was closed (ARCHITECTURE §2.3).
+    if (is_case && c.field() == cw::Case::kStageFieldNumber && *found && !decision.concurrent &&
+        !c.sealed() && !current.sealed) {
+      cw::Case now, asked;
+      if (now.ParseFromString(std::string(current.value)) && asked.ParseFromString(c.value()) &&
+          now.stage() == cw::STAGE_TERMINASI && asked.stage() != cw::STAGE_TERMINASI &&
+          !(episode && episode->seq > current.seq && episode->stamp.device == stamp.device)) {
+        Reject(r, "reopen_required",
+               "A closed case is reopened as a new episode (teduh case reopen), not moved back "
+               "by its stage.");
+        return {};
       }
     }
     if (!c.resolves().empty()) decision.conflict = false;  // a resolution: LWW, no new conflict

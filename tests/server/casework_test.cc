@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "server/device_fixture.h"
+#include "teduh/case/v1/case.pb.h"
 #include "teduh/core/schema.h"
 #include "teduh/server/report.h"
 
@@ -262,6 +263,11 @@ TEST_F(CaseworkTest, ReopeningStartsANewEpisodeAndOnlyAClosedCaseIsReopened) {
   EXPECT_EQ(Value(*rina, *c, "stage"), "terminasi");
   Sync(*rina);
   Sync(*ani);
+  // Nor by restoring an earlier stage from its history.
+  auto restored = rina->RestoreCaseField(id, "stage", 1);
+  ASSERT_FALSE(restored);
+  EXPECT_EQ(restored.error().code, errc::invalid_argument);
+  EXPECT_EQ(Value(*rina, *c, "stage"), "terminasi");
 
   env_.Advance(30 * kDay * 1000);
   const std::int64_t reopened = env_.NowMs() / 1000;
@@ -426,6 +432,58 @@ TEST_F(CaseworkTest, AShelterStayIsMarkedReviewedAndAnotherStayHasItsOwnDeadline
   ASSERT_TRUE(stay.has_value());
   EXPECT_NE(stay->task_id, first);
   EXPECT_EQ(stay->due_at, env_.NowMs() / 1000 + 14 * kDay);
+}
+
+// The server holds the rule too, for any device: a closed case's stage goes
+// back only after the same device's new episode was applied.
+using ReopenPushTest = ServerTest;
+
+TEST_F(ReopenPushTest, AClosedCaseMovesBackOnlyAfterItsWritersNewEpisode) {
+  namespace cw = ::teduh::casework::v1;
+  EnrollBootstrapAdmin();
+  TestDevice ani = EnrollApproved(v1::ROLE_OFFICE, "ani");
+  TestDevice budi = EnrollApproved(v1::ROLE_OFFICE, "budi");
+  auto client = Login(ani);
+  auto other = Login(budi);
+  auto value = [](auto set) {
+    cw::Case c;
+    set(c);
+    return c.SerializeAsString();
+  };
+  auto stage = [&](cw::Stage st) { return value([&](cw::Case& c) { c.set_stage(st); }); };
+  const core::Id id = core::NewId();
+  auto push = [&](TestClient& cl, v1::FieldChange c) {
+    const v1::PushResult r = Push(cl, {c});
+    EXPECT_EQ(r.results_size(), 1);
+    return r.results_size() == 1 ? r.results(0) : v1::ChangeResult{};
+  };
+  v1::FieldChange monitoring =
+      OpenChange(ani, id, core::kCaseKind, {}, 8, stage(cw::STAGE_PEMANTAUAN));
+  ASSERT_EQ(push(*client, monitoring).status(), v1::ChangeResult::STATUS_APPLIED);
+  v1::FieldChange closed = OpenChange(ani, id, core::kCaseKind, {}, 8, stage(cw::STAGE_TERMINASI));
+  *closed.mutable_base() = monitoring.stamp();
+  ASSERT_EQ(push(*client, closed).status(), v1::ChangeResult::STATUS_APPLIED);
+
+  v1::FieldChange back = OpenChange(ani, id, core::kCaseKind, {}, 8, stage(cw::STAGE_PENGADUAN));
+  *back.mutable_base() = closed.stamp();
+  auto r = push(*client, back);
+  EXPECT_EQ(r.status(), v1::ChangeResult::STATUS_REJECTED);
+  EXPECT_EQ(r.reason(), "reopen_required");
+  // Another device's episode does not open the way for this one.
+  ASSERT_EQ(push(*other, OpenChange(budi, id, core::kCaseKind, {}, 21,
+                                    value([](cw::Case& c) { c.set_episode(2); })))
+                .status(),
+            v1::ChangeResult::STATUS_APPLIED);
+  back = OpenChange(ani, id, core::kCaseKind, {}, 8, stage(cw::STAGE_PENGADUAN));
+  *back.mutable_base() = closed.stamp();
+  EXPECT_EQ(push(*client, back).reason(), "reopen_required");
+
+  v1::FieldChange episode =
+      OpenChange(ani, id, core::kCaseKind, {}, 21, value([](cw::Case& c) { c.set_episode(3); }));
+  ASSERT_EQ(push(*client, episode).status(), v1::ChangeResult::STATUS_APPLIED);
+  back = OpenChange(ani, id, core::kCaseKind, {}, 8, stage(cw::STAGE_PENGADUAN));
+  *back.mutable_base() = closed.stamp();
+  EXPECT_EQ(push(*client, back).status(), v1::ChangeResult::STATUS_APPLIED);
 }
 
 }  // namespace

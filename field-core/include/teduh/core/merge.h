@@ -74,7 +74,8 @@ struct EpisodeMark {
 // edits) or its base is above the episode's stamp (it edited over a value
 // written since). When exactly one side is of the current episode it wins
 // (kApply or kKeep) whatever the field's rule; else nullopt: the rule decides.
-// Deterministic: a function of server state and the change only. A writer
+// Deterministic: a function of server state and the change only (re-
+// sequencing a case on reassignment keeps its values' order, so seqs compare). A writer
 // whose clock ran ahead may pass for one that saw the episode (its base is
 // compared by stamp); the loser is in history either way.
 std::optional<MergeAction> EpisodeOrder(const EpisodeMark& episode, std::uint64_t current_seq,
