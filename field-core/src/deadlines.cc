@@ -24,6 +24,17 @@ std::int64_t MonitoringPeriodSeconds(cw::RiskLevel risk) {
   return risk == cw::RISK_LEVEL_LOW ? 182 * kDaySeconds : 91 * kDaySeconds;
 }
 
+int EpisodeOf(const cw::Case& c) { return std::max(1, c.episode()); }
+
+std::int64_t OutreachFrom(const cw::Case& c) {
+  return EpisodeOf(c) > 1 && c.reopened_at() > 0 ? c.reopened_at() : c.received_at();
+}
+
+std::uint64_t EpisodeCycle(int episode, std::uint64_t cycle) {
+  if (episode <= 1) return cycle;
+  return (static_cast<std::uint64_t>(episode - 1) << 48) | (cycle & ((1ULL << 48) - 1));
+}
+
 bool BeforeOutreach(cw::Stage stage) {
   return stage == cw::STAGE_UNSPECIFIED || stage == cw::STAGE_PENGADUAN ||
          stage == cw::STAGE_REGISTRASI;
@@ -38,6 +49,26 @@ Id TaskId(const Id& case_id, cw::TaskKind kind, std::uint64_t cycle) {
   Id id{};
   std::copy_n(h.begin(), id.size(), id.begin());
   return id;
+}
+
+std::string ClosureProblem(cw::ClosureReason reason, const std::vector<int>& checklist) {
+  auto has = [&](cw::ClosureCheck c) {
+    return std::find(checklist.begin(), checklist.end(), c) != checklist.end();
+  };
+  if (reason == cw::CLOSURE_REASON_UNREACHABLE) return "";
+  if (checklist.empty())
+    return "a case is closed with its outcome checklist: add --set closure_checklist=... (safe, "
+           "recovered, needs_met, rights_fulfilled, no_repeat_violence, legal_settled, "
+           "support_explained, or none_met)";
+  if (has(cw::CLOSURE_CHECK_NONE_MET) && checklist.size() > 1)
+    return "none_met stands alone on the closure checklist";
+  if (reason == cw::CLOSURE_REASON_RESOLVED &&
+      !(has(cw::CLOSURE_CHECK_SAFE) && has(cw::CLOSURE_CHECK_NEEDS_MET) &&
+        has(cw::CLOSURE_CHECK_NO_REPEAT_VIOLENCE)))
+    return "a resolved case has the victim safe, her needs met and no repeat violence on its "
+           "checklist (safe, needs_met, no_repeat_violence); otherwise close it with another "
+           "reason";
+  return "";
 }
 
 bool VulnerableVictim(const cw::Case& c, const std::vector<cw::Person>& victims) {

@@ -738,6 +738,12 @@ Outcome<Id> Device::ResolveCaseLocked(std::string_view case_ref) {
   return ResolveRecordLocked(kCaseKind, case_ref, "case");
 }
 
+Outcome<Id> Device::CaseToEditLocked(std::string_view case_ref) {
+  if (ScopeOf(meta_->role) == CaseScope::kNone)
+    return Fail(errc::forbidden, "an admin device holds no case content");
+  return ResolveCaseLocked(case_ref);
+}
+
 Outcome<Id> Device::ResolveRecordLocked(std::string_view kind, std::string_view ref_text,
                                         std::string_view noun) {
   std::string ref = Lower(Trim(ref_text));
@@ -859,21 +865,37 @@ Outcome<void> Device::SetCaseFields(std::string_view case_ref,
     if (!v.sealed) now_case.MergeFromString(v.value);
     crypto::Wipe(v.value);
   }
-  bool sets_stage = false, sets_reason = false, sets_closed = false;
+  bool sets_stage = false, sets_reason = false, sets_closed = false, sets_checklist = false;
   for (const auto& p : *parsed) {
     if (p.field->sealed) continue;
+    if (p.field->number == cw::Case::kEpisodeFieldNumber)
+      return Fail(errc::invalid_argument,
+                  "the episode changes only when a closed case is reopened (teduh case reopen)");
     asked.MergeFromString(p.value);
     sets_stage |= p.field->number == cw::Case::kStageFieldNumber;
     sets_reason |= p.field->number == cw::Case::kClosureReasonFieldNumber;
     sets_closed |= p.field->number == cw::Case::kClosedAtFieldNumber;
+    sets_checklist |= p.field->number == cw::Case::kClosureChecklistFieldNumber;
   }
   const std::int64_t now_s = env_->NowMs() / 1000;
+  if (sets_stage && now_case.stage() == cw::STAGE_TERMINASI && asked.stage() != cw::STAGE_TERMINASI)
+    return Fail(errc::invalid_argument,
+                "the case is closed: reopen it with teduh case reopen CASE --reason ... (a new "
+                "episode), not by moving its stage back");
   if (sets_stage && asked.stage() == cw::STAGE_TERMINASI) {
-    // A case is closed with a reason (TERMINASI), and the time it was.
-    if (!sets_reason && now_case.closure_reason() == cw::CLOSURE_REASON_UNSPECIFIED)
+    // A case is closed with a reason (TERMINASI), its outcome checklist,
+    // and the time it was.
+    const cw::ClosureReason reason =
+        sets_reason ? asked.closure_reason() : now_case.closure_reason();
+    if (reason == cw::CLOSURE_REASON_UNSPECIFIED)
       return Fail(errc::invalid_argument,
                   "a case is closed with a reason: add --set closure_reason=... (resolved, "
                   "referred, unreachable, withdrawn, other)");
+    std::vector<int> checklist;
+    for (int v : sets_checklist ? asked.closure_checklist() : now_case.closure_checklist())
+      checklist.push_back(v);
+    if (auto why = ClosureProblem(reason, checklist); !why.empty())
+      return Fail(errc::invalid_argument, why);
     if (!sets_closed) {
       cw::Case closed;
       closed.set_closed_at(now_s);
@@ -886,9 +908,7 @@ Outcome<void> Device::SetCaseFields(std::string_view case_ref,
       asked.stage() != cw::STAGE_TERMINASI;  // closed before any outreach: not met
   return store_->Edit(*hlc_, [&](LocalStore::EditTxn& txn) -> Outcome<void> {
     if (reaches_outreach)
-      if (auto w = OutreachMetLocked(txn, *case_id, now_case.received_at(), now_case.risk_level());
-          !w)
-        return w;
+      if (auto w = OutreachMetLocked(txn, *case_id, now_case); !w) return w;
     return WriteRecordFields(txn, *case_id, kCaseKind, std::nullopt, *case_id, std::move(*parsed));
   });
 }
@@ -1202,6 +1222,18 @@ Outcome<void> Device::RestoreCaseField(std::string_view case_ref, std::string_vi
   }
   std::lock_guard g(mu_);
   if (auto r = CheckOpen(); !r) return r.error();
+  if (policy->number == cw::Case::kEpisodeFieldNumber)
+    return Fail(errc::invalid_argument,
+                "the episode changes only when a closed case is reopened (teduh case reopen)");
+  if (policy->per_episode) {
+    cw::Case now_case;
+    if (auto l = LoadOpenLocked(case_id, &now_case); !l) return l.error();
+    if (now_case.stage() == cw::STAGE_TERMINASI)
+      return Fail(errc::invalid_argument,
+                  fmt::format("the case is closed: reopen it (teduh case reopen) rather than "
+                              "restoring its {}",
+                              policy->name));
+  }
   std::string value = plains[static_cast<std::size_t>(version - 1)];
   auto r = store_->Edit(*hlc_, [&](LocalStore::EditTxn& txn) -> Outcome<void> {
     std::vector<PendingSet> sets;
@@ -1462,6 +1494,12 @@ Outcome<CaseView> Device::ShowCase(std::string_view case_ref, std::string_view l
   std::stable_sort(view.notes.begin(), view.notes.end(), [](const NoteView& a, const NoteView& b) {
     return a.written_at < b.written_at;
   });
+  auto assessments = LoadAssessmentsLocked(*case_id, lang);
+  if (!assessments) return assessments.error();
+  view.assessments = std::move(*assessments);
+  auto services = LoadServicesLocked(*case_id, lang);
+  if (!services) return services.error();
+  view.services = std::move(*services);
   auto accesses = store_->ListRecords(kAccessKind, *case_id);
   if (!accesses) return accesses.error();
   for (const auto& a : *accesses) {

@@ -5,6 +5,7 @@
 #include <cctype>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "teduh/core/schema.h"
 
@@ -12,6 +13,16 @@ namespace teduh::core::internal {
 
 // The schema's description of a record kind the code names (always known).
 inline const RecordKind& KindOf(std::string_view full) { return *Schema::Get().FindKind(full); }
+
+// One field of a record of `kind`: its policy and the single-field
+// serialization of a fresh `Msg` that `set` filled.
+template <typename Msg, typename Set>
+std::pair<const FieldPolicy*, std::string> FieldOf(const RecordKind& kind, std::string_view name,
+                                                   Set set) {
+  Msg m;
+  set(m);
+  return {kind.FindFieldByName(name), m.SerializeAsString()};
+}
 
 inline std::string Trim(std::string_view s) {
   while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);

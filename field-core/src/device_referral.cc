@@ -53,9 +53,7 @@ using internal::KindOf;
 template <typename Set>
 std::pair<const FieldPolicy*, std::string> One(const RecordKind& kind, std::string_view name,
                                                Set set) {
-  cw::Referral r;
-  set(r);
-  return {kind.FindFieldByName(name), r.SerializeAsString()};
+  return internal::FieldOf<cw::Referral>(kind, name, set);
 }
 
 }  // namespace
@@ -96,9 +94,7 @@ Outcome<Id> Device::AddReferral(std::string_view case_ref, std::string_view agen
   std::lock_guard g(mu_);
   if (auto r = CheckOpen(); !r) return r.error();
   const DeviceInfo me = InfoLocked();
-  if (me.role == RoleName(pb::ROLE_ADMIN))
-    return Fail(errc::forbidden, "an admin device holds no case content");
-  auto case_id = ResolveCaseLocked(case_ref);
+  auto case_id = CaseToEditLocked(case_ref);
   if (!case_id) return case_id.error();
   const Code* a = FindCode(DefaultAgencies(), agency);
   if (a == nullptr)

@@ -31,22 +31,26 @@ namespace cw = teduh::casework::v1;
 constexpr std::int64_t kHour = kHourSeconds;
 constexpr std::int64_t kDay = kDaySeconds;
 
+using internal::FieldOf;
 using internal::KindOf;
 
+constexpr std::pair<cw::TaskKind, std::string_view> kTaskKindNames[] = {
+    {cw::TASK_KIND_OUTREACH, "outreach"},
+    {cw::TASK_KIND_MONITORING, "monitoring"},
+    {cw::TASK_KIND_CLOSURE_PROPOSAL, "closure_proposal"},
+    {cw::TASK_KIND_SHELTER_STAY, "shelter_stay"},
+    {cw::TASK_KIND_POST_VERDICT_VISIT, "post_verdict_visit"},
+};
+
 std::string KindName(cw::TaskKind k) {
-  switch (k) {
-    case cw::TASK_KIND_MONITORING:
-      return "monitoring";
-    case cw::TASK_KIND_CLOSURE_PROPOSAL:
-      return "closure_proposal";
-    default:
-      return "outreach";
-  }
+  for (const auto& [kind, name] : kTaskKindNames)
+    if (kind == k) return std::string(name);
+  return "outreach";
 }
 
-cw::TaskKind KindFromName(std::string_view name) {
-  if (name == "monitoring") return cw::TASK_KIND_MONITORING;
-  if (name == "closure_proposal") return cw::TASK_KIND_CLOSURE_PROPOSAL;
+cw::TaskKind KindFromName(std::string_view n) {
+  for (const auto& [kind, name] : kTaskKindNames)
+    if (name == n) return kind;
   return cw::TASK_KIND_OUTREACH;
 }
 
@@ -75,18 +79,19 @@ Outcome<std::vector<TaskView>> Device::AllTasksLocked() {
       if (f.field == cw::Case::kStageFieldNumber) stage_set = HlcMillis(f.stamp.hlc) / 1000;
     }
     if (c.stage() == cw::STAGE_TERMINASI) continue;
+    const int episode = EpisodeOf(c);
+    auto id_of = [&](cw::TaskKind kind, std::uint64_t cycle) {
+      return TaskId(rec.record_id, kind, EpisodeCycle(episode, cycle));
+    };
     auto done_recs = store_->ListRecords(kTaskKind, rec.record_id);
     if (!done_recs) return done_recs.error();
     std::map<Id, bool> done;
     for (const auto& d : *done_recs) {
-      auto df = store_->GetFields(d.record_id);
-      if (!df) return df.error();
       cw::Task t;
-      for (const auto& f : *df)
-        if (!f.sealed) t.MergeFromString(f.value);
+      if (auto r = LoadOpenLocked(d.record_id, &t); !r) return r.error();
       done[d.record_id] = t.done_at() > 0;
     }
-    auto add = [&](cw::TaskKind kind, const Id& id, std::int64_t due) {
+    auto add = [&](cw::TaskKind kind, const Id& id, std::int64_t due) -> TaskView& {
       TaskView t;
       t.task_id = id;
       t.case_id = rec.record_id;
@@ -98,30 +103,30 @@ Outcome<std::vector<TaskView>> Device::AllTasksLocked() {
       t.mine = !me.empty() && (c.assigned_pendamping() == me || c.assigned_konselor() == me ||
                                c.assigned_psikolog() == me);
       out.push_back(std::move(t));
+      return out.back();
     };
-    // Outreach, until the case reaches the outreach stage.
-    if (BeforeOutreach(c.stage()) && c.received_at() > 0) {
-      const Id id = TaskId(rec.record_id, cw::TASK_KIND_OUTREACH, 0);
-      if (!done[id])
-        add(cw::TASK_KIND_OUTREACH, id, c.received_at() + OutreachHours(c.risk_level()) * kHour);
+    // Outreach, until the case reaches the outreach stage (again, in a
+    // reopened case's new episode).
+    const std::int64_t from = OutreachFrom(c);
+    if (BeforeOutreach(c.stage()) && from > 0) {
+      const Id id = id_of(cw::TASK_KIND_OUTREACH, 0);
+      if (!done[id]) add(cw::TASK_KIND_OUTREACH, id, from + OutreachHours(c.risk_level()) * kHour);
     }
     // Closure proposal: a low-risk case whose victim was not reached after
-    // three attempts (and never reached).
+    // three attempts in this episode (and never reached in it).
     if (c.risk_level() == cw::RISK_LEVEL_LOW && BeforeOutreach(c.stage())) {
       auto attempts = store_->ListRecords(kContactAttemptKind, rec.record_id);
       if (!attempts) return attempts.error();
       std::vector<std::int64_t> missed;
       bool reached = false;
       for (const auto& a : *attempts) {
-        auto af = store_->GetFields(a.record_id);
-        if (!af) return af.error();
         cw::ContactAttempt at;
-        for (const auto& f : *af)
-          if (!f.sealed) at.MergeFromString(f.value);
+        if (auto r = LoadOpenLocked(a.record_id, &at); !r) return r.error();
+        if (episode > 1 && at.attempted_at() < c.reopened_at()) continue;
         reached |= at.outcome() == cw::CONTACT_OUTCOME_REACHED;
         if (at.outcome() == cw::CONTACT_OUTCOME_NOT_REACHED) missed.push_back(at.attempted_at());
       }
-      const Id id = TaskId(rec.record_id, cw::TASK_KIND_CLOSURE_PROPOSAL, 0);
+      const Id id = id_of(cw::TASK_KIND_CLOSURE_PROPOSAL, 0);
       if (!reached && missed.size() >= kAttemptsBeforeClosure && !done[id]) {
         std::sort(missed.begin(), missed.end());
         add(cw::TASK_KIND_CLOSURE_PROPOSAL, id, missed[kAttemptsBeforeClosure - 1]);
@@ -131,9 +136,30 @@ Outcome<std::vector<TaskView>> Device::AllTasksLocked() {
     if (c.stage() == cw::STAGE_PEMANTAUAN && stage_set > 0) {
       const std::int64_t period = MonitoringPeriodSeconds(c.risk_level());
       std::uint64_t cycle = 1;
-      while (done[TaskId(rec.record_id, cw::TASK_KIND_MONITORING, cycle)] && cycle < 1000) ++cycle;
-      add(cw::TASK_KIND_MONITORING, TaskId(rec.record_id, cw::TASK_KIND_MONITORING, cycle),
+      while (done[id_of(cw::TASK_KIND_MONITORING, cycle)] && cycle < 1000) ++cycle;
+      add(cw::TASK_KIND_MONITORING, id_of(cw::TASK_KIND_MONITORING, cycle),
           stage_set + static_cast<std::int64_t>(cycle) * period);
+    }
+    // The shelter stay is reviewed 14 days after she entered, while she is
+    // there; each stay (by its entry time) has its own deadline.
+    if (c.shelter_entered_at() > 0 && c.shelter_left_at() < c.shelter_entered_at()) {
+      const Id id =
+          id_of(cw::TASK_KIND_SHELTER_STAY, static_cast<std::uint64_t>(c.shelter_entered_at()));
+      if (!done[id])
+        add(cw::TASK_KIND_SHELTER_STAY, id, c.shelter_entered_at() + kShelterStaySeconds);
+    }
+    // Home visits after the verdict: the next one not yet made, of three.
+    if (c.verdict_at() > 0) {
+      std::uint32_t visit = 1;
+      while (visit <= kPostVerdictVisits && done[id_of(cw::TASK_KIND_POST_VERDICT_VISIT, visit)])
+        ++visit;
+      if (visit <= kPostVerdictVisits) {
+        TaskView& t =
+            add(cw::TASK_KIND_POST_VERDICT_VISIT, id_of(cw::TASK_KIND_POST_VERDICT_VISIT, visit),
+                c.verdict_at() + visit * kPostVerdictVisitSeconds);
+        t.cycle = visit;
+        t.cycles = kPostVerdictVisits;
+      }
     }
   }
   std::stable_sort(out.begin(), out.end(),
@@ -141,27 +167,37 @@ Outcome<std::vector<TaskView>> Device::AllTasksLocked() {
   return out;
 }
 
-Outcome<void> Device::OutreachMetLocked(LocalStore::EditTxn& txn, const Id& case_id,
-                                        std::int64_t received_at, int risk) {
-  const Id id = TaskId(case_id, cw::TASK_KIND_OUTREACH, 0);
-  auto existing = store_->GetFields(id);
-  if (!existing) return existing.error();
-  for (const auto& f : *existing) {
-    cw::Task t;
-    if (!f.sealed) t.MergeFromString(f.value);
-    if (t.done_at() > 0) return {};  // met already
+Outcome<void> Device::LoadOpenLocked(const Id& record_id, google::protobuf::Message* out) {
+  auto fields = store_->GetFields(record_id);
+  if (!fields) return fields.error();
+  for (auto& f : *fields) {
+    if (!f.sealed) out->MergeFromString(f.value);
+    crypto::Wipe(f.value);
   }
+  return {};
+}
+
+Outcome<void> Device::OutreachMetLocked(LocalStore::EditTxn& txn, const Id& case_id,
+                                        const google::protobuf::Message& open_case) {
+  const auto& c = static_cast<const cw::Case&>(open_case);
+  const Id id = TaskId(case_id, cw::TASK_KIND_OUTREACH, EpisodeCycle(EpisodeOf(c), 0));
+  cw::Task existing;
+  if (auto r = LoadOpenLocked(id, &existing); !r) return r;
+  if (existing.done_at() > 0) return {};  // met already
   const RecordKind& kind = KindOf(kTaskKind);
+  const std::int64_t from = OutreachFrom(c);
   std::vector<PendingSet> sets;
-  cw::Task k, due, done, by;
-  k.set_kind(cw::TASK_KIND_OUTREACH);
-  due.set_due_at(received_at + OutreachHours(static_cast<cw::RiskLevel>(risk)) * kHour);
-  done.set_done_at(NowMsLocked() / 1000);
-  by.set_done_by(InfoLocked().user);
-  sets.emplace_back(kind.FindFieldByName("kind"), k.SerializeAsString());
-  if (received_at > 0) sets.emplace_back(kind.FindFieldByName("due_at"), due.SerializeAsString());
-  sets.emplace_back(kind.FindFieldByName("done_at"), done.SerializeAsString());
-  sets.emplace_back(kind.FindFieldByName("done_by"), by.SerializeAsString());
+  auto add = [&](std::pair<const FieldPolicy*, std::string> f) {
+    sets.emplace_back(f.first, std::move(f.second));
+  };
+  add(FieldOf<cw::Task>(kind, "kind", [](cw::Task& t) { t.set_kind(cw::TASK_KIND_OUTREACH); }));
+  if (from > 0)
+    add(FieldOf<cw::Task>(kind, "due_at", [&](cw::Task& t) {
+      t.set_due_at(from + OutreachHours(c.risk_level()) * kHour);
+    }));
+  add(FieldOf<cw::Task>(kind, "done_at",
+                        [&](cw::Task& t) { t.set_done_at(NowMsLocked() / 1000); }));
+  add(FieldOf<cw::Task>(kind, "done_by", [&](cw::Task& t) { t.set_done_by(InfoLocked().user); }));
   return WriteRecordFields(txn, id, kTaskKind, case_id, case_id, std::move(sets));
 }
 
@@ -262,9 +298,7 @@ Outcome<Id> Device::LogVisit(std::string_view case_ref, std::string_view method_
   std::lock_guard g(mu_);
   if (auto r = CheckOpen(); !r) return r.error();
   const DeviceInfo me = InfoLocked();
-  if (me.role == RoleName(teduh::sync::v1::ROLE_ADMIN))
-    return Fail(errc::forbidden, "an admin device holds no case content");
-  auto case_id = ResolveCaseLocked(case_ref);
+  auto case_id = CaseToEditLocked(case_ref);
   if (!case_id) return case_id.error();
   std::string why;
   auto method = ParseEnumValue(*cw::ContactMethod_descriptor(),
@@ -299,35 +333,16 @@ Outcome<Id> Device::LogVisit(std::string_view case_ref, std::string_view method_
   }
   // The note, sealed like any note.
   std::vector<PendingSet> note_sets;
-  const RecordKind& nk = KindOf(kNoteKind);
-  if (!note.empty()) {
-    cw::Note kind, author, at, body;
-    kind.set_kind(cw::NOTE_KIND_VISIT);
-    author.set_author(me.user);
-    at.set_written_at(now);
-    body.set_body(std::string(note));
-    note_sets.emplace_back(nk.FindFieldByName("kind"), kind.SerializeAsString());
-    note_sets.emplace_back(nk.FindFieldByName("author"), author.SerializeAsString());
-    note_sets.emplace_back(nk.FindFieldByName("written_at"), at.SerializeAsString());
-    note_sets.emplace_back(nk.FindFieldByName("body"), body.SerializeAsString());
-    crypto::Wipe(*body.mutable_body());
-  }
+  if (!note.empty()) note_sets = NoteSets(cw::NOTE_KIND_VISIT, note);
   // Reaching the victim is the outreach: the case moves to that stage.
   std::vector<PendingSet> stage_sets;
-  std::int64_t received_at = 0;
-  int risk = 0;
+  cw::Case c;
   if (*outcome == cw::CONTACT_OUTCOME_REACHED) {
-    auto fields = store_->GetFields(*case_id);
-    if (!fields) return fields.error();
-    cw::Case c;
-    for (const auto& f : *fields)
-      if (!f.sealed) c.MergeFromString(f.value);
+    if (auto l = LoadOpenLocked(*case_id, &c); !l) return l.error();
     if (BeforeOutreach(c.stage())) {
       cw::Case st;
       st.set_stage(cw::STAGE_PENJANGKAUAN);
       stage_sets.emplace_back(KindOf(kCaseKind).FindFieldByName("stage"), st.SerializeAsString());
-      received_at = c.received_at();
-      risk = c.risk_level();
     }
   }
   const Id attempt_id = NewId(), note_id = NewId();
@@ -342,7 +357,7 @@ Outcome<Id> Device::LogVisit(std::string_view case_ref, std::string_view method_
           !w)
         return w;
     if (stage_sets.empty()) return {};
-    if (auto w = OutreachMetLocked(txn, *case_id, received_at, risk); !w) return w;
+    if (auto w = OutreachMetLocked(txn, *case_id, c); !w) return w;
     return WriteRecordFields(txn, *case_id, kCaseKind, std::nullopt, *case_id,
                              std::move(stage_sets));
   });

@@ -158,4 +158,14 @@ MergeDecision DecideMerge(const RecordKind* kind, const FieldPolicy* field,
   return d;
 }
 
+std::optional<MergeAction> EpisodeOrder(const EpisodeMark& episode, std::uint64_t current_seq,
+                                        const std::optional<Stamp>& base, const Stamp& incoming) {
+  const bool current_new = current_seq > episode.seq;
+  const bool incoming_new =
+      (incoming.device == episode.stamp.device && incoming.hlc > episode.stamp.hlc) ||
+      (base && *base > episode.stamp);
+  if (current_new == incoming_new) return std::nullopt;
+  return incoming_new ? MergeAction::kApply : MergeAction::kKeep;
+}
+
 }  // namespace teduh::core

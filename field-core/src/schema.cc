@@ -232,6 +232,7 @@ std::string OneToDisplay(const pb::Message& msg, const FieldPolicy& f, int index
   if (d->cpp_type() == pb::FieldDescriptor::CPPTYPE_ENUM) {
     const pb::EnumValueDescriptor* v =
         index >= 0 ? r->GetRepeatedEnum(msg, d, index) : r->GetEnum(msg, d);
+    if (v->number() == 0) return std::string();  // cleared, e.g. a reopened case's closure reason
     const std::string& label = lang == "en" ? v->options().GetExtension(teduh::value_label_en)
                                             : v->options().GetExtension(teduh::value_label_id);
     return label.empty() ? ShortEnumName(*v) : label;
@@ -274,6 +275,8 @@ Schema::Schema() {
       teduh::casework::v1::Referral::descriptor(),
       teduh::casework::v1::Task::descriptor(),
       teduh::casework::v1::ContactAttempt::descriptor(),
+      teduh::casework::v1::Assessment::descriptor(),
+      teduh::casework::v1::ServiceDelivered::descriptor(),
   };
   for (const pb::Descriptor* d : descriptors) {
     auto kind = std::make_unique<RecordKind>();
@@ -297,6 +300,7 @@ Schema::Schema() {
       if (f.access == teduh::ACCESS_CLASS_UNSPECIFIED) f.access = teduh::ACCESS_CLASS_GENERAL;
       f.label_id = o.GetExtension(teduh::label_id);
       f.label_en = o.GetExtension(teduh::label_en);
+      f.per_episode = o.GetExtension(teduh::per_episode);
       kind->fields.push_back(std::move(f));
     }
     std::sort(kind->fields.begin(), kind->fields.end(),

@@ -25,7 +25,8 @@ struct CaseFacts {
   cw::Case c;
   std::int64_t stage_set_s = 0;  // when its stage was last written (stamp)
   std::vector<cw::Person> victims;
-  std::set<std::string> services;  // referred for
+  std::set<std::string> services;   // referred for
+  std::set<std::string> delivered;  // services the unit delivered (accompaniment by kind)
   std::int64_t outreach_done_s = 0;
   std::int64_t outreach_due_s = 0;  // as recorded when it was met
 };
@@ -74,6 +75,8 @@ std::vector<std::string> Keys(const CaseFacts& f, const std::string& by,
     if (!f.c.region_code().empty()) add(f.c.region_code());
   } else if (by == "service") {
     for (const auto& s : f.services) add(s);
+  } else if (by == "service_delivered") {
+    for (const auto& s : f.delivered) add(s);
   } else if (by == "stage") {
     add(EnumName(cw::Stage_descriptor(), f.c.stage()));
   } else if (by == "closure_reason") {
@@ -85,6 +88,7 @@ std::vector<std::string> Keys(const CaseFacts& f, const std::string& by,
 std::string WhyNotAddingUp(const std::string& by) {
   if (by == "violence_type") return "a case may have several violence types";
   if (by == "service") return "a case may be referred for several services";
+  if (by == "service_delivered") return "a case may receive several services";
   if (by == "sex" || by == "age_group") return "a case may have several victims";
   return "rows and total disagree";
 }
@@ -110,6 +114,7 @@ core::result<CaseReport> ComputeReport(const std::string& data_dir, std::int64_t
   std::map<Id, std::pair<Id, cw::Person>> persons;  // person -> (case, fields)
   std::map<Id, std::pair<Id, cw::Task>> tasks;
   std::map<Id, std::pair<Id, cw::Referral>> referrals;
+  std::map<Id, std::pair<Id, cw::ServiceDelivered>> delivered;
   std::uint64_t after = 0;
   for (;;) {
     std::uint64_t last = after;
@@ -137,6 +142,10 @@ core::result<CaseReport> ComputeReport(const std::string& data_dir, std::int64_t
                                             auto& r = referrals[f.record_id];
                                             r.first = v.case_id;
                                             r.second.MergeFromString(std::string(f.value));
+                                          } else if (v.kind == core::kServiceDeliveredKind) {
+                                            auto& d = delivered[f.record_id];
+                                            d.first = v.case_id;
+                                            d.second.MergeFromString(std::string(f.value));
                                           }
                                           return true;
                                         }))
@@ -155,6 +164,16 @@ core::result<CaseReport> ComputeReport(const std::string& data_dir, std::int64_t
     if (it != cases.end() && !r.second.service().empty() &&
         r.second.status() >= cw::REFERRAL_STATUS_SENT)
       it->second.services.insert(r.second.service());
+  }
+  // A service delivered counts once per case and service (accompaniment
+  // once per kind: ACCOMPANIMENT_LEGAL, ...), whenever it was delivered.
+  for (auto& [id, d] : delivered) {
+    auto it = cases.find(d.first);
+    if (it == cases.end() || d.second.service() == cw::UNIT_SERVICE_UNSPECIFIED) continue;
+    std::string key = EnumName(cw::UnitService_descriptor(), d.second.service());
+    if (d.second.accompaniment() != cw::ACCOMPANIMENT_UNSPECIFIED)
+      key += "_" + EnumName(cw::Accompaniment_descriptor(), d.second.accompaniment());
+    it->second.delivered.insert(std::move(key));
   }
   for (auto& [id, t] : tasks) {
     auto it = cases.find(t.first);

@@ -32,6 +32,11 @@
 //  8. Every non-empty Push frame, enrollment and approval appends one audit
 //     entry (audit_entries.h) in the transaction of its writes, built after
 //     the decisions, from ids and stamps only.
+//  9. A concurrent change of a per-episode field (stage, closure) of a
+//     reopened case from the episode the case left loses to the value of its
+//     current episode, whatever the field's rule (core::EpisodeOrder); it
+//     goes to history like any lost merge. A closed case's stage moves back
+//     only after its writer's new episode (else `reopen_required`).
 #include "sync_service.h"
 
 #include <google/protobuf/descriptor.h>
@@ -191,6 +196,8 @@ class PushApplier {
   static constexpr std::uint32_t kCaseKeyVersionField =
       teduh::keys::v1::CaseKey::kVersionFieldNumber;
   static constexpr std::uint32_t kReferralStatusField = cw::Referral::kStatusFieldNumber;
+  // MergeDecision::reason when a per-episode field's merge went by episode.
+  static constexpr std::string_view kEpisodeReason = "episode";
   static constexpr std::uint32_t kReferralConsentField = cw::Referral::kConsentFieldNumber;
   // Conflict fields a device may write: the resolution (state and after).
   static constexpr std::uint32_t kFirstResolutionField = cw::Conflict::kStateFieldNumber;
@@ -566,6 +573,15 @@ class PushApplier {
       restamped_ = true;
       clock_offset_ms_ = now_ms_ - writer_ms;
     }
+    // A per-episode field of a reopened case: where its episode began
+    // (read first: FindField's views last until the next call).
+    std::optional<core::EpisodeMark> episode;
+    if (is_case && policy && policy->per_episode) {
+      FieldRow ep;
+      auto has = store_.FindField(case_id, cw::Case::kEpisodeFieldNumber, &ep);
+      if (!has) return has.error();
+      if (*has) episode = core::EpisodeMark{ep.stamp, ep.seq};
+    }
     FieldRow current;
     auto found = store_.FindField(*record_id, c.field(), &current);
     if (!found) return found.error();
@@ -590,6 +606,26 @@ class PushApplier {
     if (*found) current_value = core::MergeValue{current.stamp, current.value};
     core::MergeDecision decision =
         core::DecideMerge(kind, policy, current_value, base, core::MergeValue{stamp, c.value()});
+    if (episode && decision.concurrent && decision.action != core::MergeAction::kReject) {
+      if (auto first = core::EpisodeOrder(*episode, current.seq, base, stamp)) {
+        decision.action = *first;
+        decision.reason = kEpisodeReason;
+      }
+    }
+    // A closed case leaves TERMINASI only by being reopened: a new episode
+    // this writer applied since the case was closed (ARCHITECTURE §2.3).
+    if (is_case && c.field() == cw::Case::kStageFieldNumber && *found && !decision.concurrent &&
+        !c.sealed() && !current.sealed) {
+      cw::Case now, asked;
+      if (now.ParseFromString(std::string(current.value)) && asked.ParseFromString(c.value()) &&
+          now.stage() == cw::STAGE_TERMINASI && asked.stage() != cw::STAGE_TERMINASI &&
+          !(episode && episode->seq > current.seq && episode->stamp.device == stamp.device)) {
+        Reject(r, "reopen_required",
+               "A closed case is reopened as a new episode (teduh case reopen), not moved back "
+               "by its stage.");
+        return {};
+      }
+    }
     if (!c.resolves().empty()) decision.conflict = false;  // a resolution: LWW, no new conflict
     // The side that loses provisionally, copied before the field is rewritten.
     std::optional<cw::ConflictSide> displaced;
@@ -681,6 +717,9 @@ class PushApplier {
     }
     if (d.action == core::MergeAction::kCombine)
       return "combined with the values " + who + " added at the same time";
+    if (d.reason == kEpisodeReason)
+      return "the case was reopened since: the value of its current episode stays, this one is "
+             "kept in the field's history";
     switch (policy ? policy->merge : teduh::MERGE_RULE_LWW) {
       case teduh::MERGE_RULE_MAX:
         return "the higher value " + who + " wrote at the same time stays";

@@ -169,5 +169,31 @@ TEST(MergeTest, SealedFieldsDeclareOnlyRulesThatNeedNoPlaintext) {
   }
 }
 
+// A reopened case (episode written by device 5 at ms 100, applied at seq 50).
+TEST(MergeTest, TheCurrentEpisodeWinsAConcurrentPerEpisodeEdit) {
+  const EpisodeMark ep{S(100, 5), 50};
+  // The closed episode's value (seq 40) against the reopening's own edit.
+  EXPECT_EQ(EpisodeOrder(ep, 40, S(20, 1), S(101, 5)), MergeAction::kApply);
+  // A closure from a device that never saw the reopening (base and stamp
+  // older, or its clock ahead but its base older) against the new episode.
+  EXPECT_EQ(EpisodeOrder(ep, 60, S(20, 1), S(90, 2)), MergeAction::kKeep);
+  EXPECT_EQ(EpisodeOrder(ep, 60, S(20, 1), S(500, 2)), MergeAction::kKeep);
+  EXPECT_EQ(EpisodeOrder(ep, 60, std::nullopt, S(500, 2)), MergeAction::kKeep);
+  // Both of the new episode, or both of the old: the field's rule decides.
+  EXPECT_EQ(EpisodeOrder(ep, 60, S(120, 3), S(130, 2)), std::nullopt);
+  EXPECT_EQ(EpisodeOrder(ep, 40, S(20, 1), S(30, 2)), std::nullopt);
+  // The same device before the reopening is of the old episode.
+  EXPECT_EQ(EpisodeOrder(ep, 60, S(20, 1), S(99, 5)), MergeAction::kKeep);
+}
+
+TEST(MergeTest, PerEpisodeFieldsAreTheStageAndTheClosure) {
+  const RecordKind& k = Kind(kCaseKind);
+  std::vector<std::string> per;
+  for (const auto& f : k.fields)
+    if (f.per_episode) per.push_back(f.name);
+  EXPECT_EQ(
+      per, (std::vector<std::string>{"stage", "closure_reason", "closed_at", "closure_checklist"}));
+}
+
 }  // namespace
 }  // namespace teduh::core

@@ -311,6 +311,31 @@ check "the Indonesian examples for a person, the case facts and a visit work as 
 check "the English examples work as written" \
   'ex_en=$(dev "$office" "budi-pass-2" case new --set channel=social_media --set risk_level=high --set "risk_rationale=x" | json .case_id) && dev "$office" "budi-pass-2" person add "$ex_en" --role victim --set "name=Example" --set is_child=yes >/dev/null && dev "$office" "budi-pass-2" case set "$ex_en" --set violence_types=physical,psychological --set needs=medical,safe_house --set route=legal >/dev/null && dev "$office" "budi-pass-2" visit "$ex_en" --outcome reached --note "x" >/dev/null'
 
+# --- assessment, services delivered, deadlines, closing and reopening ---
+PLAN="Rencana aman: menginap di rumah kakak Sulastri"
+check "the help's assessment example works and the case follows the new risk" \
+  'dev "$office" "budi-pass-2" assessment add "$ex_id" --risk sedang --needs medis,rumah_aman --rationale "Tidak mampu menyelesaikan sendiri" --safety-plan "$PLAN" | jq -e ".assessment_id | length == 32" >/dev/null && dev "$office" "budi-pass-2" case show "$ex_id" | jq -e --arg p "$PLAN" ".fields.risk_level==\"MEDIUM\" and .fields.safety_plan==\$p and .assessments[0].risk_level==\"MEDIUM\" and .assessments[0].safety_plan==\$p and .assessments[0].needs==[\"MEDICAL\",\"SAFE_HOUSE\"]" >/dev/null'
+check "an assessment with an unknown risk is refused in one line and records nothing" \
+  '! dev "$office" "budi-pass-2" assessment add "$ex_id" --risk gawat >/dev/null && [ "$(wc -l <"$work/last.err")" -eq 1 ] && grep -q "tinggi" "$work/last.err" && [ "$(dev "$office" "budi-pass-2" case show "$ex_id" | jq ".assessments | length")" = 1 ]'
+check "the help's service examples work: accompaniment with its kind, and a shelter stay comes due in 14 days" \
+  'dev "$office" "budi-pass-2" service add "$ex_id" --service pendampingan_korban --subtype hukum --note "Ke Polres untuk BAP" | jq -e ".service_id" >/dev/null && dev "$office" "budi-pass-2" service add "$ex_id" --service penampungan_sementara | jq -e ".service_id" >/dev/null && dev "$office" "budi-pass-2" case show "$ex_id" | jq -e ".services | map(.service) == [\"ACCOMPANIMENT\",\"SHELTER\"] and .[0].accompaniment == \"LEGAL\"" >/dev/null && dev "$office" "budi-pass-2" task list | jq -e --arg c "$ex_id" "[.tasks[] | select(.case_id==\$c and .kind==\"shelter_stay\")] | length == 1" >/dev/null'
+check "an unknown service, and a kind where none belongs, are refused and record nothing" \
+  '! dev "$office" "budi-pass-2" service add "$ex_id" --service karaoke >/dev/null && grep -q "mediasi" "$work/last.err" && ! dev "$office" "budi-pass-2" service add "$ex_id" --service mediation --subtype legal >/dev/null && [ "$(dev "$office" "budi-pass-2" case show "$ex_id" | jq ".services | length")" = 2 ]'
+check "a verdict brings the first of three monthly home visits onto the board, which is marked done" \
+  'dev "$office" "budi-pass-2" case set "$ex_id" --set verdict_at=2025-06-30 >/dev/null && v=$(dev "$office" "budi-pass-2" task list | jq -er --arg c "$ex_id" "[.tasks[] | select(.case_id==\$c and .kind==\"post_verdict_visit\" and .cycle==1 and .cycles==3)][0].task_id") && dev "$office" "budi-pass-2" task done "$v" | jq -e ".done" >/dev/null && dev "$office" "budi-pass-2" task list | jq -e --arg c "$ex_id" "[.tasks[] | select(.case_id==\$c and .kind==\"post_verdict_visit\")][0].cycle == 2" >/dev/null'
+check "reopening a case that is not closed is refused" \
+  '! dev "$office" "budi-pass-2" case reopen "$ex_id" --reason repeat_violence >/dev/null && grep -q "not closed" "$work/last.err"'
+check "closing without the outcome checklist is refused and leaves the stage" \
+  '! dev "$office" "budi-pass-2" case set "$ex_id" --set stage=terminasi --set closure_reason=selesai >/dev/null && grep -q "checklist" "$work/last.err" && [ "$(dev "$office" "budi-pass-2" case show "$ex_id" | jq -r .fields.stage)" != TERMINASI ]'
+check "the help's closing example works as written" \
+  'dev "$office" "budi-pass-2" case set "$ex_id" --set stage=terminasi --set closure_reason=selesai --set closure_checklist=aman,kebutuhan_terpenuhi,tidak_ada_kekerasan_ulang >/dev/null && [ "$(dev "$office" "budi-pass-2" case show "$ex_id" | jq -r .fields.stage)" = TERMINASI ]'
+check "a closed case is not moved back by its stage" \
+  '! dev "$office" "budi-pass-2" case set "$ex_id" --set stage=pengaduan >/dev/null && grep -q "reopen" "$work/last.err"'
+check "the help's reopening example starts episode 2 from the complaint stage, with the closure cleared" \
+  'dev "$office" "budi-pass-2" case reopen "$ex_id" --reason kekerasan_berulang --note "Suami datang lagi" | jq -e ".episode==2" >/dev/null && dev "$office" "budi-pass-2" case show "$ex_id" | jq -e ".fields.stage==\"PENGADUAN\" and .fields.episode==2 and .fields.reopen_reason==\"REPEAT_VIOLENCE\" and .fields.closure_reason==\"UNSPECIFIED\"" >/dev/null && dev "$office" "budi-pass-2" task list | jq -e --arg c "$ex_id" "[.tasks[] | select(.case_id==\$c and .kind==\"outreach\")] | length == 1" >/dev/null'
+check "the assessments, services and the reopening sync without a rejection" \
+  'dev "$office" "budi-pass-2" sync | jq -e ".rejected==0" >/dev/null'
+
 # --- teduh lock: the command holding the keys wipes them and ends at once ---
 check "teduh lock with no command running says nothing held the keys" \
   '"$TEDUH" --home "$office" --json lock 2>/dev/null | jq -e ".locked==true and .was_unlocked==false" >/dev/null'
@@ -352,7 +377,7 @@ check "audit verify exits 2 on an altered entry and names it" \
   '[ "$rc" -eq 2 ] && grep -q "entry 2 was altered" "$work/audit.err"'
 
 # --- no plaintext anywhere ---
-for secret in "$SHRED_TEXT" "$NAME" "Rahmawati" "$ADDRESS" "Cempaka" "$PHONE" "7788-4455" "$CHRONO" "dipukul suami" "$NOTE" "memar di lengan"; do
+for secret in "$PLAN" "Sulastri" "Ke Polres untuk BAP" "Suami datang lagi" "$SHRED_TEXT" "$NAME" "Rahmawati" "$ADDRESS" "Cempaka" "$PHONE" "7788-4455" "$CHRONO" "dipukul suami" "$NOTE" "memar di lengan"; do
   for where in "$data" "$work/server.log" "$pend" "$office" "$admin" "$sup"; do
     if grep -r -a -F -q -- "$secret" "$where" 2>/dev/null; then
       bad "'$secret' appears in plaintext in $(basename "$where")"

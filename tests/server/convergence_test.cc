@@ -112,7 +112,7 @@ class ConvergenceTest : public ServerTest {
     static const std::vector<std::string> kTypes = {"fisik", "psikis", "seksual", "penelantaran"};
     static const std::vector<std::string> kRoute = {"proses hukum", "mediasi", "kekeluargaan"};
     const std::string word = "v" + std::to_string(rng() % 1000);
-    switch (rng() % 10) {
+    switch (rng() % 12) {
       case 0:
         (void)d.SetCaseFields(c, {"risk_level=" + pick(kRisk)});  // MAX
         break;
@@ -148,6 +148,16 @@ class ConvergenceTest : public ServerTest {
         }
         break;
       }
+      case 10:  // a closure (per-episode fields)
+        (void)d.SetCaseFields(
+            c, {"stage=terminasi", "closure_reason=dicabut", "closure_checklist=none_met"});
+        break;
+      case 11:  // a reopening of a closed one (episodes first), or an assessment
+        if (rng() % 2)
+          (void)d.ReopenCase(c, "repeat_violence", "");
+        else
+          (void)d.AddAssessment(c, pick(kRisk), {"medis"}, "Alasan " + word, "");
+        break;
       default:
         (void)d.SetCaseFields(c, {"case_number=ULANG-" + word});  // IMMUTABLE: refused
         break;

@@ -7,8 +7,10 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "server/server_fixture.h"
 #include "teduh/core/device.h"
@@ -73,5 +75,14 @@ class DeviceServerTest : public ServerTest {
 
   std::unique_ptr<core::Device> admin_dev_;
 };
+
+// A deadline of `case_id` of `kind` in `tasks`, copied (the list it comes
+// from is usually a temporary), or nullopt.
+inline std::optional<core::TaskView> FindTask(const std::vector<core::TaskView>& tasks,
+                                              const core::Id& case_id, std::string_view kind) {
+  for (const auto& t : tasks)
+    if (t.case_id == case_id && t.kind == kind) return t;
+  return std::nullopt;
+}
 
 }  // namespace teduh::server::testing

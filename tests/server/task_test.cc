@@ -15,13 +15,6 @@ using core::errc;
 
 using TaskTest = DeviceServerTest;
 
-const core::TaskView* Find(const std::vector<core::TaskView>& tasks, const core::Id& case_id,
-                           std::string_view kind) {
-  for (const auto& t : tasks)
-    if (t.case_id == case_id && t.kind == kind) return &t;
-  return nullptr;
-}
-
 TEST_F(TaskTest, DeadlinesFollowTheRiskAndAMetDeadlineIsMetEverywhere) {
   auto rina = Staff("rina", v1::ROLE_PENDAMPING);
   auto ani = Staff("ani", v1::ROLE_OFFICE);
@@ -35,9 +28,9 @@ TEST_F(TaskTest, DeadlinesFollowTheRiskAndAMetDeadlineIsMetEverywhere) {
   auto tasks = rina->ListTasks(false, false);
   ASSERT_TRUE(tasks) << tasks.error().message;
   ASSERT_EQ(tasks->size(), 3u);  // the reached case has no outreach deadline
-  const auto* h = Find(*tasks, *high, "outreach");
-  const auto* l = Find(*tasks, *low, "outreach");
-  const auto* u = Find(*tasks, *unassessed, "outreach");
+  const auto h = FindTask(*tasks, *high, "outreach");
+  const auto l = FindTask(*tasks, *low, "outreach");
+  const auto u = FindTask(*tasks, *unassessed, "outreach");
   ASSERT_TRUE(h && l && u);
   EXPECT_EQ(h->due_at, t0 + 24 * 3600);
   EXPECT_EQ(l->due_at, t0 + 72 * 3600);
@@ -50,39 +43,40 @@ TEST_F(TaskTest, DeadlinesFollowTheRiskAndAMetDeadlineIsMetEverywhere) {
   // The risk is raised: the deadline moves at once, offline.
   ASSERT_TRUE(rina->SetCaseFields(core::ToHex(*low), {"risk_level=sedang"}));
   tasks = rina->ListTasks(false, false);
-  EXPECT_EQ(Find(*tasks, *low, "outreach")->due_at, t0 + 48 * 3600);
+  EXPECT_EQ(FindTask(*tasks, *low, "outreach")->due_at, t0 + 48 * 3600);
   auto soon = rina->ListTasks(/*due_only=*/true, false);  // due within a day: not the medium one
   ASSERT_TRUE(soon);
   EXPECT_EQ(soon->size(), 2u);
-  EXPECT_EQ(Find(*soon, *low, "outreach"), nullptr);
+  EXPECT_EQ(FindTask(*soon, *low, "outreach"), std::nullopt);
 
   env_.Advance(25LL * 3600 * 1000);
   auto due = rina->ListTasks(true, false);
   ASSERT_TRUE(due);
   ASSERT_EQ(due->size(), 3u);  // two overdue, and the medium one due within a day
   EXPECT_TRUE((*due)[0].overdue);
-  EXPECT_FALSE(Find(*due, *low, "outreach")->overdue);
+  EXPECT_FALSE(FindTask(*due, *low, "outreach")->overdue);
 
   // Met on rina's tablet, met on the office's device after a sync.
-  auto done = rina->CompleteTask(core::ToHex(Find(*due, *high, "outreach")->task_id).substr(0, 8));
+  auto done =
+      rina->CompleteTask(core::ToHex(FindTask(*due, *high, "outreach")->task_id).substr(0, 8));
   ASSERT_TRUE(done) << done.error().message;
-  EXPECT_EQ(Find(*rina->ListTasks(false, false), *high, "outreach"), nullptr);
+  EXPECT_EQ(FindTask(*rina->ListTasks(false, false), *high, "outreach"), std::nullopt);
   Sync(*rina);
   Sync(*ani);
   auto office = ani->ListTasks(false, false);
   ASSERT_TRUE(office);
-  EXPECT_EQ(Find(*office, *high, "outreach"), nullptr);
-  ASSERT_NE(Find(*office, *low, "outreach"), nullptr);
+  EXPECT_EQ(FindTask(*office, *high, "outreach"), std::nullopt);
+  ASSERT_NE(FindTask(*office, *low, "outreach"), std::nullopt);
   EXPECT_TRUE(ani->ListTasks(false, /*mine_only=*/true)->empty());  // none assigned to ani
 
   // Both mark the same deadline met offline: one record, no rejection.
-  const std::string both = core::ToHex(Find(*office, *low, "outreach")->task_id);
+  const std::string both = core::ToHex(FindTask(*office, *low, "outreach")->task_id);
   ASSERT_TRUE(ani->CompleteTask(both));
   ASSERT_TRUE(rina->CompleteTask(both));
   EXPECT_EQ(Sync(*ani).rejected, 0u);
   EXPECT_EQ(Sync(*rina).rejected, 0u);
   Sync(*ani);
-  EXPECT_EQ(Find(*ani->ListTasks(false, false), *low, "outreach"), nullptr);
+  EXPECT_EQ(FindTask(*ani->ListTasks(false, false), *low, "outreach"), std::nullopt);
 
   // Bad references change nothing.
   EXPECT_EQ(rina->CompleteTask("zz").error().code, errc::invalid_argument);
@@ -106,22 +100,24 @@ TEST_F(TaskTest, MonitoringComesDueCycleAfterCycle) {
   const std::int64_t t0 = env_.NowMs() / 1000;
   auto tasks = rina->ListTasks(false, false);
   ASSERT_TRUE(tasks);
-  const auto* m = Find(*tasks, *c, "monitoring");
-  ASSERT_NE(m, nullptr);
+  const auto m = FindTask(*tasks, *c, "monitoring");
+  ASSERT_NE(m, std::nullopt);
   EXPECT_NEAR(static_cast<double>(m->due_at), static_cast<double>(t0 + 182 * 86400), 2.0);
   ASSERT_TRUE(rina->CompleteTask(core::ToHex(m->task_id)));
   const auto again = rina->ListTasks(false, false);
   ASSERT_TRUE(again);
-  auto next = Find(*again, *c, "monitoring");
-  ASSERT_NE(next, nullptr);
+  auto next = FindTask(*again, *c, "monitoring");
+  ASSERT_NE(next, std::nullopt);
   EXPECT_NEAR(static_cast<double>(next->due_at), static_cast<double>(t0 + 2 * 182 * 86400), 2.0);
-  // A closed case has no deadlines.
-  // Closing needs a reason; then the case has no deadlines.
+  // Closing needs a reason and the outcome checklist; then the case has no
+  // deadlines.
   EXPECT_EQ(rina->SetCaseFields(core::ToHex(*c), {"stage=terminasi"}).error().code,
             errc::invalid_argument);
-  ASSERT_TRUE(rina->SetCaseFields(core::ToHex(*c), {"stage=terminasi", "closure_reason=selesai"}));
+  ASSERT_TRUE(rina->SetCaseFields(
+      core::ToHex(*c), {"stage=terminasi", "closure_reason=selesai",
+                        "closure_checklist=aman,kebutuhan_terpenuhi,no_repeat_violence"}));
   EXPECT_NE(Value(*rina, *c, "closed_at"), "");  // set when it was closed
-  EXPECT_EQ(Find(*rina->ListTasks(false, false), *c, "monitoring"), nullptr);
+  EXPECT_EQ(FindTask(*rina->ListTasks(false, false), *c, "monitoring"), std::nullopt);
 }
 
 TEST_F(TaskTest, AVisitLogsTheAttemptAndThreeMissedVisitsProposeClosureForASupervisor) {
@@ -138,7 +134,7 @@ TEST_F(TaskTest, AVisitLogsTheAttemptAndThreeMissedVisitsProposeClosureForASuper
 
   // Reaching the victim of the high-risk case meets its outreach deadline.
   ASSERT_TRUE(rina->LogVisit(core::ToHex(*high), "home_visit", "bertemu", "Korban aman di rumah"));
-  EXPECT_EQ(Find(*rina->ListTasks(false, false), *high, "outreach"), nullptr);
+  EXPECT_EQ(FindTask(*rina->ListTasks(false, false), *high, "outreach"), std::nullopt);
   EXPECT_EQ(Value(*rina, *high, "stage"), "penjangkauan");
   auto view = rina->ShowCase(core::ToHex(*high));
   ASSERT_TRUE(view);
@@ -151,12 +147,12 @@ TEST_F(TaskTest, AVisitLogsTheAttemptAndThreeMissedVisitsProposeClosureForASuper
     ASSERT_TRUE(rina->LogVisit(core::ToHex(*low), "phone", "not_reached", ""));
     env_.Advance(3600 * 1000);
   }
-  EXPECT_EQ(Find(*rina->ListTasks(false, false), *low, "closure_proposal"), nullptr);
+  EXPECT_EQ(FindTask(*rina->ListTasks(false, false), *low, "closure_proposal"), std::nullopt);
   ASSERT_TRUE(rina->LogVisit(core::ToHex(*low), "home_visit", "tidak bertemu", "Rumah kosong"));
   const auto listed = rina->ListTasks(false, false);
   ASSERT_TRUE(listed);
-  const auto* proposal = Find(*listed, *low, "closure_proposal");
-  ASSERT_NE(proposal, nullptr);
+  const auto proposal = FindTask(*listed, *low, "closure_proposal");
+  ASSERT_NE(proposal, std::nullopt);
   const std::string pid = core::ToHex(proposal->task_id);
   // Only a supervisor approves it; then the case is closed as unreachable.
   EXPECT_EQ(rina->CompleteTask(pid).error().code, errc::forbidden);
@@ -170,7 +166,7 @@ TEST_F(TaskTest, AVisitLogsTheAttemptAndThreeMissedVisitsProposeClosureForASuper
   Sync(*rina);
   const auto after = rina->ListTasks(false, false);
   ASSERT_TRUE(after);
-  EXPECT_EQ(Find(*after, *low, "closure_proposal"), nullptr);
+  EXPECT_EQ(FindTask(*after, *low, "closure_proposal"), std::nullopt);
   EXPECT_EQ(Value(*rina, *low, "stage"), "terminasi");
 }
 
@@ -184,7 +180,9 @@ TEST_F(TaskTest, TheReportCountsOutreachMetWhenItWasMetNotWhenTheCaseLastMoved) 
   env_.Advance(44LL * 3600 * 1000);
   ASSERT_TRUE(rina->SetCaseFields(core::ToHex(*c), {"stage=asesmen"}));  // two days later
   env_.Advance(3600 * 1000);
-  ASSERT_TRUE(rina->SetCaseFields(core::ToHex(*c), {"stage=terminasi", "closure_reason=resolved"}));
+  ASSERT_TRUE(rina->SetCaseFields(core::ToHex(*c),
+                                  {"stage=terminasi", "closure_reason=resolved",
+                                   "closure_checklist=safe,needs_met,no_repeat_violence"}));
   Sync(*rina);
   auto report = ComputeReport(data_dir_, t0 - 60, t0 + 7 * 86400, {"stage"}, 0, env_);
   ASSERT_TRUE(report) << report.error().message();

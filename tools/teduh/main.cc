@@ -244,8 +244,17 @@ Ada orang mendekat: hapus semua kunci dari memori sekarang
   teduh lock
 Kantor: konflik yang menunggu keputusan
   teduh conflict list; teduh conflict show ID; teduh conflict resolve ID --take mine
-Kantor: menutup kasus dengan alasan
-  teduh case set CASE --set stage=terminasi --set closure_reason=selesai
+Asesmen: tingkat risiko dan kebutuhan (tenggat mengikuti seketika)
+  teduh assessment add CASE --risk tinggi --needs medis,rumah_aman --rationale "..." --safety-plan "..."
+Layanan yang diberikan (pendampingan dengan jenisnya)
+  teduh service add CASE --service pendampingan_korban --subtype hukum --note "..."
+  teduh service add CASE --service penampungan_sementara   (masa 14 hari dimulai)
+Putusan pengadilan: kunjungan rumah tiap bulan selama 3 bulan
+  teduh case set CASE --set verdict_at=2025-06-30
+Kantor: menutup kasus dengan alasan dan daftar periksa hasil
+  teduh case set CASE --set stage=terminasi --set closure_reason=selesai --set closure_checklist=aman,kebutuhan_terpenuhi,tidak_ada_kekerasan_ulang
+Kantor: membuka kembali kasus bila kekerasan berulang (episode baru)
+  teduh case reopen CASE --reason kekerasan_berulang --note "..."
 Kantor: laporan (di server)
   teduh-server report --data DIR --from 2025-01-01 --to 2025-12-31 --by month,violence_type,region
 )";
@@ -277,8 +286,17 @@ Someone is coming: wipe every key from memory now
   teduh lock
 Office: conflicts waiting for a decision
   teduh conflict list; teduh conflict show ID; teduh conflict resolve ID --take mine
-Office: close a case with a reason
-  teduh case set CASE --set stage=terminasi --set closure_reason=resolved
+An assessment: the risk class and needs (the deadlines follow at once)
+  teduh assessment add CASE --risk high --needs medical,safe_house --rationale "..." --safety-plan "..."
+A service delivered (accompaniment with its kind)
+  teduh service add CASE --service accompaniment --subtype legal --note "..."
+  teduh service add CASE --service shelter   (the 14-day stay starts)
+The court's verdict: a home visit a month for 3 months
+  teduh case set CASE --set verdict_at=2025-06-30
+Office: close a case with a reason and the outcome checklist
+  teduh case set CASE --set stage=terminasi --set closure_reason=resolved --set closure_checklist=safe,needs_met,no_repeat_violence
+Office: reopen a case when violence recurs (a new episode)
+  teduh case reopen CASE --reason repeat_violence --note "..."
 Office: the report (on the server)
   teduh-server report --data DIR --from 2025-01-01 --to 2025-12-31 --by month,violence_type,region
 )";
@@ -291,6 +309,8 @@ json TaskJson(const teduh::core::TaskView& t) {
               {"due_at", IsoTime(t.due_at * 1000)},
               {"overdue", t.overdue},
               {"mine", t.mine},
+              {"cycle", t.cycle},
+              {"cycles", t.cycles},
               {"assigned_pendamping", t.assigned_pendamping}};
 }
 
@@ -464,6 +484,16 @@ int main(int argc, char** argv) {
   auto* all_opt = case_rekey->add_flag("--all", rekey_all, "Re-key every case of the unit");
   held_opt->excludes(all_opt);
 
+  std::string reopen_reason, reopen_note;
+  CLI::App* case_reopen =
+      leaf(case_cmd, "reopen", "Reopen a closed case: a new episode, from the complaint stage");
+  case_reopen->add_option("case", case_ref, "Case id or unique prefix")->required();
+  case_reopen
+      ->add_option("--reason", reopen_reason,
+                   "repeat_violence (kekerasan berulang), new_need, victim_returned, other")
+      ->required();
+  case_reopen->add_option("--note", reopen_note, "Why, in words (a sealed case-review note)");
+
   CLI::App* case_list = leaf(case_cmd, "list", "List the cases on this device");
   CLI::App* case_show = leaf(case_cmd, "show", "Show a case with its persons and notes");
   case_show->add_option("case", case_ref, "Case id or unique prefix")->required();
@@ -507,6 +537,39 @@ int main(int argc, char** argv) {
       ->required();
   visit->add_option("--method", visit_method, "home_visit (default), phone, message, other");
   visit->add_option("--note", visit_note, "What happened (sealed like any note)");
+
+  std::string assess_risk, assess_rationale, assess_plan;
+  std::vector<std::string> assess_needs;
+  CLI::App* assessment_cmd =
+      app.add_subcommand("assessment", "Assessments of a case (asesmen)")->require_subcommand(1);
+  add_globals(assessment_cmd);
+  CLI::App* assessment_add =
+      leaf(assessment_cmd, "add",
+           "Record an assessment: the case's risk, needs, rationale and safety plan follow it");
+  assessment_add->add_option("case", case_ref, "Case id or unique prefix")->required();
+  assessment_add->add_option("--risk", assess_risk, "rendah, sedang, tinggi (low, medium, high)")
+      ->required();
+  assessment_add
+      ->add_option("--needs", assess_needs,
+                   "e.g. medis,rumah_aman (comma-separated; replaces the case's needs)")
+      ->delimiter(',');
+  assessment_add->add_option("--rationale", assess_rationale, "Why this risk class (sealed)");
+  assessment_add->add_option("--safety-plan", assess_plan,
+                             "The safety plan made with the victim (sealed)");
+
+  std::string service_code, service_subtype, service_note;
+  CLI::App* service_cmd = app.add_subcommand("service", "Services the unit delivered (append-only)")
+                              ->require_subcommand(1);
+  add_globals(service_cmd);
+  CLI::App* service_add = leaf(service_cmd, "add", "Record a service delivered now");
+  service_add->add_option("case", case_ref, "Case id or unique prefix")->required();
+  service_add
+      ->add_option("--service", service_code,
+                   "complaint, outreach, case_management, shelter, mediation, accompaniment")
+      ->required();
+  service_add->add_option("--subtype", service_subtype,
+                          "For accompaniment: legal, psychological, social, medical");
+  service_add->add_option("--note", service_note, "What was done (sealed)");
 
   CLI::App* task_cmd =
       app.add_subcommand("task", "Deadlines of your cases (offline)")->require_subcommand(1);
@@ -884,6 +947,46 @@ int main(int argc, char** argv) {
                              n.kind, LocalTime(g, n.written_at * 1000), n.author,
                              ok ? n.text : Unreadable(n.readability, g.lang));
       }
+      j["assessments"] = json::array();
+      for (const auto& a : view->assessments) {
+        auto text = [&](const std::optional<std::string>& t) {
+          return t ? json(*t) : json(nullptr);
+        };
+        json aj{{"assessment_id", teduh::core::ToHex(a.assessment_id)},
+                {"risk_level", a.risk_level},
+                {"needs", a.needs},
+                {"assessed_by", a.assessed_by},
+                {"assessed_at", TimeOrNull(a.assessed_at * 1000)},
+                {"pending", a.pending},
+                {"rationale", text(a.rationale)},
+                {"safety_plan", text(a.safety_plan)}};
+        if (a.readability != teduh::core::Readability::kReadable)
+          aj["unreadable"] = std::string(teduh::core::ReadabilityName(a.readability));
+        j["assessments"].push_back(aj);
+        human += fmt::format("\n  {} {} — {} {}{}\n", g.lang == "en" ? "Assessment" : "Asesmen",
+                             LocalTime(g, a.assessed_at * 1000), a.assessed_by, a.risk_level,
+                             a.needs.empty() ? "" : fmt::format(" ({})", fmt::join(a.needs, ", ")));
+        if (a.rationale) human += fmt::format("    {}\n", *a.rationale);
+        if (a.safety_plan) human += fmt::format("    {}\n", *a.safety_plan);
+      }
+      j["services"] = json::array();
+      for (const auto& sv : view->services) {
+        json sj{
+            {"service_id", teduh::core::ToHex(sv.service_id)},
+            {"service", sv.service},
+            {"accompaniment", sv.accompaniment.empty() ? json(nullptr) : json(sv.accompaniment)},
+            {"delivered_by", sv.delivered_by},
+            {"delivered_at", TimeOrNull(sv.delivered_at * 1000)},
+            {"pending", sv.pending},
+            {"note", sv.note ? json(*sv.note) : json(nullptr)}};
+        if (sv.readability != teduh::core::Readability::kReadable)
+          sj["unreadable"] = std::string(teduh::core::ReadabilityName(sv.readability));
+        j["services"].push_back(sj);
+        human += fmt::format("\n  {} {} — {} {}{}\n", g.lang == "en" ? "Service" : "Layanan",
+                             LocalTime(g, sv.delivered_at * 1000), sv.delivered_by, sv.service,
+                             sv.accompaniment.empty() ? "" : " " + sv.accompaniment);
+        if (sv.note) human += fmt::format("    {}\n", *sv.note);
+      }
       j["accesses"] = json::array();
       human += fmt::format("\n  {}:", g.lang == "en" ? "Opened by" : "Dibuka oleh");
       for (const auto& a : view->accesses) {
@@ -1017,6 +1120,36 @@ int main(int argc, char** argv) {
       return Emit(g, json{{"attempt_id", teduh::core::ToHex(*id)}},
                   fmt::format("Visit logged ({})\n", teduh::core::ToHex(*id).substr(0, 8)));
     }
+    if (assessment_add->parsed()) {
+      auto id = d.AddAssessment(case_ref, assess_risk, assess_needs, assess_rationale, assess_plan);
+      teduh::crypto::Wipe(assess_rationale);
+      teduh::crypto::Wipe(assess_plan);
+      if (!id) return Report(g, id.error());
+      auto case_id = d.ResolveCase(case_ref);
+      return Emit(g,
+                  json{{"assessment_id", teduh::core::ToHex(*id)},
+                       {"case_id", case_id ? teduh::core::ToHex(*case_id) : ""},
+                       {"risk_level", assess_risk}},
+                  fmt::format("Assessment {} recorded; the case's risk is now {}\n",
+                              teduh::core::ToHex(*id).substr(0, 8), assess_risk));
+    }
+    if (service_add->parsed()) {
+      auto id = d.AddService(case_ref, service_code, service_subtype, service_note);
+      teduh::crypto::Wipe(service_note);
+      if (!id) return Report(g, id.error());
+      return Emit(g, json{{"service_id", teduh::core::ToHex(*id)}},
+                  fmt::format("Service {} recorded\n", teduh::core::ToHex(*id).substr(0, 8)));
+    }
+    if (case_reopen->parsed()) {
+      auto episode = d.ReopenCase(case_ref, reopen_reason, reopen_note);
+      teduh::crypto::Wipe(reopen_note);
+      if (!episode) return Report(g, episode.error());
+      auto case_id = d.ResolveCase(case_ref);
+      const std::string hex = case_id ? teduh::core::ToHex(*case_id) : case_ref;
+      return Emit(g, json{{"case_id", hex}, {"episode", *episode}, {"stage", "PENGADUAN"}},
+                  fmt::format("Case {} reopened: episode {}, back at the complaint stage\n",
+                              hex.substr(0, 8), *episode));
+    }
     if (task_list->parsed()) {
       auto tasks = d.ListTasks(task_due, task_mine);
       if (!tasks) return Report(g, tasks.error());
@@ -1026,7 +1159,8 @@ int main(int argc, char** argv) {
         arr.push_back(TaskJson(t));
         human += fmt::format(
             "{}  {}  {:<11} {}  {}{}\n", teduh::core::ToHex(t.task_id).substr(0, 8),
-            LocalTime(g, t.due_at * 1000), t.kind,
+            LocalTime(g, t.due_at * 1000),
+            t.cycles > 0 ? fmt::format("{} {}/{}", t.kind, t.cycle, t.cycles) : t.kind,
             t.case_number.empty() ? teduh::core::ToHex(t.case_id).substr(0, 8) : t.case_number,
             t.assigned_pendamping, t.overdue ? (g.lang == "en" ? "  OVERDUE" : "  TERLAMBAT") : "");
       }

@@ -115,8 +115,11 @@ struct TaskView {
   Id task_id{};  // derived from the case, the kind and the cycle
   Id case_id{};
   std::string case_number;
-  std::string kind;         // "outreach", "monitoring"
+  // "outreach", "monitoring", "closure_proposal", "shelter_stay", "post_verdict_visit"
+  std::string kind;
   std::int64_t due_at = 0;  // Unix seconds
+  // Post-verdict visits: this is visit `cycle` of `cycles` (1 of 3, ...); else 0.
+  std::uint32_t cycle = 0, cycles = 0;
   bool overdue = false;
   bool mine = false;  // the case is assigned to this device's user
   std::string assigned_pendamping;
@@ -189,12 +192,40 @@ struct AccessView {
   bool pending = false;        // this device's, not sent yet
 };
 
+// An assessment of the case (asesmen), a dated snapshot.
+struct AssessmentView {
+  Id assessment_id{};
+  std::string risk_level;          // short enum name, e.g. "HIGH"
+  std::vector<std::string> needs;  // short enum names
+  std::string assessed_by;
+  std::int64_t assessed_at = 0;  // Unix seconds
+  bool pending = false;
+  // The sealed rationale and safety plan: nullopt when not recorded or not
+  // readable here (`readability` says which).
+  Readability readability = Readability::kReadable;
+  std::optional<std::string> rationale, safety_plan;
+};
+
+// A service the unit delivered (layanan).
+struct ServiceView {
+  Id service_id{};
+  std::string service;        // short enum name, e.g. "ACCOMPANIMENT"
+  std::string accompaniment;  // "LEGAL", "PSYCHOLOGICAL", "SOCIAL", "MEDICAL" or ""
+  std::string delivered_by;
+  std::int64_t delivered_at = 0;  // Unix seconds
+  bool pending = false;
+  Readability readability = Readability::kReadable;
+  std::optional<std::string> note;  // sealed; nullopt when none or unreadable
+};
+
 struct CaseView {
   Id case_id{};
   std::vector<FieldView> fields;
   std::vector<RecordView> persons;
   std::vector<NoteView> notes;
-  std::vector<AccessView> accesses;  // oldest first
+  std::vector<AssessmentView> assessments;  // oldest first
+  std::vector<ServiceView> services;        // oldest first
+  std::vector<AccessView> accesses;         // oldest first
 };
 
 // Whether showing a case leaves a trace (an Access record that syncs).
@@ -413,6 +444,39 @@ class Device {
   Outcome<Id> LogVisit(std::string_view case_ref, std::string_view method, std::string_view outcome,
                        std::string_view note);
 
+  // ---- Assessment, services, reopening (offline) ------------------------------------
+  // Records an assessment of an open case (`teduh assessment add`): an
+  // append-only Assessment record (risk: rendah/sedang/tinggi or low/medium/
+  // high; needs as for the case's `needs`; rationale and safety plan sealed,
+  // empty: not recorded) and, in the same transaction, the case's
+  // risk_level, needs (when given: replaced by these), risk_rationale and
+  // safety_plan (when given). errc::bad_value for an unknown risk or need
+  // (valid values listed); invalid_argument on a closed case; forbidden on
+  // an admin device. Returns the assessment's id.
+  Outcome<Id> AddAssessment(std::string_view case_ref, std::string_view risk,
+                            const std::vector<std::string>& needs, std::string_view rationale,
+                            std::string_view safety_plan);
+  // Records a service delivered now (`teduh service add`): one of the six
+  // services of the unit (complaint, outreach, case_management, shelter,
+  // mediation, accompaniment, or their Indonesian labels); accompaniment
+  // needs its kind (legal, psychological, social, medical), the others take
+  // none. `note` is sealed. Append-only. A shelter service also records that
+  // the victim entered the shelter now (shelter_entered_at) unless she is
+  // there already, so the 14-day stay comes due. errc::bad_value for an
+  // unknown service or kind, invalid_argument for a kind where none belongs
+  // or a missing one; forbidden on an admin device.
+  Outcome<Id> AddService(std::string_view case_ref, std::string_view service,
+                         std::string_view accompaniment, std::string_view note);
+  // Reopens a closed case (`teduh case reopen`): a new episode (episode + 1),
+  // the stage back to PENGADUAN, reopened_at now, the reason (repeat_violence,
+  // new_need, victim_returned, other), and the closure reason, time and
+  // checklist cleared (they stay in history); with `note`, a case-review
+  // note, sealed. The new episode's outreach is due from reopened_at.
+  // errc::invalid_argument for a case that is not closed; bad_value for an
+  // unknown reason; forbidden on an admin device. Returns the new episode.
+  Outcome<int> ReopenCase(std::string_view case_ref, std::string_view reason,
+                          std::string_view note);
+
   // ---- Referrals (rujukan) -----------------------------------------------------------
   // Refers the case to a partner agency (`agency`, `service`: codes of
   // codes.h, any case) for a service, offline. `disclose`: the Case and
@@ -525,6 +589,9 @@ class Device {
   Device(std::filesystem::path home, DeviceOptions options);
 
   Outcome<Id> ResolveCaseLocked(std::string_view case_ref);
+  // The case an edit of case content names: errc::forbidden on an admin
+  // device (admins hold no case content), else as ResolveCaseLocked.
+  Outcome<Id> CaseToEditLocked(std::string_view case_ref);
   // Full id of a record of `kind` from 32 hex digits or a unique prefix (>= 6).
   Outcome<Id> ResolveRecordLocked(std::string_view kind, std::string_view ref,
                                   std::string_view noun);
@@ -581,15 +648,29 @@ class Device {
   Outcome<void> EnsureCaseKey(LocalStore::EditTxn& txn, const Id& case_id,
                               teduh::AccessClass key_class, std::uint32_t* version);
   // Records in `txn` that the case's outreach deadline was met now (a Task
-  // record), unless it is already; `risk` is a casework RiskLevel.
+  // record), unless it is already; `open_case` holds the case's open fields.
   Outcome<void> OutreachMetLocked(LocalStore::EditTxn& txn, const Id& case_id,
-                                  std::int64_t received_at, int risk);
+                                  const google::protobuf::Message& open_case);
+  // The case's open fields (sealed ones skipped), decoded.
+  Outcome<void> LoadOpenLocked(const Id& record_id, google::protobuf::Message* out);
+  // A case's assessments and services delivered, oldest first, decrypted
+  // where this device holds the key.
+  Outcome<std::vector<AssessmentView>> LoadAssessmentsLocked(const Id& case_id,
+                                                             std::string_view lang);
+  Outcome<std::vector<ServiceView>> LoadServicesLocked(const Id& case_id, std::string_view lang);
+  // Calls `visit` with each record of `kind` under the case and its fields
+  // rendered (sealed ones decrypted where this device holds the key).
+  Outcome<void> ForEachChildLocked(
+      const Id& case_id, std::string_view kind, std::string_view lang,
+      const std::function<void(const Id&, std::vector<FieldView>&)>& visit);
   // Every open deadline of the cases here, by due time.
   Outcome<std::vector<TaskView>> AllTasksLocked();
   // Saves an Access record (this user, now) under the case, with its outbox entry.
   Outcome<void> RecordAccessLocked(const Id& case_id);
   // The device's clock (corrected by the server's offset), in milliseconds.
   std::int64_t NowMsLocked() const;
+  // The fields of an append-only note (kind, author, now, sealed body).
+  std::vector<PendingSet> NoteSets(int note_kind, std::string_view text);
   // A referral's stored fields, decoded (open fields only: it has no sealed ones).
   Outcome<ReferralView> LoadReferralLocked(const Id& referral_id);
   Outcome<std::vector<FieldView>> RenderFields(const Id& record_id, std::string_view kind,

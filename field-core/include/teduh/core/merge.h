@@ -58,6 +58,29 @@ MergeDecision DecideMerge(const RecordKind* kind, const FieldPolicy* field,
                           const std::optional<MergeValue>& current,
                           const std::optional<Stamp>& base, const MergeValue& incoming);
 
+// A reopened case's episode as the server holds it: the stamp of its
+// `episode` value and the server sequence that value was applied at.
+struct EpisodeMark {
+  Stamp stamp;
+  std::uint64_t seq = 0;
+};
+
+// Episodes first, for a concurrent change of a per-episode field
+// (FieldPolicy::per_episode: stage, closure) of a reopened case. The current
+// value is of an episode the case has left if it was applied before the
+// episode (`current_seq` below episode.seq). The incoming one is of the
+// current episode if its writer had seen the episode: it wrote the episode
+// itself (same device, later HLC: the reopening's own stage and clearing
+// edits) or its base is above the episode's stamp (it edited over a value
+// written since). When exactly one side is of the current episode it wins
+// (kApply or kKeep) whatever the field's rule; else nullopt: the rule decides.
+// Deterministic: a function of server state and the change only (re-
+// sequencing a case on reassignment keeps its values' order, so seqs compare). A writer
+// whose clock ran ahead may pass for one that saw the episode (its base is
+// compared by stamp); the loser is in history either way.
+std::optional<MergeAction> EpisodeOrder(const EpisodeMark& episode, std::uint64_t current_seq,
+                                        const std::optional<Stamp>& base, const Stamp& incoming);
+
 // The rank MAX and STAGE compare: an enum value's (teduh.rank) option, else its
 // number; an integer's value. nullopt for other types or an undecodable value.
 std::optional<std::int64_t> MergeRank(const RecordKind& kind, const FieldPolicy& field,

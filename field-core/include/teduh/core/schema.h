@@ -35,6 +35,7 @@ struct FieldPolicy {
   teduh::MergeRule merge = teduh::MERGE_RULE_LWW;  // UNSPECIFIED is read as LWW
   bool sealed = false;
   teduh::AccessClass access = teduh::ACCESS_CLASS_GENERAL;
+  bool per_episode = false;  // (teduh.per_episode): belongs to one episode of a case
   std::string label_id;
   std::string label_en;
 };
@@ -74,6 +75,8 @@ inline constexpr std::string_view kAccessKind = "teduh.casework.v1.Access";
 inline constexpr std::string_view kReferralKind = "teduh.casework.v1.Referral";
 inline constexpr std::string_view kTaskKind = "teduh.casework.v1.Task";
 inline constexpr std::string_view kContactAttemptKind = "teduh.casework.v1.ContactAttempt";
+inline constexpr std::string_view kAssessmentKind = "teduh.casework.v1.Assessment";
+inline constexpr std::string_view kServiceDeliveredKind = "teduh.casework.v1.ServiceDelivered";
 inline constexpr std::string_view kCaseKeyKind = "teduh.keys.v1.CaseKey";
 inline constexpr std::string_view kConflictKind = "teduh.casework.v1.Conflict";
 

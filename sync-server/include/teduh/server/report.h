@@ -23,9 +23,9 @@
 namespace teduh::server {
 
 // The dimensions `--by` accepts.
-inline constexpr const char* kReportDimensions[] = {"month",   "violence_type", "category",
-                                                    "sex",     "age_group",     "region",
-                                                    "service", "stage",         "closure_reason"};
+inline constexpr const char* kReportDimensions[] = {
+    "month",  "violence_type", "category",          "sex",   "age_group",
+    "region", "service",       "service_delivered", "stage", "closure_reason"};
 
 struct ReportRow {
   std::string key;
