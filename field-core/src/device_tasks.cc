@@ -3,12 +3,14 @@
 // change of risk at once; a Task record only says that one was met.
 //
 // Invariants:
-//  1. A task's id depends only on its case, kind and cycle: every device
-//     computes the same ids, and two that mark the same deadline met write
-//     one record (its fields merge by LWW).
+//  1. A task's id depends only on its case, kind, cycle and the case's
+//     episode (EpisodeCycle): every device computes the same ids, two that
+//     mark the same deadline met write one record (its fields merge by LWW),
+//     and a reopened case's deadlines are new ones.
 //  2. A deadline is computed from synced fields only (received_at,
-//     risk_level, stage and the stamp of the stage's value), never from
-//     this device's own clock at the time the case was written.
+//     reopened_at, risk_level, stage and the stamp of the stage's value,
+//     shelter_entered_at / shelter_left_at, verdict_at, contact attempts),
+//     never from this device's own clock at the time the case was written.
 #include <fmt/format.h>
 
 #include <algorithm>

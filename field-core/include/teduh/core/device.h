@@ -428,9 +428,12 @@ class Device {
   // Open deadlines of the cases on this device, overdue first then by due
   // time, offline. Computed from each case's fields: outreach 24/48/72 h
   // after it was received for risk high/medium/low (unassessed counts as
-  // high) until it reaches the outreach stage; monitoring every 3 months (6
-  // for low risk) while in monitoring. `due_only`: due within a day or
-  // overdue; `mine_only`: cases assigned to this user.
+  // high) until it reaches the outreach stage (a reopened case: from when it
+  // was reopened); monitoring every 3 months (6 for low risk) while in
+  // monitoring; the shelter stay 14 days after she entered, until she left;
+  // home visits 30, 60 and 90 days after the court's verdict (the next one
+  // not yet made). `due_only`: due within a day or overdue; `mine_only`:
+  // cases assigned to this user.
   Outcome<std::vector<TaskView>> ListTasks(bool due_only, bool mine_only);
   // Marks a deadline met (a Task record that syncs); the next monitoring
   // cycle then comes due. errc::not_found for an unknown or met task.
