@@ -671,7 +671,7 @@ Outcome<std::vector<Device::PendingSet>> Device::ParseSets(std::string_view kind
                                                    name.substr(0, 64), kind.short_name, names));
     }
     std::string message;
-    auto enc = EncodeFieldText(kind, *f, text, &message);
+    auto enc = EncodeFieldText(kind, *f, text, meta_->time_zone, &message);
     if (!enc) {
       return Fail(errc::bad_value,
                   message.empty() ? fmt::format("bad value for field '{}'", f->name) : message);
@@ -1371,7 +1371,7 @@ Outcome<Id> Device::ResolveConflict(std::string_view conflict_ref, std::string_v
   std::string chosen;
   if (value) {
     std::string message;
-    auto enc = EncodeFieldText(kind, *policy, *value, &message);
+    auto enc = EncodeFieldText(kind, *policy, *value, meta_->time_zone, &message);
     if (!enc) return Fail(errc::bad_value, message.empty() ? "bad value" : message);
     chosen = std::move(*enc);
     resolution = "value";

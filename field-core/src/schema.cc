@@ -81,18 +81,31 @@ bool ParseNumber(std::string_view text, T& out) {
   return ec == std::errc() && ptr == text.data() + text.size();
 }
 
-// Unix seconds from "now", digits, "YYYY-MM-DD" or "YYYY-MM-DD HH:MM" / "YYYY-MM-DDTHH:MM" (UTC).
-bool ParseTime(std::string_view text, std::int64_t& out) {
+// Unix seconds from "now", digits, or "YYYY-MM-DD [HH:MM]" / "YYYY-MM-DDTHH:MM" in the unit's
+// zone (as people read times), or in UTC with a trailing "Z" or " UTC".
+bool ParseTime(std::string_view text, TimeZone zone, std::int64_t& out) {
   if (Normalize(text) == "now" || Normalize(text) == "sekarang") {
     out = static_cast<std::int64_t>(std::time(nullptr));
     return true;
   }
   if (ParseNumber(text, out)) return true;
+  std::int64_t offset = TimeZoneOffsetSeconds(zone);
+  for (std::string_view utc : {"Z", " UTC", " utc"}) {
+    if (text.size() > utc.size() && text.ends_with(utc)) {
+      text.remove_suffix(utc.size());
+      offset = 0;
+      break;
+    }
+  }
   int y = 0, mo = 0, d = 0, h = 0, mi = 0;
   std::string s(text);
   std::replace(s.begin(), s.end(), 'T', ' ');
-  int n = std::sscanf(s.c_str(), "%4d-%2d-%2d %2d:%2d", &y, &mo, &d, &h, &mi);
-  if (n != 3 && n != 5) return false;
+  int n = 0, used = 0;
+  if (std::sscanf(s.c_str(), "%4d-%2d-%2d%n", &y, &mo, &d, &used) == 3) n = 3;
+  if (n == 3 && static_cast<std::size_t>(used) != s.size() &&
+      std::sscanf(s.c_str(), "%4d-%2d-%2d %2d:%2d%n", &y, &mo, &d, &h, &mi, &used) == 5)
+    n = 5;
+  if (n == 0 || static_cast<std::size_t>(used) != s.size()) return false;
   if (mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 || h > 23 || mi < 0 || mi > 59) return false;
   std::tm tm{};
   tm.tm_year = y - 1900;
@@ -100,7 +113,7 @@ bool ParseTime(std::string_view text, std::int64_t& out) {
   tm.tm_mday = d;
   tm.tm_hour = h;
   tm.tm_min = mi;
-  out = static_cast<std::int64_t>(timegm(&tm));
+  out = static_cast<std::int64_t>(timegm(&tm)) - offset;
   return true;
 }
 
@@ -122,7 +135,8 @@ std::string ValidEnumValues(const pb::EnumDescriptor& e) {
   return out;
 }
 
-bool SetOne(const FieldPolicy& f, std::string_view text, pb::Message& msg, std::string* message) {
+bool SetOne(const FieldPolicy& f, std::string_view text, TimeZone zone, pb::Message& msg,
+            std::string* message) {
   const pb::Reflection* r = msg.GetReflection();
   const pb::FieldDescriptor* d = f.descriptor;
   const bool rep = d->is_repeated();
@@ -143,8 +157,9 @@ bool SetOne(const FieldPolicy& f, std::string_view text, pb::Message& msg, std::
     }
     case pb::FieldDescriptor::CPPTYPE_INT64: {
       std::int64_t v = 0;
-      if (IsTimeField(f) ? !ParseTime(text, v) : !ParseNumber(text, v))
-        return bad(IsTimeField(f) ? "expected a date (YYYY-MM-DD [HH:MM]), Unix seconds or `now`"
+      if (IsTimeField(f) ? !ParseTime(text, zone, v) : !ParseNumber(text, v))
+        return bad(IsTimeField(f) ? "expected a date (YYYY-MM-DD [HH:MM], in the unit's time "
+                                    "zone; append Z for UTC), Unix seconds or `now`"
                                   : "expected a whole number");
       rep ? r->AddInt64(&msg, d, v) : r->SetInt64(&msg, d, v);
       return true;
@@ -346,13 +361,13 @@ result<int> ParseEnumValue(const pb::EnumDescriptor& e, std::string_view text,
 }
 
 result<std::string> EncodeFieldText(const RecordKind& kind, const FieldPolicy& field,
-                                    std::string_view text, std::string* message) {
+                                    std::string_view text, TimeZone zone, std::string* message) {
   std::unique_ptr<pb::Message> msg(
       pb::MessageFactory::generated_factory()->GetPrototype(kind.descriptor)->New());
   if (field.descriptor->is_repeated()) {
     for (std::string_view part : SplitList(text))
-      if (!SetOne(field, part, *msg, message)) return make_error_code(errc::bad_value);
-  } else if (!SetOne(field, text, *msg, message)) {
+      if (!SetOne(field, part, zone, *msg, message)) return make_error_code(errc::bad_value);
+  } else if (!SetOne(field, text, zone, *msg, message)) {
     return make_error_code(errc::bad_value);
   }
   std::string out;

@@ -75,8 +75,8 @@ TEST(SchemaTest, UnspecifiedIsNotAcceptedAsInput) {
 
 TEST(SchemaTest, EncodesRepeatedEnumFromCommaList) {
   const RecordKind& k = CaseKind();
-  auto bytes =
-      EncodeFieldText(k, *k.FindFieldByName("violence_types"), "physical, psikis", nullptr);
+  auto bytes = EncodeFieldText(k, *k.FindFieldByName("violence_types"), "physical, psikis",
+                               TimeZone::kWib, nullptr);
   ASSERT_TRUE(bytes);
   cw::Case c;
   ASSERT_TRUE(c.ParseFromString(*bytes));
@@ -87,7 +87,8 @@ TEST(SchemaTest, EncodesRepeatedEnumFromCommaList) {
 
 TEST(SchemaTest, SingleFieldSerializationHoldsOnlyThatField) {
   const RecordKind& k = CaseKind();
-  auto bytes = EncodeFieldText(k, *k.FindFieldByName("risk_level"), "sedang", nullptr);
+  auto bytes =
+      EncodeFieldText(k, *k.FindFieldByName("risk_level"), "sedang", TimeZone::kWib, nullptr);
   ASSERT_TRUE(bytes);
   auto msg = DecodeFieldValue(k, *bytes);
   ASSERT_TRUE(msg);
@@ -114,19 +115,32 @@ TEST(SchemaTest, TimesAreShownInTheUnitsZone) {
 TEST(SchemaTest, RejectsTextThatIsNotAValueOfTheField) {
   const RecordKind& k = CaseKind();
   std::string message;
-  EXPECT_FALSE(EncodeFieldText(k, *k.FindFieldByName("episode"), "two", &message));
+  EXPECT_FALSE(EncodeFieldText(k, *k.FindFieldByName("episode"), "two", TimeZone::kWib, &message));
   EXPECT_THAT(message, HasSubstr("episode"));
-  EXPECT_FALSE(EncodeFieldText(k, *k.FindFieldByName("victim_is_child"), "maybe", &message));
-  EXPECT_FALSE(EncodeFieldText(k, *k.FindFieldByName("received_at"), "2024-13-01", &message));
+  EXPECT_FALSE(
+      EncodeFieldText(k, *k.FindFieldByName("victim_is_child"), "maybe", TimeZone::kWib, &message));
+  EXPECT_FALSE(EncodeFieldText(k, *k.FindFieldByName("received_at"), "2024-13-01", TimeZone::kWib,
+                               &message));
 }
 
-TEST(SchemaTest, ParsesDatesAsUtcSeconds) {
+// A date typed by an officer is in the unit's zone, or UTC when it says so.
+TEST(SchemaTest, ParsesDatesInTheUnitsZoneOrUtc) {
   const RecordKind& k = CaseKind();
-  auto bytes = EncodeFieldText(k, *k.FindFieldByName("received_at"), "2024-03-05 10:30", nullptr);
-  ASSERT_TRUE(bytes);
-  cw::Case c;
-  ASSERT_TRUE(c.ParseFromString(*bytes));
-  EXPECT_EQ(c.received_at(), 1709634600);
+  const FieldPolicy& f = *k.FindFieldByName("received_at");
+  auto seconds = [&](std::string_view text, TimeZone zone) -> std::int64_t {
+    auto bytes = EncodeFieldText(k, f, text, zone, nullptr);
+    if (!bytes) return -1;
+    cw::Case c;
+    return c.ParseFromString(*bytes) ? c.received_at() : -1;
+  };
+  constexpr std::int64_t k1030Utc = 1709634600;  // 2024-03-05 10:30 UTC
+  EXPECT_EQ(seconds("2024-03-05 10:30Z", TimeZone::kWit), k1030Utc);
+  EXPECT_EQ(seconds("2024-03-05 10:30 UTC", TimeZone::kWib), k1030Utc);
+  EXPECT_EQ(seconds("2024-03-05 17:30", TimeZone::kWib), k1030Utc);
+  EXPECT_EQ(seconds("2024-03-05T18:30", TimeZone::kWita), k1030Utc);
+  EXPECT_EQ(seconds("2024-03-05", TimeZone::kWit), 1709564400);    // midnight WIT
+  EXPECT_EQ(seconds("2024-03-05 10:30 WIB", TimeZone::kWib), -1);  // not a form it reads
+  EXPECT_EQ(seconds("2024-03-05 10:30 ", TimeZone::kWib), -1);
 }
 
 TEST(SchemaTest, DecodeRejectsGarbage) {

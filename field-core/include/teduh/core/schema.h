@@ -87,11 +87,12 @@ result<int> ParseEnumValue(const google::protobuf::EnumDescriptor& e, std::strin
                            std::string* message);
 
 // Encodes `text` as a value of `field` (ints, bools "true/false/ya/tidak",
-// strings, enums as above, repeated fields as a comma-separated list) into a
+// strings, enums as above, repeated fields as a comma-separated list, times as
+// "YYYY-MM-DD [HH:MM]" in `zone` or with a trailing "Z" in UTC) into a
 // single-field serialization. On failure returns errc::bad_value with a
 // message that names the field and lists valid values.
 result<std::string> EncodeFieldText(const RecordKind& kind, const FieldPolicy& field,
-                                    std::string_view text, std::string* message);
+                                    std::string_view text, TimeZone zone, std::string* message);
 
 // Decodes a single-field serialization into a fresh message of `kind`
 // (errc::bad_value if it does not parse or is larger than `max_bytes`).
