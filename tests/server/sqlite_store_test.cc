@@ -37,6 +37,26 @@ class SqliteStoreTest : public ::testing::Test {
     return s ? std::move(*s) : nullptr;
   }
 
+  // A case record, and a value of its `field`, in the open transaction.
+  static RecordRow CaseRecord(const Id& id) {
+    RecordRow r;
+    r.record_id = id;
+    r.kind = "teduh.casework.v1.Case";
+    r.case_id = id;
+    return r;
+  }
+  static core::error_code PutValue(Store& s, const Id& record, std::uint32_t field,
+                                   std::string_view value) {
+    FieldRow f;
+    f.record_id = record;
+    f.field = field;
+    f.value = value;
+    f.author = "siti";
+    f.seq = s.AllocateSeq();
+    f.txn = s.AllocateTxn();
+    return s.PutField(f);
+  }
+
   std::string dir_, path_;
 };
 
@@ -48,19 +68,8 @@ TEST_F(SqliteStoreTest, WriterBeginsAfterAnotherConnectionCommitted) {
   ASSERT_TRUE(writer);
   const Id record = core::NewId();
   ASSERT_FALSE(writer->Begin());
-  RecordRow r;
-  r.record_id = record;
-  r.kind = "teduh.casework.v1.Case";
-  r.case_id = record;
-  ASSERT_FALSE(writer->InsertRecord(r));
-  FieldRow f;
-  f.record_id = record;
-  f.field = 1;
-  f.value = "v";
-  f.author = "siti";
-  f.seq = writer->AllocateSeq();
-  f.txn = writer->AllocateTxn();
-  ASSERT_FALSE(writer->PutField(f));
+  ASSERT_FALSE(writer->InsertRecord(CaseRecord(record)));
+  ASSERT_FALSE(PutValue(*writer, record, 1, "v"));
   ASSERT_FALSE(writer->Commit());
 
   ASSERT_FALSE(writer->Begin());
@@ -116,20 +125,10 @@ TEST_F(SqliteStoreTest, OverwritingAFoundFieldKeepsOneCurrentRow) {
   ASSERT_TRUE(writer);
   const Id record = core::NewId();
   ASSERT_FALSE(writer->Begin());
-  RecordRow r;
-  r.record_id = record;
-  r.kind = "teduh.casework.v1.Case";
-  r.case_id = record;
+  const RecordRow r = CaseRecord(record);
   ASSERT_FALSE(writer->InsertRecord(r));
   auto put = [&](std::uint32_t field, std::string_view value) {
-    FieldRow f;
-    f.record_id = record;
-    f.field = field;
-    f.value = value;
-    f.author = "siti";
-    f.seq = writer->AllocateSeq();
-    f.txn = writer->AllocateTxn();
-    return writer->PutField(f);
+    return PutValue(*writer, record, field, value);
   };
   auto current = [&](std::uint32_t field) {
     FieldRow row;

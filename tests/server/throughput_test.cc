@@ -33,34 +33,42 @@ std::string UnknownField(std::uint32_t number) {
   return value;
 }
 
-TEST_F(ThroughputTest, DISABLED_TenDevicesPushTwentyThousandChangesEach) {
-  EnrollBootstrapAdmin();
-  constexpr int kDevices = 10, kCases = 1000, kFields = 20, kPerFrame = 5000;
-  std::vector<TestDevice> devices;
-  std::vector<std::vector<std::string>> frames(kDevices);
-  for (int d = 0; d < kDevices; ++d) {
-    devices.push_back(EnrollApproved(v1::ROLE_PENDAMPING, "user" + std::to_string(d)));
-    v1::Frame f;
-    for (int c = 0; c < kCases; ++c) {
-      Id id = core::NewId();
-      for (int k = 0; k < kFields; ++k) {
-        const std::uint32_t number = 100 + k;
-        *f.mutable_push()->add_changes() =
-            OpenChange(devices[d], id, core::kCaseKind, {}, number, UnknownField(number));
-        if (f.push().changes_size() == kPerFrame) {
-          f.set_request_id(frames[d].size() + 1);
-          frames[d].push_back(f.SerializeAsString());
-          f.Clear();
-        }
-      }
+// Frames of at most `per_frame` changes, with request ids from 1.
+std::vector<std::string> Frames(std::vector<v1::FieldChange> changes, int per_frame) {
+  std::vector<std::string> frames;
+  v1::Frame f;
+  for (auto& c : changes) {
+    *f.mutable_push()->add_changes() = std::move(c);
+    if (f.push().changes_size() == per_frame) {
+      f.set_request_id(frames.size() + 1);
+      frames.push_back(f.SerializeAsString());
+      f.Clear();
     }
   }
-  std::vector<std::unique_ptr<TestClient>> clients;
-  for (auto& d : devices) clients.push_back(Login(d));
+  if (f.push().changes_size() > 0) {
+    f.set_request_id(frames.size() + 1);
+    frames.push_back(f.SerializeAsString());
+  }
+  return frames;
+}
+
+struct PushRun {
+  double seconds = 0;
+  std::size_t merged = 0;  // answered merged or in conflict
+  int failures = 0;        // no answer, or anything else not applied
+};
+
+// Every client sends its frames one after another, all clients at once.
+// Under callgrind (--instr-atstart=no) only this is counted, and dumped as
+// `what`: a figure that does not vary from run to run.
+PushRun PushAtOnce(std::vector<std::unique_ptr<TestClient>>& clients,
+                   const std::vector<std::vector<std::string>>& frames, const char* what) {
+  std::atomic<int> failures{0};
+  std::atomic<std::size_t> merged{0};
+  CALLGRIND_START_INSTRUMENTATION;
   auto start = std::chrono::steady_clock::now();
   std::vector<std::thread> threads;
-  std::atomic<int> failures{0};
-  for (int d = 0; d < kDevices; ++d) {
+  for (std::size_t d = 0; d < clients.size(); ++d) {
     threads.emplace_back([&, d] {
       for (const auto& bytes : frames[d]) {
         clients[d]->SendBytes(bytes);
@@ -69,22 +77,57 @@ TEST_F(ThroughputTest, DISABLED_TenDevicesPushTwentyThousandChangesEach) {
           ++failures;
           continue;
         }
-        for (const auto& r : reply->push_result().results())
-          if (r.status() != v1::ChangeResult::STATUS_APPLIED && failures++ == 0)
+        for (const auto& r : reply->push_result().results()) {
+          if (r.status() == v1::ChangeResult::STATUS_MERGED ||
+              r.status() == v1::ChangeResult::STATUS_CONFLICT)
+            ++merged;
+          else if (r.status() != v1::ChangeResult::STATUS_APPLIED && failures++ == 0)
             std::printf("first failure: %s %s\n", r.reason().c_str(), r.detail().c_str());
+        }
       }
     });
   }
   for (auto& t : threads) t.join();
-  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  EXPECT_EQ(failures.load(), 0);
+  PushRun run;
+  run.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  CALLGRIND_STOP_INSTRUMENTATION;
+  CALLGRIND_DUMP_STATS_AT(what);
+  run.merged = merged.load();
+  run.failures = failures.load();
+  return run;
+}
+
+TEST_F(ThroughputTest, DISABLED_TenDevicesPushTwentyThousandChangesEach) {
+  EnrollBootstrapAdmin();
+  constexpr int kDevices = 10, kCases = 1000, kFields = 20, kPerFrame = 5000;
+  std::vector<TestDevice> devices;
+  std::vector<std::vector<std::string>> frames;
+  for (int d = 0; d < kDevices; ++d) {
+    devices.push_back(EnrollApproved(v1::ROLE_PENDAMPING, "user" + std::to_string(d)));
+    std::vector<v1::FieldChange> changes;
+    for (int c = 0; c < kCases; ++c) {
+      Id id = core::NewId();
+      for (int k = 0; k < kFields; ++k) {
+        const std::uint32_t number = 100 + k;
+        changes.push_back(
+            OpenChange(devices[d], id, core::kCaseKind, {}, number, UnknownField(number)));
+      }
+    }
+    frames.push_back(Frames(std::move(changes), kPerFrame));
+  }
+  std::vector<std::unique_ptr<TestClient>> clients;
+  for (auto& d : devices) clients.push_back(Login(d));
+  const PushRun run = PushAtOnce(clients, frames, "ten devices");
+  EXPECT_EQ(run.failures, 0);
+  EXPECT_EQ(run.merged, 0u);
+  double s = run.seconds;
   const double changes = double(kDevices) * kCases * kFields;
   std::printf("pushed %.0f changes in %.2f s: %.0f changes/s, %llu commits\n", changes, s,
               changes / s, static_cast<unsigned long long>(server_->metrics().commits));
 
   TestDevice office = EnrollApproved(v1::ROLE_OFFICE, "office");
   auto client = Login(office);
-  start = std::chrono::steady_clock::now();
+  auto start = std::chrono::steady_clock::now();
   auto all = PullAll(*client);
   s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("pulled %zu changes in %.2f s\n", all.size(), s);
@@ -111,62 +154,21 @@ TEST_F(ThroughputTest, DISABLED_FourOfficeDevicesEditTheSameCases) {
   auto run = [&](std::vector<TestDevice>& devices, std::vector<std::vector<v1::FieldChange>>& all,
                  const char* what, bool expect_applied) {
     std::vector<std::unique_ptr<TestClient>> clients;
-    std::vector<std::vector<std::string>> frames(devices.size());
+    std::vector<std::vector<std::string>> frames;
     std::size_t total = 0;
     for (std::size_t d = 0; d < devices.size(); ++d) {
       clients.push_back(Login(devices[d]));
-      v1::Frame f;
-      for (auto& c : all[d]) {
-        *f.mutable_push()->add_changes() = std::move(c);
-        if (f.push().changes_size() == kPerFrame) {
-          f.set_request_id(frames[d].size() + 1);
-          frames[d].push_back(f.SerializeAsString());
-          f.Clear();
-        }
-      }
-      if (f.push().changes_size() > 0) {
-        f.set_request_id(frames[d].size() + 1);
-        frames[d].push_back(f.SerializeAsString());
-      }
       total += all[d].size();
+      frames.push_back(Frames(std::move(all[d]), kPerFrame));
     }
     const auto commits_before = server_->metrics().commits;
-    std::atomic<int> failures{0};
-    std::atomic<std::size_t> merged{0};
-    // Under callgrind (--instr-atstart=no) each phase's instructions are
-    // counted on their own: a figure that does not vary from run to run.
-    CALLGRIND_START_INSTRUMENTATION;
-    auto start = std::chrono::steady_clock::now();
-    std::vector<std::thread> threads;
-    for (std::size_t d = 0; d < devices.size(); ++d) {
-      threads.emplace_back([&, d] {
-        for (const auto& bytes : frames[d]) {
-          clients[d]->SendBytes(bytes);
-          auto reply = clients[d]->Receive(std::chrono::seconds(60));
-          if (!reply || !reply->has_push_result()) {
-            ++failures;
-            continue;
-          }
-          for (const auto& r : reply->push_result().results()) {
-            if (r.status() == v1::ChangeResult::STATUS_MERGED ||
-                r.status() == v1::ChangeResult::STATUS_CONFLICT)
-              ++merged;
-            else if (r.status() != v1::ChangeResult::STATUS_APPLIED && failures++ == 0)
-              std::printf("first failure: %s %s\n", r.reason().c_str(), r.detail().c_str());
-          }
-        }
-      });
-    }
-    for (auto& t : threads) t.join();
-    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    CALLGRIND_STOP_INSTRUMENTATION;
-    CALLGRIND_DUMP_STATS_AT(what);
-    EXPECT_EQ(failures.load(), 0);
+    const PushRun r = PushAtOnce(clients, frames, what);
+    EXPECT_EQ(r.failures, 0);
     if (expect_applied) {
-      EXPECT_EQ(merged.load(), 0u);
+      EXPECT_EQ(r.merged, 0u);
     }
     std::printf("%s: %zu changes in %.3f s: %.0f changes/s (%zu merged), %llu commits\n", what,
-                total, s, total / s, merged.load(),
+                total, r.seconds, total / r.seconds, r.merged,
                 static_cast<unsigned long long>(server_->metrics().commits - commits_before));
   };
   auto value = [](auto set) {
