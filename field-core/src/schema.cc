@@ -229,6 +229,7 @@ nlohmann::json OneToJson(const pb::Message& msg, const pb::FieldDescriptor* d, i
     case pb::FieldDescriptor::CPPTYPE_ENUM: {
       const pb::EnumValueDescriptor* v =
           rep ? r->GetRepeatedEnum(msg, d, index) : r->GetEnum(msg, d);
+      if (v->number() == 0) return nullptr;  // not set, or cleared (a reopened case's closure)
       return ShortEnumName(*v);
     }
     case pb::FieldDescriptor::CPPTYPE_DOUBLE:

@@ -32,11 +32,14 @@ TEST(SchemaTest, ReadsPoliciesFromProtoOptions) {
 }
 
 TEST(SchemaTest, SealedFieldsUseOnlyLwwOrReview) {
-  for (const auto& kind : Schema::Get().kinds())
-    for (const FieldPolicy& f : kind->fields)
-      if (f.sealed)
+  for (const auto& kind : Schema::Get().kinds()) {
+    for (const FieldPolicy& f : kind->fields) {
+      if (f.sealed) {
         EXPECT_TRUE(f.merge == teduh::MERGE_RULE_LWW || f.merge == teduh::MERGE_RULE_REVIEW)
             << kind->full_name << "." << f.name;
+      }
+    }
+  }
 }
 
 TEST(SchemaTest, IdentityAndNarrativeAreSealed) {
@@ -97,6 +100,8 @@ TEST(SchemaTest, SingleFieldSerializationHoldsOnlyThatField) {
   ASSERT_EQ(set.size(), 1u);
   EXPECT_EQ(set[0]->name(), "risk_level");
   EXPECT_EQ(FieldToJson(**msg, *k.FindFieldByName("risk_level")), "MEDIUM");
+  cw::Case cleared;  // a reopened case's closure reason: no value, not "UNSPECIFIED"
+  EXPECT_TRUE(FieldToJson(cleared, *k.FindFieldByName("closure_reason")).is_null());
   EXPECT_EQ(FieldToDisplay(**msg, *k.FindFieldByName("risk_level"), "id", TimeZone::kWib),
             "sedang");
   EXPECT_EQ(FieldToDisplay(**msg, *k.FindFieldByName("risk_level"), "en", TimeZone::kWib),

@@ -332,7 +332,7 @@ check "the help's closing example works as written" \
 check "a closed case is not moved back by its stage" \
   '! dev "$office" "budi-pass-2" case set "$ex_id" --set stage=pengaduan >/dev/null && grep -q "reopen" "$work/last.err"'
 check "the help's reopening example starts episode 2 from the complaint stage, with the closure cleared" \
-  'dev "$office" "budi-pass-2" case reopen "$ex_id" --reason kekerasan_berulang --note "Suami datang lagi" | jq -e ".episode==2" >/dev/null && dev "$office" "budi-pass-2" case show "$ex_id" | jq -e ".fields.stage==\"PENGADUAN\" and .fields.episode==2 and .fields.reopen_reason==\"REPEAT_VIOLENCE\" and .fields.closure_reason==\"UNSPECIFIED\"" >/dev/null && dev "$office" "budi-pass-2" task list | jq -e --arg c "$ex_id" "[.tasks[] | select(.case_id==\$c and .kind==\"outreach\")] | length == 1" >/dev/null'
+  'dev "$office" "budi-pass-2" case reopen "$ex_id" --reason kekerasan_berulang --note "Suami datang lagi" | jq -e ".episode==2" >/dev/null && dev "$office" "budi-pass-2" case show "$ex_id" | jq -e ".fields.stage==\"PENGADUAN\" and .fields.episode==2 and .fields.reopen_reason==\"REPEAT_VIOLENCE\" and .fields.closure_reason==null" >/dev/null && dev "$office" "budi-pass-2" task list | jq -e --arg c "$ex_id" "[.tasks[] | select(.case_id==\$c and .kind==\"outreach\")] | length == 1" >/dev/null'
 check "the assessments, services and the reopening sync without a rejection" \
   'dev "$office" "budi-pass-2" sync | jq -e ".rejected==0" >/dev/null'
 
