@@ -770,6 +770,11 @@ Outcome<Id> Device::NewCase(const std::vector<std::string>& sets) {
   }
   auto parsed = ParseSets(kCaseKind, sets);
   if (!parsed) return parsed.error();
+  for (const auto& p : *parsed) {
+    if (p.field->number == cw::Case::kEpisodeFieldNumber)
+      return Fail(errc::invalid_argument,
+                  "a new case starts in its first episode; later ones begin when it is reopened");
+  }
   const RecordKind& kind = KindOf(kCaseKind);
   Id case_id = NewId();
   std::int64_t now_s = env_->NowMs() / 1000;

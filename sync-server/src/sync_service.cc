@@ -377,6 +377,29 @@ class PushApplier {
     return {};
   }
 
+  enum class EpisodeWrite { kNext, kSame, kRefused };
+  // Whether an episode value may be written to the case: the first episode
+  // on a new case, the next one on a closed case, or the current one again.
+  result<EpisodeWrite> CheckEpisode(const Id& case_id, bool case_exists, const std::string& value) {
+    cw::Case asked;
+    if (!asked.ParseFromString(value)) return EpisodeWrite::kRefused;
+    cw::Case now;
+    for (std::uint32_t number : {static_cast<std::uint32_t>(cw::Case::kEpisodeFieldNumber),
+                                 static_cast<std::uint32_t>(cw::Case::kStageFieldNumber)}) {
+      FieldRow row;
+      auto found = store_.FindField(case_id, number, &row);
+      if (!found) return found.error();
+      if (*found && !row.sealed) now.MergeFromString(std::string(row.value));
+    }
+    const std::int32_t current = std::max(now.episode(), 1);
+    if (!case_exists) return asked.episode() <= 1 ? EpisodeWrite::kSame : EpisodeWrite::kRefused;
+    if (asked.episode() == now.episode() || (asked.episode() <= 1 && now.episode() <= 1))
+      return EpisodeWrite::kSame;
+    if (asked.episode() == current + 1 && now.stage() == cw::STAGE_TERMINASI)
+      return EpisodeWrite::kNext;
+    return EpisodeWrite::kRefused;
+  }
+
   error_code InScope(const Id& case_id, bool* in_scope) {
     auto it = assigned_.find(case_id);
     if (it != assigned_.end()) {
@@ -582,6 +605,22 @@ class PushApplier {
       if (!has) return has.error();
       if (*has) episode = core::EpisodeMark{ep.stamp, ep.seq};
     }
+    // The episode moves only by a reopen: one more than the current, while
+    // the case is closed. The same number again (a concurrent reopen) stays
+    // with the reopen already applied, which keeps marking where the episode
+    // began. Checked here, before `current` is read (FindField's views).
+    bool same_episode = false;
+    if (is_case && c.field() == cw::Case::kEpisodeFieldNumber && !c.sealed()) {
+      auto verdict = CheckEpisode(case_id, record != nullptr, c.value());
+      if (!verdict) return verdict.error();
+      if (*verdict == EpisodeWrite::kRefused) {
+        Reject(r, "reopen_required",
+               "A new episode starts only when a closed case is reopened (teduh case reopen), "
+               "one at a time.");
+        return {};
+      }
+      same_episode = *verdict == EpisodeWrite::kSame;
+    }
     FieldRow current;
     auto found = store_.FindField(*record_id, c.field(), &current);
     if (!found) return found.error();
@@ -606,6 +645,8 @@ class PushApplier {
     if (*found) current_value = core::MergeValue{current.stamp, current.value};
     core::MergeDecision decision =
         core::DecideMerge(kind, policy, current_value, base, core::MergeValue{stamp, c.value()});
+    if (same_episode && *found && decision.action == core::MergeAction::kApply)
+      decision.action = core::MergeAction::kKeep;
     if (episode && decision.concurrent && decision.action != core::MergeAction::kReject) {
       if (auto first = core::EpisodeOrder(*episode, current.seq, base, stamp)) {
         decision.action = *first;

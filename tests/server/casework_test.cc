@@ -486,5 +486,50 @@ TEST_F(ReopenPushTest, AClosedCaseMovesBackOnlyAfterItsWritersNewEpisode) {
   EXPECT_EQ(push(*client, back).status(), v1::ChangeResult::STATUS_APPLIED);
 }
 
+// A hostile or confused device cannot start an episode on its own: only the
+// next one, on a closed case; a second, concurrent reopen to the same episode
+// leaves the first as the one that began it.
+TEST_F(ReopenPushTest, TheEpisodeMovesOnlyByOneReopenOfAClosedCase) {
+  namespace cw = ::teduh::casework::v1;
+  EnrollBootstrapAdmin();
+  TestDevice ani = EnrollApproved(v1::ROLE_OFFICE, "ani");
+  TestDevice budi = EnrollApproved(v1::ROLE_OFFICE, "budi");
+  auto client = Login(ani);
+  auto other = Login(budi);
+  auto value = [](auto set) {
+    cw::Case c;
+    set(c);
+    return c.SerializeAsString();
+  };
+  auto episode = [&](const TestDevice& d, const core::Id& id, int n) {
+    return OpenChange(d, id, core::kCaseKind, {}, cw::Case::kEpisodeFieldNumber,
+                      value([&](cw::Case& c) { c.set_episode(n); }));
+  };
+  auto push = [&](TestClient& cl, v1::FieldChange c) {
+    const v1::PushResult r = Push(cl, {c});
+    EXPECT_EQ(r.results_size(), 1);
+    return r.results_size() == 1 ? r.results(0) : v1::ChangeResult{};
+  };
+  EXPECT_EQ(push(*client, episode(ani, core::NewId(), 4)).reason(), "reopen_required")
+      << "a new case starts in episode 1";
+  const core::Id id = core::NewId();
+  v1::FieldChange open = OpenChange(ani, id, core::kCaseKind, {}, cw::Case::kStageFieldNumber,
+                                    value([](cw::Case& c) { c.set_stage(cw::STAGE_ASESMEN); }));
+  ASSERT_EQ(push(*client, open).status(), v1::ChangeResult::STATUS_APPLIED);
+  EXPECT_EQ(push(*client, episode(ani, id, 2)).reason(), "reopen_required") << "the case is open";
+  v1::FieldChange closed = OpenChange(ani, id, core::kCaseKind, {}, cw::Case::kStageFieldNumber,
+                                      value([](cw::Case& c) { c.set_stage(cw::STAGE_TERMINASI); }));
+  *closed.mutable_base() = open.stamp();
+  ASSERT_EQ(push(*client, closed).status(), v1::ChangeResult::STATUS_APPLIED);
+  EXPECT_EQ(push(*client, episode(ani, id, 5)).reason(), "reopen_required") << "one at a time";
+
+  const v1::FieldChange first = episode(ani, id, 2);
+  ASSERT_EQ(push(*client, first).status(), v1::ChangeResult::STATUS_APPLIED);
+  const v1::FieldChange second = episode(budi, id, 2);  // later stamp, same episode
+  const v1::ChangeResult r = push(*other, second);
+  EXPECT_EQ(r.status(), v1::ChangeResult::STATUS_MERGED);
+  EXPECT_EQ(r.current().hlc(), first.stamp().hlc()) << "the first reopen keeps the mark";
+}
+
 }  // namespace
 }  // namespace teduh::server::testing
