@@ -81,8 +81,21 @@ bool ParseNumber(std::string_view text, T& out) {
   return ec == std::errc() && ptr == text.data() + text.size();
 }
 
-// Unix seconds from "now", digits, or "YYYY-MM-DD [HH:MM]" / "YYYY-MM-DDTHH:MM" in the unit's
-// zone (as people read times), or in UTC with a trailing "Z" or " UTC".
+// Exactly `width` digits at `text[at]`.
+bool Digits(std::string_view text, std::size_t at, std::size_t width, int& out) {
+  if (at + width > text.size()) return false;
+  out = 0;
+  for (std::size_t i = at; i < at + width; ++i) {
+    if (text[i] < '0' || text[i] > '9') return false;
+    out = out * 10 + (text[i] - '0');
+  }
+  return true;
+}
+
+// Unix seconds from "now", digits, or "YYYY-MM-DD", "YYYY-MM-DD HH:MM[:SS]" /
+// "YYYY-MM-DDTHH:MM[:SS]" in the unit's zone (as people read times), or in
+// UTC with a trailing "Z" or " UTC" (so the CLI's own JSON times read back).
+// Nothing else: no missing digits, signs, spaces or impossible days.
 bool ParseTime(std::string_view text, TimeZone zone, std::int64_t& out) {
   if (Normalize(text) == "now" || Normalize(text) == "sekarang") {
     out = static_cast<std::int64_t>(std::time(nullptr));
@@ -97,23 +110,30 @@ bool ParseTime(std::string_view text, TimeZone zone, std::int64_t& out) {
       break;
     }
   }
-  int y = 0, mo = 0, d = 0, h = 0, mi = 0;
-  std::string s(text);
-  std::replace(s.begin(), s.end(), 'T', ' ');
-  int n = 0, used = 0;
-  if (std::sscanf(s.c_str(), "%4d-%2d-%2d%n", &y, &mo, &d, &used) == 3) n = 3;
-  if (n == 3 && static_cast<std::size_t>(used) != s.size() &&
-      std::sscanf(s.c_str(), "%4d-%2d-%2d %2d:%2d%n", &y, &mo, &d, &h, &mi, &used) == 5)
-    n = 5;
-  if (n == 0 || static_cast<std::size_t>(used) != s.size()) return false;
-  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 || h > 23 || mi < 0 || mi > 59) return false;
+  int y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0;
+  if (!Digits(text, 0, 4, y) || text.size() < 10 || text[4] != '-' || !Digits(text, 5, 2, mo) ||
+      text[7] != '-' || !Digits(text, 8, 2, d))
+    return false;
+  if (text.size() > 10) {
+    if ((text[10] != ' ' && text[10] != 'T') || text.size() < 16 || !Digits(text, 11, 2, h) ||
+        text[13] != ':' || !Digits(text, 14, 2, mi))
+      return false;
+    if (text.size() > 16 && (text.size() != 19 || text[16] != ':' || !Digits(text, 17, 2, sec)))
+      return false;
+  }
+  if (mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || sec > 59) return false;
   std::tm tm{};
   tm.tm_year = y - 1900;
   tm.tm_mon = mo - 1;
   tm.tm_mday = d;
   tm.tm_hour = h;
   tm.tm_min = mi;
-  out = static_cast<std::int64_t>(timegm(&tm)) - offset;
+  tm.tm_sec = sec;
+  const std::time_t t = timegm(&tm);
+  std::tm back{};
+  gmtime_r(&t, &back);
+  if (back.tm_mday != d || back.tm_mon != mo - 1) return false;  // 31 February
+  out = static_cast<std::int64_t>(t) - offset;
   return true;
 }
 

@@ -143,9 +143,15 @@ TEST(SchemaTest, ParsesDatesInTheUnitsZoneOrUtc) {
   EXPECT_EQ(seconds("2024-03-05 10:30 UTC", TimeZone::kWib), k1030Utc);
   EXPECT_EQ(seconds("2024-03-05 17:30", TimeZone::kWib), k1030Utc);
   EXPECT_EQ(seconds("2024-03-05T18:30", TimeZone::kWita), k1030Utc);
-  EXPECT_EQ(seconds("2024-03-05", TimeZone::kWit), 1709564400);    // midnight WIT
-  EXPECT_EQ(seconds("2024-03-05 10:30 WIB", TimeZone::kWib), -1);  // not a form it reads
-  EXPECT_EQ(seconds("2024-03-05 10:30 ", TimeZone::kWib), -1);
+  EXPECT_EQ(seconds("2024-03-05", TimeZone::kWit), 1709564400);           // midnight WIT
+  EXPECT_EQ(seconds("2024-03-05T10:30:00Z", TimeZone::kWita), k1030Utc);  // as --json prints
+  EXPECT_EQ(seconds("2024-03-05 17:30:59", TimeZone::kWib), k1030Utc + 59);
+  for (std::string_view bad : {"2024-03-05 10:30 WIB", "2024-03-05 10:30 ", "2024-03-0510:30",
+                               "2024- 3- 5", "2024-03-05 +1:+5", "2024-02-31", "2024-3-5",
+                               "2024-03-05 24:00", "2024-03-05 10:30:5", "24-03-05", "Z"}) {
+    EXPECT_EQ(seconds(bad, TimeZone::kWib), -1) << bad;
+  }
+  EXPECT_EQ(seconds("2024-02-29", TimeZone::kWib), 1709139600);  // a leap day, midnight WIB
 }
 
 TEST(SchemaTest, DecodeRejectsGarbage) {
