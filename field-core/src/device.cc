@@ -686,6 +686,13 @@ Outcome<std::vector<Device::PendingSet>> Device::ParseSets(std::string_view kind
 Outcome<void> Device::WriteRecordFields(LocalStore::EditTxn& txn, const Id& record_id,
                                         std::string_view kind, const std::optional<Id>& parent,
                                         const Id& case_id, std::vector<PendingSet> sets) {
+  // Whatever way this returns, no plaintext of `sets` outlives it.
+  struct WipeOnReturn {
+    std::vector<PendingSet>& sets;
+    ~WipeOnReturn() {
+      for (auto& s : sets) crypto::Wipe(s.value);
+    }
+  } wipe_on_return{sets};
   // Open fields first (assignment reaches the server before anything else),
   // then sealed ones.
   std::stable_sort(sets.begin(), sets.end(), [](const PendingSet& a, const PendingSet& b) {

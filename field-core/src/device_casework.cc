@@ -204,6 +204,13 @@ Outcome<Id> Device::AddService(std::string_view case_ref, std::string_view servi
     return Fail(errc::invalid_argument,
                 "only accompaniment has a kind (legal, psychological, social, medical)");
   }
+  // Read before any plaintext is held: a closed case takes no new service
+  // (a shelter stay begun on it would come due, overdue, at a reopen).
+  cw::Case on_file;
+  if (auto l = LoadOpenLocked(*case_id, &on_file); !l) return l.error();
+  if (on_file.stage() == cw::STAGE_TERMINASI)
+    return Fail(errc::invalid_argument,
+                "the case is closed: reopen it first (teduh case reopen) to record a service");
   const std::int64_t now = NowMsLocked() / 1000;
   const RecordKind& sk = KindOf(kServiceDeliveredKind);
   std::vector<PendingSet> sets;
@@ -230,8 +237,7 @@ Outcome<Id> Device::AddService(std::string_view case_ref, std::string_view servi
   // A shelter service starts a stay unless she is in the shelter already.
   std::vector<PendingSet> stay;
   if (*service == cw::UNIT_SERVICE_SHELTER) {
-    cw::Case c;
-    if (auto l = LoadOpenLocked(*case_id, &c); !l) return l.error();
+    const cw::Case& c = on_file;
     if (c.shelter_entered_at() == 0 || c.shelter_left_at() >= c.shelter_entered_at()) {
       auto f = FieldOf<cw::Case>(KindOf(kCaseKind), "shelter_entered_at",
                                  [&](cw::Case& m) { m.set_shelter_entered_at(now); });

@@ -333,9 +333,6 @@ Outcome<Id> Device::LogVisit(std::string_view case_ref, std::string_view method_
     a.set_by(me.user);
     attempt.emplace_back(ak.FindFieldByName("by"), a.SerializeAsString());
   }
-  // The note, sealed like any note.
-  std::vector<PendingSet> note_sets;
-  if (!note.empty()) note_sets = NoteSets(cw::NOTE_KIND_VISIT, note);
   // Reaching the victim is the outreach: the case moves to that stage.
   std::vector<PendingSet> stage_sets;
   cw::Case c;
@@ -347,6 +344,9 @@ Outcome<Id> Device::LogVisit(std::string_view case_ref, std::string_view method_
       stage_sets.emplace_back(KindOf(kCaseKind).FindFieldByName("stage"), st.SerializeAsString());
     }
   }
+  // The note, sealed like any note (made last: no early return holds its text).
+  std::vector<PendingSet> note_sets;
+  if (!note.empty()) note_sets = NoteSets(cw::NOTE_KIND_VISIT, note);
   const Id attempt_id = NewId(), note_id = NewId();
   auto r = store_->Edit(*hlc_, [&](LocalStore::EditTxn& txn) -> Outcome<void> {
     if (auto w = WriteRecordFields(txn, attempt_id, kContactAttemptKind, *case_id, *case_id,

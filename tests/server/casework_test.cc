@@ -234,6 +234,12 @@ TEST_F(CaseworkTest, ClosingNeedsItsOutcomeChecklist) {
   EXPECT_EQ(Value(*ani, *c, "closure_checklist"),
             "aman, kebutuhan terpenuhi, tidak ada kekerasan ulang, hak terpenuhi");  // as given
   EXPECT_NE(Value(*ani, *c, "closed_at"), "");
+  // A closed case takes no new service until it is reopened.
+  auto late = ani->AddService(id, "shelter", "", "Masuk rumah aman");
+  ASSERT_FALSE(late);
+  EXPECT_NE(late.error().message.find("reopen"), std::string::npos) << late.error().message;
+  EXPECT_TRUE(Show(*ani, *c).services.empty());
+  EXPECT_EQ(Value(*ani, *c, "shelter_entered_at"), "");
 }
 
 // Story 32: violence recurs; the case is reopened in a new episode.
