@@ -67,6 +67,19 @@ std::string IsoTime(std::int64_t ms) {
   return fmt::format("{:%Y-%m-%dT%H:%M:%SZ}", tm);
 }
 
+// The unit's zone for times shown to the operator (WIB if the store cannot
+// be read: the command itself then reports the store's error).
+teduh::core::TimeZone ZoneOf(const std::string& data) {
+  auto zone = teduh::server::UnitTimeZone(data);
+  return zone ? *zone : teduh::core::TimeZone::kWib;
+}
+
+// A time for the operator, in the unit's zone ("2026-12-02 20:15 WITA"); JSON
+// output keeps IsoTime's UTC.
+std::string LocalTime(teduh::core::TimeZone zone, std::int64_t ms) {
+  return ms > 0 ? teduh::core::FormatLocalTime(ms / 1000, zone) : std::string();
+}
+
 int Init(const std::string& data, const std::string& unit, const std::string& zone_name,
          const Output& out) {
   auto zone = teduh::core::ParseTimeZone(zone_name);
@@ -101,7 +114,7 @@ int Enroll(const std::string& data, const std::string& role_text, const std::str
                            .dump());
   } else {
     fmt::print("Enrollment code for {} ({}), valid until {} (shown once):\n{}\n", r->user,
-               teduh::core::RoleName(r->role), IsoTime(r->expires_ms), r->code);
+               teduh::core::RoleName(r->role), LocalTime(ZoneOf(data), r->expires_ms), r->code);
   }
   return 0;
 }
@@ -112,8 +125,8 @@ nlohmann::json TimeOrNull(std::int64_t ms) {
 
 // What happened to a revoked device: "wipe ordered", "erased <time>", or
 // "no wipe order" (revoked on the server host; an admin device must sign one).
-std::string ErasureText(const teduh::server::RevocationRow& r) {
-  if (r.wiped_ms > 0) return "erased " + IsoTime(r.wiped_ms);
+std::string ErasureText(teduh::core::TimeZone zone, const teduh::server::RevocationRow& r) {
+  if (r.wiped_ms > 0) return "erased " + LocalTime(zone, r.wiped_ms);
   return r.wipe_order.empty() ? "no wipe order" : "wipe ordered";
 }
 
@@ -151,14 +164,15 @@ int DeviceList(const std::string& data, const Output& out) {
     fmt::print("{}\n", nlohmann::json{{"devices", list}}.dump());
     return 0;
   }
+  const teduh::core::TimeZone zone = ZoneOf(data);
   fmt::print("{:<32}  {:<16}  {:<10}  {:<8}  {:<8}  {}\n", "DEVICE", "USER", "ROLE", "STATE",
              "PRINT", "LAST SYNC");
   for (const auto& d : *devices) {
     std::string state = teduh::server::DeviceStateName(d.state);
-    if (const auto* r = revocation_of(d)) state += " (" + ErasureText(*r) + ")";
+    if (const auto* r = revocation_of(d)) state += " (" + ErasureText(zone, *r) + ")";
     fmt::print("{:<32}  {:<16}  {:<10}  {:<8}  {:<8}  {}\n", teduh::core::ToHex(d.device_id),
                d.user, teduh::core::RoleName(d.role), state, teduh::server::DeviceFingerprint(d),
-               d.last_sync_ms > 0 ? IsoTime(d.last_sync_ms) : "never");
+               d.last_sync_ms > 0 ? LocalTime(zone, d.last_sync_ms) : "never");
   }
   return 0;
 }
@@ -191,7 +205,8 @@ int DeviceRevoke(const std::string& data, const std::string& device_ref, const O
         "Then re-key what it held.\n",
         id);
   } else {
-    fmt::print("A signed wipe order waits for it ({}).\n", ErasureText(r->revocation));
+    fmt::print("A signed wipe order waits for it ({}).\n",
+               ErasureText(ZoneOf(data), r->revocation));
   }
   return 0;
 }
@@ -374,9 +389,10 @@ int AuditShow(const std::string& data, std::size_t last, const Output& out) {
     fmt::print("{}\n", nlohmann::json{{"entries", list}}.dump());
     return 0;
   }
+  const teduh::core::TimeZone zone = ZoneOf(data);
   for (const auto& r : *records) {
     const auto& e = r.entry;
-    fmt::print("#{} {} {} device {} ({}, {}) hash {}\n", r.index, IsoTime(e.time_ms()),
+    fmt::print("#{} {} {} device {} ({}, {}) hash {}\n", r.index, LocalTime(zone, e.time_ms()),
                AuditKindName(e.kind()), BytesHex(e.device_id()), e.user(),
                teduh::core::RoleName(e.role()), BytesHex(r.hash).substr(0, 16));
     for (const auto& c : e.changes()) {
@@ -471,8 +487,7 @@ int TimeZoneCommand(const std::string& data, const std::string& zone_name, const
   if (out.json) {
     fmt::print("{}\n", nlohmann::json{{"time_zone", name}}.dump());
   } else {
-    fmt::print("{}{}\n", name,
-               zone_name.empty() ? "" : " (devices show it after the server's next start)");
+    fmt::print("{}{}\n", name, zone_name.empty() ? "" : " (devices show it from their next sync)");
   }
   return 0;
 }
@@ -623,7 +638,7 @@ int main(int argc, char** argv) {
   report
       ->add_option("--by", by,
                    "Breakdowns: month,violence_type,category,sex,age_group,region,"
-                   "service,stage,closure_reason")
+                   "service,service_delivered,stage,closure_reason")
       ->delimiter(',');
   report->add_option("--format", format, "csv or json")->check(CLI::IsMember({"csv", "json"}));
   report->add_option("--tz", zone,

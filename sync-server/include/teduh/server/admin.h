@@ -90,8 +90,8 @@ struct AuditRecord {
                                                                std::size_t last);
 
 // The unit's time zone, in which devices show times and reports count days
-// and months (WIB until set). A running server takes a new zone at its next
-// start, and sends it to devices in their Welcome.
+// and months (WIB until set). A running server sends a new zone in the
+// Welcome of every later connection.
 [[nodiscard]] core::result<core::TimeZone> UnitTimeZone(const std::string& data_dir);
 [[nodiscard]] core::error_code SetUnitTimeZone(const std::string& data_dir, core::TimeZone zone);
 

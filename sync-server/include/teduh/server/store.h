@@ -208,7 +208,7 @@ class Store {
   // ---- Unit ------------------------------------------------------------------
   virtual result<UnitInfo> LoadUnit() = 0;
   virtual error_code SetUnitRootKey(std::string_view public_key) = 0;
-  // A core::TimeZone name; takes effect when the server next loads the unit.
+  // A core::TimeZone name; each connection reads it with the unit.
   virtual error_code SetTimeZone(std::string_view zone) = 0;
   virtual error_code SaveHlc(std::uint64_t hlc_last) = 0;
 
