@@ -171,7 +171,10 @@ core::result<CaseReport> ComputeReport(const std::string& data_dir, std::int64_t
     auto it = cases.find(d.first);
     if (it == cases.end() || d.second.service() == cw::UNIT_SERVICE_UNSPECIFIED) continue;
     std::string key = EnumName(cw::UnitService_descriptor(), d.second.service());
-    if (d.second.accompaniment() != cw::ACCOMPANIMENT_UNSPECIFIED)
+    // Only accompaniment has a kind (a record from a device that set one on
+    // another service counts as that service alone).
+    if (d.second.service() == cw::UNIT_SERVICE_ACCOMPANIMENT &&
+        d.second.accompaniment() != cw::ACCOMPANIMENT_UNSPECIFIED)
       key += "_" + EnumName(cw::Accompaniment_descriptor(), d.second.accompaniment());
     it->second.delivered.insert(std::move(key));
   }
