@@ -442,27 +442,43 @@ TEST_F(CaseworkTest, AShelterStayIsMarkedReviewedAndAnotherStayHasItsOwnDeadline
 
 // The server holds the rule too, for any device: a closed case's stage goes
 // back only after the same device's new episode was applied.
-using ReopenPushTest = ServerTest;
+// Two office devices, ani and budi, pushing raw Case changes.
+class ReopenPushTest : public ServerTest {
+ protected:
+  void SetUp() override {
+    ServerTest::SetUp();
+    EnrollBootstrapAdmin();
+    ani = EnrollApproved(v1::ROLE_OFFICE, "ani");
+    budi = EnrollApproved(v1::ROLE_OFFICE, "budi");
+    client = Login(ani);
+    other = Login(budi);
+  }
+  void TearDown() override {
+    client.reset();  // closed before the server stops, which would wait for them
+    other.reset();
+    ServerTest::TearDown();
+  }
+  template <typename Set>
+  static std::string value(Set set) {
+    teduh::casework::v1::Case c;
+    set(c);
+    return c.SerializeAsString();
+  }
+  // Pushes one change and returns its answer.
+  v1::ChangeResult push(TestClient& cl, v1::FieldChange c) {
+    const v1::PushResult r = Push(cl, {std::move(c)});
+    EXPECT_EQ(r.results_size(), 1);
+    return r.results_size() == 1 ? r.results(0) : v1::ChangeResult{};
+  }
+
+  TestDevice ani, budi;
+  std::unique_ptr<TestClient> client, other;
+};
 
 TEST_F(ReopenPushTest, AClosedCaseMovesBackOnlyAfterItsWritersNewEpisode) {
   namespace cw = ::teduh::casework::v1;
-  EnrollBootstrapAdmin();
-  TestDevice ani = EnrollApproved(v1::ROLE_OFFICE, "ani");
-  TestDevice budi = EnrollApproved(v1::ROLE_OFFICE, "budi");
-  auto client = Login(ani);
-  auto other = Login(budi);
-  auto value = [](auto set) {
-    cw::Case c;
-    set(c);
-    return c.SerializeAsString();
-  };
   auto stage = [&](cw::Stage st) { return value([&](cw::Case& c) { c.set_stage(st); }); };
   const core::Id id = core::NewId();
-  auto push = [&](TestClient& cl, v1::FieldChange c) {
-    const v1::PushResult r = Push(cl, {c});
-    EXPECT_EQ(r.results_size(), 1);
-    return r.results_size() == 1 ? r.results(0) : v1::ChangeResult{};
-  };
   v1::FieldChange monitoring =
       OpenChange(ani, id, core::kCaseKind, {}, 8, stage(cw::STAGE_PEMANTAUAN));
   ASSERT_EQ(push(*client, monitoring).status(), v1::ChangeResult::STATUS_APPLIED);
@@ -497,24 +513,9 @@ TEST_F(ReopenPushTest, AClosedCaseMovesBackOnlyAfterItsWritersNewEpisode) {
 // leaves the first as the one that began it.
 TEST_F(ReopenPushTest, TheEpisodeMovesOnlyByOneReopenOfAClosedCase) {
   namespace cw = ::teduh::casework::v1;
-  EnrollBootstrapAdmin();
-  TestDevice ani = EnrollApproved(v1::ROLE_OFFICE, "ani");
-  TestDevice budi = EnrollApproved(v1::ROLE_OFFICE, "budi");
-  auto client = Login(ani);
-  auto other = Login(budi);
-  auto value = [](auto set) {
-    cw::Case c;
-    set(c);
-    return c.SerializeAsString();
-  };
   auto episode = [&](const TestDevice& d, const core::Id& id, int n) {
     return OpenChange(d, id, core::kCaseKind, {}, cw::Case::kEpisodeFieldNumber,
                       value([&](cw::Case& c) { c.set_episode(n); }));
-  };
-  auto push = [&](TestClient& cl, v1::FieldChange c) {
-    const v1::PushResult r = Push(cl, {c});
-    EXPECT_EQ(r.results_size(), 1);
-    return r.results_size() == 1 ? r.results(0) : v1::ChangeResult{};
   };
   EXPECT_EQ(push(*client, episode(ani, core::NewId(), 4)).reason(), "reopen_required")
       << "a new case starts in episode 1";
