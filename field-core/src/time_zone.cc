@@ -18,6 +18,7 @@ std::tm Broken(std::int64_t unix_seconds, TimeZone zone) {
 }  // namespace
 
 std::optional<TimeZone> ParseTimeZone(std::string_view name) {
+  if (name.size() > 4) return std::nullopt;  // also bounds a zone sent by the server
   std::string upper;
   for (char c : name) upper += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   if (upper == "WIB") return TimeZone::kWib;
