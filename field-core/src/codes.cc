@@ -1,59 +1,271 @@
 #include "teduh/core/codes.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <array>
 #include <cctype>
 
+#include "teduh/case/v1/case.pb.h"
+#include "teduh/core/schema.h"
+#include "teduh/options.pb.h"
+
 namespace teduh::core {
 namespace {
 
+namespace cw = teduh::casework::v1;
+namespace pb = google::protobuf;
+
+struct Default {
+  std::string_view code, label_id, label_en;
+};
+
+// Who brought the case (DOMAIN-REPORT §1.1: walk-in, police, hospital,
+// school, RT, the ministry's SAPA 129 line...).
+constexpr std::array kReferrerTypes = {
+    Default{"SELF", "korban sendiri", "the victim herself"},
+    Default{"FAMILY", "keluarga", "family"},
+    Default{"COMMUNITY", "masyarakat", "member of the public"},
+    Default{"RT_RW", "ketua RT/RW", "neighbourhood head (RT/RW)"},
+    Default{"POLICE", "kepolisian", "police"},
+    Default{"HOSPITAL", "rumah sakit / puskesmas", "hospital or health centre"},
+    Default{"SCHOOL", "sekolah", "school"},
+    Default{"NGO", "lembaga masyarakat", "community organisation"},
+    Default{"GOVERNMENT", "instansi pemerintah", "government office"},
+    Default{"MINISTRY", "KemenPPPA (SAPA 129)", "the ministry (SAPA 129)"},
+    Default{"OTHER", "lainnya", "other"},
+};
+
 constexpr std::array kAgencies = {
-    Code{"POLRES", "Kepolisian Resor (Unit PPA)", "district police (PPA unit)"},
-    Code{"KEJAKSAAN", "Kejaksaan Negeri", "public prosecutor"},
-    Code{"PENGADILAN", "Pengadilan Negeri / Agama", "court"},
-    Code{"RSUD", "Rumah Sakit Umum Daerah", "regional public hospital"},
-    Code{"PUSKESMAS", "Pusat Kesehatan Masyarakat", "community health centre"},
-    Code{"DINSOS", "Dinas Sosial", "social affairs office"},
-    Code{"DINKES", "Dinas Kesehatan", "health office"},
-    Code{"DISDIK", "Dinas Pendidikan", "education office"},
-    Code{"DUKCAPIL", "Dinas Kependudukan dan Pencatatan Sipil", "civil registry"},
-    Code{"LBH", "Lembaga Bantuan Hukum", "legal aid institute"},
+    Default{"POLRES", "Kepolisian Resor (Unit PPA)", "district police (PPA unit)"},
+    Default{"KEJAKSAAN", "Kejaksaan Negeri", "public prosecutor"},
+    Default{"PENGADILAN", "Pengadilan Negeri / Agama", "court"},
+    Default{"RSUD", "Rumah Sakit Umum Daerah", "regional public hospital"},
+    Default{"PUSKESMAS", "Pusat Kesehatan Masyarakat", "community health centre"},
+    Default{"DINSOS", "Dinas Sosial", "social affairs office"},
+    Default{"DINKES", "Dinas Kesehatan", "health office"},
+    Default{"DISDIK", "Dinas Pendidikan", "education office"},
+    Default{"DUKCAPIL", "Dinas Kependudukan dan Pencatatan Sipil", "civil registry"},
+    Default{"LBH", "Lembaga Bantuan Hukum", "legal aid institute"},
 };
 
-constexpr std::array kServices = {
-    Code{"LEGAL", "bantuan hukum", "legal aid"},
-    Code{"MEDICAL", "layanan kesehatan", "medical care"},
-    Code{"PSYCHOLOGICAL", "layanan psikologis", "psychological care"},
-    Code{"SOCIAL", "rehabilitasi sosial", "social rehabilitation"},
-    Code{"SHELTER", "rumah aman", "shelter"},
-    Code{"MEDIATION", "mediasi", "mediation"},
+constexpr std::array kReferralServices = {
+    Default{"LEGAL", "bantuan hukum", "legal aid"},
+    Default{"MEDICAL", "layanan kesehatan", "medical care"},
+    Default{"PSYCHOLOGICAL", "layanan psikologis", "psychological care"},
+    Default{"SOCIAL", "rehabilitasi sosial", "social rehabilitation"},
+    Default{"SHELTER", "rumah aman", "shelter"},
+    Default{"MEDIATION", "mediasi", "mediation"},
 };
 
-bool SameCode(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::toupper(static_cast<unsigned char>(x)) ==
-                  std::toupper(static_cast<unsigned char>(y));
-         });
+struct ListInfo {
+  std::string_view name;
+  const pb::EnumDescriptor* (*enum_type)();  // null: held in a string field
+  const Default* defaults = nullptr;
+  std::size_t default_count = 0;
+};
+
+const std::array<ListInfo, 8>& Lists() {
+  static const std::array<ListInfo, 8> lists = {
+      ListInfo{"violence_type", &cw::ViolenceType_descriptor},
+      ListInfo{"category", &cw::Category_descriptor},
+      ListInfo{"channel", &cw::Channel_descriptor},
+      ListInfo{"closure_reason", &cw::ClosureReason_descriptor},
+      ListInfo{"referrer_type", nullptr, kReferrerTypes.data(), kReferrerTypes.size()},
+      ListInfo{"region", nullptr},
+      ListInfo{"agency", nullptr, kAgencies.data(), kAgencies.size()},
+      ListInfo{"referral_service", nullptr, kReferralServices.data(), kReferralServices.size()},
+  };
+  return lists;
+}
+
+const ListInfo* FindList(std::string_view name) {
+  for (const auto& l : Lists())
+    if (l.name == name) return &l;
+  return nullptr;
+}
+
+bool ValidCode(std::string_view code) {
+  if (code.empty() || code.size() > kMaxCodeLength) return false;
+  return std::all_of(code.begin(), code.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-';
+  });
+}
+
+bool ValidLabel(std::string_view label) {
+  return !label.empty() && label.size() <= kMaxCodeLabelBytes &&
+         std::none_of(label.begin(), label.end(),
+                      [](char c) { return static_cast<unsigned char>(c) < 0x20; });
+}
+
+std::string Upper(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return out;
 }
 
 }  // namespace
 
-std::span<const Code> DefaultAgencies() { return kAgencies; }
-std::span<const Code> DefaultServices() { return kServices; }
+CodeBook::CodeBook() {
+  for (const ListInfo& l : Lists()) {
+    if (l.enum_type != nullptr) {
+      const pb::EnumDescriptor* e = l.enum_type();
+      for (int i = 0; i < e->value_count(); ++i) {
+        const pb::EnumValueDescriptor* v = e->value(i);
+        if (v->number() == 0) continue;
+        entries_.push_back(CodeEntry{std::string(l.name), ShortEnumName(*v), v->number(),
+                                     v->options().GetExtension(teduh::value_label_id),
+                                     v->options().GetExtension(teduh::value_label_en)});
+      }
+    }
+    for (std::size_t i = 0; i < l.default_count; ++i) {
+      const Default& d = l.defaults[i];
+      entries_.push_back(CodeEntry{std::string(l.name), std::string(d.code), 0,
+                                   std::string(d.label_id), std::string(d.label_en)});
+    }
+  }
+}
 
-const Code* FindCode(std::span<const Code> list, std::string_view text) {
-  for (const Code& c : list)
-    if (SameCode(c.code, text)) return &c;
+const std::vector<std::string_view>& CodeBook::ListNames() {
+  static const std::vector<std::string_view> names = [] {
+    std::vector<std::string_view> out;
+    for (const auto& l : Lists()) out.push_back(l.name);
+    return out;
+  }();
+  return names;
+}
+
+bool CodeBook::IsList(std::string_view list) { return FindList(list) != nullptr; }
+
+bool CodeBook::EnumHeld(std::string_view list) {
+  const ListInfo* l = FindList(list);
+  return l != nullptr && l->enum_type != nullptr;
+}
+
+std::string CodeBook::Problem(const CodeEntry& entry) const {
+  if (!IsList(entry.list))
+    return fmt::format("unknown code list '{}'; the lists are {}", entry.list,
+                       fmt::join(ListNames(), ", "));
+  if (!ValidCode(entry.code))
+    return "a code is 1 to 32 of A-Z, 0-9, '_', '.' and '-' (e.g. TRAFFICKING, 64.72.01)";
+  if (!ValidLabel(entry.label_id) || !ValidLabel(entry.label_en))
+    return fmt::format("a code needs an Indonesian and an English label of 1 to {} bytes",
+                       kMaxCodeLabelBytes);
+  for (const CodeEntry* e : Entries(entry.list, true)) {
+    if (e->code == entry.code) return fmt::format("{} already has the code {}", entry.list, e->code);
+    for (const std::string* label : {&entry.label_id, &entry.label_en}) {
+      const std::string n = NormalizeName(*label);
+      if (n == NormalizeName(e->label_id) || n == NormalizeName(e->label_en) ||
+          n == NormalizeName(e->code))
+        return fmt::format("'{}' already names {} {}", *label, entry.list, e->code);
+    }
+  }
+  const auto own = std::count_if(entries_.begin(), entries_.end(),
+                                 [](const CodeEntry& e) { return e.unit; });
+  if (static_cast<std::size_t>(own) >= kMaxUnitCodes)
+    return fmt::format("a unit has at most {} codes of its own", kMaxUnitCodes);
+  return {};
+}
+
+result<CodeEntry> CodeBook::Add(CodeEntry entry) {
+  if (!Problem(entry).empty()) return make_error_code(errc::invalid_argument);
+  entry.unit = true;
+  entry.number = 0;
+  if (EnumHeld(entry.list)) {
+    entry.number = kFirstUnitCodeNumber;
+    for (const CodeEntry& e : entries_)
+      if (e.list == entry.list && e.number >= entry.number) entry.number = e.number + 1;
+  }
+  entries_.push_back(entry);
+  return entry;
+}
+
+bool CodeBook::Restore(const CodeEntry& entry) {
+  if (!Problem(entry).empty()) return false;
+  if (EnumHeld(entry.list) ? entry.number < kFirstUnitCodeNumber ||
+                                 FindNumber(entry.list, entry.number) != nullptr
+                           : entry.number != 0)
+    return false;
+  CodeEntry e = entry;
+  e.unit = true;
+  entries_.push_back(std::move(e));
+  return true;
+}
+
+result<void> CodeBook::SetRetired(std::string_view list, std::string_view code, bool retired) {
+  const std::string want = Upper(code);
+  for (CodeEntry& e : entries_) {
+    if (e.unit && e.list == list && e.code == want) {
+      e.retired = retired;
+      return {};
+    }
+  }
+  return make_error_code(errc::not_found);
+}
+
+const CodeEntry* CodeBook::Find(std::string_view list, std::string_view text) const {
+  const std::string want = NormalizeName(text);
+  if (want.empty()) return nullptr;
+  const ListInfo* l = FindList(list);
+  for (const CodeEntry& e : entries_) {
+    if (e.list != list) continue;
+    if (want == NormalizeName(e.code) || want == NormalizeName(e.label_id) ||
+        want == NormalizeName(e.label_en))
+      return &e;
+    if (l->enum_type != nullptr && !e.unit) {
+      const pb::EnumValueDescriptor* v = l->enum_type()->FindValueByNumber(e.number);
+      if (v != nullptr && want == NormalizeName(v->name())) return &e;
+    }
+  }
   return nullptr;
 }
 
-std::string ListCodes(std::span<const Code> list, std::string_view lang) {
+const CodeEntry* CodeBook::FindNumber(std::string_view list, std::int32_t number) const {
+  if (number == 0) return nullptr;
+  for (const CodeEntry& e : entries_)
+    if (e.list == list && e.number == number) return &e;
+  return nullptr;
+}
+
+std::vector<const CodeEntry*> CodeBook::Entries(std::string_view list, bool with_retired) const {
+  std::vector<const CodeEntry*> out;
+  for (const CodeEntry& e : entries_)
+    if (e.list == list && (with_retired || !e.retired)) out.push_back(&e);
+  return out;
+}
+
+std::vector<CodeEntry> CodeBook::UnitCodes() const {
+  std::vector<CodeEntry> out;
+  for (const CodeEntry& e : entries_)
+    if (e.unit) out.push_back(e);
+  return out;
+}
+
+std::string CodeBook::Choices(std::string_view list, std::string_view lang) const {
   std::string out;
-  for (const Code& c : list) {
+  for (const CodeEntry* e : Entries(list)) {
     if (!out.empty()) out += ", ";
-    out += std::string(c.code) + " (" + std::string(lang == "en" ? c.label_en : c.label_id) + ")";
+    out += fmt::format("{} ({})", e->code, Label(*e, lang));
   }
   return out;
+}
+
+std::string CodeBook::Label(const CodeEntry& entry, std::string_view lang) {
+  const Lang l = ParseLang(lang).value_or(Lang::kId);
+  // A schema enum's value: its label, through the message catalog.
+  if (const ListInfo* info = FindList(entry.list); !entry.unit && info && info->enum_type) {
+    if (const auto* v = info->enum_type()->FindValueByNumber(entry.number))
+      return EnumValueLabel(*v, l);
+  }
+  const std::string& label = l == Lang::kEn ? entry.label_en : entry.label_id;
+  return label.empty() ? entry.code : label;
+}
+
+nlohmann::json CodeEntryJson(const CodeEntry& e) {
+  nlohmann::json j{{"list", e.list},         {"code", e.code}, {"label_id", e.label_id},
+                   {"label_en", e.label_en}, {"unit", e.unit}, {"retired", e.retired}};
+  if (e.number != 0) j["number"] = e.number;
+  return j;
 }
 
 }  // namespace teduh::core

@@ -77,6 +77,7 @@ struct Device::Meta {
   Role role = Role::ROLE_UNSPECIFIED;
   std::string unit_id, unit_name, server_url, label;
   TimeZone time_zone = TimeZone::kWib;  // the unit's, from the server's Welcome
+  CodeBook codes;                       // the defaults and the unit's codes, from the Welcome
   std::string server_id;                // 16 raw bytes
   std::string unit_root_pk;             // 32 raw bytes (display; the vault copy is used to verify)
   std::string sign_pk, box_pk;
@@ -97,7 +98,19 @@ struct Device::Meta {
                 {"unit_root_pk", ToHex(AsSpan(unit_root_pk))},
                 {"sign_pk", ToHex(AsSpan(sign_pk))},
                 {"box_pk", ToHex(AsSpan(box_pk))},
-                {"max_failed_unlocks", max_failed_unlocks}};
+                {"max_failed_unlocks", max_failed_unlocks},
+                {"codes", CodesToJson()}};
+  }
+  json CodesToJson() const {
+    json out = json::array();
+    for (const CodeEntry& e : codes.UnitCodes())
+      out.push_back({{"list", e.list},
+                     {"code", e.code},
+                     {"number", e.number},
+                     {"label_id", e.label_id},
+                     {"label_en", e.label_en},
+                     {"retired", e.retired}});
+    return out;
   }
   static Outcome<Meta> FromJson(const json& j) {
     try {
@@ -125,6 +138,10 @@ struct Device::Meta {
       m.sign_pk = hex("sign_pk");
       m.box_pk = hex("box_pk");
       m.max_failed_unlocks = j.value("max_failed_unlocks", 0u);
+      for (const json& c : j.value("codes", json::array()))
+        m.codes.Restore(CodeEntry{c.value("list", ""), c.value("code", ""), c.value("number", 0),
+                                  c.value("label_id", ""), c.value("label_en", ""), true,
+                                  c.value("retired", false)});
       return m;
     } catch (const std::exception&) {
       return Fail(errc::vault_corrupt, "device.json is damaged");
@@ -171,8 +188,7 @@ StoredValue StoredFromChange(const pb::FieldChange& ch) {
 }
 
 std::string Label(const FieldPolicy& f, std::string_view lang) {
-  const std::string& l = lang == "en" ? f.label_en : f.label_id;
-  return l.empty() ? f.name : l;
+  return FieldLabel(f, ParseLang(lang).value_or(Lang::kId));
 }
 
 Outcome<json> ReadJsonFile(const std::filesystem::path& p) {
@@ -299,6 +315,8 @@ DeviceInfo Device::info() const {
   std::lock_guard g(mu_);
   return InfoLocked();
 }
+
+const CodeBook& Device::CodesLocked() const { return meta_->codes; }
 
 DeviceInfo Device::InfoLocked() const {
   DeviceInfo i;
@@ -671,7 +689,7 @@ Outcome<std::vector<Device::PendingSet>> Device::ParseSets(std::string_view kind
                                                    name.substr(0, 64), kind.short_name, names));
     }
     std::string message;
-    auto enc = EncodeFieldText(kind, *f, text, meta_->time_zone, &message);
+    auto enc = EncodeFieldText(kind, *f, text, meta_->time_zone, meta_->codes, &message);
     if (!enc) {
       return Fail(errc::bad_value,
                   message.empty() ? fmt::format("bad value for field '{}'", f->name) : message);
@@ -1081,8 +1099,8 @@ FieldView Device::RenderValue(const Id& record_id, std::string_view kind, const 
     if (!msg) {
       fv.readability = Readability::kIntegrity;
     } else {
-      fv.value = FieldToJson(**msg, policy);
-      fv.display = FieldToDisplay(**msg, policy, lang, meta_->time_zone);
+      fv.value = FieldToJson(**msg, policy, meta_->codes);
+      fv.display = FieldToDisplay(**msg, policy, lang, meta_->time_zone, meta_->codes);
       if (plain_out != nullptr) *plain_out = **plain;
     }
     crypto::Wipe(**plain);
@@ -1383,7 +1401,7 @@ Outcome<Id> Device::ResolveConflict(std::string_view conflict_ref, std::string_v
   std::string chosen;
   if (value) {
     std::string message;
-    auto enc = EncodeFieldText(kind, *policy, *value, meta_->time_zone, &message);
+    auto enc = EncodeFieldText(kind, *policy, *value, meta_->time_zone, meta_->codes, &message);
     if (!enc) return Fail(errc::bad_value, message.empty() ? "bad value" : message);
     chosen = std::move(*enc);
     resolution = "value";
@@ -1553,7 +1571,7 @@ Outcome<std::vector<CaseSummary>> Device::ListCases() {
       if (p != nullptr && !p->sealed && !f.sealed) open.MergeFromString(f.value);
     }
     auto str = [&](std::string_view name) -> std::string {
-      json j = FieldToJson(open, *ck.FindFieldByName(name));
+      json j = FieldToJson(open, *ck.FindFieldByName(name), meta_->codes);
       return j.is_string() ? j.get<std::string>() : std::string();
     };
     s.case_number = open.case_number();
@@ -1561,7 +1579,7 @@ Outcome<std::vector<CaseSummary>> Device::ListCases() {
     s.stage = open.stage() != 0 ? str("stage") : "";
     s.risk_level = open.risk_level() != 0 ? str("risk_level") : "";
     s.category = open.category() != 0 ? str("category") : "";
-    json vt = FieldToJson(open, *ck.FindFieldByName("violence_types"));
+    json vt = FieldToJson(open, *ck.FindFieldByName("violence_types"), meta_->codes);
     if (vt.is_array()) {
       for (const auto& v : vt) {
         if (v.is_string()) s.violence_types.push_back(v.get<std::string>());
@@ -1707,6 +1725,23 @@ Outcome<std::size_t> Device::AcceptWelcome(const pb::Welcome& welcome, std::size
   if (auto zone = ParseTimeZone(welcome.time_zone()); zone && *zone != meta_->time_zone) {
     meta_->time_zone = *zone;
     changed = true;
+  }
+  // The unit's own codes; a server older than them sends none, and a unit
+  // never removes one, so an empty list keeps what the device has.
+  if (welcome.codes_size() > 0) {
+    CodeBook codes;
+    int n = 0;
+    for (const auto& c : welcome.codes()) {
+      if (++n > static_cast<int>(kMaxUnitCodes)) break;
+      codes.Restore(CodeEntry{c.list(), c.code(), c.number(), c.label_id(), c.label_en(), true,
+                              c.retired()});
+    }
+    Meta with;
+    with.codes = std::move(codes);
+    if (with.CodesToJson() != meta_->CodesToJson()) {
+      meta_->codes = std::move(with.codes);
+      changed = true;
+    }
   }
   if (changed) {
     if (auto r = SaveMeta(); !r) return r.error();

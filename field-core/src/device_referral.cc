@@ -96,16 +96,16 @@ Outcome<Id> Device::AddReferral(std::string_view case_ref, std::string_view agen
   const DeviceInfo me = InfoLocked();
   auto case_id = CaseToEditLocked(case_ref);
   if (!case_id) return case_id.error();
-  const Code* a = FindCode(DefaultAgencies(), agency);
-  if (a == nullptr)
+  const CodeEntry* a = CodesLocked().Find("agency", agency);
+  if (a == nullptr || a->retired)
     return Fail(errc::bad_value,
                 fmt::format("unknown agency '{}'; valid agencies: {}", agency.substr(0, 32),
-                            ListCodes(DefaultAgencies(), "id")));
-  const Code* s = FindCode(DefaultServices(), service);
-  if (s == nullptr)
+                            CodesLocked().Choices("agency", "id")));
+  const CodeEntry* s = CodesLocked().Find("referral_service", service);
+  if (s == nullptr || s->retired)
     return Fail(errc::bad_value,
                 fmt::format("unknown service '{}'; valid services: {}", service.substr(0, 32),
-                            ListCodes(DefaultServices(), "id")));
+                            CodesLocked().Choices("referral_service", "id")));
   // Exactly which fields the letter discloses: names of the case's and its
   // persons' fields.
   const RecordKind& case_kind = KindOf(kCaseKind);

@@ -36,27 +36,6 @@ std::string EnumPrefix(const pb::EnumDescriptor& e) {
   return out + "_";
 }
 
-// Lower case, with spaces and dashes folded to underscores.
-std::string Normalize(std::string_view s) {
-  std::size_t b = 0, e = s.size();
-  while (b < e && std::isspace(static_cast<unsigned char>(s[b]))) ++b;
-  while (e > b && std::isspace(static_cast<unsigned char>(s[e - 1]))) --e;
-  std::string out;
-  out.reserve(e - b);
-  for (std::size_t i = b; i < e; ++i) {
-    char c = s[i];
-    if (c == ' ' || c == '-') c = '_';
-    out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  }
-  return out;
-}
-
-std::string ShortEnumName(const pb::EnumValueDescriptor& v) {
-  const std::string prefix = EnumPrefix(*v.type());
-  const std::string& name = v.name();
-  if (name.rfind(prefix, 0) == 0) return name.substr(prefix.size());
-  return name;
-}
 
 std::vector<std::string_view> SplitList(std::string_view text) {
   std::vector<std::string_view> parts;
@@ -97,7 +76,7 @@ bool Digits(std::string_view text, std::size_t at, std::size_t width, int& out) 
 // UTC with a trailing "Z" or " UTC" (so the CLI's own JSON times read back).
 // Nothing else: no missing digits, signs, spaces or impossible days.
 bool ParseTime(std::string_view text, TimeZone zone, std::int64_t& out) {
-  if (Normalize(text) == "now" || Normalize(text) == "sekarang") {
+  if (NormalizeName(text) == "now" || NormalizeName(text) == "sekarang") {
     out = static_cast<std::int64_t>(std::time(nullptr));
     return true;
   }
@@ -155,8 +134,8 @@ std::string ValidEnumValues(const pb::EnumDescriptor& e) {
   return out;
 }
 
-bool SetOne(const FieldPolicy& f, std::string_view text, TimeZone zone, pb::Message& msg,
-            std::string* message) {
+bool SetOne(const FieldPolicy& f, std::string_view text, TimeZone zone, const CodeBook& codes,
+            pb::Message& msg, std::string* message) {
   const pb::Reflection* r = msg.GetReflection();
   const pb::FieldDescriptor* d = f.descriptor;
   const bool rep = d->is_repeated();
@@ -164,6 +143,24 @@ bool SetOne(const FieldPolicy& f, std::string_view text, TimeZone zone, pb::Mess
     if (message) *message = fmt::format("{}: {}", f.name, what);
     return false;
   };
+  if (!f.code_list.empty()) {
+    // A region code is free while the unit has no region list of its own.
+    std::string code(text);
+    if (!(f.code_list == "region" && codes.Entries(f.code_list, true).empty())) {
+      const CodeEntry* e = codes.Find(f.code_list, text);
+      if (e == nullptr || e->retired)
+        return bad(fmt::format("'{}' is not a code of the unit's list; valid values: {}", text,
+                               codes.Choices(f.code_list, "id")));
+      code = e->code;
+      if (d->cpp_type() == pb::FieldDescriptor::CPPTYPE_ENUM) {
+        rep ? r->AddEnumValue(&msg, d, e->number) : r->SetEnumValue(&msg, d, e->number);
+        return true;
+      }
+    }
+    if (d->cpp_type() != pb::FieldDescriptor::CPPTYPE_STRING) return bad("not a code field");
+    rep ? r->AddString(&msg, d, code) : r->SetString(&msg, d, code);
+    return true;
+  }
   switch (d->cpp_type()) {
     case pb::FieldDescriptor::CPPTYPE_STRING: {
       if (d->type() == pb::FieldDescriptor::TYPE_BYTES) {
@@ -203,7 +200,7 @@ bool SetOne(const FieldPolicy& f, std::string_view text, TimeZone zone, pb::Mess
       return true;
     }
     case pb::FieldDescriptor::CPPTYPE_BOOL: {
-      const std::string n = Normalize(text);
+      const std::string n = NormalizeName(text);
       bool v;
       if (n == "true" || n == "yes" || n == "ya" || n == "1") {
         v = true;
@@ -227,8 +224,10 @@ bool SetOne(const FieldPolicy& f, std::string_view text, TimeZone zone, pb::Mess
   }
 }
 
-nlohmann::json OneToJson(const pb::Message& msg, const pb::FieldDescriptor* d, int index) {
+nlohmann::json OneToJson(const pb::Message& msg, const FieldPolicy& f, int index,
+                         const CodeBook& codes) {
   const pb::Reflection* r = msg.GetReflection();
+  const pb::FieldDescriptor* d = f.descriptor;
   const bool rep = index >= 0;
   switch (d->cpp_type()) {
     case pb::FieldDescriptor::CPPTYPE_STRING: {
@@ -247,10 +246,12 @@ nlohmann::json OneToJson(const pb::Message& msg, const pb::FieldDescriptor* d, i
     case pb::FieldDescriptor::CPPTYPE_BOOL:
       return rep ? r->GetRepeatedBool(msg, d, index) : r->GetBool(msg, d);
     case pb::FieldDescriptor::CPPTYPE_ENUM: {
-      const pb::EnumValueDescriptor* v =
-          rep ? r->GetRepeatedEnum(msg, d, index) : r->GetEnum(msg, d);
-      if (v->number() == 0) return nullptr;  // not set, or cleared (a reopened case's closure)
-      return ShortEnumName(*v);
+      const int n = rep ? r->GetRepeatedEnumValue(msg, d, index) : r->GetEnumValue(msg, d);
+      if (n == 0) return nullptr;  // not set, or cleared (a reopened case's closure)
+      if (const CodeEntry* e = codes.FindNumber(f.code_list, n)) return e->code;
+      if (const pb::EnumValueDescriptor* v = d->enum_type()->FindValueByNumber(n))
+        return ShortEnumName(*v);
+      return n;  // a unit code this device has not heard of yet
     }
     case pb::FieldDescriptor::CPPTYPE_DOUBLE:
       return rep ? r->GetRepeatedDouble(msg, d, index) : r->GetDouble(msg, d);
@@ -262,16 +263,22 @@ nlohmann::json OneToJson(const pb::Message& msg, const pb::FieldDescriptor* d, i
 }
 
 std::string OneToDisplay(const pb::Message& msg, const FieldPolicy& f, int index,
-                         std::string_view lang, TimeZone zone) {
+                         std::string_view lang, TimeZone zone, const CodeBook& codes) {
   const pb::Reflection* r = msg.GetReflection();
   const pb::FieldDescriptor* d = f.descriptor;
   if (d->cpp_type() == pb::FieldDescriptor::CPPTYPE_ENUM) {
-    const pb::EnumValueDescriptor* v =
-        index >= 0 ? r->GetRepeatedEnum(msg, d, index) : r->GetEnum(msg, d);
-    if (v->number() == 0) return std::string();  // cleared, e.g. a reopened case's closure reason
-    const std::string& label = lang == "en" ? v->options().GetExtension(teduh::value_label_en)
-                                            : v->options().GetExtension(teduh::value_label_id);
-    return label.empty() ? ShortEnumName(*v) : label;
+    const int n = index >= 0 ? r->GetRepeatedEnumValue(msg, d, index) : r->GetEnumValue(msg, d);
+    if (n == 0) return std::string();  // cleared, e.g. a reopened case's closure reason
+    if (const CodeEntry* e = codes.FindNumber(f.code_list, n)) return CodeBook::Label(*e, lang);
+    const pb::EnumValueDescriptor* v = d->enum_type()->FindValueByNumber(n);
+    if (v == nullptr) return std::to_string(n);
+    return EnumValueLabel(*v, ParseLang(lang).value_or(Lang::kId));
+  }
+  if (!f.code_list.empty() && d->cpp_type() == pb::FieldDescriptor::CPPTYPE_STRING) {
+    const std::string code =
+        index >= 0 ? r->GetRepeatedString(msg, d, index) : r->GetString(msg, d);
+    const CodeEntry* e = codes.Find(f.code_list, code);
+    return e != nullptr && e->code == code ? CodeBook::Label(*e, lang) : code;
   }
   if (IsTimeField(f)) {
     std::int64_t t = index >= 0 ? r->GetRepeatedInt64(msg, d, index) : r->GetInt64(msg, d);
@@ -279,14 +286,52 @@ std::string OneToDisplay(const pb::Message& msg, const FieldPolicy& f, int index
   }
   if (d->cpp_type() == pb::FieldDescriptor::CPPTYPE_BOOL) {
     bool b = index >= 0 ? r->GetRepeatedBool(msg, d, index) : r->GetBool(msg, d);
-    if (lang == "en") return b ? "yes" : "no";
-    return b ? "ya" : "tidak";
+    const Lang l = ParseLang(lang).value_or(Lang::kId);
+    return b ? Tr(l, "yes") : Tr(l, "no");
   }
-  nlohmann::json j = OneToJson(msg, d, index);
+  nlohmann::json j = OneToJson(msg, f, index, codes);
   return j.is_string() ? j.get<std::string>() : j.dump();
 }
 
 }  // namespace
+
+std::string FieldLabel(const FieldPolicy& field, Lang lang) {
+  std::string l = SchemaLabel(lang, field.descriptor->full_name(), field.label_en, field.label_id);
+  return l.empty() ? field.name : l;
+}
+
+std::string KindLabel(const RecordKind& kind, Lang lang) {
+  std::string l = SchemaLabel(lang, kind.full_name, kind.label_en, kind.label_id);
+  return l.empty() ? kind.short_name : l;
+}
+
+std::string EnumValueLabel(const pb::EnumValueDescriptor& v, Lang lang) {
+  std::string l = SchemaLabel(lang, v.type()->full_name() + "." + v.name(),
+                              v.options().GetExtension(teduh::value_label_en),
+                              v.options().GetExtension(teduh::value_label_id));
+  return l.empty() ? ShortEnumName(v) : l;
+}
+
+std::string NormalizeName(std::string_view s) {
+  std::size_t b = 0, e = s.size();
+  while (b < e && std::isspace(static_cast<unsigned char>(s[b]))) ++b;
+  while (e > b && std::isspace(static_cast<unsigned char>(s[e - 1]))) --e;
+  std::string out;
+  out.reserve(e - b);
+  for (std::size_t i = b; i < e; ++i) {
+    char c = s[i];
+    if (c == ' ' || c == '-') c = '_';
+    out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  return out;
+}
+
+std::string ShortEnumName(const pb::EnumValueDescriptor& v) {
+  const std::string prefix = EnumPrefix(*v.type());
+  const std::string& name = v.name();
+  if (name.rfind(prefix, 0) == 0) return name.substr(prefix.size());
+  return name;
+}
 
 const FieldPolicy* RecordKind::FindField(std::uint32_t number) const {
   auto it = std::lower_bound(fields.begin(), fields.end(), number,
@@ -337,6 +382,7 @@ Schema::Schema() {
       f.label_id = o.GetExtension(teduh::label_id);
       f.label_en = o.GetExtension(teduh::label_en);
       f.per_episode = o.GetExtension(teduh::per_episode);
+      f.code_list = o.GetExtension(teduh::code_list);
       kind->fields.push_back(std::move(f));
     }
     std::sort(kind->fields.begin(), kind->fields.end(),
@@ -364,14 +410,14 @@ const RecordKind* Schema::FindKindByShortName(std::string_view short_name) const
 
 result<int> ParseEnumValue(const pb::EnumDescriptor& e, std::string_view text,
                            std::string* message) {
-  const std::string want = Normalize(text);
+  const std::string want = NormalizeName(text);
   if (!want.empty()) {
     for (int i = 0; i < e.value_count(); ++i) {
       const pb::EnumValueDescriptor* v = e.value(i);
       if (v->number() == 0) continue;
-      if (want == Normalize(v->name()) || want == Normalize(ShortEnumName(*v)) ||
-          want == Normalize(v->options().GetExtension(teduh::value_label_id)) ||
-          want == Normalize(v->options().GetExtension(teduh::value_label_en))) {
+      if (want == NormalizeName(v->name()) || want == NormalizeName(ShortEnumName(*v)) ||
+          want == NormalizeName(v->options().GetExtension(teduh::value_label_id)) ||
+          want == NormalizeName(v->options().GetExtension(teduh::value_label_en))) {
         return v->number();
       }
     }
@@ -382,13 +428,15 @@ result<int> ParseEnumValue(const pb::EnumDescriptor& e, std::string_view text,
 }
 
 result<std::string> EncodeFieldText(const RecordKind& kind, const FieldPolicy& field,
-                                    std::string_view text, TimeZone zone, std::string* message) {
+                                    std::string_view text, TimeZone zone, const CodeBook& codes,
+                                    std::string* message) {
   std::unique_ptr<pb::Message> msg(
       pb::MessageFactory::generated_factory()->GetPrototype(kind.descriptor)->New());
   if (field.descriptor->is_repeated()) {
     for (std::string_view part : SplitList(text))
-      if (!SetOne(field, part, zone, *msg, message)) return make_error_code(errc::bad_value);
-  } else if (!SetOne(field, text, zone, *msg, message)) {
+      if (!SetOne(field, part, zone, codes, *msg, message))
+        return make_error_code(errc::bad_value);
+  } else if (!SetOne(field, text, zone, codes, *msg, message)) {
     return make_error_code(errc::bad_value);
   }
   std::string out;
@@ -405,30 +453,31 @@ result<std::unique_ptr<pb::Message>> DecodeFieldValue(const RecordKind& kind,
   return msg;
 }
 
-nlohmann::json FieldToJson(const pb::Message& msg, const FieldPolicy& field) {
+nlohmann::json FieldToJson(const pb::Message& msg, const FieldPolicy& field,
+                           const CodeBook& codes) {
   const pb::FieldDescriptor* d = field.descriptor;
   if (d->is_repeated()) {
     nlohmann::json arr = nlohmann::json::array();
     const int n = msg.GetReflection()->FieldSize(msg, d);
-    for (int i = 0; i < n; ++i) arr.push_back(OneToJson(msg, d, i));
+    for (int i = 0; i < n; ++i) arr.push_back(OneToJson(msg, field, i, codes));
     return arr;
   }
-  return OneToJson(msg, d, -1);
+  return OneToJson(msg, field, -1, codes);
 }
 
 std::string FieldToDisplay(const pb::Message& msg, const FieldPolicy& field, std::string_view lang,
-                           TimeZone zone) {
+                           TimeZone zone, const CodeBook& codes) {
   const pb::FieldDescriptor* d = field.descriptor;
   if (d->is_repeated()) {
     std::string out;
     const int n = msg.GetReflection()->FieldSize(msg, d);
     for (int i = 0; i < n; ++i) {
       if (i) out += ", ";
-      out += OneToDisplay(msg, field, i, lang, zone);
+      out += OneToDisplay(msg, field, i, lang, zone, codes);
     }
     return out;
   }
-  return OneToDisplay(msg, field, -1, lang, zone);
+  return OneToDisplay(msg, field, -1, lang, zone, codes);
 }
 
 }  // namespace teduh::core

@@ -6,6 +6,7 @@
 #include <cctype>
 #include <charconv>
 #include <filesystem>
+#include <functional>
 #include <system_error>
 
 #include "enrollment_code.h"
@@ -94,6 +95,90 @@ core::error_code SetUnitTimeZone(const std::string& data_dir, core::TimeZone zon
     return ec;
   }
   return s.Commit();
+}
+
+core::CodeBook UnitCodeBook(const UnitInfo& unit) {
+  core::CodeBook book;
+  teduh::sync::v1::UnitCodes stored;
+  if (unit.unit_codes.empty() || !stored.ParseFromString(unit.unit_codes)) return book;
+  for (const auto& c : stored.codes())
+    book.Restore(core::CodeEntry{c.list(), c.code(), c.number(), c.label_id(), c.label_en(), true,
+                                 c.retired()});
+  return book;
+}
+
+core::result<core::CodeBook> ReadUnitCodes(const std::string& data_dir) {
+  StoreOptions options;
+  options.read_only = true;
+  auto store = OpenSqliteStore(StorePath(data_dir), options);
+  if (!store) return store.error();
+  auto unit = (*store)->LoadUnit();
+  if (!unit) return unit.error();
+  return UnitCodeBook(*unit);
+}
+
+namespace {
+
+// Reads the unit's codes in a write transaction, lets `change` alter them,
+// and stores them again (nothing is written if `change` fails).
+core::error_code ChangeUnitCodes(const std::string& data_dir,
+                                 const std::function<core::error_code(core::CodeBook&)>& change) {
+  auto store = OpenSqliteStore(StorePath(data_dir), StoreOptions{});
+  if (!store) return store.error();
+  Store& s = **store;
+  if (auto ec = s.Begin()) return ec;
+  auto unit = s.LoadUnit();
+  if (!unit) {
+    s.Rollback();
+    return unit.error();
+  }
+  core::CodeBook book = UnitCodeBook(*unit);
+  if (auto ec = change(book)) {
+    s.Rollback();
+    return ec;
+  }
+  teduh::sync::v1::UnitCodes stored;
+  for (const core::CodeEntry& e : book.UnitCodes()) {
+    auto* c = stored.add_codes();
+    c->set_list(e.list);
+    c->set_code(e.code);
+    c->set_number(e.number);
+    c->set_label_id(e.label_id);
+    c->set_label_en(e.label_en);
+    c->set_retired(e.retired);
+  }
+  if (auto ec = s.SetUnitCodes(stored.SerializeAsString())) {
+    s.Rollback();
+    return ec;
+  }
+  return s.Commit();
+}
+
+}  // namespace
+
+core::result<core::CodeEntry> AddUnitCode(const std::string& data_dir, core::CodeEntry entry,
+                                          std::string* why) {
+  core::CodeEntry added;
+  auto ec = ChangeUnitCodes(data_dir, [&](core::CodeBook& book) -> core::error_code {
+    if (std::string problem = book.Problem(entry); !problem.empty()) {
+      if (why) *why = std::move(problem);
+      return core::make_error_code(core::errc::invalid_argument);
+    }
+    auto a = book.Add(entry);
+    if (!a) return a.error();
+    added = *a;
+    return {};
+  });
+  if (ec) return ec;
+  return added;
+}
+
+core::error_code RetireUnitCode(const std::string& data_dir, std::string_view list,
+                                std::string_view code, bool retired) {
+  return ChangeUnitCodes(data_dir, [&](core::CodeBook& book) -> core::error_code {
+    auto r = book.SetRetired(list, code, retired);
+    return r ? core::error_code{} : r.error();
+  });
 }
 
 core::result<std::vector<DeviceRow>> ListDevices(const std::string& data_dir) {

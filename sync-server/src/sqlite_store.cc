@@ -513,6 +513,7 @@ class SqliteStore final : public Store {
     u.hlc_last = std::stoull(hlc);
     // Optional: stores made before the unit had a time zone keep WIB.
     if (auto zone = Meta("time_zone"); zone && core::ParseTimeZone(*zone)) u.time_zone = *zone;
+    if (auto codes = Meta("unit_codes")) u.unit_codes = std::move(*codes);
     return u;
   }
 
@@ -520,6 +521,9 @@ class SqliteStore final : public Store {
     return PutMeta("unit_root_pk", public_key);
   }
   error_code SetTimeZone(std::string_view zone) override { return PutMeta("time_zone", zone); }
+  error_code SetUnitCodes(std::string_view serialized) override {
+    return PutMeta("unit_codes", serialized);
+  }
   error_code SaveHlc(std::uint64_t hlc_last) override {
     return PutMeta("hlc_last", std::to_string(hlc_last));
   }

@@ -1437,6 +1437,8 @@ error_code Authenticate(Store& store, const ServerConfig& config, core::Env& env
   w->set_unit_id(unit->unit_id);
   w->set_unit_name(unit->unit_name);
   w->set_time_zone(unit->time_zone);
+  if (v1::UnitCodes codes; !unit->unit_codes.empty() && codes.ParseFromString(unit->unit_codes))
+    *w->mutable_codes() = std::move(*codes.mutable_codes());
   w->set_server_time_ms(env.NowMs());
   w->set_generation(unit->generation);
   auto acks = store.KeyAcks(device_id);  // the handshake reads only this device's

@@ -79,7 +79,7 @@ TEST(SchemaTest, UnspecifiedIsNotAcceptedAsInput) {
 TEST(SchemaTest, EncodesRepeatedEnumFromCommaList) {
   const RecordKind& k = CaseKind();
   auto bytes = EncodeFieldText(k, *k.FindFieldByName("violence_types"), "physical, psikis",
-                               TimeZone::kWib, nullptr);
+                               TimeZone::kWib, CodeBook(), nullptr);
   ASSERT_TRUE(bytes);
   cw::Case c;
   ASSERT_TRUE(c.ParseFromString(*bytes));
@@ -91,7 +91,7 @@ TEST(SchemaTest, EncodesRepeatedEnumFromCommaList) {
 TEST(SchemaTest, SingleFieldSerializationHoldsOnlyThatField) {
   const RecordKind& k = CaseKind();
   auto bytes =
-      EncodeFieldText(k, *k.FindFieldByName("risk_level"), "sedang", TimeZone::kWib, nullptr);
+      EncodeFieldText(k, *k.FindFieldByName("risk_level"), "sedang", TimeZone::kWib, CodeBook(), nullptr);
   ASSERT_TRUE(bytes);
   auto msg = DecodeFieldValue(k, *bytes);
   ASSERT_TRUE(msg);
@@ -99,12 +99,12 @@ TEST(SchemaTest, SingleFieldSerializationHoldsOnlyThatField) {
   (*msg)->GetReflection()->ListFields(**msg, &set);
   ASSERT_EQ(set.size(), 1u);
   EXPECT_EQ(set[0]->name(), "risk_level");
-  EXPECT_EQ(FieldToJson(**msg, *k.FindFieldByName("risk_level")), "MEDIUM");
+  EXPECT_EQ(FieldToJson(**msg, *k.FindFieldByName("risk_level"), CodeBook()), "MEDIUM");
   cw::Case cleared;  // a reopened case's closure reason: no value, not "UNSPECIFIED"
-  EXPECT_TRUE(FieldToJson(cleared, *k.FindFieldByName("closure_reason")).is_null());
-  EXPECT_EQ(FieldToDisplay(**msg, *k.FindFieldByName("risk_level"), "id", TimeZone::kWib),
+  EXPECT_TRUE(FieldToJson(cleared, *k.FindFieldByName("closure_reason"), CodeBook()).is_null());
+  EXPECT_EQ(FieldToDisplay(**msg, *k.FindFieldByName("risk_level"), "id", TimeZone::kWib, CodeBook()),
             "sedang");
-  EXPECT_EQ(FieldToDisplay(**msg, *k.FindFieldByName("risk_level"), "en", TimeZone::kWib),
+  EXPECT_EQ(FieldToDisplay(**msg, *k.FindFieldByName("risk_level"), "en", TimeZone::kWib, CodeBook()),
             "medium");
 }
 
@@ -113,19 +113,19 @@ TEST(SchemaTest, TimesAreShownInTheUnitsZone) {
   cw::Case c;
   c.set_received_at(1796229000);  // 2026-12-02 16:30 UTC
   const FieldPolicy& f = *k.FindFieldByName("received_at");
-  EXPECT_EQ(FieldToDisplay(c, f, "id", TimeZone::kWib), "2026-12-02 23:30 WIB");
-  EXPECT_EQ(FieldToDisplay(c, f, "id", TimeZone::kWit), "2026-12-03 01:30 WIT");
+  EXPECT_EQ(FieldToDisplay(c, f, "id", TimeZone::kWib, CodeBook()), "2026-12-02 23:30 WIB");
+  EXPECT_EQ(FieldToDisplay(c, f, "id", TimeZone::kWit, CodeBook()), "2026-12-03 01:30 WIT");
 }
 
 TEST(SchemaTest, RejectsTextThatIsNotAValueOfTheField) {
   const RecordKind& k = CaseKind();
   std::string message;
-  EXPECT_FALSE(EncodeFieldText(k, *k.FindFieldByName("episode"), "two", TimeZone::kWib, &message));
+  EXPECT_FALSE(EncodeFieldText(k, *k.FindFieldByName("episode"), "two", TimeZone::kWib, CodeBook(), &message));
   EXPECT_THAT(message, HasSubstr("episode"));
   EXPECT_FALSE(
-      EncodeFieldText(k, *k.FindFieldByName("victim_is_child"), "maybe", TimeZone::kWib, &message));
+      EncodeFieldText(k, *k.FindFieldByName("victim_is_child"), "maybe", TimeZone::kWib, CodeBook(), &message));
   EXPECT_FALSE(EncodeFieldText(k, *k.FindFieldByName("received_at"), "2024-13-01", TimeZone::kWib,
-                               &message));
+                               CodeBook(), &message));
 }
 
 // A date typed by an officer is in the unit's zone, or UTC when it says so.
@@ -133,7 +133,7 @@ TEST(SchemaTest, ParsesDatesInTheUnitsZoneOrUtc) {
   const RecordKind& k = CaseKind();
   const FieldPolicy& f = *k.FindFieldByName("received_at");
   auto seconds = [&](std::string_view text, TimeZone zone) -> std::int64_t {
-    auto bytes = EncodeFieldText(k, f, text, zone, nullptr);
+    auto bytes = EncodeFieldText(k, f, text, zone, CodeBook(), nullptr);
     if (!bytes) return -1;
     cw::Case c;
     return c.ParseFromString(*bytes) ? c.received_at() : -1;

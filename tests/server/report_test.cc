@@ -36,12 +36,12 @@ std::string CaseValue(Set set) {
 
 class ReportTest : public ServerTest {
  protected:
-  const ReportBreakdown* By(const CaseReport& r, std::string_view dim) {
+  const core::ReportBreakdown* By(const core::CaseReport& r, std::string_view dim) {
     for (const auto& b : r.breakdowns)
       if (b.by == dim) return &b;
     return nullptr;
   }
-  static std::uint64_t Count(const ReportBreakdown& b, std::string_view key) {
+  static std::uint64_t Count(const core::ReportBreakdown& b, std::string_view key) {
     for (const auto& r : b.rows)
       if (r.key == key) return r.count;
     return 0;

@@ -7,6 +7,10 @@
 //   teduh-server device list --data DIR [--json]
 //   teduh-server audit verify --data DIR [--head HEX] [--json]
 //   teduh-server audit show --data DIR [--last N] [--json]
+//   teduh-server report --data DIR --from DAY --to DAY [--by DIMS] [--format json|csv|table]
+//   teduh-server code add --data DIR --list L --code C --label-id T --label-en T [--json]
+//   teduh-server code list --data DIR [--list L] [--json]
+//   teduh-server code retire --data DIR --list L --code C [--restore] [--json]
 //
 // Output contract: results on stdout (with --json exactly one JSON object);
 // on error a non-zero exit and one line on stderr. Logs go to stderr.
@@ -29,7 +33,10 @@
 #include <span>
 #include <string>
 
+#include "teduh/core/codes.h"
 #include "teduh/core/env.h"
+#include "teduh/core/i18n.h"
+#include "teduh/core/report.h"
 #include "teduh/core/ids.h"
 #include "teduh/core/roles.h"
 #include "teduh/core/sealing.h"
@@ -458,21 +465,6 @@ int Serve(teduh::server::ServerConfig config, const std::string& listen, const O
 }
 
 // YYYY-MM-DD (UTC) as Unix seconds at the start of that day.
-std::optional<std::int64_t> ParseDay(const std::string& text) {
-  int y = 0, m = 0, d = 0;
-  char tail = 0;
-  if (std::sscanf(text.c_str(), "%4d-%2d-%2d%c", &y, &m, &d, &tail) != 3 || m < 1 || m > 12 ||
-      d < 1 || d > 31 || y < 1970)
-    return std::nullopt;
-  std::tm tm{};
-  tm.tm_year = y - 1900;
-  tm.tm_mon = m - 1;
-  tm.tm_mday = d;
-  const auto t = static_cast<std::int64_t>(timegm(&tm));
-  if (tm.tm_mday != d || tm.tm_mon != m - 1) return std::nullopt;  // 2025-02-31
-  return t;
-}
-
 // Shows the unit's time zone, or sets it (`zone_name` not empty).
 int TimeZoneCommand(const std::string& data, const std::string& zone_name, const Output& out) {
   if (!zone_name.empty()) {
@@ -505,69 +497,102 @@ int Report(const std::string& data, const std::string& from, const std::string& 
     zone = teduh::core::ParseTimeZone(zone_name);
   }
   if (!zone) return out.Error(fmt::format("the time zone is {}", teduh::core::TimeZoneChoices()));
-  const std::int64_t offset = teduh::core::TimeZoneOffsetSeconds(*zone);
-  auto from_s = ParseDay(from);
-  auto to_s = ParseDay(to);
-  if (!from_s || !to_s)
-    return out.Error(
-        "dates are real days, YYYY-MM-DD (--from is the first day, --to the last, inclusive)");
-  if (*to_s < *from_s) return out.Error("--to is before --from");
+  std::string why;
+  auto period = teduh::core::ParseReportPeriod(from, to, *zone, &why);
+  if (!period) return out.Error(why);
   for (const auto& d : by) {
-    if (std::find_if(std::begin(teduh::server::kReportDimensions),
-                     std::end(teduh::server::kReportDimensions), [&](const char* k) {
-                       return d == k;
-                     }) == std::end(teduh::server::kReportDimensions))
+    if (!teduh::core::IsReportDimension(d))
       return out.Error(fmt::format("unknown breakdown '{}'; valid: {}", d,
-                                   fmt::join(teduh::server::kReportDimensions, ",")));
+                                   fmt::join(teduh::core::kReportDimensions, ",")));
   }
-  auto report = teduh::server::ComputeReport(data, *from_s - offset, *to_s + 24 * 3600 - offset, by,
-                                             offset, teduh::core::DefaultEnv());
+  auto codes = teduh::server::ReadUnitCodes(data);
+  if (!codes) return out.Error("cannot read the store", codes.error());
+  auto report =
+      teduh::server::ComputeReport(data, period->from_s, period->to_s, by,
+                                   teduh::core::TimeZoneOffsetSeconds(*zone),
+                                   teduh::core::DefaultEnv());
   if (!report) return out.Error(report.error().message());
+  const teduh::core::Lang lang = teduh::core::CurrentLang();
   if (format == "csv") {
-    fmt::print("section,key,count\n");
-    fmt::print("total,received,{}\ntotal,resolved,{}\n", report->received, report->resolved);
-    fmt::print("deadlines,met,{}\ndeadlines,missed,{}\ndeadlines,open,{}\n", report->deadlines_met,
-               report->deadlines_missed, report->deadlines_open);
-    auto quote = [](const std::string& v) {
-      if (v.find_first_of(",\"\n") == std::string::npos) return v;
-      std::string q = "\"";
-      for (char c : v) q += c == '"' ? std::string("\"\"") : std::string(1, c);
-      return q + "\"";
-    };
-    for (const auto& b : report->breakdowns) {
-      for (const auto& r : b.rows) fmt::print("by:{},{},{}\n", b.by, quote(r.key), r.count);
-      fmt::print("check:{},{},{}\n", b.by, b.adds_up ? "adds_up" : quote("MISMATCH: " + b.note),
-                 b.sum);
+    fmt::print("{}", teduh::core::ReportToCsv(*report));
+  } else if (format == "table") {
+    fmt::print("{}", teduh::core::ReportToText(*report, from, to, *codes, lang));
+  } else {
+    fmt::print("{}\n", teduh::core::ReportToJson(*report, from, to, *codes, lang).dump());
+  }
+  return 0;
+}
+
+int CodeAdd(const std::string& data, const teduh::core::CodeEntry& entry, const Output& out) {
+  std::string why;
+  auto added = teduh::server::AddUnitCode(data, entry, &why);
+  if (!added) return out.Error(why.empty() ? "the code was not added: " + added.error().message()
+                                           : why);
+  if (out.json) {
+    fmt::print("{}\n", teduh::core::CodeEntryJson(*added).dump());
+  } else {
+    fmt::print("{} {} added to {} (devices receive it at their next sync)\n", added->code,
+               teduh::core::CodeBook::Label(*added, teduh::core::LangCode(teduh::core::CurrentLang())),
+               added->list);
+  }
+  return 0;
+}
+
+int CodeRetire(const std::string& data, const std::string& list, const std::string& code,
+               bool restore, const Output& out) {
+  if (auto ec = teduh::server::RetireUnitCode(data, list, code, !restore)) {
+    if (ec == teduh::core::errc::not_found)
+      return out.Error(fmt::format("{} has no code {} of the unit's own (the defaults stay)",
+                                   list, code));
+    return out.Error("the code was not changed", ec);
+  }
+  if (out.json) {
+    fmt::print("{}\n", nlohmann::json{{"list", list}, {"code", code}, {"retired", !restore}}.dump());
+  } else {
+    if (restore) {
+      fmt::print("{} {} is offered again\n", list, code);
+    } else {
+      fmt::print("{} {} retired: kept on records, not offered for new ones\n", list, code);
     }
-    return 0;
   }
-  nlohmann::json breakdowns = nlohmann::json::array();
-  for (const auto& b : report->breakdowns) {
-    nlohmann::json rows = nlohmann::json::array();
-    for (const auto& r : b.rows) rows.push_back({{"key", r.key}, {"count", r.count}});
-    nlohmann::json j{
-        {"by", b.by}, {"rows", rows}, {"total", b.total}, {"sum", b.sum}, {"adds_up", b.adds_up}};
-    if (!b.adds_up) j["note"] = b.note;
-    breakdowns.push_back(std::move(j));
+  return 0;
+}
+
+int CodeList(const std::string& data, const std::string& list, const Output& out) {
+  auto codes = teduh::server::ReadUnitCodes(data);
+  if (!codes) return out.Error("cannot read the store", codes.error());
+  if (!list.empty() && !teduh::core::CodeBook::IsList(list))
+    return out.Error(fmt::format("unknown code list '{}'; the lists are {}", list,
+                                 fmt::join(teduh::core::CodeBook::ListNames(), ", ")));
+  nlohmann::json arr = nlohmann::json::array();
+  std::string human;
+  const std::string lang(teduh::core::LangCode(teduh::core::CurrentLang()));
+  for (std::string_view name : teduh::core::CodeBook::ListNames()) {
+    if (!list.empty() && name != list) continue;
+    human += fmt::format("{}\n", name);
+    for (const auto* e : codes->Entries(name, true)) {
+      arr.push_back(teduh::core::CodeEntryJson(*e));
+      human += fmt::format("  {:<20} {}{}{}\n", e->code, teduh::core::CodeBook::Label(*e, lang),
+                           e->unit ? "  (unit)" : "", e->retired ? "  (retired)" : "");
+    }
   }
-  fmt::print("{}\n", nlohmann::json{{"from", from},
-                                    {"to", to},
-                                    {"received", report->received},
-                                    {"resolved", report->resolved},
-                                    {"deadlines",
-                                     {{"met", report->deadlines_met},
-                                      {"missed", report->deadlines_missed},
-                                      {"open", report->deadlines_open}}},
-                                    {"breakdowns", breakdowns}}
-                         .dump());
+  if (out.json) {
+    fmt::print("{}\n", nlohmann::json{{"codes", arr}}.dump());
+  } else {
+    fmt::print("{}", human);
+  }
   return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  teduh::core::SetLang(teduh::core::LangFromArgs(argc, argv));
   CLI::App app{"teduh-server: the Teduh sync server and its admin commands"};
   app.require_subcommand(1);
+  std::string lang(teduh::core::LangCode(teduh::core::CurrentLang()));
+  app.add_option("--lang", lang, "Language of messages and reports: id or en (default: the locale)")
+      ->check(CLI::IsMember({"id", "en"}));
   Output out;
   std::string data;
 
@@ -640,9 +665,37 @@ int main(int argc, char** argv) {
                    "Breakdowns: month,violence_type,category,sex,age_group,region,"
                    "service,service_delivered,stage,closure_reason")
       ->delimiter(',');
-  report->add_option("--format", format, "csv or json")->check(CLI::IsMember({"csv", "json"}));
+  report->add_option("--format", format, "json, csv or table (for people)")
+      ->check(CLI::IsMember({"csv", "json", "table"}));
   report->add_option("--tz", zone,
                      "Time zone for days and months: WIB, WITA or WIT (default: the unit's)");
+
+  auto* code = app.add_subcommand("code", "The unit's code lists (violence types, regions...)");
+  code->require_subcommand(1);
+  teduh::core::CodeEntry new_code;
+  std::string code_list;
+  bool code_restore = false;
+  auto* code_add = code->add_subcommand("add", "Add a code of the unit's own to a list");
+  code_add->add_option("--data", data, "Data folder")->required();
+  code_add->add_option("--list", new_code.list, "The list, e.g. violence_type or region")
+      ->required();
+  code_add->add_option("--code", new_code.code, "The code, e.g. TRAFFICKING or 64.72.01")
+      ->required();
+  code_add->add_option("--label-id", new_code.label_id, "Its label in Bahasa Indonesia")
+      ->required();
+  code_add->add_option("--label-en", new_code.label_en, "Its label in English")->required();
+  code_add->add_flag("--json", out.json, "Print one JSON object");
+  auto* code_list_cmd = code->add_subcommand("list", "Every code of the lists, the unit's marked");
+  code_list_cmd->add_option("--data", data, "Data folder")->required();
+  code_list_cmd->add_option("--list", code_list, "Only this list");
+  code_list_cmd->add_flag("--json", out.json, "Print one JSON object");
+  auto* code_retire =
+      code->add_subcommand("retire", "Stop offering a unit's code for new records (kept on old ones)");
+  code_retire->add_option("--data", data, "Data folder")->required();
+  code_retire->add_option("--list", code_list, "The list")->required();
+  code_retire->add_option("--code", new_code.code, "The code")->required();
+  code_retire->add_flag("--restore", code_restore, "Offer it again");
+  code_retire->add_flag("--json", out.json, "Print one JSON object");
 
   auto* tz = app.add_subcommand("time-zone", "Show the unit's time zone, or set it");
   std::string new_zone;
@@ -670,6 +723,10 @@ int main(int argc, char** argv) {
   if (revoke->parsed()) return DeviceRevoke(data, device_ref, out);
   if (verify->parsed()) return AuditVerify(data, head, out);
   if (show->parsed()) return AuditShow(data, last, out);
+  if (code_add->parsed()) return CodeAdd(data, new_code, out);
+  if (code_list_cmd->parsed()) return CodeList(data, code_list, out);
+  if (code_retire->parsed())
+    return CodeRetire(data, code_list, new_code.code, code_restore, out);
   if (report->parsed()) {
     out.json = format == "json";
     return Report(data, from, to, by, format, zone, out);

@@ -38,7 +38,7 @@ using teduh::core::Failure;
 struct Globals {
   std::string home;
   bool json = false;
-  std::string lang = "id";
+  std::string lang = "id";  // core::CurrentLang(), as "id" or "en"
   std::string ca_file;
   // The unit's, once the device is open: times for people are shown in it.
   teduh::core::TimeZone zone = teduh::core::TimeZone::kWib;
@@ -405,8 +405,10 @@ std::string ErasureNote(const Globals& g, const teduh::core::RemoteDevice& r) {
 
 int main(int argc, char** argv) {
   teduh::cli::BlockLockSignal();  // before any thread: only a session's thread takes it
+  teduh::core::SetLang(teduh::core::LangFromArgs(argc, argv));
   Globals g;
   g.home = DefaultHome();
+  g.lang = std::string(teduh::core::LangCode(teduh::core::CurrentLang()));
   CLI::App app{"teduh — encrypted case records for UPTD PPA field officers"};
   app.require_subcommand(1);
   app.fallthrough();
@@ -581,6 +583,29 @@ int main(int argc, char** argv) {
   task_list->add_flag("--mine", task_mine, "Only the cases assigned to you");
   CLI::App* task_done = leaf(task_cmd, "done", "Mark a deadline met (syncs)");
   task_done->add_option("task", task_ref, "Task id or unique prefix")->required();
+
+  std::string report_from, report_to, report_format = "table";
+  std::vector<std::string> report_by;
+  CLI::App* report_cmd =
+      leaf(&app, "report",
+           "The unit's case counts over a period, offline (office and supervisor devices)");
+  report_cmd->add_option("--from", report_from, "First day, YYYY-MM-DD")->required();
+  report_cmd->add_option("--to", report_to, "Last day, YYYY-MM-DD, inclusive")->required();
+  report_cmd
+      ->add_option("--by", report_by,
+                   "Breakdowns: month,violence_type,category,sex,age_group,region,"
+                   "service,service_delivered,stage,closure_reason")
+      ->delimiter(',');
+  report_cmd->add_option("--format", report_format, "table, csv or json (--json: json)")
+      ->check(CLI::IsMember({"table", "csv", "json"}));
+
+  CLI::App* code_cmd =
+      app.add_subcommand("code", "The unit's code lists (violence types, regions, agencies...)")
+          ->require_subcommand(1);
+  add_globals(code_cmd);
+  std::string code_list_name;
+  CLI::App* code_list = leaf(code_cmd, "list", "Every code a field accepts, the unit's own marked");
+  code_list->add_option("--list", code_list_name, "Only this list, e.g. violence_type or region");
 
   CLI::App* referral_cmd = app.add_subcommand("referral", "Referrals to partner agencies (rujukan)")
                                ->require_subcommand(1);
@@ -1149,6 +1174,46 @@ int main(int argc, char** argv) {
       return Emit(g, json{{"case_id", hex}, {"episode", *episode}, {"stage", "PENGADUAN"}},
                   fmt::format("Case {} reopened: episode {}, back at the complaint stage\n",
                               hex.substr(0, 8), *episode));
+    }
+    if (report_cmd->parsed()) {
+      std::string why;
+      auto period = teduh::core::ParseReportPeriod(report_from, report_to, g.zone, &why);
+      if (!period) return Report(g, teduh::core::Fail(errc::invalid_argument, why));
+      auto report = d.Report(period->from_s, period->to_s, report_by,
+                             teduh::core::TimeZoneOffsetSeconds(g.zone));
+      if (!report) return Report(g, report.error());
+      auto codes = d.Codes();
+      if (!codes) return Report(g, codes.error());
+      const auto lang = teduh::core::CurrentLang();
+      if (report_format == "csv" && !g.json)
+        return Emit(g, json(), teduh::core::ReportToCsv(*report));
+      json j = teduh::core::ReportToJson(*report, report_from, report_to, *codes, lang);
+      if (report_format == "json" && !g.json) return Emit(g, j, j.dump() + "\n");
+      return Emit(g, j,
+                  teduh::core::ReportToText(*report, report_from, report_to, *codes, lang));
+    }
+    if (code_list->parsed()) {
+      if (!code_list_name.empty() && !teduh::core::CodeBook::IsList(code_list_name))
+        return Report(g, teduh::core::Fail(
+                             errc::invalid_argument,
+                             fmt::format("unknown code list '{}'; the lists are {}",
+                                         code_list_name.substr(0, 32),
+                                         fmt::join(teduh::core::CodeBook::ListNames(), ", "))));
+      auto codes = d.Codes();
+      if (!codes) return Report(g, codes.error());
+      json arr = json::array();
+      std::string human;
+      for (std::string_view name : teduh::core::CodeBook::ListNames()) {
+        if (!code_list_name.empty() && name != code_list_name) continue;
+        human += fmt::format("{}\n", name);
+        for (const auto* e : codes->Entries(name, true)) {
+          arr.push_back(teduh::core::CodeEntryJson(*e));
+          human += fmt::format("  {:<20} {}{}{}\n", e->code,
+                               teduh::core::CodeBook::Label(*e, g.lang),
+                               e->unit ? "  (unit)" : "", e->retired ? "  (retired)" : "");
+        }
+      }
+      return Emit(g, json{{"codes", arr}}, human);
     }
     if (task_list->parsed()) {
       auto tasks = d.ListTasks(task_due, task_mine);

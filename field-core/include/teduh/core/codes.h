@@ -1,29 +1,98 @@
-// Code lists of the casework domain that are data rather than schema enums:
-// partner agencies and the services a case is referred for. These are the
-// defaults every unit starts with (DOMAIN-REPORT §4); records store the code
-// as text, so a unit's own codes need no schema change.
+// The code lists of the casework domain that a unit can extend: violence
+// types, categories, channels, closure reasons, who referred a case, regions,
+// partner agencies and the services a case is referred for.
 //
-// Thread safety: read-only data.
+// Every unit starts with the defaults: the values of the schema's enums for
+// lists held in an enum field (Case.category...), and the lists of codes.cc
+// for lists held in a string field (Referral.agency...). A unit adds its own
+// codes on the server (`teduh-server code add`); the server sends them to
+// every device in its Welcome, and both ends read and show values through a
+// CodeBook. A field names its list in the schema: (teduh.code_list).
+//
+// A unit's code in an enum-held list has a number of 1000 and up, which is
+// what records store (proto3 enums keep unknown numbers, so devices and
+// servers that do not know the code yet pass it through untouched). In a
+// string-held list the record stores the code itself. Codes are never
+// removed, only retired: a retired code is shown but not accepted anew.
+//
+// Thread safety: a CodeBook is a value; const methods may be called from any
+// number of threads.
 #pragma once
 
-#include <span>
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
+
+#include "teduh/core/error.h"
 
 namespace teduh::core {
 
-struct Code {
-  std::string_view code;  // upper case, e.g. "POLRES"
-  std::string_view label_id;
-  std::string_view label_en;
+struct CodeEntry {
+  std::string list;  // "violence_type"
+  std::string code;  // "PHYSICAL", "TRAFFICKING", "POLRES", "64.72"
+  std::int32_t number = 0;  // enum-held lists: the value stored; otherwise 0
+  std::string label_id;
+  std::string label_en;
+  bool unit = false;     // the unit's own, not a default
+  bool retired = false;  // shown, not accepted for new values
 };
 
-std::span<const Code> DefaultAgencies();
-std::span<const Code> DefaultServices();
+// A unit's own codes: their numbers start here.
+inline constexpr std::int32_t kFirstUnitCodeNumber = 1000;
+// Bounds on a unit's codes (the Welcome carries them all).
+inline constexpr std::size_t kMaxUnitCodes = 1000;
+inline constexpr std::size_t kMaxCodeLength = 32;
+inline constexpr std::size_t kMaxCodeLabelBytes = 120;
 
-// The code in `list` matching `text` (case-insensitive), or null.
-const Code* FindCode(std::span<const Code> list, std::string_view text);
-// "POLRES (Kepolisian Resor), ..." for an error message.
-std::string ListCodes(std::span<const Code> list, std::string_view lang);
+class CodeBook {
+ public:
+  // The defaults.
+  CodeBook();
+
+  // The names of the lists, in a fixed order.
+  static const std::vector<std::string_view>& ListNames();
+  static bool IsList(std::string_view list);
+  // True if the list is held in an enum field (its codes have numbers).
+  static bool EnumHeld(std::string_view list);
+
+  // Why `entry` cannot be a unit's new code here, or "" if it can: an
+  // unknown list, a code that is not 1-32 of A-Z 0-9 _ . -, a code or label
+  // the list already has, a missing or overlong label, too many codes.
+  // `entry.number` is ignored (Add gives it).
+  std::string Problem(const CodeEntry& entry) const;
+  // Adds a unit's code (Problem must be ""): an enum-held list gives it the
+  // next free number from kFirstUnitCodeNumber. Returns the entry as added.
+  result<CodeEntry> Add(CodeEntry entry);
+  // Adds a unit's code exactly as the server sent it (with its number);
+  // false and nothing added if it is not valid or its number is taken.
+  bool Restore(const CodeEntry& entry);
+  // Retires (or un-retires) a unit's code; errc::not_found if the list has no
+  // such unit code (defaults cannot be retired).
+  result<void> SetRetired(std::string_view list, std::string_view code, bool retired);
+
+  // The entry whose code or either label is `text` (case-insensitive, spaces
+  // and dashes alike), or whose enum name is (RISK... VIOLENCE_TYPE_PHYSICAL).
+  const CodeEntry* Find(std::string_view list, std::string_view text) const;
+  const CodeEntry* FindNumber(std::string_view list, std::int32_t number) const;
+  // Every entry of a list, defaults first; retired ones only when asked.
+  std::vector<const CodeEntry*> Entries(std::string_view list, bool with_retired = false) const;
+  // The unit's own codes, in the order they were added.
+  std::vector<CodeEntry> UnitCodes() const;
+
+  // "POLRES (Kepolisian Resor), ..." for an error message, in `lang`.
+  std::string Choices(std::string_view list, std::string_view lang) const;
+  // The label of `entry` in `lang` ("id" or "en"; the code if it has none).
+  static std::string Label(const CodeEntry& entry, std::string_view lang);
+
+ private:
+  std::vector<CodeEntry> entries_;
+};
+
+// {"list", "code", "number" (enum-held lists), "label_id", "label_en",
+// "unit", "retired"}: a code as `code list --json` prints it.
+nlohmann::json CodeEntryJson(const CodeEntry& entry);
 
 }  // namespace teduh::core

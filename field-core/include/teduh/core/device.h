@@ -38,11 +38,13 @@
 #include <tuple>
 #include <vector>
 
+#include "teduh/core/codes.h"
 #include "teduh/core/env.h"
 #include "teduh/core/hlc.h"
 #include "teduh/core/ids.h"
 #include "teduh/core/local_store.h"
 #include "teduh/core/outcome.h"
+#include "teduh/core/report.h"
 #include "teduh/core/time_zone.h"
 #include "teduh/core/transport.h"
 #include "teduh/core/vault.h"
@@ -501,6 +503,16 @@ class Device {
   // Conflicts this device holds, oldest first; open ones unless `include_resolved`.
   // Values are not decrypted here.
   Outcome<std::vector<ConflictView>> ListConflicts(bool include_resolved = false);
+
+  // The unit's code lists as this device knows them: the defaults and the
+  // unit's own codes from its last sync.
+  Outcome<CodeBook> Codes();
+  // The unit's report (core/report.h) from this device's store, offline: the
+  // counts `teduh-server report` gives over the same records. Only office
+  // and supervisor devices hold the whole unit (errc::forbidden otherwise);
+  // errc::invalid_argument for an unknown breakdown or an empty period.
+  Outcome<CaseReport> Report(std::int64_t from_s, std::int64_t to_s,
+                             const std::vector<std::string>& by, std::int64_t utc_offset_s);
   // One conflict with both values decrypted where the keys allow.
   // With ViewLog::kRecord, leaves an Access record on the case first.
   Outcome<ConflictView> ShowConflict(std::string_view conflict_ref, std::string_view lang = "id",
@@ -630,6 +642,7 @@ class Device {
   // except one of a rotation not yet committed.
   std::optional<std::uint32_t> WriteEpochLocked(teduh::AccessClass key_class);
   DeviceInfo InfoLocked() const;
+  const CodeBook& CodesLocked() const;
   // Case keys.
   Outcome<const crypto::SecureBuffer*> CaseKeyFor(const Id& case_id, teduh::AccessClass key_class,
                                                   std::uint32_t version);

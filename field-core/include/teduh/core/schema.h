@@ -22,7 +22,9 @@
 #include <string_view>
 #include <vector>
 
+#include "teduh/core/codes.h"
 #include "teduh/core/error.h"
+#include "teduh/core/i18n.h"
 #include "teduh/core/time_zone.h"
 #include "teduh/options.pb.h"
 
@@ -36,6 +38,7 @@ struct FieldPolicy {
   bool sealed = false;
   teduh::AccessClass access = teduh::ACCESS_CLASS_GENERAL;
   bool per_episode = false;  // (teduh.per_episode): belongs to one episode of a case
+  std::string code_list;     // (teduh.code_list): its values are codes of this list
   std::string label_id;
   std::string label_en;
 };
@@ -80,6 +83,18 @@ inline constexpr std::string_view kServiceDeliveredKind = "teduh.casework.v1.Ser
 inline constexpr std::string_view kCaseKeyKind = "teduh.keys.v1.CaseKey";
 inline constexpr std::string_view kConflictKind = "teduh.casework.v1.Conflict";
 
+// Display labels, through the message catalog (core/i18n.h): the field's,
+// the record kind's and an enum value's, in `lang` (the name when it has none).
+std::string FieldLabel(const FieldPolicy& field, Lang lang);
+std::string KindLabel(const RecordKind& kind, Lang lang);
+std::string EnumValueLabel(const google::protobuf::EnumValueDescriptor& v, Lang lang);
+
+// "RISK_LEVEL_HIGH" -> "HIGH": an enum value's name without its enum's prefix.
+std::string ShortEnumName(const google::protobuf::EnumValueDescriptor& v);
+// How names typed by people are compared: trimmed, lower case, spaces and
+// dashes as underscores ("Perlindungan anak" == "perlindungan_anak").
+std::string NormalizeName(std::string_view s);
+
 // Parses an enum value as a user types it: the proto name ("RISK_LEVEL_HIGH"),
 // the name without its prefix ("HIGH"), or either label ("tinggi", "high"),
 // case-insensitively. On failure the message lists the valid values.
@@ -89,10 +104,13 @@ result<int> ParseEnumValue(const google::protobuf::EnumDescriptor& e, std::strin
 // Encodes `text` as a value of `field` (ints, bools "true/false/ya/tidak",
 // strings, enums as above, repeated fields as a comma-separated list, times as
 // "YYYY-MM-DD [HH:MM]" in `zone` or with a trailing "Z" in UTC) into a
-// single-field serialization. On failure returns errc::bad_value with a
-// message that names the field and lists valid values.
+// single-field serialization. A field with a code list takes a code of
+// `codes` that is not retired (its code or either label); a region code is
+// free text while the unit has no region list. On failure returns
+// errc::bad_value with a message that names the field and lists valid values.
 result<std::string> EncodeFieldText(const RecordKind& kind, const FieldPolicy& field,
-                                    std::string_view text, TimeZone zone, std::string* message);
+                                    std::string_view text, TimeZone zone, const CodeBook& codes,
+                                    std::string* message);
 
 // Decodes a single-field serialization into a fresh message of `kind`
 // (errc::bad_value if it does not parse or is larger than `max_bytes`).
@@ -100,12 +118,14 @@ result<std::unique_ptr<google::protobuf::Message>> DecodeFieldValue(const Record
                                                                     std::string_view bytes);
 
 // Renders one field of a decoded message as JSON: string/number/bool, enums
-// as their short name ("HIGH"), repeated fields as arrays, bytes as hex.
-nlohmann::json FieldToJson(const google::protobuf::Message& msg, const FieldPolicy& field);
-// Renders it for people: enums by their label in `lang` ("id" or "en"),
-// repeated values joined with ", ", times as "YYYY-MM-DD HH:MM WITA" in
-// the unit's time zone.
+// as their short name ("HIGH") or the unit's code, repeated fields as arrays,
+// bytes as hex. A number no code book knows is shown as the number.
+nlohmann::json FieldToJson(const google::protobuf::Message& msg, const FieldPolicy& field,
+                           const CodeBook& codes);
+// Renders it for people: enums and codes by their label in `lang` ("id" or
+// "en"), repeated values joined with ", ", times as "YYYY-MM-DD HH:MM WITA"
+// in the unit's time zone.
 std::string FieldToDisplay(const google::protobuf::Message& msg, const FieldPolicy& field,
-                           std::string_view lang, TimeZone zone);
+                           std::string_view lang, TimeZone zone, const CodeBook& codes);
 
 }  // namespace teduh::core

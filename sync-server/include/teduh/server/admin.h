@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "teduh/audit/v1/audit.pb.h"
+#include "teduh/core/codes.h"
 #include "teduh/core/env.h"
 #include "teduh/core/error.h"
 #include "teduh/core/time_zone.h"
@@ -94,6 +95,19 @@ struct AuditRecord {
 // Welcome of every later connection.
 [[nodiscard]] core::result<core::TimeZone> UnitTimeZone(const std::string& data_dir);
 [[nodiscard]] core::error_code SetUnitTimeZone(const std::string& data_dir, core::TimeZone zone);
+
+// The unit's code lists: the defaults and the unit's own codes as stored.
+core::CodeBook UnitCodeBook(const UnitInfo& unit);
+[[nodiscard]] core::result<core::CodeBook> ReadUnitCodes(const std::string& data_dir);
+// Adds a unit's own code (`teduh-server code add`): errc::invalid_argument
+// with the reason (core::CodeBook::Problem) in `why` when it cannot be added.
+// Devices receive it in the Welcome of their next connection.
+[[nodiscard]] core::result<core::CodeEntry> AddUnitCode(const std::string& data_dir,
+                                                       core::CodeEntry entry, std::string* why);
+// Retires a unit's code, or brings it back (errc::not_found: no such unit
+// code; the defaults cannot be retired). A retired code is still shown.
+[[nodiscard]] core::error_code RetireUnitCode(const std::string& data_dir, std::string_view list,
+                                              std::string_view code, bool retired);
 
 // Short fingerprint of a device's signing key (as `teduh status` shows it).
 std::string DeviceFingerprint(const DeviceRow& device);

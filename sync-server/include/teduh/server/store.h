@@ -60,6 +60,7 @@ struct UnitInfo {
   std::string unit_root_pk;       // 32 B once the bootstrap admin enrolled, else empty
   std::uint64_t hlc_last = 0;     // the server HLC's highest value (re-stamps)
   std::string time_zone = "WIB";  // the unit's (core::TimeZone name); WIB until set
+  std::string unit_codes;         // a serialized sync::v1::UnitCodes; empty until one is added
 };
 
 struct DeviceRow {
@@ -210,6 +211,8 @@ class Store {
   virtual error_code SetUnitRootKey(std::string_view public_key) = 0;
   // A core::TimeZone name; each connection reads it with the unit.
   virtual error_code SetTimeZone(std::string_view zone) = 0;
+  // A serialized sync::v1::UnitCodes: the unit's own codes (admin's UnitCodeBook).
+  virtual error_code SetUnitCodes(std::string_view serialized) = 0;
   virtual error_code SaveHlc(std::uint64_t hlc_last) = 0;
 
   // ---- Devices, enrollment codes, grants ---------------------------------------
