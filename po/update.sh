@@ -14,15 +14,35 @@ git ls-files -- '*.cc' '*.h' 2>/dev/null | grep -v '^tests/' | sort > "$pot.list
 xgettext --language=C++ --from-code=UTF-8 --no-location --sort-output \
   --keyword= --keyword=Tr:1,1t --keyword=Tr:2,2t --keyword=TrC:1c,2,2t --keyword=TrC:2c,3,3t \
   --keyword=TrF:1 --keyword=TrFIn:2 \
-  --flag=TrF:1:python-brace-format --flag=TrFIn:2:python-brace-format \
-  --package-name=teduh -o "$pot" -f "$pot.list"
+  --omit-header -o "$pot" -f "$pot.list"
 rm -f "$pot.list"
 if [ "${1:-}" = --check ]; then
   msgmerge --quiet --no-fuzzy-matching -o "$merged" po/id.po "$pot"
   # Every msgid of the sources has an Indonesian translation...
-  msgcmp po/id.po "$pot"
-  # ...and keeps the placeholders of its English.
+  msgcmp po/id.po "$pot" 2>&1 | grep -v "warning: this message is not used" | grep . && exit 1
+  # ...is a well-formed catalog...
   msgfmt --check -o "$merged.mo" "$merged"
+  # ...and keeps the {} placeholders of its English, in order (fmt formats
+  # the translation with the English's arguments).
+  python3 - "$merged" <<'PY'
+import re, sys
+text = open(sys.argv[1], encoding="utf-8").read()
+def unquote(lines):
+    return "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', lines)).encode().decode("unicode_escape").encode("latin-1").decode("utf-8")
+bad = 0
+for block in text.split("\n\n"):
+    m = re.search(r'^msgid (.*?)^msgstr (.*)', block, re.S | re.M)
+    if not m:
+        continue
+    msgid, msgstr = unquote(m.group(1)), unquote(m.group(2))
+    if not msgid or not msgstr:
+        continue
+    ph = lambda s: re.findall(r"\{[^{}]*\}", s.replace("{{", "").replace("}}", ""))
+    if ph(msgid) != ph(msgstr):
+        print(f"placeholders differ: {msgid!r} -> {msgstr!r}")
+        bad += 1
+sys.exit(1 if bad else 0)
+PY
   echo "po/id.po: every message translated, placeholders match"
 else
   msgmerge --quiet --update --backup=none --no-fuzzy-matching --sort-output po/id.po "$pot"
