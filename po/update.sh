@@ -11,7 +11,7 @@ merged=$(mktemp --suffix=.po)
 trap 'rm -f "$pot" "$merged" "$merged.mo"' EXIT
 git ls-files -- '*.cc' '*.h' 2>/dev/null | grep -v '^tests/' | sort > "$pot.list" ||
   find crypto field-core sync-server tools -name '*.cc' -o -name '*.h' | sort > "$pot.list"
-xgettext --language=C++ --from-code=UTF-8 --no-location --sort-output \
+LC_ALL=C.UTF-8 xgettext --language=C++ --from-code=UTF-8 --no-location --sort-output \
   --keyword= --keyword=Tr:1,1t --keyword=Tr:2,2t --keyword=TrC:1c,2,2t --keyword=TrC:2c,3,3t \
   --keyword=TrF:1 --keyword=TrFIn:2 \
   --omit-header -o "$pot" -f "$pot.list"

@@ -7,6 +7,7 @@
 #include <cctype>
 
 #include "teduh/case/v1/case.pb.h"
+#include "teduh/core/i18n.h"
 #include "teduh/core/schema.h"
 #include "teduh/options.pb.h"
 
@@ -144,26 +145,26 @@ bool CodeBook::EnumHeld(std::string_view list) {
 
 std::string CodeBook::Problem(const CodeEntry& entry) const {
   if (!IsList(entry.list))
-    return fmt::format("unknown code list '{}'; the lists are {}", entry.list,
-                       fmt::join(ListNames(), ", "));
+    return TrF("unknown code list '{}'; the lists are {}", entry.list,
+               fmt::format("{}", fmt::join(ListNames(), ", ")));
   if (!ValidCode(entry.code))
-    return "a code is 1 to 32 of A-Z, 0-9, '_', '.' and '-' (e.g. TRAFFICKING, 64.72.01)";
+    return Tr("a code is 1 to 32 of A-Z, 0-9, '_', '.' and '-' (e.g. TRAFFICKING, 64.72.01)");
   if (!ValidLabel(entry.label_id) || !ValidLabel(entry.label_en))
-    return fmt::format("a code needs an Indonesian and an English label of 1 to {} bytes",
-                       kMaxCodeLabelBytes);
+    return TrF("a code needs an Indonesian and an English label of 1 to {} bytes",
+               kMaxCodeLabelBytes);
   for (const CodeEntry* e : Entries(entry.list, true)) {
-    if (e->code == entry.code) return fmt::format("{} already has the code {}", entry.list, e->code);
+    if (e->code == entry.code) return TrF("{} already has the code {}", entry.list, e->code);
     for (const std::string* label : {&entry.label_id, &entry.label_en}) {
       const std::string n = NormalizeName(*label);
       if (n == NormalizeName(e->label_id) || n == NormalizeName(e->label_en) ||
           n == NormalizeName(e->code))
-        return fmt::format("'{}' already names {} {}", *label, entry.list, e->code);
+        return TrF("'{}' already names {} {}", *label, entry.list, e->code);
     }
   }
-  const auto own = std::count_if(entries_.begin(), entries_.end(),
-                                 [](const CodeEntry& e) { return e.unit; });
+  const auto own =
+      std::count_if(entries_.begin(), entries_.end(), [](const CodeEntry& e) { return e.unit; });
   if (static_cast<std::size_t>(own) >= kMaxUnitCodes)
-    return fmt::format("a unit has at most {} codes of its own", kMaxUnitCodes);
+    return TrF("a unit has at most {} codes of its own", kMaxUnitCodes);
   return {};
 }
 
@@ -182,9 +183,9 @@ result<CodeEntry> CodeBook::Add(CodeEntry entry) {
 
 bool CodeBook::Restore(const CodeEntry& entry) {
   if (!Problem(entry).empty()) return false;
-  if (EnumHeld(entry.list) ? entry.number < kFirstUnitCodeNumber ||
-                                 FindNumber(entry.list, entry.number) != nullptr
-                           : entry.number != 0)
+  if (EnumHeld(entry.list)
+          ? entry.number < kFirstUnitCodeNumber || FindNumber(entry.list, entry.number) != nullptr
+          : entry.number != 0)
     return false;
   CodeEntry e = entry;
   e.unit = true;

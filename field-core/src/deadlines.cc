@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <string>
 
+#include "teduh/core/i18n.h"
 #include "teduh/crypto/crypto.h"
 
 namespace teduh::core {
@@ -57,17 +58,19 @@ std::string ClosureProblem(cw::ClosureReason reason, const std::vector<int>& che
   };
   if (reason == cw::CLOSURE_REASON_UNREACHABLE) return "";
   if (checklist.empty())
-    return "a case is closed with its outcome checklist: add --set closure_checklist=... (safe, "
-           "recovered, needs_met, rights_fulfilled, no_repeat_violence, legal_settled, "
-           "support_explained, or none_met)";
+    return Tr(
+        "a case is closed with its outcome checklist: add --set closure_checklist=... "
+        "(safe, recovered, needs_met, rights_fulfilled, no_repeat_violence, legal_settled, "
+        "support_explained, or none_met)");
   if (has(cw::CLOSURE_CHECK_NONE_MET) && checklist.size() > 1)
-    return "none_met stands alone on the closure checklist";
+    return Tr("none_met stands alone on the closure checklist");
   if (reason == cw::CLOSURE_REASON_RESOLVED &&
       !(has(cw::CLOSURE_CHECK_SAFE) && has(cw::CLOSURE_CHECK_NEEDS_MET) &&
         has(cw::CLOSURE_CHECK_NO_REPEAT_VIOLENCE)))
-    return "a resolved case has the victim safe, her needs met and no repeat violence on its "
-           "checklist (safe, needs_met, no_repeat_violence); otherwise close it with another "
-           "reason";
+    return Tr(
+        "a resolved case has the victim safe, her needs met and no repeat violence on its "
+        "checklist (safe, needs_met, no_repeat_violence); otherwise close it with another "
+        "reason");
   return "";
 }
 

@@ -43,6 +43,7 @@
 #include "teduh/case/v1/case.pb.h"
 #include "teduh/core/deadlines.h"
 #include "teduh/core/frame_codec.h"
+#include "teduh/core/i18n.h"
 #include "teduh/core/roles.h"
 #include "teduh/core/schema.h"
 #include "teduh/core/sealing.h"
@@ -144,7 +145,7 @@ struct Device::Meta {
                                   c.value("retired", false)});
       return m;
     } catch (const std::exception&) {
-      return Fail(errc::vault_corrupt, "device.json is damaged");
+      return Fail(errc::vault_corrupt, Tr("device.json is damaged"));
     }
   }
 };
@@ -193,10 +194,10 @@ std::string Label(const FieldPolicy& f, std::string_view lang) {
 
 Outcome<json> ReadJsonFile(const std::filesystem::path& p) {
   std::ifstream in(p);
-  if (!in) return Fail(errc::vault_missing, "no device is enrolled in this home folder");
+  if (!in) return Fail(errc::vault_missing, Tr("no device is enrolled in this home folder"));
   json j = json::parse(in, nullptr, false);
   if (j.is_discarded() || !j.is_object()) {
-    return Fail(errc::vault_corrupt, "device.json is damaged");
+    return Fail(errc::vault_corrupt, Tr("device.json is damaged"));
   }
   return j;
 }
@@ -208,6 +209,116 @@ std::string UtcTime(std::int64_t ms) {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M UTC", &tm);
   return buf;
+}
+
+// The key classes as messages name them ("the clinical key"); the same
+// words as ClassName in English.
+std::string ClassText(teduh::AccessClass key_class) {
+  return NormalClass(key_class) == teduh::ACCESS_CLASS_CLINICAL ? TrC("key class", "clinical")
+                                                                : TrC("key class", "general");
+}
+
+// A record kind as messages name it: `english` (what the caller calls it)
+// in English, the kind's schema label otherwise.
+std::string KindNoun(const RecordKind& kind, std::string_view english) {
+  const Lang lang = CurrentLang();
+  return lang == Lang::kEn ? std::string(english) : KindLabel(kind, lang);
+}
+
+// Why a value cannot be read, in messages: ReadabilityName's codes in English.
+std::string ReadabilityText(Readability r) {
+  switch (r) {
+    case Readability::kReadable:
+      return TrC("readability", "readable");
+    case Readability::kNoKey:
+      return TrC("readability", "key_missing");
+    case Readability::kIntegrity:
+      return TrC("readability", "integrity");
+  }
+  return "unknown";
+}
+
+// What only the unit root key holder does, ending "only the admin device
+// holding the unit root key can ..." (the actions the callers name).
+std::string ActionText(std::string_view action) {
+  if (action == "rotate keys") return TrC("admin action", "rotate keys");
+  if (action == "retire keys") return TrC("admin action", "retire keys");
+  if (action == "offboard users") return TrC("admin action", "offboard users");
+  if (action == "re-key cases") return TrC("admin action", "re-key cases");
+  if (action == "approve devices") return TrC("admin action", "approve devices");
+  if (action == "revoke devices") return TrC("admin action", "revoke devices");
+  if (action == "re-key the cases of devices")
+    return TrC("admin action", "re-key the cases of devices");
+  return std::string(action);
+}
+
+// The server's sentence on a merged change names the other writer: its
+// English forms (MergeDetail in sync-server/src/sync_service.cc) are read
+// back, and said in the officer's language; another form stays as it came.
+std::string MergedText(const std::string& detail) {
+  std::string who;
+  auto is = [&](std::string_view prefix, std::string_view suffix) {
+    if (detail.size() <= prefix.size() + suffix.size() || !detail.starts_with(prefix) ||
+        !detail.ends_with(suffix))
+      return false;
+    who = detail.substr(prefix.size(), detail.size() - prefix.size() - suffix.size());
+    if (who == "another device") who = Tr("another device");
+    return true;
+  };
+  if (detail ==
+      "the case was reopened since: the value of its current episode stays, this one is kept in "
+      "the field's history")
+    return Tr(
+        "the case was reopened since: the value of its current episode stays, this one "
+        "is kept in the field's history");
+  if (is("edited at the same time as ",
+         "'s change: both are kept and the office chooses (conflict queue)"))
+    return TrF(
+        "edited at the same time as {}'s change: both are kept and the office "
+        "chooses (conflict queue)",
+        who);
+  if (is("combined with the values ", " added at the same time"))
+    return TrF("combined with the values {} added at the same time", who);
+  if (is("the higher value ", " wrote at the same time stays"))
+    return TrF("the higher value {} wrote at the same time stays", who);
+  if (is("the further stage ", " set at the same time stays"))
+    return TrF("the further stage {} set at the same time stays", who);
+  if (is("a later edit by ", " stays; this value is kept in the field's history"))
+    return TrF("a later edit by {} stays; this value is kept in the field's history", who);
+  if (is("", "'s value already holds everything this change added"))
+    return TrF("{}'s value already holds everything this change added", who);
+  return detail;
+}
+
+// What the server said of a pushed change, for `teduh status`. The protocol
+// carries a stable reason code and an English sentence (`detail`): a code
+// this program knows is shown as its own sentence, in the officer's
+// language; the server's English only for a code it does not know.
+std::string ServerVerdictText(const OutboxEntry& e) {
+  const std::string_view r = e.reason;
+  if (r == "bad_value")
+    return Tr("The change does not fit its field or record, so the server could not accept it.");
+  if (r == "forbidden") return Tr("This user's role may not make this change.");
+  if (r == "out_of_scope") return Tr("The case is not assigned to this user.");
+  if (r == "immutable") return Tr("The field is written once and already has a value.");
+  if (r == "reopen_required")
+    return Tr(
+        "A closed case changes only by being reopened as a new episode (teduh "
+        "case reopen).");
+  if (r == kKeyReplacedReason)
+    return Tr("The case was re-keyed: this edit is sealed again and sent at the next sync.");
+  if (r == "shredded") return Tr("The case was shredded by the unit; nothing of it is kept.");
+  if (r == "no_parent") return Tr("The record's case is not on the server.");
+  if (r == "unknown_kind") return Tr("The server does not know this kind of record.");
+  if (r == "sealed_mismatch")
+    return Tr("The value is not sealed with the key class its field requires.");
+  if (r == "out_of_order") return Tr("A referral letter moves one step at a time.");
+  if (r == "no_consent") return Tr("The referral cannot be sent without the victim's consent.");
+  if (r == "unaccompanied")
+    return Tr("The victim is a child or vulnerable: an officer must accompany the referral.");
+  if (r.empty() && (e.state == OutboxState::kMerged || e.state == OutboxState::kConflict))
+    return MergedText(e.detail);
+  return e.detail;
 }
 
 std::string HostLabel() {
@@ -288,10 +399,10 @@ std::optional<Failure> Device::Erasure(const std::filesystem::path& home) {
   auto note = ReadJsonFile(home / kErasedFile);
   if (!note) return std::nullopt;
   return Failure{make_error_code(errc::device_revoked),
-                 fmt::format("this device was revoked by the unit's admin and erased itself on "
-                             "their signed order ({}): it holds no cases or keys. To use it "
-                             "again, enroll it with a new code (teduh init)",
-                             UtcTime(note->value("erased_ms", std::int64_t{0})))};
+                 TrF("this device was revoked by the unit's admin and erased itself on "
+                     "their signed order ({}): it holds no cases or keys. To use it "
+                     "again, enroll it with a new code (teduh init)",
+                     UtcTime(note->value("erased_ms", std::int64_t{0})))};
 }
 
 void Device::Lock() {
@@ -307,7 +418,7 @@ void Device::Lock() {
 std::int64_t Device::NowMsLocked() const { return env_->NowMs(); }
 
 Outcome<void> Device::CheckOpen() const {
-  if (locked_ || !vault_ || !store_) return Fail(errc::locked, "the device is locked");
+  if (locked_ || !vault_ || !store_) return Fail(errc::locked, Tr("the device is locked"));
   return {};
 }
 
@@ -344,7 +455,7 @@ Outcome<void> Device::ChangePassphrase(const crypto::SecureBuffer& new_passphras
 
 Outcome<void> Device::SaveMeta() {
   if (auto ec = WriteFileAtomically(home_ / kMetaFile, meta_->ToJson().dump(2) + "\n")) {
-    return Fail(ec, "cannot save device.json");
+    return Fail(ec, Tr("cannot save device.json"));
   }
   return {};
 }
@@ -354,16 +465,16 @@ Outcome<std::unique_ptr<Device>> Device::Enroll(const std::filesystem::path& hom
                                                 std::string_view code_text,
                                                 const crypto::SecureBuffer& passphrase,
                                                 DeviceOptions options) {
-  if (auto ec = crypto::Init()) return Fail(ec, "the crypto library could not start");
-  if (passphrase.empty()) return Fail(errc::invalid_argument, "the passphrase must not be empty");
+  if (auto ec = crypto::Init()) return Fail(ec, Tr("the crypto library could not start"));
+  if (passphrase.empty())
+    return Fail(errc::invalid_argument, Tr("the passphrase must not be empty"));
   std::error_code fs_ec;
   std::filesystem::create_directories(home, fs_ec);
-  if (fs_ec) return Fail(errc::io_error, fmt::format("cannot create {}", home.string()));
+  if (fs_ec) return Fail(errc::io_error, TrF("cannot create {}", home.string()));
   std::filesystem::permissions(home, std::filesystem::perms::owner_all,
                                std::filesystem::perm_options::replace, fs_ec);
   if (Vault::Exists(home / kVaultFile)) {
-    return Fail(errc::vault_exists,
-                fmt::format("{} already holds an enrolled device", home.string()));
+    return Fail(errc::vault_exists, TrF("{} already holds an enrolled device", home.string()));
   }
   // The code: groups of four, optionally followed by the unit fingerprint.
   std::string code;
@@ -371,7 +482,7 @@ Outcome<std::unique_ptr<Device>> Device::Enroll(const std::filesystem::path& hom
     code += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   if (code.empty() || code.size() > 64) {
     return Fail(errc::invalid_argument,
-                "the enrollment code looks like XXXX-XXXX-XXXX-XXXX-1A2B3C4D");
+                Tr("the enrollment code looks like XXXX-XXXX-XXXX-XXXX-1A2B3C4D"));
   }
   std::string fingerprint;
   {
@@ -388,7 +499,7 @@ Outcome<std::unique_ptr<Device>> Device::Enroll(const std::filesystem::path& hom
   auto sign = crypto::GenerateSignKeyPair();
   auto box = crypto::GenerateBoxKeyPair();
   auto storage = crypto::RandomSecret(32);
-  if (!sign || !box || !storage) return Fail(errc::io_error, "cannot generate device keys");
+  if (!sign || !box || !storage) return Fail(errc::io_error, Tr("cannot generate device keys"));
   VaultSecrets secrets;
   secrets.storage_key = std::move(*storage);
   secrets.device_sign_sk = std::move(sign->secret_key);
@@ -396,12 +507,12 @@ Outcome<std::unique_ptr<Device>> Device::Enroll(const std::filesystem::path& hom
   std::string root_pk;
   if (bootstrap) {
     auto root = crypto::GenerateSignKeyPair();
-    if (!root) return Fail(root.error(), "cannot generate the unit root key");
+    if (!root) return Fail(root.error(), Tr("cannot generate the unit root key"));
     root_pk = BytesOf(root->public_key);
     secrets.unit_root_sk = std::move(root->secret_key);
     for (auto cls : {teduh::ACCESS_CLASS_GENERAL, teduh::ACCESS_CLASS_CLINICAL}) {
       auto k = crypto::RandomSecret(32);
-      if (!k) return Fail(k.error(), "cannot generate class keys");
+      if (!k) return Fail(k.error(), Tr("cannot generate class keys"));
       secrets.class_keys.emplace(std::make_pair(cls, 1u), std::move(*k));
     }
   }
@@ -417,7 +528,7 @@ Outcome<std::unique_ptr<Device>> Device::Enroll(const std::filesystem::path& hom
   req.set_unit_root_pk(root_pk);
   std::string msg = EnrollMessage(code, sign_pk, box_pk, root_pk);
   auto sig = crypto::Sign(secrets.device_sign_sk, AsSpan(msg));
-  if (!sig) return Fail(sig.error(), "cannot sign the enrollment request");
+  if (!sig) return Fail(sig.error(), Tr("cannot sign the enrollment request"));
   req.set_signature(BytesOf(*sig));
 
   Connector connect = options.connector ? options.connector : Connector(ConnectWebSocket);
@@ -430,20 +541,21 @@ Outcome<std::unique_ptr<Device>> Device::Enroll(const std::filesystem::path& hom
 
   // Check the unit before saving anything (PROTOCOL §2.4).
   if (result->unit_root_pk().size() != 32) {
-    return Fail(errc::wrong_unit, "the server did not send its unit root key; nothing was saved");
+    return Fail(errc::wrong_unit,
+                Tr("the server did not send its unit root key; nothing was saved"));
   }
   if (!fingerprint.empty() && KeyFingerprint(result->unit_root_pk()) != fingerprint) {
     return Fail(errc::wrong_unit,
-                "the server's unit key does not match the fingerprint in the code: this is not "
-                "your unit's server; nothing was saved");
+                Tr("the server's unit key does not match the fingerprint in the code: this is "
+                   "not your unit's server; nothing was saved"));
   }
   if (bootstrap && result->unit_root_pk() != root_pk) {
     return Fail(errc::wrong_unit,
-                "the code carries no unit fingerprint and the server already has a unit key; ask "
-                "for a code with a fingerprint; nothing was saved");
+                Tr("the code carries no unit fingerprint and the server already has a unit key; "
+                   "ask for a code with a fingerprint; nothing was saved"));
   }
   auto device_id = IdFromBytes(result->device_id());
-  if (!device_id) return Fail(errc::malformed_frame, "the server sent an invalid device id");
+  if (!device_id) return Fail(errc::malformed_frame, Tr("the server sent an invalid device id"));
   std::memcpy(secrets.pinned_unit_root_pk.data(), result->unit_root_pk().data(), 32);
   secrets.has_pinned_unit_root_pk = true;
 
@@ -467,7 +579,7 @@ Outcome<std::unique_ptr<Device>> Device::Enroll(const std::filesystem::path& hom
   auto vault = Vault::Create(home / kVaultFile, passphrase, std::move(secrets), d->options_.vault);
   if (!vault) {
     return Fail(vault.error().code,
-                vault.error().message + " (the server accepted the code: ask for a new one)");
+                TrF("{} (the server accepted the code: ask for a new one)", vault.error().message));
   }
   d->vault_ = std::move(*vault);
   auto cleanup = [&] {
@@ -496,11 +608,11 @@ Outcome<std::unique_ptr<Device>> Device::Enroll(const std::filesystem::path& hom
 Outcome<std::unique_ptr<Device>> Device::Open(const std::filesystem::path& home,
                                               const crypto::SecureBuffer& passphrase,
                                               DeviceOptions options) {
-  if (auto ec = crypto::Init()) return Fail(ec, "the crypto library could not start");
+  if (auto ec = crypto::Init()) return Fail(ec, Tr("the crypto library could not start"));
   if (!Vault::Exists(home / kVaultFile)) {
     if (auto erased = Erasure(home)) return *erased;
     return Fail(errc::vault_missing,
-                fmt::format("no device is enrolled in {} (run teduh init)", home.string()));
+                TrF("no device is enrolled in {} (run teduh init)", home.string()));
   }
   auto j = ReadJsonFile(home / kMetaFile);
   if (!j) return j.error();
@@ -590,7 +702,7 @@ Outcome<const crypto::SecureBuffer*> Device::CaseKeyFor(const Id& case_id,
     // A buffer freed by eviction is reused: guarded allocations are costly.
     if (spare_case_key_.size() != crypto::kAeadKeyBytes) {
       auto fresh = crypto::SecureBuffer::Allocate(crypto::kAeadKeyBytes);
-      if (!fresh) return Fail(fresh.error(), "cannot hold the case key in guarded memory");
+      if (!fresh) return Fail(fresh.error(), Tr("cannot hold the case key in guarded memory"));
       spare_case_key_ = std::move(*fresh);
     }
     if (UnwrapCaseKeyInto(*k, case_id, key_class, version, ck.epoch(), ck.wrapped(),
@@ -600,10 +712,10 @@ Outcome<const crypto::SecureBuffer*> Device::CaseKeyFor(const Id& case_id,
     return CacheCaseKey({case_id, int{key_class}, version}, std::move(spare_case_key_));
   }
   if (lacked_class_key || recs->empty() || vault_->latest_epoch(key_class) == std::nullopt) {
-    return Fail(errc::key_missing, fmt::format("this device does not hold the {} key of this case",
-                                               ClassName(key_class)));
+    return Fail(errc::key_missing,
+                TrF("this device does not hold the {} key of this case", ClassText(key_class)));
   }
-  return Fail(errc::integrity, "the case key record does not verify");
+  return Fail(errc::integrity, Tr("the case key record does not verify"));
 }
 
 const crypto::SecureBuffer* Device::CacheCaseKey(const CaseKeyId& id, crypto::SecureBuffer key) {
@@ -635,15 +747,17 @@ Outcome<void> Device::EnsureCaseKey(LocalStore::EditTxn& txn, const Id& case_id,
   auto epoch = WriteEpochLocked(key_class);
   if (!epoch) {
     return Fail(errc::key_missing,
-                fmt::format("this device holds no {} key{}", ClassName(key_class),
-                            meta_->state == "pending" ? " yet: waiting for an admin to approve it"
-                                                      : " (its role may not write this)"));
+                meta_->state == "pending"
+                    ? TrF("this device holds no {} key yet: waiting for an admin to approve it",
+                          ClassText(key_class))
+                    : TrF("this device holds no {} key (its role may not write this)",
+                          ClassText(key_class)));
   }
   const crypto::SecureBuffer* class_key = vault_->class_key(key_class, *epoch);
   auto ck = crypto::RandomSecret(32);
-  if (!ck) return Fail(ck.error(), "cannot make a case key");
+  if (!ck) return Fail(ck.error(), Tr("cannot make a case key"));
   auto wrapped = WrapCaseKey(*class_key, case_id, key_class, 1, *epoch, *ck);
-  if (!wrapped) return Fail(wrapped.error(), "cannot wrap the case key");
+  if (!wrapped) return Fail(wrapped.error(), Tr("cannot wrap the case key"));
   teduh::keys::v1::CaseKey rec;
   rec.set_key_class(key_class);
   rec.set_version(1);
@@ -675,9 +789,8 @@ Outcome<std::vector<Device::PendingSet>> Device::ParseSets(std::string_view kind
   for (const auto& s : sets) {
     std::size_t eq = s.find('=');
     if (eq == std::string::npos) {
-      return Fail(
-          errc::invalid_argument,
-          fmt::format("'{}' is not FIELD=VALUE", s.substr(0, std::min<std::size_t>(s.size(), 40))));
+      return Fail(errc::invalid_argument,
+                  TrF("'{}' is not FIELD=VALUE", s.substr(0, std::min<std::size_t>(s.size(), 40))));
     }
     std::string name = Lower(Trim(std::string_view(s).substr(0, eq)));
     std::string_view text = std::string_view(s).substr(eq + 1);
@@ -685,14 +798,15 @@ Outcome<std::vector<Device::PendingSet>> Device::ParseSets(std::string_view kind
     if (f == nullptr) {
       std::string names;
       for (const auto& p : kind.fields) names += (names.empty() ? "" : ", ") + p.name;
-      return Fail(errc::unknown_field, fmt::format("unknown field '{}' for a {}; valid fields: {}",
-                                                   name.substr(0, 64), kind.short_name, names));
+      return Fail(errc::unknown_field,
+                  TrF("unknown field '{}' for a {}; valid fields: {}", name.substr(0, 64),
+                      KindNoun(kind, kind.short_name), names));
     }
     std::string message;
     auto enc = EncodeFieldText(kind, *f, text, meta_->time_zone, meta_->codes, &message);
     if (!enc) {
       return Fail(errc::bad_value,
-                  message.empty() ? fmt::format("bad value for field '{}'", f->name) : message);
+                  message.empty() ? TrF("bad value for field '{}'", f->name) : message);
     }
     // The last setting of a field wins.
     std::erase_if(out, [&](const PendingSet& p) { return p.field == f; });
@@ -742,7 +856,7 @@ Outcome<void> Device::WriteRecordFields(LocalStore::EditTxn& txn, const Id& reco
       ctx.key_version = version;
       auto sealed = SealField(**ck, ctx, s.value);
       crypto::Wipe(s.value);
-      if (!sealed) return Fail(sealed.error(), "cannot seal a value");
+      if (!sealed) return Fail(sealed.error(), Tr("cannot seal a value"));
       c.sealed = true;
       c.key_class = ctx.key_class;
       c.key_version = version;
@@ -765,24 +879,25 @@ Outcome<Id> Device::ResolveCaseLocked(std::string_view case_ref) {
 
 Outcome<Id> Device::CaseToEditLocked(std::string_view case_ref) {
   if (ScopeOf(meta_->role) == CaseScope::kNone)
-    return Fail(errc::forbidden, "an admin device holds no case content");
+    return Fail(errc::forbidden, Tr("an admin device holds no case content"));
   return ResolveCaseLocked(case_ref);
 }
 
 Outcome<Id> Device::ResolveRecordLocked(std::string_view kind, std::string_view ref_text,
                                         std::string_view noun) {
   std::string ref = Lower(Trim(ref_text));
+  const std::string what = KindNoun(KindOf(kind), noun);
   if (ref.size() < 6 || ref.size() > 32 ||
       !std::all_of(ref.begin(), ref.end(), [](char c) { return std::isxdigit(c); })) {
     return Fail(errc::invalid_argument,
-                fmt::format("a {} id is 32 hex digits, or a unique prefix of at least 6", noun));
+                TrF("a {} id is 32 hex digits, or a unique prefix of at least 6", what));
   }
   auto ids = store_->MatchPrefix(kind, ref);
   if (!ids) return ids.error();
-  if (ids->empty()) return Fail(errc::not_found, fmt::format("no {} {} on this device", noun, ref));
+  if (ids->empty()) return Fail(errc::not_found, TrF("no {} {} on this device", what, ref));
   if (ids->size() > 1) {
     return Fail(errc::invalid_argument,
-                fmt::format("{} {} ids start with {}: type more digits", ids->size(), noun, ref));
+                TrF("{} {} ids start with {}: type more digits", ids->size(), what, ref));
   }
   return ids->front();
 }
@@ -791,14 +906,15 @@ Outcome<Id> Device::NewCase(const std::vector<std::string>& sets) {
   std::lock_guard g(mu_);
   if (auto r = CheckOpen(); !r) return r.error();
   if (ScopeOf(meta_->role) == CaseScope::kNone) {
-    return Fail(errc::forbidden, "an admin device holds no case content");
+    return Fail(errc::forbidden, Tr("an admin device holds no case content"));
   }
   auto parsed = ParseSets(kCaseKind, sets);
   if (!parsed) return parsed.error();
   for (const auto& p : *parsed) {
     if (p.field->number == cw::Case::kEpisodeFieldNumber)
       return Fail(errc::invalid_argument,
-                  "a new case starts in its first episode; later ones begin when it is reopened");
+                  Tr("a new case starts in its first episode; later ones begin when it is "
+                     "reopened"));
   }
   const RecordKind& kind = KindOf(kCaseKind);
   Id case_id = NewId();
@@ -873,7 +989,8 @@ Outcome<void> Device::SetCaseFields(std::string_view case_ref,
                                     const std::vector<std::string>& sets) {
   std::lock_guard g(mu_);
   if (auto r = CheckOpen(); !r) return r.error();
-  if (sets.empty()) return Fail(errc::invalid_argument, "nothing to set: use --set FIELD=VALUE");
+  if (sets.empty())
+    return Fail(errc::invalid_argument, Tr("nothing to set: use --set FIELD=VALUE"));
   auto case_id = ResolveCaseLocked(case_ref);
   if (!case_id) return case_id.error();
   auto parsed = ParseSets(kCaseKind, sets);
@@ -884,8 +1001,7 @@ Outcome<void> Device::SetCaseFields(std::string_view case_ref,
     if (p.field->merge != teduh::MERGE_RULE_IMMUTABLE) continue;
     for (auto& v : *existing) {
       if (v.field == p.field->number) {
-        return Fail(errc::invalid_argument,
-                    fmt::format("'{}' cannot be changed once set", p.field->name));
+        return Fail(errc::invalid_argument, TrF("'{}' cannot be changed once set", p.field->name));
       }
     }
   }
@@ -899,8 +1015,9 @@ Outcome<void> Device::SetCaseFields(std::string_view case_ref,
   for (const auto& p : *parsed) {
     if (p.field->sealed) continue;
     if (p.field->number == cw::Case::kEpisodeFieldNumber)
-      return Fail(errc::invalid_argument,
-                  "the episode changes only when a closed case is reopened (teduh case reopen)");
+      return Fail(
+          errc::invalid_argument,
+          Tr("the episode changes only when a closed case is reopened (teduh case reopen)"));
     asked.MergeFromString(p.value);
     sets_stage |= p.field->number == cw::Case::kStageFieldNumber;
     sets_reason |= p.field->number == cw::Case::kClosureReasonFieldNumber;
@@ -910,8 +1027,8 @@ Outcome<void> Device::SetCaseFields(std::string_view case_ref,
   const std::int64_t now_s = env_->NowMs() / 1000;
   if (sets_stage && now_case.stage() == cw::STAGE_TERMINASI && asked.stage() != cw::STAGE_TERMINASI)
     return Fail(errc::invalid_argument,
-                "the case is closed: reopen it with teduh case reopen CASE --reason ... (a new "
-                "episode), not by moving its stage back");
+                Tr("the case is closed: reopen it with teduh case reopen CASE --reason ... (a new "
+                   "episode), not by moving its stage back"));
   if (sets_stage && asked.stage() == cw::STAGE_TERMINASI) {
     // A case is closed with a reason (TERMINASI), its outcome checklist,
     // and the time it was.
@@ -919,8 +1036,8 @@ Outcome<void> Device::SetCaseFields(std::string_view case_ref,
         sets_reason ? asked.closure_reason() : now_case.closure_reason();
     if (reason == cw::CLOSURE_REASON_UNSPECIFIED)
       return Fail(errc::invalid_argument,
-                  "a case is closed with a reason: add --set closure_reason=... (resolved, "
-                  "referred, unreachable, withdrawn, other)");
+                  Tr("a case is closed with a reason: add --set closure_reason=... (resolved, "
+                     "referred, unreachable, withdrawn, other)"));
     std::vector<int> checklist;
     for (int v : sets_checklist ? asked.closure_checklist() : now_case.closure_checklist())
       checklist.push_back(v);
@@ -972,7 +1089,7 @@ Outcome<void> Device::SetPersonFields(std::string_view person_ref,
   if (!person_id) return person_id.error();
   auto rec = store_->GetRecord(*person_id);
   if (!rec) return rec.error();
-  if (!*rec || !(*rec)->parent_id) return Fail(errc::not_found, "the person has no case");
+  if (!*rec || !(*rec)->parent_id) return Fail(errc::not_found, Tr("the person has no case"));
   auto parsed = ParseSets(kPersonKind, sets);
   if (!parsed) return parsed.error();
   Id case_id = *(*rec)->parent_id;
@@ -987,13 +1104,13 @@ Outcome<Id> Device::AddNote(std::string_view case_ref, std::string_view text,
   if (auto r = CheckOpen(); !r) return r.error();
   auto case_id = ResolveCaseLocked(case_ref);
   if (!case_id) return case_id.error();
-  if (text.empty()) return Fail(errc::invalid_argument, "the note is empty");
+  if (text.empty()) return Fail(errc::invalid_argument, Tr("the note is empty"));
   const RecordKind& kind = KindOf(kNoteKind);
   std::string message;
   auto kind_value =
       ParseEnumValue(*cw::NoteKind_descriptor(), kind_text.empty() ? "visit" : kind_text, &message);
   if (!kind_value || *kind_value == 0) {
-    return Fail(errc::bad_value, message.empty() ? "unknown note kind" : message);
+    return Fail(errc::bad_value, message.empty() ? Tr("unknown note kind") : message);
   }
   bool clinical =
       *kind_value == cw::NOTE_KIND_COUNSELLING || *kind_value == cw::NOTE_KIND_PSYCHOLOGY;
@@ -1121,7 +1238,7 @@ Outcome<std::vector<FieldView>> Device::RenderFields(const Id& record_id, std::s
     error_code failed;
     out.push_back(
         RenderValue(record_id, kind, case_id, *policy, std::move(v), lang, nullptr, &failed));
-    if (failed) return Fail(failed, "cannot open a value");
+    if (failed) return Fail(failed, Tr("cannot open a value"));
   }
   return out;
 }
@@ -1187,7 +1304,7 @@ Outcome<std::vector<HistoryEntryView>> Device::FetchHistory(const Id& case_id,
     std::string plain;
     h.value = RenderValue(case_id, kCaseKind, case_id, *policy, std::move(sv), lang,
                           plains ? &plain : nullptr, &failed);
-    if (failed) return Fail(failed, "cannot open a value of the history");
+    if (failed) return Fail(failed, Tr("cannot open a value of the history"));
     if (plains) plains->push_back(std::move(plain));
     out.push_back(std::move(h));
   }
@@ -1203,8 +1320,7 @@ Outcome<std::pair<Id, const FieldPolicy*>> Device::ResolveCaseField(std::string_
   const FieldPolicy* policy = nullptr;
   if (!field.empty()) {
     policy = KindOf(kCaseKind).FindFieldByName(Lower(Trim(field)));
-    if (policy == nullptr)
-      return Fail(errc::unknown_field, fmt::format("a case has no field '{}'", field));
+    if (policy == nullptr) return Fail(errc::unknown_field, TrF("a case has no field '{}'", field));
   }
   return std::make_pair(*id, policy);
 }
@@ -1224,13 +1340,13 @@ Outcome<std::vector<HistoryEntryView>> Device::CaseHistory(std::string_view case
 
 Outcome<void> Device::RestoreCaseField(std::string_view case_ref, std::string_view field,
                                        int version) {
-  if (field.empty()) return Fail(errc::invalid_argument, "name the field to restore");
+  if (field.empty()) return Fail(errc::invalid_argument, Tr("name the field to restore"));
   auto target = ResolveCaseField(case_ref, field);
   if (!target) return target.error();
   const Id case_id = target->first;
   const FieldPolicy* policy = target->second;
   if (policy->merge == teduh::MERGE_RULE_IMMUTABLE) {
-    return Fail(errc::invalid_argument, fmt::format("'{}' is written once", policy->name));
+    return Fail(errc::invalid_argument, TrF("'{}' is written once", policy->name));
   }
   std::vector<std::string> plains;
   auto history = FetchHistory(case_id, policy, "en", &plains);
@@ -1243,26 +1359,26 @@ Outcome<void> Device::RestoreCaseField(std::string_view case_ref, std::string_vi
   if (!history) return history.error();
   if (version < 1 || version > static_cast<int>(history->size())) {
     return Fail(errc::invalid_argument,
-                fmt::format("'{}' has versions 1 to {}", policy->name, history->size()));
+                TrF("'{}' has versions 1 to {}", policy->name, history->size()));
   }
   const HistoryEntryView& chosen = (*history)[static_cast<std::size_t>(version - 1)];
   if (chosen.value.readability != Readability::kReadable) {
-    return Fail(errc::key_missing, fmt::format("version {} cannot be read on this device ({})",
-                                               version, ReadabilityName(chosen.value.readability)));
+    return Fail(errc::key_missing, TrF("version {} cannot be read on this device ({})", version,
+                                       ReadabilityText(chosen.value.readability)));
   }
   std::lock_guard g(mu_);
   if (auto r = CheckOpen(); !r) return r.error();
   if (policy->number == cw::Case::kEpisodeFieldNumber)
     return Fail(errc::invalid_argument,
-                "the episode changes only when a closed case is reopened (teduh case reopen)");
+                Tr("the episode changes only when a closed case is reopened (teduh case reopen)"));
   if (policy->per_episode) {
     cw::Case now_case;
     if (auto l = LoadOpenLocked(case_id, &now_case); !l) return l.error();
     if (now_case.stage() == cw::STAGE_TERMINASI)
       return Fail(errc::invalid_argument,
-                  fmt::format("the case is closed: reopen it (teduh case reopen) rather than "
-                              "restoring its {}",
-                              policy->name));
+                  TrF("the case is closed: reopen it (teduh case reopen) rather than "
+                      "restoring its {}",
+                      policy->name));
   }
   std::string value = plains[static_cast<std::size_t>(version - 1)];
   auto r = store_->Edit(*hlc_, [&](LocalStore::EditTxn& txn) -> Outcome<void> {
@@ -1283,7 +1399,7 @@ Outcome<ConflictView> Device::LoadConflictLocked(const Id& conflict_id, bool dec
   auto rec = store_->GetRecord(conflict_id);
   if (!rec) return rec.error();
   if (!*rec || (*rec)->kind != kConflictKind || !(*rec)->parent_id) {
-    return Fail(errc::not_found, "no such conflict on this device");
+    return Fail(errc::not_found, Tr("no such conflict on this device"));
   }
   auto fields = store_->GetFields(conflict_id);
   if (!fields) return fields.error();
@@ -1323,7 +1439,7 @@ Outcome<ConflictView> Device::LoadConflictLocked(const Id& conflict_id, bool dec
     error_code failed;
     out->value = RenderValue(v.record_id, kind->full_name, v.case_id, *policy, std::move(sv), lang,
                              plain, &failed);
-    if (failed) return Fail(failed, "cannot open a conflict's value");
+    if (failed) return Fail(failed, Tr("cannot open a conflict's value"));
     return {};
   };
   if (auto r = side(det.kept(), &v.kept, kept_plain); !r) return r.error();
@@ -1368,10 +1484,10 @@ Outcome<Id> Device::ResolveConflict(std::string_view conflict_ref, std::string_v
   std::lock_guard g(mu_);
   if (auto r = CheckOpen(); !r) return r.error();
   if (meta_->role != Role::ROLE_OFFICE && meta_->role != Role::ROLE_SUPERVISOR) {
-    return Fail(errc::forbidden, "only office staff and supervisors resolve conflicts");
+    return Fail(errc::forbidden, Tr("only office staff and supervisors resolve conflicts"));
   }
   if (take.empty() == !value.has_value()) {
-    return Fail(errc::invalid_argument, "give either --take kept|other|mine|theirs or --value");
+    return Fail(errc::invalid_argument, Tr("give either --take kept|other|mine|theirs or --value"));
   }
   auto id = ResolveRecordLocked(kConflictKind, conflict_ref, "conflict");
   if (!id) return id.error();
@@ -1388,21 +1504,22 @@ Outcome<Id> Device::ResolveConflict(std::string_view conflict_ref, std::string_v
   } wiper{kept_plain, other_plain};
   if (v->state == "resolved") {
     return Fail(errc::invalid_argument,
-                fmt::format("the conflict was already resolved by {}", v->resolved_by));
+                TrF("the conflict was already resolved by {}", v->resolved_by));
   }
   auto target = store_->GetRecord(v->record_id);
   if (!target) return target.error();
-  if (!*target) return Fail(errc::not_found, "the conflicting record is not on this device");
+  if (!*target) return Fail(errc::not_found, Tr("the conflicting record is not on this device"));
   const RecordKind& kind = KindOf((*target)->kind);
   const FieldPolicy* policy = kind.FindFieldByName(v->field);
-  if (policy == nullptr) return Fail(errc::unknown_field, "this program does not know the field");
+  if (policy == nullptr)
+    return Fail(errc::unknown_field, Tr("this program does not know the field"));
 
   std::string resolution(take);
   std::string chosen;
   if (value) {
     std::string message;
     auto enc = EncodeFieldText(kind, *policy, *value, meta_->time_zone, meta_->codes, &message);
-    if (!enc) return Fail(errc::bad_value, message.empty() ? "bad value" : message);
+    if (!enc) return Fail(errc::bad_value, message.empty() ? Tr("bad value") : message);
     chosen = std::move(*enc);
     resolution = "value";
   } else {
@@ -1412,17 +1529,17 @@ Outcome<Id> Device::ResolveConflict(std::string_view conflict_ref, std::string_v
       const bool other_mine = v->other.author == meta_->user;
       if (kept_mine == other_mine) {
         return Fail(errc::invalid_argument,
-                    "you wrote neither side (or both): use --take kept or --take other");
+                    Tr("you wrote neither side (or both): use --take kept or --take other"));
       }
       side = (side == "mine") == kept_mine ? "kept" : "other";
     }
     if (side != "kept" && side != "other") {
-      return Fail(errc::invalid_argument, "--take is kept, other, mine or theirs");
+      return Fail(errc::invalid_argument, Tr("--take is kept, other, mine or theirs"));
     }
     const ConflictSideView& s = side == "kept" ? v->kept : v->other;
     if (s.value.readability != Readability::kReadable) {
-      return Fail(errc::key_missing, fmt::format("the {} value cannot be read on this device ({})",
-                                                 side, ReadabilityName(s.value.readability)));
+      return Fail(errc::key_missing, TrF("the {} value cannot be read on this device ({})", side,
+                                         ReadabilityText(s.value.readability)));
     }
     chosen = side == "kept" ? kept_plain : other_plain;
     resolution = side;
@@ -1640,6 +1757,7 @@ Outcome<DeviceStatus> Device::Status() {
     const FieldPolicy* fp = rk ? rk->FindField(e.field) : nullptr;
     item.field_name = fp ? fp->name : std::to_string(e.field);
     item.entry = std::move(e);
+    item.entry.detail = ServerVerdictText(item.entry);  // the officer's language
     st.outbox.push_back(std::move(item));
   }
   if (auto v = store_->GetMeta("last_sync_ms"); v && *v) {
@@ -1672,7 +1790,7 @@ Outcome<std::unique_ptr<SyncClient>> Device::ConnectAndAuthenticate(pb::Welcome*
     server_id = meta_->server_id;
     device_id = meta_->device_id;
     auto k = vault_->device_sign_sk().Clone();
-    if (!k) return Fail(k.error(), "cannot allocate guarded memory");
+    if (!k) return Fail(k.error(), Tr("cannot allocate guarded memory"));
     sign_sk = std::move(*k);
   }
   Connector connect = options_.connector ? options_.connector : Connector(ConnectWebSocket);
@@ -1703,10 +1821,10 @@ Outcome<std::unique_ptr<SyncClient>> Device::ConnectAndAuthenticate(pb::Welcome*
 
 Outcome<std::size_t> Device::AcceptWelcome(const pb::Welcome& welcome, std::size_t* bad_grants) {
   auto pinned = vault_->pinned_unit_root_pk();
-  if (!pinned) return Fail(errc::vault_corrupt, "this device has no pinned unit key");
+  if (!pinned) return Fail(errc::vault_corrupt, Tr("this device has no pinned unit key"));
   std::string pinned_pk = BytesOf(*pinned);
   if (!welcome.unit_root_pk().empty() && welcome.unit_root_pk() != pinned_pk) {
-    return Fail(errc::wrong_unit, "the server's unit key changed: refusing to sync");
+    return Fail(errc::wrong_unit, Tr("the server's unit key changed: refusing to sync"));
   }
   bool changed = meta_->state != "active" || meta_->user != welcome.user() ||
                  (welcome.role() != Role::ROLE_UNSPECIFIED && meta_->role != welcome.role());
@@ -1733,8 +1851,8 @@ Outcome<std::size_t> Device::AcceptWelcome(const pb::Welcome& welcome, std::size
     int n = 0;
     for (const auto& c : welcome.codes()) {
       if (++n > static_cast<int>(kMaxUnitCodes)) break;
-      codes.Restore(CodeEntry{c.list(), c.code(), c.number(), c.label_id(), c.label_en(), true,
-                              c.retired()});
+      codes.Restore(
+          CodeEntry{c.list(), c.code(), c.number(), c.label_id(), c.label_en(), true, c.retired()});
     }
     Meta with;
     with.codes = std::move(codes);
@@ -1757,7 +1875,7 @@ Outcome<std::size_t> Device::AcceptWelcome(const pb::Welcome& welcome, std::size
   // Grants (PROTOCOL §2.5): verify against the pinned root key, then open.
   std::map<std::pair<teduh::AccessClass, std::uint32_t>, crypto::SecureBuffer> keys;
   auto box_pk = crypto::BoxPublicKeyOf(vault_->device_box_sk());
-  if (!box_pk) return Fail(box_pk.error(), "the device key is damaged");
+  if (!box_pk) return Fail(box_pk.error(), Tr("the device key is damaged"));
   std::size_t bad = 0;
   for (const auto& gr : welcome.grants()) {
     auto cls = NormalClass(gr.key_class());
@@ -1910,7 +2028,8 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
       prog.pushed = report.pushed;
       if (applied->unanswered > 0) {
         return Fail(errc::server_error,
-                    "the server did not answer every change; they stay pending and are resent");
+                    Tr("the server did not answer every change; they stay pending and are "
+                       "resent"));
       }
       if (applied->key_replaced > 0) {
         // Sealed under a case key a re-key replaced: the pull brings the new
@@ -1946,7 +2065,7 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
       const bool more = changes->has_more();
       if (more) {
         if (changes->last_seq() <= cursor.last_seq && !changes->reset()) {
-          return Fail(errc::server_error, "the server keeps sending the same changes");
+          return Fail(errc::server_error, Tr("the server keeps sending the same changes"));
         }
         // The server reads the next batch while this one is stored; the cursor
         // saved with this batch is exactly where that request starts.
@@ -2068,9 +2187,9 @@ Outcome<teduh::keys::v1::Grant> SignedGrant(const Vault& vault, const std::strin
                                             const std::string& box_pk, teduh::AccessClass cls,
                                             std::uint32_t epoch) {
   const crypto::SecureBuffer* k = vault.class_key(cls, epoch);
-  if (k == nullptr) return Fail(errc::key_missing, "this admin device lacks a key to grant");
+  if (k == nullptr) return Fail(errc::key_missing, Tr("this admin device lacks a key to grant"));
   auto sealed = crypto::SealTo(AsSpan(box_pk), k->view());
-  if (!sealed) return Fail(sealed.error(), "cannot seal the key to the device");
+  if (!sealed) return Fail(sealed.error(), Tr("cannot seal the key to the device"));
   teduh::keys::v1::Grant g;
   g.set_device_id(device_id);
   g.set_key_class(cls);
@@ -2078,7 +2197,7 @@ Outcome<teduh::keys::v1::Grant> SignedGrant(const Vault& vault, const std::strin
   g.set_sealed_key(BytesOf(*sealed));
   auto sig = crypto::Sign(vault.unit_root_sk(),
                           AsSpan(GrantMessage(device_id, cls, epoch, g.sealed_key())));
-  if (!sig) return Fail(sig.error(), "cannot sign the grant");
+  if (!sig) return Fail(sig.error(), Tr("cannot sign the grant"));
   g.set_signature(BytesOf(*sig));
   return g;
 }
@@ -2118,18 +2237,19 @@ Failure Device::CarryOutWipe(SyncClient& client) {
     if (auto r = CheckOpen(); !r) return r.error();
     auto pinned = vault_->pinned_unit_root_pk();
     if (!pinned)
-      return Failure{make_error_code(errc::vault_corrupt), "this device has no pinned unit key"};
+      return Failure{make_error_code(errc::vault_corrupt),
+                     Tr("this device has no pinned unit key")};
     const bool for_us =
         order.device_id() == AsBytes(meta_->device_id) && order.unit_id() == meta_->unit_id;
     const std::string m = WipeOrderMessage(order.device_id(), order.unit_id(), order.issued_ms(),
                                            order.admin_device_id());
     if (!for_us || !crypto::Verify(*pinned, AsSpan(m), AsSpan(order.signature()))) {
       return Failure{make_error_code(errc::integrity),
-                     "the server sent an order to erase this device that the unit's admin did "
-                     "not sign for it: nothing was erased. Tell your admin"};
+                     Tr("the server sent an order to erase this device that the unit's admin did "
+                        "not sign for it: nothing was erased. Tell your admin")};
     }
     auto k = vault_->device_sign_sk().Clone();
-    if (!k) return Failure{k.error(), "cannot allocate guarded memory"};
+    if (!k) return Failure{k.error(), Tr("cannot allocate guarded memory")};
     sign_sk = std::move(*k);
     // Keys in memory first, then the files: the vault (every key), the
     // store (values under those keys) and device.json.
@@ -2159,15 +2279,18 @@ Failure Device::CarryOutWipe(SyncClient& client) {
                           AsSpan(WipeReceiptMessage(receipt.device_id(), receipt.order_signature(),
                                                     receipt.erased_ms())));
   sign_sk.Reset();
-  std::string sent;
+  bool confirmed = false;
   if (sig) {
     receipt.set_signature(BytesOf(*sig));
-    if (!client.SendWipeReceipt(receipt)) sent = " (the server did not confirm the receipt)";
+    confirmed = static_cast<bool>(client.SendWipeReceipt(receipt));
   }
   return Failure{make_error_code(errc::device_revoked),
-                 "this device was revoked by the unit's admin and has erased itself on their "
-                 "signed order: its cases and keys are gone from it" +
-                     sent};
+                 !sig || confirmed
+                     ? Tr("this device was revoked by the unit's admin and has erased itself on "
+                          "their signed order: its cases and keys are gone from it")
+                     : Tr("this device was revoked by the unit's admin and has erased itself on "
+                          "their signed order: its cases and keys are gone from it (the server "
+                          "did not confirm the receipt)")};
 }
 
 Outcome<std::vector<RemoteDevice>> Device::ListRemoteDevices() {
@@ -2187,7 +2310,7 @@ Outcome<Device::AdminTarget> Device::ConnectForDevice(std::string_view device_re
   if (ref.size() < 6 || ref.size() > 32 ||
       !std::all_of(ref.begin(), ref.end(), [](char c) { return std::isxdigit(c); })) {
     return Fail(errc::invalid_argument,
-                "a device id is 32 hex digits, or a unique prefix of at least 6");
+                Tr("a device id is 32 hex digits, or a unique prefix of at least 6"));
   }
   {
     std::lock_guard g(mu_);
@@ -2205,10 +2328,10 @@ Outcome<Device::AdminTarget> Device::ConnectForDevice(std::string_view device_re
       ++matches;
     }
   }
-  if (matches == 0) return Fail(errc::not_found, fmt::format("no device {} on the server", ref));
+  if (matches == 0) return Fail(errc::not_found, TrF("no device {} on the server", ref));
   if (matches > 1) {
     return Fail(errc::invalid_argument,
-                fmt::format("{} devices start with {}: type more digits", matches, ref));
+                TrF("{} devices start with {}: type more digits", matches, ref));
   }
   return AdminTarget{std::move(*client), *target};
 }
@@ -2219,7 +2342,7 @@ Outcome<RemoteDevice> Device::ApproveDevice(std::string_view device_ref) {
   SyncClient& client = *found->client;
   const pb::DeviceInfo* target = &found->device;
   if (target->box_pk().size() != crypto::kBoxPublicKeyBytes) {
-    return Fail(errc::malformed_frame, "the server sent no box key for the device");
+    return Fail(errc::malformed_frame, Tr("the server sent no box key for the device"));
   }
   pb::ApproveDevice req;
   req.set_device_id(target->device_id());
@@ -2233,7 +2356,7 @@ Outcome<RemoteDevice> Device::ApproveDevice(std::string_view device_ref) {
       auto newest = WriteEpochLocked(cls);
       if (!newest) {
         return Fail(errc::key_missing,
-                    fmt::format("this admin device holds no {} key to grant", ClassName(cls)));
+                    TrF("this admin device holds no {} key to grant", ClassText(cls)));
       }
       for (std::uint32_t epoch : vault_->epochs(cls)) {
         if (epoch > *newest) continue;
@@ -2273,7 +2396,7 @@ Outcome<RemoteDevice> Device::RevokeDevice(std::string_view device_ref) {
     if (auto r = CheckOpen(); !r) return r.error();
     if (target.device_id() == AsBytes(meta_->device_id)) {
       return Fail(errc::invalid_argument,
-                  "this is the device you are using: revoke it from another admin device");
+                  Tr("this is the device you are using: revoke it from another admin device"));
     }
     auto made = RevocationLocked(target.device_id());
     if (!made) return made.error();
@@ -2333,7 +2456,7 @@ Outcome<RotationReport> Device::RotateClassKey(
     if (!counts) return counts.error();
     if (counts->pending > 0) {
       return Fail(errc::invalid_argument,
-                  "this device has unsent edits: run teduh sync first, then rotate");
+                  Tr("this device has unsent edits: run teduh sync first, then rotate"));
     }
   }
   auto client = ConnectOnline();
@@ -2355,7 +2478,7 @@ Outcome<RotationReport> Device::RotateClassKey(
     auto committed = WriteEpochLocked(key_class);
     if (!committed) {
       return Fail(errc::key_missing,
-                  fmt::format("this device holds no {} key to rotate", ClassName(key_class)));
+                  TrF("this device holds no {} key to rotate", ClassText(key_class)));
     }
     auto pending = store_->GetMeta(RotationMetaKey(key_class));
     if (!pending) return pending.error();
@@ -2381,7 +2504,7 @@ Outcome<RotationReport> Device::RotateClassKey(
       return r.error();
     if (vault_->class_key(key_class, report.epoch) == nullptr) {
       auto fresh = crypto::RandomSecret(crypto::kAeadKeyBytes);
-      if (!fresh) return Fail(fresh.error(), "cannot make the new key");
+      if (!fresh) return Fail(fresh.error(), Tr("cannot make the new key"));
       std::map<std::pair<teduh::AccessClass, std::uint32_t>, crypto::SecureBuffer> add;
       add.emplace(std::make_pair(key_class, report.epoch), std::move(*fresh));
       if (auto r = vault_->AddClassKeys(std::move(add)); !r) return r.error();
@@ -2390,7 +2513,7 @@ Outcome<RotationReport> Device::RotateClassKey(
 
     // Every case key of the class under an older epoch, re-wrapped.
     auto ck = crypto::SecureBuffer::Allocate(crypto::kAeadKeyBytes);
-    if (!ck) return Fail(ck.error(), "cannot hold a case key in guarded memory");
+    if (!ck) return Fail(ck.error(), Tr("cannot hold a case key in guarded memory"));
     std::size_t lacking = 0;
     auto scan = ForEachCaseKeyLocked(
         [&](const RecordInfo& rec, const teduh::keys::v1::CaseKey& key) -> Outcome<void> {
@@ -2404,13 +2527,13 @@ Outcome<RotationReport> Device::RotateClassKey(
           }
           if (UnwrapCaseKeyInto(*old_key, *rec.parent_id, key_class, key.version(), key.epoch(),
                                 key.wrapped(), *ck)) {
-            return Fail(errc::integrity, fmt::format("the key record {} of case {} does not verify",
-                                                     ToHex(rec.record_id).substr(0, 8),
-                                                     ToHex(*rec.parent_id).substr(0, 8)));
+            return Fail(errc::integrity,
+                        TrF("the key record {} of case {} does not verify",
+                            ToHex(rec.record_id).substr(0, 8), ToHex(*rec.parent_id).substr(0, 8)));
           }
           auto wrapped =
               WrapCaseKey(*new_key, *rec.parent_id, key_class, key.version(), report.epoch, *ck);
-          if (!wrapped) return Fail(wrapped.error(), "cannot wrap a case key");
+          if (!wrapped) return Fail(wrapped.error(), Tr("cannot wrap a case key"));
           pb::Rewrap& rw = rewraps.emplace_back();
           rw.set_record_id(std::string(AsBytes(rec.record_id)));
           rw.set_wrapped(std::move(*wrapped));
@@ -2420,9 +2543,9 @@ Outcome<RotationReport> Device::RotateClassKey(
     if (!scan) return scan.error();
     if (lacking > 0) {
       return Fail(errc::key_missing,
-                  fmt::format("{} case keys are under an epoch of the {} key this device does not "
-                              "hold: sync, then rotate again",
-                              lacking, ClassName(key_class)));
+                  TrF("{} case keys are under an epoch of the {} key this device does not "
+                      "hold: sync, then rotate again",
+                      lacking, ClassText(key_class)));
     }
   }
 
@@ -2452,7 +2575,7 @@ Outcome<RotationReport> Device::RotateClassKey(
     std::lock_guard g(mu_);
     if (auto r = CheckOpen(); !r) return r.error();
     auto own_box = crypto::BoxPublicKeyOf(vault_->device_box_sk());
-    if (!own_box) return Fail(own_box.error(), "the device key is damaged");
+    if (!own_box) return Fail(own_box.error(), Tr("the device key is damaged"));
     for (const auto& d : list->devices()) {
       if (d.state() != pb::DEVICE_STATE_ACTIVE || !MayHoldClass(d.role(), key_class)) continue;
       // Only to a device this admin device approved, under the key it approved
@@ -2464,10 +2587,10 @@ Outcome<RotationReport> Device::RotateClassKey(
         if (!approved) return approved.error();
         if (!*approved || **approved != ToHex(AsSpan(d.box_pk()))) {
           return Fail(errc::integrity,
-                      fmt::format("the server lists device {} ({}) as active with a key this "
-                                  "admin device did not approve: nothing was rotated. Check it "
-                                  "with teduh device list, and revoke it if it is unknown",
-                                  ToHex(AsSpan(d.device_id())).substr(0, 8), d.user()));
+                      TrF("the server lists device {} ({}) as active with a key this "
+                          "admin device did not approve: nothing was rotated. Check it "
+                          "with teduh device list, and revoke it if it is unknown",
+                          ToHex(AsSpan(d.device_id())).substr(0, 8), d.user()));
         }
         box = d.box_pk();
       }
@@ -2483,9 +2606,9 @@ Outcome<RotationReport> Device::RotateClassKey(
   if (!done) return done.error();
   if (!done->committed()) {
     return Fail(errc::rejected,
-                fmt::format("the server knows {} case keys this device has not received yet: run "
-                            "teduh sync, then teduh key rotate again (it resumes)",
-                            done->uncovered()));
+                TrF("the server knows {} case keys this device has not received yet: run "
+                    "teduh sync, then teduh key rotate again (it resumes)",
+                    done->uncovered()));
   }
   std::lock_guard g(mu_);
   if (auto r = CheckOpen(); !r) return r.error();
@@ -2498,7 +2621,7 @@ Outcome<std::vector<KeyClassView>> Device::KeyStatus() {
     std::lock_guard g(mu_);
     if (auto r = CheckOpen(); !r) return r.error();
     if (meta_->role != Role::ROLE_ADMIN) {
-      return Fail(errc::forbidden, "only admin devices see the unit's key status");
+      return Fail(errc::forbidden, Tr("only admin devices see the unit's key status"));
     }
   }
   auto client = ConnectOnline();
@@ -2531,7 +2654,7 @@ Outcome<void> Device::RequireRootAdminLocked(std::string_view action) const {
   if (auto r = CheckOpen(); !r) return r.error();
   if (meta_->role != Role::ROLE_ADMIN || vault_->unit_root_sk().empty()) {
     return Fail(errc::forbidden,
-                fmt::format("only the admin device holding the unit root key can {}", action));
+                TrF("only the admin device holding the unit root key can {}", ActionText(action)));
   }
   return {};
 }
@@ -2556,7 +2679,7 @@ Outcome<std::vector<Id>> Device::VerifiedShredsLocked(const pb::Changes& batch,
   std::vector<Id> out;
   if (batch.shredded().empty()) return out;
   auto pinned = vault_->pinned_unit_root_pk();
-  if (!pinned) return Fail(errc::vault_corrupt, "this device has no pinned unit key");
+  if (!pinned) return Fail(errc::vault_corrupt, Tr("this device has no pinned unit key"));
   for (const auto& o : batch.shredded()) {
     auto case_id = IdFromBytes(o.case_id());
     if (!case_id || o.unit_id() != meta_->unit_id) continue;
@@ -2593,7 +2716,7 @@ Outcome<pb::RevokeDevice> Device::RevocationLocked(const std::string& device_id)
   auto sig = crypto::Sign(vault_->unit_root_sk(),
                           AsSpan(WipeOrderMessage(order->device_id(), order->unit_id(),
                                                   order->issued_ms(), order->admin_device_id())));
-  if (!sig) return Fail(sig.error(), "cannot sign the wipe order");
+  if (!sig) return Fail(sig.error(), Tr("cannot sign the wipe order"));
   order->set_signature(BytesOf(*sig));
   return req;
 }
@@ -2602,12 +2725,12 @@ Outcome<OffboardReport> Device::OffboardUser(const std::string& user,
                                              const std::string& reassign_to) {
   if (user.empty() || reassign_to.empty() || user == reassign_to)
     return Fail(errc::invalid_argument,
-                "name the user who leaves and another user who takes over their cases");
+                Tr("name the user who leaves and another user who takes over their cases"));
   {
     std::lock_guard g(mu_);
     if (auto r = RequireRootAdminLocked("offboard users"); !r) return r.error();
     if (user == meta_->user)
-      return Fail(errc::invalid_argument, "offboard this admin from another admin device");
+      return Fail(errc::invalid_argument, Tr("offboard this admin from another admin device"));
   }
   auto client = ConnectOnline();
   if (!client) return client.error();
@@ -2644,13 +2767,12 @@ Outcome<Id> Device::AssignCase(std::string_view case_ref, const std::string& pen
   }
   if (sets.empty())
     return Fail(errc::invalid_argument,
-                "name at least one worker: --pendamping, --konselor or "
-                "--psikolog");
+                Tr("name at least one worker: --pendamping, --konselor or --psikolog"));
   {
     std::lock_guard g(mu_);
     if (auto r = CheckOpen(); !r) return r.error();
     if (meta_->role != Role::ROLE_SUPERVISOR && meta_->role != Role::ROLE_OFFICE)
-      return Fail(errc::forbidden, "cases are assigned by office staff and supervisors");
+      return Fail(errc::forbidden, Tr("cases are assigned by office staff and supervisors"));
   }
   auto id = ResolveCase(case_ref);
   if (!id) return id.error();
@@ -2675,7 +2797,7 @@ Outcome<ShredView> Device::ShredCase(std::string_view case_ref) {
       if (ref.size() < 6 || ref.size() > 32 ||
           !std::all_of(ref.begin(), ref.end(), [](char c) { return std::isxdigit(c); }))
         return Fail(errc::invalid_argument,
-                    "a case id is 32 hex digits, or a unique prefix of at least 6");
+                    Tr("a case id is 32 hex digits, or a unique prefix of at least 6"));
       std::set<Id> matches;
       auto scan = ForEachCaseKeyLocked([&](const RecordInfo& rec, const teduh::keys::v1::CaseKey&) {
         if (rec.parent_id && ToHex(*rec.parent_id).starts_with(ref)) matches.insert(*rec.parent_id);
@@ -2684,10 +2806,10 @@ Outcome<ShredView> Device::ShredCase(std::string_view case_ref) {
       if (!scan) return scan.error();
       if (matches.empty())
         return Fail(errc::not_found,
-                    fmt::format("no case {} among this device's case keys (run teduh sync)", ref));
+                    TrF("no case {} among this device's case keys (run teduh sync)", ref));
       if (matches.size() > 1)
         return Fail(errc::invalid_argument,
-                    fmt::format("{} cases start with {}: type more digits", matches.size(), ref));
+                    TrF("{} cases start with {}: type more digits", matches.size(), ref));
       view.case_id = *matches.begin();
       teduh::keys::v1::ShredOrder* o = request.mutable_shred_case()->mutable_order();
       o->set_case_id(std::string(AsBytes(view.case_id)));
@@ -2697,12 +2819,12 @@ Outcome<ShredView> Device::ShredCase(std::string_view case_ref) {
       auto sig = crypto::Sign(vault_->unit_root_sk(),
                               AsSpan(ShredOrderMessage(o->case_id(), o->unit_id(), o->issued_ms(),
                                                        o->admin_device_id())));
-      if (!sig) return Fail(sig.error(), "cannot sign the shred order");
+      if (!sig) return Fail(sig.error(), Tr("cannot sign the shred order"));
       o->set_signature(BytesOf(*sig));
     } else {
       return Fail(errc::forbidden,
-                  "a supervisor asks for a case to be shredded, and the admin device holding the "
-                  "unit root key carries it out");
+                  Tr("a supervisor asks for a case to be shredded, and the admin device holding "
+                     "the unit root key carries it out"));
     }
     if (!request.has_shred_case())
       request.mutable_shred_request()->set_case_id(std::string(AsBytes(view.case_id)));
@@ -2747,9 +2869,9 @@ Outcome<std::vector<std::uint32_t>> Device::RetireEpochs(teduh::AccessClass key_
         if (!e.retirable() || !writing || e.epoch() >= *writing) continue;
         if (in_use.contains(e.epoch())) {
           return Fail(errc::rejected,
-                      fmt::format("this device still holds case keys under epoch {} of the {} "
-                                  "key: run teduh sync, then retire again",
-                                  e.epoch(), ClassName(key_class)));
+                      TrF("this device still holds case keys under epoch {} of the {} "
+                          "key: run teduh sync, then retire again",
+                          e.epoch(), ClassText(key_class)));
         }
         teduh::keys::v1::Retirement* rt = req.add_retirements();
         rt->set_key_class(key_class);
@@ -2757,7 +2879,7 @@ Outcome<std::vector<std::uint32_t>> Device::RetireEpochs(teduh::AccessClass key_
         rt->set_unit_id(meta_->unit_id);
         auto sig = crypto::Sign(vault_->unit_root_sk(),
                                 AsSpan(RetirementMessage(key_class, e.epoch(), meta_->unit_id)));
-        if (!sig) return Fail(sig.error(), "cannot sign the retirement");
+        if (!sig) return Fail(sig.error(), Tr("cannot sign the retirement"));
         rt->set_signature(BytesOf(*sig));
       }
     }

@@ -49,9 +49,8 @@ Outcome<int> ParseRequired(const google::protobuf::EnumDescriptor& e, std::strin
     if (why.empty()) {
       std::string valid;
       for (int i = 1; i < e.value_count(); ++i)
-        valid +=
-            (valid.empty() ? "" : ", ") + e.value(i)->options().GetExtension(teduh::value_label_en);
-      why = fmt::format("give the {}: {}", what, valid);
+        valid += (valid.empty() ? "" : ", ") + EnumValueLabel(*e.value(i), CurrentLang());
+      why = TrF("give the {}: {}", what, valid);
     }
     return Fail(errc::bad_value, why);
   }
@@ -110,12 +109,12 @@ Outcome<Id> Device::AddAssessment(std::string_view case_ref, std::string_view ri
   const DeviceInfo me = InfoLocked();
   auto case_id = CaseToEditLocked(case_ref);
   if (!case_id) return case_id.error();
-  auto risk = ParseRequired(*cw::RiskLevel_descriptor(), risk_text, "risk level");
+  auto risk = ParseRequired(*cw::RiskLevel_descriptor(), risk_text, Tr("risk level"));
   if (!risk) return risk.error();
   std::vector<cw::Need> needs;
   for (const auto& t : need_texts) {
     if (internal::Trim(t).empty()) continue;
-    auto n = ParseRequired(*cw::Need_descriptor(), t, "need");
+    auto n = ParseRequired(*cw::Need_descriptor(), t, Tr("need"));
     if (!n) return n.error();
     if (std::find(needs.begin(), needs.end(), *n) == needs.end())
       needs.push_back(static_cast<cw::Need>(*n));
@@ -124,7 +123,7 @@ Outcome<Id> Device::AddAssessment(std::string_view case_ref, std::string_view ri
   if (auto l = LoadOpenLocked(*case_id, &now_case); !l) return l.error();
   if (now_case.stage() == cw::STAGE_TERMINASI)
     return Fail(errc::invalid_argument,
-                "the case is closed: reopen it first (teduh case reopen CASE --reason ...)");
+                Tr("the case is closed: reopen it first (teduh case reopen CASE --reason ...)"));
 
   const std::int64_t now = NowMsLocked() / 1000;
   const auto level = static_cast<cw::RiskLevel>(*risk);
@@ -191,18 +190,18 @@ Outcome<Id> Device::AddService(std::string_view case_ref, std::string_view servi
   const DeviceInfo me = InfoLocked();
   auto case_id = CaseToEditLocked(case_ref);
   if (!case_id) return case_id.error();
-  auto service = ParseRequired(*cw::UnitService_descriptor(), service_text, "service");
+  auto service = ParseRequired(*cw::UnitService_descriptor(), service_text, Tr("service"));
   if (!service) return service.error();
   const bool accompaniment = *service == cw::UNIT_SERVICE_ACCOMPANIMENT;
   int kind_of = 0;
   if (accompaniment) {
     auto k = ParseRequired(*cw::Accompaniment_descriptor(), accompaniment_text,
-                           "kind of accompaniment (--subtype)");
+                           Tr("kind of accompaniment (--subtype)"));
     if (!k) return k.error();
     kind_of = *k;
   } else if (!internal::Trim(accompaniment_text).empty()) {
     return Fail(errc::invalid_argument,
-                "only accompaniment has a kind (legal, psychological, social, medical)");
+                Tr("only accompaniment has a kind (legal, psychological, social, medical)"));
   }
   // Read before any plaintext is held: a closed case takes no new service
   // (a shelter stay begun on it would come due, overdue, at a reopen).
@@ -210,7 +209,7 @@ Outcome<Id> Device::AddService(std::string_view case_ref, std::string_view servi
   if (auto l = LoadOpenLocked(*case_id, &on_file); !l) return l.error();
   if (on_file.stage() == cw::STAGE_TERMINASI)
     return Fail(errc::invalid_argument,
-                "the case is closed: reopen it first (teduh case reopen) to record a service");
+                Tr("the case is closed: reopen it first (teduh case reopen) to record a service"));
   const std::int64_t now = NowMsLocked() / 1000;
   const RecordKind& sk = KindOf(kServiceDeliveredKind);
   std::vector<PendingSet> sets;
@@ -268,8 +267,8 @@ Outcome<int> Device::ReopenCase(std::string_view case_ref, std::string_view reas
   if (auto l = LoadOpenLocked(*case_id, &c); !l) return l.error();
   if (c.stage() != cw::STAGE_TERMINASI)
     return Fail(errc::invalid_argument,
-                "the case is not closed: only a closed case (terminasi) is reopened");
-  auto reason = ParseRequired(*cw::ReopenReason_descriptor(), reason_text, "reason");
+                Tr("the case is not closed: only a closed case (terminasi) is reopened"));
+  auto reason = ParseRequired(*cw::ReopenReason_descriptor(), reason_text, Tr("reason"));
   if (!reason) return reason.error();
   const int episode = EpisodeOf(c) + 1;
   const std::int64_t now = NowMsLocked() / 1000;

@@ -62,7 +62,7 @@ Outcome<ReferralView> Device::LoadReferralLocked(const Id& referral_id) {
   auto rec = store_->GetRecord(referral_id);
   if (!rec) return rec.error();
   if (!*rec || (*rec)->kind != kReferralKind || !(*rec)->parent_id)
-    return Fail(errc::not_found, "no such referral on this device");
+    return Fail(errc::not_found, Tr("no such referral on this device"));
   auto fields = store_->GetFields(referral_id);
   if (!fields) return fields.error();
   cw::Referral r;
@@ -98,14 +98,13 @@ Outcome<Id> Device::AddReferral(std::string_view case_ref, std::string_view agen
   if (!case_id) return case_id.error();
   const CodeEntry* a = CodesLocked().Find("agency", agency);
   if (a == nullptr || a->retired)
-    return Fail(errc::bad_value,
-                fmt::format("unknown agency '{}'; valid agencies: {}", agency.substr(0, 32),
-                            CodesLocked().Choices("agency", "id")));
+    return Fail(errc::bad_value, TrF("unknown agency '{}'; valid agencies: {}",
+                                     agency.substr(0, 32), CodesLocked().Choices("agency", "id")));
   const CodeEntry* s = CodesLocked().Find("referral_service", service);
   if (s == nullptr || s->retired)
     return Fail(errc::bad_value,
-                fmt::format("unknown service '{}'; valid services: {}", service.substr(0, 32),
-                            CodesLocked().Choices("referral_service", "id")));
+                TrF("unknown service '{}'; valid services: {}", service.substr(0, 32),
+                    CodesLocked().Choices("referral_service", "id")));
   // Exactly which fields the letter discloses: names of the case's and its
   // persons' fields.
   const RecordKind& case_kind = KindOf(kCaseKind);
@@ -118,8 +117,8 @@ Outcome<Id> Device::AddReferral(std::string_view case_ref, std::string_view agen
       std::string valid;
       for (const auto* k : {&case_kind, &person_kind})
         for (const auto& f : k->fields) valid += (valid.empty() ? "" : ", ") + f.name;
-      return Fail(errc::bad_value, fmt::format("unknown field '{}' to disclose; valid fields: {}",
-                                               n.substr(0, 64), valid));
+      return Fail(errc::bad_value,
+                  TrF("unknown field '{}' to disclose; valid fields: {}", n.substr(0, 64), valid));
     }
     if (std::find(fields.begin(), fields.end(), n) == fields.end()) fields.push_back(n);
   }
@@ -171,32 +170,31 @@ Outcome<ReferralView> Device::AdvanceReferral(std::string_view referral_ref,
   };
   auto step = [&](std::string_view from, cw::ReferralStatus to) -> Outcome<void> {
     if (current->status != from)
-      return Fail(errc::invalid_argument,
-                  fmt::format("the referral is {}; it can be {} only when it is {}",
-                              current->status, StatusName(to), from));
+      return Fail(errc::invalid_argument, TrF("the referral is {}; it can be {} only when it is {}",
+                                              current->status, StatusName(to), from));
     add(One(kind, "status", [&](cw::Referral& r) { r.set_status(to); }));
     return {};
   };
   if (action == "consent") {
-    if (gone) return Fail(errc::invalid_argument, "the referral was already sent");
+    if (gone) return Fail(errc::invalid_argument, Tr("the referral was already sent"));
     add(One(kind, "consent", [](cw::Referral& r) { r.set_consent(true); }));
     add(One(kind, "consent_at", [&](cw::Referral& r) { r.set_consent_at(now_s); }));
   } else if (action == "accompany") {
-    if (gone) return Fail(errc::invalid_argument, "the referral was already sent");
+    if (gone) return Fail(errc::invalid_argument, Tr("the referral was already sent"));
     add(One(kind, "accompanied", [](cw::Referral& r) { r.set_accompanied(true); }));
   } else if (action == "check") {
     if (auto r = step("draft", cw::REFERRAL_STATUS_CHECKED); !r) return r.error();
   } else if (action == "sign") {
     if (me.role != RoleName(pb::ROLE_SUPERVISOR))
-      return Fail(errc::forbidden, "only a supervisor signs a referral letter");
+      return Fail(errc::forbidden, Tr("only a supervisor signs a referral letter"));
     if (auto r = step("checked", cw::REFERRAL_STATUS_SIGNED); !r) return r.error();
     add(One(kind, "signed_by", [&](cw::Referral& r) { r.set_signed_by(me.user); }));
   } else if (action == "send") {
     // Invariant 2.
     if (!current->consent)
       return Fail(errc::invalid_argument,
-                  "the victim's consent is not recorded: ask her, then run teduh referral "
-                  "consent, before sending");
+                  Tr("the victim's consent is not recorded: ask her, then run teduh referral "
+                     "consent, before sending"));
     if (!current->accompanied) {
       auto c = store_->GetFields(current->case_id);
       if (!c) return c.error();
@@ -217,8 +215,8 @@ Outcome<ReferralView> Device::AdvanceReferral(std::string_view referral_ref,
       const bool vulnerable = VulnerableVictim(cs, victims);
       if (vulnerable)
         return Fail(errc::invalid_argument,
-                    "the victim is a child or vulnerable: an officer must accompany the referral "
-                    "(teduh referral accompany) before it is sent");
+                    Tr("the victim is a child or vulnerable: an officer must accompany the "
+                       "referral (teduh referral accompany) before it is sent"));
     }
     if (auto r = step("signed", cw::REFERRAL_STATUS_SENT); !r) return r.error();
     add(One(kind, "sent_at", [&](cw::Referral& r) { r.set_sent_at(now_s); }));
@@ -227,9 +225,8 @@ Outcome<ReferralView> Device::AdvanceReferral(std::string_view referral_ref,
     add(One(kind, "confirmed_at", [&](cw::Referral& r) { r.set_confirmed_at(now_s); }));
   } else {
     return Fail(errc::invalid_argument,
-                fmt::format("unknown step '{}'; steps: consent, accompany, check, sign, send, "
-                            "confirm",
-                            action.substr(0, 32)));
+                TrF("unknown step '{}'; steps: consent, accompany, check, sign, send, confirm",
+                    action.substr(0, 32)));
   }
   auto r = store_->Edit(*hlc_, [&](LocalStore::EditTxn& txn) -> Outcome<void> {
     return WriteRecordFields(txn, *id, kReferralKind, current->case_id, current->case_id,

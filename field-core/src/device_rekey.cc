@@ -102,7 +102,7 @@ Outcome<RekeyReport> Device::RekeyCases(
   std::vector<std::string> failures;
   for (std::size_t n = 0; n < cases.size(); ++n) {
     auto case_id = IdFromBytes(cases[n]);
-    if (!case_id) return Fail(errc::malformed_frame, "the server sent a malformed case id");
+    if (!case_id) return Fail(errc::malformed_frame, Tr("the server sent a malformed case id"));
     const std::string short_id = ToHex(*case_id).substr(0, 8);
     bool finished = false, had_keys = true, unreadable = false;
     std::string problem;
@@ -157,10 +157,9 @@ Outcome<RekeyReport> Device::RekeyCases(
     } else if (finished) {
       ++report.cases;
     } else if (unreadable) {
-      failures.push_back(fmt::format("case {}: {}", short_id, problem));
+      failures.push_back(TrF("case {}: {}", short_id, problem));
     } else {
-      failures.push_back(
-          fmt::format("case {}: edits kept arriving; run the re-key again", short_id));
+      failures.push_back(TrF("case {}: edits kept arriving; run the re-key again", short_id));
     }
     if (progress) progress(n + 1, cases.size());
   }
@@ -168,8 +167,8 @@ Outcome<RekeyReport> Device::RekeyCases(
   if (!failures.empty()) {
     std::string all_failures;
     for (const auto& f : failures) all_failures += (all_failures.empty() ? "" : "; ") + f;
-    return Fail(errc::integrity, fmt::format("{} of {} cases re-keyed; not re-keyed: {}",
-                                             report.cases, cases.size(), all_failures));
+    return Fail(errc::integrity, TrF("{} of {} cases re-keyed; not re-keyed: {}", report.cases,
+                                     cases.size(), all_failures));
   }
   return report;
 }
@@ -193,15 +192,15 @@ Outcome<void> Device::PrepareRekeyLocked(const Id& case_id, const pb::RekeySet& 
     const crypto::SecureBuffer* class_key = vault_->class_key(cls, k.epoch());
     if (class_key == nullptr) {
       if (problem->empty())
-        *problem = fmt::format(
-            "this device does not hold epoch {} of the {} key (sync it, then "
-            "re-key again)",
-            k.epoch(), ClassName(cls));
+        *problem =
+            TrF("this device does not hold epoch {} of the {} key (sync it, then re-key "
+                "again)",
+                k.epoch(), ClassName(cls));
       continue;
     }
     auto ck = UnwrapCaseKey(*class_key, case_id, cls, k.version(), k.epoch(), k.wrapped());
     if (!ck) {
-      if (problem->empty()) *problem = "a key record does not verify (altered or damaged)";
+      if (problem->empty()) *problem = Tr("a key record does not verify (altered or damaged)");
       continue;
     }
     bool is_target = false;
@@ -216,12 +215,12 @@ Outcome<void> Device::PrepareRekeyLocked(const Id& case_id, const pb::RekeySet& 
     if (targets.count(cls_int)) continue;
     const auto cls = static_cast<teduh::AccessClass>(cls_int);
     auto epoch = WriteEpochLocked(cls);
-    if (!epoch) return Fail(errc::key_missing, "this device holds no class key to wrap under");
+    if (!epoch) return Fail(errc::key_missing, Tr("this device holds no class key to wrap under"));
     auto ck = crypto::RandomSecret(crypto::kAeadKeyBytes);
-    if (!ck) return Fail(ck.error(), "cannot make a case key");
+    if (!ck) return Fail(ck.error(), Tr("cannot make a case key"));
     auto wrapped =
         WrapCaseKey(*vault_->class_key(cls, *epoch), case_id, cls, version + 1, *epoch, *ck);
-    if (!wrapped) return Fail(wrapped.error(), "cannot wrap the case key");
+    if (!wrapped) return Fail(wrapped.error(), Tr("cannot wrap the case key"));
     pb::CaseKeyInfo* nk = frame->add_new_keys();
     nk->set_record_id(std::string(AsBytes(NewId())));
     nk->set_key_class(cls);
@@ -236,7 +235,7 @@ Outcome<void> Device::PrepareRekeyLocked(const Id& case_id, const pb::RekeySet& 
     SealContext ctx;
     auto record = IdFromBytes(ref.record_id());
     auto writer = IdFromBytes(v.writer_device());
-    if (!record || !writer) return Fail(errc::malformed_frame, "a sealed value lacks its ids");
+    if (!record || !writer) return Fail(errc::malformed_frame, Tr("a sealed value lacks its ids"));
     ctx.record_id = *record;
     ctx.kind = v.kind();
     ctx.field = ref.field();
@@ -246,25 +245,25 @@ Outcome<void> Device::PrepareRekeyLocked(const Id& case_id, const pb::RekeySet& 
     ctx.key_version = ref.key_version();
     auto target = targets.find(ctx.key_class);
     Failure failed;
-    const bool opened =
-        target != targets.end() && old_keys.Open(
-                                       ctx, v.value(),
-                                       [&](const std::string& plain) -> Outcome<void> {
-                                         SealContext to = ctx;
-                                         to.key_version = target->second.first;
-                                         auto sealed = SealField(target->second.second, to, plain);
-                                         if (!sealed)
-                                           return Fail(sealed.error(), "cannot seal a value again");
-                                         pb::Reseal& r = reseals->emplace_back();
-                                         *r.mutable_ref() = ref;
-                                         r.set_value(std::move(*sealed));
-                                         return {};
-                                       },
-                                       &failed);
+    const bool opened = target != targets.end() &&
+                        old_keys.Open(
+                            ctx, v.value(),
+                            [&](const std::string& plain) -> Outcome<void> {
+                              SealContext to = ctx;
+                              to.key_version = target->second.first;
+                              auto sealed = SealField(target->second.second, to, plain);
+                              if (!sealed)
+                                return Fail(sealed.error(), Tr("cannot seal a value again"));
+                              pb::Reseal& r = reseals->emplace_back();
+                              *r.mutable_ref() = ref;
+                              r.set_value(std::move(*sealed));
+                              return {};
+                            },
+                            &failed);
     if (failed.code) return failed;
     if (!opened) {
       *unreadable = true;  // damaged, altered, or its key did not open: never re-keyed, reported
-      if (problem->empty()) *problem = "a sealed value does not open with its case key";
+      if (problem->empty()) *problem = Tr("a sealed value does not open with its case key");
     }
   }
   return {};
@@ -311,7 +310,7 @@ Outcome<std::size_t> Device::ResealCaseLocked(const Id& case_id) {
     ctx.key_version = *known->second;
     auto sealed = SealField(**new_key, ctx, *plain);
     crypto::Wipe(*plain);
-    if (!sealed) return Fail(sealed.error(), "cannot seal an edit again");
+    if (!sealed) return Fail(sealed.error(), Tr("cannot seal an edit again"));
     ch.set_value(std::move(*sealed));
     ch.set_key_version(*known->second);
     resealed.push_back(std::move(ch));

@@ -17,21 +17,20 @@ Outcome<CodeBook> Device::Codes() {
 }
 
 Outcome<CaseReport> Device::Report(std::int64_t from_s, std::int64_t to_s,
-                                   const std::vector<std::string>& by,
-                                   std::int64_t utc_offset_s) {
+                                   const std::vector<std::string>& by, std::int64_t utc_offset_s) {
   std::lock_guard g(mu_);
   if (auto r = CheckOpen(); !r) return r.error();
   const auto role = ParseRole(InfoLocked().role);
   if (!role || ScopeOf(*role) != CaseScope::kUnit)
     return Fail(errc::forbidden,
-                "a report counts the whole unit: only office and supervisor devices hold it "
-                "(teduh-server report counts it on the server)");
+                Tr("a report counts the whole unit: only office and supervisor devices hold it "
+                   "(teduh-server report counts it on the server)"));
   for (const auto& d : by)
     if (!IsReportDimension(d))
       return Fail(errc::invalid_argument,
-                  fmt::format("unknown breakdown '{}'; valid: {}", d.substr(0, 32),
-                              fmt::join(kReportDimensions, ",")));
-  if (to_s <= from_s) return Fail(errc::invalid_argument, "the period is empty");
+                  TrF("unknown breakdown '{}'; valid: {}", d.substr(0, 32),
+                      fmt::format("{}", fmt::join(kReportDimensions, ","))));
+  if (to_s <= from_s) return Fail(errc::invalid_argument, Tr("the period is empty"));
 
   ReportBuilder builder;
   auto add_record = [&](std::string_view kind, const Id& record_id,

@@ -225,21 +225,21 @@ Outcome<TaskView> Device::CompleteTask(std::string_view task_ref) {
   if (ref.size() < 6 || ref.size() > 32 ||
       !std::all_of(ref.begin(), ref.end(), [](char ch) { return std::isxdigit(ch); }))
     return Fail(errc::invalid_argument,
-                "a task id is 32 hex digits, or a unique prefix of at least 6");
+                Tr("a task id is 32 hex digits, or a unique prefix of at least 6"));
   auto all = AllTasksLocked();
   if (!all) return all.error();
   const TaskView* found = nullptr;
   for (const auto& t : *all) {
     if (!ToHex(t.task_id).starts_with(ref)) continue;
     if (found)
-      return Fail(errc::invalid_argument, "several tasks start with " + ref + ": type more");
+      return Fail(errc::invalid_argument, TrF("several tasks start with {}: type more", ref));
     found = &t;
   }
-  if (!found) return Fail(errc::not_found, "no open task " + ref + " on this device");
+  if (!found) return Fail(errc::not_found, TrF("no open task {} on this device", ref));
   const TaskView task = *found;
   const bool closure = task.kind == "closure_proposal";
   if (closure && InfoLocked().role != RoleName(teduh::sync::v1::ROLE_SUPERVISOR))
-    return Fail(errc::forbidden, "only a supervisor approves closing a case");
+    return Fail(errc::forbidden, Tr("only a supervisor approves closing a case"));
   const RecordKind& kind = KindOf(kTaskKind);
   const std::string me = InfoLocked().user;
   const std::int64_t now = NowMsLocked() / 1000;
@@ -305,11 +305,12 @@ Outcome<Id> Device::LogVisit(std::string_view case_ref, std::string_view method_
   std::string why;
   auto method = ParseEnumValue(*cw::ContactMethod_descriptor(),
                                method_text.empty() ? "home_visit" : Clean(method_text), &why);
-  if (!method || *method == 0) return Fail(errc::bad_value, why.empty() ? "unknown method" : why);
+  if (!method || *method == 0)
+    return Fail(errc::bad_value, why.empty() ? Tr("unknown method") : why);
   auto outcome = ParseEnumValue(*cw::ContactOutcome_descriptor(), Clean(outcome_text), &why);
   if (!outcome || *outcome == 0)
     return Fail(errc::bad_value,
-                why.empty() ? "give the outcome: reached, not_reached or unsafe" : why);
+                why.empty() ? Tr("give the outcome: reached, not_reached or unsafe") : why);
   const std::int64_t now = NowMsLocked() / 1000;
   const RecordKind& ak = KindOf(kContactAttemptKind);
   std::vector<PendingSet> attempt;

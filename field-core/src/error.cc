@@ -1,5 +1,7 @@
 #include "teduh/core/error.h"
 
+#include "teduh/core/i18n.h"
+
 namespace teduh::core {
 namespace {
 
@@ -9,75 +11,75 @@ class CoreCategory final : public boost::system::error_category {
   std::string message(int ev) const override {
     switch (static_cast<errc>(ev)) {
       case errc::unknown_kind:
-        return "unknown record kind";
+        return Tr("unknown record kind");
       case errc::unknown_field:
-        return "unknown field";
+        return Tr("unknown field");
       case errc::bad_value:
-        return "invalid value";
+        return Tr("invalid value");
       case errc::not_found:
-        return "not found";
+        return Tr("not found");
       case errc::invalid_argument:
-        return "invalid argument";
+        return Tr("invalid argument");
       case errc::wrong_passphrase:
-        return "wrong passphrase";
+        return Tr("wrong passphrase");
       case errc::vault_missing:
-        return "no device is set up in this folder (run `teduh init`)";
+        return Tr("no device is set up in this folder (run `teduh init`)");
       case errc::vault_exists:
-        return "a device is already set up in this folder";
+        return Tr("a device is already set up in this folder");
       case errc::vault_corrupt:
-        return "the vault file is damaged";
+        return Tr("the vault file is damaged");
       case errc::vault_wiped:
-        return "too many failed unlocks: the vault was erased";
+        return Tr("too many failed unlocks: the vault was erased");
       case errc::locked:
-        return "the vault is locked";
+        return Tr("the vault is locked");
       case errc::store_failed:
-        return "the store failed; reopen it";
+        return Tr("the store failed; reopen it");
       case errc::store_busy:
-        return "the store is busy; try again";
+        return Tr("the store is busy; try again");
       case errc::disk_full:
-        return "the disk is full; nothing was changed";
+        return Tr("the disk is full; nothing was changed");
       case errc::io_error:
-        return "a file could not be read or written";
+        return Tr("a file could not be read or written");
       case errc::key_missing:
-        return "this device does not hold the key for this value";
+        return Tr("this device does not hold the key for this value");
       case errc::integrity:
-        return "a sealed value failed its integrity check";
+        return Tr("a sealed value failed its integrity check");
       case errc::malformed_frame:
-        return "malformed frame";
+        return Tr("malformed frame");
       case errc::frame_too_large:
-        return "frame too large";
+        return Tr("frame too large");
       case errc::unexpected_frame:
-        return "unexpected frame";
+        return Tr("unexpected frame");
       case errc::unsupported_version:
-        return "protocol version not supported: update Teduh";
+        return Tr("protocol version not supported: update Teduh");
       case errc::device_unknown:
-        return "the server does not know this device";
+        return Tr("the server does not know this device");
       case errc::device_pending:
-        return "this device is waiting for an admin to approve it";
+        return Tr("this device is waiting for an admin to approve it");
       case errc::device_revoked:
-        return "this device was revoked";
+        return Tr("this device was revoked");
       case errc::bad_signature:
-        return "bad signature";
+        return Tr("bad signature");
       case errc::enrollment_refused:
-        return "the enrollment code is unknown, expired or already used";
+        return Tr("the enrollment code is unknown, expired or already used");
       case errc::forbidden:
-        return "this role may not do that";
+        return Tr("this role may not do that");
       case errc::out_of_scope:
-        return "the record is outside this device's scope";
+        return Tr("the record is outside this device's scope");
       case errc::rejected:
-        return "the server rejected the change";
+        return Tr("the server rejected the change");
       case errc::connection_failed:
-        return "could not reach the server";
+        return Tr("could not reach the server");
       case errc::timeout:
-        return "timed out";
+        return Tr("timed out");
       case errc::server_error:
-        return "the server failed; try again later";
+        return Tr("the server failed; try again later");
       case errc::wrong_unit:
-        return "the server does not belong to the unit named by the code";
+        return Tr("the server does not belong to the unit named by the code");
       case errc::wipe_ordered:
-        return "this device was revoked and ordered to erase itself";
+        return Tr("this device was revoked and ordered to erase itself");
     }
-    return "unknown error";
+    return Tr("unknown error");
   }
   boost::system::error_condition default_error_condition(int ev) const noexcept override {
     switch (static_cast<errc>(ev)) {
@@ -106,13 +108,13 @@ class ConditionCategory final : public boost::system::error_category {
   std::string message(int ev) const override {
     switch (static_cast<condition>(ev)) {
       case condition::retry_later:
-        return "retry later";
+        return Tr("retry later");
       case condition::fix_input:
-        return "fix the input";
+        return Tr("fix the input");
       case condition::fatal:
-        return "cannot continue";
+        return Tr("cannot continue");
     }
-    return "unknown condition";
+    return Tr("unknown condition");
   }
 };
 

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "teduh/core/i18n.h"
 #include "teduh/crypto/crypto.h"
 
 namespace teduh::core {
@@ -19,44 +20,45 @@ struct Checker {
     return false;
   }
   bool Len(const std::string& v, std::size_t n, const char* what) {
-    return v.size() == n || Fail(fmt::format("{} must be {} bytes", what, n));
+    return v.size() == n || Fail(TrF("{} must be {} bytes", what, n));
   }
   bool LenOrEmpty(const std::string& v, std::size_t n, const char* what) {
     return v.empty() || Len(v, n, what);
   }
   bool Text(const std::string& v, const char* what) {
-    return v.size() <= limits.max_text_bytes || Fail(fmt::format("{} is too long", what));
+    return v.size() <= limits.max_text_bytes || Fail(TrF("{} is too long", what));
   }
   bool Count(int n, std::size_t max, const char* what) {
-    return static_cast<std::size_t>(n) <= max || Fail(fmt::format("too many {}", what));
+    return static_cast<std::size_t>(n) <= max || Fail(TrF("too many {}", what));
   }
   bool StampOk(const v1::Stamp& s, const char* what, bool required) {
     if (s.device_id().empty() && s.hlc() == 0) {
-      return !required || Fail(fmt::format("{} is missing", what));
+      return !required || Fail(TrF("{} is missing", what));
     }
-    return Len(s.device_id(), 16, what) && (s.hlc() != 0 || Fail(fmt::format("{} is zero", what)));
+    return Len(s.device_id(), 16, what) && (s.hlc() != 0 || Fail(TrF("{} is zero", what)));
   }
   bool GrantOk(const teduh::keys::v1::Grant& g) {
     return Len(g.device_id(), 16, "grant device_id") &&
            Len(g.signature(), crypto::kSignatureBytes, "grant signature") &&
            (g.sealed_key().size() == crypto::kAeadKeyBytes + crypto::kSealOverhead ||
-            Fail("grant sealed_key has the wrong size")) &&
+            Fail(Tr("grant sealed_key has the wrong size"))) &&
            (g.key_class() == teduh::ACCESS_CLASS_GENERAL ||
-            g.key_class() == teduh::ACCESS_CLASS_CLINICAL || Fail("grant class is invalid")) &&
-           (g.epoch() > 0 || Fail("grant epoch is zero"));
+            g.key_class() == teduh::ACCESS_CLASS_CLINICAL || Fail(Tr("grant class is invalid"))) &&
+           (g.epoch() > 0 || Fail(Tr("grant epoch is zero")));
   }
   bool Change(const v1::FieldChange& c) {
     if (!Len(c.record_id(), 16, "record_id")) return false;
-    if (c.kind().empty() || c.kind().size() > limits.max_kind_bytes) return Fail("kind is invalid");
+    if (c.kind().empty() || c.kind().size() > limits.max_kind_bytes)
+      return Fail(Tr("kind is invalid"));
     if (!LenOrEmpty(c.parent_id(), 16, "parent_id")) return false;
     if (!LenOrEmpty(c.resolves(), 16, "resolves")) return false;
-    if (c.field() == 0 || c.field() > 536870911u) return Fail("field number is invalid");
-    if (c.value().size() > limits.max_value_bytes) return Fail("value is too large");
+    if (c.field() == 0 || c.field() > 536870911u) return Fail(Tr("field number is invalid"));
+    if (c.value().size() > limits.max_value_bytes) return Fail(Tr("value is too large"));
     if (c.sealed()) {
-      if (c.value().size() < crypto::kAeadOverhead) return Fail("sealed value is too short");
+      if (c.value().size() < crypto::kAeadOverhead) return Fail(Tr("sealed value is too short"));
       if (c.key_class() != teduh::ACCESS_CLASS_GENERAL &&
           c.key_class() != teduh::ACCESS_CLASS_CLINICAL)
-        return Fail("sealed value has no key class");
+        return Fail(Tr("sealed value has no key class"));
     }
     return StampOk(c.stamp(), "stamp", true) &&
            (!c.has_base() || StampOk(c.base(), "base", false)) && Text(c.author(), "author") &&
@@ -87,21 +89,23 @@ struct Checker {
   bool CaseKeyOk(const v1::CaseKeyInfo& k) {
     return Len(k.record_id(), 16, "case key record_id") &&
            (k.key_class() == teduh::ACCESS_CLASS_GENERAL ||
-            k.key_class() == teduh::ACCESS_CLASS_CLINICAL || Fail("case key class is invalid")) &&
-           (k.wrapped().size() <= 128 || Fail("wrapped is too long"));
+            k.key_class() == teduh::ACCESS_CLASS_CLINICAL ||
+            Fail(Tr("case key class is invalid"))) &&
+           (k.wrapped().size() <= 128 || Fail(Tr("wrapped is too long")));
   }
   bool SealedRefOk(const v1::SealedRef& r) {
     const bool conflict = r.place() == v1::SealedRef::PLACE_CONFLICT_KEPT ||
                           r.place() == v1::SealedRef::PLACE_CONFLICT_OTHER;
-    return (r.place() != v1::SealedRef::PLACE_UNSPECIFIED || Fail("sealed value place missing")) &&
+    return (r.place() != v1::SealedRef::PLACE_UNSPECIFIED ||
+            Fail(Tr("sealed value place missing"))) &&
            Len(r.record_id(), 16, "record_id") &&
            (conflict ? Len(r.conflict_id(), 16, "conflict_id")
-                     : (r.conflict_id().empty() || Fail("conflict_id is not expected"))) &&
+                     : (r.conflict_id().empty() || Fail(Tr("conflict_id is not expected")))) &&
            StampOk(r.stamp(), "stamp", false);
   }
   bool SealedBytesOk(const std::string& v) {
-    return (v.size() >= crypto::kAeadOverhead || Fail("sealed value is too short")) &&
-           (v.size() <= limits.max_value_bytes || Fail("value is too large"));
+    return (v.size() >= crypto::kAeadOverhead || Fail(Tr("sealed value is too short"))) &&
+           (v.size() <= limits.max_value_bytes || Fail(Tr("value is too large")));
   }
 
   bool FrameOk(const v1::Frame& f) {
@@ -132,7 +136,7 @@ struct Checker {
         return Text(f.error().message(), "message");
       case v1::Frame::kEnroll: {
         const auto& e = f.enroll();
-        return (e.code().size() <= 64 || Fail("code is too long")) &&
+        return (e.code().size() <= 64 || Fail(Tr("code is too long"))) &&
                Len(e.sign_pk(), 32, "sign_pk") && Len(e.box_pk(), 32, "box_pk") &&
                Text(e.label(), "label") && LenOrEmpty(e.unit_root_pk(), 32, "unit_root_pk") &&
                Len(e.signature(), crypto::kSignatureBytes, "signature");
@@ -207,7 +211,7 @@ struct Checker {
           return false;
         for (const auto& w : r.rewraps())
           if (!Len(w.record_id(), 16, "record_id") ||
-              !(w.wrapped().size() <= 128 || Fail("wrapped is too long")))
+              !(w.wrapped().size() <= 128 || Fail(Tr("wrapped is too long"))))
             return false;
         for (const auto& g : r.grants())
           if (!GrantOk(g)) return false;
@@ -253,7 +257,7 @@ struct Checker {
         for (const auto& v : r.values())
           if (!SealedRefOk(v.ref()) || !SealedBytesOk(v.value()) ||
               !Len(v.writer_device(), 16, "writer_device") ||
-              !(v.kind().size() <= limits.max_kind_bytes || Fail("kind is invalid")))
+              !(v.kind().size() <= limits.max_kind_bytes || Fail(Tr("kind is invalid"))))
             return false;
         return true;
       }
@@ -316,9 +320,9 @@ struct Checker {
           if (!Change(e.value()) || !Text(e.reason(), "reason")) return false;
         return true;
       case v1::Frame::BODY_NOT_SET:
-        return Fail("frame has no body");
+        return Fail(Tr("frame has no body"));
     }
-    return Fail("frame has an unknown body");
+    return Fail(Tr("frame has an unknown body"));
   }
 };
 
@@ -328,12 +332,12 @@ result<v1::Frame> DecodeFrame(std::string_view bytes, const FrameLimits& limits,
                               std::string* message) {
   if (bytes.size() > limits.max_frame_bytes) {
     if (message)
-      *message = fmt::format("frame of {} bytes exceeds {}", bytes.size(), limits.max_frame_bytes);
+      *message = TrF("frame of {} bytes exceeds {}", bytes.size(), limits.max_frame_bytes);
     return make_error_code(errc::frame_too_large);
   }
   v1::Frame frame;
   if (!frame.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
-    if (message) *message = "bytes are not a frame";
+    if (message) *message = Tr("bytes are not a frame");
     return make_error_code(errc::malformed_frame);
   }
   Checker check{limits, {}};

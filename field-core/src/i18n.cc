@@ -1,8 +1,8 @@
 #include "teduh/core/i18n.h"
 
+#include <atomic>
 #include <boost/locale/gnu_gettext.hpp>
 #include <boost/locale/message.hpp>
-#include <atomic>
 #include <cstdlib>
 #include <locale>
 #include <span>

@@ -53,6 +53,7 @@
 #include <utility>
 
 #include "teduh/core/frame_codec.h"
+#include "teduh/core/i18n.h"
 
 namespace teduh::core {
 // Prepared statements are kept per store and reused: preparing costs more than
@@ -280,23 +281,22 @@ LocalStore::~LocalStore() {
 Failure LocalStore::SqlFail(int rc, std::string_view what) {
   int primary = rc & 0xFF;
   if (primary == SQLITE_FULL) {
-    return Fail(errc::disk_full, fmt::format("no space left on the device while {}; nothing was "
-                                             "saved",
-                                             what));
+    return Fail(errc::disk_full,
+                TrF("no space left on the device while {}; nothing was saved", what));
   }
   if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED) {
     return Fail(errc::store_busy,
-                fmt::format("the local store is busy (another teduh is running?) while {}", what));
+                TrF("the local store is busy (another teduh is running?) while {}", what));
   }
   if (IsStickyRc(rc)) sticky_ = make_error_code(errc::store_failed);
   return Fail(errc::store_failed,
-              fmt::format("the local store failed while {}: {}", what, sqlite3_errstr(rc)));
+              TrF("the local store failed while {}: {}", what, sqlite3_errstr(rc)));
 }
 
 Outcome<void> LocalStore::Exec(std::string_view sql) {
   std::string s(sql);
   int rc = sqlite3_exec(db_, s.c_str(), nullptr, nullptr, nullptr);
-  if (rc != SQLITE_OK) return SqlFail(rc, "running a statement");
+  if (rc != SQLITE_OK) return SqlFail(rc, Tr("running a statement"));
   return {};
 }
 
@@ -310,22 +310,22 @@ Outcome<std::unique_ptr<LocalStore>> LocalStore::Open(const std::filesystem::pat
                                                       const Id& device_id, Env& env,
                                                       StoreOptions options) {
   if (storage_key.size() != crypto::kAeadKeyBytes) {
-    return Fail(errc::invalid_argument, "the storage key must be 32 bytes");
+    return Fail(errc::invalid_argument, Tr("the storage key must be 32 bytes"));
   }
   // Create the file 0600 first: SQLite gives -wal and -shm the same mode.
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) return Fail(errc::io_error, "cannot create the local store file");
+  if (fd < 0) return Fail(errc::io_error, Tr("cannot create the local store file"));
   ::close(fd);
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     sqlite3_close_v2(db);
-    return Fail(errc::store_failed, "cannot open the local store");
+    return Fail(errc::store_failed, Tr("cannot open the local store"));
   }
   auto key = storage_key.Clone();
   if (!key) {
     sqlite3_close_v2(db);
-    return Fail(key.error(), "cannot allocate guarded memory");
+    return Fail(key.error(), Tr("cannot allocate guarded memory"));
   }
   std::unique_ptr<LocalStore> s(
       new LocalStore(db, std::move(*key), device_id, env, std::move(options)));
@@ -351,14 +351,14 @@ Outcome<std::unique_ptr<LocalStore>> LocalStore::Open(const std::filesystem::pat
     int step = q.Step();
     if (step == SQLITE_ROW) {
       if (q.Blob(0) != AsBytes(device_id)) {
-        return Fail(errc::store_failed, "the local store belongs to another device");
+        return Fail(errc::store_failed, Tr("the local store belongs to another device"));
       }
       return {};
     }
-    if (step != SQLITE_DONE) return s->SqlFail(step, "reading the store header");
+    if (step != SQLITE_DONE) return s->SqlFail(step, Tr("reading the store header"));
     Stmt ins(db, "INSERT INTO meta(key, value) VALUES('device_id', ?1), ('schema', ?2)");
     ins.BindId(1, device_id).Bind(2, kSchemaVersion);
-    if (int r = ins.Step(); r != SQLITE_DONE) return s->SqlFail(r, "creating the store");
+    if (int r = ins.Step(); r != SQLITE_DONE) return s->SqlFail(r, Tr("creating the store"));
     return {};
   });
   if (!created) return created.error();
@@ -367,7 +367,7 @@ Outcome<std::unique_ptr<LocalStore>> LocalStore::Open(const std::filesystem::pat
 
 Outcome<void> LocalStore::InTxn(const std::function<Outcome<void>()>& fn) {
   if (sticky_) {
-    return Fail(sticky_, "the local store failed earlier; close teduh and open it again");
+    return Fail(sticky_, Tr("the local store failed earlier; close teduh and open it again"));
   }
   if (in_txn_) return fn();  // nested: part of the outer transaction
   if (auto r = Exec("BEGIN IMMEDIATE"); !r) return r.error();
@@ -390,7 +390,7 @@ Outcome<void> LocalStore::InTxn(const std::function<Outcome<void>()>& fn) {
   }
   int rc = sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr);
   if (rc != SQLITE_OK) {
-    Failure f = SqlFail(rc, "saving");
+    Failure f = SqlFail(rc, Tr("saving"));
     rollback();
     int primary = rc & 0xFF;
     if (primary != SQLITE_FULL && primary != SQLITE_BUSY) {
@@ -408,7 +408,7 @@ Outcome<std::uint64_t> LocalStore::MetaInt(std::string_view key) {
   int rc = q.Step();
   if (rc == SQLITE_ROW) return q.UInt(0);
   if (rc == SQLITE_DONE) return std::uint64_t{0};
-  return SqlFail(rc, "reading the store header");
+  return SqlFail(rc, Tr("reading the store header"));
 }
 
 Outcome<void> LocalStore::SetMetaInt(std::string_view key, std::uint64_t value) {
@@ -416,18 +416,18 @@ Outcome<void> LocalStore::SetMetaInt(std::string_view key, std::uint64_t value) 
          "INSERT INTO meta(key, value) VALUES(?1, ?2) "
          "ON CONFLICT(key) DO UPDATE SET value=excluded.value");
   q.BindText(1, key).BindU(2, value);
-  if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, "writing the store header");
+  if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, Tr("writing the store header"));
   return {};
 }
 
 Outcome<std::optional<std::string>> LocalStore::GetMeta(std::string_view key) {
-  if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
+  if (sticky_) return Fail(sticky_, Tr("the local store failed earlier; reopen it"));
   Stmt q(*stmts_, "SELECT CAST(value AS BLOB) FROM meta WHERE key=?1");
   q.BindText(1, key);
   int rc = q.Step();
   if (rc == SQLITE_ROW) return std::optional<std::string>(q.Blob(0));
   if (rc == SQLITE_DONE) return std::optional<std::string>();
-  return SqlFail(rc, "reading settings");
+  return SqlFail(rc, Tr("reading settings"));
 }
 
 Outcome<void> LocalStore::SetMeta(std::string_view key, std::string_view value) {
@@ -436,7 +436,7 @@ Outcome<void> LocalStore::SetMeta(std::string_view key, std::string_view value) 
            "INSERT INTO meta(key, value) VALUES(?1, ?2) "
            "ON CONFLICT(key) DO UPDATE SET value=excluded.value");
     q.BindText(1, key).BindBlob(2, value);
-    if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, "writing settings");
+    if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, Tr("writing settings"));
     return {};
   });
 }
@@ -445,18 +445,18 @@ Outcome<std::uint64_t> LocalStore::PersistedHlc() { return MetaInt("hlc"); }
 
 Outcome<std::string> LocalStore::SealAtRest(std::string_view ad, std::string_view plain) {
   auto sealed = crypto::AeadSeal(key_, AsSpan(plain), AsSpan(ad));
-  if (!sealed) return Fail(sealed.error(), "cannot encrypt a value for the local store");
+  if (!sealed) return Fail(sealed.error(), Tr("cannot encrypt a value for the local store"));
   return std::string(reinterpret_cast<const char*>(sealed->data()), sealed->size());
 }
 
 Outcome<std::string> LocalStore::OpenAtRest(std::string_view ad, std::string_view stored) {
   if (stored.size() < crypto::kAeadOverhead) {
-    return Fail(errc::integrity, "a stored value is damaged");
+    return Fail(errc::integrity, Tr("a stored value is damaged"));
   }
   std::string out(stored.size() - crypto::kAeadOverhead, '\0');
   auto ec = crypto::AeadOpenInto(key_, AsSpan(stored), AsSpan(ad),
                                  {reinterpret_cast<std::uint8_t*>(out.data()), out.size()});
-  if (ec) return Fail(errc::integrity, "a stored value does not verify (altered?)");
+  if (ec) return Fail(errc::integrity, Tr("a stored value does not verify (altered?)"));
   return out;
 }
 
@@ -498,11 +498,11 @@ Outcome<void> LocalStore::UpsertRecord(const Id& id, std::string_view kind,
     if (!unit_id.empty() && q.Text(1).empty()) {
       Stmt u(*stmts_, "UPDATE records SET unit_id=?2 WHERE record_id=?1");
       u.BindId(1, id).BindText(2, unit_id);
-      if (int r = u.Step(); r != SQLITE_DONE) return SqlFail(r, "updating a record");
+      if (int r = u.Step(); r != SQLITE_DONE) return SqlFail(r, Tr("updating a record"));
     }
     return {};
   }
-  if (rc != SQLITE_DONE) return SqlFail(rc, "reading a record");
+  if (rc != SQLITE_DONE) return SqlFail(rc, Tr("reading a record"));
   Stmt ins(*stmts_, "INSERT INTO records(record_id, kind, parent_id, unit_id) VALUES(?1,?2,?3,?4)");
   ins.BindId(1, id).BindText(2, kind).BindText(4, unit_id);
   if (parent) {
@@ -510,7 +510,7 @@ Outcome<void> LocalStore::UpsertRecord(const Id& id, std::string_view kind,
   } else {
     ins.BindNull(3);
   }
-  if (int r = ins.Step(); r != SQLITE_DONE) return SqlFail(r, "writing a record");
+  if (int r = ins.Step(); r != SQLITE_DONE) return SqlFail(r, Tr("writing a record"));
   return {};
 }
 
@@ -532,7 +532,7 @@ Outcome<void> LocalStore::WriteFieldRow(std::string_view table, const Id& id, st
       .BindId(8, stamp.device)
       .BindU(9, origin_hlc)
       .BindU(10, seq);
-  if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, "writing a field");
+  if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, Tr("writing a field"));
   return {};
 }
 
@@ -545,7 +545,7 @@ Outcome<void> LocalStore::CopyFieldRow(std::string_view from, std::string_view t
                               "WHERE record_id=?1 AND field=?2",
                               to, from));
   q.BindId(1, id).Bind(2, field);
-  if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, "copying a field");
+  if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, Tr("copying a field"));
   return {};
 }
 
@@ -553,7 +553,7 @@ Outcome<void> LocalStore::DeleteFieldRow(std::string_view table, const Id& id,
                                          std::uint32_t field) {
   Stmt q(*stmts_, fmt::format("DELETE FROM {} WHERE record_id=?1 AND field=?2", table));
   q.BindId(1, id).Bind(2, field);
-  if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, "deleting a field");
+  if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, Tr("deleting a field"));
   return {};
 }
 
@@ -565,7 +565,7 @@ Outcome<std::optional<Stamp>> LocalStore::RowStamp(std::string_view table, const
   q.BindId(1, id).Bind(2, field);
   int rc = q.Step();
   if (rc == SQLITE_DONE) return std::optional<Stamp>();
-  if (rc != SQLITE_ROW) return SqlFail(rc, "reading a field");
+  if (rc != SQLITE_ROW) return SqlFail(rc, Tr("reading a field"));
   Stamp s;
   s.hlc = q.UInt(0);
   if (auto d = ToId(q.Blob(1))) s.device = *d;
@@ -575,14 +575,14 @@ Outcome<std::optional<Stamp>> LocalStore::RowStamp(std::string_view table, const
 Outcome<bool> LocalStore::AnyPending() {
   Stmt q(*stmts_, "SELECT EXISTS(SELECT 1 FROM outbox WHERE state=0)");
   int rc = q.Step();
-  if (rc != SQLITE_ROW) return SqlFail(rc, "reading the outbox");
+  if (rc != SQLITE_ROW) return SqlFail(rc, Tr("reading the outbox"));
   return q.Int(0) != 0;
 }
 
 Outcome<bool> LocalStore::AnyShadow() {
   Stmt q(*stmts_, "SELECT EXISTS(SELECT 1 FROM shadow)");
   int rc = q.Step();
-  if (rc != SQLITE_ROW) return SqlFail(rc, "reading the store");
+  if (rc != SQLITE_ROW) return SqlFail(rc, Tr("reading the store"));
   return q.Int(0) != 0;
 }
 
@@ -594,11 +594,11 @@ Outcome<bool> LocalStore::HasPending(const Id& id, std::uint32_t field, std::uin
   int rc = q.Step();
   if (rc == SQLITE_ROW) return true;
   if (rc == SQLITE_DONE) return false;
-  return SqlFail(rc, "reading the outbox");
+  return SqlFail(rc, Tr("reading the outbox"));
 }
 
 Outcome<bool> LocalStore::CaseHasPending(const Id& case_id) {
-  if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
+  if (sticky_) return Fail(sticky_, Tr("the local store failed earlier; reopen it"));
   Stmt q(*stmts_,
          "SELECT 1 FROM outbox o JOIN records r ON r.record_id = o.record_id WHERE "
          "(r.record_id=?1 OR r.parent_id=?1) AND o.state=0 LIMIT 1");
@@ -606,12 +606,12 @@ Outcome<bool> LocalStore::CaseHasPending(const Id& case_id) {
   int rc = q.Step();
   if (rc == SQLITE_ROW) return true;
   if (rc == SQLITE_DONE) return false;
-  return SqlFail(rc, "reading the outbox");
+  return SqlFail(rc, Tr("reading the outbox"));
 }
 
 Outcome<bool> LocalStore::CaseHasSealedBelow(const Id& case_id, int key_class,
                                              std::uint32_t below) {
-  if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
+  if (sticky_) return Fail(sticky_, Tr("the local store failed earlier; reopen it"));
   for (const char* table : {"fields", "shadow"}) {
     Stmt q(*stmts_, fmt::format("SELECT 1 FROM {} f JOIN records r ON r.record_id = f.record_id "
                                 "WHERE (r.record_id=?1 OR r.parent_id=?1) AND f.sealed=1 AND "
@@ -620,7 +620,7 @@ Outcome<bool> LocalStore::CaseHasSealedBelow(const Id& case_id, int key_class,
     q.BindId(1, case_id).Bind(2, key_class).Bind(3, below);
     int rc = q.Step();
     if (rc == SQLITE_ROW) return true;
-    if (rc != SQLITE_DONE) return SqlFail(rc, "reading the case's values");
+    if (rc != SQLITE_DONE) return SqlFail(rc, Tr("reading the case's values"));
   }
   return false;
 }
@@ -642,7 +642,7 @@ Outcome<void> LocalStore::ResealPending(const std::vector<pb::FieldChange>& chan
           .Bind(4, ch.key_version())
           .BindU(5, stamp.hlc)
           .BindId(6, stamp.device);
-      if (int rc = u.Step(); rc != SQLITE_DONE) return SqlFail(rc, "re-sealing an edit");
+      if (int rc = u.Step(); rc != SQLITE_DONE) return SqlFail(rc, Tr("re-sealing an edit"));
     }
     return {};
   });
@@ -657,7 +657,7 @@ Outcome<void> LocalStore::DeleteRecords(const std::vector<Id>& record_ids) {
             "DELETE FROM records WHERE record_id=?1"}) {
         Stmt q(*stmts_, sql);
         q.BindId(1, id);
-        if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, "deleting a record");
+        if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, Tr("deleting a record"));
       }
     }
     return {};
@@ -671,7 +671,7 @@ Outcome<void> LocalStore::StoreOutboxPayload(const pb::FieldChange& change) {
   if (!sealed) return sealed.error();
   Stmt q(*stmts_, "UPDATE outbox SET payload=?2 WHERE device_seq=?1");
   q.BindU(1, change.device_seq()).BindBlob(2, *sealed);
-  if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, "writing the outbox");
+  if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, Tr("writing the outbox"));
   return {};
 }
 
@@ -680,7 +680,7 @@ Outcome<void> LocalStore::PutLocked(EditTxn& txn, const LocalChange& c) {
   bool kind_conflict = false;
   if (auto r = UpsertRecord(c.record_id, c.kind, c.parent_id, "", &kind_conflict); !r) return r;
   if (kind_conflict) {
-    return Fail(errc::invalid_argument, "the record exists with another kind");
+    return Fail(errc::invalid_argument, Tr("the record exists with another kind"));
   }
   auto pending = HasPending(c.record_id, c.field, 0);
   if (!pending) return pending.error();
@@ -712,7 +712,7 @@ Outcome<void> LocalStore::PutLocked(EditTxn& txn, const LocalChange& c) {
   ch.set_device_seq(txn.device_seq_ + 1);
   std::string message;
   if (auto ec = ValidateChange(ch, FrameLimits{}, &message)) {
-    return Fail(errc::bad_value, message.empty() ? "the value is too large" : message);
+    return Fail(errc::bad_value, message.empty() ? Tr("the value is too large") : message);
   }
   txn.device_seq_ += 1;  // invariant 2
 
@@ -734,7 +734,7 @@ Outcome<void> LocalStore::PutLocked(EditTxn& txn, const LocalChange& c) {
            "INSERT INTO outbox(device_seq, record_id, field, state, payload, created_ms, "
            "updated_ms) VALUES(?1,?2,?3,0,x'',?4,?4)");
   ins.BindU(1, ch.device_seq()).BindId(2, c.record_id).Bind(3, c.field).Bind(4, now);
-  if (int rc = ins.Step(); rc != SQLITE_DONE) return SqlFail(rc, "writing the outbox");
+  if (int rc = ins.Step(); rc != SQLITE_DONE) return SqlFail(rc, Tr("writing the outbox"));
   auto stored = StoreOutboxPayload(ch);
   crypto::Wipe(*ch.mutable_value());
   return stored;
@@ -743,12 +743,12 @@ Outcome<void> LocalStore::PutLocked(EditTxn& txn, const LocalChange& c) {
 // ---- Reads -------------------------------------------------------------------
 
 Outcome<std::optional<RecordInfo>> LocalStore::GetRecord(const Id& record_id) {
-  if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
+  if (sticky_) return Fail(sticky_, Tr("the local store failed earlier; reopen it"));
   Stmt q(*stmts_, "SELECT kind, parent_id, unit_id FROM records WHERE record_id=?1");
   q.BindId(1, record_id);
   int rc = q.Step();
   if (rc == SQLITE_DONE) return std::optional<RecordInfo>();
-  if (rc != SQLITE_ROW) return SqlFail(rc, "reading a record");
+  if (rc != SQLITE_ROW) return SqlFail(rc, Tr("reading a record"));
   RecordInfo r;
   r.record_id = record_id;
   r.kind = q.Text(0);
@@ -759,7 +759,7 @@ Outcome<std::optional<RecordInfo>> LocalStore::GetRecord(const Id& record_id) {
 
 Outcome<std::vector<RecordInfo>> LocalStore::ListRecords(std::string_view kind,
                                                          const std::optional<Id>& parent_id) {
-  if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
+  if (sticky_) return Fail(sticky_, Tr("the local store failed earlier; reopen it"));
   Stmt q(*stmts_, parent_id ? "SELECT record_id, kind, parent_id, unit_id FROM records "
                               "WHERE parent_id=?2 AND +kind=?1 ORDER BY rowid"
                             : "SELECT record_id, kind, parent_id, unit_id FROM records "
@@ -776,14 +776,14 @@ Outcome<std::vector<RecordInfo>> LocalStore::ListRecords(std::string_view kind,
     r.unit_id = q.Text(3);
     out.push_back(std::move(r));
   }
-  if (rc != SQLITE_DONE) return SqlFail(rc, "listing records");
+  if (rc != SQLITE_DONE) return SqlFail(rc, Tr("listing records"));
   return out;
 }
 
 Outcome<void> LocalStore::ForEachRecordOpenFields(
     std::string_view kind,
     const std::function<Outcome<void>(const RecordInfo&, std::vector<StoredValue>&)>& visit) {
-  if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
+  if (sticky_) return Fail(sticky_, Tr("the local store failed earlier; reopen it"));
   Stmt q(*stmts_,
          "SELECT r.record_id, r.parent_id, r.unit_id, f.field, f.value, f.stamp_hlc, "
          "f.stamp_device FROM records r JOIN fields f ON f.record_id = r.record_id "
@@ -816,18 +816,18 @@ Outcome<void> LocalStore::ForEachRecordOpenFields(
     v.value = std::move(*plain);
     values.push_back(std::move(v));
   }
-  if (rc != SQLITE_DONE) return SqlFail(rc, "reading records");
+  if (rc != SQLITE_DONE) return SqlFail(rc, Tr("reading records"));
   if (have) return visit(current, values);
   return {};
 }
 
 Outcome<std::vector<Id>> LocalStore::MatchPrefix(std::string_view kind,
                                                  std::string_view hex_prefix) {
-  if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
+  if (sticky_) return Fail(sticky_, Tr("the local store failed earlier; reopen it"));
   std::string upper;
   for (char ch : hex_prefix) {
     if (!std::isxdigit(static_cast<unsigned char>(ch))) {
-      return Fail(errc::invalid_argument, "an id is made of hex digits 0-9 and a-f");
+      return Fail(errc::invalid_argument, Tr("an id is made of hex digits 0-9 and a-f"));
     }
     upper += static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
   }
@@ -835,7 +835,8 @@ Outcome<std::vector<Id>> LocalStore::MatchPrefix(std::string_view kind,
   // The ids that start with the prefix form one range of the primary key.
   auto lo = IdFromHex(upper + std::string(2 * sizeof(Id) - upper.size(), '0'));
   auto hi = IdFromHex(upper + std::string(2 * sizeof(Id) - upper.size(), 'F'));
-  if (!lo || !hi) return Fail(errc::invalid_argument, "an id is made of hex digits 0-9 and a-f");
+  if (!lo || !hi)
+    return Fail(errc::invalid_argument, Tr("an id is made of hex digits 0-9 and a-f"));
   Stmt q(*stmts_, "SELECT record_id FROM records WHERE record_id BETWEEN ?2 AND ?3 AND +kind=?1");
   q.BindText(1, kind).BindId(2, *lo).BindId(3, *hi);
   std::vector<Id> out;
@@ -843,12 +844,12 @@ Outcome<std::vector<Id>> LocalStore::MatchPrefix(std::string_view kind,
   while ((rc = q.Step()) == SQLITE_ROW) {
     if (auto id = ToId(q.Blob(0))) out.push_back(*id);
   }
-  if (rc != SQLITE_DONE) return SqlFail(rc, "looking up an id");
+  if (rc != SQLITE_DONE) return SqlFail(rc, Tr("looking up an id"));
   return out;
 }
 
 Outcome<std::vector<StoredValue>> LocalStore::GetFields(const Id& record_id) {
-  if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
+  if (sticky_) return Fail(sticky_, Tr("the local store failed earlier; reopen it"));
   Stmt q(*stmts_,
          "SELECT f.field, f.sealed, f.key_class, f.key_version, f.value, f.stamp_hlc, "
          "f.stamp_device, f.origin_hlc, EXISTS(SELECT 1 FROM outbox o WHERE "
@@ -876,7 +877,7 @@ Outcome<std::vector<StoredValue>> LocalStore::GetFields(const Id& record_id) {
     }
     out.push_back(std::move(v));
   }
-  if (rc != SQLITE_DONE) return SqlFail(rc, "reading fields");
+  if (rc != SQLITE_DONE) return SqlFail(rc, Tr("reading fields"));
   return out;
 }
 
@@ -897,7 +898,7 @@ Outcome<std::optional<pb::FieldChange>> LocalStore::LoadOutbox(std::uint64_t dev
   q.BindU(1, device_seq);
   int rc = q.Step();
   if (rc == SQLITE_DONE) return std::optional<pb::FieldChange>();
-  if (rc != SQLITE_ROW) return SqlFail(rc, "reading the outbox");
+  if (rc != SQLITE_ROW) return SqlFail(rc, Tr("reading the outbox"));
   if (state != nullptr) *state = static_cast<int>(q.Int(1));
   auto ch = ParseOutboxPayload(device_seq, q.Blob(0));
   if (!ch) return ch.error();
@@ -912,7 +913,7 @@ Outcome<pb::FieldChange> LocalStore::ParseOutboxPayload(std::uint64_t device_seq
   bool ok = ch.ParseFromString(*plain);
   crypto::Wipe(*plain);
   if (!ok || ch.device_seq() != device_seq) {
-    return Fail(errc::integrity, "an outbox entry is damaged");
+    return Fail(errc::integrity, Tr("an outbox entry is damaged"));
   }
   return ch;
 }
@@ -920,7 +921,7 @@ Outcome<pb::FieldChange> LocalStore::ParseOutboxPayload(std::uint64_t device_seq
 Outcome<std::vector<pb::FieldChange>> LocalStore::PendingChanges(std::size_t limit,
                                                                  std::uint64_t after_device_seq,
                                                                  const std::optional<Id>& case_id) {
-  if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
+  if (sticky_) return Fail(sticky_, Tr("the local store failed earlier; reopen it"));
   Stmt q(*stmts_,
          case_id ? "SELECT o.device_seq, o.payload FROM outbox o JOIN records r ON r.record_id = "
                    "o.record_id WHERE (r.record_id=?3 OR r.parent_id=?3) AND o.state=0 AND "
@@ -937,7 +938,7 @@ Outcome<std::vector<pb::FieldChange>> LocalStore::PendingChanges(std::size_t lim
     if (!ch) return ch.error();
     out.push_back(std::move(*ch));
   }
-  if (rc != SQLITE_DONE) return SqlFail(rc, "reading the outbox");
+  if (rc != SQLITE_DONE) return SqlFail(rc, Tr("reading the outbox"));
   return out;
 }
 
@@ -1004,7 +1005,7 @@ Outcome<PushApplied> LocalStore::ApplyPushResults(const std::vector<pb::FieldCha
             .BindText(3, reason.substr(0, 128))
             .BindText(4, res->detail().substr(0, 1024))
             .Bind(5, now);
-        if (int rc = u.Step(); rc != SQLITE_DONE) return SqlFail(rc, "updating the outbox");
+        if (int rc = u.Step(); rc != SQLITE_DONE) return SqlFail(rc, Tr("updating the outbox"));
         if (sqlite3_changes(db_) == 0) continue;  // not ours, or answered before
       }
       max_hlc = std::max(max_hlc, stored_as.hlc);  // invariant 6
@@ -1040,7 +1041,7 @@ Outcome<PushApplied> LocalStore::ApplyPushResults(const std::vector<pb::FieldCha
               .BindU(3, stored_as.hlc)
               .BindId(4, stored_as.device)
               .BindU(5, stored_as.hlc != mine.hlc ? mine.hlc : 0);
-          if (int rc = u.Step(); rc != SQLITE_DONE) return SqlFail(rc, "updating a field");
+          if (int rc = u.Step(); rc != SQLITE_DONE) return SqlFail(rc, Tr("updating a field"));
         }
         Stmt later(*stmts_,
                    "SELECT device_seq FROM outbox WHERE record_id=?1 AND field=?2 AND "
@@ -1049,7 +1050,7 @@ Outcome<PushApplied> LocalStore::ApplyPushResults(const std::vector<pb::FieldCha
         std::vector<std::uint64_t> seqs;
         int rc;
         while ((rc = later.Step()) == SQLITE_ROW) seqs.push_back(later.UInt(0));
-        if (rc != SQLITE_DONE) return SqlFail(rc, "reading the outbox");
+        if (rc != SQLITE_DONE) return SqlFail(rc, Tr("reading the outbox"));
         for (auto s : seqs) {
           auto l = LoadOutbox(s, nullptr);
           if (!l) return l.error();
@@ -1092,7 +1093,7 @@ Outcome<PushApplied> LocalStore::ApplyPushResults(const std::vector<pb::FieldCha
 }
 
 Outcome<OutboxCounts> LocalStore::CountOutbox() {
-  if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
+  if (sticky_) return Fail(sticky_, Tr("the local store failed earlier; reopen it"));
   Stmt q(*stmts_, "SELECT state, COUNT(*) FROM outbox GROUP BY state");
   OutboxCounts c;
   int rc;
@@ -1116,12 +1117,12 @@ Outcome<OutboxCounts> LocalStore::CountOutbox() {
         break;
     }
   }
-  if (rc != SQLITE_DONE) return SqlFail(rc, "counting the outbox");
+  if (rc != SQLITE_DONE) return SqlFail(rc, Tr("counting the outbox"));
   return c;
 }
 
 Outcome<std::vector<OutboxEntry>> LocalStore::ListOutbox(bool include_accepted, std::size_t limit) {
-  if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
+  if (sticky_) return Fail(sticky_, Tr("the local store failed earlier; reopen it"));
   Stmt q(*stmts_,
          std::string("SELECT o.device_seq, o.record_id, COALESCE(r.kind, ''), o.field, "
                      "o.state, o.reason, o.detail, o.created_ms, o.updated_ms FROM outbox o "
@@ -1143,14 +1144,14 @@ Outcome<std::vector<OutboxEntry>> LocalStore::ListOutbox(bool include_accepted, 
     e.updated_ms = q.Int(8);
     out.push_back(std::move(e));
   }
-  if (rc != SQLITE_DONE) return SqlFail(rc, "listing the outbox");
+  if (rc != SQLITE_DONE) return SqlFail(rc, Tr("listing the outbox"));
   return out;
 }
 
 // ---- Pull --------------------------------------------------------------------
 
 Outcome<PullCursor> LocalStore::Cursor() {
-  if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
+  if (sticky_) return Fail(sticky_, Tr("the local store failed earlier; reopen it"));
   PullCursor c;
   auto g = MetaInt("cursor_generation");
   if (!g) return g.error();
@@ -1179,7 +1180,8 @@ Outcome<PullApplied> LocalStore::ApplyPulled(Hlc& hlc, const pb::Changes& batch,
             "DELETE FROM records WHERE record_id=?1 OR parent_id=?1"}) {
         Stmt q(*stmts_, sql);
         q.BindId(1, case_id);
-        if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, "deleting a shredded case");
+        if (int rc = q.Step(); rc != SQLITE_DONE)
+          return SqlFail(rc, Tr("deleting a shredded case"));
       }
       counts.purged += static_cast<std::size_t>(sqlite3_changes(db_));
     }
@@ -1189,7 +1191,7 @@ Outcome<PullApplied> LocalStore::ApplyPulled(Hlc& hlc, const pb::Changes& batch,
       // have lost; device_seq idempotency answers what it still has.
       Stmt q(*stmts_, "UPDATE outbox SET state=0, updated_ms=?1 WHERE state IN (1,2,3)");
       q.Bind(1, env_.NowMs());
-      if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, "re-queueing the outbox");
+      if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, Tr("re-queueing the outbox"));
       counts.requeued = static_cast<std::size_t>(sqlite3_changes(db_));
     }
     // A record's fields arrive together: its row is checked once per run.
@@ -1248,19 +1250,19 @@ Outcome<PullApplied> LocalStore::ApplyPulled(Hlc& hlc, const pb::Changes& batch,
 }
 
 Outcome<std::uint64_t> LocalStore::RebaseHlc() {
-  if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
+  if (sticky_) return Fail(sticky_, Tr("the local store failed earlier; reopen it"));
   std::uint64_t top = 0;
   {
     auto pending = AnyPending();
     if (!pending) return pending.error();
-    if (*pending) return Fail(errc::invalid_argument, "changes wait to be sent");
+    if (*pending) return Fail(errc::invalid_argument, Tr("changes wait to be sent"));
   }
   auto r = InTxn([&]() -> Outcome<void> {
     Stmt q(*stmts_,
            "SELECT MAX(h) FROM (SELECT MAX(stamp_hlc) AS h FROM fields UNION ALL "
            "SELECT MAX(stamp_hlc) FROM shadow)");
     int rc = q.Step();
-    if (rc != SQLITE_ROW) return SqlFail(rc, "reading the stamps");
+    if (rc != SQLITE_ROW) return SqlFail(rc, Tr("reading the stamps"));
     top = q.UInt(0);
     return SetMetaInt("hlc", top);
   });
@@ -1269,7 +1271,7 @@ Outcome<std::uint64_t> LocalStore::RebaseHlc() {
 }
 
 Outcome<void> LocalStore::CheckInvariants() {
-  if (sticky_) return Fail(sticky_, "the local store failed earlier; reopen it");
+  if (sticky_) return Fail(sticky_, Tr("the local store failed earlier; reopen it"));
   {
     // Invariant 5.
     Stmt q(*stmts_,

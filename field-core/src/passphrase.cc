@@ -9,6 +9,8 @@
 #include <cstring>
 #include <string>
 
+#include "teduh/core/i18n.h"
+
 namespace teduh::core {
 namespace {
 
@@ -25,7 +27,7 @@ void WriteAll(int fd, std::string_view s) {
 // Reads one line from the terminal, echo off, straight into guarded memory.
 Outcome<crypto::SecureBuffer> PromptOnce(int tty, std::string_view prompt) {
   auto buf = crypto::SecureBuffer::Allocate(kMaxPassphraseBytes);
-  if (!buf) return Fail(buf.error(), "cannot allocate guarded memory");
+  if (!buf) return Fail(buf.error(), Tr("cannot allocate guarded memory"));
   WriteAll(tty, prompt);
   termios old{};
   bool restore = ::tcgetattr(tty, &old) == 0;
@@ -54,9 +56,10 @@ Outcome<crypto::SecureBuffer> PromptOnce(int tty, std::string_view prompt) {
   } else {
     WriteAll(tty, "\n");
   }
-  if (too_long) return Fail(errc::invalid_argument, "the passphrase is too long (1024 bytes max)");
+  if (too_long)
+    return Fail(errc::invalid_argument, Tr("the passphrase is too long (1024 bytes max)"));
   auto out = crypto::SecureBuffer::CopyOf({buf->data(), n});
-  if (!out) return Fail(out.error(), "cannot allocate guarded memory");
+  if (!out) return Fail(out.error(), Tr("cannot allocate guarded memory"));
   return std::move(*out);
 }
 
@@ -70,33 +73,33 @@ Outcome<crypto::SecureBuffer> ReadPassphraseFrom(const char* env_name, std::stri
                                                  bool confirm) {
   if (const char* env = std::getenv(env_name); env != nullptr) {
     std::size_t len = std::strlen(env);
-    if (len == 0) return Fail(errc::invalid_argument, fmt::format("{} is empty", env_name));
+    if (len == 0) return Fail(errc::invalid_argument, TrF("{} is empty", env_name));
     if (len > kMaxPassphraseBytes) {
-      return Fail(errc::invalid_argument, "the passphrase is too long (1024 bytes max)");
+      return Fail(errc::invalid_argument, Tr("the passphrase is too long (1024 bytes max)"));
     }
     auto out = crypto::SecureBuffer::CopyOf({reinterpret_cast<const std::uint8_t*>(env), len});
-    if (!out) return Fail(out.error(), "cannot allocate guarded memory");
+    if (!out) return Fail(out.error(), Tr("cannot allocate guarded memory"));
     return std::move(*out);
   }
   int tty = ::open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
   if (tty < 0) {
     return Fail(errc::invalid_argument,
-                fmt::format("no terminal to ask for the passphrase: set {}", env_name));
+                TrF("no terminal to ask for the passphrase: set {}", env_name));
   }
   auto first = PromptOnce(tty, prompt);
   if (first && first->empty()) {
     ::close(tty);
-    return Fail(errc::invalid_argument, "the passphrase must not be empty");
+    return Fail(errc::invalid_argument, Tr("the passphrase must not be empty"));
   }
   if (first && confirm) {
-    auto second = PromptOnce(tty, "Repeat the passphrase: ");
+    auto second = PromptOnce(tty, Tr("Repeat the passphrase: "));
     if (!second) {
       ::close(tty);
       return second.error();
     }
     if (!crypto::ConstantTimeEqual(first->view(), second->view())) {
       ::close(tty);
-      return Fail(errc::invalid_argument, "the two passphrases differ");
+      return Fail(errc::invalid_argument, Tr("the two passphrases differ"));
     }
   }
   ::close(tty);

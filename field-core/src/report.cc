@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <ctime>
-#include <optional>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "teduh/core/deadlines.h"
@@ -155,8 +155,9 @@ result<ReportPeriod> ParseReportPeriod(std::string_view from_day, std::string_vi
   const auto to = day(to_day);
   if (!from || !to) {
     if (why)
-      *why = Tr("dates are real days, YYYY-MM-DD (--from is the first day, --to the last, "
-                "inclusive)");
+      *why =
+          Tr("dates are real days, YYYY-MM-DD (--from is the first day, --to the last, "
+             "inclusive)");
     return make_error_code(errc::invalid_argument);
   }
   if (*to < *from) {
@@ -344,11 +345,12 @@ nlohmann::json ReportToJson(const CaseReport& report, std::string_view from_day,
   for (const auto& b : report.breakdowns) {
     nlohmann::json rows = nlohmann::json::array();
     for (const auto& r : b.rows)
-      rows.push_back(
-          {{"key", r.key}, {"label", ReportRowLabel(b.by, r.key, codes, lang)}, {"count", r.count}});
-    nlohmann::json j{{"by", b.by},       {"title", ReportHeading(b.by, lang)},
-                     {"rows", rows},     {"total", b.total},
-                     {"sum", b.sum},     {"adds_up", b.adds_up}};
+      rows.push_back({{"key", r.key},
+                      {"label", ReportRowLabel(b.by, r.key, codes, lang)},
+                      {"count", r.count}});
+    nlohmann::json j{{"by", b.by},   {"title", ReportHeading(b.by, lang)},
+                     {"rows", rows}, {"total", b.total},
+                     {"sum", b.sum}, {"adds_up", b.adds_up}};
     if (!b.adds_up) j["note"] = NoteText(b.note, lang);
     breakdowns.push_back(std::move(j));
   }
@@ -369,7 +371,8 @@ std::string ReportToCsv(const CaseReport& report) {
   out += fmt::format("deadlines,met,{}\ndeadlines,missed,{}\ndeadlines,open,{}\n",
                      report.deadlines_met, report.deadlines_missed, report.deadlines_open);
   for (const auto& b : report.breakdowns) {
-    for (const auto& r : b.rows) out += fmt::format("by:{},{},{}\n", b.by, CsvField(r.key), r.count);
+    for (const auto& r : b.rows)
+      out += fmt::format("by:{},{},{}\n", b.by, CsvField(r.key), r.count);
     out += fmt::format("check:{},{},{}\n", b.by,
                        b.adds_up ? std::string("adds_up") : CsvField("MISMATCH: " + b.note), b.sum);
   }
@@ -397,8 +400,9 @@ std::string ReportToText(const CaseReport& report, std::string_view from_day,
     if (b.adds_up) {
       line(Tr(lang, "total"), b.total);
     } else {
-      out += "  " + TrFIn(lang, "MISMATCH: the rows add up to {}, the total is {} ({})", b.sum, b.total,
-                        NoteText(b.note, lang)) +
+      out += "  " +
+             TrFIn(lang, "MISMATCH: the rows add up to {}, the total is {} ({})", b.sum, b.total,
+                   NoteText(b.note, lang)) +
              "\n";
     }
   }

@@ -36,7 +36,6 @@ std::string EnumPrefix(const pb::EnumDescriptor& e) {
   return out + "_";
 }
 
-
 std::vector<std::string_view> SplitList(std::string_view text) {
   std::vector<std::string_view> parts;
   std::size_t start = 0;
@@ -149,15 +148,15 @@ bool SetOne(const FieldPolicy& f, std::string_view text, TimeZone zone, const Co
     if (!(f.code_list == "region" && codes.Entries(f.code_list, true).empty())) {
       const CodeEntry* e = codes.Find(f.code_list, text);
       if (e == nullptr || e->retired)
-        return bad(fmt::format("'{}' is not a code of the unit's list; valid values: {}", text,
-                               codes.Choices(f.code_list, "id")));
+        return bad(TrF("'{}' is not a code of the unit's list; valid values: {}", text,
+                       codes.Choices(f.code_list, "id")));
       code = e->code;
       if (d->cpp_type() == pb::FieldDescriptor::CPPTYPE_ENUM) {
         rep ? r->AddEnumValue(&msg, d, e->number) : r->SetEnumValue(&msg, d, e->number);
         return true;
       }
     }
-    if (d->cpp_type() != pb::FieldDescriptor::CPPTYPE_STRING) return bad("not a code field");
+    if (d->cpp_type() != pb::FieldDescriptor::CPPTYPE_STRING) return bad(Tr("not a code field"));
     rep ? r->AddString(&msg, d, code) : r->SetString(&msg, d, code);
     return true;
   }
@@ -165,7 +164,7 @@ bool SetOne(const FieldPolicy& f, std::string_view text, TimeZone zone, const Co
     case pb::FieldDescriptor::CPPTYPE_STRING: {
       if (d->type() == pb::FieldDescriptor::TYPE_BYTES) {
         auto bytes = BytesFromHex(text);
-        if (!bytes) return bad("expected hex digits");
+        if (!bytes) return bad(Tr("expected hex digits"));
         rep ? r->AddString(&msg, d, *bytes) : r->SetString(&msg, d, *bytes);
       } else {
         rep ? r->AddString(&msg, d, std::string(text)) : r->SetString(&msg, d, std::string(text));
@@ -175,27 +174,27 @@ bool SetOne(const FieldPolicy& f, std::string_view text, TimeZone zone, const Co
     case pb::FieldDescriptor::CPPTYPE_INT64: {
       std::int64_t v = 0;
       if (IsTimeField(f) ? !ParseTime(text, zone, v) : !ParseNumber(text, v))
-        return bad(IsTimeField(f) ? "expected a date (YYYY-MM-DD [HH:MM], in the unit's time "
-                                    "zone; append Z for UTC), Unix seconds or `now`"
-                                  : "expected a whole number");
+        return bad(IsTimeField(f) ? Tr("expected a date (YYYY-MM-DD [HH:MM], in the unit's time "
+                                       "zone; append Z for UTC), Unix seconds or `now`")
+                                  : Tr("expected a whole number"));
       rep ? r->AddInt64(&msg, d, v) : r->SetInt64(&msg, d, v);
       return true;
     }
     case pb::FieldDescriptor::CPPTYPE_INT32: {
       std::int32_t v = 0;
-      if (!ParseNumber(text, v)) return bad("expected a whole number");
+      if (!ParseNumber(text, v)) return bad(Tr("expected a whole number"));
       rep ? r->AddInt32(&msg, d, v) : r->SetInt32(&msg, d, v);
       return true;
     }
     case pb::FieldDescriptor::CPPTYPE_UINT32: {
       std::uint32_t v = 0;
-      if (!ParseNumber(text, v)) return bad("expected a whole number");
+      if (!ParseNumber(text, v)) return bad(Tr("expected a whole number"));
       rep ? r->AddUInt32(&msg, d, v) : r->SetUInt32(&msg, d, v);
       return true;
     }
     case pb::FieldDescriptor::CPPTYPE_UINT64: {
       std::uint64_t v = 0;
-      if (!ParseNumber(text, v)) return bad("expected a whole number");
+      if (!ParseNumber(text, v)) return bad(Tr("expected a whole number"));
       rep ? r->AddUInt64(&msg, d, v) : r->SetUInt64(&msg, d, v);
       return true;
     }
@@ -207,7 +206,7 @@ bool SetOne(const FieldPolicy& f, std::string_view text, TimeZone zone, const Co
       } else if (n == "false" || n == "no" || n == "tidak" || n == "0") {
         v = false;
       } else {
-        return bad("expected true/false (ya/tidak)");
+        return bad(Tr("expected true/false (ya/tidak)"));
       }
       rep ? r->AddBool(&msg, d, v) : r->SetBool(&msg, d, v);
       return true;
@@ -220,7 +219,7 @@ bool SetOne(const FieldPolicy& f, std::string_view text, TimeZone zone, const Co
       return true;
     }
     default:
-      return bad("this field cannot be set from text");
+      return bad(Tr("this field cannot be set from text"));
   }
 }
 
@@ -423,7 +422,7 @@ result<int> ParseEnumValue(const pb::EnumDescriptor& e, std::string_view text,
     }
   }
   if (message)
-    *message = fmt::format("'{}' is not a valid value; valid values: {}", text, ValidEnumValues(e));
+    *message = TrF("'{}' is not a valid value; valid values: {}", text, ValidEnumValues(e));
   return make_error_code(errc::bad_value);
 }
 
@@ -434,8 +433,7 @@ result<std::string> EncodeFieldText(const RecordKind& kind, const FieldPolicy& f
       pb::MessageFactory::generated_factory()->GetPrototype(kind.descriptor)->New());
   if (field.descriptor->is_repeated()) {
     for (std::string_view part : SplitList(text))
-      if (!SetOne(field, part, zone, codes, *msg, message))
-        return make_error_code(errc::bad_value);
+      if (!SetOne(field, part, zone, codes, *msg, message)) return make_error_code(errc::bad_value);
   } else if (!SetOne(field, text, zone, codes, *msg, message)) {
     return make_error_code(errc::bad_value);
   }

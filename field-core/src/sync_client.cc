@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "teduh/core/i18n.h"
 #include "teduh/core/sealing.h"
 
 namespace teduh::core {
@@ -16,38 +17,39 @@ constexpr std::string_view kClientName = "teduh/0.1.0";
 std::string ExplainServerError(pb::ErrorCode code) {
   switch (code) {
     case pb::ERROR_CODE_MALFORMED_FRAME:
-      return "the server could not read a message from this device";
+      return Tr("the server could not read a message from this device");
     case pb::ERROR_CODE_FRAME_TOO_LARGE:
-      return "a message from this device was too large for the server";
+      return Tr("a message from this device was too large for the server");
     case pb::ERROR_CODE_UNEXPECTED_FRAME:
-      return "the server did not expect this message now";
+      return Tr("the server did not expect this message now");
     case pb::ERROR_CODE_UNSUPPORTED_VERSION:
-      return "update needed: this version of teduh and the server have no protocol version in "
-             "common";
+      return Tr(
+          "update needed: this version of teduh and the server have no protocol version in "
+          "common");
     case pb::ERROR_CODE_UNKNOWN_DEVICE:
-      return "the server does not know this device (enrolled on another server?)";
+      return Tr("the server does not know this device (enrolled on another server?)");
     case pb::ERROR_CODE_DEVICE_PENDING:
-      return "waiting for an admin to approve this device";
+      return Tr("waiting for an admin to approve this device");
     case pb::ERROR_CODE_DEVICE_REVOKED:
-      return "this device was revoked by an admin and may no longer sync";
+      return Tr("this device was revoked by an admin and may no longer sync");
     case pb::ERROR_CODE_BAD_SIGNATURE:
-      return "the server did not accept this device's signature";
+      return Tr("the server did not accept this device's signature");
     case pb::ERROR_CODE_BAD_ENROLLMENT_CODE:
-      return "the enrollment code is unknown, expired or already used";
+      return Tr("the enrollment code is unknown, expired or already used");
     case pb::ERROR_CODE_FORBIDDEN:
-      return "this device's role may not do that";
+      return Tr("this device's role may not do that");
     case pb::ERROR_CODE_TOO_MANY_CHANGES:
-      return "too many changes in one message";
+      return Tr("too many changes in one message");
     case pb::ERROR_CODE_RATE_LIMITED:
-      return "the server is busy with this device: try again in a moment";
+      return Tr("the server is busy with this device: try again in a moment");
     case pb::ERROR_CODE_INTERNAL:
-      return "the server failed: try again later";
+      return Tr("the server failed: try again later");
     case pb::ERROR_CODE_BAD_REQUEST:
-      return "the server refused the request";
+      return Tr("the server refused the request");
     case pb::ERROR_CODE_TIMEOUT:
-      return "the server gave up waiting";
+      return Tr("the server gave up waiting");
     default:
-      return "the server reported an error";
+      return Tr("the server reported an error");
   }
 }
 
@@ -67,7 +69,7 @@ Outcome<pb::Frame> SyncClient::Call(pb::Frame request, pb::Frame::BodyCase expec
 }
 
 Outcome<std::uint64_t> SyncClient::Send(pb::Frame request) {
-  if (!transport_) return Fail(errc::connection_failed, "not connected");
+  if (!transport_) return Fail(errc::connection_failed, Tr("not connected"));
   std::uint64_t id = next_request_id_++;
   request.set_request_id(id);
   if (auto r = transport_->Send(EncodeFrame(request)); !r) return r.error();
@@ -76,7 +78,7 @@ Outcome<std::uint64_t> SyncClient::Send(pb::Frame request) {
 
 Outcome<pb::Frame> SyncClient::Await(std::uint64_t id, pb::Frame::BodyCase expected,
                                      pb::Frame::BodyCase also) {
-  if (!transport_) return Fail(errc::connection_failed, "not connected");
+  if (!transport_) return Fail(errc::connection_failed, Tr("not connected"));
   // Bounded: a server that only pokes is cut off after this many frames.
   for (int skipped = 0; skipped < 1000; ++skipped) {
     auto bytes = transport_->Receive();
@@ -84,8 +86,8 @@ Outcome<pb::Frame> SyncClient::Await(std::uint64_t id, pb::Frame::BodyCase expec
     std::string why;
     auto frame = DecodeFrame(*bytes, limits_, &why);
     if (!frame) {
-      return Fail(frame.error(), fmt::format("the server sent an invalid message{}{}",
-                                             why.empty() ? "" : ": ", why));
+      return Fail(frame.error(), why.empty() ? Tr("the server sent an invalid message")
+                                             : TrF("the server sent an invalid message: {}", why));
     }
     if (frame->body_case() == pb::Frame::kPoke) {
       poked_ = true;
@@ -94,17 +96,17 @@ Outcome<pb::Frame> SyncClient::Await(std::uint64_t id, pb::Frame::BodyCase expec
     if (frame->body_case() == pb::Frame::kError) {
       const auto& e = frame->error();
       std::string msg = ExplainServerError(e.code());
-      if (!e.message().empty()) msg += fmt::format(" (server: {})", e.message());
+      if (!e.message().empty()) msg = TrF("{} (server: {})", msg, e.message());
       return Fail(ErrorFromFrame(e.code()), msg);
     }
     const bool wanted = frame->body_case() == expected ||
                         (also != pb::Frame::BODY_NOT_SET && frame->body_case() == also);
     if (frame->request_id() != id || !wanted) {
-      return Fail(errc::unexpected_frame, "the server answered with an unexpected message");
+      return Fail(errc::unexpected_frame, Tr("the server answered with an unexpected message"));
     }
     return std::move(*frame);
   }
-  return Fail(errc::unexpected_frame, "the server sent too many messages without answering");
+  return Fail(errc::unexpected_frame, Tr("the server sent too many messages without answering"));
 }
 
 Outcome<pb::EnrollResult> SyncClient::Enroll(const pb::EnrollRequest& request) {
@@ -127,15 +129,15 @@ Outcome<pb::Welcome> SyncClient::Authenticate(const Id& device_id,
   const pb::Challenge& c = ch->challenge();
   if (c.version() != kProtocolVersion) {
     return Fail(errc::unsupported_version,
-                "update needed: the server chose a protocol version this teduh does not speak");
+                Tr("update needed: the server chose a protocol version this teduh does not speak"));
   }
   if (!expected_server_id.empty() && c.server_id() != expected_server_id) {
     return Fail(errc::wrong_unit,
-                "this is not the server this device was enrolled with (server id differs)");
+                Tr("this is not the server this device was enrolled with (server id differs)"));
   }
   std::string msg = AuthMessage(c.nonce(), c.server_id(), AsBytes(device_id));
   auto sig = crypto::Sign(sign_sk, AsSpan(msg));
-  if (!sig) return Fail(sig.error(), "cannot sign the server's challenge");
+  if (!sig) return Fail(sig.error(), Tr("cannot sign the server's challenge"));
   pb::Frame proof;
   proof.mutable_proof()->set_signature(reinterpret_cast<const char*>(sig->data()), sig->size());
   auto proof_id = Send(std::move(proof));
@@ -144,7 +146,7 @@ Outcome<pb::Welcome> SyncClient::Authenticate(const Id& device_id,
   if (!w) return w.error();
   if (w->has_wipe()) {
     wipe_order_ = std::move(*w->mutable_wipe()->mutable_order());
-    return Fail(errc::wipe_ordered, "the server ordered this revoked device to erase itself");
+    return Fail(errc::wipe_ordered, Tr("the server ordered this revoked device to erase itself"));
   }
   const pb::Welcome& welcome = w->welcome();
   if (welcome.max_frame_bytes() > 0) {
@@ -300,7 +302,7 @@ Outcome<void> SyncClient::SendWipeReceipt(const teduh::keys::v1::WipeReceipt& re
   auto r = Call(std::move(f), pb::Frame::kError);
   if (!r && r.error().code == errc::device_revoked) return {};
   if (!r) return r.error();
-  return Fail(errc::unexpected_frame, "the server answered the wipe receipt unexpectedly");
+  return Fail(errc::unexpected_frame, Tr("the server answered the wipe receipt unexpectedly"));
 }
 
 }  // namespace teduh::core

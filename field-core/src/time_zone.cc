@@ -4,6 +4,9 @@
 
 #include <cctype>
 #include <ctime>
+#include <string>
+
+#include "teduh/core/i18n.h"
 
 namespace teduh::core {
 namespace {
@@ -51,7 +54,12 @@ std::int64_t TimeZoneOffsetSeconds(TimeZone zone) {
   return 7 * 3600;
 }
 
-std::string_view TimeZoneChoices() { return "WIB, WITA or WIT"; }
+std::string_view TimeZoneChoices() {
+  // Held for the life of the process: the caller gets a view.
+  static const std::string en = "WIB, WITA or WIT";
+  static const std::string id = Tr(Lang::kId, "WIB, WITA or WIT");
+  return CurrentLang() == Lang::kEn ? en : id;
+}
 
 std::string FormatLocalTime(std::int64_t unix_seconds, TimeZone zone) {
   const std::tm tm = Broken(unix_seconds, zone);

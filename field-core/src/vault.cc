@@ -46,6 +46,7 @@
 #include <string>
 #include <vector>
 
+#include "teduh/core/i18n.h"
 #include "teduh/core/ids.h"
 #include "teduh/keys/v1/keys.pb.h"
 
@@ -119,12 +120,12 @@ Outcome<crypto::SecureBuffer> Serialize(const VaultSecrets& s) {
   std::size_t total = 0;
   for (const auto& it : items) {
     if (it.body.size() != BodySize(it.type)) {
-      return Fail(errc::invalid_argument, "a vault secret has the wrong size");
+      return Fail(errc::invalid_argument, Tr("a vault secret has the wrong size"));
     }
     total += kHeaderBytes + it.body.size();
   }
   auto buf = crypto::SecureBuffer::Allocate(total);
-  if (!buf) return Fail(buf.error(), "cannot allocate guarded memory for the vault");
+  if (!buf) return Fail(buf.error(), Tr("cannot allocate guarded memory for the vault"));
   std::uint8_t* p = buf->data();
   for (const auto& it : items) {
     PutHeader(p, it.type, it.cls, it.epoch);
@@ -138,7 +139,7 @@ Outcome<VaultSecrets> Parse(const crypto::SecureBuffer& plain) {
   VaultSecrets s;
   const std::uint8_t* p = plain.data();
   std::size_t left = plain.size();
-  auto corrupt = [] { return Fail(errc::vault_corrupt, "the vault file is damaged"); };
+  auto corrupt = [] { return Fail(errc::vault_corrupt, Tr("the vault file is damaged")); };
   while (left > 0) {
     if (left < kHeaderBytes) return corrupt();
     std::uint8_t type = p[0];
@@ -149,7 +150,7 @@ Outcome<VaultSecrets> Parse(const crypto::SecureBuffer& plain) {
     if (n == 0 || left < kHeaderBytes + n) return corrupt();
     crypto::ByteView body{p + kHeaderBytes, n};
     auto copy = crypto::SecureBuffer::CopyOf(body);
-    if (!copy) return Fail(copy.error(), "cannot allocate guarded memory for the vault");
+    if (!copy) return Fail(copy.error(), Tr("cannot allocate guarded memory for the vault"));
     auto set_once = [&](crypto::SecureBuffer& slot) -> bool {
       if (!slot.empty()) return false;
       slot = std::move(*copy);
@@ -193,22 +194,22 @@ Outcome<VaultSecrets> Parse(const crypto::SecureBuffer& plain) {
 Outcome<teduh::keys::v1::VaultFile> ReadVaultFile(const std::filesystem::path& path) {
   std::error_code fs_ec;
   if (!std::filesystem::exists(path, fs_ec)) {
-    return Fail(errc::vault_missing, "no device is enrolled in this home folder");
+    return Fail(errc::vault_missing, Tr("no device is enrolled in this home folder"));
   }
   std::ifstream in(path, std::ios::binary);
-  if (!in) return Fail(errc::io_error, "cannot read the vault file");
+  if (!in) return Fail(errc::io_error, Tr("cannot read the vault file"));
   std::string bytes;
   bytes.resize(kMaxVaultFileBytes + 1);
   in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   bytes.resize(static_cast<std::size_t>(in.gcount()));
   if (bytes.size() > kMaxVaultFileBytes)
-    return Fail(errc::vault_corrupt, "the vault file is too large");
+    return Fail(errc::vault_corrupt, Tr("the vault file is too large"));
   teduh::keys::v1::VaultFile file;
   if (!file.ParseFromString(bytes) || file.format() != kVaultFormat ||
       file.salt().size() != crypto::kKdfSaltBytes ||
       file.nonce().size() != crypto::kAeadNonceBytes ||
       file.ciphertext().size() < crypto::kAeadTagBytes) {
-    return Fail(errc::vault_corrupt, "the vault file is damaged");
+    return Fail(errc::vault_corrupt, Tr("the vault file is damaged"));
   }
   return file;
 }
@@ -370,7 +371,7 @@ Outcome<void> Vault::Write(const VaultSecrets& secrets) const {
   auto plain = Serialize(secrets);
   if (!plain) return plain.error();
   auto sealed = crypto::AeadSeal(kek_, plain->view(), View(kVaultAd));
-  if (!sealed) return Fail(sealed.error(), "cannot encrypt the vault");
+  if (!sealed) return Fail(sealed.error(), Tr("cannot encrypt the vault"));
   teduh::keys::v1::VaultFile file;
   file.set_format(kVaultFormat);
   file.set_salt(params_.salt.data(), params_.salt.size());
@@ -382,8 +383,9 @@ Outcome<void> Vault::Write(const VaultSecrets& secrets) const {
                       sealed->size() - crypto::kAeadNonceBytes);
   file.set_failed_unlocks(0);
   if (auto ec = WriteFileAtomically(path_, file.SerializeAsString())) {
-    return Fail(ec, ec == errc::disk_full ? "no space left to save the vault; nothing was changed"
-                                          : "cannot write the vault file; nothing was changed");
+    return Fail(ec, ec == errc::disk_full
+                        ? Tr("no space left to save the vault; nothing was changed")
+                        : Tr("cannot write the vault file; nothing was changed"));
   }
   return {};
 }
@@ -391,14 +393,15 @@ Outcome<void> Vault::Write(const VaultSecrets& secrets) const {
 Outcome<std::unique_ptr<Vault>> Vault::Create(const std::filesystem::path& path,
                                               const crypto::SecureBuffer& passphrase,
                                               VaultSecrets secrets, const VaultOptions& options) {
-  if (Exists(path)) return Fail(errc::vault_exists, "this home folder already holds a device");
-  if (passphrase.empty()) return Fail(errc::invalid_argument, "the passphrase must not be empty");
+  if (Exists(path)) return Fail(errc::vault_exists, Tr("this home folder already holds a device"));
+  if (passphrase.empty())
+    return Fail(errc::invalid_argument, Tr("the passphrase must not be empty"));
   crypto::KdfParams params = options.kdf == KdfMode::kInteractive
                                  ? crypto::InteractiveKdfParams()
                                  : crypto::CalibrateKdf(options.kdf_target);
   if (!crypto::KdfParamsAcceptable(params)) params = crypto::InteractiveKdfParams();
   auto kek = crypto::DeriveKey(passphrase, params);
-  if (!kek) return Fail(kek.error(), "cannot derive the vault key (not enough memory?)");
+  if (!kek) return Fail(kek.error(), Tr("cannot derive the vault key (not enough memory?)"));
   std::unique_ptr<Vault> v(new Vault(path, params, std::move(*kek), std::move(secrets)));
   if (auto w = v->Write(v->secrets_); !w) return w.error();
   return v;
@@ -406,14 +409,15 @@ Outcome<std::unique_ptr<Vault>> Vault::Create(const std::filesystem::path& path,
 
 Outcome<void> Vault::ChangePassphrase(const crypto::SecureBuffer& passphrase,
                                       const VaultOptions& options) {
-  if (locked()) return Fail(errc::invalid_argument, "the vault is locked");
-  if (passphrase.empty()) return Fail(errc::invalid_argument, "the passphrase must not be empty");
+  if (locked()) return Fail(errc::invalid_argument, Tr("the vault is locked"));
+  if (passphrase.empty())
+    return Fail(errc::invalid_argument, Tr("the passphrase must not be empty"));
   crypto::KdfParams params = options.kdf == KdfMode::kInteractive
                                  ? crypto::InteractiveKdfParams()  // with a fresh salt
                                  : crypto::CalibrateKdf(options.kdf_target);
   if (!crypto::KdfParamsAcceptable(params)) params = crypto::InteractiveKdfParams();
   auto kek = crypto::DeriveKey(passphrase, params);
-  if (!kek) return Fail(kek.error(), "cannot derive the vault key (not enough memory?)");
+  if (!kek) return Fail(kek.error(), Tr("cannot derive the vault key (not enough memory?)"));
   // Only the wrapping changes: the same secrets under the new key. If the
   // file cannot be written, the old passphrase stays valid (memory and disk).
   std::swap(params_, params);
@@ -439,10 +443,10 @@ Outcome<std::unique_ptr<Vault>> Vault::Unlock(const std::filesystem::path& path,
   if (!file) return file.error();
   crypto::KdfParams params = ParamsOf(*file);
   if (!crypto::KdfParamsAcceptable(params)) {
-    return Fail(errc::vault_corrupt, "the vault's key derivation parameters are too weak");
+    return Fail(errc::vault_corrupt, Tr("the vault's key derivation parameters are too weak"));
   }
   auto kek = crypto::DeriveKey(passphrase, params);
-  if (!kek) return Fail(kek.error(), "cannot derive the vault key (not enough memory?)");
+  if (!kek) return Fail(kek.error(), Tr("cannot derive the vault key (not enough memory?)"));
   crypto::Bytes sealed = SealedBytes(*file);
   auto plain = crypto::AeadOpen(*kek, sealed, View(kVaultAd));
   if (!plain) {
@@ -451,14 +455,14 @@ Outcome<std::unique_ptr<Vault>> Vault::Unlock(const std::filesystem::path& path,
     if (options.max_failed_unlocks > 0 && failures >= options.max_failed_unlocks) {
       Erase(path);
       return Fail(errc::vault_wiped,
-                  "too many wrong passphrases: the vault was erased; enroll this device again");
+                  Tr("too many wrong passphrases: the vault was erased; enroll this device again"));
     }
     file->set_failed_unlocks(failures);
     (void)WriteFileAtomically(path, file->SerializeAsString());  // the counter is advisory
-    std::string msg = "wrong passphrase";
+    std::string msg = Tr("wrong passphrase");
     if (options.max_failed_unlocks > 0) {
-      msg += " (" + std::to_string(options.max_failed_unlocks - failures) +
-             " attempts left before this device erases its keys)";
+      msg = TrF("wrong passphrase ({} attempts left before this device erases its keys)",
+                options.max_failed_unlocks - failures);
     }
     return Fail(errc::wrong_passphrase, msg);
   }
@@ -485,7 +489,7 @@ Outcome<void> Vault::RemoveClassKeys(
 Outcome<void> Vault::UpdateClassKeys(
     std::map<std::pair<teduh::AccessClass, std::uint32_t>, crypto::SecureBuffer> add,
     const std::vector<std::pair<teduh::AccessClass, std::uint32_t>>& remove) {
-  if (locked()) return Fail(errc::locked, "the vault is locked");
+  if (locked()) return Fail(errc::locked, Tr("the vault is locked"));
   auto removed = [&](const std::pair<teduh::AccessClass, std::uint32_t>& k) {
     return std::find(remove.begin(), remove.end(), k) != remove.end();
   };
@@ -523,7 +527,7 @@ Outcome<void> Vault::UpdateClassKeys(
   }
   bool changed = false;
   for (auto& [k, v] : add) {
-    if (v.size() != 32) return Fail(errc::invalid_argument, "a class key must be 32 bytes");
+    if (v.size() != 32) return Fail(errc::invalid_argument, Tr("a class key must be 32 bytes"));
     if (next.class_keys.emplace(k, std::move(v)).second) changed = true;
   }
   if (remove.empty() && !changed && next.class_keys.size() == secrets_.class_keys.size()) return {};

@@ -21,6 +21,7 @@
 #include <string>
 #include <utility>
 
+#include "teduh/core/i18n.h"
 #include "teduh/core/transport.h"
 
 namespace teduh::core {
@@ -43,8 +44,8 @@ Outcome<ParsedUrl> ParseUrl(std::string_view url) {
   ParsedUrl u;
   auto bad = [&] {
     return Fail(errc::invalid_argument,
-                fmt::format("'{}' is not a server address like wss://host:port or ws://host:port",
-                            url.substr(0, 200)));
+                TrF("'{}' is not a server address like wss://host:port or ws://host:port",
+                    url.substr(0, 200)));
   };
   if (url.starts_with("wss://")) {
     u.tls = true;
@@ -138,9 +139,9 @@ class WsTransport final : public Transport {
           deadline);
       if (ec) {
         return Fail(errc::connection_failed,
-                    fmt::format("secure connection to {} failed (is the server certificate "
-                                "trusted? use --ca FILE): {}",
-                                where_, ec.message()));
+                    TrF("secure connection to {} failed (is the server certificate "
+                        "trusted? use --ca FILE): {}",
+                        where_, ec.message()));
       }
     }
     ws_.read_message_max(options_.max_message_bytes);
@@ -156,16 +157,16 @@ class WsTransport final : public Transport {
                                   : fmt::format("{}:{}", url.host, url.port);
     ec = Run([&](auto done) { ws_.async_handshake(host_header, url.path, done); }, deadline);
     if (ec) {
-      return Fail(errc::connection_failed,
-                  fmt::format("the server at {} did not accept a sync connection: {}", where_,
-                              ec.message()));
+      return Fail(
+          errc::connection_failed,
+          TrF("the server at {} did not accept a sync connection: {}", where_, ec.message()));
     }
     open_ = true;
     return {};
   }
 
   Outcome<void> Send(std::string_view bytes) override {
-    if (!open_) return Fail(errc::connection_failed, "the connection is closed");
+    if (!open_) return Fail(errc::connection_failed, Tr("the connection is closed"));
     error_code ec = Run(
         [&](auto done) {
           ws_.async_write(asio::buffer(bytes.data(), bytes.size()),
@@ -177,18 +178,18 @@ class WsTransport final : public Transport {
   }
 
   Outcome<std::string> Receive() override {
-    if (!open_) return Fail(errc::connection_failed, "the connection is closed");
+    if (!open_) return Fail(errc::connection_failed, Tr("the connection is closed"));
     beast::flat_buffer buffer;
     error_code ec = Run(
         [&](auto done) { ws_.async_read(buffer, [done](error_code e, std::size_t) { done(e); }); },
         options_.io_timeout);
     if (ec == websocket::error::message_too_big) {
       open_ = false;
-      return Fail(errc::frame_too_large, "the server sent a message larger than allowed");
+      return Fail(errc::frame_too_large, Tr("the server sent a message larger than allowed"));
     }
     if (ec) return Broken(ec);
     if (!ws_.got_binary()) {
-      return Fail(errc::malformed_frame, "the server sent a text message");
+      return Fail(errc::malformed_frame, Tr("the server sent a text message"));
     }
     return beast::buffers_to_string(buffer.data());
   }
@@ -226,18 +227,18 @@ class WsTransport final : public Transport {
 
   Failure Unreachable(error_code ec) {
     if (ec == errc::timeout) {
-      return Fail(errc::timeout, fmt::format("the server at {} did not answer in time", where_));
+      return Fail(errc::timeout, TrF("the server at {} did not answer in time", where_));
     }
     return Fail(errc::connection_failed,
-                fmt::format("cannot reach the server at {}: {}", where_, ec.message()));
+                TrF("cannot reach the server at {}: {}", where_, ec.message()));
   }
   Failure Broken(error_code ec) {
     open_ = false;
     if (ec == errc::timeout) {
-      return Fail(errc::timeout, fmt::format("the server at {} stopped answering", where_));
+      return Fail(errc::timeout, TrF("the server at {} stopped answering", where_));
     }
     return Fail(errc::connection_failed,
-                fmt::format("the connection to {} was lost: {}", where_, ec.message()));
+                TrF("the connection to {} was lost: {}", where_, ec.message()));
   }
 
   TransportOptions options_;
@@ -275,11 +276,12 @@ Outcome<std::unique_ptr<Transport>> ConnectWebSocket(std::string_view url,
     ctx->load_verify_file(options.ca_file, ec);
     if (ec) {
       return Fail(errc::invalid_argument,
-                  fmt::format("cannot read the CA file {}: {}", options.ca_file, ec.message()));
+                  TrF("cannot read the CA file {}: {}", options.ca_file, ec.message()));
     }
   } else {
     ctx->set_default_verify_paths(ec);
-    if (ec) return Fail(errc::connection_failed, "cannot load the system's trusted certificates");
+    if (ec)
+      return Fail(errc::connection_failed, Tr("cannot load the system's trusted certificates"));
   }
   ctx->set_verify_mode(ssl::verify_peer);
   auto t = std::make_unique<WsTransport<TlsWs>>(options, std::move(ctx));

@@ -5,6 +5,7 @@
 
 #include <cstring>
 
+#include "teduh/core/i18n.h"
 #include "teduh/core/ids.h"
 #include "teduh/crypto/crypto.h"
 
@@ -101,7 +102,7 @@ core::result<AuditCheck> CheckAuditChain(Store& store, const std::optional<Audit
     if (row.index != expected) {
       broken = Broken(
           check, AuditProblem::kMissing, expected,
-          fmt::format("entry {} is missing (the next stored entry is {})", expected, row.index));
+          core::TrF("entry {} is missing (the next stored entry is {})", expected, row.index));
       return false;
     }
     const bool parsed = entry.ParseFromArray(row.body.data(), static_cast<int>(row.body.size()));
@@ -112,10 +113,11 @@ core::result<AuditCheck> CheckAuditChain(Store& store, const std::optional<Audit
     if (parsed && entry.index() != row.index) {
       broken = Broken(
           check, AuditProblem::kOutOfOrder, row.index,
-          fmt::format("entry {} is out of order: it holds entry {}", row.index, entry.index()));
+          core::TrF("entry {} is out of order: it holds entry {}", row.index, entry.index()));
       return false;
     }
     if (!hash_ok) {
+      // English whatever the language: scripts match it ("entry 2 was altered").
       broken = Broken(
           check, AuditProblem::kAltered, row.index,
           fmt::format("entry {} was altered: its hash does not match its content", row.index));
@@ -123,20 +125,20 @@ core::result<AuditCheck> CheckAuditChain(Store& store, const std::optional<Audit
     }
     if (!parsed) {
       broken = Broken(check, AuditProblem::kUnreadable, row.index,
-                      fmt::format("entry {} is unreadable", row.index));
+                      core::TrF("entry {} is unreadable", row.index));
       return false;
     }
     if (row.prev_hash != View(check.head)) {
       broken = Broken(check, AuditProblem::kBrokenLink, row.index,
-                      fmt::format("entry {} does not follow entry {}: the chain was replaced from "
-                                  "here on",
-                                  row.index, row.index - 1));
+                      core::TrF("entry {} does not follow entry {}: the chain was replaced from "
+                                "here on",
+                                row.index, row.index - 1));
       return false;
     }
     if (row.index == recorded->index && row.hash != View(recorded->hash)) {
-      broken = Broken(
-          check, AuditProblem::kHeadMismatch, row.index,
-          fmt::format("entry {} is not the recorded head: the chain was replaced", row.index));
+      broken =
+          Broken(check, AuditProblem::kHeadMismatch, row.index,
+                 core::TrF("entry {} is not the recorded head: the chain was replaced", row.index));
       return false;
     }
     check.entries = row.index;
@@ -152,16 +154,16 @@ core::result<AuditCheck> CheckAuditChain(Store& store, const std::optional<Audit
     return Broken(
         check, AuditProblem::kTruncated, first,
         first == recorded->index
-            ? fmt::format("entry {} was removed from the end (it is the recorded head)", first)
-            : fmt::format("entries {} to {} were removed from the end (the recorded "
-                          "head is entry {})",
-                          first, recorded->index, recorded->index));
+            ? core::TrF("entry {} was removed from the end (it is the recorded head)", first)
+            : core::TrF("entries {} to {} were removed from the end (the recorded "
+                        "head is entry {})",
+                        first, recorded->index, recorded->index));
   }
   const AuditHash zero{};
   if (known_head && !known_found && !(*known_head == zero && check.entries == 0)) {
     return Broken(check, AuditProblem::kKnownHeadNotFound, 0,
-                  fmt::format("no entry has the recorded hash {}: the chain was rewritten",
-                              core::ToHex(*known_head)));
+                  core::TrF("no entry has the recorded hash {}: the chain was rewritten",
+                            core::ToHex(*known_head)));
   }
   return check;
 }

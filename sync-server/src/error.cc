@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "teduh/core/i18n.h"
+
 namespace teduh::server {
 namespace {
 
@@ -11,20 +13,21 @@ class ServerCategory final : public boost::system::error_category {
   std::string message(int ev) const override {
     switch (static_cast<errc>(ev)) {
       case errc::already_initialised:
-        return "the data folder already holds a Teduh server store";
+        return core::Tr("the data folder already holds a Teduh server store");
       case errc::not_initialised:
-        return "the data folder holds no Teduh server store (run `teduh-server init`)";
+        return core::Tr("the data folder holds no Teduh server store (run `teduh-server init`)");
       case errc::plaintext_refused:
-        return "refusing plain ws:// on a non-loopback address (use TLS or "
-               "--insecure-plaintext)";
+        return core::Tr(
+            "refusing plain ws:// on a non-loopback address (use TLS or "
+            "--insecure-plaintext)");
       case errc::bad_address:
-        return "the listen address is not an IP address and port";
+        return core::Tr("the listen address is not an IP address and port");
       case errc::tls_failed:
-        return "the TLS certificate or key could not be loaded";
+        return core::Tr("the TLS certificate or key could not be loaded");
       case errc::stopped:
-        return "the server is shutting down";
+        return core::Tr("the server is shutting down");
     }
-    return "unknown server error";
+    return core::Tr("unknown server error");
   }
 };
 

@@ -90,8 +90,8 @@ TEST(SchemaTest, EncodesRepeatedEnumFromCommaList) {
 
 TEST(SchemaTest, SingleFieldSerializationHoldsOnlyThatField) {
   const RecordKind& k = CaseKind();
-  auto bytes =
-      EncodeFieldText(k, *k.FindFieldByName("risk_level"), "sedang", TimeZone::kWib, CodeBook(), nullptr);
+  auto bytes = EncodeFieldText(k, *k.FindFieldByName("risk_level"), "sedang", TimeZone::kWib,
+                               CodeBook(), nullptr);
   ASSERT_TRUE(bytes);
   auto msg = DecodeFieldValue(k, *bytes);
   ASSERT_TRUE(msg);
@@ -102,10 +102,12 @@ TEST(SchemaTest, SingleFieldSerializationHoldsOnlyThatField) {
   EXPECT_EQ(FieldToJson(**msg, *k.FindFieldByName("risk_level"), CodeBook()), "MEDIUM");
   cw::Case cleared;  // a reopened case's closure reason: no value, not "UNSPECIFIED"
   EXPECT_TRUE(FieldToJson(cleared, *k.FindFieldByName("closure_reason"), CodeBook()).is_null());
-  EXPECT_EQ(FieldToDisplay(**msg, *k.FindFieldByName("risk_level"), "id", TimeZone::kWib, CodeBook()),
-            "sedang");
-  EXPECT_EQ(FieldToDisplay(**msg, *k.FindFieldByName("risk_level"), "en", TimeZone::kWib, CodeBook()),
-            "medium");
+  EXPECT_EQ(
+      FieldToDisplay(**msg, *k.FindFieldByName("risk_level"), "id", TimeZone::kWib, CodeBook()),
+      "sedang");
+  EXPECT_EQ(
+      FieldToDisplay(**msg, *k.FindFieldByName("risk_level"), "en", TimeZone::kWib, CodeBook()),
+      "medium");
 }
 
 TEST(SchemaTest, TimesAreShownInTheUnitsZone) {
@@ -120,10 +122,11 @@ TEST(SchemaTest, TimesAreShownInTheUnitsZone) {
 TEST(SchemaTest, RejectsTextThatIsNotAValueOfTheField) {
   const RecordKind& k = CaseKind();
   std::string message;
-  EXPECT_FALSE(EncodeFieldText(k, *k.FindFieldByName("episode"), "two", TimeZone::kWib, CodeBook(), &message));
+  EXPECT_FALSE(EncodeFieldText(k, *k.FindFieldByName("episode"), "two", TimeZone::kWib, CodeBook(),
+                               &message));
   EXPECT_THAT(message, HasSubstr("episode"));
-  EXPECT_FALSE(
-      EncodeFieldText(k, *k.FindFieldByName("victim_is_child"), "maybe", TimeZone::kWib, CodeBook(), &message));
+  EXPECT_FALSE(EncodeFieldText(k, *k.FindFieldByName("victim_is_child"), "maybe", TimeZone::kWib,
+                               CodeBook(), &message));
   EXPECT_FALSE(EncodeFieldText(k, *k.FindFieldByName("received_at"), "2024-13-01", TimeZone::kWib,
                                CodeBook(), &message));
 }

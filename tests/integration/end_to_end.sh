@@ -19,6 +19,9 @@ cleanup() {
 }
 trap cleanup EXIT
 export TEDUH_KDF=interactive
+# Messages are checked in English; the Indonesian ones where a check asks for
+# them with --lang id (both programs default to the locale, else Indonesian).
+export LANGUAGE=en
 fails=0
 passes=0
 ok() { passes=$((passes + 1)); echo "ok - $1"; }
@@ -303,7 +306,7 @@ check "the office device sees the case assigned to budi" \
   'dev "$office" "budi-pass-2" sync >/dev/null && [ "$(dev "$office" "budi-pass-2" case show "$case_id" | jq -r .fields.assigned_pendamping)" = budi ]'
 # --- the examples of teduh help work as written, in both languages ---
 check "teduh help shows the examples in Indonesian and in English" \
-  '"$TEDUH" help | grep -q "teduh visit CASE --outcome bertemu" && "$TEDUH" help --lang en | grep -q "teduh visit CASE --outcome reached"'
+  '"$TEDUH" help --lang id | grep -q "teduh visit CASE --outcome bertemu" && "$TEDUH" help --lang en | grep -q "teduh visit CASE --outcome reached" && LANGUAGE= LC_ALL=C "$TEDUH" help | grep -q "teduh visit CASE --outcome bertemu"'
 ex_id=$(dev "$office" "budi-pass-2" case new --set channel=media_sosial --set risk_level=tinggi --set "risk_rationale=Pelaku masih di rumah" | json .case_id) ||
   bad "the Indonesian case new example works"
 check "the Indonesian examples for a person, the case facts and a visit work as written" \
@@ -336,6 +339,28 @@ check "the help's reopening example starts episode 2 from the complaint stage, w
 check "the assessments, services and the reopening sync without a rejection" \
   'dev "$office" "budi-pass-2" sync | jq -e ".rejected==0" >/dev/null'
 
+# --- the unit's own codes, and the report on an office device ---
+check "teduh-server code add gives a unit code of an enum list its number" \
+  '"$SERVER" code add --data "$data" --list violence_type --code TRAFFICKING --label-id "perdagangan orang" --label-en trafficking --json | jq -e ".number==1000 and .unit==true" >/dev/null'
+check "a code that clashes with a default is refused with the reason, and nothing is added" \
+  '! "$SERVER" code add --data "$data" --list violence_type --code HITTING --label-id fisik --label-en hitting >/dev/null 2>"$work/code.err" && grep -q "already names" "$work/code.err" && [ "$("$SERVER" code list --data "$data" --list violence_type --json | jq "[.codes[] | select(.unit)] | length")" = 1 ]'
+check "teduh-server code add takes a region list" \
+  '"$SERVER" code add --data "$data" --list region --code 14.72.01 --label-id "Dumai Barat" --label-en "West Dumai" >/dev/null'
+check "after a sync the office device knows the unit's codes" \
+  'dev "$office" "budi-pass-2" sync >/dev/null && dev "$office" "budi-pass-2" code list --list violence_type | jq -e "[.codes[] | select(.code==\"TRAFFICKING\" and .unit)] | length == 1" >/dev/null'
+check "a case takes the unit's code by its label, and shows it" \
+  'code_case=$(dev "$office" "budi-pass-2" case new --set "violence_types=perdagangan orang" --set "region_code=Dumai Barat" --set referrer_type=sekolah | json .case_id) && dev "$office" "budi-pass-2" case show "$code_case" | jq -e ".fields.violence_types==[\"TRAFFICKING\"] and .fields.region_code==\"14.72.01\" and .fields.referrer_type==\"SCHOOL\"" >/dev/null && dev "$office" "budi-pass-2" sync >/dev/null'
+check "a region outside the unit's list is refused and lists the unit's regions" \
+  '! dev "$office" "budi-pass-2" case set "$code_case" --set region_code=99.99 >/dev/null && grep -q "14.72.01" "$work/last.err"'
+check "the office device's report equals the server's, row for row" \
+  'a=$(dev "$office" "budi-pass-2" report --from 2000-01-01 --to 2099-12-31 --by violence_type,region,stage,closure_reason | jq -S "del(.breakdowns[].rows[].label)") && b=$("$SERVER" report --data "$data" --from 2000-01-01 --to 2099-12-31 --by violence_type,region,stage,closure_reason | jq -S "del(.breakdowns[].rows[].label)") && [ "$a" = "$b" ] && jq -e "[.breakdowns[0].rows[] | select(.key==\"TRAFFICKING\")][0].count == 1" <<<"$a" >/dev/null'
+check "the report reads in Indonesian, a unit code by its label" \
+  'TEDUH_PASSPHRASE="budi-pass-2" "$TEDUH" --home "$office" --lang id report --from 2000-01-01 --to 2099-12-31 --by violence_type >"$work/report.txt" && grep -q "^Laporan kasus 2000-01-01 sampai 2099-12-31" "$work/report.txt" && grep -q "perdagangan orang \[TRAFFICKING\]" "$work/report.txt" && grep -q "TIDAK COCOK" "$work/report.txt"'
+check "a retired code stays on its case and is refused for a new one" \
+  '"$SERVER" code retire --data "$data" --list violence_type --code TRAFFICKING >/dev/null && dev "$office" "budi-pass-2" sync >/dev/null && ! dev "$office" "budi-pass-2" case new --set violence_types=trafficking >/dev/null && dev "$office" "budi-pass-2" case show "$code_case" | jq -e ".fields.violence_types==[\"TRAFFICKING\"]" >/dev/null'
+check "errors read in Indonesian with --lang id" \
+  '! TEDUH_PASSPHRASE=salah "$TEDUH" --home "$office" --lang id status >/dev/null 2>"$work/id.err" && grep -q "frasa sandi" "$work/id.err"'
+
 # --- teduh lock: the command holding the keys wipes them and ends at once ---
 check "teduh lock with no command running says nothing held the keys" \
   '"$TEDUH" --home "$office" --json lock 2>/dev/null | jq -e ".locked==true and .was_unlocked==false" >/dev/null'
@@ -360,6 +385,8 @@ check "teduh-server report counts the cases and checks every breakdown adds up" 
   '"$SERVER" report --data "$data" --from 2000-01-01 --to 2099-12-31 --by region,stage,category | jq -e ".received >= 2 and ([.breakdowns[] | .adds_up] | all) and ([.breakdowns[] | select(.by==\"region\") | .sum] == [.received])" >/dev/null'
 check "the report as CSV" \
   '"$SERVER" report --data "$data" --from 2000-01-01 --to 2099-12-31 --by month --format csv | head -1 | grep -qx "section,key,count"'
+check "the report as a table for people, headings in either language" \
+  '"$SERVER" report --data "$data" --from 2000-01-01 --to 2099-12-31 --by stage --format table --lang id | grep -q "^Menurut tahap" && "$SERVER" --lang en report --data "$data" --from 2000-01-01 --to 2099-12-31 --by stage --format table | grep -q "^By stage"'
 check "a report with an unknown breakdown is refused" \
   '! "$SERVER" report --data "$data" --from 2000-01-01 --to 2099-12-31 --by shoe_size >/dev/null 2>&1'
 

@@ -36,8 +36,8 @@
 #include "teduh/core/codes.h"
 #include "teduh/core/env.h"
 #include "teduh/core/i18n.h"
-#include "teduh/core/report.h"
 #include "teduh/core/ids.h"
+#include "teduh/core/report.h"
 #include "teduh/core/roles.h"
 #include "teduh/core/sealing.h"
 #include "teduh/server/admin.h"
@@ -47,6 +47,9 @@
 
 namespace {
 
+using teduh::core::Tr;
+using teduh::core::TrC;
+using teduh::core::TrF;
 using teduh::server::error_code;
 
 struct Output {
@@ -90,16 +93,16 @@ std::string LocalTime(teduh::core::TimeZone zone, std::int64_t ms) {
 int Init(const std::string& data, const std::string& unit, const std::string& zone_name,
          const Output& out) {
   auto zone = teduh::core::ParseTimeZone(zone_name);
-  if (!zone) return out.Error(fmt::format("the time zone is {}", teduh::core::TimeZoneChoices()));
+  if (!zone) return out.Error(TrF("the time zone is {}", teduh::core::TimeZoneChoices()));
   auto r = teduh::server::InitStore(data, unit, teduh::core::DefaultEnv());
-  if (!r) return out.Error("init failed", r.error());
+  if (!r) return out.Error(Tr("init failed"), r.error());
   if (auto ec = teduh::server::SetUnitTimeZone(data, *zone))
-    return out.Error("init failed: the time zone was not saved", ec);
+    return out.Error(Tr("init failed: the time zone was not saved"), ec);
   if (out.json) {
     fmt::print("{}\n", nlohmann::json{{"code", r->bootstrap_code}, {"unit_id", r->unit_id}}.dump());
   } else {
-    fmt::print("Unit {} initialised in {}\n", unit, data);
-    fmt::print("Bootstrap enrollment code for the first admin device (shown once):\n{}\n",
+    fmt::print("{}\n", TrF("Unit {} initialised in {}", unit, data));
+    fmt::print("{}\n{}\n", Tr("Bootstrap enrollment code for the first admin device (shown once):"),
                r->bootstrap_code);
   }
   return 0;
@@ -108,11 +111,11 @@ int Init(const std::string& data, const std::string& unit, const std::string& zo
 int Enroll(const std::string& data, const std::string& role_text, const std::string& user,
            const std::string& expires, const Output& out) {
   auto role = teduh::core::ParseRole(role_text);
-  if (!role) return out.Error("unknown role '" + role_text + "'", role.error());
+  if (!role) return out.Error(TrF("unknown role '{}'", role_text), role.error());
   auto ttl = teduh::server::ParseDuration(expires);
-  if (!ttl) return out.Error("--expires must look like 30m, 72h or 7d");
+  if (!ttl) return out.Error(Tr("--expires must look like 30m, 72h or 7d"));
   auto r = teduh::server::CreateEnrollment(data, *role, user, *ttl, teduh::core::DefaultEnv());
-  if (!r) return out.Error("enroll failed", r.error());
+  if (!r) return out.Error(Tr("enroll failed"), r.error());
   if (out.json) {
     fmt::print("{}\n", nlohmann::json{{"code", r->code},
                                       {"role", teduh::core::RoleName(r->role)},
@@ -120,8 +123,10 @@ int Enroll(const std::string& data, const std::string& role_text, const std::str
                                       {"expires_at", IsoTime(r->expires_ms)}}
                            .dump());
   } else {
-    fmt::print("Enrollment code for {} ({}), valid until {} (shown once):\n{}\n", r->user,
-               teduh::core::RoleName(r->role), LocalTime(ZoneOf(data), r->expires_ms), r->code);
+    fmt::print("{}\n{}\n",
+               TrF("Enrollment code for {} ({}), valid until {} (shown once):", r->user,
+                   teduh::core::RoleName(r->role), LocalTime(ZoneOf(data), r->expires_ms)),
+               r->code);
   }
   return 0;
 }
@@ -133,8 +138,22 @@ nlohmann::json TimeOrNull(std::int64_t ms) {
 // What happened to a revoked device: "wipe ordered", "erased <time>", or
 // "no wipe order" (revoked on the server host; an admin device must sign one).
 std::string ErasureText(teduh::core::TimeZone zone, const teduh::server::RevocationRow& r) {
-  if (r.wiped_ms > 0) return "erased " + LocalTime(zone, r.wiped_ms);
-  return r.wipe_order.empty() ? "no wipe order" : "wipe ordered";
+  if (r.wiped_ms > 0) return TrF("erased {}", LocalTime(zone, r.wiped_ms));
+  return r.wipe_order.empty() ? Tr("no wipe order") : Tr("wipe ordered");
+}
+
+// A device's state for people (JSON keeps DeviceStateName's code).
+std::string DeviceStateLabel(teduh::server::DeviceState state) {
+  switch (state) {
+    case teduh::sync::v1::DEVICE_STATE_PENDING:
+      return TrC("device state", "pending");
+    case teduh::sync::v1::DEVICE_STATE_ACTIVE:
+      return TrC("device state", "active");
+    case teduh::sync::v1::DEVICE_STATE_REVOKED:
+      return TrC("device state", "revoked");
+    default:
+      return TrC("device state", "unknown");
+  }
 }
 
 nlohmann::json RevocationJson(const teduh::server::RevocationRow& r) {
@@ -146,9 +165,9 @@ nlohmann::json RevocationJson(const teduh::server::RevocationRow& r) {
 
 int DeviceList(const std::string& data, const Output& out) {
   auto devices = teduh::server::ListDevices(data);
-  if (!devices) return out.Error("device list failed", devices.error());
+  if (!devices) return out.Error(Tr("device list failed"), devices.error());
   auto revocations = teduh::server::ListRevocations(data);
-  if (!revocations) return out.Error("device list failed", revocations.error());
+  if (!revocations) return out.Error(Tr("device list failed"), revocations.error());
   auto revocation_of = [&](const teduh::server::DeviceRow& d) {
     const teduh::server::RevocationRow* found = nullptr;
     for (const auto& r : *revocations)
@@ -172,14 +191,14 @@ int DeviceList(const std::string& data, const Output& out) {
     return 0;
   }
   const teduh::core::TimeZone zone = ZoneOf(data);
-  fmt::print("{:<32}  {:<16}  {:<10}  {:<8}  {:<8}  {}\n", "DEVICE", "USER", "ROLE", "STATE",
-             "PRINT", "LAST SYNC");
+  fmt::print("{:<32}  {:<16}  {:<10}  {:<8}  {:<8}  {}\n", Tr("DEVICE"), Tr("USER"), Tr("ROLE"),
+             Tr("STATE"), Tr("PRINT"), Tr("LAST SYNC"));
   for (const auto& d : *devices) {
-    std::string state = teduh::server::DeviceStateName(d.state);
+    std::string state = DeviceStateLabel(d.state);
     if (const auto* r = revocation_of(d)) state += " (" + ErasureText(zone, *r) + ")";
     fmt::print("{:<32}  {:<16}  {:<10}  {:<8}  {:<8}  {}\n", teduh::core::ToHex(d.device_id),
                d.user, teduh::core::RoleName(d.role), state, teduh::server::DeviceFingerprint(d),
-               d.last_sync_ms > 0 ? LocalTime(zone, d.last_sync_ms) : "never");
+               d.last_sync_ms > 0 ? LocalTime(zone, d.last_sync_ms) : Tr("never"));
   }
   return 0;
 }
@@ -188,10 +207,10 @@ int DeviceRevoke(const std::string& data, const std::string& device_ref, const O
   auto r = teduh::server::RevokeDeviceOnServer(data, device_ref, teduh::core::DefaultEnv());
   if (!r) {
     if (r.error() == teduh::core::make_error_code(teduh::core::errc::not_found))
-      return out.Error("no device " + device_ref + " in this unit");
+      return out.Error(TrF("no device {} in this unit", device_ref));
     if (r.error() == teduh::core::make_error_code(teduh::core::errc::invalid_argument))
-      return out.Error("give the device id (32 hex digits) or a unique prefix of at least 6");
-    return out.Error("device revoke failed", r.error());
+      return out.Error(Tr("give the device id (32 hex digits) or a unique prefix of at least 6"));
+    return out.Error(Tr("device revoke failed"), r.error());
   }
   const std::string id = teduh::core::ToHex(r->device.device_id);
   if (out.json) {
@@ -203,17 +222,18 @@ int DeviceRevoke(const std::string& data, const std::string& device_ref, const O
     fmt::print("{}\n", j.dump());
     return 0;
   }
-  fmt::print("Device {} ({}, {}) is revoked: the server refuses it from its next request.\n", id,
-             r->device.user, teduh::core::RoleName(r->device.role));
+  fmt::print("{}\n",
+             TrF("Device {} ({}, {}) is revoked: the server refuses it from its next request.", id,
+                 r->device.user, teduh::core::RoleName(r->device.role)));
   if (r->revocation.wipe_order.empty()) {
-    fmt::print(
-        "No wipe order yet. On an admin device run `teduh device revoke {}`: it signs the order "
-        "with the unit root key, and the device erases itself when it next connects.\n"
-        "Then re-key what it held.\n",
-        id);
+    fmt::print("{}\n",
+               TrF("No wipe order yet. On an admin device run `teduh device revoke {}`: it signs "
+                   "the order with the unit root key, and the device erases itself when it next "
+                   "connects.\nThen re-key what it held.",
+                   id));
   } else {
-    fmt::print("A signed wipe order waits for it ({}).\n",
-               ErasureText(ZoneOf(data), r->revocation));
+    fmt::print("{}\n", TrF("A signed wipe order waits for it ({}).",
+                           ErasureText(ZoneOf(data), r->revocation)));
   }
   return 0;
 }
@@ -223,14 +243,14 @@ int AuditVerify(const std::string& data, const std::string& head_hex, const Outp
   if (!head_hex.empty()) {
     auto bytes = teduh::core::BytesFromHex(head_hex);
     if (!bytes || bytes->size() != known.emplace().size())
-      return out.Error("--head must be the 64 hex digits printed by `audit verify`");
+      return out.Error(Tr("--head must be the 64 hex digits printed by `audit verify`"));
     std::copy(bytes->begin(), bytes->end(), known->begin());
   }
   auto check = teduh::server::VerifyAudit(data, known);
-  if (!check) return out.Error("audit verify failed", check.error());
+  if (!check) return out.Error(Tr("audit verify failed"), check.error());
   const std::string head = teduh::core::ToHex(check->head);
   if (!check->intact()) {
-    const std::string line = "audit chain broken: " + check->detail;
+    const std::string line = TrF("audit chain broken: {}", check->detail);
     fmt::print(stderr, "teduh-server: {}\n", line);
     if (out.json)
       fmt::print("{}\n",
@@ -247,6 +267,7 @@ int AuditVerify(const std::string& data, const std::string& head_hex, const Outp
         "{}\n",
         nlohmann::json{{"intact", true}, {"entries", check->entries}, {"head", head}}.dump());
   } else {
+    // English whatever the language: scripts match this line (and docs/SECURITY.md quotes it).
     fmt::print("audit chain intact: {} entries, head {}\n", check->entries, head);
   }
   return 0;
@@ -295,6 +316,54 @@ std::string StatusName(teduh::sync::v1::ChangeResult::Status status) {
       return "rejected";
     default:
       return "unknown";
+  }
+}
+
+// An entry's kind and a change's outcome for people (JSON keeps the codes of
+// AuditKindName and StatusName).
+std::string AuditKindLabel(teduh::audit::v1::EntryKind kind) {
+  switch (kind) {
+    case teduh::audit::v1::ENTRY_KIND_PUSH:
+      return TrC("audit entry", "push");
+    case teduh::audit::v1::ENTRY_KIND_ENROLL:
+      return TrC("audit entry", "enroll");
+    case teduh::audit::v1::ENTRY_KIND_APPROVE:
+      return TrC("audit entry", "approve");
+    case teduh::audit::v1::ENTRY_KIND_RESOLUTION:
+      return TrC("audit entry", "resolution");
+    case teduh::audit::v1::ENTRY_KIND_REVOKE:
+      return TrC("audit entry", "revoke");
+    case teduh::audit::v1::ENTRY_KIND_WIPE_RECEIPT:
+      return TrC("audit entry", "wipe_receipt");
+    case teduh::audit::v1::ENTRY_KIND_ROTATE:
+      return TrC("audit entry", "rotate");
+    case teduh::audit::v1::ENTRY_KIND_RETIRE:
+      return TrC("audit entry", "retire");
+    case teduh::audit::v1::ENTRY_KIND_SHRED_REQUEST:
+      return TrC("audit entry", "shred_request");
+    case teduh::audit::v1::ENTRY_KIND_SHRED:
+      return TrC("audit entry", "shred");
+    case teduh::audit::v1::ENTRY_KIND_OFFBOARD:
+      return TrC("audit entry", "offboard");
+    case teduh::audit::v1::ENTRY_KIND_REKEY:
+      return TrC("audit entry", "rekey");
+    default:
+      return TrC("audit entry", "unreadable");
+  }
+}
+
+std::string StatusLabel(teduh::sync::v1::ChangeResult::Status status) {
+  switch (status) {
+    case teduh::sync::v1::ChangeResult::STATUS_APPLIED:
+      return TrC("change outcome", "applied");
+    case teduh::sync::v1::ChangeResult::STATUS_MERGED:
+      return TrC("change outcome", "merged");
+    case teduh::sync::v1::ChangeResult::STATUS_CONFLICT:
+      return TrC("change outcome", "conflict");
+    case teduh::sync::v1::ChangeResult::STATUS_REJECTED:
+      return TrC("change outcome", "rejected");
+    default:
+      return TrC("change outcome", "unknown");
   }
 }
 
@@ -389,7 +458,7 @@ nlohmann::json AuditJson(const teduh::server::AuditRecord& r) {
 
 int AuditShow(const std::string& data, std::size_t last, const Output& out) {
   auto records = teduh::server::ReadAudit(data, last);
-  if (!records) return out.Error("audit show failed", records.error());
+  if (!records) return out.Error(Tr("audit show failed"), records.error());
   if (out.json) {
     nlohmann::json list = nlohmann::json::array();
     for (const auto& r : *records) list.push_back(AuditJson(r));
@@ -399,18 +468,20 @@ int AuditShow(const std::string& data, std::size_t last, const Output& out) {
   const teduh::core::TimeZone zone = ZoneOf(data);
   for (const auto& r : *records) {
     const auto& e = r.entry;
-    fmt::print("#{} {} {} device {} ({}, {}) hash {}\n", r.index, LocalTime(zone, e.time_ms()),
-               AuditKindName(e.kind()), BytesHex(e.device_id()), e.user(),
-               teduh::core::RoleName(e.role()), BytesHex(r.hash).substr(0, 16));
+    fmt::print("{}\n",
+               TrF("#{} {} {} device {} ({}, {}) hash {}", r.index, LocalTime(zone, e.time_ms()),
+                   AuditKindLabel(e.kind()), BytesHex(e.device_id()), e.user(),
+                   teduh::core::RoleName(e.role()), BytesHex(r.hash).substr(0, 16)));
     for (const auto& c : e.changes()) {
-      fmt::print("    {} field {} seq {} {}{} stamp {}@{}\n", BytesHex(c.record_id()), c.field(),
-                 c.device_seq(), StatusName(c.status()),
-                 c.reason().empty() ? "" : " (" + c.reason() + ")", c.stamp().hlc(),
-                 BytesHex(c.stamp().device_id()).substr(0, 8));
+      // The reason is a protocol code ("out_of_scope"): it stays as it is.
+      fmt::print("    {}\n", TrF("{} field {} seq {} {}{} stamp {}@{}", BytesHex(c.record_id()),
+                                 c.field(), c.device_seq(), StatusLabel(c.status()),
+                                 c.reason().empty() ? "" : " (" + c.reason() + ")", c.stamp().hlc(),
+                                 BytesHex(c.stamp().device_id()).substr(0, 8)));
     }
     if (e.kind() == teduh::audit::v1::ENTRY_KIND_APPROVE)
-      fmt::print("    approved {} ({}, {})\n", BytesHex(e.subject_device_id()), e.subject_user(),
-                 teduh::core::RoleName(e.subject_role()));
+      fmt::print("    {}\n", TrF("approved {} ({}, {})", BytesHex(e.subject_device_id()),
+                                 e.subject_user(), teduh::core::RoleName(e.subject_role())));
   }
   return 0;
 }
@@ -436,7 +507,7 @@ bool SplitListen(const std::string& listen, std::string* host, std::uint16_t* po
 
 int Serve(teduh::server::ServerConfig config, const std::string& listen, const Output& out) {
   if (!SplitListen(listen, &config.host, &config.port))
-    return out.Error("--listen must be HOST:PORT, e.g. 127.0.0.1:8443");
+    return out.Error(Tr("--listen must be HOST:PORT, e.g. 127.0.0.1:8443"));
   // Signals are taken by this thread only (sigwait); every thread the server
   // starts inherits the blocked mask.
   sigset_t signals;
@@ -446,8 +517,8 @@ int Serve(teduh::server::ServerConfig config, const std::string& listen, const O
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   auto server = teduh::server::Server::Open(config, teduh::core::DefaultEnv());
-  if (!server) return out.Error("cannot serve", server.error());
-  if (auto ec = (*server)->Start()) return out.Error("cannot listen on " + listen, ec);
+  if (!server) return out.Error(Tr("cannot serve"), server.error());
+  if (auto ec = (*server)->Start()) return out.Error(TrF("cannot listen on {}", listen), ec);
   const std::string host = listen.substr(0, listen.rfind(':'));
   if (out.json) {
     fmt::print("{}\n", nlohmann::json{{"listening", fmt::format("{}:{}", host, (*server)->port())},
@@ -455,6 +526,7 @@ int Serve(teduh::server::ServerConfig config, const std::string& listen, const O
                                       {"port", (*server)->port()}}
                            .dump());
   } else {
+    // English whatever the language: a script waits for this line and reads the port from it.
     fmt::print("listening on {}:{}\n", host, (*server)->port());
   }
   std::fflush(stdout);
@@ -469,17 +541,18 @@ int Serve(teduh::server::ServerConfig config, const std::string& listen, const O
 int TimeZoneCommand(const std::string& data, const std::string& zone_name, const Output& out) {
   if (!zone_name.empty()) {
     auto zone = teduh::core::ParseTimeZone(zone_name);
-    if (!zone) return out.Error(fmt::format("the time zone is {}", teduh::core::TimeZoneChoices()));
+    if (!zone) return out.Error(TrF("the time zone is {}", teduh::core::TimeZoneChoices()));
     if (auto ec = teduh::server::SetUnitTimeZone(data, *zone))
-      return out.Error("the time zone was not saved", ec);
+      return out.Error(Tr("the time zone was not saved"), ec);
   }
   auto zone = teduh::server::UnitTimeZone(data);
-  if (!zone) return out.Error("cannot read the store", zone.error());
+  if (!zone) return out.Error(Tr("cannot read the store"), zone.error());
   const std::string name(teduh::core::TimeZoneName(*zone));
   if (out.json) {
     fmt::print("{}\n", nlohmann::json{{"time_zone", name}}.dump());
   } else {
-    fmt::print("{}{}\n", name, zone_name.empty() ? "" : " (devices show it from their next sync)");
+    fmt::print("{}{}\n", name,
+               zone_name.empty() ? "" : " " + Tr("(devices show it from their next sync)"));
   }
   return 0;
 }
@@ -491,26 +564,25 @@ int Report(const std::string& data, const std::string& from, const std::string& 
   std::optional<teduh::core::TimeZone> zone;
   if (zone_name.empty()) {
     auto unit_zone = teduh::server::UnitTimeZone(data);
-    if (!unit_zone) return out.Error("cannot read the store", unit_zone.error());
+    if (!unit_zone) return out.Error(Tr("cannot read the store"), unit_zone.error());
     zone = *unit_zone;
   } else {
     zone = teduh::core::ParseTimeZone(zone_name);
   }
-  if (!zone) return out.Error(fmt::format("the time zone is {}", teduh::core::TimeZoneChoices()));
+  if (!zone) return out.Error(TrF("the time zone is {}", teduh::core::TimeZoneChoices()));
   std::string why;
   auto period = teduh::core::ParseReportPeriod(from, to, *zone, &why);
   if (!period) return out.Error(why);
   for (const auto& d : by) {
     if (!teduh::core::IsReportDimension(d))
-      return out.Error(fmt::format("unknown breakdown '{}'; valid: {}", d,
-                                   fmt::join(teduh::core::kReportDimensions, ",")));
+      return out.Error(TrF("unknown breakdown '{}'; valid: {}", d,
+                           fmt::format("{}", fmt::join(teduh::core::kReportDimensions, ","))));
   }
   auto codes = teduh::server::ReadUnitCodes(data);
-  if (!codes) return out.Error("cannot read the store", codes.error());
-  auto report =
-      teduh::server::ComputeReport(data, period->from_s, period->to_s, by,
-                                   teduh::core::TimeZoneOffsetSeconds(*zone),
-                                   teduh::core::DefaultEnv());
+  if (!codes) return out.Error(Tr("cannot read the store"), codes.error());
+  auto report = teduh::server::ComputeReport(data, period->from_s, period->to_s, by,
+                                             teduh::core::TimeZoneOffsetSeconds(*zone),
+                                             teduh::core::DefaultEnv());
   if (!report) return out.Error(report.error().message());
   const teduh::core::Lang lang = teduh::core::CurrentLang();
   if (format == "csv") {
@@ -526,14 +598,16 @@ int Report(const std::string& data, const std::string& from, const std::string& 
 int CodeAdd(const std::string& data, const teduh::core::CodeEntry& entry, const Output& out) {
   std::string why;
   auto added = teduh::server::AddUnitCode(data, entry, &why);
-  if (!added) return out.Error(why.empty() ? "the code was not added: " + added.error().message()
-                                           : why);
+  if (!added)
+    return out.Error(why.empty() ? TrF("the code was not added: {}", added.error().message())
+                                 : why);
   if (out.json) {
     fmt::print("{}\n", teduh::core::CodeEntryJson(*added).dump());
   } else {
-    fmt::print("{} {} added to {} (devices receive it at their next sync)\n", added->code,
-               teduh::core::CodeBook::Label(*added, teduh::core::LangCode(teduh::core::CurrentLang())),
-               added->list);
+    fmt::print("{}\n", TrF("{} {} added to {} (devices receive it at their next sync)", added->code,
+                           teduh::core::CodeBook::Label(
+                               *added, teduh::core::LangCode(teduh::core::CurrentLang())),
+                           added->list));
   }
   return 0;
 }
@@ -542,17 +616,18 @@ int CodeRetire(const std::string& data, const std::string& list, const std::stri
                bool restore, const Output& out) {
   if (auto ec = teduh::server::RetireUnitCode(data, list, code, !restore)) {
     if (ec == teduh::core::errc::not_found)
-      return out.Error(fmt::format("{} has no code {} of the unit's own (the defaults stay)",
-                                   list, code));
-    return out.Error("the code was not changed", ec);
+      return out.Error(TrF("{} has no code {} of the unit's own (the defaults stay)", list, code));
+    return out.Error(Tr("the code was not changed"), ec);
   }
   if (out.json) {
-    fmt::print("{}\n", nlohmann::json{{"list", list}, {"code", code}, {"retired", !restore}}.dump());
+    fmt::print("{}\n",
+               nlohmann::json{{"list", list}, {"code", code}, {"retired", !restore}}.dump());
   } else {
     if (restore) {
-      fmt::print("{} {} is offered again\n", list, code);
+      fmt::print("{}\n", TrF("{} {} is offered again", list, code));
     } else {
-      fmt::print("{} {} retired: kept on records, not offered for new ones\n", list, code);
+      fmt::print("{}\n",
+                 TrF("{} {} retired: kept on records, not offered for new ones", list, code));
     }
   }
   return 0;
@@ -560,10 +635,10 @@ int CodeRetire(const std::string& data, const std::string& list, const std::stri
 
 int CodeList(const std::string& data, const std::string& list, const Output& out) {
   auto codes = teduh::server::ReadUnitCodes(data);
-  if (!codes) return out.Error("cannot read the store", codes.error());
+  if (!codes) return out.Error(Tr("cannot read the store"), codes.error());
   if (!list.empty() && !teduh::core::CodeBook::IsList(list))
-    return out.Error(fmt::format("unknown code list '{}'; the lists are {}", list,
-                                 fmt::join(teduh::core::CodeBook::ListNames(), ", ")));
+    return out.Error(TrF("unknown code list '{}'; the lists are {}", list,
+                         fmt::format("{}", fmt::join(teduh::core::CodeBook::ListNames(), ", "))));
   nlohmann::json arr = nlohmann::json::array();
   std::string human;
   const std::string lang(teduh::core::LangCode(teduh::core::CurrentLang()));
@@ -572,8 +647,9 @@ int CodeList(const std::string& data, const std::string& list, const Output& out
     human += fmt::format("{}\n", name);
     for (const auto* e : codes->Entries(name, true)) {
       arr.push_back(teduh::core::CodeEntryJson(*e));
-      human += fmt::format("  {:<20} {}{}{}\n", e->code, teduh::core::CodeBook::Label(*e, lang),
-                           e->unit ? "  (unit)" : "", e->retired ? "  (retired)" : "");
+      human +=
+          fmt::format("  {:<20} {}{}{}\n", e->code, teduh::core::CodeBook::Label(*e, lang),
+                      e->unit ? "  " + Tr("(unit)") : "", e->retired ? "  " + Tr("(retired)") : "");
     }
   }
   if (out.json) {
@@ -588,120 +664,130 @@ int CodeList(const std::string& data, const std::string& list, const Output& out
 
 int main(int argc, char** argv) {
   teduh::core::SetLang(teduh::core::LangFromArgs(argc, argv));
-  CLI::App app{"teduh-server: the Teduh sync server and its admin commands"};
+  CLI::App app{Tr("teduh-server: the Teduh sync server and its admin commands")};
   app.require_subcommand(1);
+  app.fallthrough();  // --lang anywhere on the line
   std::string lang(teduh::core::LangCode(teduh::core::CurrentLang()));
-  app.add_option("--lang", lang, "Language of messages and reports: id or en (default: the locale)")
+  app.add_option("--lang", lang,
+                 Tr("Language of messages and reports: id or en (default: the locale)"))
       ->check(CLI::IsMember({"id", "en"}));
   Output out;
   std::string data;
 
-  auto* init = app.add_subcommand("init", "Create the store for a unit; prints the bootstrap code");
+  auto* init =
+      app.add_subcommand("init", Tr("Create the store for a unit; prints the bootstrap code"));
   std::string unit;
-  init->add_option("--data", data, "Data folder")->required();
-  init->add_option("--unit", unit, "Unit name, e.g. \"UPTD PPA Kota Dumai\"")->required();
+  init->add_option("--data", data, Tr("Data folder"))->required();
+  init->add_option("--unit", unit, Tr("Unit name, e.g. \"UPTD PPA Kota Dumai\""))->required();
   std::string init_zone = "WIB";
-  init->add_option("--tz", init_zone, "The unit's time zone: WIB, WITA or WIT (default WIB)");
-  init->add_flag("--json", out.json, "Print one JSON object");
+  init->add_option("--tz", init_zone, Tr("The unit's time zone: WIB, WITA or WIT (default WIB)"));
+  init->add_flag("--json", out.json, Tr("Print one JSON object"));
 
-  auto* serve = app.add_subcommand("serve", "Run the sync server");
+  auto* serve = app.add_subcommand("serve", Tr("Run the sync server"));
   teduh::server::ServerConfig config;
   std::string listen = "127.0.0.1:8443";
-  serve->add_option("--data", data, "Data folder")->required();
-  serve->add_option("--listen", listen, "HOST:PORT to listen on (port 0: any)");
-  serve->add_option("--tls-cert", config.tls_cert, "PEM certificate chain: serve wss://");
-  serve->add_option("--tls-key", config.tls_key, "PEM private key");
+  serve->add_option("--data", data, Tr("Data folder"))->required();
+  serve->add_option("--listen", listen, Tr("HOST:PORT to listen on (port 0: any)"));
+  serve->add_option("--tls-cert", config.tls_cert, Tr("PEM certificate chain: serve wss://"));
+  serve->add_option("--tls-key", config.tls_key, Tr("PEM private key"));
   serve->add_flag("--insecure-plaintext", config.insecure_plaintext,
-                  "Allow plain ws:// on a non-loopback address");
-  serve->add_option("--threads", config.threads, "Network threads")->check(CLI::Range(1, 64));
-  serve->add_flag("--json", out.json, "Print one JSON object");
+                  Tr("Allow plain ws:// on a non-loopback address"));
+  serve->add_option("--threads", config.threads, Tr("Network threads"))->check(CLI::Range(1, 64));
+  serve->add_flag("--json", out.json, Tr("Print one JSON object"));
 
-  auto* enroll = app.add_subcommand("enroll", "Create a one-time enrollment code for a device");
+  auto* enroll = app.add_subcommand("enroll", Tr("Create a one-time enrollment code for a device"));
   std::string role, user, expires = "72h";
-  enroll->add_option("--data", data, "Data folder")->required();
-  enroll->add_option("--role", role, "admin, supervisor, office, pendamping, konselor or psikolog")
+  enroll->add_option("--data", data, Tr("Data folder"))->required();
+  enroll
+      ->add_option("--role", role,
+                   Tr("admin, supervisor, office, pendamping, konselor or psikolog"))
       ->required();
-  enroll->add_option("--user", user, "User name the device belongs to")->required();
-  enroll->add_option("--expires", expires, "Validity, e.g. 30m, 72h, 7d");
-  enroll->add_flag("--json", out.json, "Print one JSON object");
+  enroll->add_option("--user", user, Tr("User name the device belongs to"))->required();
+  enroll->add_option("--expires", expires, Tr("Validity, e.g. 30m, 72h, 7d"));
+  enroll->add_flag("--json", out.json, Tr("Print one JSON object"));
 
-  auto* device = app.add_subcommand("device", "Devices");
+  auto* device = app.add_subcommand("device", Tr("Devices"));
   device->require_subcommand(1);
-  auto* list = device->add_subcommand("list", "List enrolled devices");
-  list->add_option("--data", data, "Data folder")->required();
-  list->add_flag("--json", out.json, "Print one JSON object");
-  auto* revoke = device->add_subcommand(
-      "revoke",
-      "Refuse a lost or taken device from now on (then sign its wipe order on an admin device)");
+  auto* list = device->add_subcommand("list", Tr("List enrolled devices"));
+  list->add_option("--data", data, Tr("Data folder"))->required();
+  list->add_flag("--json", out.json, Tr("Print one JSON object"));
+  auto* revoke =
+      device->add_subcommand("revoke", Tr("Refuse a lost or taken device from now on (then sign "
+                                          "its wipe order on an admin device)"));
   std::string device_ref;
-  revoke->add_option("--data", data, "Data folder")->required();
-  revoke->add_option("device", device_ref, "Device id or unique prefix (6+ hex digits)")
+  revoke->add_option("--data", data, Tr("Data folder"))->required();
+  revoke->add_option("device", device_ref, Tr("Device id or unique prefix (6+ hex digits)"))
       ->required();
-  revoke->add_flag("--json", out.json, "Print one JSON object");
+  revoke->add_flag("--json", out.json, Tr("Print one JSON object"));
 
-  auto* audit = app.add_subcommand("audit", "The audit log");
+  auto* audit = app.add_subcommand("audit", Tr("The audit log"));
   audit->require_subcommand(1);
-  auto* verify =
-      audit->add_subcommand("verify", "Check the whole audit chain; exit 0 only if it is intact");
+  auto* verify = audit->add_subcommand(
+      "verify", Tr("Check the whole audit chain; exit 0 only if it is intact"));
   std::string head;
-  verify->add_option("--data", data, "Data folder")->required();
-  verify->add_option("--head", head, "A head hash printed earlier that must still be in the chain");
-  verify->add_flag("--json", out.json, "Print one JSON object");
-  auto* show = audit->add_subcommand("show", "List the last audit entries (ids and stamps only)");
+  verify->add_option("--data", data, Tr("Data folder"))->required();
+  verify->add_option("--head", head,
+                     Tr("A head hash printed earlier that must still be in the chain"));
+  verify->add_flag("--json", out.json, Tr("Print one JSON object"));
+  auto* show =
+      audit->add_subcommand("show", Tr("List the last audit entries (ids and stamps only)"));
   std::size_t last = 20;
-  show->add_option("--data", data, "Data folder")->required();
-  show->add_option("--last", last, "How many entries")->check(CLI::Range(1, 1000000));
-  show->add_flag("--json", out.json, "Print one JSON object");
+  show->add_option("--data", data, Tr("Data folder"))->required();
+  show->add_option("--last", last, Tr("How many entries"))->check(CLI::Range(1, 1000000));
+  show->add_flag("--json", out.json, Tr("Print one JSON object"));
 
   auto* report = app.add_subcommand(
-      "report", "Case counts of the unit over a period, from open fields only (no keys needed)");
+      "report",
+      Tr("Case counts of the unit over a period, from open fields only (no keys needed)"));
   std::string from, to, format = "json", zone;
   std::vector<std::string> by;
-  report->add_option("--data", data, "Data folder")->required();
-  report->add_option("--from", from, "First day, YYYY-MM-DD, in the time zone")->required();
-  report->add_option("--to", to, "Last day, YYYY-MM-DD, in the time zone, inclusive")->required();
+  report->add_option("--data", data, Tr("Data folder"))->required();
+  report->add_option("--from", from, Tr("First day, YYYY-MM-DD, in the time zone"))->required();
+  report->add_option("--to", to, Tr("Last day, YYYY-MM-DD, in the time zone, inclusive"))
+      ->required();
   report
       ->add_option("--by", by,
-                   "Breakdowns: month,violence_type,category,sex,age_group,region,"
-                   "service,service_delivered,stage,closure_reason")
+                   Tr("Breakdowns: month,violence_type,category,sex,age_group,region,"
+                      "service,service_delivered,stage,closure_reason"))
       ->delimiter(',');
-  report->add_option("--format", format, "json, csv or table (for people)")
+  report->add_option("--format", format, Tr("json, csv or table (for people)"))
       ->check(CLI::IsMember({"csv", "json", "table"}));
   report->add_option("--tz", zone,
-                     "Time zone for days and months: WIB, WITA or WIT (default: the unit's)");
+                     Tr("Time zone for days and months: WIB, WITA or WIT (default: the unit's)"));
 
-  auto* code = app.add_subcommand("code", "The unit's code lists (violence types, regions...)");
+  auto* code = app.add_subcommand("code", Tr("The unit's code lists (violence types, regions...)"));
   code->require_subcommand(1);
   teduh::core::CodeEntry new_code;
   std::string code_list;
   bool code_restore = false;
-  auto* code_add = code->add_subcommand("add", "Add a code of the unit's own to a list");
-  code_add->add_option("--data", data, "Data folder")->required();
-  code_add->add_option("--list", new_code.list, "The list, e.g. violence_type or region")
+  auto* code_add = code->add_subcommand("add", Tr("Add a code of the unit's own to a list"));
+  code_add->add_option("--data", data, Tr("Data folder"))->required();
+  code_add->add_option("--list", new_code.list, Tr("The list, e.g. violence_type or region"))
       ->required();
-  code_add->add_option("--code", new_code.code, "The code, e.g. TRAFFICKING or 64.72.01")
+  code_add->add_option("--code", new_code.code, Tr("The code, e.g. TRAFFICKING or 64.72.01"))
       ->required();
-  code_add->add_option("--label-id", new_code.label_id, "Its label in Bahasa Indonesia")
+  code_add->add_option("--label-id", new_code.label_id, Tr("Its label in Bahasa Indonesia"))
       ->required();
-  code_add->add_option("--label-en", new_code.label_en, "Its label in English")->required();
-  code_add->add_flag("--json", out.json, "Print one JSON object");
-  auto* code_list_cmd = code->add_subcommand("list", "Every code of the lists, the unit's marked");
-  code_list_cmd->add_option("--data", data, "Data folder")->required();
-  code_list_cmd->add_option("--list", code_list, "Only this list");
-  code_list_cmd->add_flag("--json", out.json, "Print one JSON object");
-  auto* code_retire =
-      code->add_subcommand("retire", "Stop offering a unit's code for new records (kept on old ones)");
-  code_retire->add_option("--data", data, "Data folder")->required();
-  code_retire->add_option("--list", code_list, "The list")->required();
-  code_retire->add_option("--code", new_code.code, "The code")->required();
-  code_retire->add_flag("--restore", code_restore, "Offer it again");
-  code_retire->add_flag("--json", out.json, "Print one JSON object");
+  code_add->add_option("--label-en", new_code.label_en, Tr("Its label in English"))->required();
+  code_add->add_flag("--json", out.json, Tr("Print one JSON object"));
+  auto* code_list_cmd =
+      code->add_subcommand("list", Tr("Every code of the lists, the unit's marked"));
+  code_list_cmd->add_option("--data", data, Tr("Data folder"))->required();
+  code_list_cmd->add_option("--list", code_list, Tr("Only this list"));
+  code_list_cmd->add_flag("--json", out.json, Tr("Print one JSON object"));
+  auto* code_retire = code->add_subcommand(
+      "retire", Tr("Stop offering a unit's code for new records (kept on old ones)"));
+  code_retire->add_option("--data", data, Tr("Data folder"))->required();
+  code_retire->add_option("--list", code_list, Tr("The list"))->required();
+  code_retire->add_option("--code", new_code.code, Tr("The code"))->required();
+  code_retire->add_flag("--restore", code_restore, Tr("Offer it again"));
+  code_retire->add_flag("--json", out.json, Tr("Print one JSON object"));
 
-  auto* tz = app.add_subcommand("time-zone", "Show the unit's time zone, or set it");
+  auto* tz = app.add_subcommand("time-zone", Tr("Show the unit's time zone, or set it"));
   std::string new_zone;
-  tz->add_option("--data", data, "Data folder")->required();
-  tz->add_option("zone", new_zone, "WIB, WITA or WIT: the new time zone");
-  tz->add_flag("--json", out.json, "Print one JSON object");
+  tz->add_option("--data", data, Tr("Data folder"))->required();
+  tz->add_option("zone", new_zone, Tr("WIB, WITA or WIT: the new time zone"));
+  tz->add_flag("--json", out.json, Tr("Print one JSON object"));
 
   try {
     app.parse(argc, argv);
@@ -725,11 +811,10 @@ int main(int argc, char** argv) {
   if (show->parsed()) return AuditShow(data, last, out);
   if (code_add->parsed()) return CodeAdd(data, new_code, out);
   if (code_list_cmd->parsed()) return CodeList(data, code_list, out);
-  if (code_retire->parsed())
-    return CodeRetire(data, code_list, new_code.code, code_restore, out);
+  if (code_retire->parsed()) return CodeRetire(data, code_list, new_code.code, code_restore, out);
   if (report->parsed()) {
     out.json = format == "json";
     return Report(data, from, to, by, format, zone, out);
   }
-  return out.Error("no command given");
+  return out.Error(Tr("no command given"));
 }

@@ -24,6 +24,7 @@
 
 #include "session.h"
 #include "teduh/core/device.h"
+#include "teduh/core/i18n.h"
 #include "teduh/core/passphrase.h"
 #include "teduh/core/roles.h"
 #include "teduh/crypto/crypto.h"
@@ -34,6 +35,9 @@ using nlohmann::json;
 using teduh::core::Device;
 using teduh::core::errc;
 using teduh::core::Failure;
+using teduh::core::Tr;
+using teduh::core::TrC;
+using teduh::core::TrF;
 
 struct Globals {
   std::string home;
@@ -208,98 +212,12 @@ teduh::core::Outcome<std::unique_ptr<Device>> OpenDevice(const Globals& g) {
     if (auto erased = Device::Erasure(g.home)) return *erased;
     return teduh::core::Fail(
         errc::vault_missing,
-        fmt::format("no device is enrolled in {} (run: teduh init --server URL --code CODE)",
-                    g.home));
+        TrF("no device is enrolled in {} (run: teduh init --server URL --code CODE)", g.home));
   }
-  auto pass = teduh::core::ReadPassphrase("Passphrase: ", false);
+  auto pass = teduh::core::ReadPassphrase(Tr("Passphrase: "), false);
   if (!pass) return pass.error();
   return Device::Open(g.home, *pass, Options(g));
 }
-
-// `teduh help`: the common tasks of DOMAIN-REPORT §8, one command each.
-constexpr const char* kExamplesId =
-    R"(Contoh untuk pekerjaan sehari-hari (CASE, REF, TASK: id atau awalannya):
-
-Sebelum berangkat kunjungan: ambil kasus yang ditugaskan ke Anda
-  teduh sync
-Kasus baru di lapangan, dengan saluran dan tingkat risiko
-  teduh case new --set channel=media_sosial --set risk_level=tinggi --set risk_rationale="..."
-Catat pelapor atau korban (identitas lengkap sekali saja; daftar hanya inisial)
-  teduh person add CASE --role korban --set name="..." --set is_child=ya
-Jenis kekerasan, kebutuhan, jalur penanganan
-  teduh case set CASE --set violence_types=fisik,psikis --set needs=medis,rumah_aman --set route=proses_hukum
-Catat upaya kontak dan catatan kunjungan sekaligus
-  teduh visit CASE --outcome bertemu --note "..."
-Tenggat Anda (terlambat lebih dulu), dan tandai selesai
-  teduh task list --mine --due
-  teduh task done TASK
-Catatan konseling (hanya konselor dan psikolog yang dapat membacanya)
-  teduh note add CASE --kind counselling --text "..."
-Rujukan dengan persetujuan korban dan data yang dibuka
-  teduh referral add CASE --agency RSUD --service MEDICAL --consent --disclose name,address --accompanied
-  teduh referral check REF; teduh referral sign REF (supervisor); teduh referral send REF
-Apa yang belum terkirim, sebelum perangkat diserahkan
-  teduh status
-Ada orang mendekat: hapus semua kunci dari memori sekarang
-  teduh lock
-Kantor: konflik yang menunggu keputusan
-  teduh conflict list; teduh conflict show ID; teduh conflict resolve ID --take mine
-Asesmen: tingkat risiko dan kebutuhan (tenggat mengikuti seketika)
-  teduh assessment add CASE --risk tinggi --needs medis,rumah_aman --rationale "..." --safety-plan "..."
-Layanan yang diberikan (pendampingan dengan jenisnya)
-  teduh service add CASE --service pendampingan_korban --subtype hukum --note "..."
-  teduh service add CASE --service penampungan_sementara   (masa 14 hari dimulai)
-Putusan pengadilan: kunjungan rumah tiap bulan selama 3 bulan
-  teduh case set CASE --set verdict_at=2025-06-30
-Kantor: menutup kasus dengan alasan dan daftar periksa hasil
-  teduh case set CASE --set stage=terminasi --set closure_reason=selesai --set closure_checklist=aman,kebutuhan_terpenuhi,tidak_ada_kekerasan_ulang
-Kantor: membuka kembali kasus bila kekerasan berulang (episode baru)
-  teduh case reopen CASE --reason kekerasan_berulang --note "..."
-Kantor: laporan (di server)
-  teduh-server report --data DIR --from 2025-01-01 --to 2025-12-31 --by month,violence_type,region
-)";
-
-constexpr const char* kExamplesEn =
-    R"(Examples for everyday work (CASE, REF, TASK: an id or its prefix):
-
-Before leaving for a visit: take the cases assigned to you
-  teduh sync
-A new case in the field, with channel and risk level
-  teduh case new --set channel=social_media --set risk_level=high --set risk_rationale="..."
-Record the reporter or the victim (full identity once; lists show initials)
-  teduh person add CASE --role victim --set name="..." --set is_child=yes
-Violence types, needs, route
-  teduh case set CASE --set violence_types=physical,psychological --set needs=medical,safe_house --set route=legal
-Log a contact attempt and the visit note in one go
-  teduh visit CASE --outcome reached --note "..."
-Your deadlines (overdue first), and mark one done
-  teduh task list --mine --due
-  teduh task done TASK
-A counselling note (only counsellors and psychologists can read it)
-  teduh note add CASE --kind counselling --text "..."
-A referral with the victim's consent and what it discloses
-  teduh referral add CASE --agency RSUD --service MEDICAL --consent --disclose name,address --accompanied
-  teduh referral check REF; teduh referral sign REF (supervisor); teduh referral send REF
-What has not been sent yet, before handing the device over
-  teduh status
-Someone is coming: wipe every key from memory now
-  teduh lock
-Office: conflicts waiting for a decision
-  teduh conflict list; teduh conflict show ID; teduh conflict resolve ID --take mine
-An assessment: the risk class and needs (the deadlines follow at once)
-  teduh assessment add CASE --risk high --needs medical,safe_house --rationale "..." --safety-plan "..."
-A service delivered (accompaniment with its kind)
-  teduh service add CASE --service accompaniment --subtype legal --note "..."
-  teduh service add CASE --service shelter   (the 14-day stay starts)
-The court's verdict: a home visit a month for 3 months
-  teduh case set CASE --set verdict_at=2025-06-30
-Office: close a case with a reason and the outcome checklist
-  teduh case set CASE --set stage=terminasi --set closure_reason=resolved --set closure_checklist=safe,needs_met,no_repeat_violence
-Office: reopen a case when violence recurs (a new episode)
-  teduh case reopen CASE --reason repeat_violence --note "..."
-Office: the report (on the server)
-  teduh-server report --data DIR --from 2025-01-01 --to 2025-12-31 --by month,violence_type,region
-)";
 
 json TaskJson(const teduh::core::TaskView& t) {
   return json{{"task_id", teduh::core::ToHex(t.task_id)},
@@ -347,13 +265,26 @@ json DeviceJson(const teduh::core::DeviceInfo& i) {
               {"unit_fingerprint", i.unit_fingerprint}};
 }
 
-std::string Unreadable(teduh::core::Readability r, const std::string& lang) {
-  if (r == teduh::core::Readability::kNoKey) {
-    return lang == "en" ? "[not readable on this device: no key]"
-                        : "[tidak dapat dibaca di perangkat ini: tidak ada kunci]";
+std::string Unreadable(teduh::core::Readability r) {
+  if (r == teduh::core::Readability::kNoKey) return Tr("[not readable on this device: no key]");
+  return Tr("[INTEGRITY ERROR: the stored value was altered; not shown]");
+}
+
+// An outbox entry's state, for people (JSON keeps OutboxStateName's code).
+std::string OutboxStateText(teduh::core::OutboxState state) {
+  switch (state) {
+    case teduh::core::OutboxState::kPending:
+      return TrC("outbox state", "pending");
+    case teduh::core::OutboxState::kAccepted:
+      return TrC("outbox state", "accepted");
+    case teduh::core::OutboxState::kMerged:
+      return TrC("outbox state", "merged");
+    case teduh::core::OutboxState::kConflict:
+      return TrC("outbox state", "conflict");
+    case teduh::core::OutboxState::kRejected:
+      return TrC("outbox state", "rejected");
   }
-  return lang == "en" ? "[INTEGRITY ERROR: the stored value was altered; not shown]"
-                      : "[KESALAHAN INTEGRITAS: nilai tersimpan diubah; tidak ditampilkan]";
+  return std::string(teduh::core::OutboxStateName(state));
 }
 
 void FieldsJson(const std::vector<teduh::core::FieldView>& fields, json& values, json& unreadable) {
@@ -368,13 +299,13 @@ void FieldsJson(const std::vector<teduh::core::FieldView>& fields, json& values,
   }
 }
 
-std::string FieldsText(const std::vector<teduh::core::FieldView>& fields, const std::string& lang,
+std::string FieldsText(const std::vector<teduh::core::FieldView>& fields,
                        const std::string& indent) {
   std::string out;
   for (const auto& f : fields) {
     std::string v = f.readability == teduh::core::Readability::kReadable
                         ? f.display
-                        : Unreadable(f.readability, lang);
+                        : Unreadable(f.readability);
     out += fmt::format("{}{}: {}{}\n", indent, f.label, v, f.pending ? "  (*)" : "");
   }
   return out;
@@ -399,8 +330,9 @@ json RemoteDeviceJson(const teduh::core::RemoteDevice& r) {
 // For a revoked device: whether it has erased itself yet.
 std::string ErasureNote(const Globals& g, const teduh::core::RemoteDevice& r) {
   if (r.state != "revoked") return "";
-  if (r.wiped_ms > 0) return fmt::format(" — erased (signed receipt {})", LocalTime(g, r.wiped_ms));
-  return r.wipe_ordered ? " — wipe ordered, not yet erased" : " — no wipe order yet";
+  // The dashes stay out of the messages: msgids are ASCII (xgettext drops other characters).
+  if (r.wiped_ms > 0) return " — " + TrF("erased (signed receipt {})", LocalTime(g, r.wiped_ms));
+  return " — " + (r.wipe_ordered ? Tr("wipe ordered, not yet erased") : Tr("no wipe order yet"));
 }
 
 int main(int argc, char** argv) {
@@ -409,19 +341,37 @@ int main(int argc, char** argv) {
   Globals g;
   g.home = DefaultHome();
   g.lang = std::string(teduh::core::LangCode(teduh::core::CurrentLang()));
-  CLI::App app{"teduh — encrypted case records for UPTD PPA field officers"};
+  CLI::App app{"teduh — " + Tr("encrypted case records for UPTD PPA field officers")};
   app.require_subcommand(1);
   app.fallthrough();
+  // CLI11's own words in the help, in the process language too.
+  const std::string options_group = Tr("Options");
+  const std::string subcommands_group = Tr("Subcommands");
+  app.option_defaults()->group(options_group);
+  app.set_help_flag("-h,--help", Tr("Print this help message and exit"));
+  auto formatter = app.get_formatter();
+  formatter->label("Usage", Tr("Usage"));
+  formatter->label("OPTIONS", Tr("OPTIONS"));
+  formatter->label("SUBCOMMAND", Tr("SUBCOMMAND"));
+  formatter->label("SUBCOMMANDS", Tr("SUBCOMMANDS"));
+  formatter->label("Positionals", Tr("Positionals"));
+  formatter->label("REQUIRED", Tr("REQUIRED"));
+  formatter->label("Needs", Tr("Needs"));
+  formatter->label("Excludes", Tr("Excludes"));
   auto add_globals = [&](CLI::App* a) {
-    a->add_option("--home", g.home, "Device folder (default $TEDUH_HOME or ~/.teduh)");
-    a->add_flag("--json", g.json, "Print one JSON object on stdout");
-    a->add_option("--lang", g.lang, "Language of labels: id or en")
+    // A subcommand made its help flag before it took the option defaults.
+    if (CLI::Option* help = a->get_help_ptr()) help->group(options_group);
+    if (a != &app) a->group(subcommands_group);
+    a->add_option("--home", g.home, Tr("Device folder (default $TEDUH_HOME or ~/.teduh)"));
+    a->add_flag("--json", g.json, Tr("Print one JSON object on stdout"));
+    a->add_option("--lang", g.lang,
+                  Tr("Language of messages and labels: id or en (default: from the locale)"))
         ->check(CLI::IsMember({"id", "en"}));
-    a->add_option("--ca", g.ca_file, "CA certificate file for wss:// (or $TEDUH_CA_FILE)");
+    a->add_option("--ca", g.ca_file, Tr("CA certificate file for wss:// (or $TEDUH_CA_FILE)"));
   };
   add_globals(&app);
   std::vector<CLI::App*> leaves;
-  auto leaf = [&](CLI::App* parent, const char* name, const char* help) {
+  auto leaf = [&](CLI::App* parent, const char* name, const std::string& help) {
     CLI::App* a = parent->add_subcommand(name, help);
     add_globals(a);
     leaves.push_back(a);
@@ -430,273 +380,287 @@ int main(int argc, char** argv) {
 
   std::string server, code, label;
   std::uint32_t max_failed = 0;
-  CLI::App* init = leaf(&app, "init", "Enroll this device with an enrollment code");
-  init->add_option("--server", server, "Server address, e.g. wss://ppa.example:8443")->required();
-  init->add_option("--code", code, "Enrollment code from the admin")->required();
-  init->add_option("--label", label, "Device label shown to admins (default: host name)");
+  CLI::App* init = leaf(&app, "init", Tr("Enroll this device with an enrollment code"));
+  init->add_option("--server", server, Tr("Server address, e.g. wss://ppa.example:8443"))
+      ->required();
+  init->add_option("--code", code, Tr("Enrollment code from the admin"))->required();
+  init->add_option("--label", label, Tr("Device label shown to admins (default: host name)"));
   init->add_option("--max-failed-unlocks", max_failed,
-                   "Erase the keys after this many wrong passphrases in a row (0 = never)");
+                   Tr("Erase the keys after this many wrong passphrases in a row (0 = never)"));
 
   CLI::App* passphrase_cmd =
-      app.add_subcommand("passphrase", "The device passphrase")->require_subcommand(1);
+      app.add_subcommand("passphrase", Tr("The device passphrase"))->require_subcommand(1);
   add_globals(passphrase_cmd);
-  CLI::App* passphrase_change =
-      leaf(passphrase_cmd, "change",
-           "Choose a new passphrase (asked twice, or TEDUH_NEW_PASSPHRASE); keys and data stay");
+  CLI::App* passphrase_change = leaf(
+      passphrase_cmd, "change",
+      Tr("Choose a new passphrase (asked twice, or TEDUH_NEW_PASSPHRASE); keys and data stay"));
 
   CLI::App* examples =
-      app.add_subcommand("help", "Examples for the everyday work of a visit and the office");
+      app.add_subcommand("help", Tr("Examples for the everyday work of a visit and the office"));
   add_globals(examples);
   CLI::App* lock = leaf(&app, "lock",
-                        "Wipe this device's keys from memory now: ends the teduh command using "
-                        "them (no passphrase needed)");
-  CLI::App* status = leaf(&app, "status", "Show this device, its outbox and last sync");
-  CLI::App* sync = leaf(&app, "sync", "Send local changes and receive new ones");
+                        Tr("Wipe this device's keys from memory now: ends the teduh command using "
+                           "them (no passphrase needed)"));
+  CLI::App* status = leaf(&app, "status", Tr("Show this device, its outbox and last sync"));
+  CLI::App* sync = leaf(&app, "sync", Tr("Send local changes and receive new ones"));
   bool push_only = false;
   sync->add_flag("--push-only", push_only,
-                 "Only send local changes (on a weak connection); receive at the next sync");
+                 Tr("Only send local changes (on a weak connection); receive at the next sync"));
 
-  CLI::App* case_cmd = app.add_subcommand("case", "Cases")->require_subcommand(1);
+  CLI::App* case_cmd = app.add_subcommand("case", Tr("Cases"))->require_subcommand(1);
   add_globals(case_cmd);
   std::vector<std::string> sets;
   std::string case_ref, role, text, kind = "visit";
-  CLI::App* case_new = leaf(case_cmd, "new", "Open a new case");
-  case_new->add_option("--set", sets, "FIELD=VALUE (repeatable)");
-  CLI::App* case_set = leaf(case_cmd, "set", "Change fields of a case");
-  case_set->add_option("case", case_ref, "Case id or unique prefix")->required();
-  case_set->add_option("--set", sets, "FIELD=VALUE (repeatable)")->required();
+  CLI::App* case_new = leaf(case_cmd, "new", Tr("Open a new case"));
+  case_new->add_option("--set", sets, Tr("FIELD=VALUE (repeatable)"));
+  CLI::App* case_set = leaf(case_cmd, "set", Tr("Change fields of a case"));
+  case_set->add_option("case", case_ref, Tr("Case id or unique prefix"))->required();
+  case_set->add_option("--set", sets, Tr("FIELD=VALUE (repeatable)"))->required();
   std::string assign_pendamping, assign_konselor, assign_psikolog;
-  CLI::App* case_assign =
-      leaf(case_cmd, "assign", "Give a case to workers (office, supervisor); syncs like an edit");
-  case_assign->add_option("case", case_ref, "Case id or unique prefix")->required();
-  case_assign->add_option("--pendamping", assign_pendamping, "User name of the case worker");
-  case_assign->add_option("--konselor", assign_konselor, "User name of the counsellor");
-  case_assign->add_option("--psikolog", assign_psikolog, "User name of the psychologist");
+  CLI::App* case_assign = leaf(
+      case_cmd, "assign", Tr("Give a case to workers (office, supervisor); syncs like an edit"));
+  case_assign->add_option("case", case_ref, Tr("Case id or unique prefix"))->required();
+  case_assign->add_option("--pendamping", assign_pendamping, Tr("User name of the case worker"));
+  case_assign->add_option("--konselor", assign_konselor, Tr("User name of the counsellor"));
+  case_assign->add_option("--psikolog", assign_psikolog, Tr("User name of the psychologist"));
   CLI::App* case_shred = leaf(
       case_cmd, "shred",
-      "Destroy a case everywhere: a supervisor asks, the admin device carries it out (online)");
-  case_shred->add_option("case", case_ref, "Case id or unique prefix")->required();
+      Tr("Destroy a case everywhere: a supervisor asks, the admin device carries it out (online)"));
+  case_shred->add_option("case", case_ref, Tr("Case id or unique prefix"))->required();
   std::string rekey_held_by;
   bool rekey_all = false;
   CLI::App* case_rekey =
       leaf(case_cmd, "rekey",
-           "Re-key the cases a lost device held, or every case (admin device; online)");
+           Tr("Re-key the cases a lost device held, or every case (admin device; online)"));
   auto* held_opt = case_rekey->add_option("--held-by", rekey_held_by,
-                                          "Device id (or unique prefix) whose cases to re-key");
-  auto* all_opt = case_rekey->add_flag("--all", rekey_all, "Re-key every case of the unit");
+                                          Tr("Device id (or unique prefix) whose cases to re-key"));
+  auto* all_opt = case_rekey->add_flag("--all", rekey_all, Tr("Re-key every case of the unit"));
   held_opt->excludes(all_opt);
 
   std::string reopen_reason, reopen_note;
   CLI::App* case_reopen =
-      leaf(case_cmd, "reopen", "Reopen a closed case: a new episode, from the complaint stage");
-  case_reopen->add_option("case", case_ref, "Case id or unique prefix")->required();
+      leaf(case_cmd, "reopen", Tr("Reopen a closed case: a new episode, from the complaint stage"));
+  case_reopen->add_option("case", case_ref, Tr("Case id or unique prefix"))->required();
   case_reopen
       ->add_option("--reason", reopen_reason,
-                   "repeat_violence (kekerasan berulang), new_need, victim_returned, other")
+                   Tr("repeat_violence (kekerasan berulang), new_need, victim_returned, other"))
       ->required();
-  case_reopen->add_option("--note", reopen_note, "Why, in words (a sealed case-review note)");
+  case_reopen->add_option("--note", reopen_note, Tr("Why, in words (a sealed case-review note)"));
 
-  CLI::App* case_list = leaf(case_cmd, "list", "List the cases on this device");
-  CLI::App* case_show = leaf(case_cmd, "show", "Show a case with its persons and notes");
-  case_show->add_option("case", case_ref, "Case id or unique prefix")->required();
+  CLI::App* case_list = leaf(case_cmd, "list", Tr("List the cases on this device"));
+  CLI::App* case_show = leaf(case_cmd, "show", Tr("Show a case with its persons and notes"));
+  case_show->add_option("case", case_ref, Tr("Case id or unique prefix"))->required();
   std::string history_field;
   int restore_version = 0;
   CLI::App* case_history =
-      leaf(case_cmd, "history", "Every value a case's fields have had (needs a connection)");
-  case_history->add_option("case", case_ref, "Case id or unique prefix")->required();
-  case_history->add_option("--field", history_field, "Only this field");
-  CLI::App* case_restore =
-      leaf(case_cmd, "restore", "Bring an earlier value back as a new edit (needs a connection)");
-  case_restore->add_option("case", case_ref, "Case id or unique prefix")->required();
-  case_restore->add_option("--field", history_field, "The field")->required();
-  case_restore->add_option("--version", restore_version, "As numbered by `case history`")
+      leaf(case_cmd, "history", Tr("Every value a case's fields have had (needs a connection)"));
+  case_history->add_option("case", case_ref, Tr("Case id or unique prefix"))->required();
+  case_history->add_option("--field", history_field, Tr("Only this field"));
+  CLI::App* case_restore = leaf(
+      case_cmd, "restore", Tr("Bring an earlier value back as a new edit (needs a connection)"));
+  case_restore->add_option("case", case_ref, Tr("Case id or unique prefix"))->required();
+  case_restore->add_option("--field", history_field, Tr("The field"))->required();
+  case_restore->add_option("--version", restore_version, Tr("As numbered by `case history`"))
       ->required();
 
-  CLI::App* person_cmd = app.add_subcommand("person", "Persons in a case")->require_subcommand(1);
+  CLI::App* person_cmd =
+      app.add_subcommand("person", Tr("Persons in a case"))->require_subcommand(1);
   add_globals(person_cmd);
-  CLI::App* person_add = leaf(person_cmd, "add", "Add a person to a case");
-  person_add->add_option("case", case_ref, "Case id or unique prefix")->required();
-  person_add->add_option("--role", role, "victim, perpetrator, reporter or witness")->required();
-  person_add->add_option("--set", sets, "FIELD=VALUE (repeatable)");
+  CLI::App* person_add = leaf(person_cmd, "add", Tr("Add a person to a case"));
+  person_add->add_option("case", case_ref, Tr("Case id or unique prefix"))->required();
+  person_add->add_option("--role", role, Tr("victim, perpetrator, reporter or witness"))
+      ->required();
+  person_add->add_option("--set", sets, Tr("FIELD=VALUE (repeatable)"));
   std::string person_ref;
-  CLI::App* person_set = leaf(person_cmd, "set", "Change fields of a person");
-  person_set->add_option("person", person_ref, "Person id or unique prefix")->required();
-  person_set->add_option("--set", sets, "FIELD=VALUE (repeatable)")->required();
+  CLI::App* person_set = leaf(person_cmd, "set", Tr("Change fields of a person"));
+  person_set->add_option("person", person_ref, Tr("Person id or unique prefix"))->required();
+  person_set->add_option("--set", sets, Tr("FIELD=VALUE (repeatable)"))->required();
 
-  CLI::App* note_cmd = app.add_subcommand("note", "Notes (append-only)")->require_subcommand(1);
+  CLI::App* note_cmd = app.add_subcommand("note", Tr("Notes (append-only)"))->require_subcommand(1);
   add_globals(note_cmd);
-  CLI::App* note_add = leaf(note_cmd, "add", "Add a note to a case");
-  note_add->add_option("case", case_ref, "Case id or unique prefix")->required();
-  note_add->add_option("--text", text, "The note")->required();
-  note_add->add_option("--kind", kind,
-                       "visit, identification, counselling, psychology, monitoring, case_review");
+  CLI::App* note_add = leaf(note_cmd, "add", Tr("Add a note to a case"));
+  note_add->add_option("case", case_ref, Tr("Case id or unique prefix"))->required();
+  note_add->add_option("--text", text, Tr("The note"))->required();
+  note_add->add_option(
+      "--kind", kind,
+      Tr("visit, identification, counselling, psychology, monitoring, case_review"));
 
   std::string visit_outcome, visit_method, visit_note;
-  CLI::App* visit =
-      leaf(&app, "visit", "Log a visit or call to the victim, with a note, in one go (offline)");
-  visit->add_option("case", case_ref, "Case id or unique prefix")->required();
-  visit->add_option("--outcome", visit_outcome, "reached (bertemu), not_reached, unsafe")
+  CLI::App* visit = leaf(&app, "visit",
+                         Tr("Log a visit or call to the victim, with a note, in one go (offline)"));
+  visit->add_option("case", case_ref, Tr("Case id or unique prefix"))->required();
+  visit->add_option("--outcome", visit_outcome, Tr("reached (bertemu), not_reached, unsafe"))
       ->required();
-  visit->add_option("--method", visit_method, "home_visit (default), phone, message, other");
-  visit->add_option("--note", visit_note, "What happened (sealed like any note)");
+  visit->add_option("--method", visit_method, Tr("home_visit (default), phone, message, other"));
+  visit->add_option("--note", visit_note, Tr("What happened (sealed like any note)"));
 
   std::string assess_risk, assess_rationale, assess_plan;
   std::vector<std::string> assess_needs;
-  CLI::App* assessment_cmd =
-      app.add_subcommand("assessment", "Assessments of a case (asesmen)")->require_subcommand(1);
+  CLI::App* assessment_cmd = app.add_subcommand("assessment", Tr("Assessments of a case (asesmen)"))
+                                 ->require_subcommand(1);
   add_globals(assessment_cmd);
   CLI::App* assessment_add =
       leaf(assessment_cmd, "add",
-           "Record an assessment: the case's risk, needs, rationale and safety plan follow it");
-  assessment_add->add_option("case", case_ref, "Case id or unique prefix")->required();
-  assessment_add->add_option("--risk", assess_risk, "rendah, sedang, tinggi (low, medium, high)")
+           Tr("Record an assessment: the case's risk, needs, rationale and safety plan follow it"));
+  assessment_add->add_option("case", case_ref, Tr("Case id or unique prefix"))->required();
+  assessment_add
+      ->add_option("--risk", assess_risk, Tr("rendah, sedang, tinggi (low, medium, high)"))
       ->required();
   assessment_add
       ->add_option("--needs", assess_needs,
-                   "e.g. medis,rumah_aman (comma-separated; replaces the case's needs)")
+                   Tr("e.g. medis,rumah_aman (comma-separated; replaces the case's needs)"))
       ->delimiter(',');
-  assessment_add->add_option("--rationale", assess_rationale, "Why this risk class (sealed)");
+  assessment_add->add_option("--rationale", assess_rationale, Tr("Why this risk class (sealed)"));
   assessment_add->add_option("--safety-plan", assess_plan,
-                             "The safety plan made with the victim (sealed)");
+                             Tr("The safety plan made with the victim (sealed)"));
 
   std::string service_code, service_subtype, service_note;
-  CLI::App* service_cmd = app.add_subcommand("service", "Services the unit delivered (append-only)")
-                              ->require_subcommand(1);
+  CLI::App* service_cmd =
+      app.add_subcommand("service", Tr("Services the unit delivered (append-only)"))
+          ->require_subcommand(1);
   add_globals(service_cmd);
-  CLI::App* service_add = leaf(service_cmd, "add", "Record a service delivered now");
-  service_add->add_option("case", case_ref, "Case id or unique prefix")->required();
+  CLI::App* service_add = leaf(service_cmd, "add", Tr("Record a service delivered now"));
+  service_add->add_option("case", case_ref, Tr("Case id or unique prefix"))->required();
   service_add
       ->add_option("--service", service_code,
-                   "complaint, outreach, case_management, shelter, mediation, accompaniment")
+                   Tr("complaint, outreach, case_management, shelter, mediation, accompaniment"))
       ->required();
   service_add->add_option("--subtype", service_subtype,
-                          "For accompaniment: legal, psychological, social, medical");
-  service_add->add_option("--note", service_note, "What was done (sealed)");
+                          Tr("For accompaniment: legal, psychological, social, medical"));
+  service_add->add_option("--note", service_note, Tr("What was done (sealed)"));
 
   CLI::App* task_cmd =
-      app.add_subcommand("task", "Deadlines of your cases (offline)")->require_subcommand(1);
+      app.add_subcommand("task", Tr("Deadlines of your cases (offline)"))->require_subcommand(1);
   add_globals(task_cmd);
   bool task_due = false, task_mine = false;
   std::string task_ref;
-  CLI::App* task_list = leaf(task_cmd, "list", "The deadline board: overdue first");
-  task_list->add_flag("--due", task_due, "Only what is overdue or due within a day");
-  task_list->add_flag("--mine", task_mine, "Only the cases assigned to you");
-  CLI::App* task_done = leaf(task_cmd, "done", "Mark a deadline met (syncs)");
-  task_done->add_option("task", task_ref, "Task id or unique prefix")->required();
+  CLI::App* task_list = leaf(task_cmd, "list", Tr("The deadline board: overdue first"));
+  task_list->add_flag("--due", task_due, Tr("Only what is overdue or due within a day"));
+  task_list->add_flag("--mine", task_mine, Tr("Only the cases assigned to you"));
+  CLI::App* task_done = leaf(task_cmd, "done", Tr("Mark a deadline met (syncs)"));
+  task_done->add_option("task", task_ref, Tr("Task id or unique prefix"))->required();
 
   std::string report_from, report_to, report_format = "table";
   std::vector<std::string> report_by;
   CLI::App* report_cmd =
       leaf(&app, "report",
-           "The unit's case counts over a period, offline (office and supervisor devices)");
-  report_cmd->add_option("--from", report_from, "First day, YYYY-MM-DD")->required();
-  report_cmd->add_option("--to", report_to, "Last day, YYYY-MM-DD, inclusive")->required();
+           Tr("The unit's case counts over a period, offline (office and supervisor devices)"));
+  report_cmd->add_option("--from", report_from, Tr("First day, YYYY-MM-DD"))->required();
+  report_cmd->add_option("--to", report_to, Tr("Last day, YYYY-MM-DD, inclusive"))->required();
   report_cmd
       ->add_option("--by", report_by,
-                   "Breakdowns: month,violence_type,category,sex,age_group,region,"
-                   "service,service_delivered,stage,closure_reason")
+                   Tr("Breakdowns: month,violence_type,category,sex,age_group,region,"
+                      "service,service_delivered,stage,closure_reason"))
       ->delimiter(',');
-  report_cmd->add_option("--format", report_format, "table, csv or json (--json: json)")
+  report_cmd->add_option("--format", report_format, Tr("table, csv or json (--json: json)"))
       ->check(CLI::IsMember({"table", "csv", "json"}));
 
   CLI::App* code_cmd =
-      app.add_subcommand("code", "The unit's code lists (violence types, regions, agencies...)")
+      app.add_subcommand("code", Tr("The unit's code lists (violence types, regions, agencies...)"))
           ->require_subcommand(1);
   add_globals(code_cmd);
   std::string code_list_name;
-  CLI::App* code_list = leaf(code_cmd, "list", "Every code a field accepts, the unit's own marked");
-  code_list->add_option("--list", code_list_name, "Only this list, e.g. violence_type or region");
+  CLI::App* code_list =
+      leaf(code_cmd, "list", Tr("Every code a field accepts, the unit's own marked"));
+  code_list->add_option("--list", code_list_name,
+                        Tr("Only this list, e.g. violence_type or region"));
 
-  CLI::App* referral_cmd = app.add_subcommand("referral", "Referrals to partner agencies (rujukan)")
-                               ->require_subcommand(1);
+  CLI::App* referral_cmd =
+      app.add_subcommand("referral", Tr("Referrals to partner agencies (rujukan)"))
+          ->require_subcommand(1);
   add_globals(referral_cmd);
   std::string ref_agency, ref_service, ref_id;
   std::vector<std::string> ref_disclose;
   bool ref_consent = false, ref_accompanied = false;
-  CLI::App* referral_add = leaf(referral_cmd, "add", "Refer a case to an agency (a draft letter)");
-  referral_add->add_option("case", case_ref, "Case id or unique prefix")->required();
-  referral_add->add_option("--agency", ref_agency, "Agency code, e.g. POLRES, RSUD, LBH")
+  CLI::App* referral_add =
+      leaf(referral_cmd, "add", Tr("Refer a case to an agency (a draft letter)"));
+  referral_add->add_option("case", case_ref, Tr("Case id or unique prefix"))->required();
+  referral_add->add_option("--agency", ref_agency, Tr("Agency code, e.g. POLRES, RSUD, LBH"))
       ->required();
-  referral_add->add_option("--service", ref_service, "Service code, e.g. LEGAL, MEDICAL")
+  referral_add->add_option("--service", ref_service, Tr("Service code, e.g. LEGAL, MEDICAL"))
       ->required();
-  referral_add->add_flag("--consent", ref_consent, "The victim has consented (recorded now)");
+  referral_add->add_flag("--consent", ref_consent, Tr("The victim has consented (recorded now)"));
   referral_add
       ->add_option("--disclose", ref_disclose,
-                   "Fields the letter discloses, e.g. name,address (comma-separated)")
+                   Tr("Fields the letter discloses, e.g. name,address (comma-separated)"))
       ->delimiter(',');
-  referral_add->add_flag("--accompanied", ref_accompanied, "An officer accompanies the victim");
-  CLI::App* referral_list = leaf(referral_cmd, "list", "The referrals of a case");
-  referral_list->add_option("case", case_ref, "Case id or unique prefix")->required();
+  referral_add->add_flag("--accompanied", ref_accompanied, Tr("An officer accompanies the victim"));
+  CLI::App* referral_list = leaf(referral_cmd, "list", Tr("The referrals of a case"));
+  referral_list->add_option("case", case_ref, Tr("Case id or unique prefix"))->required();
   std::vector<CLI::App*> referral_steps;
-  for (const auto& [name, help] : std::vector<std::pair<const char*, const char*>>{
-           {"consent", "Record that the victim consented (now)"},
-           {"accompany", "Record that an officer accompanies the victim"},
-           {"check", "The letter was checked"},
-           {"sign", "Sign the letter (supervisors)"},
-           {"send", "Send it (needs consent; an officer for a child or vulnerable victim)"},
-           {"confirm", "The agency confirmed it received the victim"}}) {
+  for (const auto& [name, help] : std::vector<std::pair<const char*, std::string>>{
+           {"consent", Tr("Record that the victim consented (now)")},
+           {"accompany", Tr("Record that an officer accompanies the victim")},
+           {"check", Tr("The letter was checked")},
+           {"sign", Tr("Sign the letter (supervisors)")},
+           {"send", Tr("Send it (needs consent; an officer for a child or vulnerable victim)")},
+           {"confirm", Tr("The agency confirmed it received the victim")}}) {
     CLI::App* step = leaf(referral_cmd, name, help);
-    step->add_option("referral", ref_id, "Referral id or unique prefix")->required();
+    step->add_option("referral", ref_id, Tr("Referral id or unique prefix"))->required();
     referral_steps.push_back(step);
   }
 
-  CLI::App* conflict_cmd = app.add_subcommand("conflict", "Concurrent edits waiting for a person")
-                               ->require_subcommand(1);
+  CLI::App* conflict_cmd =
+      app.add_subcommand("conflict", Tr("Concurrent edits waiting for a person"))
+          ->require_subcommand(1);
   add_globals(conflict_cmd);
   std::string conflict_ref, take;
   std::optional<std::string> resolve_value;
   bool include_resolved = false;
-  CLI::App* conflict_list = leaf(conflict_cmd, "list", "List open conflicts, oldest first");
-  conflict_list->add_flag("--all", include_resolved, "Include resolved conflicts");
-  CLI::App* conflict_show = leaf(conflict_cmd, "show", "Show both values of a conflict");
-  conflict_show->add_option("conflict", conflict_ref, "Conflict id or unique prefix")->required();
-  CLI::App* conflict_resolve =
-      leaf(conflict_cmd, "resolve", "Choose the value (works offline; syncs like any edit)");
-  conflict_resolve->add_option("conflict", conflict_ref, "Conflict id or unique prefix")
+  CLI::App* conflict_list = leaf(conflict_cmd, "list", Tr("List open conflicts, oldest first"));
+  conflict_list->add_flag("--all", include_resolved, Tr("Include resolved conflicts"));
+  CLI::App* conflict_show = leaf(conflict_cmd, "show", Tr("Show both values of a conflict"));
+  conflict_show->add_option("conflict", conflict_ref, Tr("Conflict id or unique prefix"))
       ->required();
-  auto* take_opt = conflict_resolve->add_option("--take", take,
-                                                "kept, other, mine (the side you wrote) or theirs");
-  auto* value_opt = conflict_resolve->add_option("--value", resolve_value, "A new value instead");
+  CLI::App* conflict_resolve =
+      leaf(conflict_cmd, "resolve", Tr("Choose the value (works offline; syncs like any edit)"));
+  conflict_resolve->add_option("conflict", conflict_ref, Tr("Conflict id or unique prefix"))
+      ->required();
+  auto* take_opt = conflict_resolve->add_option(
+      "--take", take, Tr("kept, other, mine (the side you wrote) or theirs"));
+  auto* value_opt =
+      conflict_resolve->add_option("--value", resolve_value, Tr("A new value instead"));
   take_opt->excludes(value_opt);
 
   CLI::App* device_cmd =
-      app.add_subcommand("device", "Devices of the unit (admin)")->require_subcommand(1);
+      app.add_subcommand("device", Tr("Devices of the unit (admin)"))->require_subcommand(1);
   add_globals(device_cmd);
-  CLI::App* device_list = leaf(device_cmd, "list", "List the unit's devices");
+  CLI::App* device_list = leaf(device_cmd, "list", Tr("List the unit's devices"));
   std::string device_ref;
-  CLI::App* device_approve = leaf(device_cmd, "approve", "Approve a pending device");
-  device_approve->add_option("device", device_ref, "Device id or unique prefix")->required();
+  CLI::App* device_approve = leaf(device_cmd, "approve", Tr("Approve a pending device"));
+  device_approve->add_option("device", device_ref, Tr("Device id or unique prefix"))->required();
   CLI::App* device_revoke =
       leaf(device_cmd, "revoke",
-           "Revoke a lost or taken device; it erases itself when it next connects");
-  device_revoke->add_option("device", device_ref, "Device id or unique prefix")->required();
+           Tr("Revoke a lost or taken device; it erases itself when it next connects"));
+  device_revoke->add_option("device", device_ref, Tr("Device id or unique prefix"))->required();
 
   CLI::App* user_cmd =
-      app.add_subcommand("user", "Staff of the unit (admin)")->require_subcommand(1);
+      app.add_subcommand("user", Tr("Staff of the unit (admin)"))->require_subcommand(1);
   add_globals(user_cmd);
   std::string offboard_user, reassign_to;
   CLI::App* user_offboard =
       leaf(user_cmd, "offboard",
-           "Someone leaves: revoke all their devices and give their cases to another worker");
-  user_offboard->add_option("user", offboard_user, "User name of the person leaving")->required();
-  user_offboard->add_option("--reassign-to", reassign_to, "User name who takes over the cases")
+           Tr("Someone leaves: revoke all their devices and give their cases to another worker"));
+  user_offboard->add_option("user", offboard_user, Tr("User name of the person leaving"))
+      ->required();
+  user_offboard->add_option("--reassign-to", reassign_to, Tr("User name who takes over the cases"))
       ->required();
 
   CLI::App* key_cmd =
-      app.add_subcommand("key", "The unit's class keys (admin)")->require_subcommand(1);
+      app.add_subcommand("key", Tr("The unit's class keys (admin)"))->require_subcommand(1);
   add_globals(key_cmd);
   std::string key_class_name = "general";
-  CLI::App* key_rotate =
-      leaf(key_cmd, "rotate",
-           "Make the next epoch of a class key and re-wrap every case key under it (resumable)");
-  key_rotate->add_option("--class", key_class_name, "general or clinical")
+  CLI::App* key_rotate = leaf(
+      key_cmd, "rotate",
+      Tr("Make the next epoch of a class key and re-wrap every case key under it (resumable)"));
+  key_rotate->add_option("--class", key_class_name, Tr("general or clinical"))
       ->check(CLI::IsMember({"general", "clinical"}));
   CLI::App* key_status =
-      leaf(key_cmd, "status", "Epochs per class, what still uses them, and who holds them");
+      leaf(key_cmd, "status", Tr("Epochs per class, what still uses them, and who holds them"));
   CLI::App* key_retire =
       leaf(key_cmd, "retire",
-           "Delete old epochs nothing uses any more, on the server and on every device");
-  key_retire->add_option("--class", key_class_name, "general or clinical")
+           Tr("Delete old epochs nothing uses any more, on the server and on every device"));
+  key_retire->add_option("--class", key_class_name, Tr("general or clinical"))
       ->check(CLI::IsMember({"general", "clinical"}));
 
   try {
@@ -707,16 +671,16 @@ int main(int argc, char** argv) {
     if (g.json) {
       std::cout << json{{"error", {{"code", "usage"}, {"message", msg}}}}.dump() << "\n";
     }
-    std::cerr << "teduh: " << msg << " (see teduh --help)\n";
+    std::cerr << "teduh: " << TrF("{} (see teduh --help)", msg) << "\n";
     return 2;
   }
   if (auto ec = teduh::crypto::Init()) {
-    return Report(g, teduh::core::Fail(ec, "the crypto library could not start"));
+    return Report(g, teduh::core::Fail(ec, Tr("the crypto library could not start")));
   }
 
   try {
     if (init->parsed()) {
-      auto pass = teduh::core::ReadPassphrase("New passphrase for this device: ", true);
+      auto pass = teduh::core::ReadPassphrase(Tr("New passphrase for this device: "), true);
       if (!pass) return Report(g, pass.error());
       auto opts = Options(g);
       opts.vault.max_failed_unlocks = max_failed;
@@ -724,15 +688,64 @@ int main(int argc, char** argv) {
       auto dev = Device::Enroll(g.home, server, code, *pass, std::move(opts));
       if (!dev) return Report(g, dev.error());
       auto info = (*dev)->info();
-      std::string human = fmt::format(
-          "Enrolled device {} as {} ({}) — state: {}\nDevice fingerprint: {}  (the admin "
-          "compares it before approving)\n",
-          teduh::core::ToHex(info.device_id), info.user, info.role, info.state, info.fingerprint);
+      std::string human = TrF("Enrolled device {} as {} ({})", teduh::core::ToHex(info.device_id),
+                              info.user, info.role) +
+                          " — " + TrF("state: {}", info.state) + "\n" +
+                          TrF("Device fingerprint: {}  (the admin compares it before approving)\n",
+                              info.fingerprint);
       return Emit(g, DeviceJson(info), human);
     }
 
     if (examples->parsed()) {
-      std::cout << (g.lang == "en" ? kExamplesEn : kExamplesId);
+      // `teduh help`: the common tasks of DOMAIN-REPORT §8, one command each
+      // (po/id.po has the Indonesian, with the Indonesian codes in the commands).
+      std::cout << Tr(
+          "Examples for everyday work (CASE, REF, TASK: an id or its prefix):\n"
+          "\n"
+          "Before leaving for a visit: take the cases assigned to you\n"
+          "  teduh sync\n"
+          "A new case in the field, with channel and risk level\n"
+          "  teduh case new --set channel=social_media --set risk_level=high --set "
+          "risk_rationale=\"...\"\n"
+          "Record the reporter or the victim (full identity once; lists show initials)\n"
+          "  teduh person add CASE --role victim --set name=\"...\" --set is_child=yes\n"
+          "Violence types, needs, route\n"
+          "  teduh case set CASE --set violence_types=physical,psychological --set "
+          "needs=medical,safe_house --set route=legal\n"
+          "Log a contact attempt and the visit note in one go\n"
+          "  teduh visit CASE --outcome reached --note \"...\"\n"
+          "Your deadlines (overdue first), and mark one done\n"
+          "  teduh task list --mine --due\n"
+          "  teduh task done TASK\n"
+          "A counselling note (only counsellors and psychologists can read it)\n"
+          "  teduh note add CASE --kind counselling --text \"...\"\n"
+          "A referral with the victim's consent and what it discloses\n"
+          "  teduh referral add CASE --agency RSUD --service MEDICAL --consent --disclose "
+          "name,address --accompanied\n"
+          "  teduh referral check REF; teduh referral sign REF (supervisor); teduh referral send "
+          "REF\n"
+          "What has not been sent yet, before handing the device over\n"
+          "  teduh status\n"
+          "Someone is coming: wipe every key from memory now\n"
+          "  teduh lock\n"
+          "Office: conflicts waiting for a decision\n"
+          "  teduh conflict list; teduh conflict show ID; teduh conflict resolve ID --take mine\n"
+          "An assessment: the risk class and needs (the deadlines follow at once)\n"
+          "  teduh assessment add CASE --risk high --needs medical,safe_house --rationale \"...\" "
+          "--safety-plan \"...\"\n"
+          "A service delivered (accompaniment with its kind)\n"
+          "  teduh service add CASE --service accompaniment --subtype legal --note \"...\"\n"
+          "  teduh service add CASE --service shelter   (the 14-day stay starts)\n"
+          "The court's verdict: a home visit a month for 3 months\n"
+          "  teduh case set CASE --set verdict_at=2025-06-30\n"
+          "Office: close a case with a reason and the outcome checklist\n"
+          "  teduh case set CASE --set stage=terminasi --set closure_reason=resolved --set "
+          "closure_checklist=safe,needs_met,no_repeat_violence\n"
+          "Office: reopen a case when violence recurs (a new episode)\n"
+          "  teduh case reopen CASE --reason repeat_violence --note \"...\"\n"
+          "Office: the report (on the server)\n"
+          "  teduh-server report --data DIR --from 2025-01-01 --to 2025-12-31 --by "
+          "month,violence_type,region\n");
       return 0;
     }
     if (lock->parsed()) {
@@ -741,12 +754,11 @@ int main(int argc, char** argv) {
       json j{{"locked", true}, {"was_unlocked", r->was_unlocked}};
       if (r->was_unlocked) j["pid"] = r->pid;
       return Emit(g, j,
-                  r->was_unlocked
-                      ? fmt::format("Locked: the teduh command using this device (process {}) "
-                                    "wiped its keys and ended. Nothing saved is lost.\n",
-                                    r->pid)
-                      : std::string("Locked: no teduh command was using this device; its keys "
-                                    "are in memory only while a command runs.\n"));
+                  r->was_unlocked ? TrF("Locked: the teduh command using this device (process {}) "
+                                        "wiped its keys and ended. Nothing saved is lost.\n",
+                                        r->pid)
+                                  : Tr("Locked: no teduh command was using this device; its keys "
+                                       "are in memory only while a command runs.\n"));
     }
 
     // One command at a time on a device; `teduh lock` reaches this one.
@@ -769,9 +781,9 @@ int main(int argc, char** argv) {
           std::lock_guard out(g_output_mu);
           if (g_output_done) return;
         }
-        const int rc = Report(g, teduh::core::Fail(errc::locked,
-                                                   "locked with teduh lock: every key was wiped "
-                                                   "from memory; nothing saved is lost"));
+        const int rc = Report(
+            g, teduh::core::Fail(errc::locked, Tr("locked with teduh lock: every key was wiped "
+                                                  "from memory; nothing saved is lost")));
         std::cout.flush();
         std::cerr.flush();
         std::_Exit(rc);
@@ -780,11 +792,11 @@ int main(int argc, char** argv) {
 
     if (passphrase_change->parsed()) {
       auto fresh =
-          teduh::core::ReadPassphraseFrom("TEDUH_NEW_PASSPHRASE", "New passphrase: ", true);
+          teduh::core::ReadPassphraseFrom("TEDUH_NEW_PASSPHRASE", Tr("New passphrase: "), true);
       if (!fresh) return Report(g, fresh.error());
       if (auto r = d.ChangePassphrase(*fresh); !r) return Report(g, r.error());
       return Emit(g, json{{"device_id", teduh::core::ToHex(d.info().device_id)}, {"changed", true}},
-                  "Passphrase changed. The old one no longer opens this device.\n");
+                  Tr("Passphrase changed. The old one no longer opens this device.\n"));
     }
     if (status->parsed()) {
       auto st = d.Status();
@@ -797,17 +809,18 @@ int main(int argc, char** argv) {
                      {"conflict", st->counts.conflict},
                      {"rejected", st->counts.rejected}};
       j["outbox"] = json::array();
-      std::string human = fmt::format(
-          "Device {} ({}, {}) — {}\nUser: {}  Unit: {} ({})  Fingerprint: {}\nKeys: {}{}\n",
-          teduh::core::ToHex(st->device.device_id), st->device.role, st->device.label,
-          st->device.state, st->device.user,
-          st->device.unit_name.empty() ? st->device.unit_id : st->device.unit_name,
-          teduh::core::TimeZoneName(st->device.time_zone), st->device.fingerprint,
-          st->keys.empty() ? "none" : fmt::format("{}", fmt::join(st->keys, ", ")),
-          st->holds_unit_root_key ? " + unit root key" : "");
-      human += fmt::format("Outbox: {} pending, {} accepted, {} merged, {} conflict, {} rejected\n",
-                           st->counts.pending, st->counts.accepted, st->counts.merged,
-                           st->counts.conflict, st->counts.rejected);
+      std::string human = TrF("Device {} ({}, {})", teduh::core::ToHex(st->device.device_id),
+                              st->device.role, st->device.label) +
+                          " — " + st->device.state + "\n";
+      human +=
+          TrF("User: {}  Unit: {} ({})  Fingerprint: {}\nKeys: {}{}\n", st->device.user,
+              st->device.unit_name.empty() ? st->device.unit_id : st->device.unit_name,
+              teduh::core::TimeZoneName(st->device.time_zone), st->device.fingerprint,
+              st->keys.empty() ? TrC("keys", "none") : fmt::format("{}", fmt::join(st->keys, ", ")),
+              st->holds_unit_root_key ? Tr(" + unit root key") : std::string());
+      human += TrF("Outbox: {} pending, {} accepted, {} merged, {} conflict, {} rejected\n",
+                   st->counts.pending, st->counts.accepted, st->counts.merged, st->counts.conflict,
+                   st->counts.rejected);
       for (const auto& item : st->outbox) {
         const auto& e = item.entry;
         j["outbox"].push_back({{"device_seq", e.device_seq},
@@ -819,8 +832,8 @@ int main(int argc, char** argv) {
                                {"detail", e.detail},
                                {"updated_at", TimeOrNull(e.updated_ms)}});
         human += fmt::format(
-            "  #{} {} {}.{} {}{}{}\n", e.device_seq, teduh::core::OutboxStateName(e.state),
-            item.kind_short, item.field_name, teduh::core::ToHex(e.record_id).substr(0, 8),
+            "  #{} {} {}.{} {}{}{}\n", e.device_seq, OutboxStateText(e.state), item.kind_short,
+            item.field_name, teduh::core::ToHex(e.record_id).substr(0, 8),
             e.reason.empty() ? "" : " — " + e.reason, e.detail.empty() ? "" : ": " + e.detail);
       }
       j["last_sync"] = TimeOrNull(st->last_sync_ms);
@@ -828,9 +841,10 @@ int main(int argc, char** argv) {
       j["clock_offset_ms"] = st->clock_offset_ms;
       j["keys"] = st->keys;
       j["holds_unit_root_key"] = st->holds_unit_root_key;
-      human += fmt::format("Last sync: {}{}\n",
-                           st->last_sync_ms > 0 ? LocalTime(g, st->last_sync_ms) : "never",
-                           st->last_sync_result.empty() ? "" : " — " + st->last_sync_result);
+      human +=
+          TrF("Last sync: {}{}\n",
+              st->last_sync_ms > 0 ? LocalTime(g, st->last_sync_ms) : TrC("last sync", "never"),
+              st->last_sync_result.empty() ? "" : " — " + st->last_sync_result);
       return Emit(g, j, human);
     }
 
@@ -838,11 +852,11 @@ int main(int argc, char** argv) {
       auto report = d.Sync(
           [&](const teduh::core::SyncProgress& p) {
             if (p.phase == "pushing") {
-              std::cerr << fmt::format("sync: pushing {}/{}\n", p.pushed, p.to_push);
+              std::cerr << TrF("sync: pushing {}/{}\n", p.pushed, p.to_push);
             } else if (p.phase == "pulling") {
-              std::cerr << fmt::format("sync: pulling ({} received)\n", p.pulled);
+              std::cerr << TrF("sync: pulling ({} received)\n", p.pulled);
             } else if (p.phase == "connecting") {
-              std::cerr << "sync: connecting\n";
+              std::cerr << Tr("sync: connecting\n");
             }
           },
           push_only);
@@ -870,20 +884,20 @@ int main(int argc, char** argv) {
              {"state", report->state},
              {"pending", pending},
              {"clock_offset_ms", report->clock_offset_ms}};
-      std::string human = fmt::format(
-          "Synced: {} sent ({} accepted, {} merged, {} conflict, {} rejected), {} received{}\n",
-          report->pushed, report->accepted, report->merged, report->conflict, report->rejected,
-          report->pulled,
-          report->grants_added ? fmt::format(", {} new key(s)", report->grants_added) : "");
-      if (report->rejected > 0) human += "Some changes were rejected: see `teduh status`.\n";
+      std::string human =
+          TrF("Synced: {} sent ({} accepted, {} merged, {} conflict, {} rejected), {} received{}\n",
+              report->pushed, report->accepted, report->merged, report->conflict, report->rejected,
+              report->pulled,
+              report->grants_added ? TrF(", {} new key(s)", report->grants_added) : std::string());
+      if (report->rejected > 0) human += Tr("Some changes were rejected: see `teduh status`.\n");
       if (report->unreadable > 0) {
-        human += fmt::format(
+        human += TrF(
             "Warning: {} received sealed value(s) did not verify (damaged or altered); they are "
             "stored and shown as unreadable. Tell your admin.\n",
             report->unreadable);
       }
       if (report->bad_grants > 0) {
-        human += "Warning: a key grant did not verify and was ignored; tell your admin.\n";
+        human += Tr("Warning: a key grant did not verify and was ignored; tell your admin.\n");
       }
       return Emit(g, j, human);
     }
@@ -898,14 +912,14 @@ int main(int argc, char** argv) {
         }
       }
       json j{{"case_id", teduh::core::ToHex(*id)}, {"case_number", number}};
-      return Emit(g, j, fmt::format("New case {} ({})\n", number, teduh::core::ToHex(*id)));
+      return Emit(g, j, TrF("New case {} ({})\n", number, teduh::core::ToHex(*id)));
     }
     if (case_set->parsed()) {
       auto id = d.ResolveCase(case_ref);
       if (!id) return Report(g, id.error());
       if (auto r = d.SetCaseFields(teduh::core::ToHex(*id), sets); !r) return Report(g, r.error());
       json j{{"case_id", teduh::core::ToHex(*id)}, {"updated", sets.size()}};
-      return Emit(g, j, fmt::format("Case {} updated\n", teduh::core::ToHex(*id).substr(0, 8)));
+      return Emit(g, j, TrF("Case {} updated\n", teduh::core::ToHex(*id).substr(0, 8)));
     }
     if (case_list->parsed()) {
       auto cases = d.ListCases();
@@ -931,7 +945,7 @@ int main(int argc, char** argv) {
                         teduh::core::ToHex(c.case_id).substr(0, 8), c.case_number, c.stage,
                         c.risk_level, c.victim_initials.value_or("-"), c.pending ? "  (*)" : "");
       }
-      if (cases->empty()) human = "No cases on this device.\n";
+      if (cases->empty()) human = Tr("No cases on this device.\n");
       return Emit(g, json{{"cases", arr}}, human);
     }
     if (case_show->parsed()) {
@@ -945,16 +959,16 @@ int main(int argc, char** argv) {
       j["fields"] = values;
       j["unreadable"] = unreadable;
       j["persons"] = json::array();
-      std::string human = fmt::format("Case {}\n", teduh::core::ToHex(view->case_id));
-      human += FieldsText(view->fields, g.lang, "  ");
+      std::string human = TrF("Case {}\n", teduh::core::ToHex(view->case_id));
+      human += FieldsText(view->fields, "  ");
       for (const auto& p : view->persons) {
         json pv, pu;
         FieldsJson(p.fields, pv, pu);
         j["persons"].push_back(
             {{"person_id", teduh::core::ToHex(p.record_id)}, {"fields", pv}, {"unreadable", pu}});
-        human += fmt::format("\n  {} {}\n", g.lang == "en" ? "Person" : "Orang",
-                             teduh::core::ToHex(p.record_id).substr(0, 8));
-        human += FieldsText(p.fields, g.lang, "    ");
+        human +=
+            fmt::format("\n  {} {}\n", Tr("Person"), teduh::core::ToHex(p.record_id).substr(0, 8));
+        human += FieldsText(p.fields, "    ");
       }
       j["notes"] = json::array();
       for (const auto& n : view->notes) {
@@ -968,9 +982,9 @@ int main(int argc, char** argv) {
                 {"text", ok ? json(n.text) : json(nullptr)}};
         if (!ok) nj["unreadable"] = std::string(teduh::core::ReadabilityName(n.readability));
         j["notes"].push_back(nj);
-        human += fmt::format("\n  {} {} {} — {}\n    {}\n", g.lang == "en" ? "Note" : "Catatan",
-                             n.kind, LocalTime(g, n.written_at * 1000), n.author,
-                             ok ? n.text : Unreadable(n.readability, g.lang));
+        human += fmt::format("\n  {} {} {} — {}\n    {}\n", Tr("Note"), n.kind,
+                             LocalTime(g, n.written_at * 1000), n.author,
+                             ok ? n.text : Unreadable(n.readability));
       }
       j["assessments"] = json::array();
       for (const auto& a : view->assessments) {
@@ -988,7 +1002,7 @@ int main(int argc, char** argv) {
         if (a.readability != teduh::core::Readability::kReadable)
           aj["unreadable"] = std::string(teduh::core::ReadabilityName(a.readability));
         j["assessments"].push_back(aj);
-        human += fmt::format("\n  {} {} — {} {}{}\n", g.lang == "en" ? "Assessment" : "Asesmen",
+        human += fmt::format("\n  {} {} — {} {}{}\n", Tr("Assessment"),
                              LocalTime(g, a.assessed_at * 1000), a.assessed_by, a.risk_level,
                              a.needs.empty() ? "" : fmt::format(" ({})", fmt::join(a.needs, ", ")));
         if (a.rationale) human += fmt::format("    {}\n", *a.rationale);
@@ -1007,13 +1021,13 @@ int main(int argc, char** argv) {
         if (sv.readability != teduh::core::Readability::kReadable)
           sj["unreadable"] = std::string(teduh::core::ReadabilityName(sv.readability));
         j["services"].push_back(sj);
-        human += fmt::format("\n  {} {} — {} {}{}\n", g.lang == "en" ? "Service" : "Layanan",
+        human += fmt::format("\n  {} {} — {} {}{}\n", Tr("Service"),
                              LocalTime(g, sv.delivered_at * 1000), sv.delivered_by, sv.service,
                              sv.accompaniment.empty() ? "" : " " + sv.accompaniment);
         if (sv.note) human += fmt::format("    {}\n", *sv.note);
       }
       j["accesses"] = json::array();
-      human += fmt::format("\n  {}:", g.lang == "en" ? "Opened by" : "Dibuka oleh");
+      human += fmt::format("\n  {}:", Tr("Opened by"));
       for (const auto& a : view->accesses) {
         j["accesses"].push_back({{"viewer", a.viewer},
                                  {"viewed_at", TimeOrNull(a.viewed_at * 1000)},
@@ -1044,8 +1058,8 @@ int main(int argc, char** argv) {
         last_field = e.field;
         human +=
             fmt::format("  v{} {} {} — {}{}\n", e.version, LocalTime(g, e.written_ms), e.author,
-                        ok ? e.value.display : Unreadable(e.value.readability, g.lang),
-                        e.reason == "current" ? "  (current)" : "  (" + e.reason + ")");
+                        ok ? e.value.display : Unreadable(e.value.readability),
+                        e.reason == "current" ? "  " + Tr("(current)") : "  (" + e.reason + ")");
       }
       return Emit(g, json{{"case", case_ref}, {"history", arr}}, human);
     }
@@ -1054,7 +1068,7 @@ int main(int argc, char** argv) {
       if (!r) return Report(g, r.error());
       return Emit(g,
                   json{{"field", history_field}, {"version", restore_version}, {"restored", true}},
-                  "Restored as a new edit; it syncs at the next `teduh sync`.\n");
+                  Tr("Restored as a new edit; it syncs at the next `teduh sync`.\n"));
     }
     if (conflict_list->parsed()) {
       auto list = d.ListConflicts(include_resolved);
@@ -1073,12 +1087,13 @@ int main(int argc, char** argv) {
              {"authors", {c.kept.author, c.other.author}},
              {"kept", {{"author", c.kept.author}, {"written_at", c.kept.written_ms / 1000}}},
              {"other", {{"author", c.other.author}, {"written_at", c.other.written_ms / 1000}}}});
-        human += fmt::format(
-            "{}  {}  case {}  {} {}: {} / {}{}\n", teduh::core::ToHex(c.conflict_id).substr(0, 8),
-            LocalTime(g, c.detected_ms), teduh::core::ToHex(c.case_id).substr(0, 8), c.record_kind,
-            c.field, c.kept.author, c.other.author, c.state == "open" ? "" : "  (resolved)");
+        human +=
+            TrF("{}  {}  case {}  {} {}: {} / {}{}\n",
+                teduh::core::ToHex(c.conflict_id).substr(0, 8), LocalTime(g, c.detected_ms),
+                teduh::core::ToHex(c.case_id).substr(0, 8), c.record_kind, c.field, c.kept.author,
+                c.other.author, c.state == "open" ? std::string() : "  " + Tr("(resolved)"));
       }
-      if (list->empty()) human = g.lang == "en" ? "No open conflicts.\n" : "Tidak ada konflik.\n";
+      if (list->empty()) human = Tr("No open conflicts.\n");
       return Emit(g, json{{"conflicts", arr}}, human);
     }
     if (conflict_show->parsed()) {
@@ -1095,7 +1110,7 @@ int main(int argc, char** argv) {
       auto text = [&](const teduh::core::ConflictSideView& s) {
         return s.value.readability == teduh::core::Readability::kReadable
                    ? s.value.display
-                   : Unreadable(s.value.readability, g.lang);
+                   : Unreadable(s.value.readability);
       };
       json j{{"conflict_id", teduh::core::ToHex(c->conflict_id)},
              {"case_id", teduh::core::ToHex(c->case_id)},
@@ -1111,20 +1126,20 @@ int main(int argc, char** argv) {
         j["resolution"] = c->resolution;
         j["resolved_at"] = c->resolved_ms / 1000;
       }
-      std::string human = fmt::format(
-          "Conflict {} — case {}, {} {}\n  kept  ({}, {}): {}\n  other ({}, {}): {}\n",
-          teduh::core::ToHex(c->conflict_id), teduh::core::ToHex(c->case_id), c->record_kind,
-          c->field, c->kept.author, LocalTime(g, c->kept.written_ms), text(c->kept),
-          c->other.author, LocalTime(g, c->other.written_ms), text(c->other));
+      std::string human = TrF("Conflict {}", teduh::core::ToHex(c->conflict_id)) + " — " +
+                          TrF("case {}, {} {}\n  kept  ({}, {}): {}\n  other ({}, {}): {}\n",
+                              teduh::core::ToHex(c->case_id), c->record_kind, c->field,
+                              c->kept.author, LocalTime(g, c->kept.written_ms), text(c->kept),
+                              c->other.author, LocalTime(g, c->other.written_ms), text(c->other));
       if (c->state == "resolved")
-        human += fmt::format("  resolved by {} ({})\n", c->resolved_by, c->resolution);
+        human += TrF("  resolved by {} ({})\n", c->resolved_by, c->resolution);
       return Emit(g, j, human);
     }
     if (conflict_resolve->parsed()) {
       auto r = d.ResolveConflict(conflict_ref, take, resolve_value);
       if (!r) return Report(g, r.error());
       return Emit(g, json{{"conflict_id", teduh::core::ToHex(*r)}, {"resolved", true}},
-                  "Resolved; the choice syncs at the next `teduh sync`.\n");
+                  Tr("Resolved; the choice syncs at the next `teduh sync`.\n"));
     }
     if (person_add->parsed()) {
       auto id = d.AddPerson(case_ref, role, sets);
@@ -1132,18 +1147,19 @@ int main(int argc, char** argv) {
       auto case_id = d.ResolveCase(case_ref);
       json j{{"person_id", teduh::core::ToHex(*id)},
              {"case_id", case_id ? teduh::core::ToHex(*case_id) : ""}};
-      return Emit(g, j, fmt::format("Person {} added\n", teduh::core::ToHex(*id)));
+      return Emit(g, j, TrF("Person {} added\n", teduh::core::ToHex(*id)));
     }
     if (person_set->parsed()) {
       if (auto r = d.SetPersonFields(person_ref, sets); !r) return Report(g, r.error());
-      return Emit(g, json{{"person", person_ref}, {"updated", sets.size()}}, "Person updated\n");
+      return Emit(g, json{{"person", person_ref}, {"updated", sets.size()}},
+                  Tr("Person updated\n"));
     }
     if (visit->parsed()) {
       auto id = d.LogVisit(case_ref, visit_method, visit_outcome, visit_note);
       teduh::crypto::Wipe(visit_note);
       if (!id) return Report(g, id.error());
       return Emit(g, json{{"attempt_id", teduh::core::ToHex(*id)}},
-                  fmt::format("Visit logged ({})\n", teduh::core::ToHex(*id).substr(0, 8)));
+                  TrF("Visit logged ({})\n", teduh::core::ToHex(*id).substr(0, 8)));
     }
     if (assessment_add->parsed()) {
       auto id = d.AddAssessment(case_ref, assess_risk, assess_needs, assess_rationale, assess_plan);
@@ -1155,15 +1171,15 @@ int main(int argc, char** argv) {
                   json{{"assessment_id", teduh::core::ToHex(*id)},
                        {"case_id", case_id ? teduh::core::ToHex(*case_id) : ""},
                        {"risk_level", assess_risk}},
-                  fmt::format("Assessment {} recorded; the case's risk is now {}\n",
-                              teduh::core::ToHex(*id).substr(0, 8), assess_risk));
+                  TrF("Assessment {} recorded; the case's risk is now {}\n",
+                      teduh::core::ToHex(*id).substr(0, 8), assess_risk));
     }
     if (service_add->parsed()) {
       auto id = d.AddService(case_ref, service_code, service_subtype, service_note);
       teduh::crypto::Wipe(service_note);
       if (!id) return Report(g, id.error());
       return Emit(g, json{{"service_id", teduh::core::ToHex(*id)}},
-                  fmt::format("Service {} recorded\n", teduh::core::ToHex(*id).substr(0, 8)));
+                  TrF("Service {} recorded\n", teduh::core::ToHex(*id).substr(0, 8)));
     }
     if (case_reopen->parsed()) {
       auto episode = d.ReopenCase(case_ref, reopen_reason, reopen_note);
@@ -1172,8 +1188,8 @@ int main(int argc, char** argv) {
       auto case_id = d.ResolveCase(case_ref);
       const std::string hex = case_id ? teduh::core::ToHex(*case_id) : case_ref;
       return Emit(g, json{{"case_id", hex}, {"episode", *episode}, {"stage", "PENGADUAN"}},
-                  fmt::format("Case {} reopened: episode {}, back at the complaint stage\n",
-                              hex.substr(0, 8), *episode));
+                  TrF("Case {} reopened: episode {}, back at the complaint stage\n",
+                      hex.substr(0, 8), *episode));
     }
     if (report_cmd->parsed()) {
       std::string why;
@@ -1189,16 +1205,15 @@ int main(int argc, char** argv) {
         return Emit(g, json(), teduh::core::ReportToCsv(*report));
       json j = teduh::core::ReportToJson(*report, report_from, report_to, *codes, lang);
       if (report_format == "json" && !g.json) return Emit(g, j, j.dump() + "\n");
-      return Emit(g, j,
-                  teduh::core::ReportToText(*report, report_from, report_to, *codes, lang));
+      return Emit(g, j, teduh::core::ReportToText(*report, report_from, report_to, *codes, lang));
     }
     if (code_list->parsed()) {
       if (!code_list_name.empty() && !teduh::core::CodeBook::IsList(code_list_name))
-        return Report(g, teduh::core::Fail(
-                             errc::invalid_argument,
-                             fmt::format("unknown code list '{}'; the lists are {}",
-                                         code_list_name.substr(0, 32),
-                                         fmt::join(teduh::core::CodeBook::ListNames(), ", "))));
+        return Report(
+            g, teduh::core::Fail(
+                   errc::invalid_argument,
+                   TrF("unknown code list '{}'; the lists are {}", code_list_name.substr(0, 32),
+                       fmt::format("{}", fmt::join(teduh::core::CodeBook::ListNames(), ", ")))));
       auto codes = d.Codes();
       if (!codes) return Report(g, codes.error());
       json arr = json::array();
@@ -1208,9 +1223,10 @@ int main(int argc, char** argv) {
         human += fmt::format("{}\n", name);
         for (const auto* e : codes->Entries(name, true)) {
           arr.push_back(teduh::core::CodeEntryJson(*e));
-          human += fmt::format("  {:<20} {}{}{}\n", e->code,
-                               teduh::core::CodeBook::Label(*e, g.lang),
-                               e->unit ? "  (unit)" : "", e->retired ? "  (retired)" : "");
+          human +=
+              fmt::format("  {:<20} {}{}{}\n", e->code, teduh::core::CodeBook::Label(*e, g.lang),
+                          e->unit ? "  " + Tr("(unit)") : std::string(),
+                          e->retired ? "  " + Tr("(retired)") : std::string());
         }
       }
       return Emit(g, json{{"codes", arr}}, human);
@@ -1227,26 +1243,23 @@ int main(int argc, char** argv) {
             LocalTime(g, t.due_at * 1000),
             t.cycles > 0 ? fmt::format("{} {}/{}", t.kind, t.cycle, t.cycles) : t.kind,
             t.case_number.empty() ? teduh::core::ToHex(t.case_id).substr(0, 8) : t.case_number,
-            t.assigned_pendamping, t.overdue ? (g.lang == "en" ? "  OVERDUE" : "  TERLAMBAT") : "");
+            t.assigned_pendamping, t.overdue ? "  " + Tr("OVERDUE") : std::string());
       }
-      return Emit(g, json{{"tasks", arr}},
-                  human.empty() ? std::string(g.lang == "en" ? "No open deadlines.\n"
-                                                             : "Tidak ada tenggat terbuka.\n")
-                                : human);
+      return Emit(g, json{{"tasks", arr}}, human.empty() ? Tr("No open deadlines.\n") : human);
     }
     if (task_done->parsed()) {
       auto t = d.CompleteTask(task_ref);
       if (!t) return Report(g, t.error());
       json j = TaskJson(*t);
       j["done"] = true;
-      return Emit(g, j, fmt::format("Task {} done\n", teduh::core::ToHex(t->task_id)));
+      return Emit(g, j, TrF("Task {} done\n", teduh::core::ToHex(t->task_id)));
     }
     if (referral_add->parsed()) {
       auto id = d.AddReferral(case_ref, ref_agency, ref_service, ref_consent, ref_disclose,
                               ref_accompanied);
       if (!id) return Report(g, id.error());
       return Emit(g, json{{"referral_id", teduh::core::ToHex(*id)}, {"status", "draft"}},
-                  fmt::format("Referral {} drafted\n", teduh::core::ToHex(*id)));
+                  TrF("Referral {} drafted\n", teduh::core::ToHex(*id)));
     }
     if (referral_list->parsed()) {
       auto list = d.ListReferrals(case_ref);
@@ -1255,11 +1268,10 @@ int main(int argc, char** argv) {
       std::string human;
       for (const auto& r : *list) {
         arr.push_back(ReferralJson(r));
-        human += fmt::format(
-            "{}  {} {} — {}{}{}\n", teduh::core::ToHex(r.referral_id).substr(0, 8), r.agency,
-            r.service, r.status,
-            r.consent ? "" : (g.lang == "en" ? ", no consent yet" : ", belum ada persetujuan"),
-            r.accompanied ? (g.lang == "en" ? ", accompanied" : ", didampingi") : "");
+        human += fmt::format("{}  {} {} — {}{}{}\n", teduh::core::ToHex(r.referral_id).substr(0, 8),
+                             r.agency, r.service, r.status,
+                             r.consent ? std::string() : Tr(", no consent yet"),
+                             r.accompanied ? Tr(", accompanied") : std::string());
       }
       return Emit(g, json{{"referrals", arr}}, human.empty() ? std::string("-\n") : human);
     }
@@ -1268,7 +1280,7 @@ int main(int argc, char** argv) {
       auto r = d.AdvanceReferral(ref_id, step->get_name());
       if (!r) return Report(g, r.error());
       return Emit(g, ReferralJson(*r),
-                  fmt::format("Referral {}: {}\n", teduh::core::ToHex(r->referral_id), r->status));
+                  TrF("Referral {}: {}\n", teduh::core::ToHex(r->referral_id), r->status));
     }
     if (note_add->parsed()) {
       auto id = d.AddNote(case_ref, text, kind);
@@ -1277,7 +1289,7 @@ int main(int argc, char** argv) {
       auto case_id = d.ResolveCase(case_ref);
       json j{{"note_id", teduh::core::ToHex(*id)},
              {"case_id", case_id ? teduh::core::ToHex(*case_id) : ""}};
-      return Emit(g, j, fmt::format("Note {} added\n", teduh::core::ToHex(*id)));
+      return Emit(g, j, TrF("Note {} added\n", teduh::core::ToHex(*id)));
     }
     if (device_list->parsed()) {
       auto list = d.ListRemoteDevices();
@@ -1299,9 +1311,9 @@ int main(int argc, char** argv) {
                        {"reassigned_to", reassign_to},
                        {"devices_revoked", r->devices_revoked},
                        {"cases_reassigned", r->cases_reassigned}},
-                  fmt::format("{} offboarded: {} devices revoked (each erases itself when it next "
-                              "connects), {} cases now assigned to {}.\n",
-                              offboard_user, r->devices_revoked, r->cases_reassigned, reassign_to));
+                  TrF("{} offboarded: {} devices revoked (each erases itself when it next "
+                      "connects), {} cases now assigned to {}.\n",
+                      offboard_user, r->devices_revoked, r->cases_reassigned, reassign_to));
     }
     if (case_assign->parsed()) {
       auto r = d.AssignCase(case_ref, assign_pendamping, assign_konselor, assign_psikolog);
@@ -1311,10 +1323,10 @@ int main(int argc, char** argv) {
       if (!assign_konselor.empty()) j["konselor"] = assign_konselor;
       if (!assign_psikolog.empty()) j["psikolog"] = assign_psikolog;
       return Emit(g, j,
-                  fmt::format("Case {} assigned. It reaches the new workers' devices when this "
-                              "device syncs; the previous worker's devices send their edits, then "
-                              "delete it.\n",
-                              teduh::core::ToHex(*r)));
+                  TrF("Case {} assigned. It reaches the new workers' devices when this "
+                      "device syncs; the previous worker's devices send their edits, then "
+                      "delete it.\n",
+                      teduh::core::ToHex(*r)));
     }
     if (case_shred->parsed()) {
       auto r = d.ShredCase(case_ref);
@@ -1323,25 +1335,24 @@ int main(int argc, char** argv) {
              {"state", r->state},
              {"requested_by", r->requested_by}};
       if (r->state == "shredded") j["purged_values"] = r->purged_values;
-      return Emit(
-          g, j,
-          r->state == "shredded"
-              ? fmt::format("Case {} shredded on {}'s request: {} values purged from the "
+      return Emit(g, j,
+                  r->state == "shredded"
+                      ? TrF("Case {} shredded on {}'s request: {} values purged from the "
                             "server. Every device deletes it at its next sync.\n",
                             teduh::core::ToHex(r->case_id), r->requested_by, r->purged_values)
-              : fmt::format("Shredding of case {} requested. The admin device carries it "
+                      : TrF("Shredding of case {} requested. The admin device carries it "
                             "out: teduh case shred {} there.\n",
                             teduh::core::ToHex(r->case_id), teduh::core::ToHex(r->case_id)));
     }
     if (case_rekey->parsed()) {
       if (rekey_held_by.empty() && !rekey_all)
         return Report(g, teduh::core::Fail(teduh::core::errc::invalid_argument,
-                                           "name the lost device (--held-by DEVICE) or --all"));
+                                           Tr("name the lost device (--held-by DEVICE) or --all")));
       std::size_t shown = 0;
       auto r = d.RekeyCases(rekey_held_by, rekey_all, [&](std::size_t done, std::size_t total) {
         if (total == 0 || done * 10 / total == shown) return;
         shown = done * 10 / total;
-        std::cerr << fmt::format("case rekey: {}/{} cases\n", done, total);
+        std::cerr << TrF("case rekey: {}/{} cases\n", done, total);
       });
       if (!r) return Report(g, r.error());
       json j{{"cases", r->cases},
@@ -1352,11 +1363,11 @@ int main(int argc, char** argv) {
       if (!rekey_all) j["held_by"] = teduh::core::ToHex(r->held_by);
       return Emit(
           g, j,
-          fmt::format("{} cases re-keyed ({} sealed values re-encrypted, {} old case "
-                      "keys deleted){}. Devices receive the new keys at their next "
-                      "sync.\n",
-                      r->cases, r->values, r->keys_dropped,
-                      r->skipped ? fmt::format("; {} cases had nothing sealed", r->skipped) : ""));
+          TrF("{} cases re-keyed ({} sealed values re-encrypted, {} old case "
+              "keys deleted){}. Devices receive the new keys at their next "
+              "sync.\n",
+              r->cases, r->values, r->keys_dropped,
+              r->skipped ? TrF("; {} cases had nothing sealed", r->skipped) : std::string()));
     }
     if (key_rotate->parsed()) {
       const auto cls =
@@ -1366,7 +1377,7 @@ int main(int argc, char** argv) {
         // A line per tenth, so a long rotation shows it is moving.
         if (total == 0 || done * 10 / total == shown) return;
         shown = done * 10 / total;
-        std::cerr << fmt::format("key rotate: {}/{} case keys sent\n", done, total);
+        std::cerr << TrF("key rotate: {}/{} case keys sent\n", done, total);
       });
       if (!r) return Report(g, r.error());
       json j{{"class", teduh::core::ClassName(r->key_class)},
@@ -1375,13 +1386,12 @@ int main(int argc, char** argv) {
              {"devices", r->devices},
              {"resumed", r->resumed},
              {"bytes_sent", r->bytes_sent}};
-      return Emit(
-          g, j,
-          fmt::format("{} key rotated to epoch {}{}: {} case keys re-wrapped, granted to {} "
+      return Emit(g, j,
+                  TrF("{} key rotated to epoch {}{}: {} case keys re-wrapped, granted to {} "
                       "devices. Devices receive it at their next sync.\n",
                       teduh::core::ClassName(r->key_class), r->epoch,
-                      r->resumed ? " (an interrupted rotation, finished)" : "", r->rewrapped,
-                      r->devices));
+                      r->resumed ? Tr(" (an interrupted rotation, finished)") : std::string(),
+                      r->rewrapped, r->devices));
     }
     if (key_retire->parsed()) {
       const auto cls =
@@ -1389,9 +1399,9 @@ int main(int argc, char** argv) {
       auto r = d.RetireEpochs(cls);
       if (!r) return Report(g, r.error());
       return Emit(g, json{{"class", key_class_name}, {"retired", *r}},
-                  r->empty() ? std::string("Nothing to retire: see teduh key status.\n")
-                             : fmt::format("Retired epoch(s) {} of the {} key.\n",
-                                           fmt::join(*r, ", "), key_class_name));
+                  r->empty() ? Tr("Nothing to retire: see teduh key status.\n")
+                             : TrF("Retired epoch(s) {} of the {} key.\n",
+                                   fmt::format("{}", fmt::join(*r, ", ")), key_class_name));
     }
     if (key_status->parsed()) {
       auto st = d.KeyStatus();
@@ -1400,16 +1410,15 @@ int main(int argc, char** argv) {
       std::string human;
       for (const auto& c : *st) {
         json epochs = json::array();
-        human += fmt::format("{}: current epoch {}\n", teduh::core::ClassName(c.key_class),
-                             c.current_epoch);
+        human +=
+            TrF("{}: current epoch {}\n", teduh::core::ClassName(c.key_class), c.current_epoch);
         for (const auto& e : c.epochs) {
           epochs.push_back({{"epoch", e.epoch},
                             {"case_keys", e.case_keys},
                             {"devices_granted", e.devices_granted},
                             {"devices_acknowledged", e.devices_acked}});
-          human +=
-              fmt::format("  epoch {:<3} {:>8} case keys  {} devices granted, {} acknowledged\n",
-                          e.epoch, e.case_keys, e.devices_granted, e.devices_acked);
+          human += TrF("  epoch {:<3} {:>8} case keys  {} devices granted, {} acknowledged\n",
+                       e.epoch, e.case_keys, e.devices_granted, e.devices_acked);
         }
         json devices = json::array();
         for (const auto& dv : c.devices) {
@@ -1418,10 +1427,9 @@ int main(int argc, char** argv) {
                              {"role", dv.role},
                              {"acknowledged_epoch", dv.acked_epoch}});
           if (dv.acked_epoch < c.current_epoch)
-            human +=
-                fmt::format("  {} ({}, {}) holds epoch {} only: it receives {} at its next sync\n",
-                            teduh::core::ToHex(dv.device_id).substr(0, 8), dv.user, dv.role,
-                            dv.acked_epoch, c.current_epoch);
+            human += TrF("  {} ({}, {}) holds epoch {} only: it receives {} at its next sync\n",
+                         teduh::core::ToHex(dv.device_id).substr(0, 8), dv.user, dv.role,
+                         dv.acked_epoch, c.current_epoch);
         }
         classes.push_back({{"class", teduh::core::ClassName(c.key_class)},
                            {"current_epoch", c.current_epoch},
@@ -1433,9 +1441,8 @@ int main(int argc, char** argv) {
     if (device_revoke->parsed()) {
       auto r = d.RevokeDevice(device_ref);
       if (!r) return Report(g, r.error());
-      return Emit(
-          g, RemoteDeviceJson(*r),
-          fmt::format("Revoked {} ({}, {}){}.\nThe server refuses it from now on. When it "
+      return Emit(g, RemoteDeviceJson(*r),
+                  TrF("Revoked {} ({}, {}){}.\nThe server refuses it from now on. When it "
                       "next connects it erases its keys and cases and sends a signed "
                       "receipt (see `teduh device list`).\n",
                       teduh::core::ToHex(r->device_id), r->user, r->role, ErasureNote(g, *r)));
@@ -1449,11 +1456,11 @@ int main(int argc, char** argv) {
              {"state", r->state},
              {"fingerprint", r->fingerprint}};
       return Emit(g, j,
-                  fmt::format("Approved {} ({}, {}) — fingerprint {}\n",
-                              teduh::core::ToHex(r->device_id), r->user, r->role, r->fingerprint));
+                  TrF("Approved {} ({}, {})", teduh::core::ToHex(r->device_id), r->user, r->role) +
+                      " — " + TrF("fingerprint {}\n", r->fingerprint));
     }
   } catch (const std::exception&) {
-    return Report(g, teduh::core::Fail(errc::store_failed, "internal error"));
+    return Report(g, teduh::core::Fail(errc::store_failed, Tr("internal error")));
   }
-  return Report(g, teduh::core::Fail(errc::invalid_argument, "no command given"));
+  return Report(g, teduh::core::Fail(errc::invalid_argument, Tr("no command given")));
 }

@@ -11,11 +11,14 @@
 #include <fstream>
 #include <string>
 
+#include "teduh/core/i18n.h"
+
 namespace teduh::cli {
 namespace {
 
 using core::errc;
 using core::Fail;
+using core::Tr;
 
 std::filesystem::path SessionPath(const std::filesystem::path& home) { return home / "session"; }
 
@@ -56,21 +59,21 @@ core::Outcome<std::unique_ptr<Session>> Session::Acquire(const std::filesystem::
                                                          std::chrono::milliseconds wait) {
   const std::string path = SessionPath(home).string();
   int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) return Fail(errc::io_error, "cannot open the device folder's session file");
+  if (fd < 0) return Fail(errc::io_error, Tr("cannot open the device folder's session file"));
   const auto deadline = std::chrono::steady_clock::now() + wait;
   while (!TryLock(fd, LOCK_EX)) {
     if (std::chrono::steady_clock::now() >= deadline) {
       close(fd);
       return Fail(errc::store_busy,
-                  "another teduh command is using this device; wait for it to finish (or end it "
-                  "with: teduh lock)");
+                  Tr("another teduh command is using this device; wait for it to finish (or end it "
+                     "with: teduh lock)"));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   const std::string pid = std::to_string(static_cast<long>(getpid()));
   if (ftruncate(fd, 0) != 0 || pwrite(fd, pid.data(), pid.size(), 0) < 0) {
     close(fd);  // releases the lock
-    return Fail(errc::io_error, "cannot write the device folder's session file");
+    return Fail(errc::io_error, Tr("cannot write the device folder's session file"));
   }
   return std::unique_ptr<Session>(new Session(fd));
 }
@@ -130,8 +133,9 @@ core::Outcome<LockResult> LockRunning(const std::filesystem::path& home,
     }
     if (std::chrono::steady_clock::now() >= deadline) {
       close(fd);
-      return Fail(errc::timeout, signalled ? "the running teduh command did not end in time"
-                                           : "cannot reach the teduh command using this device");
+      return Fail(errc::timeout, signalled
+                                     ? Tr("the running teduh command did not end in time")
+                                     : Tr("cannot reach the teduh command using this device"));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }

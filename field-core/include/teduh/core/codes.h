@@ -31,8 +31,8 @@
 namespace teduh::core {
 
 struct CodeEntry {
-  std::string list;  // "violence_type"
-  std::string code;  // "PHYSICAL", "TRAFFICKING", "POLRES", "64.72"
+  std::string list;         // "violence_type"
+  std::string code;         // "PHYSICAL", "TRAFFICKING", "POLRES", "64.72"
   std::int32_t number = 0;  // enum-held lists: the value stored; otherwise 0
   std::string label_id;
   std::string label_en;

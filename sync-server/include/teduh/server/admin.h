@@ -103,7 +103,7 @@ core::CodeBook UnitCodeBook(const UnitInfo& unit);
 // with the reason (core::CodeBook::Problem) in `why` when it cannot be added.
 // Devices receive it in the Welcome of their next connection.
 [[nodiscard]] core::result<core::CodeEntry> AddUnitCode(const std::string& data_dir,
-                                                       core::CodeEntry entry, std::string* why);
+                                                        core::CodeEntry entry, std::string* why);
 // Retires a unit's code, or brings it back (errc::not_found: no such unit
 // code; the defaults cannot be retired). A retired code is still shown.
 [[nodiscard]] core::error_code RetireUnitCode(const std::string& data_dir, std::string_view list,
