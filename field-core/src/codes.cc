@@ -59,6 +59,23 @@ constexpr std::array kReferralServices = {
     Default{"MEDIATION", "mediasi", "mediation"},
 };
 
+// What a service delivered consisted of (DOMAIN-REPORT §4.7).
+constexpr std::array kServiceActivities = {
+    Default{"COUNSELLING_SESSION", "sesi konseling", "counselling session"},
+    Default{"GROUP_COUNSELLING", "konseling kelompok", "group counselling"},
+    Default{"CRISIS_INTERVENTION", "intervensi krisis", "crisis intervention"},
+    Default{"PSYCHOEDUCATION", "psikoedukasi", "psychoeducation"},
+    Default{"HOME_VISIT", "kunjungan rumah", "home visit"},
+    Default{"ACCOMPANY_POLICE", "pendampingan ke kepolisian", "accompanied to the police"},
+    Default{"ACCOMPANY_COURT", "pendampingan ke pengadilan", "accompanied to court"},
+    Default{"ACCOMPANY_HOSPITAL", "pendampingan ke rumah sakit", "accompanied to hospital"},
+    Default{"MEDIATION_SESSION", "sesi mediasi", "mediation session"},
+    Default{"LEGAL_AID", "bantuan hukum", "legal aid"},
+    Default{"SOCIAL_AID", "bantuan sosial", "social or material aid"},
+    Default{"LIFE_SKILLS", "pelatihan keterampilan", "life-skills training"},
+    Default{"RESTITUTION", "restitusi atau kompensasi", "restitution or compensation"},
+};
+
 struct ListInfo {
   std::string_view name;
   const pb::EnumDescriptor* (*enum_type)();  // null: held in a string field
@@ -66,8 +83,8 @@ struct ListInfo {
   std::size_t default_count = 0;
 };
 
-const std::array<ListInfo, 8>& Lists() {
-  static const std::array<ListInfo, 8> lists = {
+const std::array<ListInfo, 9>& Lists() {
+  static const std::array<ListInfo, 9> lists = {
       ListInfo{"violence_type", &cw::ViolenceType_descriptor},
       ListInfo{"category", &cw::Category_descriptor},
       ListInfo{"channel", &cw::Channel_descriptor},
@@ -76,6 +93,7 @@ const std::array<ListInfo, 8>& Lists() {
       ListInfo{"region", nullptr},
       ListInfo{"agency", nullptr, kAgencies.data(), kAgencies.size()},
       ListInfo{"referral_service", nullptr, kReferralServices.data(), kReferralServices.size()},
+      ListInfo{"service_activity", nullptr, kServiceActivities.data(), kServiceActivities.size()},
   };
   return lists;
 }

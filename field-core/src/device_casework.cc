@@ -80,6 +80,24 @@ std::optional<std::string> TakeSealed(FieldView& f, Readability* readability) {
   return out;
 }
 
+// A rendered id field (bytes, shown as hex), or nullopt.
+std::optional<Id> IdOf(const FieldView& f) {
+  if (!f.value.is_string()) return std::nullopt;
+  auto id = IdFromHex(f.value.get<std::string>());
+  return id ? std::optional<Id>(*id) : std::nullopt;
+}
+
+// Marks each record that a later one corrects (append-only records are
+// corrected by a new record naming the old one).
+template <typename View>
+void MarkCorrected(std::vector<View>& views, Id View::*id) {
+  for (const View& later : views) {
+    if (!later.corrects) continue;
+    for (View& earlier : views)
+      if (earlier.*id == *later.corrects && !earlier.corrected_by) earlier.corrected_by = later.*id;
+  }
+}
+
 }  // namespace
 
 std::vector<Device::PendingSet> Device::NoteSets(int note_kind, std::string_view text) {
@@ -101,9 +119,24 @@ std::vector<Device::PendingSet> Device::NoteSets(int note_kind, std::string_view
   return sets;
 }
 
+Outcome<std::optional<Id>> Device::CorrectedRecordLocked(std::string_view kind,
+                                                         std::string_view ref, const Id& case_id,
+                                                         std::string_view noun) {
+  if (internal::Trim(ref).empty()) return std::optional<Id>();
+  auto id = ResolveRecordLocked(kind, ref, noun);
+  if (!id) return id.error();
+  auto rec = store_->GetRecord(*id);
+  if (!rec) return rec.error();
+  if (!*rec || (*rec)->parent_id != case_id)
+    return Fail(errc::invalid_argument,
+                Tr("a record corrects only an earlier one of its own case"));
+  return std::optional<Id>(*id);
+}
+
 Outcome<Id> Device::AddAssessment(std::string_view case_ref, std::string_view risk_text,
                                   const std::vector<std::string>& need_texts,
-                                  std::string_view rationale, std::string_view safety_plan) {
+                                  std::string_view rationale, std::string_view safety_plan,
+                                  const AssessmentDetails& details) {
   std::lock_guard g(mu_);
   if (auto r = CheckOpen(); !r) return r.error();
   const DeviceInfo me = InfoLocked();
@@ -111,6 +144,24 @@ Outcome<Id> Device::AddAssessment(std::string_view case_ref, std::string_view ri
   if (!case_id) return case_id.error();
   auto risk = ParseRequired(*cw::RiskLevel_descriptor(), risk_text, Tr("risk level"));
   if (!risk) return risk.error();
+  int kind = cw::ASSESSMENT_KIND_INITIAL;
+  if (!internal::Trim(details.kind).empty()) {
+    auto k =
+        ParseRequired(*cw::AssessmentKind_descriptor(), details.kind, Tr("kind of assessment"));
+    if (!k) return k.error();
+    kind = *k;
+  }
+  const auto role = ParseRole(me.role);
+  // The psychologist assesses psychologically (DOMAIN-REPORT §1.5); a
+  // diagnosis is clinical, like session notes.
+  if (kind == cw::ASSESSMENT_KIND_PSYCHOLOGICAL && (!role || *role != Role::ROLE_PSIKOLOG))
+    return Fail(errc::forbidden, Tr("only a psychologist records a psychological assessment"));
+  if ((!details.diagnosis.empty() || !details.recommendations.empty()) &&
+      (!role || !MayHoldClass(*role, teduh::ACCESS_CLASS_CLINICAL)))
+    return Fail(errc::forbidden, Tr("a diagnosis and its recommendations are clinical: only a "
+                                    "counsellor or a psychologist records them"));
+  auto corrects = CorrectedRecordLocked(kAssessmentKind, details.corrects, *case_id, "assessment");
+  if (!corrects) return corrects.error();
   std::vector<cw::Need> needs;
   for (const auto& t : need_texts) {
     if (internal::Trim(t).empty()) continue;
@@ -139,6 +190,13 @@ Outcome<Id> Device::AddAssessment(std::string_view case_ref, std::string_view ri
                                           [&](cw::Assessment& a) { a.set_assessed_by(me.user); }));
   add(assessment, FieldOf<cw::Assessment>(ak, "risk_level",
                                           [&](cw::Assessment& a) { a.set_risk_level(level); }));
+  add(assessment, FieldOf<cw::Assessment>(ak, "kind", [&](cw::Assessment& a) {
+        a.set_kind(static_cast<cw::AssessmentKind>(kind));
+      }));
+  if (*corrects)
+    add(assessment, FieldOf<cw::Assessment>(ak, "corrects", [&](cw::Assessment& a) {
+          a.set_corrects(std::string(AsBytes(**corrects)));
+        }));
   add(on_case, FieldOf<cw::Case>(ck, "risk_level", [&](cw::Case& c) { c.set_risk_level(level); }));
   if (!needs.empty()) {
     add(assessment, FieldOf<cw::Assessment>(ak, "needs", [&](cw::Assessment& a) {
@@ -158,6 +216,21 @@ Outcome<Id> Device::AddAssessment(std::string_view case_ref, std::string_view ri
     c.set_risk_rationale(std::string(rationale));
     on_case.emplace_back(ck.FindFieldByName("risk_rationale"), c.SerializeAsString());
     crypto::Wipe(*c.mutable_risk_rationale());
+  }
+  // The assessment's own sealed texts (not copied to the case).
+  for (auto [name, text] :
+       {std::pair{"condition", details.condition}, std::pair{"diagnosis", details.diagnosis},
+        std::pair{"recommendations", details.recommendations}}) {
+    if (text.empty()) continue;
+    const FieldPolicy* f = ak.FindFieldByName(name);
+    cw::Assessment a;
+    std::string* s = f->number == cw::Assessment::kConditionFieldNumber ? a.mutable_condition()
+                     : f->number == cw::Assessment::kDiagnosisFieldNumber
+                         ? a.mutable_diagnosis()
+                         : a.mutable_recommendations();
+    s->assign(text);
+    assessment.emplace_back(f, a.SerializeAsString());
+    crypto::Wipe(*s);
   }
   if (!safety_plan.empty()) {
     cw::Assessment a;
@@ -184,7 +257,8 @@ Outcome<Id> Device::AddAssessment(std::string_view case_ref, std::string_view ri
 }
 
 Outcome<Id> Device::AddService(std::string_view case_ref, std::string_view service_text,
-                               std::string_view accompaniment_text, std::string_view note) {
+                               std::string_view accompaniment_text, std::string_view note,
+                               const ServiceDetails& details) {
   std::lock_guard g(mu_);
   if (auto r = CheckOpen(); !r) return r.error();
   const DeviceInfo me = InfoLocked();
@@ -203,6 +277,17 @@ Outcome<Id> Device::AddService(std::string_view case_ref, std::string_view servi
     return Fail(errc::invalid_argument,
                 Tr("only accompaniment has a kind (legal, psychological, social, medical)"));
   }
+  const CodeEntry* activity = nullptr;
+  if (!internal::Trim(details.activity).empty()) {
+    activity = CodesLocked().Find("service_activity", details.activity);
+    if (activity == nullptr || activity->retired)
+      return Fail(errc::bad_value,
+                  TrF("unknown activity '{}'; valid activities: {}", details.activity.substr(0, 40),
+                      CodesLocked().Choices("service_activity", LangCode(CurrentLang()))));
+  }
+  auto corrects =
+      CorrectedRecordLocked(kServiceDeliveredKind, details.corrects, *case_id, "service");
+  if (!corrects) return corrects.error();
   // Read before any plaintext is held: a closed case takes no new service
   // (a shelter stay begun on it would come due, overdue, at a reopen).
   cw::Case on_file;
@@ -225,6 +310,13 @@ Outcome<Id> Device::AddService(std::string_view case_ref, std::string_view servi
     }));
   add(FieldOf<cw::ServiceDelivered>(sk, "delivered_at",
                                     [&](cw::ServiceDelivered& s) { s.set_delivered_at(now); }));
+  if (activity != nullptr)
+    add(FieldOf<cw::ServiceDelivered>(
+        sk, "activity", [&](cw::ServiceDelivered& s) { s.set_activity(activity->code); }));
+  if (*corrects)
+    add(FieldOf<cw::ServiceDelivered>(sk, "corrects", [&](cw::ServiceDelivered& s) {
+      s.set_corrects(std::string(AsBytes(**corrects)));
+    }));
   add(FieldOf<cw::ServiceDelivered>(sk, "delivered_by",
                                     [&](cw::ServiceDelivered& s) { s.set_delivered_by(me.user); }));
   if (!note.empty()) {
@@ -331,16 +423,28 @@ Outcome<std::vector<AssessmentView>> Device::LoadAssessmentsLocked(const Id& cas
                                   if (f.name == "needs" && f.value.is_array())
                                     for (const auto& n : f.value)
                                       if (n.is_string()) v.needs.push_back(n.get<std::string>());
+                                  if (f.name == "kind") v.kind = Text(f);
+                                  if (f.name == "corrects") v.corrects = IdOf(f);
                                   if (f.name == "rationale")
                                     v.rationale = TakeSealed(f, &v.readability);
                                   if (f.name == "safety_plan")
                                     v.safety_plan = TakeSealed(f, &v.readability);
+                                  if (f.name == "condition")
+                                    v.condition = TakeSealed(f, &v.readability);
+                                  // Clinical: unreadable on a field worker's
+                                  // device, which is expected, not a fault.
+                                  Readability clinical = Readability::kReadable;
+                                  if (f.name == "diagnosis") v.diagnosis = TakeSealed(f, &clinical);
+                                  if (f.name == "recommendations")
+                                    v.recommendations = TakeSealed(f, &clinical);
+                                  if (clinical == Readability::kIntegrity) v.readability = clinical;
                                 }
                               });
   if (!r) return r.error();
   std::stable_sort(out.begin(), out.end(), [](const AssessmentView& a, const AssessmentView& b) {
     return a.assessed_at < b.assessed_at;
   });
+  MarkCorrected(out, &AssessmentView::assessment_id);
   return out;
 }
 
@@ -355,6 +459,8 @@ Outcome<std::vector<ServiceView>> Device::LoadServicesLocked(const Id& case_id,
                                   v.pending = v.pending || f.pending;
                                   if (f.name == "service") v.service = Text(f);
                                   if (f.name == "accompaniment") v.accompaniment = Text(f);
+                                  if (f.name == "activity") v.activity = Text(f);
+                                  if (f.name == "corrects") v.corrects = IdOf(f);
                                   if (f.name == "delivered_by") v.delivered_by = Text(f);
                                   if (f.name == "delivered_at") v.delivered_at = Seconds(f);
                                   if (f.name == "note") v.note = TakeSealed(f, &v.readability);
@@ -364,6 +470,7 @@ Outcome<std::vector<ServiceView>> Device::LoadServicesLocked(const Id& case_id,
   std::stable_sort(out.begin(), out.end(), [](const ServiceView& a, const ServiceView& b) {
     return a.delivered_at < b.delivered_at;
   });
+  MarkCorrected(out, &ServiceView::service_id);
   return out;
 }
 

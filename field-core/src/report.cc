@@ -225,10 +225,15 @@ result<CaseReport> ReportBuilder::Compute(std::int64_t from_s, std::int64_t to_s
       it->second.services.insert(r.fields.service());
   }
   // A service delivered counts once per case and service (accompaniment
-  // once per kind: ACCOMPANIMENT_LEGAL, ...), whenever it was delivered.
+  // once per kind: ACCOMPANIMENT_LEGAL, ...), whenever it was delivered; a
+  // record another one corrects no longer counts (its correction does).
+  std::set<std::string> corrected;
+  for (const auto& [id, d] : delivered_)
+    if (!d.fields.corrects().empty()) corrected.insert(d.fields.corrects());
   for (const auto& [id, d] : delivered_) {
     auto it = facts.find(d.case_id);
     if (it == facts.end() || d.fields.service() == cw::UNIT_SERVICE_UNSPECIFIED) continue;
+    if (corrected.count(std::string(AsBytes(id))) > 0) continue;
     std::string key = EnumKey(cw::UnitService_descriptor(), d.fields.service());
     // Only accompaniment has a kind (a record from a device that set one on
     // another service counts as that service alone).

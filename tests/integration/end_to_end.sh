@@ -336,6 +336,12 @@ check "a closed case is not moved back by its stage" \
   '! dev "$office" "budi-pass-2" case set "$ex_id" --set stage=pengaduan >/dev/null && grep -q "reopen" "$work/last.err"'
 check "the help's reopening example starts episode 2 from the complaint stage, with the closure cleared" \
   'dev "$office" "budi-pass-2" case reopen "$ex_id" --reason kekerasan_berulang --note "Suami datang lagi" | jq -e ".episode==2" >/dev/null && dev "$office" "budi-pass-2" case show "$ex_id" | jq -e ".fields.stage==\"PENGADUAN\" and .fields.episode==2 and .fields.reopen_reason==\"REPEAT_VIOLENCE\" and .fields.closure_reason==null" >/dev/null && dev "$office" "budi-pass-2" task list | jq -e --arg c "$ex_id" "[.tasks[] | select(.case_id==\$c and .kind==\"outreach\")] | length == 1" >/dev/null'
+check "a reassessment records the victim's condition and corrects the earlier assessment" \
+  'first=$(dev "$office" "budi-pass-2" case show "$ex_id" | jq -er ".assessments[0].assessment_id") && dev "$office" "budi-pass-2" assessment add "$ex_id" --risk tinggi --kind ulang --condition "Memar baru" --corrects "${first:0:8}" >/dev/null && dev "$office" "budi-pass-2" case show "$ex_id" | jq -e --arg f "$first" "(.assessments[-1] | .kind==\"REVIEW\" and .corrects==\$f and .condition==\"Memar baru\") and ([.assessments[] | select(.assessment_id==\$f)][0].corrected_by != null)" >/dev/null'
+check "an office device records no diagnosis (clinical) and nothing is added" \
+  '! dev "$office" "budi-pass-2" assessment add "$ex_id" --risk tinggi --diagnosis "x" >/dev/null && jq -e ".error.code==\"forbidden\"" <<<"$(dev "$office" "budi-pass-2" assessment add "$ex_id" --risk tinggi --diagnosis x)" >/dev/null && [ "$(dev "$office" "budi-pass-2" case show "$ex_id" | jq ".assessments | length")" = 2 ]'
+check "a service says what it consisted of, from the unit's activity list" \
+  'dev "$office" "budi-pass-2" service add "$ex_id" --service pengelolaan_kasus --activity kunjungan_rumah | jq -e ".service_id" >/dev/null && dev "$office" "budi-pass-2" case show "$ex_id" | jq -e ".services[-1].activity==\"HOME_VISIT\"" >/dev/null && ! dev "$office" "budi-pass-2" service add "$ex_id" --service mediation --activity karaoke >/dev/null'
 check "the assessments, services and the reopening sync without a rejection" \
   'dev "$office" "budi-pass-2" sync | jq -e ".rejected==0" >/dev/null'
 
@@ -404,7 +410,7 @@ check "audit verify exits 2 on an altered entry and names it" \
   '[ "$rc" -eq 2 ] && grep -q "entry 2 was altered" "$work/audit.err"'
 
 # --- no plaintext anywhere ---
-for secret in "$PLAN" "Sulastri" "Ke Polres untuk BAP" "Suami datang lagi" "$SHRED_TEXT" "$NAME" "Rahmawati" "$ADDRESS" "Cempaka" "$PHONE" "7788-4455" "$CHRONO" "dipukul suami" "$NOTE" "memar di lengan"; do
+for secret in "$PLAN" "Sulastri" "Ke Polres untuk BAP" "Suami datang lagi" "$SHRED_TEXT" "$NAME" "Rahmawati" "$ADDRESS" "Cempaka" "$PHONE" "7788-4455" "$CHRONO" "dipukul suami" "$NOTE" "memar di lengan" "Memar baru"; do
   for where in "$data" "$work/server.log" "$pend" "$office" "$admin" "$sup"; do
     if grep -r -a -F -q -- "$secret" "$where" 2>/dev/null; then
       bad "'$secret' appears in plaintext in $(basename "$where")"

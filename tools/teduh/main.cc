@@ -67,6 +67,20 @@ std::string IsoTime(std::int64_t ms) {
 
 json TimeOrNull(std::int64_t ms) { return ms > 0 ? json(IsoTime(ms)) : json(nullptr); }
 
+json IdOrNull(const std::optional<teduh::core::Id>& id) {
+  return id ? json(teduh::core::ToHex(*id)) : json(nullptr);
+}
+
+// " (corrects 1a2b3c4d)", " (corrected by 5e6f7a8b)" after an append-only record.
+std::string CorrectionNote(const std::optional<teduh::core::Id>& corrects,
+                           const std::optional<teduh::core::Id>& corrected_by) {
+  std::string out;
+  if (corrects) out += " " + TrF("(corrects {})", teduh::core::ToHex(*corrects).substr(0, 8));
+  if (corrected_by)
+    out += " " + TrF("(corrected by {})", teduh::core::ToHex(*corrected_by).substr(0, 8));
+  return out;
+}
+
 // A time for people, in the unit's zone ("2026-12-02 20:15 WITA"); JSON keeps
 // IsoTime's UTC.
 std::string LocalTime(const Globals& g, std::int64_t ms) {
@@ -494,7 +508,8 @@ int main(int argc, char** argv) {
   visit->add_option("--method", visit_method, Tr("home_visit (default), phone, message, other"));
   visit->add_option("--note", visit_note, Tr("What happened (sealed like any note)"));
 
-  std::string assess_risk, assess_rationale, assess_plan;
+  std::string assess_risk, assess_rationale, assess_plan, assess_kind, assess_condition,
+      assess_diagnosis, assess_recommendations, assess_corrects;
   std::vector<std::string> assess_needs;
   CLI::App* assessment_cmd = app.add_subcommand("assessment", Tr("Assessments of a case (asesmen)"))
                                  ->require_subcommand(1);
@@ -513,8 +528,20 @@ int main(int argc, char** argv) {
   assessment_add->add_option("--rationale", assess_rationale, Tr("Why this risk class (sealed)"));
   assessment_add->add_option("--safety-plan", assess_plan,
                              Tr("The safety plan made with the victim (sealed)"));
+  assessment_add->add_option(
+      "--kind", assess_kind,
+      Tr("awal, psikologis (psychologists only), ulang (initial, psychological, review)"));
+  assessment_add->add_option(
+      "--condition", assess_condition,
+      Tr("The victim's physical, psychological and social condition (sealed)"));
+  assessment_add->add_option("--diagnosis", assess_diagnosis,
+                             Tr("Diagnosis (clinical: counsellors and psychologists)"));
+  assessment_add->add_option("--recommendations", assess_recommendations,
+                             Tr("Recommendations (clinical: counsellors and psychologists)"));
+  assessment_add->add_option("--corrects", assess_corrects,
+                             Tr("An earlier assessment of the case this one corrects"));
 
-  std::string service_code, service_subtype, service_note;
+  std::string service_code, service_subtype, service_note, service_activity, service_corrects;
   CLI::App* service_cmd =
       app.add_subcommand("service", Tr("Services the unit delivered (append-only)"))
           ->require_subcommand(1);
@@ -528,6 +555,12 @@ int main(int argc, char** argv) {
   service_add->add_option("--subtype", service_subtype,
                           Tr("For accompaniment: legal, psychological, social, medical"));
   service_add->add_option("--note", service_note, Tr("What was done (sealed)"));
+  service_add->add_option(
+      "--activity", service_activity,
+      Tr("What it consisted of, e.g. sesi_konseling, kunjungan_rumah (teduh code list "
+         "--list service_activity)"));
+  service_add->add_option("--corrects", service_corrects,
+                          Tr("An earlier service record of the case this one corrects"));
 
   CLI::App* task_cmd =
       app.add_subcommand("task", Tr("Deadlines of your cases (offline)"))->require_subcommand(1);
@@ -743,7 +776,8 @@ int main(int argc, char** argv) {
           "closure_checklist=safe,needs_met,no_repeat_violence\n"
           "Office: reopen a case when violence recurs (a new episode)\n"
           "  teduh case reopen CASE --reason repeat_violence --note \"...\"\n"
-          "Office: the report (on the server)\n"
+          "Office: the unit's report, on an office device or on the server\n"
+          "  teduh report --from 2025-01-01 --to 2025-12-31 --by month,violence_type,region\n"
           "  teduh-server report --data DIR --from 2025-01-01 --to 2025-12-31 --by "
           "month,violence_type,region\n");
       return 0;
@@ -998,15 +1032,24 @@ int main(int argc, char** argv) {
                 {"assessed_at", TimeOrNull(a.assessed_at * 1000)},
                 {"pending", a.pending},
                 {"rationale", text(a.rationale)},
-                {"safety_plan", text(a.safety_plan)}};
+                {"safety_plan", text(a.safety_plan)},
+                {"kind", a.kind.empty() ? json(nullptr) : json(a.kind)},
+                {"condition", text(a.condition)},
+                {"diagnosis", text(a.diagnosis)},
+                {"recommendations", text(a.recommendations)},
+                {"corrects", IdOrNull(a.corrects)},
+                {"corrected_by", IdOrNull(a.corrected_by)}};
         if (a.readability != teduh::core::Readability::kReadable)
           aj["unreadable"] = std::string(teduh::core::ReadabilityName(a.readability));
         j["assessments"].push_back(aj);
-        human += fmt::format("\n  {} {} — {} {}{}\n", Tr("Assessment"),
+        human += fmt::format("\n  {} {} {} — {} {}{}{}\n", Tr("Assessment"),
+                             teduh::core::ToHex(a.assessment_id).substr(0, 8),
                              LocalTime(g, a.assessed_at * 1000), a.assessed_by, a.risk_level,
-                             a.needs.empty() ? "" : fmt::format(" ({})", fmt::join(a.needs, ", ")));
-        if (a.rationale) human += fmt::format("    {}\n", *a.rationale);
-        if (a.safety_plan) human += fmt::format("    {}\n", *a.safety_plan);
+                             a.needs.empty() ? "" : fmt::format(" ({})", fmt::join(a.needs, ", ")),
+                             CorrectionNote(a.corrects, a.corrected_by));
+        for (const auto* t :
+             {&a.rationale, &a.safety_plan, &a.condition, &a.diagnosis, &a.recommendations})
+          if (*t) human += fmt::format("    {}\n", **t);
       }
       j["services"] = json::array();
       for (const auto& sv : view->services) {
@@ -1017,13 +1060,19 @@ int main(int argc, char** argv) {
             {"delivered_by", sv.delivered_by},
             {"delivered_at", TimeOrNull(sv.delivered_at * 1000)},
             {"pending", sv.pending},
-            {"note", sv.note ? json(*sv.note) : json(nullptr)}};
+            {"note", sv.note ? json(*sv.note) : json(nullptr)},
+            {"activity", sv.activity.empty() ? json(nullptr) : json(sv.activity)},
+            {"corrects", IdOrNull(sv.corrects)},
+            {"corrected_by", IdOrNull(sv.corrected_by)}};
         if (sv.readability != teduh::core::Readability::kReadable)
           sj["unreadable"] = std::string(teduh::core::ReadabilityName(sv.readability));
         j["services"].push_back(sj);
-        human += fmt::format("\n  {} {} — {} {}{}\n", Tr("Service"),
+        human += fmt::format("\n  {} {} {} — {} {}{}{}{}\n", Tr("Service"),
+                             teduh::core::ToHex(sv.service_id).substr(0, 8),
                              LocalTime(g, sv.delivered_at * 1000), sv.delivered_by, sv.service,
-                             sv.accompaniment.empty() ? "" : " " + sv.accompaniment);
+                             sv.accompaniment.empty() ? "" : " " + sv.accompaniment,
+                             sv.activity.empty() ? "" : " " + sv.activity,
+                             CorrectionNote(sv.corrects, sv.corrected_by));
         if (sv.note) human += fmt::format("    {}\n", *sv.note);
       }
       j["accesses"] = json::array();
@@ -1162,9 +1211,12 @@ int main(int argc, char** argv) {
                   TrF("Visit logged ({})\n", teduh::core::ToHex(*id).substr(0, 8)));
     }
     if (assessment_add->parsed()) {
-      auto id = d.AddAssessment(case_ref, assess_risk, assess_needs, assess_rationale, assess_plan);
-      teduh::crypto::Wipe(assess_rationale);
-      teduh::crypto::Wipe(assess_plan);
+      auto id = d.AddAssessment(case_ref, assess_risk, assess_needs, assess_rationale, assess_plan,
+                                {assess_kind, assess_condition, assess_diagnosis,
+                                 assess_recommendations, assess_corrects});
+      for (std::string* t : {&assess_rationale, &assess_plan, &assess_condition, &assess_diagnosis,
+                             &assess_recommendations})
+        teduh::crypto::Wipe(*t);
       if (!id) return Report(g, id.error());
       auto case_id = d.ResolveCase(case_ref);
       return Emit(g,
@@ -1175,7 +1227,8 @@ int main(int argc, char** argv) {
                       teduh::core::ToHex(*id).substr(0, 8), assess_risk));
     }
     if (service_add->parsed()) {
-      auto id = d.AddService(case_ref, service_code, service_subtype, service_note);
+      auto id = d.AddService(case_ref, service_code, service_subtype, service_note,
+                             {service_activity, service_corrects});
       teduh::crypto::Wipe(service_note);
       if (!id) return Report(g, id.error());
       return Emit(g, json{{"service_id", teduh::core::ToHex(*id)}},

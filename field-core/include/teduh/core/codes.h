@@ -1,6 +1,7 @@
 // The code lists of the casework domain that a unit can extend: violence
 // types, categories, channels, closure reasons, who referred a case, regions,
-// partner agencies and the services a case is referred for.
+// partner agencies, the services a case is referred for, and what a service
+// delivered consisted of.
 //
 // Every unit starts with the defaults: the values of the schema's enums for
 // lists held in an enum field (Case.category...), and the lists of codes.cc

@@ -197,6 +197,9 @@ struct AccessView {
 // An assessment of the case (asesmen), a dated snapshot.
 struct AssessmentView {
   Id assessment_id{};
+  std::string kind;                // "INITIAL", "PSYCHOLOGICAL", "REVIEW" or ""
+  std::optional<Id> corrects;      // the earlier assessment this one corrects
+  std::optional<Id> corrected_by;  // a later one that corrects this one
   std::string risk_level;          // short enum name, e.g. "HIGH"
   std::vector<std::string> needs;  // short enum names
   std::string assessed_by;
@@ -205,19 +208,40 @@ struct AssessmentView {
   // The sealed rationale and safety plan: nullopt when not recorded or not
   // readable here (`readability` says which).
   Readability readability = Readability::kReadable;
-  std::optional<std::string> rationale, safety_plan;
+  std::optional<std::string> rationale, safety_plan, condition;
+  // Clinical: nullopt on a device without the CLINICAL key (kNoKey).
+  std::optional<std::string> diagnosis, recommendations;
+};
+
+// What an assessment records besides its risk, needs, rationale and safety
+// plan (`teduh assessment add --kind ... --corrects ...`). Views of text the
+// caller owns (and wipes).
+struct AssessmentDetails {
+  std::string_view kind;       // initial (default), psychological, review, or Indonesian
+  std::string_view condition;  // sealed
+  std::string_view diagnosis, recommendations;  // sealed, CLINICAL
+  std::string_view corrects;  // id or unique prefix of an earlier assessment of the case
 };
 
 // A service the unit delivered (layanan).
 struct ServiceView {
   Id service_id{};
-  std::string service;        // short enum name, e.g. "ACCOMPANIMENT"
-  std::string accompaniment;  // "LEGAL", "PSYCHOLOGICAL", "SOCIAL", "MEDICAL" or ""
+  std::string service;             // short enum name, e.g. "ACCOMPANIMENT"
+  std::string accompaniment;       // "LEGAL", "PSYCHOLOGICAL", "SOCIAL", "MEDICAL" or ""
+  std::string activity;            // a code of the service_activity list, or ""
+  std::optional<Id> corrects;      // the earlier record this one corrects
+  std::optional<Id> corrected_by;  // a later one that corrects this one (not counted)
   std::string delivered_by;
   std::int64_t delivered_at = 0;  // Unix seconds
   bool pending = false;
   Readability readability = Readability::kReadable;
   std::optional<std::string> note;  // sealed; nullopt when none or unreadable
+};
+
+// What a service record says besides the service, its kind and note.
+struct ServiceDetails {
+  std::string_view activity;  // a code or label of the service_activity list
+  std::string_view corrects;  // id or unique prefix of an earlier service of the case
 };
 
 struct CaseView {
@@ -458,9 +482,16 @@ class Device {
   // safety_plan (when given). errc::bad_value for an unknown risk or need
   // (valid values listed); invalid_argument on a closed case; forbidden on
   // an admin device. Returns the assessment's id.
+  //
+  // `details`: the kind (initial by default; psychological only from a
+  // psychologist's device: errc::forbidden otherwise); the victim's condition
+  // (sealed); the diagnosis and recommendations (sealed CLINICAL: forbidden
+  // on a device whose role holds no CLINICAL key); and `corrects`, an earlier
+  // assessment of the same case that this one corrects (errc::not_found or
+  // invalid_argument otherwise; the old one stays, marked corrected).
   Outcome<Id> AddAssessment(std::string_view case_ref, std::string_view risk,
                             const std::vector<std::string>& needs, std::string_view rationale,
-                            std::string_view safety_plan);
+                            std::string_view safety_plan, const AssessmentDetails& details = {});
   // Records a service delivered now (`teduh service add`): one of the six
   // services of the unit (complaint, outreach, case_management, shelter,
   // mediation, accompaniment, or their Indonesian labels); accompaniment
@@ -470,8 +501,13 @@ class Device {
   // there already, so the 14-day stay comes due. errc::bad_value for an
   // unknown service or kind, invalid_argument for a kind where none belongs
   // or a missing one; forbidden on an admin device.
+  // `details`: what was done (a code of the unit's service_activity list:
+  // errc::bad_value otherwise) and `corrects`, an earlier service of the same
+  // case this record corrects (the old one stays, marked corrected, and no
+  // longer counts in reports).
   Outcome<Id> AddService(std::string_view case_ref, std::string_view service,
-                         std::string_view accompaniment, std::string_view note);
+                         std::string_view accompaniment, std::string_view note,
+                         const ServiceDetails& details = {});
   // Reopens a closed case (`teduh case reopen`): a new episode (episode + 1),
   // the stage back to PENGADUAN, reopened_at now, the reason (repeat_violence,
   // new_need, victim_returned, other), and the closure reason, time and
@@ -610,6 +646,10 @@ class Device {
   // Full id of a record of `kind` from 32 hex digits or a unique prefix (>= 6).
   Outcome<Id> ResolveRecordLocked(std::string_view kind, std::string_view ref,
                                   std::string_view noun);
+  // For `corrects`: nullopt for an empty `ref`, else the record of `kind`
+  // that `ref` names, which must belong to `case_id` (invalid_argument).
+  Outcome<std::optional<Id>> CorrectedRecordLocked(std::string_view kind, std::string_view ref,
+                                                   const Id& case_id, std::string_view noun);
   Outcome<void> CheckOpen() const;
   Outcome<void> SaveMeta();
   // Connects, authenticates and takes the welcome (grants, clock), for the
