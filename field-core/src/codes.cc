@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <boost/locale/encoding_utf.hpp>
 #include <cctype>
 
 #include "teduh/case/v1/case.pb.h"
@@ -111,10 +112,27 @@ bool ValidCode(std::string_view code) {
   });
 }
 
+// 1 to kMaxCodeLabelBytes of UTF-8 (records and the Welcome carry labels in
+// proto3 strings, which must be UTF-8), without control characters.
 bool ValidLabel(std::string_view label) {
-  return !label.empty() && label.size() <= kMaxCodeLabelBytes &&
-         std::none_of(label.begin(), label.end(),
-                      [](char c) { return static_cast<unsigned char>(c) < 0x20; });
+  if (label.empty() || label.size() > kMaxCodeLabelBytes ||
+      std::any_of(label.begin(), label.end(),
+                  [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; }))
+    return false;
+  try {
+    (void)boost::locale::conv::utf_to_utf<char>(label.data(), label.data() + label.size(),
+                                                boost::locale::conv::stop);
+  } catch (const boost::locale::conv::conversion_error&) {
+    return false;
+  }
+  return true;
+}
+
+// Why an entry as stored cannot be one of the unit's codes: the shape that
+// every code must have (Problem adds the checks against the other codes).
+bool WellFormed(const CodeEntry& e) {
+  return FindList(e.list) != nullptr && ValidCode(e.code) && ValidLabel(e.label_id) &&
+         ValidLabel(e.label_en);
 }
 
 std::string Upper(std::string_view s) {
@@ -168,20 +186,26 @@ std::string CodeBook::Problem(const CodeEntry& entry) const {
   if (!ValidCode(entry.code))
     return Tr("a code is 1 to 32 of A-Z, 0-9, '_', '.' and '-' (e.g. TRAFFICKING, 64.72.01)");
   if (!ValidLabel(entry.label_id) || !ValidLabel(entry.label_en))
-    return TrF("a code needs an Indonesian and an English label of 1 to {} bytes",
+    return TrF("a code needs an Indonesian and an English label of 1 to {} bytes of text",
                kMaxCodeLabelBytes);
+  // A code or label that already names another code would make what people
+  // type ambiguous.
+  const std::string names[] = {NormalizeName(entry.code), NormalizeName(entry.label_id),
+                               NormalizeName(entry.label_en)};
   for (const CodeEntry* e : Entries(entry.list, true)) {
     if (e->code == entry.code) return TrF("{} already has the code {}", entry.list, e->code);
-    for (const std::string* label : {&entry.label_id, &entry.label_en}) {
-      const std::string n = NormalizeName(*label);
-      if (n == NormalizeName(e->label_id) || n == NormalizeName(e->label_en) ||
-          n == NormalizeName(e->code))
-        return TrF("'{}' already names {} {}", *label, entry.list, e->code);
-    }
+    const std::string theirs[] = {NormalizeName(e->code), NormalizeName(e->label_id),
+                                  NormalizeName(e->label_en)};
+    for (std::size_t i = 0; i < 3; ++i)
+      for (const std::string& t : theirs)
+        if (names[i] == t)
+          return TrF("'{}' already names {} {}",
+                     i == 0   ? entry.code
+                     : i == 1 ? entry.label_id
+                              : entry.label_en,
+                     entry.list, e->code);
   }
-  const auto own =
-      std::count_if(entries_.begin(), entries_.end(), [](const CodeEntry& e) { return e.unit; });
-  if (static_cast<std::size_t>(own) >= kMaxUnitCodes)
+  if (UnitCodeCount() >= kMaxUnitCodes)
     return TrF("a unit has at most {} codes of its own", kMaxUnitCodes);
   return {};
 }
@@ -200,11 +224,15 @@ result<CodeEntry> CodeBook::Add(CodeEntry entry) {
 }
 
 bool CodeBook::Restore(const CodeEntry& entry) {
-  if (!Problem(entry).empty()) return false;
+  // As stored: well formed, a free number, a code of its own. Not checked
+  // against the labels of later defaults, so a release that adds a default
+  // never drops a code a unit already uses.
+  if (!WellFormed(entry) || FindCode(entry.list, entry.code) != nullptr) return false;
   if (EnumHeld(entry.list)
           ? entry.number < kFirstUnitCodeNumber || FindNumber(entry.list, entry.number) != nullptr
           : entry.number != 0)
     return false;
+  if (UnitCodeCount() >= kMaxUnitCodes) return false;
   CodeEntry e = entry;
   e.unit = true;
   entries_.push_back(std::move(e));
@@ -239,6 +267,12 @@ const CodeEntry* CodeBook::Find(std::string_view list, std::string_view text) co
   return nullptr;
 }
 
+const CodeEntry* CodeBook::FindCode(std::string_view list, std::string_view code) const {
+  for (const CodeEntry& e : entries_)
+    if (e.list == list && e.code == code) return &e;
+  return nullptr;
+}
+
 const CodeEntry* CodeBook::FindNumber(std::string_view list, std::int32_t number) const {
   if (number == 0) return nullptr;
   for (const CodeEntry& e : entries_)
@@ -251,6 +285,11 @@ std::vector<const CodeEntry*> CodeBook::Entries(std::string_view list, bool with
   for (const CodeEntry& e : entries_)
     if (e.list == list && (with_retired || !e.retired)) out.push_back(&e);
   return out;
+}
+
+std::size_t CodeBook::UnitCodeCount() const {
+  return static_cast<std::size_t>(
+      std::count_if(entries_.begin(), entries_.end(), [](const CodeEntry& e) { return e.unit; }));
 }
 
 std::vector<CodeEntry> CodeBook::UnitCodes() const {
@@ -278,6 +317,67 @@ std::string CodeBook::Label(const CodeEntry& entry, std::string_view lang) {
   }
   const std::string& label = l == Lang::kEn ? entry.label_en : entry.label_id;
   return label.empty() ? entry.code : label;
+}
+
+CodeEntry CodeEntryFromJson(const nlohmann::json& j) {
+  CodeEntry e;
+  if (!j.is_object()) return e;
+  auto text = [&](const char* k) {
+    auto it = j.find(k);
+    return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
+  e.list = text("list");
+  e.code = text("code");
+  e.label_id = text("label_id");
+  e.label_en = text("label_en");
+  if (auto it = j.find("number"); it != j.end() && it->is_number_integer())
+    e.number = it->get<std::int32_t>();
+  if (auto it = j.find("unit"); it != j.end() && it->is_boolean()) e.unit = it->get<bool>();
+  if (auto it = j.find("retired"); it != j.end() && it->is_boolean()) e.retired = it->get<bool>();
+  return e;
+}
+
+CodeEntry CodeEntryFromProto(const teduh::sync::v1::UnitCode& c) {
+  return CodeEntry{c.list(), c.code(), c.number(), c.label_id(), c.label_en(), true, c.retired()};
+}
+
+void CodeEntryToProto(const CodeEntry& e, teduh::sync::v1::UnitCode* out) {
+  out->set_list(e.list);
+  out->set_code(e.code);
+  out->set_number(e.number);
+  out->set_label_id(e.label_id);
+  out->set_label_en(e.label_en);
+  out->set_retired(e.retired);
+}
+
+std::optional<CodeBook> CodeBookFromUnitCodes(const teduh::sync::v1::UnitCodes& stored) {
+  CodeBook book;
+  if (static_cast<std::size_t>(stored.codes_size()) > kMaxUnitCodes) return std::nullopt;
+  for (const auto& c : stored.codes())
+    if (!book.Restore(CodeEntryFromProto(c))) return std::nullopt;
+  return book;
+}
+
+std::string CodeListText(const CodeBook& book, std::string_view list, std::string_view lang) {
+  std::string out;
+  for (std::string_view name : CodeBook::ListNames()) {
+    if (!list.empty() && name != list) continue;
+    out += fmt::format("{}\n", name);
+    for (const CodeEntry* e : book.Entries(name, true))
+      out += fmt::format("  {:<20} {}{}{}\n", e->code, CodeBook::Label(*e, lang),
+                         e->unit ? " " + Tr("(unit)") : std::string(),
+                         e->retired ? " " + Tr("(retired)") : std::string());
+  }
+  return out;
+}
+
+nlohmann::json CodeListJson(const CodeBook& book, std::string_view list) {
+  nlohmann::json arr = nlohmann::json::array();
+  for (std::string_view name : CodeBook::ListNames()) {
+    if (!list.empty() && name != list) continue;
+    for (const CodeEntry* e : book.Entries(name, true)) arr.push_back(CodeEntryJson(*e));
+  }
+  return nlohmann::json{{"codes", arr}};
 }
 
 nlohmann::json CodeEntryJson(const CodeEntry& e) {

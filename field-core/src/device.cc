@@ -104,13 +104,7 @@ struct Device::Meta {
   }
   json CodesToJson() const {
     json out = json::array();
-    for (const CodeEntry& e : codes.UnitCodes())
-      out.push_back({{"list", e.list},
-                     {"code", e.code},
-                     {"number", e.number},
-                     {"label_id", e.label_id},
-                     {"label_en", e.label_en},
-                     {"retired", e.retired}});
+    for (const CodeEntry& e : codes.UnitCodes()) out.push_back(CodeEntryJson(e));
     return out;
   }
   static Outcome<Meta> FromJson(const json& j) {
@@ -139,10 +133,7 @@ struct Device::Meta {
       m.sign_pk = hex("sign_pk");
       m.box_pk = hex("box_pk");
       m.max_failed_unlocks = j.value("max_failed_unlocks", 0u);
-      for (const json& c : j.value("codes", json::array()))
-        m.codes.Restore(CodeEntry{c.value("list", ""), c.value("code", ""), c.value("number", 0),
-                                  c.value("label_id", ""), c.value("label_en", ""), true,
-                                  c.value("retired", false)});
+      for (const json& c : j.value("codes", json::array())) m.codes.Restore(CodeEntryFromJson(c));
       return m;
     } catch (const std::exception&) {
       return Fail(errc::vault_corrupt, Tr("device.json is damaged"));
@@ -1757,7 +1748,7 @@ Outcome<DeviceStatus> Device::Status() {
     const FieldPolicy* fp = rk ? rk->FindField(e.field) : nullptr;
     item.field_name = fp ? fp->name : std::to_string(e.field);
     item.entry = std::move(e);
-    item.entry.detail = ServerVerdictText(item.entry);  // the officer's language
+    item.message = ServerVerdictText(item.entry);  // the officer's language
     st.outbox.push_back(std::move(item));
   }
   if (auto v = store_->GetMeta("last_sync_ms"); v && *v) {
@@ -1845,14 +1836,14 @@ Outcome<std::size_t> Device::AcceptWelcome(const pb::Welcome& welcome, std::size
     changed = true;
   }
   // The unit's own codes; a server older than them sends none, and a unit
-  // never removes one, so an empty list keeps what the device has.
+  // never removes one, so an empty list keeps what the device has. A code
+  // that is not well formed is left out (Restore), the others kept; at most
+  // kMaxUnitCodes are read.
   if (welcome.codes_size() > 0) {
     CodeBook codes;
-    int n = 0;
     for (const auto& c : welcome.codes()) {
-      if (++n > static_cast<int>(kMaxUnitCodes)) break;
-      codes.Restore(
-          CodeEntry{c.list(), c.code(), c.number(), c.label_id(), c.label_en(), true, c.retired()});
+      if (codes.UnitCodeCount() >= kMaxUnitCodes) break;
+      codes.Restore(CodeEntryFromProto(c));
     }
     Meta with;
     with.codes = std::move(codes);

@@ -80,6 +80,10 @@ std::optional<std::string> TakeSealed(FieldView& f, Readability* readability) {
   return out;
 }
 
+// `corrects` has one number in every append-only record that has it.
+constexpr std::uint32_t kCorrectsField = cw::ServiceDelivered::kCorrectsFieldNumber;
+static_assert(cw::Assessment::kCorrectsFieldNumber == kCorrectsField);
+
 // A rendered id field (bytes, shown as hex), or nullopt.
 std::optional<Id> IdOf(const FieldView& f) {
   if (!f.value.is_string()) return std::nullopt;
@@ -130,6 +134,22 @@ Outcome<std::optional<Id>> Device::CorrectedRecordLocked(std::string_view kind,
   if (!*rec || (*rec)->parent_id != case_id)
     return Fail(errc::invalid_argument,
                 Tr("a record corrects only an earlier one of its own case"));
+  // One correction per record: a second would leave two versions counted.
+  auto siblings = store_->ListRecords(kind, case_id);
+  if (!siblings) return siblings.error();
+  const std::string target(AsBytes(*id));
+  for (const auto& s : *siblings) {
+    auto fields = store_->GetFields(s.record_id);
+    if (!fields) return fields.error();
+    for (auto& f : *fields) {
+      if (f.sealed || f.field != kCorrectsField) continue;
+      cw::ServiceDelivered m;  // `corrects` is the same field in both kinds
+      if (m.ParseFromString(f.value) && m.corrects() == target)
+        return Fail(errc::invalid_argument,
+                    TrF("{} was already corrected by {}: correct that one instead",
+                        ToHex(*id).substr(0, 8), ToHex(s.record_id).substr(0, 8)));
+    }
+  }
   return std::optional<Id>(*id);
 }
 

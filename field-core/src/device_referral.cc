@@ -98,13 +98,14 @@ Outcome<Id> Device::AddReferral(std::string_view case_ref, std::string_view agen
   if (!case_id) return case_id.error();
   const CodeEntry* a = CodesLocked().Find("agency", agency);
   if (a == nullptr || a->retired)
-    return Fail(errc::bad_value, TrF("unknown agency '{}'; valid agencies: {}",
-                                     agency.substr(0, 32), CodesLocked().Choices("agency", "id")));
+    return Fail(errc::bad_value,
+                TrF("unknown agency '{}'; valid agencies: {}", agency.substr(0, 32),
+                    CodesLocked().Choices("agency", LangCode(CurrentLang()))));
   const CodeEntry* s = CodesLocked().Find("referral_service", service);
   if (s == nullptr || s->retired)
     return Fail(errc::bad_value,
                 TrF("unknown service '{}'; valid services: {}", service.substr(0, 32),
-                    CodesLocked().Choices("referral_service", "id")));
+                    CodesLocked().Choices("referral_service", LangCode(CurrentLang()))));
   // Exactly which fields the letter discloses: names of the case's and its
   // persons' fields.
   const RecordKind& case_kind = KindOf(kCaseKind);

@@ -227,13 +227,14 @@ result<CaseReport> ReportBuilder::Compute(std::int64_t from_s, std::int64_t to_s
   // A service delivered counts once per case and service (accompaniment
   // once per kind: ACCOMPANIMENT_LEGAL, ...), whenever it was delivered; a
   // record another one corrects no longer counts (its correction does).
-  std::set<std::string> corrected;
+  // (A correction counts only within its own case.)
+  std::set<std::pair<Id, std::string>> corrected;
   for (const auto& [id, d] : delivered_)
-    if (!d.fields.corrects().empty()) corrected.insert(d.fields.corrects());
+    if (!d.fields.corrects().empty()) corrected.emplace(d.case_id, d.fields.corrects());
   for (const auto& [id, d] : delivered_) {
     auto it = facts.find(d.case_id);
     if (it == facts.end() || d.fields.service() == cw::UNIT_SERVICE_UNSPECIFIED) continue;
-    if (corrected.count(std::string(AsBytes(id))) > 0) continue;
+    if (corrected.count({d.case_id, std::string(AsBytes(id))}) > 0) continue;
     std::string key = EnumKey(cw::UnitService_descriptor(), d.fields.service());
     // Only accompaniment has a kind (a record from a device that set one on
     // another service counts as that service alone).
@@ -310,8 +311,8 @@ std::string ReportRowLabel(std::string_view by, std::string_view key, const Code
   if (key == kUnrecordedKey) return Tr(lang, "(unrecorded)");
   const std::string l(LangCode(lang));
   auto code = [&](std::string_view list) {
-    const CodeEntry* e = codes.Find(list, key);
-    return e != nullptr && e->code == key ? CodeBook::Label(*e, l) : std::string(key);
+    const CodeEntry* e = codes.FindCode(list, key);
+    return e != nullptr ? CodeBook::Label(*e, l) : std::string(key);
   };
   if (by == "violence_type" || by == "category" || by == "closure_reason" || by == "region")
     return code(by);

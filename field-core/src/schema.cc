@@ -7,6 +7,7 @@
 #include <cctype>
 #include <charconv>
 #include <ctime>
+#include <unordered_map>
 
 #include "teduh/case/v1/case.pb.h"
 #include "teduh/core/ids.h"
@@ -148,8 +149,8 @@ bool SetOne(const FieldPolicy& f, std::string_view text, TimeZone zone, const Co
     if (!(f.code_list == "region" && codes.Entries(f.code_list, true).empty())) {
       const CodeEntry* e = codes.Find(f.code_list, text);
       if (e == nullptr || e->retired)
-        return bad(TrF("'{}' is not a code of the unit's list; valid values: {}", text,
-                       codes.Choices(f.code_list, "id")));
+        return bad(TrF("'{}' is not a code of the unit's list; valid values: {}",
+                       text.substr(0, 40), codes.Choices(f.code_list, LangCode(CurrentLang()))));
       code = e->code;
       if (d->cpp_type() == pb::FieldDescriptor::CPPTYPE_ENUM) {
         rep ? r->AddEnumValue(&msg, d, e->number) : r->SetEnumValue(&msg, d, e->number);
@@ -250,7 +251,7 @@ nlohmann::json OneToJson(const pb::Message& msg, const FieldPolicy& f, int index
       if (const CodeEntry* e = codes.FindNumber(f.code_list, n)) return e->code;
       if (const pb::EnumValueDescriptor* v = d->enum_type()->FindValueByNumber(n))
         return ShortEnumName(*v);
-      return n;  // a unit code this device has not heard of yet
+      return std::to_string(n);  // a unit code this device has not heard of yet
     }
     case pb::FieldDescriptor::CPPTYPE_DOUBLE:
       return rep ? r->GetRepeatedDouble(msg, d, index) : r->GetDouble(msg, d);
@@ -276,8 +277,8 @@ std::string OneToDisplay(const pb::Message& msg, const FieldPolicy& f, int index
   if (!f.code_list.empty() && d->cpp_type() == pb::FieldDescriptor::CPPTYPE_STRING) {
     const std::string code =
         index >= 0 ? r->GetRepeatedString(msg, d, index) : r->GetString(msg, d);
-    const CodeEntry* e = codes.Find(f.code_list, code);
-    return e != nullptr && e->code == code ? CodeBook::Label(*e, lang) : code;
+    const CodeEntry* e = codes.FindCode(f.code_list, code);
+    return e != nullptr ? CodeBook::Label(*e, lang) : code;
   }
   if (IsTimeField(f)) {
     std::int64_t t = index >= 0 ? r->GetRepeatedInt64(msg, d, index) : r->GetInt64(msg, d);
@@ -294,20 +295,71 @@ std::string OneToDisplay(const pb::Message& msg, const FieldPolicy& f, int index
 
 }  // namespace
 
+namespace {
+
+// The catalog's label of every field, record kind and enum value of the
+// schema, in each language, by descriptor: read once (the catalog is part of
+// the program), so showing a case does not look each one up again.
+class LabelCache {
+ public:
+  static const LabelCache& Get() {
+    static const LabelCache cache;
+    return cache;
+  }
+  const std::string* Find(const void* descriptor, Lang lang) const {
+    const auto& m = labels_[lang == Lang::kEn ? 1 : 0];
+    auto it = m.find(descriptor);
+    return it == m.end() ? nullptr : &it->second;
+  }
+
+ private:
+  LabelCache() {
+    for (const Lang lang : {Lang::kId, Lang::kEn}) {
+      auto& m = labels_[lang == Lang::kEn ? 1 : 0];
+      for (const auto& kind : Schema::Get().kinds()) {
+        m.emplace(kind->descriptor,
+                  SchemaLabel(lang, kind->full_name, kind->label_en, kind->label_id));
+        for (const FieldPolicy& f : kind->fields) {
+          m.emplace(f.descriptor,
+                    SchemaLabel(lang, f.descriptor->full_name(), f.label_en, f.label_id));
+          if (const pb::EnumDescriptor* e = f.descriptor->enum_type()) {
+            for (int i = 0; i < e->value_count(); ++i) {
+              const pb::EnumValueDescriptor* v = e->value(i);
+              m.emplace(v, SchemaLabel(lang, e->full_name() + "." + v->name(),
+                                       v->options().GetExtension(teduh::value_label_en),
+                                       v->options().GetExtension(teduh::value_label_id)));
+            }
+          }
+        }
+      }
+    }
+  }
+  std::unordered_map<const void*, std::string> labels_[2];
+};
+
+}  // namespace
+
 std::string FieldLabel(const FieldPolicy& field, Lang lang) {
-  std::string l = SchemaLabel(lang, field.descriptor->full_name(), field.label_en, field.label_id);
+  const std::string* cached = LabelCache::Get().Find(field.descriptor, lang);
+  std::string l =
+      cached ? *cached
+             : SchemaLabel(lang, field.descriptor->full_name(), field.label_en, field.label_id);
   return l.empty() ? field.name : l;
 }
 
 std::string KindLabel(const RecordKind& kind, Lang lang) {
-  std::string l = SchemaLabel(lang, kind.full_name, kind.label_en, kind.label_id);
+  const std::string* cached = LabelCache::Get().Find(kind.descriptor, lang);
+  std::string l =
+      cached ? *cached : SchemaLabel(lang, kind.full_name, kind.label_en, kind.label_id);
   return l.empty() ? kind.short_name : l;
 }
 
 std::string EnumValueLabel(const pb::EnumValueDescriptor& v, Lang lang) {
-  std::string l = SchemaLabel(lang, v.type()->full_name() + "." + v.name(),
-                              v.options().GetExtension(teduh::value_label_en),
-                              v.options().GetExtension(teduh::value_label_id));
+  const std::string* cached = LabelCache::Get().Find(&v, lang);
+  std::string l = cached ? *cached
+                         : SchemaLabel(lang, v.type()->full_name() + "." + v.name(),
+                                       v.options().GetExtension(teduh::value_label_en),
+                                       v.options().GetExtension(teduh::value_label_id));
   return l.empty() ? ShortEnumName(v) : l;
 }
 

@@ -97,14 +97,13 @@ core::error_code SetUnitTimeZone(const std::string& data_dir, core::TimeZone zon
   return s.Commit();
 }
 
-core::CodeBook UnitCodeBook(const UnitInfo& unit) {
-  core::CodeBook book;
+core::result<core::CodeBook> UnitCodeBook(const UnitInfo& unit) {
   teduh::sync::v1::UnitCodes stored;
-  if (unit.unit_codes.empty() || !stored.ParseFromString(unit.unit_codes)) return book;
-  for (const auto& c : stored.codes())
-    book.Restore(core::CodeEntry{c.list(), c.code(), c.number(), c.label_id(), c.label_en(), true,
-                                 c.retired()});
-  return book;
+  if (unit.unit_codes.empty()) return core::CodeBook();
+  std::optional<core::CodeBook> book;
+  if (stored.ParseFromString(unit.unit_codes)) book = core::CodeBookFromUnitCodes(stored);
+  if (!book) return core::make_error_code(core::errc::store_failed);
+  return std::move(*book);
 }
 
 core::result<core::CodeBook> ReadUnitCodes(const std::string& data_dir) {
@@ -132,21 +131,18 @@ core::error_code ChangeUnitCodes(const std::string& data_dir,
     s.Rollback();
     return unit.error();
   }
-  core::CodeBook book = UnitCodeBook(*unit);
-  if (auto ec = change(book)) {
+  // Damaged codes are never written back (their numbers must not be reused).
+  auto book = UnitCodeBook(*unit);
+  if (!book) {
+    s.Rollback();
+    return book.error();
+  }
+  if (auto ec = change(*book)) {
     s.Rollback();
     return ec;
   }
   teduh::sync::v1::UnitCodes stored;
-  for (const core::CodeEntry& e : book.UnitCodes()) {
-    auto* c = stored.add_codes();
-    c->set_list(e.list);
-    c->set_code(e.code);
-    c->set_number(e.number);
-    c->set_label_id(e.label_id);
-    c->set_label_en(e.label_en);
-    c->set_retired(e.retired);
-  }
+  for (const core::CodeEntry& e : book->UnitCodes()) core::CodeEntryToProto(e, stored.add_codes());
   if (auto ec = s.SetUnitCodes(stored.SerializeAsString())) {
     s.Rollback();
     return ec;

@@ -8,7 +8,8 @@ namespace teduh::server {
 
 core::result<core::CaseReport> ComputeReport(const std::string& data_dir, std::int64_t from_s,
                                              std::int64_t to_s, const std::vector<std::string>& by,
-                                             std::int64_t utc_offset_s, core::Env& env) {
+                                             std::int64_t utc_offset_s, core::Env& env,
+                                             core::CodeBook* codes_out) {
   for (const auto& d : by)
     if (!core::IsReportDimension(d)) return core::make_error_code(core::errc::invalid_argument);
   if (to_s <= from_s) return core::make_error_code(core::errc::invalid_argument);
@@ -18,7 +19,8 @@ core::result<core::CaseReport> ComputeReport(const std::string& data_dir, std::i
   if (!store) return store.error();
   auto unit = (*store)->LoadUnit();
   if (!unit) return unit.error();
-  const core::CodeBook codes = UnitCodeBook(*unit);
+  auto codes = UnitCodeBook(*unit);
+  if (!codes) return codes.error();
 
   // One pass over every current value: open fields only.
   core::ReportBuilder builder;
@@ -40,7 +42,8 @@ core::result<core::CaseReport> ComputeReport(const std::string& data_dir, std::i
     if (seen == 0) break;
     after = last;
   }
-  return builder.Compute(from_s, to_s, by, utc_offset_s, env.NowMs() / 1000, codes);
+  if (codes_out) *codes_out = *codes;
+  return builder.Compute(from_s, to_s, by, utc_offset_s, env.NowMs() / 1000, *codes);
 }
 
 }  // namespace teduh::server

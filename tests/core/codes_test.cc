@@ -74,6 +74,15 @@ TEST(CodeBookTest, RefusesCodesThatWouldBeAmbiguousOrUnbounded) {
               HasSubstr("label"));
   EXPECT_THAT(book.Problem(Code("agency", "LPSK", "LPSK\nx", "witness protection")),
               HasSubstr("label"));
+  // A code that is another code's label would shadow it.
+  EXPECT_THAT(book.Problem(Code("violence_type", "FISIK", "pukulan", "beating")),
+              HasSubstr("already names"));
+  // Labels travel in proto3 strings: UTF-8 only.
+  EXPECT_THAT(book.Problem(Code("agency", "LPSK", "Lembaga \xe9x", "witness protection")),
+              HasSubstr("label"));
+  EXPECT_TRUE(book.Problem(Code("agency", "LPSK", "Lembaga Perlindungan Saksi dan Korban — LPSK",
+                                "witness protection"))
+                  .empty());
   EXPECT_FALSE(book.Add(Code("violence_type", "PHYSICAL", "a", "b")));
   EXPECT_EQ(book.UnitCodes().size(), 0u);
   for (std::size_t i = 0; i < kMaxUnitCodes; ++i)
@@ -91,7 +100,12 @@ TEST(CodeBookTest, RestoreTakesOnlyWhatTheServerCouldHaveGiven) {
       book.Restore(CodeEntry{"violence_type", "BULLYING", 1000, "perundungan", "bullying"}));
   EXPECT_FALSE(book.Restore(CodeEntry{"violence_type", "BULLYING", 7, "perundungan", "bullying"}));
   EXPECT_FALSE(book.Restore(CodeEntry{"region", "64.72", 1001, "Samarinda", "Samarinda"}));
+  EXPECT_FALSE(book.Restore(CodeEntry{"region", "64.72", 0, "Samarinda \xff", "Samarinda"}));
+  EXPECT_FALSE(book.Restore(CodeEntry{"violence_type", "TRAFFICKING", 1001, "lagi", "again"}));
   EXPECT_EQ(book.UnitCodes().size(), 1u);
+  // A unit's code stays even if a later default takes its label: stored
+  // codes are never dropped.
+  EXPECT_TRUE(book.Restore(CodeEntry{"violence_type", "HITTING", 1002, "fisik", "hitting"}));
 }
 
 TEST(CodeBookTest, OnlyAUnitsOwnCodeCanBeRetired) {
@@ -122,7 +136,7 @@ TEST(CodeBookTest, FieldsReadStoreAndShowAUnitsCodes) {
   EXPECT_EQ(FieldToDisplay(c, types, "id", TimeZone::kWib, book), "perdagangan orang, fisik");
   EXPECT_EQ(FieldToDisplay(c, types, "en", TimeZone::kWib, book), "trafficking, physical");
   // A device that has not heard of the code yet keeps and shows the number.
-  EXPECT_EQ(FieldToJson(c, types, CodeBook()), (nlohmann::json{1000, "PHYSICAL"}));
+  EXPECT_EQ(FieldToJson(c, types, CodeBook()), (nlohmann::json{"1000", "PHYSICAL"}));
   // The same text without the unit's code is refused, with the valid ones.
   EXPECT_FALSE(EncodeFieldText(k, types, "perdagangan orang", TimeZone::kWib, CodeBook(), &why));
   EXPECT_THAT(why, HasSubstr("PHYSICAL ("));

@@ -113,6 +113,10 @@ TEST_F(RecordsTest, AServiceRecordIsCorrectedByALaterOneAndOnlyTheCorrectionCoun
   EXPECT_EQ(across.error().code, make_error_code(errc::invalid_argument));
   auto not_a_service = rina->AddService(id, "mediasi", "", "", {"", core::ToHex(*c)});
   ASSERT_FALSE(not_a_service);
+  // A record is corrected once; a further correction corrects the correction.
+  auto twice = rina->AddService(id, "mediasi", "", "", {"", core::ToHex(*wrong)});
+  ASSERT_FALSE(twice);
+  EXPECT_EQ(twice.error().code, make_error_code(errc::invalid_argument));
 
   Sync(*rina);
   Sync(*ani);

@@ -67,6 +67,26 @@ TEST_F(UnitCodesTest, ACodeAddedOnTheServerIsUsedOnDevicesAndCounted) {
             make_error_code(errc::not_found));  // a default cannot be retired
 }
 
+TEST_F(UnitCodesTest, DamagedStoredCodesAreNeverWrittenBack) {
+  std::string why;
+  ASSERT_TRUE(AddUnitCode(
+      data_dir_, {"violence_type", "TRAFFICKING", 0, "perdagangan orang", "trafficking"}, &why));
+  {
+    auto store = OpenSqliteStore(StorePath(data_dir_), StoreOptions{});
+    ASSERT_TRUE(store);
+    ASSERT_FALSE((*store)->Begin());
+    ASSERT_FALSE((*store)->SetUnitCodes(std::string("\x0a\xff\xff\xff", 4)));
+    ASSERT_FALSE((*store)->Commit());
+  }
+  // Neither a listing nor a new code pretends the unit has none: a new code
+  // would otherwise take the number 1000 again.
+  EXPECT_EQ(ReadUnitCodes(data_dir_).error(), make_error_code(errc::store_failed));
+  EXPECT_FALSE(
+      AddUnitCode(data_dir_, {"violence_type", "BULLYING", 0, "perundungan", "bullying"}, &why));
+  EXPECT_EQ(RetireUnitCode(data_dir_, "violence_type", "TRAFFICKING", true),
+            make_error_code(errc::store_failed));
+}
+
 TEST_F(UnitCodesTest, AnOfficeDeviceReportsWhatTheServerReports) {
   auto rina = Staff("rina", v1::ROLE_PENDAMPING);
   auto ani = Staff("ani", v1::ROLE_OFFICE);

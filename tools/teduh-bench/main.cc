@@ -205,7 +205,7 @@ std::vector<std::string> CaseFields(int device, int i) {
       "victim_has_disability=false",
       "victim_is_elderly=false",
       fmt::format("perpetrator_threatening={}", i % 5 == 0 ? "true" : "false"),
-      "episode=1",
+      "referrer_type=ketua RT/RW",
       fmt::format("chronology=Kronologi kejadian kasus {} perangkat {}: korban melapor ke hotline "
                   "setelah kejadian di rumah pada malam hari.",
                   i, device),

@@ -578,19 +578,18 @@ int Report(const std::string& data, const std::string& from, const std::string& 
       return out.Error(TrF("unknown breakdown '{}'; valid: {}", d,
                            fmt::format("{}", fmt::join(teduh::core::kReportDimensions, ","))));
   }
-  auto codes = teduh::server::ReadUnitCodes(data);
-  if (!codes) return out.Error(Tr("cannot read the store"), codes.error());
+  teduh::core::CodeBook codes;
   auto report = teduh::server::ComputeReport(data, period->from_s, period->to_s, by,
                                              teduh::core::TimeZoneOffsetSeconds(*zone),
-                                             teduh::core::DefaultEnv());
+                                             teduh::core::DefaultEnv(), &codes);
   if (!report) return out.Error(report.error().message());
   const teduh::core::Lang lang = teduh::core::CurrentLang();
   if (format == "csv") {
     fmt::print("{}", teduh::core::ReportToCsv(*report));
   } else if (format == "table") {
-    fmt::print("{}", teduh::core::ReportToText(*report, from, to, *codes, lang));
+    fmt::print("{}", teduh::core::ReportToText(*report, from, to, codes, lang));
   } else {
-    fmt::print("{}\n", teduh::core::ReportToJson(*report, from, to, *codes, lang).dump());
+    fmt::print("{}\n", teduh::core::ReportToJson(*report, from, to, codes, lang).dump());
   }
   return 0;
 }
@@ -639,23 +638,11 @@ int CodeList(const std::string& data, const std::string& list, const Output& out
   if (!list.empty() && !teduh::core::CodeBook::IsList(list))
     return out.Error(TrF("unknown code list '{}'; the lists are {}", list,
                          fmt::format("{}", fmt::join(teduh::core::CodeBook::ListNames(), ", "))));
-  nlohmann::json arr = nlohmann::json::array();
-  std::string human;
-  const std::string lang(teduh::core::LangCode(teduh::core::CurrentLang()));
-  for (std::string_view name : teduh::core::CodeBook::ListNames()) {
-    if (!list.empty() && name != list) continue;
-    human += fmt::format("{}\n", name);
-    for (const auto* e : codes->Entries(name, true)) {
-      arr.push_back(teduh::core::CodeEntryJson(*e));
-      human +=
-          fmt::format("  {:<20} {}{}{}\n", e->code, teduh::core::CodeBook::Label(*e, lang),
-                      e->unit ? "  " + Tr("(unit)") : "", e->retired ? "  " + Tr("(retired)") : "");
-    }
-  }
   if (out.json) {
-    fmt::print("{}\n", nlohmann::json{{"codes", arr}}.dump());
+    fmt::print("{}\n", teduh::core::CodeListJson(*codes, list).dump());
   } else {
-    fmt::print("{}", human);
+    fmt::print("{}", teduh::core::CodeListText(*codes, list,
+                                               teduh::core::LangCode(teduh::core::CurrentLang())));
   }
   return 0;
 }

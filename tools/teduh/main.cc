@@ -864,11 +864,13 @@ int main(int argc, char** argv) {
                                {"state", std::string(teduh::core::OutboxStateName(e.state))},
                                {"reason", e.reason},
                                {"detail", e.detail},
+                               {"message", item.message},
                                {"updated_at", TimeOrNull(e.updated_ms)}});
-        human += fmt::format(
-            "  #{} {} {}.{} {}{}{}\n", e.device_seq, OutboxStateText(e.state), item.kind_short,
-            item.field_name, teduh::core::ToHex(e.record_id).substr(0, 8),
-            e.reason.empty() ? "" : " — " + e.reason, e.detail.empty() ? "" : ": " + e.detail);
+        human += fmt::format("  #{} {} {}.{} {}{}{}\n", e.device_seq, OutboxStateText(e.state),
+                             item.kind_short, item.field_name,
+                             teduh::core::ToHex(e.record_id).substr(0, 8),
+                             e.reason.empty() ? "" : " — " + e.reason,
+                             item.message.empty() ? "" : ": " + item.message);
       }
       j["last_sync"] = TimeOrNull(st->last_sync_ms);
       j["last_sync_result"] = st->last_sync_result;
@@ -1269,20 +1271,8 @@ int main(int argc, char** argv) {
                        fmt::format("{}", fmt::join(teduh::core::CodeBook::ListNames(), ", ")))));
       auto codes = d.Codes();
       if (!codes) return Report(g, codes.error());
-      json arr = json::array();
-      std::string human;
-      for (std::string_view name : teduh::core::CodeBook::ListNames()) {
-        if (!code_list_name.empty() && name != code_list_name) continue;
-        human += fmt::format("{}\n", name);
-        for (const auto* e : codes->Entries(name, true)) {
-          arr.push_back(teduh::core::CodeEntryJson(*e));
-          human +=
-              fmt::format("  {:<20} {}{}{}\n", e->code, teduh::core::CodeBook::Label(*e, g.lang),
-                          e->unit ? "  " + Tr("(unit)") : std::string(),
-                          e->retired ? "  " + Tr("(retired)") : std::string());
-        }
-      }
-      return Emit(g, json{{"codes", arr}}, human);
+      return Emit(g, teduh::core::CodeListJson(*codes, code_list_name),
+                  teduh::core::CodeListText(*codes, code_list_name, g.lang));
     }
     if (task_list->parsed()) {
       auto tasks = d.ListTasks(task_due, task_mine);

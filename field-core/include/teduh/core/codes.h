@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "teduh/core/error.h"
+#include "teduh/sync/v1/sync.pb.h"
 
 namespace teduh::core {
 
@@ -67,9 +68,12 @@ class CodeBook {
   // Adds a unit's code (Problem must be ""): an enum-held list gives it the
   // next free number from kFirstUnitCodeNumber. Returns the entry as added.
   result<CodeEntry> Add(CodeEntry entry);
-  // Adds a unit's code exactly as the server sent it (with its number);
-  // false and nothing added if it is not valid or its number is taken.
+  // Adds a unit's code exactly as stored or as the server sent it (with its
+  // number): false and nothing added if it is malformed (list, code, labels
+  // of UTF-8 text within bounds), its code or number is taken, or the book
+  // holds kMaxUnitCodes already.
   bool Restore(const CodeEntry& entry);
+  std::size_t UnitCodeCount() const;
   // Retires (or un-retires) a unit's code; errc::not_found if the list has no
   // such unit code (defaults cannot be retired).
   result<void> SetRetired(std::string_view list, std::string_view code, bool retired);
@@ -78,6 +82,8 @@ class CodeBook {
   // and dashes alike), or whose enum name is (RISK... VIOLENCE_TYPE_PHYSICAL).
   const CodeEntry* Find(std::string_view list, std::string_view text) const;
   const CodeEntry* FindNumber(std::string_view list, std::int32_t number) const;
+  // The entry whose code is exactly `code` (as records store it), or null.
+  const CodeEntry* FindCode(std::string_view list, std::string_view code) const;
   // Every entry of a list, defaults first; retired ones only when asked.
   std::vector<const CodeEntry*> Entries(std::string_view list, bool with_retired = false) const;
   // The unit's own codes, in the order they were added.
@@ -93,7 +99,22 @@ class CodeBook {
 };
 
 // {"list", "code", "number" (enum-held lists), "label_id", "label_en",
-// "unit", "retired"}: a code as `code list --json` prints it.
+// "unit", "retired"}: a code as `code list --json` prints it and device.json
+// keeps it; CodeEntryFromJson reads it back (missing keys empty).
 nlohmann::json CodeEntryJson(const CodeEntry& entry);
+CodeEntry CodeEntryFromJson(const nlohmann::json& j);
+// A unit's code as the protocol and the server's store carry it.
+CodeEntry CodeEntryFromProto(const teduh::sync::v1::UnitCode& c);
+void CodeEntryToProto(const CodeEntry& e, teduh::sync::v1::UnitCode* out);
+// A CodeBook with the unit's codes of `stored` (a sync::v1::UnitCodes
+// message, at most kMaxUnitCodes read): nullopt if it does not parse or a
+// code in it is not kept, so that nothing is ever written back without it.
+std::optional<CodeBook> CodeBookFromUnitCodes(const teduh::sync::v1::UnitCodes& stored);
+
+// `teduh code list` and `teduh-server code list`: every list, or only
+// `list`, with each code's label in `lang` (the unit's marked), and as JSON
+// {"codes": [CodeEntryJson...]}.
+std::string CodeListText(const CodeBook& book, std::string_view list, std::string_view lang);
+nlohmann::json CodeListJson(const CodeBook& book, std::string_view list);
 
 }  // namespace teduh::core

@@ -271,7 +271,8 @@ struct CaseSummary {
 };
 
 struct OutboxItem {
-  OutboxEntry entry;
+  OutboxEntry entry;       // entry.detail: the server's own sentence (English)
+  std::string message;     // what the server said, in the officer's language
   std::string kind_short;  // "case", "person", ...
   std::string field_name;
 };

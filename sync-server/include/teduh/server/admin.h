@@ -96,8 +96,9 @@ struct AuditRecord {
 [[nodiscard]] core::result<core::TimeZone> UnitTimeZone(const std::string& data_dir);
 [[nodiscard]] core::error_code SetUnitTimeZone(const std::string& data_dir, core::TimeZone zone);
 
-// The unit's code lists: the defaults and the unit's own codes as stored.
-core::CodeBook UnitCodeBook(const UnitInfo& unit);
+// The unit's code lists: the defaults and the unit's own codes as stored
+// (errc::store_failed if those do not read back whole).
+[[nodiscard]] core::result<core::CodeBook> UnitCodeBook(const UnitInfo& unit);
 [[nodiscard]] core::result<core::CodeBook> ReadUnitCodes(const std::string& data_dir);
 // Adds a unit's own code (`teduh-server code add`): errc::invalid_argument
 // with the reason (core::CodeBook::Problem) in `why` when it cannot be added.
