@@ -179,23 +179,17 @@ void ReportBuilder::Add(std::string_view kind, const Id& record_id, const Id& ca
     CaseFacts& cf = cases_[record_id];
     Merge(cf.c, value);
     if (field == cw::Case::kStageFieldNumber) cf.stage_set_s = written_s;
-  } else if (kind == kPersonKind) {
-    auto& p = persons_[record_id];
-    p.case_id = case_id;
-    Merge(p.fields, value);
-  } else if (kind == kTaskKind) {
-    auto& t = tasks_[record_id];
-    t.case_id = case_id;
-    Merge(t.fields, value);
-  } else if (kind == kReferralKind) {
-    auto& r = referrals_[record_id];
+    return;
+  }
+  auto child = [&](auto& records) {
+    auto& r = records[record_id];
     r.case_id = case_id;
     Merge(r.fields, value);
-  } else if (kind == kServiceDeliveredKind) {
-    auto& d = delivered_[record_id];
-    d.case_id = case_id;
-    Merge(d.fields, value);
-  }
+  };
+  if (kind == kPersonKind) child(persons_);
+  if (kind == kTaskKind) child(tasks_);
+  if (kind == kReferralKind) child(referrals_);
+  if (kind == kServiceDeliveredKind) child(delivered_);
 }
 
 result<CaseReport> ReportBuilder::Compute(std::int64_t from_s, std::int64_t to_s,

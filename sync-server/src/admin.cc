@@ -75,12 +75,21 @@ core::result<Enrollment> CreateEnrollment(const std::string& data_dir, Role role
   return Enrollment{std::move(code.code), role, row.user, row.expires_ms};
 }
 
-core::result<core::TimeZone> UnitTimeZone(const std::string& data_dir) {
+namespace {
+
+// The unit's meta, read on a short read-only connection.
+core::result<UnitInfo> ReadUnit(const std::string& data_dir) {
   StoreOptions options;
   options.read_only = true;
   auto store = OpenSqliteStore(StorePath(data_dir), options);
   if (!store) return store.error();
-  auto unit = (*store)->LoadUnit();
+  return (*store)->LoadUnit();
+}
+
+}  // namespace
+
+core::result<core::TimeZone> UnitTimeZone(const std::string& data_dir) {
+  auto unit = ReadUnit(data_dir);
   if (!unit) return unit.error();
   return core::ParseTimeZone(unit->time_zone).value_or(core::TimeZone::kWib);
 }
@@ -107,11 +116,7 @@ core::result<core::CodeBook> UnitCodeBook(const UnitInfo& unit) {
 }
 
 core::result<core::CodeBook> ReadUnitCodes(const std::string& data_dir) {
-  StoreOptions options;
-  options.read_only = true;
-  auto store = OpenSqliteStore(StorePath(data_dir), options);
-  if (!store) return store.error();
-  auto unit = (*store)->LoadUnit();
+  auto unit = ReadUnit(data_dir);
   if (!unit) return unit.error();
   return UnitCodeBook(*unit);
 }

@@ -28,12 +28,6 @@ std::vector<core::TaskView> Tasks(core::Device& d) {
   return t ? *t : std::vector<core::TaskView>{};
 }
 
-core::CaseView Show(core::Device& d, const core::Id& case_id) {
-  auto v = d.ShowCase(core::ToHex(case_id));
-  EXPECT_TRUE(v) << (v ? "" : v.error().message);
-  return v ? *v : core::CaseView{};
-}
-
 // Story 5, 9, 14: the risk class with a reason, the needs, the safety plan.
 TEST_F(CaseworkTest, AnAssessmentSetsTheCaseRiskAtOnceAndItsTextIsSealed) {
   auto rina = Staff("rina", v1::ROLE_PENDAMPING);

@@ -76,6 +76,13 @@ class DeviceServerTest : public ServerTest {
   std::unique_ptr<core::Device> admin_dev_;
 };
 
+// The case as `case show` reads it on `d` (empty, with a test failure, if it cannot).
+inline core::CaseView Show(core::Device& d, const core::Id& case_id) {
+  auto v = d.ShowCase(core::ToHex(case_id));
+  EXPECT_TRUE(v) << (v ? "" : v.error().message);
+  return v ? *v : core::CaseView{};
+}
+
 // A deadline of `case_id` of `kind` in `tasks`, copied (the list it comes
 // from is usually a temporary), or nullopt.
 inline std::optional<core::TaskView> FindTask(const std::vector<core::TaskView>& tasks,

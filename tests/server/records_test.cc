@@ -19,12 +19,6 @@ using core::errc;
 using ::testing::HasSubstr;
 using RecordsTest = DeviceServerTest;
 
-core::CaseView Show(core::Device& d, const core::Id& case_id) {
-  auto v = d.ShowCase(core::ToHex(case_id));
-  EXPECT_TRUE(v) << (v ? "" : v.error().message);
-  return v ? *v : core::CaseView{};
-}
-
 TEST_F(RecordsTest, APsychologistsDiagnosisIsClinicalAndACaseWorkerCannotReadIt) {
   auto rina = Staff("rina", v1::ROLE_PENDAMPING);
   auto ani = Staff("ani", v1::ROLE_OFFICE);

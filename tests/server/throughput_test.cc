@@ -1,5 +1,7 @@
 // A quick load check, disabled by default (the benchmark is tools/teduh-bench):
 //   server_test --gtest_also_run_disabled_tests --gtest_filter='*Throughput*'
+#include <sys/resource.h>
+
 #include <thread>
 
 #if __has_include(<valgrind/callgrind.h>)
@@ -50,6 +52,13 @@ std::vector<std::string> Frames(std::vector<v1::FieldChange> changes, int per_fr
     frames.push_back(f.SerializeAsString());
   }
   return frames;
+}
+
+double ProcessCpuSeconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
 }
 
 struct PushRun {
@@ -162,14 +171,21 @@ TEST_F(ThroughputTest, DISABLED_FourOfficeDevicesEditTheSameCases) {
       frames.push_back(Frames(std::move(all[d]), kPerFrame));
     }
     const auto commits_before = server_->metrics().commits;
+    // CPU time of the whole process (server threads and the small raw
+    // clients): steadier than the wall clock on a shared machine.
+    const double cpu_before = ProcessCpuSeconds();
     const PushRun r = PushAtOnce(clients, frames, what);
+    const double cpu = ProcessCpuSeconds() - cpu_before;
     EXPECT_EQ(r.failures, 0);
     if (expect_applied) {
       EXPECT_EQ(r.merged, 0u);
     }
-    std::printf("%s: %zu changes in %.3f s: %.0f changes/s (%zu merged), %llu commits\n", what,
-                total, r.seconds, total / r.seconds, r.merged,
-                static_cast<unsigned long long>(server_->metrics().commits - commits_before));
+    std::printf(
+        "%s: %zu changes in %.3f s: %.0f changes/s (%zu merged), %llu commits, %.1f us CPU per "
+        "change\n",
+        what, total, r.seconds, total / r.seconds, r.merged,
+        static_cast<unsigned long long>(server_->metrics().commits - commits_before),
+        1e6 * cpu / static_cast<double>(total));
   };
   auto value = [](auto set) {
     cw::Case c;
