@@ -1055,8 +1055,15 @@ class SqliteStore final : public Store {
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) return BoolError(Fail(rc));
     return rc == SQLITE_ROW;
   }
+  // A device usually holds the case already (it pulled it, or pushed to it
+  // before): one lookup then, not two inserts the keys turn into no-ops.
+  // Skipping both is safe: a holding row is written with its held_cases row
+  // (the version 4 migration copied them), and held_cases rows outlive it.
   error_code RecordHolding(const Id& device_id, const Id& case_id,
                            std::uint64_t first_seq) override {
+    auto held = HoldsCase(device_id, case_id);
+    if (!held) return held.error();
+    if (*held) return {};
     if (auto ec = Run(
             stmts_->record_holding.Start().Blob(1, device_id).Blob(2, case_id).U64(3, first_seq)))
       return ec;

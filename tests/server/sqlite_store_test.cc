@@ -159,5 +159,32 @@ TEST_F(SqliteStoreTest, OverwritingAFoundFieldKeepsOneCurrentRow) {
   EXPECT_EQ(rows, 1u);
 }
 
+// A device pushes to and pulls the cases it holds again and again: recording
+// a holding again changes nothing, and the record a re-key of the device's
+// cases reads (held_cases) is there from the first time.
+TEST_F(SqliteStoreTest, RecordingAHoldingAgainKeepsTheFirst) {
+  auto writer = Open();
+  ASSERT_TRUE(writer);
+  const Id device = core::NewId(), held = core::NewId(), other = core::NewId();
+  ASSERT_FALSE(writer->Begin());
+  ASSERT_FALSE(writer->InsertRecord(CaseRecord(held)));
+  ASSERT_FALSE(writer->InsertRecord(CaseRecord(other)));
+  auto holds = [&](const Id& c) {
+    auto yes = writer->HoldsCase(device, c);
+    EXPECT_TRUE(yes);
+    return yes && *yes;
+  };
+  EXPECT_FALSE(holds(held));
+  ASSERT_FALSE(writer->RecordHolding(device, held, 7));
+  ASSERT_FALSE(writer->RecordHolding(device, held, 9));
+  EXPECT_TRUE(holds(held));
+  EXPECT_FALSE(holds(other));
+  ASSERT_FALSE(writer->Commit());
+  auto cases = writer->CasesToRekey(device, Id{}, 10);
+  ASSERT_TRUE(cases) << cases.error().message();
+  ASSERT_EQ(cases->size(), 1u);
+  EXPECT_EQ(cases->front(), held);
+}
+
 }  // namespace
 }  // namespace teduh::server

@@ -22,7 +22,10 @@
 //      same --conflict-cases cases (default 2,500) offline — risk level (MAX),
 //      violence types (UNION), route (LWW), chronology (REVIEW) — and push at
 //      once (`conflict_push_changes_per_s`, with `conflict_merged` and
-//      `conflict_conflicts` from the devices' results);
+//      `conflict_conflicts` from the devices' results, `conflict_merges_per_s`:
+//      both together per second, and how many times slower than the push of
+//      step 2 and of step 4a: `conflict_slower_than_push`,
+//      `conflict_slower_than_edit_push`);
 //   5. with --rotation-case-keys K: small cases are added until the unit has K
 //      case keys, the admin device rotates the general key
 //      (`rotation_admin_cpu_s`: CPU of this process during the rotation; the
@@ -440,6 +443,15 @@ int main(int argc, char** argv) {
   auto per_s = [](const EditRound& r) {
     return r.push_s > 0 ? static_cast<std::int64_t>(r.pushed / r.push_s) : 0;
   };
+  // Changes the server decided by a merge rule against a concurrent value
+  // (answered merged or in conflict), per second of the push.
+  auto merges_per_s = [](const EditRound& r) {
+    return r.push_s > 0 ? static_cast<std::int64_t>((r.merged + r.conflicts) / r.push_s) : 0;
+  };
+  // How many times slower the conflict-heavy push ran than a baseline.
+  auto slower = [](double baseline_per_s, double per_s) {
+    return per_s > 0 ? baseline_per_s / per_s : 0.0;
+  };
 
   // 4. Conflict-heavy: office staff edit the same cases at the same time
   // (risk level MAX, violence types UNION, route LWW, chronology REVIEW: every
@@ -573,6 +585,9 @@ int main(int argc, char** argv) {
       {"conflict_merged", conflict.merged},
       {"conflict_conflicts", conflict.conflicts},
       {"conflict_push_changes_per_s", per_s(conflict)},
+      {"conflict_merges_per_s", merges_per_s(conflict)},
+      {"conflict_slower_than_push", slower(rate, per_s(conflict))},
+      {"conflict_slower_than_edit_push", slower(per_s(solo), per_s(conflict))},
       {"server_exit_status", WIFEXITED(status) ? WEXITSTATUS(status) : -1},
   };
   if (rotation_case_keys > 0) {
@@ -597,12 +612,14 @@ int main(int argc, char** argv) {
         "edit push without concurrency: %zu changes from %d devices, each its own cases, in "
         "%.2f s = %lld changes/s\n"
         "conflict-heavy push: %zu changes from %d devices editing the same cases in %.2f s = "
-        "%lld changes/s (%zu merged, %zu conflicts)\n"
+        "%lld changes/s (%zu merged, %zu conflicts: %lld merges applied/s); %.2f x slower than "
+        "the push, %.2f x slower than the edit push without concurrency\n"
         "server peak RSS: %.1f MiB\n",
         total_pushed, devices, push_s, rate, listed.size(), pulled.pulled, pull_s, sealed_opened,
         decrypt_s, solo.pushed, conflict_devices, solo.push_s, static_cast<long long>(per_s(solo)),
         conflict.pushed, conflict_devices, conflict.push_s, static_cast<long long>(per_s(conflict)),
-        conflict.merged, conflict.conflicts, rss / 1048576.0);
+        conflict.merged, conflict.conflicts, static_cast<long long>(merges_per_s(conflict)),
+        slower(rate, per_s(conflict)), slower(per_s(solo), per_s(conflict)), rss / 1048576.0);
   }
   return 0;
 }
