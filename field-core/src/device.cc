@@ -36,6 +36,7 @@
 #include <cctype>
 #include <ctime>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <utility>
 
@@ -1264,25 +1265,24 @@ Outcome<std::vector<StoredField>> Device::SnapshotCase(const Id& case_id) {
 
 // ---- History -------------------------------------------------------------------------
 
-Outcome<std::vector<HistoryEntryView>> Device::FetchHistory(const Id& case_id,
-                                                            const FieldPolicy* only,
+Outcome<std::vector<HistoryEntryView>> Device::FetchHistory(const HistoryTarget& t,
                                                             std::string_view lang,
                                                             std::vector<std::string>* plains) {
   auto client = ConnectOnline();
   if (!client) return client.error();
-  auto history = (*client)->History(case_id, only ? only->number : 0);
+  auto history = (*client)->History(t.record_id, t.field ? t.field->number : 0);
   (*client)->Close();
   if (!history) return history.error();
   std::lock_guard g(mu_);
   if (auto r = CheckOpen(); !r) return r.error();
-  const RecordKind& kind = KindOf(kCaseKind);
+  const RecordKind& kind = KindOf(t.kind);
   std::vector<HistoryEntryView> out;
   std::map<std::uint32_t, int> versions;
   for (const auto& e : history->entries()) {
     const pb::FieldChange& ch = e.value();
-    if (ch.record_id() != AsBytes(case_id)) continue;
+    if (ch.record_id() != AsBytes(t.record_id)) continue;
     const FieldPolicy* policy = kind.FindField(ch.field());
-    if (policy == nullptr || (only && policy != only)) continue;
+    if (policy == nullptr || (t.field && policy != t.field)) continue;
     HistoryEntryView h;
     h.field = policy->name;
     h.version = ++versions[ch.field()];
@@ -1293,54 +1293,104 @@ Outcome<std::vector<HistoryEntryView>> Device::FetchHistory(const Id& case_id,
     h.written_ms = HlcMillis(ch.origin_hlc() != 0 ? ch.origin_hlc() : ch.stamp().hlc());
     error_code failed;
     std::string plain;
-    h.value = RenderValue(case_id, kCaseKind, case_id, *policy, std::move(sv), lang,
+    h.value = RenderValue(t.record_id, t.kind, t.case_id, *policy, std::move(sv), lang,
                           plains ? &plain : nullptr, &failed);
     if (failed) return Fail(failed, Tr("cannot open a value of the history"));
     if (plains) plains->push_back(std::move(plain));
     out.push_back(std::move(h));
   }
+  // The server sends past values before current ones: each field's values
+  // together, oldest first, in the schema's order (one field keeps its order;
+  // `plains` follows `out` by index, so it is asked for one field only).
+  if (!t.field && !plains) {
+    std::stable_sort(
+        out.begin(), out.end(), [&](const HistoryEntryView& a, const HistoryEntryView& b) {
+          return kind.FindFieldByName(a.field)->number < kind.FindFieldByName(b.field)->number;
+        });
+  }
   return out;
 }
 
-Outcome<std::pair<Id, const FieldPolicy*>> Device::ResolveCaseField(std::string_view case_ref,
-                                                                    std::string_view field) {
+Outcome<Device::HistoryTarget> Device::ResolveHistoryTarget(std::string_view kind,
+                                                            std::string_view ref,
+                                                            std::string_view field) {
   std::lock_guard g(mu_);
   if (auto r = CheckOpen(); !r) return r.error();
-  auto id = ResolveCaseLocked(case_ref);
-  if (!id) return id.error();
-  const FieldPolicy* policy = nullptr;
-  if (!field.empty()) {
-    policy = KindOf(kCaseKind).FindFieldByName(Lower(Trim(field)));
-    if (policy == nullptr) return Fail(errc::unknown_field, TrF("a case has no field '{}'", field));
+  HistoryTarget t;
+  t.kind = kind;
+  if (kind == kCaseKind) {
+    auto id = ResolveCaseLocked(ref);
+    if (!id) return id.error();
+    t.case_id = t.record_id = *id;
+  } else {
+    auto id = ResolveRecordLocked(kind, ref, "person");
+    if (!id) return id.error();
+    auto rec = store_->GetRecord(*id);
+    if (!rec) return rec.error();
+    if (!*rec || !(*rec)->parent_id) return Fail(errc::not_found, Tr("the person has no case"));
+    t.record_id = *id;
+    t.case_id = *(*rec)->parent_id;
   }
-  return std::make_pair(*id, policy);
+  if (!field.empty()) {
+    t.field = KindOf(kind).FindFieldByName(Lower(Trim(field)));
+    if (t.field == nullptr) {
+      return Fail(errc::unknown_field, kind == kCaseKind
+                                           ? TrF("a case has no field '{}'", field)
+                                           : TrF("a person has no field '{}'", field));
+    }
+  }
+  return t;
 }
 
 Outcome<std::vector<HistoryEntryView>> Device::CaseHistory(std::string_view case_ref,
                                                            std::string_view field,
                                                            std::string_view lang, ViewLog log) {
-  auto target = ResolveCaseField(case_ref, field);
+  return RecordHistory(kCaseKind, case_ref, field, lang, log);
+}
+
+Outcome<std::vector<HistoryEntryView>> Device::PersonHistory(std::string_view person_ref,
+                                                             std::string_view field,
+                                                             std::string_view lang, ViewLog log) {
+  return RecordHistory(kPersonKind, person_ref, field, lang, log);
+}
+
+Outcome<std::vector<HistoryEntryView>> Device::RecordHistory(std::string_view kind,
+                                                             std::string_view ref,
+                                                             std::string_view field,
+                                                             std::string_view lang, ViewLog log) {
+  auto target = ResolveHistoryTarget(kind, ref, field);
   if (!target) return target.error();
   if (log == ViewLog::kRecord) {
     std::lock_guard g(mu_);
     if (auto r = CheckOpen(); !r) return r.error();
-    if (auto r = RecordAccessLocked(target->first); !r) return r.error();
+    if (auto r = RecordAccessLocked(target->case_id); !r) return r.error();
   }
-  return FetchHistory(target->first, target->second, lang, nullptr);
+  return FetchHistory(*target, lang, nullptr);
 }
 
 Outcome<void> Device::RestoreCaseField(std::string_view case_ref, std::string_view field,
                                        int version) {
+  return RestoreField(kCaseKind, case_ref, field, version);
+}
+
+Outcome<void> Device::RestorePersonField(std::string_view person_ref, std::string_view field,
+                                         int version) {
+  return RestoreField(kPersonKind, person_ref, field, version);
+}
+
+Outcome<void> Device::RestoreField(std::string_view kind, std::string_view ref,
+                                   std::string_view field, int version) {
   if (field.empty()) return Fail(errc::invalid_argument, Tr("name the field to restore"));
-  auto target = ResolveCaseField(case_ref, field);
+  auto target = ResolveHistoryTarget(kind, ref, field);
   if (!target) return target.error();
-  const Id case_id = target->first;
-  const FieldPolicy* policy = target->second;
+  const HistoryTarget& t = *target;
+  const FieldPolicy* policy = t.field;
+  const bool is_case = kind == kCaseKind;
   if (policy->merge == teduh::MERGE_RULE_IMMUTABLE) {
     return Fail(errc::invalid_argument, TrF("'{}' is written once", policy->name));
   }
   std::vector<std::string> plains;
-  auto history = FetchHistory(case_id, policy, "en", &plains);
+  auto history = FetchHistory(t, "en", &plains);
   struct Wiper {
     std::vector<std::string>& v;
     ~Wiper() {
@@ -1359,12 +1409,12 @@ Outcome<void> Device::RestoreCaseField(std::string_view case_ref, std::string_vi
   }
   std::lock_guard g(mu_);
   if (auto r = CheckOpen(); !r) return r.error();
-  if (policy->number == cw::Case::kEpisodeFieldNumber)
+  if (is_case && policy->number == cw::Case::kEpisodeFieldNumber)
     return Fail(errc::invalid_argument,
                 Tr("the episode changes only when a closed case is reopened (teduh case reopen)"));
-  if (policy->per_episode) {
+  if (is_case && policy->per_episode) {
     cw::Case now_case;
-    if (auto l = LoadOpenLocked(case_id, &now_case); !l) return l.error();
+    if (auto l = LoadOpenLocked(t.case_id, &now_case); !l) return l.error();
     if (now_case.stage() == cw::STAGE_TERMINASI)
       return Fail(errc::invalid_argument,
                   TrF("the case is closed: reopen it (teduh case reopen) rather than "
@@ -1375,7 +1425,9 @@ Outcome<void> Device::RestoreCaseField(std::string_view case_ref, std::string_vi
   auto r = store_->Edit(*hlc_, [&](LocalStore::EditTxn& txn) -> Outcome<void> {
     std::vector<PendingSet> sets;
     sets.push_back(PendingSet{policy, std::move(value), std::nullopt});
-    return WriteRecordFields(txn, case_id, kCaseKind, std::nullopt, case_id, std::move(sets));
+    return WriteRecordFields(txn, t.record_id, kind,
+                             is_case ? std::nullopt : std::optional<Id>(t.case_id), t.case_id,
+                             std::move(sets));
   });
   crypto::Wipe(value);
   if (!r) return r.error();
@@ -1731,7 +1783,7 @@ Outcome<std::vector<CaseSummary>> Device::ListCases() {
   return out;
 }
 
-Outcome<DeviceStatus> Device::Status() {
+Outcome<DeviceStatus> Device::Status(bool all) {
   std::lock_guard g(mu_);
   if (auto r = CheckOpen(); !r) return r.error();
   DeviceStatus st;
@@ -1739,7 +1791,8 @@ Outcome<DeviceStatus> Device::Status() {
   auto counts = store_->CountOutbox();
   if (!counts) return counts.error();
   st.counts = *counts;
-  auto entries = store_->ListOutbox(false, 200);
+  auto entries = all ? store_->ListOutbox(true, std::numeric_limits<std::int64_t>::max())
+                     : store_->ListOutbox(false, 200);
   if (!entries) return entries.error();
   for (auto& e : *entries) {
     OutboxItem item;

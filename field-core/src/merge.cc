@@ -118,7 +118,14 @@ MergeDecision DecideMerge(const RecordKind* kind, const FieldPolicy* field,
     d.reason = "immutable";
     return d;
   }
-  if (base && *base == current->stamp) return d;  // fast-forward: the writer saw the latest value
+  // Fast-forward: the writer saw the latest value, under the stamp it was
+  // stored with or, for a value the server re-stamped, under the stamp its
+  // writer gave it (the writer's next edit of the field in the same push
+  // still names that one).
+  if (base &&
+      (*base == current->stamp || (current->origin_hlc != 0 && base->hlc == current->origin_hlc &&
+                                   base->device == current->stamp.device)))
+    return d;
   d.concurrent = true;
   d.action = ByStamp(current->stamp, incoming.stamp);
   if (!field || !kind) return d;

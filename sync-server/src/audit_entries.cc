@@ -83,6 +83,7 @@ core::error_code AuditPush(WriterState& ws, const Identity& who, const v1::Push&
       CopyStamp(r.current(), own, a->mutable_current());
     if (c.has_base()) CopyStamp(c.base(), own, a->mutable_base());
     a->set_resolves(c.resolves());
+    a->set_conflict_id(r.conflict_id());
     a->set_sealed(c.sealed());
     if (c.sealed()) {
       a->set_key_class(c.key_class());

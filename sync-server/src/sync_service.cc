@@ -642,7 +642,7 @@ class PushApplier {
       base = core::Stamp{c.base().hlc(), *base_device};
     }
     std::optional<core::MergeValue> current_value;
-    if (*found) current_value = core::MergeValue{current.stamp, current.value};
+    if (*found) current_value = core::MergeValue{current.stamp, current.value, current.origin_hlc};
     core::MergeDecision decision =
         core::DecideMerge(kind, policy, current_value, base, core::MergeValue{stamp, c.value()});
     if (same_episode && *found && decision.action == core::MergeAction::kApply)
@@ -698,7 +698,7 @@ class PushApplier {
         r->set_detail(MergeDetail(policy, current.author, decision));
         if (decision.conflict) {
           r->set_status(v1::ChangeResult::STATUS_CONFLICT);
-          return RecordConflict(case_id, c, SideOf(current), SideOf(incoming));
+          return RecordConflict(case_id, c, SideOf(current), SideOf(incoming), r);
         }
         return {};
       case core::MergeAction::kCombine:
@@ -740,7 +740,7 @@ class PushApplier {
     if (displaced) {
       r->set_status(v1::ChangeResult::STATUS_CONFLICT);
       r->set_detail(MergeDetail(policy, displaced->author(), decision));
-      return RecordConflict(case_id, c, SideOf(incoming), *displaced);
+      return RecordConflict(case_id, c, SideOf(incoming), *displaced, r);
     }
     if (is_case && kind && !c.sealed() && IsAssignmentField(c.field()))
       return Reassign(case_id, *kind);
@@ -789,9 +789,13 @@ class PushApplier {
   // A concurrent edit of a REVIEW field: the server writes a Conflict record
   // under the case (ARCHITECTURE §2.3), one field at a time like any record,
   // stamped by the server. It syncs to everyone who holds the case.
+  // The change is answered with the Conflict record's id (`r`), which the
+  // audit entry keeps so that a resolution can be traced to its conflict.
   error_code RecordConflict(const Id& case_id, const v1::FieldChange& c,
-                            const cw::ConflictSide& kept, const cw::ConflictSide& other) {
+                            const cw::ConflictSide& kept, const cw::ConflictSide& other,
+                            v1::ChangeResult* r) {
     const Id conflict_id = core::NewId();
+    r->set_conflict_id(std::string(core::AsBytes(conflict_id)));
     std::string detection, state;
     {
       cw::Conflict one;

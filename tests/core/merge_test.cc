@@ -52,6 +52,34 @@ TEST(MergeTest, FastForwardWhenBaseIsCurrentEvenWithLowerStamp) {
   EXPECT_FALSE(d.concurrent);
 }
 
+// A device whose clock ran ahead: the server stored its value re-stamped
+// (stamp 100, its own stamp 900 kept as the origin). Its next edit of the
+// field in the same push names 900 as its base: it saw that value.
+TEST(MergeTest, ARestampedValueIsTheBaseOfItsWritersNextEdit) {
+  const RecordKind& k = Kind(kCaseKind);
+  const FieldPolicy* review = k.FindFieldByName("chronology");
+  ASSERT_EQ(review->merge, teduh::MERGE_RULE_REVIEW);
+  const MergeValue restamped{S(100, 1), {}, S(900, 1).hlc};
+  auto d = DecideMerge(&k, review, restamped, S(900, 1), V(S(950, 1)));
+  EXPECT_EQ(d.action, MergeAction::kApply);
+  EXPECT_FALSE(d.concurrent);
+  EXPECT_FALSE(d.conflict);
+  // Another device naming the same HLC did not write that value: concurrent.
+  d = DecideMerge(&k, review, restamped, S(900, 2), V(S(950, 2)));
+  EXPECT_TRUE(d.concurrent);
+  EXPECT_TRUE(d.conflict);
+  // A value that was not re-stamped matches no other stamp of its writer.
+  d = DecideMerge(&k, review, V(S(100, 1)), S(900, 1), V(S(950, 1)));
+  EXPECT_TRUE(d.concurrent);
+  // A deliberate lowering of a MAX field over the re-stamped value stays.
+  const FieldPolicy* max = k.FindFieldByName("risk_level");
+  const std::string high = Risk(cw::RISK_LEVEL_HIGH), low = Risk(cw::RISK_LEVEL_LOW);
+  d = DecideMerge(&k, max, MergeValue{S(100, 1), high, S(900, 1).hlc}, S(900, 1),
+                  MergeValue{S(950, 1), low});
+  EXPECT_EQ(d.action, MergeAction::kApply);
+  EXPECT_FALSE(d.concurrent);
+}
+
 TEST(MergeTest, ConcurrentLwwHigherStampWins) {
   const RecordKind& k = Kind(kCaseKind);
   const FieldPolicy* f = k.FindFieldByName("route");
@@ -156,17 +184,25 @@ TEST(MergeTest, ConcurrentReviewEditIsProvisionallyLwwAndFlaggedForAPerson) {
   EXPECT_FALSE(DecideMerge(&k, f, V(S(10, 2)), S(10, 2), V(S(11, 1))).conflict);
 }
 
-// Sealed values cannot be compared by the server: only LWW, REVIEW (or
-// write-once) may be declared on them.
-TEST(MergeTest, SealedFieldsDeclareOnlyRulesThatNeedNoPlaintext) {
-  for (const auto& kind : Schema::Get().kinds()) {
-    for (const auto& f : kind->fields) {
-      if (!f.sealed) continue;
-      EXPECT_TRUE(f.merge == teduh::MERGE_RULE_LWW || f.merge == teduh::MERGE_RULE_REVIEW ||
-                  f.merge == teduh::MERGE_RULE_IMMUTABLE)
-          << kind->full_name << "." << f.name;
-    }
-  }
+// Sealed values cannot be compared by the server: a sealed field is decided
+// by its stamp alone, whatever rule it would declare, and a REVIEW field is
+// still queued for a person (the schema test holds every sealed field to LWW
+// or REVIEW, ARCHITECTURE §2.3).
+TEST(MergeTest, SealedFieldsAreDecidedByStampAlone) {
+  const RecordKind& k = Kind(kCaseKind);
+  FieldPolicy sealed_max = *k.FindFieldByName("risk_level");
+  sealed_max.sealed = true;
+  const std::string high = Risk(cw::RISK_LEVEL_HIGH), low = Risk(cw::RISK_LEVEL_LOW);
+  // Open, the higher risk stays; sealed, the later stamp wins.
+  auto d = DecideMerge(&k, k.FindFieldByName("risk_level"), MergeValue{S(10, 2), high}, S(5, 1),
+                       MergeValue{S(20, 1), low});
+  EXPECT_EQ(d.action, MergeAction::kKeep);
+  d = DecideMerge(&k, &sealed_max, MergeValue{S(10, 2), high}, S(5, 1), MergeValue{S(20, 1), low});
+  EXPECT_EQ(d.action, MergeAction::kApply);
+  EXPECT_FALSE(d.conflict);
+  d = DecideMerge(&k, k.FindFieldByName("chronology"), V(S(20, 2)), S(5, 1), V(S(10, 1)));
+  EXPECT_EQ(d.action, MergeAction::kKeep);
+  EXPECT_TRUE(d.conflict);
 }
 
 // A reopened case (episode written by device 5 at ms 100, applied at seq 50).

@@ -214,6 +214,11 @@ dev "$office" "budi-pass-1" case restore "$case_id" --field chronology --version
 dev "$office" "budi-pass-1" sync >/dev/null || die "office sync 5"
 check "restore brings the first chronology back" \
   '[ "$(dev "$office" "budi-pass-1" case show "$case_id" | jq -r .fields.chronology)" = "$CHRONO" ]'
+person_id=$(dev "$office" "budi-pass-1" case show "$case_id" | jq -r '.persons[0].person_id')
+phist=$(dev "$office" "budi-pass-1" person history "$person_id" --field address) ||
+  die "person history: $(cat "$work/last.err")"
+check "a person's history holds the address, decrypted, with the stamp's device" \
+  '[ "$(jq -r ".history[-1].value" <<<"$phist")" = "$ADDRESS" ] && [ "$(jq -r ".history[-1].device_id | length" <<<"$phist")" = 32 ] && [ "$(jq -r ".history[-1].current" <<<"$phist")" = true ]'
 
 # --- passphrase change: the vault is re-wrapped, keys and data stay ---
 TEDUH_NEW_PASSPHRASE="budi-pass-2" dev "$office" "budi-pass-1" passphrase change >/dev/null ||

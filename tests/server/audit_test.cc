@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "server/server_fixture.h"
+#include "teduh/case/v1/case.pb.h"
 #include "teduh/core/schema.h"
 #include "teduh/server/store.h"
 
@@ -178,6 +179,72 @@ TEST_F(AuditTest, RecordsEveryEnrollmentApprovalAndPush) {
   ASSERT_EQ(refused.changes_size(), 1);
   EXPECT_EQ(refused.changes(0).status(), Status::STATUS_REJECTED);
   EXPECT_EQ(refused.changes(0).reason(), rejected.results(0).reason());
+}
+
+// Merge outcomes and resolutions are in the log: a change that lost a MAX
+// merge with the stamp that stayed, a REVIEW edit with the Conflict record
+// the server opened for it, and the office's resolution naming that record.
+TEST_F(AuditTest, RecordsMergeOutcomesConflictsAndTheirResolution) {
+  namespace cw = teduh::casework::v1;
+  TestDevice office = EnrollApproved(v1::ROLE_OFFICE, "ani");  // entries 4, 5
+  auto siti = Login(siti_);
+  auto ani = Login(office);
+  const Id case_id = core::NewId();
+  auto risk = [](cw::RiskLevel level) {
+    cw::Case c;
+    c.set_risk_level(level);
+    return c.SerializeAsString();
+  };
+  constexpr std::uint32_t kRisk = cw::Case::kRiskLevelFieldNumber;
+  auto created = Push(
+      *siti, {OpenChange(siti_, case_id, core::kCaseKind, {}, kRisk, risk(cw::RISK_LEVEL_MEDIUM)),
+              SealedChange(siti_, case_id, core::kCaseKind, {}, kChronology)});
+  ASSERT_EQ(created.results_size(), 2);
+  // Both edit both fields over what siti created: siti raises the risk,
+  // Ani lowers it; both rewrite the chronology.
+  auto edit = [&](const TestDevice& who, cw::RiskLevel level) {
+    auto r = OpenChange(who, case_id, core::kCaseKind, {}, kRisk, risk(level));
+    *r.mutable_base() = created.results(0).stamp();
+    auto c = SealedChange(who, case_id, core::kCaseKind, {}, kChronology);
+    *c.mutable_base() = created.results(1).stamp();
+    return std::vector<v1::FieldChange>{r, c};
+  };
+  auto first = Push(*siti, edit(siti_, cw::RISK_LEVEL_HIGH));
+  auto second = Push(*ani, edit(office, cw::RISK_LEVEL_LOW));
+  ASSERT_EQ(second.results(0).status(), Status::STATUS_MERGED);
+  ASSERT_EQ(second.results(1).status(), Status::STATUS_CONFLICT);
+  const std::string conflict_id = second.results(1).conflict_id();
+  ASSERT_EQ(conflict_id.size(), 16u);
+  // Ani resolves it: the chronology again, naming the conflict.
+  auto resolution = SealedChange(office, case_id, core::kCaseKind, {}, kChronology);
+  *resolution.mutable_base() = second.results(1).current();
+  resolution.set_resolves(conflict_id);
+  auto resolved = Push(*ani, {resolution});
+  ASSERT_EQ(resolved.results(0).status(), Status::STATUS_APPLIED) << resolved.results(0).detail();
+
+  auto records = ReadAudit(data_dir_, 100);
+  ASSERT_TRUE(records) << records.error().message();
+  ASSERT_EQ(records->size(), 9u);
+  const a1::AuditEntry& merged = (*records)[7].entry;
+  EXPECT_EQ(merged.user(), "ani");
+  ASSERT_EQ(merged.changes_size(), 2);
+  const a1::Change& lost = merged.changes(0);
+  EXPECT_EQ(lost.status(), Status::STATUS_MERGED);
+  // The value that stayed is siti's raise: its stamp, with her device.
+  EXPECT_EQ(lost.current().hlc(), first.results(0).stamp().hlc());
+  EXPECT_EQ(lost.current().device_id(), core::AsBytes(siti_.device_id));
+  EXPECT_EQ(lost.base().hlc(), created.results(0).stamp().hlc());
+  const a1::Change& queued = merged.changes(1);
+  EXPECT_EQ(queued.status(), Status::STATUS_CONFLICT);
+  EXPECT_EQ(queued.conflict_id(), conflict_id);
+  EXPECT_TRUE(queued.sealed());
+  const a1::AuditEntry& closing = (*records)[8].entry;
+  ASSERT_EQ(closing.changes_size(), 1);
+  EXPECT_EQ(closing.changes(0).resolves(), conflict_id);
+  EXPECT_EQ(closing.changes(0).status(), Status::STATUS_APPLIED);
+  EXPECT_TRUE(closing.changes(0).conflict_id().empty());  // a resolution opens no conflict
+  StopServer();
+  EXPECT_TRUE(Verify().intact());
 }
 
 TEST_F(AuditTest, IntactChainVerifiesWhileTheServerRuns) {

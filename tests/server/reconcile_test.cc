@@ -3,6 +3,7 @@
 // devices, is shown with both values decrypted, and is resolved offline.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "server/device_fixture.h"
@@ -30,6 +31,24 @@ TEST_F(ReconcileTest, ConcurrentChronologyEditsAreQueuedShownAndResolvedEverywhe
   auto second = Sync(*tono);
   EXPECT_EQ(second.conflict, 1u);
   Sync(*ani);
+
+  // teduh status: Tono's change shows as in conflict, saying with whom; Ani's
+  // accepted one is listed only with --all.
+  auto listed = [](core::Device& d, bool all, core::OutboxState state) {
+    auto st = d.Status(all);
+    EXPECT_TRUE(st) << (st ? "" : st.error().message);
+    std::vector<core::OutboxItem> out;
+    if (st)
+      for (const auto& item : st->outbox)
+        if (item.entry.state == state && item.field_name == "chronology") out.push_back(item);
+    return out;
+  };
+  auto in_conflict = listed(*tono, false, core::OutboxState::kConflict);
+  ASSERT_EQ(in_conflict.size(), 1u);
+  EXPECT_NE(in_conflict[0].message.find("ani"), std::string::npos) << in_conflict[0].message;
+  EXPECT_NE(in_conflict[0].entry.detail.find("ani"), std::string::npos);
+  EXPECT_TRUE(listed(*ani, false, core::OutboxState::kAccepted).empty());
+  EXPECT_EQ(listed(*ani, true, core::OutboxState::kAccepted).size(), 2u);  // created, edited
 
   for (auto* d : {ani.get(), tono.get()}) {
     auto list = d->ListConflicts();
@@ -99,7 +118,24 @@ TEST_F(ReconcileTest, TwoDifferentResolutionsEndTheSameWayWithoutANewConflict) {
   EXPECT_EQ(Value(*ani, *case_id, "safety_plan"), Value(*tono, *case_id, "safety_plan"));
   EXPECT_TRUE(ani->ListConflicts()->empty());
   EXPECT_TRUE(tono->ListConflicts()->empty());
-  EXPECT_EQ(ani->ListConflicts(true)->size(), 1u);
+  // The later resolution (Tono's: the provisional value, his own) is the one
+  // everywhere, in the field and in the Conflict record alike; Ani's text is
+  // in the field's history.
+  EXPECT_EQ(Value(*ani, *case_id, "safety_plan"), "Rencana T");
+  for (auto* d : {ani.get(), tono.get()}) {
+    auto all = d->ListConflicts(/*include_resolved=*/true);
+    ASSERT_TRUE(all);
+    ASSERT_EQ(all->size(), 1u);
+    EXPECT_EQ((*all)[0].state, "resolved");
+    EXPECT_EQ((*all)[0].resolved_by, "tono");
+    EXPECT_EQ((*all)[0].resolution, "kept");
+  }
+  auto history = ani->CaseHistory(core::ToHex(*case_id), "safety_plan", "en");
+  ASSERT_TRUE(history) << history.error().message;
+  bool kept_in_history = false;
+  for (const auto& e : *history)
+    kept_in_history = kept_in_history || e.value.display == "Rencana gabungan dari Ani";
+  EXPECT_TRUE(kept_in_history);
 }
 
 // A tablet whose clock is a year ahead does not win every last-writer-wins
@@ -140,6 +176,45 @@ TEST_F(ReconcileTest, ADeviceAYearAheadDoesNotWinAgainstCorrectClocks) {
   EXPECT_EQ(again.clock_offset_ms, 0);
   Sync(*ani);
   EXPECT_EQ(Value(*ani, *case_id, "route"), Value(*budi, *case_id, "route"));
+}
+
+// The same tablet, a year ahead, records a case offline and edits it again
+// before it syncs: one push carries both edits of each field. The server
+// re-stamps the first; the second, made over it, is no concurrent edit:
+// no conflict with itself, and a lowered risk stays lowered.
+TEST_F(ReconcileTest, ADeviceAYearAheadEditingItsOwnChangeAgainConflictsWithNoOne) {
+  constexpr std::int64_t kYearMs = 365LL * 24 * 3600 * 1000;
+  TestEnv ahead(env_.NowMs());
+  auto ani = Staff("ani", v1::ROLE_OFFICE);
+  auto budi = Staff("budi", v1::ROLE_SUPERVISOR, &ahead);
+  ahead.Advance(kYearMs);
+  auto case_id = budi->NewCase({"chronology=Versi pertama", "risk_level=tinggi"});
+  ASSERT_TRUE(case_id);
+  ahead.Advance(60'000);
+  ASSERT_TRUE(
+      budi->SetCaseFields(core::ToHex(*case_id), {"chronology=Versi kedua", "risk_level=rendah"}));
+  auto first = Sync(*budi);
+  EXPECT_LT(first.clock_offset_ms, -kYearMs + 120'000);  // it was re-stamped
+  EXPECT_EQ(first.conflict, 0u);
+  EXPECT_EQ(first.merged, 0u);
+  EXPECT_EQ(first.rejected, 0u);
+  Sync(*ani);
+  Sync(*budi);
+  auto conflicts = ani->ListConflicts();
+  ASSERT_TRUE(conflicts);
+  EXPECT_TRUE(conflicts->empty());
+  for (auto* d : {ani.get(), budi.get()}) {
+    auto view = d->ShowCase(core::ToHex(*case_id));
+    ASSERT_TRUE(view);
+    for (const auto& f : view->fields) {
+      if (f.name == "risk_level") {
+        EXPECT_EQ(f.value, "LOW");
+      }
+      if (f.name == "chronology") {
+        EXPECT_EQ(f.value, "Versi kedua");
+      }
+    }
+  }
 }
 
 // Nothing is lost: every value a field had, including one that lost a merge,
@@ -184,6 +259,62 @@ TEST_F(ReconcileTest, HistoryShowsEveryValueAndRestoreBringsOneBack) {
   Sync(*ani);
   EXPECT_EQ(Value(*ani, *case_id, "chronology"), "Versi satu");
   EXPECT_EQ(ani->CaseHistory(core::ToHex(*case_id), "chronology", "en")->size(), 3u);
+}
+
+// A person's fields keep their history too: the victim's address that lost a
+// merge (a conflict, resolved) and an occupation overwritten are shown,
+// decrypted, with who wrote them, and one comes back as a new edit.
+TEST_F(ReconcileTest, APersonsFieldsHaveTheirHistoryAndRestore) {
+  auto ani = Staff("ani", v1::ROLE_OFFICE);
+  auto tono = Staff("tono", v1::ROLE_SUPERVISOR);
+  auto case_id = ani->NewCase({"route=mediasi"});
+  ASSERT_TRUE(case_id);
+  auto person = ani->AddPerson(core::ToHex(*case_id), "victim",
+                               {"name=Sari", "address=Jl. Melati 1", "occupation=pedagang"});
+  ASSERT_TRUE(person) << person.error().message;
+  const std::string ref = core::ToHex(*person);
+  Sync(*ani);
+  Sync(*tono);
+  // Both change the address offline; Tono's is the later one.
+  ASSERT_TRUE(ani->SetPersonFields(ref, {"address=Jl. Mawar 2"}));
+  env_.Advance(1000);
+  ASSERT_TRUE(tono->SetPersonFields(ref, {"address=Jl. Kenanga 3", "occupation=buruh"}));
+  Sync(*ani);
+  EXPECT_EQ(Sync(*tono).conflict, 1u);
+  Sync(*ani);
+
+  auto address = ani->PersonHistory(ref, "address", "en");
+  ASSERT_TRUE(address) << address.error().message;
+  ASSERT_EQ(address->size(), 3u);
+  EXPECT_EQ((*address)[0].value.display, "Jl. Melati 1");
+  EXPECT_EQ((*address)[0].reason, "overwritten");
+  EXPECT_EQ((*address)[1].value.display, "Jl. Mawar 2");
+  EXPECT_EQ((*address)[1].author, "ani");
+  EXPECT_EQ((*address)[1].reason, "lost_merge");
+  EXPECT_EQ((*address)[2].value.display, "Jl. Kenanga 3");
+  EXPECT_EQ((*address)[2].reason, "current");
+  EXPECT_EQ((*address)[2].stamp.device, tono->info().device_id);
+  // Every field, each one's values together.
+  auto all = tono->PersonHistory(ref.substr(0, 8), "", "en");
+  ASSERT_TRUE(all) << all.error().message;
+  std::vector<std::string> order;
+  for (const auto& e : *all)
+    if (order.empty() || order.back() != e.field) order.push_back(e.field);
+  std::vector<std::string> sorted = order;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_EQ(std::unique(sorted.begin(), sorted.end()), sorted.end()) << "a field listed twice";
+  EXPECT_FALSE(ani->PersonHistory(ref, "no_such_field", "en"));
+  EXPECT_FALSE(ani->PersonHistory(core::ToHex(*case_id), "address", "en"));  // not a person
+
+  ASSERT_TRUE(ani->RestorePersonField(ref, "occupation", 1));
+  EXPECT_FALSE(ani->RestorePersonField(ref, "occupation", 3));
+  Sync(*ani);
+  Sync(*tono);
+  auto occupation = tono->PersonHistory(ref, "occupation", "en");
+  ASSERT_TRUE(occupation) << occupation.error().message;
+  ASSERT_EQ(occupation->size(), 3u);
+  EXPECT_EQ(occupation->back().value.display, "pedagang");
+  EXPECT_EQ(occupation->back().author, "ani");
 }
 
 }  // namespace

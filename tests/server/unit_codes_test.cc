@@ -105,11 +105,12 @@ TEST_F(UnitCodesTest, AnOfficeDeviceReportsWhatTheServerReports) {
     if (i % 3 == 0) {
       ASSERT_TRUE(rina->LogVisit(core::ToHex(*c), "kunjungan rumah", "bertemu", ""));
     }
-    if (i == 5)
+    if (i == 5) {
       ASSERT_TRUE(
           rina->SetCaseFields(core::ToHex(*c), {"stage=terminasi", "closure_reason=selesai",
                                                 "closure_checklist=aman,kebutuhan_terpenuhi,"
                                                 "tidak_ada_kekerasan_ulang"}));
+    }
   }
   Sync(*rina);
   Sync(*ani);

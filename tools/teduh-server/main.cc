@@ -680,6 +680,12 @@ int main(int argc, char** argv) {
   serve->add_flag("--insecure-plaintext", config.insecure_plaintext,
                   Tr("Allow plain ws:// on a non-loopback address"));
   serve->add_option("--threads", config.threads, Tr("Network threads"))->check(CLI::Range(1, 64));
+  std::int64_t max_skew_minutes = config.max_skew_ms / 60000;
+  serve
+      ->add_option("--max-skew-minutes", max_skew_minutes,
+                   Tr("How far ahead of the server's clock a device's edits may be stamped "
+                      "before the server re-stamps them (default 1440: a day)"))
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{7 * 24 * 60}));
   serve->add_flag("--json", out.json, Tr("Print one JSON object"));
 
   auto* enroll = app.add_subcommand("enroll", Tr("Create a one-time enrollment code for a device"));
@@ -789,6 +795,7 @@ int main(int argc, char** argv) {
   if (tz->parsed()) return TimeZoneCommand(data, new_zone, out);
   if (serve->parsed()) {
     config.data_dir = data;
+    config.max_skew_ms = max_skew_minutes * 60000;
     return Serve(config, listen, out);
   }
   if (enroll->parsed()) return Enroll(data, role, user, expires, out);

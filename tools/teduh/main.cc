@@ -416,6 +416,10 @@ int main(int argc, char** argv) {
                         Tr("Wipe this device's keys from memory now: ends the teduh command using "
                            "them (no passphrase needed)"));
   CLI::App* status = leaf(&app, "status", Tr("Show this device, its outbox and last sync"));
+  bool status_all = false;
+  status->add_flag("--all", status_all,
+                   Tr("List every change this device made, accepted ones too (by default the "
+                      "newest 200 not accepted)"));
   CLI::App* sync = leaf(&app, "sync", Tr("Send local changes and receive new ones"));
   bool push_only = false;
   sync->add_flag("--push-only", push_only,
@@ -489,6 +493,16 @@ int main(int argc, char** argv) {
   CLI::App* person_set = leaf(person_cmd, "set", Tr("Change fields of a person"));
   person_set->add_option("person", person_ref, Tr("Person id or unique prefix"))->required();
   person_set->add_option("--set", sets, Tr("FIELD=VALUE (repeatable)"))->required();
+  CLI::App* person_history = leaf(
+      person_cmd, "history", Tr("Every value a person's fields have had (needs a connection)"));
+  person_history->add_option("person", person_ref, Tr("Person id or unique prefix"))->required();
+  person_history->add_option("--field", history_field, Tr("Only this field"));
+  CLI::App* person_restore = leaf(
+      person_cmd, "restore", Tr("Bring an earlier value back as a new edit (needs a connection)"));
+  person_restore->add_option("person", person_ref, Tr("Person id or unique prefix"))->required();
+  person_restore->add_option("--field", history_field, Tr("The field"))->required();
+  person_restore->add_option("--version", restore_version, Tr("As numbered by `person history`"))
+      ->required();
 
   CLI::App* note_cmd = app.add_subcommand("note", Tr("Notes (append-only)"))->require_subcommand(1);
   add_globals(note_cmd);
@@ -833,7 +847,7 @@ int main(int argc, char** argv) {
                   Tr("Passphrase changed. The old one no longer opens this device.\n"));
     }
     if (status->parsed()) {
-      auto st = d.Status();
+      auto st = d.Status(status_all);
       if (!st) return Report(g, st.error());
       json j = DeviceJson(st->device);
       j["pending"] = st->counts.pending;
@@ -897,7 +911,7 @@ int main(int argc, char** argv) {
           },
           push_only);
       if (!report) return Report(g, report.error());
-      auto st = d.Status();
+      auto st = d.Status(status_all);
       std::uint64_t pending = st ? st->counts.pending : 0;
       json j{{"pushed", report->pushed},
              {"accepted", report->accepted},
@@ -1088,8 +1102,12 @@ int main(int argc, char** argv) {
       human += "\n";
       return Emit(g, j, human);
     }
-    if (case_history->parsed()) {
-      auto h = d.CaseHistory(case_ref, history_field, g.lang, teduh::core::ViewLog::kRecord);
+    if (case_history->parsed() || person_history->parsed()) {
+      const bool of_case = case_history->parsed();
+      auto h =
+          of_case
+              ? d.CaseHistory(case_ref, history_field, g.lang, teduh::core::ViewLog::kRecord)
+              : d.PersonHistory(person_ref, history_field, g.lang, teduh::core::ViewLog::kRecord);
       if (!h) return Report(g, h.error());
       json arr = json::array();
       std::string human;
@@ -1101,6 +1119,8 @@ int main(int argc, char** argv) {
                {"reason", e.reason},
                {"current", e.reason == "current"},
                {"author", e.author},
+               {"device_id", teduh::core::ToHex(e.stamp.device)},
+               {"stamp", std::to_string(e.stamp.hlc)},
                {"written_at", e.written_ms / 1000},
                {"value", ok ? e.value.value : json(nullptr)}};
         if (!ok) j["unreadable"] = std::string(teduh::core::ReadabilityName(e.value.readability));
@@ -1112,10 +1132,15 @@ int main(int argc, char** argv) {
                         ok ? e.value.display : Unreadable(e.value.readability),
                         e.reason == "current" ? "  " + Tr("(current)") : "  (" + e.reason + ")");
       }
-      return Emit(g, json{{"case", case_ref}, {"history", arr}}, human);
+      return Emit(g,
+                  of_case ? json{{"case", case_ref}, {"history", arr}}
+                          : json{{"person", person_ref}, {"history", arr}},
+                  human);
     }
-    if (case_restore->parsed()) {
-      auto r = d.RestoreCaseField(case_ref, history_field, restore_version);
+    if (case_restore->parsed() || person_restore->parsed()) {
+      auto r = case_restore->parsed()
+                   ? d.RestoreCaseField(case_ref, history_field, restore_version)
+                   : d.RestorePersonField(person_ref, history_field, restore_version);
       if (!r) return Report(g, r.error());
       return Emit(g,
                   json{{"field", history_field}, {"version", restore_version}, {"restored", true}},

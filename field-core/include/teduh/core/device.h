@@ -280,7 +280,8 @@ struct OutboxItem {
 struct DeviceStatus {
   DeviceInfo device;
   OutboxCounts counts;
-  std::vector<OutboxItem> outbox;  // newest first: pending, merged, conflict, rejected
+  std::vector<OutboxItem>
+      outbox;  // newest first: pending, merged, conflict, rejected (all: and accepted)
   std::int64_t last_sync_ms = 0;
   std::string last_sync_result;  // "ok" or the error message
   std::int64_t clock_offset_ms = 0;
@@ -431,7 +432,9 @@ class Device {
   // Full id of a case from 32 hex digits or a unique prefix (>= 6 digits).
   Outcome<Id> ResolveCase(std::string_view case_ref);
 
-  Outcome<DeviceStatus> Status();
+  // The outbox lists the newest 200 changes not (yet) accepted; with
+  // `all`, every change this device ever made, accepted ones too.
+  Outcome<DeviceStatus> Status(bool all = false);
 
   // Every value of a case and its child records as stored here, by record and
   // field (open values in plaintext: handle like ShowCase output).
@@ -446,6 +449,14 @@ class Device {
                                                      ViewLog log = ViewLog::kNone);
   // Brings version `version` of a case field back as a new edit (synced like any).
   Outcome<void> RestoreCaseField(std::string_view case_ref, std::string_view field, int version);
+  // The same for a person of a case (victim, perpetrator, ...): `person_ref`
+  // is the person's id or a unique prefix, as `person set` takes it.
+  Outcome<std::vector<HistoryEntryView>> PersonHistory(std::string_view person_ref,
+                                                       std::string_view field,
+                                                       std::string_view lang = "id",
+                                                       ViewLog log = ViewLog::kNone);
+  Outcome<void> RestorePersonField(std::string_view person_ref, std::string_view field,
+                                   int version);
 
   // Re-wraps the vault under a new passphrase (the device's keys and data are
   // unchanged). The old passphrase stops working; on failure it still works.
@@ -732,12 +743,23 @@ class Device {
   Outcome<ReferralView> LoadReferralLocked(const Id& referral_id);
   Outcome<std::vector<FieldView>> RenderFields(const Id& record_id, std::string_view kind,
                                                const Id& case_id, std::string_view lang);
-  // The case and (when `field` is not empty) the Case field it names.
-  Outcome<std::pair<Id, const FieldPolicy*>> ResolveCaseField(std::string_view case_ref,
-                                                              std::string_view field);
-  Outcome<std::vector<HistoryEntryView>> FetchHistory(const Id& case_id, const FieldPolicy* only,
+  // The record whose history is asked (a case, or a person of a case) and,
+  // when a field is named, that field (null: all of them).
+  struct HistoryTarget {
+    std::string_view kind;  // kCaseKind or kPersonKind
+    Id case_id{}, record_id{};
+    const FieldPolicy* field = nullptr;
+  };
+  Outcome<HistoryTarget> ResolveHistoryTarget(std::string_view kind, std::string_view ref,
+                                              std::string_view field);
+  Outcome<std::vector<HistoryEntryView>> FetchHistory(const HistoryTarget& target,
                                                       std::string_view lang,
                                                       std::vector<std::string>* plains);
+  Outcome<std::vector<HistoryEntryView>> RecordHistory(std::string_view kind, std::string_view ref,
+                                                       std::string_view field,
+                                                       std::string_view lang, ViewLog log);
+  Outcome<void> RestoreField(std::string_view kind, std::string_view ref, std::string_view field,
+                             int version);
   Outcome<ConflictView> LoadConflictLocked(const Id& conflict_id, bool decrypt,
                                            std::string_view lang, std::string* kept_plain = nullptr,
                                            std::string* other_plain = nullptr);

@@ -3,7 +3,9 @@
 // stamp, the change's base stamp and the incoming value and stamp. The server
 // applies it (and the test server of the device suite runs the same code).
 //
-//   base == current (or no current value)  → apply: the writer saw the latest value;
+//   base == current (or no current value)  → apply: the writer saw the latest value
+//     (also when the base is the writer's own stamp of a value the server
+//     re-stamped: a device whose clock ran ahead edits its own change again);
 //   otherwise, by the field's rule:
 //     LWW        higher stamp wins;
 //     MAX        higher rank wins (enum rank option, else the number; ints by value),
@@ -15,12 +17,14 @@
 //                waits for a person in the conflict queue;
 //     IMMUTABLE  and append-only records: the change is rejected ("immutable").
 // A fast-forward edit may lower a MAX or STAGE value: that is a decision, not
-// a concurrent accident. Sealed fields only take LWW or REVIEW (the schema
-// refuses anything else): their values are never read here.
+// a concurrent accident. Sealed fields only take LWW or REVIEW (a schema test
+// holds every sealed field to that); their values are never read here: they
+// are decided by stamp alone.
 //
 // Thread safety: stateless.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -46,10 +50,13 @@ struct MergeDecision {
 };
 
 // A field value as the merge sees it: its stamp and, for open fields, its
-// single-field serialization (ignored for sealed fields).
+// single-field serialization (ignored for sealed fields). `origin_hlc`: the
+// writer's own HLC when the server re-stamped the value (its clock ran
+// beyond the allowed skew), else 0.
 struct MergeValue {
   Stamp stamp;
   std::string_view value;
+  std::uint64_t origin_hlc = 0;
 };
 
 // `field` may be null for a field unknown to this program (treated as LWW).
