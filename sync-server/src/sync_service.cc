@@ -377,6 +377,24 @@ class PushApplier {
     return {};
   }
 
+  // Whether a stored field of the record was written by a device other than
+  // `writer` (FindField's views last until the next call: read before
+  // `current`).
+  error_code WrittenByAnother(const Id& record_id, const core::RecordKind& kind, const Id& writer,
+                              bool* yes) {
+    *yes = false;
+    for (const core::FieldPolicy& f : kind.fields) {
+      FieldRow row;
+      auto found = store_.FindField(record_id, f.number, &row);
+      if (!found) return found.error();
+      if (*found) {
+        *yes = row.stamp.device != writer;
+        return {};
+      }
+    }
+    return {};
+  }
+
   enum class EpisodeWrite { kNext, kSame, kRefused };
   // Whether an episode value may be written to the case: the first episode
   // on a new case, the next one on a closed case, or the current one again.
@@ -620,6 +638,17 @@ class PushApplier {
         return {};
       }
       same_episode = *verdict == EpisodeWrite::kSame;
+    }
+    // An append-only record (a note, an assessment, ...) is its writer's: a
+    // field it left unset is never added by another device. Its writer may
+    // still send the rest of it later (a push cut between two of its fields).
+    if (kind && kind->append_only && record) {
+      bool theirs = false;
+      if (auto ec = WrittenByAnother(*record_id, *kind, stamp.device, &theirs)) return ec;
+      if (theirs) {
+        Reject(r, "immutable", "The record is written once and already has a value.");
+        return {};
+      }
     }
     FieldRow current;
     auto found = store_.FindField(*record_id, c.field(), &current);

@@ -22,6 +22,20 @@ TEST(SchemaTest, ReadsPoliciesFromProtoOptions) {
   EXPECT_EQ(k.FindFieldByName("violence_types")->merge, teduh::MERGE_RULE_UNION);
   EXPECT_EQ(k.FindFieldByName("case_number")->merge, teduh::MERGE_RULE_IMMUTABLE);
   EXPECT_EQ(k.FindFieldByName("region_code")->merge, teduh::MERGE_RULE_LWW);
+  EXPECT_EQ(k.FindFieldByName("needs")->merge, teduh::MERGE_RULE_UNION);
+  EXPECT_EQ(k.FindFieldByName("created_at")->merge, teduh::MERGE_RULE_IMMUTABLE);
+  EXPECT_EQ(k.FindFieldByName("route")->merge, teduh::MERGE_RULE_LWW);
+  for (const char* assignment : {"assigned_pendamping", "assigned_konselor", "assigned_psikolog"})
+    EXPECT_EQ(k.FindFieldByName(assignment)->merge, teduh::MERGE_RULE_LWW) << assignment;
+  // Sealed identity and narrative: a person at the office confirms concurrent edits.
+  for (const char* narrative : {"chronology", "incident_details", "safety_plan", "risk_rationale"})
+    EXPECT_EQ(k.FindFieldByName(narrative)->merge, teduh::MERGE_RULE_REVIEW) << narrative;
+  const RecordKind* person = Schema::Get().FindKind(kPersonKind);
+  ASSERT_NE(person, nullptr);
+  for (const char* identity : {"name", "nik", "birth_date", "address", "phone", "statement"}) {
+    EXPECT_TRUE(person->FindFieldByName(identity)->sealed) << identity;
+    EXPECT_EQ(person->FindFieldByName(identity)->merge, teduh::MERGE_RULE_REVIEW) << identity;
+  }
   EXPECT_TRUE(k.FindFieldByName("chronology")->sealed);
   EXPECT_FALSE(k.FindFieldByName("risk_level")->sealed);
   const RecordKind* note = Schema::Get().FindKind(kNoteKind);

@@ -221,6 +221,38 @@ TEST_F(PushPullTest, ImmutableFieldRejectsASecondWrite) {
   EXPECT_EQ(r.results(0).reason(), "immutable");
 }
 
+// A note is its writer's: another device cannot add a field its writer left
+// unset, while the writer may send the rest of it in a later push.
+TEST_F(PushPullTest, NobodyAddsAFieldToAnotherWritersNote) {
+  namespace cw = teduh::casework::v1;
+  TestDevice siti = EnrollApproved(v1::ROLE_PENDAMPING, "siti");
+  TestDevice ani = EnrollApproved(v1::ROLE_OFFICE, "ani");
+  auto sc = Login(siti);
+  auto ac = Login(ani);
+  Id case_id = NewCase(*sc, siti, "K-1");
+  const Id note = core::NewId();
+  cw::Note kind;
+  kind.set_kind(cw::NOTE_KIND_VISIT);
+  auto first =
+      Push(*sc, {OpenChange(siti, note, core::kNoteKind, case_id, cw::Note::kKindFieldNumber,
+                            kind.SerializeAsString()),
+                 SealedChange(siti, note, core::kNoteKind, case_id, cw::Note::kBodyFieldNumber)});
+  ASSERT_EQ(first.results(1).status(), Status::STATUS_APPLIED) << first.results(1).reason();
+  cw::Note author;
+  author.set_author("ani");
+  auto added = Push(*ac, {OpenChange(ani, note, core::kNoteKind, case_id,
+                                     cw::Note::kAuthorFieldNumber, author.SerializeAsString())});
+  EXPECT_EQ(added.results(0).status(), Status::STATUS_REJECTED);
+  EXPECT_EQ(added.results(0).reason(), "immutable");
+  author.set_author("siti");
+  auto rest = Push(*sc, {OpenChange(siti, note, core::kNoteKind, case_id,
+                                    cw::Note::kAuthorFieldNumber, author.SerializeAsString())});
+  EXPECT_EQ(rest.results(0).status(), Status::STATUS_APPLIED) << rest.results(0).reason();
+  auto again =
+      Push(*sc, {SealedChange(siti, note, core::kNoteKind, case_id, cw::Note::kBodyFieldNumber)});
+  EXPECT_EQ(again.results(0).reason(), "immutable");  // and never rewrites one
+}
+
 TEST_F(PushPullTest, ChildOfUnknownCaseIsRejected) {
   TestDevice rina = EnrollApproved(v1::ROLE_OFFICE, "rina");
   auto client = Login(rina);

@@ -138,6 +138,52 @@ TEST_F(ReconcileTest, TwoDifferentResolutionsEndTheSameWayWithoutANewConflict) {
   EXPECT_TRUE(kept_in_history);
 }
 
+// The queue lists the oldest conflict first, with its case, field and both
+// authors; an office user who wrote neither side cannot take "mine" or
+// "theirs" and names the side instead.
+TEST_F(ReconcileTest, TheQueueIsOldestFirstAndMineNeedsAnAuthor) {
+  auto ani = Staff("ani", v1::ROLE_OFFICE);
+  auto tono = Staff("tono", v1::ROLE_SUPERVISOR);
+  auto sri = Staff("sri", v1::ROLE_OFFICE);
+  auto first = ani->NewCase({"chronology=Kasus pertama"});
+  auto second = ani->NewCase({"safety_plan=Rencana kedua"});
+  ASSERT_TRUE(first && second);
+  Sync(*ani);
+  Sync(*tono);
+  // The second case's conflict is detected first.
+  ASSERT_TRUE(ani->SetCaseFields(core::ToHex(*second), {"safety_plan=Rencana Ani"}));
+  ASSERT_TRUE(tono->SetCaseFields(core::ToHex(*second), {"safety_plan=Rencana Tono"}));
+  Sync(*ani);
+  EXPECT_EQ(Sync(*tono).conflict, 1u);
+  env_.Advance(60'000);
+  ASSERT_TRUE(tono->SetCaseFields(core::ToHex(*first), {"chronology=Versi Tono"}));
+  ASSERT_TRUE(ani->SetCaseFields(core::ToHex(*first), {"chronology=Versi Ani"}));
+  Sync(*tono);
+  EXPECT_EQ(Sync(*ani).conflict, 1u);
+  Sync(*sri);
+  auto list = sri->ListConflicts();
+  ASSERT_TRUE(list) << list.error().message;
+  ASSERT_EQ(list->size(), 2u);
+  EXPECT_EQ((*list)[0].case_id, *second);
+  EXPECT_EQ((*list)[0].field, "safety_plan");
+  EXPECT_EQ((*list)[1].case_id, *first);
+  EXPECT_EQ((*list)[1].field, "chronology");
+  EXPECT_LE((*list)[0].detected_ms, (*list)[1].detected_ms);
+  std::vector<std::string> authors{(*list)[1].kept.author, (*list)[1].other.author};
+  std::sort(authors.begin(), authors.end());
+  EXPECT_EQ(authors, (std::vector<std::string>{"ani", "tono"}));
+
+  const std::string id = core::ToHex((*list)[0].conflict_id);
+  for (const char* side : {"mine", "theirs"}) {
+    auto refused = sri->ResolveConflict(id, side, std::nullopt);
+    ASSERT_FALSE(refused) << side;
+    EXPECT_EQ(refused.error().code, core::errc::invalid_argument);
+  }
+  EXPECT_EQ(sri->ListConflicts()->size(), 2u);  // nothing changed
+  ASSERT_TRUE(sri->ResolveConflict(id, "other", std::nullopt));
+  EXPECT_EQ(sri->ListConflicts()->size(), 1u);
+}
+
 // A tablet whose clock is a year ahead does not win every last-writer-wins
 // merge: the server re-stamps its changes and tells it the offset.
 TEST_F(ReconcileTest, ADeviceAYearAheadDoesNotWinAgainstCorrectClocks) {
