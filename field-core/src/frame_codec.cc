@@ -157,7 +157,8 @@ struct Checker {
           return false;
         for (const auto& r : f.push_result().results())
           if (!Text(r.reason(), "reason") || !Text(r.detail(), "detail") ||
-              !StampOk(r.stamp(), "stamp", false) || !StampOk(r.current(), "current", false))
+              !StampOk(r.stamp(), "stamp", false) || !StampOk(r.current(), "current", false) ||
+              !LenOrEmpty(r.conflict_id(), 16, "conflict_id"))
             return false;
         return true;
       case v1::Frame::kPull:

@@ -605,11 +605,13 @@ class PushApplier {
     }
 
     // 5. Clock skew, then the merge.
+    // The origin is the server's to set: only a re-stamp makes one (the merge
+    // trusts it as the writer's own stamp), so a device's is ignored.
     core::Stamp stamp{c.stamp().hlc(), *stamp_device};
-    std::uint64_t origin_hlc = c.origin_hlc();
+    std::uint64_t origin_hlc = 0;
     const std::int64_t writer_ms = core::HlcMillis(stamp.hlc);
     if (writer_ms > now_ms_ + ws_.config.max_skew_ms) {
-      if (origin_hlc == 0) origin_hlc = stamp.hlc;
+      origin_hlc = stamp.hlc;
       stamp.hlc = ws_.hlc.Now();
       restamped_ = true;
       clock_offset_ms_ = now_ms_ - writer_ms;

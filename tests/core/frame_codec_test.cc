@@ -66,6 +66,23 @@ TEST(FrameCodecTest, RejectsShortIdsAndMissingStamps) {
   EXPECT_FALSE(DecodeFrame(PushOf(bad_parent), FrameLimits{}));
 }
 
+// A push's answer: a conflict's id is a full record id or absent.
+TEST(FrameCodecTest, PushResultConflictIdsAreFullIds) {
+  v1::Frame f;
+  v1::ChangeResult* r = f.mutable_push_result()->add_results();
+  r->set_device_seq(1);
+  r->set_status(v1::ChangeResult::STATUS_CONFLICT);
+  r->mutable_stamp()->set_hlc(12345);
+  r->mutable_stamp()->set_device_id(std::string(16, 'd'));
+  ASSERT_TRUE(DecodeFrame(EncodeFrame(f), FrameLimits{}));  // none: a change without conflict
+  r->set_conflict_id(std::string(16, 'c'));
+  ASSERT_TRUE(DecodeFrame(EncodeFrame(f), FrameLimits{}));
+  r->set_conflict_id(std::string(15, 'c'));
+  std::string msg;
+  EXPECT_FALSE(DecodeFrame(EncodeFrame(f), FrameLimits{}, &msg));
+  EXPECT_NE(msg.find("conflict_id"), std::string::npos) << msg;
+}
+
 TEST(FrameCodecTest, RejectsOversizedValueAndTooManyChanges) {
   FrameLimits limits;
   limits.max_value_bytes = 4;

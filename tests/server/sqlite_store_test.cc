@@ -161,29 +161,47 @@ TEST_F(SqliteStoreTest, OverwritingAFoundFieldKeepsOneCurrentRow) {
 
 // A device pushes to and pulls the cases it holds again and again: recording
 // a holding again changes nothing, and the record a re-key of the device's
-// cases reads (held_cases) is there from the first time.
-TEST_F(SqliteStoreTest, RecordingAHoldingAgainKeepsTheFirst) {
+// cases reads (held_cases) is there from the first time. A case taken from
+// its user (eviction) is no longer held, and recording it again (she is
+// assigned it once more) holds it again; the re-key record stays throughout.
+TEST_F(SqliteStoreTest, RecordingAHoldingAgainChangesNothingAndAfterEvictionHoldsAgain) {
   auto writer = Open();
   ASSERT_TRUE(writer);
-  const Id device = core::NewId(), held = core::NewId(), other = core::NewId();
+  DeviceRow device;
+  device.device_id = core::NewId();
+  device.user = "siti";
+  device.role = teduh::sync::v1::ROLE_PENDAMPING;
+  device.state = teduh::sync::v1::DEVICE_STATE_ACTIVE;
+  device.sign_pk = std::string(32, 's');
+  device.box_pk = std::string(32, 'b');
+  const Id held = core::NewId(), other = core::NewId();
   ASSERT_FALSE(writer->Begin());
+  ASSERT_FALSE(writer->InsertDevice(device));
   ASSERT_FALSE(writer->InsertRecord(CaseRecord(held)));
   ASSERT_FALSE(writer->InsertRecord(CaseRecord(other)));
   auto holds = [&](const Id& c) {
-    auto yes = writer->HoldsCase(device, c);
+    auto yes = writer->HoldsCase(device.device_id, c);
     EXPECT_TRUE(yes);
     return yes && *yes;
   };
+  auto rekey_list = [&] {
+    auto cases = writer->CasesToRekey(device.device_id, Id{}, 10);
+    EXPECT_TRUE(cases) << cases.error().message();
+    return cases ? *cases : std::vector<Id>{};
+  };
   EXPECT_FALSE(holds(held));
-  ASSERT_FALSE(writer->RecordHolding(device, held, 7));
-  ASSERT_FALSE(writer->RecordHolding(device, held, 9));
+  ASSERT_FALSE(writer->RecordHolding(device.device_id, held, 7));
+  ASSERT_FALSE(writer->RecordHolding(device.device_id, held, 9));
   EXPECT_TRUE(holds(held));
   EXPECT_FALSE(holds(other));
+  EXPECT_EQ(rekey_list(), std::vector<Id>{held});
+  ASSERT_FALSE(writer->EvictUser(held, "siti", 12));
+  EXPECT_FALSE(holds(held));
+  EXPECT_EQ(rekey_list(), std::vector<Id>{held});  // it held the case's keys once
+  ASSERT_FALSE(writer->RecordHolding(device.device_id, held, 15));
+  EXPECT_TRUE(holds(held));
+  EXPECT_EQ(rekey_list(), std::vector<Id>{held});
   ASSERT_FALSE(writer->Commit());
-  auto cases = writer->CasesToRekey(device, Id{}, 10);
-  ASSERT_TRUE(cases) << cases.error().message();
-  ASSERT_EQ(cases->size(), 1u);
-  EXPECT_EQ(cases->front(), held);
 }
 
 }  // namespace

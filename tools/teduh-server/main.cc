@@ -402,6 +402,7 @@ nlohmann::json AuditJson(const teduh::server::AuditRecord& r) {
       if (c.has_current()) cj["current"] = StampJson(c.current());
       if (c.has_base()) cj["base"] = StampJson(c.base());
       if (!c.resolves().empty()) cj["resolves"] = BytesHex(c.resolves());
+      if (!c.conflict_id().empty()) cj["conflict_id"] = BytesHex(c.conflict_id());
       if (c.sealed()) {
         cj["key_class"] = teduh::core::ClassName(c.key_class());
         cj["key_version"] = c.key_version();
