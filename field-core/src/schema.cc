@@ -1,7 +1,9 @@
 #include "teduh/core/schema.h"
 
 #include <fmt/format.h>
+#include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/reflection.h>
+#include <google/protobuf/wire_format_lite.h>
 
 #include <algorithm>
 #include <cctype>
@@ -501,6 +503,18 @@ result<std::unique_ptr<pb::Message>> DecodeFieldValue(const RecordKind& kind,
   if (!msg->ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
     return make_error_code(errc::bad_value);
   return msg;
+}
+
+bool SetsOnlyField(std::string_view bytes, std::uint32_t field) {
+  using pb::internal::WireFormatLite;
+  pb::io::CodedInputStream in(reinterpret_cast<const std::uint8_t*>(bytes.data()),
+                              static_cast<int>(bytes.size()));
+  for (;;) {
+    const std::uint32_t tag = in.ReadTag();
+    if (tag == 0) return in.ConsumedEntireMessage();  // the end, not a zero tag
+    if (WireFormatLite::GetTagFieldNumber(tag) != static_cast<int>(field)) return false;
+    if (!WireFormatLite::SkipField(&in, tag)) return false;
+  }
 }
 
 nlohmann::json FieldToJson(const pb::Message& msg, const FieldPolicy& field,

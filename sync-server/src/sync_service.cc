@@ -542,13 +542,11 @@ class PushApplier {
         return {};
       }
       const google::protobuf::Reflection* refl = (*msg)->GetReflection();
-      set_fields_.clear();
-      refl->ListFields(**msg, &set_fields_);
-      for (const auto* fd : set_fields_) {
-        if (fd->number() != static_cast<int>(c.field())) {
-          Reject(r, "bad_value", "The value sets another field.");
-          return {};
-        }
+      // Read from the value's tags: listing the set fields of a parsed
+      // record walks every field the kind has.
+      if (!core::SetsOnlyField(c.value(), c.field())) {
+        Reject(r, "bad_value", "The value sets another field.");
+        return {};
       }
       if (policy && !refl->GetUnknownFields(**msg).empty()) {
         Reject(r, "bad_value", "The value holds unknown fields.");
@@ -931,7 +929,6 @@ class PushApplier {
   std::unordered_map<Id, RecordInfo, IdHash> records_;
   std::unordered_map<Id, bool, IdHash> assigned_;
   std::unordered_set<Id, IdHash> touched_cases_;
-  std::vector<const google::protobuf::FieldDescriptor*> set_fields_;
 };
 
 }  // namespace

@@ -56,6 +56,34 @@ TEST(SchemaTest, SealedFieldsUseOnlyLwwOrReview) {
   }
 }
 
+// A pushed value is one field's serialization: the server reads its tags.
+TEST(SchemaTest, SetsOnlyFieldReadsEveryTagOfTheValue) {
+  const std::uint32_t risk = cw::Case::kRiskLevelFieldNumber;
+  cw::Case c;
+  c.set_risk_level(cw::RISK_LEVEL_HIGH);
+  EXPECT_TRUE(SetsOnlyField(c.SerializeAsString(), risk));
+  EXPECT_FALSE(SetsOnlyField(c.SerializeAsString(), cw::Case::kRouteFieldNumber));
+  c.set_route(cw::ROUTE_MEDIATION);  // a second field
+  EXPECT_FALSE(SetsOnlyField(c.SerializeAsString(), risk));
+  EXPECT_TRUE(SetsOnlyField("", risk));  // the default value is no bytes
+  cw::Case types;                        // a repeated field: several values, one field
+  types.add_violence_types(cw::VIOLENCE_TYPE_PHYSICAL);
+  types.add_violence_types(cw::VIOLENCE_TYPE_SEXUAL);
+  EXPECT_TRUE(SetsOnlyField(types.SerializeAsString(), cw::Case::kViolenceTypesFieldNumber));
+  // A field the schema does not know: only its own number.
+  const std::string unknown("\xa2\x06\x02ok", 5);  // field 100, length-delimited "ok"
+  EXPECT_TRUE(SetsOnlyField(unknown, 100));
+  EXPECT_FALSE(SetsOnlyField(unknown + c.SerializeAsString(), 100));
+  // Bytes that are not a well-formed message.
+  const std::string tag_only(1, static_cast<char>(risk << 3));  // a varint's tag, no value
+  EXPECT_FALSE(SetsOnlyField(tag_only, risk));
+  EXPECT_FALSE(SetsOnlyField(std::string("\x00", 1), 0));               // a zero tag
+  const std::string open_group(1, static_cast<char>((risk << 3) | 3));  // never ended
+  EXPECT_FALSE(SetsOnlyField(open_group, risk));
+  const std::string long_value("\xa2\x06\x7fok", 5);  // says 127 bytes, holds 2
+  EXPECT_FALSE(SetsOnlyField(long_value, 100));
+}
+
 TEST(SchemaTest, IdentityAndNarrativeAreSealed) {
   const RecordKind* person = Schema::Get().FindKind(kPersonKind);
   for (const char* name : {"name", "nik", "birth_date", "address", "phone", "statement"})

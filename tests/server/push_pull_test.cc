@@ -210,6 +210,30 @@ TEST_F(PushPullTest, OpenValueThatDoesNotParseIsRejected) {
   EXPECT_EQ(r.results(1).reason(), "bad_value");
 }
 
+// A change carries one field: a value that also sets another is refused,
+// and nothing of it is stored.
+TEST_F(PushPullTest, AValueThatSetsAnotherFieldIsRejected) {
+  namespace cw = teduh::casework::v1;
+  TestDevice siti = EnrollApproved(v1::ROLE_PENDAMPING, "siti");
+  auto client = Login(siti);
+  Id case_id = NewCase(*client, siti, "K-1");
+  cw::Case both;
+  both.set_risk_level(cw::RISK_LEVEL_HIGH);
+  both.set_case_number("K-9");  // written once: it must not slip in with the risk level
+  auto r = Push(*client, {OpenChange(siti, case_id, core::kCaseKind, {},
+                                     cw::Case::kRiskLevelFieldNumber, both.SerializeAsString())});
+  EXPECT_EQ(r.results(0).status(), Status::STATUS_REJECTED);
+  EXPECT_EQ(r.results(0).reason(), "bad_value");
+  for (const auto& c : PullAll(*client)) {
+    EXPECT_NE(c.field(), static_cast<std::uint32_t>(cw::Case::kRiskLevelFieldNumber));
+    if (c.field() == kCaseNumber) {
+      cw::Case stored;
+      ASSERT_TRUE(stored.ParseFromString(c.value()));
+      EXPECT_EQ(stored.case_number(), "K-1");
+    }
+  }
+}
+
 TEST_F(PushPullTest, ImmutableFieldRejectsASecondWrite) {
   TestDevice siti = EnrollApproved(v1::ROLE_PENDAMPING, "siti");
   auto client = Login(siti);

@@ -117,6 +117,13 @@ result<std::string> EncodeFieldText(const RecordKind& kind, const FieldPolicy& f
 result<std::unique_ptr<google::protobuf::Message>> DecodeFieldValue(const RecordKind& kind,
                                                                     std::string_view bytes);
 
+// Whether the serialized message `bytes` holds field `field` only: every tag
+// names it (none at all: the field's default). False for any other field,
+// known to the schema or not, and for bytes that are not well-formed. Reads
+// the tags, not the values: bounded by the input's size (protobuf's reader
+// limits the nesting of groups).
+bool SetsOnlyField(std::string_view bytes, std::uint32_t field);
+
 // Renders one field of a decoded message as JSON: string/number/bool, enums
 // as their short name ("HIGH") or the unit's code, repeated fields as arrays,
 // bytes as hex. A number no code book knows is shown as the number.
