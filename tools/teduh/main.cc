@@ -418,8 +418,8 @@ int main(int argc, char** argv) {
   CLI::App* status = leaf(&app, "status", Tr("Show this device, its outbox and last sync"));
   bool status_all = false;
   status->add_flag("--all", status_all,
-                   Tr("List every change this device made, accepted ones too (by default the "
-                      "newest 200 not accepted)"));
+                   Tr("List every change still in this device's outbox, accepted ones too (by "
+                      "default the newest 200 not accepted)"));
   CLI::App* sync = leaf(&app, "sync", Tr("Send local changes and receive new ones"));
   bool push_only = false;
   sync->add_flag("--push-only", push_only,
@@ -911,7 +911,7 @@ int main(int argc, char** argv) {
           },
           push_only);
       if (!report) return Report(g, report.error());
-      auto st = d.Status(status_all);
+      auto st = d.Status();
       std::uint64_t pending = st ? st->counts.pending : 0;
       json j{{"pushed", report->pushed},
              {"accepted", report->accepted},

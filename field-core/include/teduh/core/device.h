@@ -433,7 +433,8 @@ class Device {
   Outcome<Id> ResolveCase(std::string_view case_ref);
 
   // The outbox lists the newest 200 changes not (yet) accepted; with
-  // `all`, every change this device ever made, accepted ones too.
+  // `all`, every change still in the outbox, accepted ones too (a shredded
+  // or unassigned case leaves the device with its changes).
   Outcome<DeviceStatus> Status(bool all = false);
 
   // Every value of a case and its child records as stored here, by record and
