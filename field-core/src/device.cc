@@ -297,6 +297,11 @@ std::string ServerVerdictText(const OutboxEntry& e) {
     return Tr(
         "A closed case changes only by being reopened as a new episode (teduh "
         "case reopen).");
+  if (r == kSeqReusedReason)
+    return Tr("The server holds another change under this edit's number: it is numbered again "
+              "and sent at the next sync.");
+  if (r == kSeqOrderReason || r == kSeqJumpReason)
+    return Tr("The server refused this edit's sequence number.");
   if (r == kKeyReplacedReason)
     return Tr("The case was re-keyed: this edit is sealed again and sent at the next sync.");
   if (r == "shredded") return Tr("The case was shredded by the unit; nothing of it is kept.");
@@ -2027,6 +2032,7 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
     auto added = AcceptWelcome(welcome, &report.bad_grants);
     if (!added) return added.error();
     report.grants_added = *added;
+    if (auto r = store_->RaiseDeviceSeq(welcome.device_mark()); !r) return r.error();
     auto counts = store_->CountOutbox();
     if (!counts) return counts.error();
     prog.to_push = counts->pending;
@@ -2040,6 +2046,9 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
   // Cases with an edit answered key_replaced: re-sealed and sent again
   // after the pull brought the new key.
   std::set<Id> resend;
+  // Edits given a new number (seq_reused) are sent again in the same pass;
+  // a server that refuses more numbers than there are edits is not followed.
+  std::size_t renumber_budget = prog.to_push + push_limit;
   auto push_all = [&]() -> Outcome<void> {
     std::uint64_t after = 0;  // one pass: an edit left pending is not sent twice
     for (;;) {
@@ -2063,7 +2072,15 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
       if (auto r = CheckOpen(); !r) return r.error();
       auto applied = store_->ApplyPushResults(batch, *result);
       if (!applied) return applied.error();
-      report.pushed += batch.size() - applied->unanswered - applied->key_replaced;
+      report.pushed +=
+          batch.size() - applied->unanswered - applied->key_replaced - applied->renumbered;
+      report.renumbered += applied->renumbered;
+      if (applied->renumbered > renumber_budget) {
+        return Fail(errc::server_error,
+                    Tr("the server refused the edits' sequence numbers again and again; they "
+                       "stay pending"));
+      }
+      renumber_budget -= applied->renumbered;
       report.accepted += applied->accepted;
       report.merged += applied->merged;
       report.conflict += applied->conflict;

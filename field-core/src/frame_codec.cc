@@ -403,3 +403,36 @@ errc ErrorFromFrame(v1::ErrorCode code) {
 }
 
 }  // namespace teduh::core
+
+namespace teduh::core {
+
+ChangeDigest DigestOf(const teduh::sync::v1::FieldChange& change) {
+  // Each part with its length first, so no two changes share an encoding.
+  std::string buf;
+  auto part = [&](std::string_view bytes) {
+    const auto n = static_cast<std::uint32_t>(bytes.size());
+    for (int shift = 24; shift >= 0; shift -= 8) buf.push_back(static_cast<char>(n >> shift));
+    buf.append(bytes);
+  };
+  auto number = [&](std::uint64_t v) {
+    for (int shift = 56; shift >= 0; shift -= 8) buf.push_back(static_cast<char>(v >> shift));
+  };
+  buf.append("teduh-change-v1");
+  part(change.record_id());
+  part(change.kind());
+  part(change.parent_id());
+  number(change.field());
+  number(change.stamp().hlc());
+  part(change.stamp().device_id());
+  number(change.sealed() ? 1 : 0);
+  part(change.sealed() ? std::string_view() : std::string_view(change.value()));
+  part(change.resolves());
+  auto full = crypto::Hash(crypto::ByteView(reinterpret_cast<const std::uint8_t*>(buf.data()),
+                                            buf.size()));
+  ChangeDigest out{};
+  std::copy_n(full.begin(), out.size(), out.begin());
+  if (!change.sealed()) crypto::Wipe(buf);
+  return out;
+}
+
+}  // namespace teduh::core

@@ -28,7 +28,11 @@
 //     transaction (Edit), with the HLC and device_seq counters; nothing is
 //     acknowledged before COMMIT returns.
 //  2. device_seq values are unique and increase by one per edit; the outbox
-//     keeps every entry (rejected ones are final and stay visible).
+//     keeps every entry (rejected ones are final and stay visible). The
+//     counter never falls below the server's mark for this device
+//     (RaiseDeviceSeq, from the Welcome); a pending entry whose number the
+//     server holds for another change (seq_reused) takes the next number
+//     (RenumberPendingLocked), so no edit of a restored home is lost.
 //  3. A pulled batch and its cursor are committed in one transaction
 //     (ApplyPulled): the cursor never runs ahead of applied data.
 //  4. While a field has a pending outbox entry, its `fields` row holds the
@@ -664,6 +668,39 @@ Outcome<void> LocalStore::DeleteRecords(const std::vector<Id>& record_ids) {
   });
 }
 
+Outcome<void> LocalStore::RenumberPendingLocked(const pb::FieldChange& sent) {
+  auto loaded = LoadOutbox(sent.device_seq(), nullptr);
+  if (!loaded) return loaded.error();
+  if (!*loaded) return {};  // no longer in the outbox
+  auto counter = MetaInt("device_seq");
+  if (!counter) return counter.error();
+  pb::FieldChange change = std::move(**loaded);
+  const std::uint64_t next = *counter + 1;
+  change.set_device_seq(next);
+  std::string plain = change.SerializeAsString();
+  if (!change.sealed()) crypto::Wipe(*change.mutable_value());
+  auto sealed = SealAtRest(OutboxAd(next), plain);
+  crypto::Wipe(plain);
+  if (!sealed) return sealed.error();
+  // Invariant 2: the number is new and the counter follows it.
+  Stmt q(*stmts_,
+         "UPDATE outbox SET device_seq=?2, payload=?3, updated_ms=?4 WHERE device_seq=?1 AND "
+         "state=0");
+  q.BindU(1, sent.device_seq()).BindU(2, next).BindBlob(3, *sealed).Bind(4, env_.NowMs());
+  if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, Tr("writing the outbox"));
+  if (sqlite3_changes(db_) == 0) return {};
+  return SetMetaInt("device_seq", next);
+}
+
+Outcome<void> LocalStore::RaiseDeviceSeq(std::uint64_t server_mark) {
+  return InTxn([&]() -> Outcome<void> {
+    auto counter = MetaInt("device_seq");
+    if (!counter) return counter.error();
+    if (*counter >= server_mark) return {};
+    return SetMetaInt("device_seq", server_mark);
+  });
+}
+
 Outcome<void> LocalStore::StoreOutboxPayload(const pb::FieldChange& change) {
   std::string plain = change.SerializeAsString();
   auto sealed = SealAtRest(OutboxAd(change.device_seq()), plain);
@@ -976,6 +1013,15 @@ Outcome<PushApplied> LocalStore::ApplyPushResults(const std::vector<pb::FieldCha
       if (res->status() == pb::ChangeResult::STATUS_REJECTED &&
           res->reason() == kKeyReplacedReason) {
         ++counts.key_replaced;  // stays pending; re-sealed after the next pull
+        continue;
+      }
+      if (res->status() == pb::ChangeResult::STATUS_REJECTED &&
+          res->reason() == kSeqReusedReason) {
+        // The server holds another change under this number: this home was
+        // restored from an earlier copy. The edit takes the next number
+        // (above the server's mark since the Welcome) and stays pending.
+        if (auto r = RenumberPendingLocked(ch); !r) return r;
+        ++counts.renumbered;
         continue;
       }
       OutboxState next = OutboxState::kAccepted;

@@ -207,6 +207,19 @@ CREATE TABLE device_cases(
   PRIMARY KEY(device_id, case_id)) WITHOUT ROWID;
 )sql";
 
+// Version 5; also run on every writable open of an older store (migration).
+// A device's changes up to its mark at migration have no receipt: its floor
+// says so (Store::ReceiptFloor).
+constexpr const char* kReceiptTablesSql = R"sql(
+CREATE TABLE IF NOT EXISTS receipts(
+  device_id BLOB NOT NULL, device_seq INTEGER NOT NULL, digest BLOB NOT NULL,
+  PRIMARY KEY(device_id, device_seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS receipt_floors(device_id BLOB PRIMARY KEY, floor INTEGER NOT NULL)
+  WITHOUT ROWID;
+INSERT OR IGNORE INTO receipt_floors(device_id, floor)
+  SELECT device_id, last_device_seq FROM devices WHERE last_device_seq > 0;
+)sql";
+
 // Also run on every writable open of a version 1 store (migration).
 constexpr const char* kAuditTableSql = R"sql(
 CREATE TABLE IF NOT EXISTS audit(
@@ -321,15 +334,17 @@ class SqliteStore final : public Store {
       return ec;
     auto version = s->Meta("schema_version");
     if (!version) return version.error();
-    const bool older = *version == "1" || *version == "2" || *version == "3";
+    const bool older =
+        *version == "1" || *version == "2" || *version == "3" || *version == "4";
     if (older && !options.read_only) {
       if (auto ec = s->Migrate(*version == "1")) return ec;
     } else if (older) {
       // Read as it is: an empty audit log (version 1), no revocations
       // (before 3), nothing re-keyed (before 4).
       s->has_audit_ = *version != "1";
-      s->has_revocations_ = *version == "3";
-      s->has_rekeys_ = false;
+      s->has_revocations_ = *version == "3" || *version == "4";
+      s->has_rekeys_ = *version == "4";
+      s->has_receipts_ = false;
     } else if (*version != std::to_string(kStoreSchemaVersion)) {
       return core::make_error_code(errc::store_failed);
     }
@@ -364,6 +379,7 @@ class SqliteStore final : public Store {
     if (rc == SQLITE_OK) rc = sqlite3_exec(db, kAuditTableSql, nullptr, nullptr, nullptr);
     if (rc == SQLITE_OK) rc = sqlite3_exec(db, kRevocationsTableSql, nullptr, nullptr, nullptr);
     if (rc == SQLITE_OK) rc = sqlite3_exec(db, kRekeyTablesSql, nullptr, nullptr, nullptr);
+    if (rc == SQLITE_OK) rc = sqlite3_exec(db, kReceiptTablesSql, nullptr, nullptr, nullptr);
     if (rc != SQLITE_OK) {
       sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
       // The tables exist: another `init` won the race.
@@ -1216,6 +1232,44 @@ class SqliteStore final : public Store {
                    .Text(3, reason)
                    .Text(4, detail));
   }
+  error_code PutReceipt(const Id& device_id, std::uint64_t device_seq,
+                        const core::ChangeDigest& digest) override {
+    return Run(stmts_->put_receipt.Start()
+                   .Blob(1, device_id)
+                   .U64(2, device_seq)
+                   .Blob(3, std::string_view(reinterpret_cast<const char*>(digest.data()),
+                                             digest.size())));
+  }
+  result<std::optional<core::ChangeDigest>> FindReceipt(const Id& device_id,
+                                                        std::uint64_t device_seq) override {
+    if (sticky_) return sticky_;
+    if (!has_receipts_) return std::optional<core::ChangeDigest>();
+    Stmt& s = stmts_->find_receipt;
+    s.Start().Blob(1, device_id).U64(2, device_seq);
+    int rc = s.Step();
+    std::optional<core::ChangeDigest> r;
+    if (rc == SQLITE_ROW) {
+      auto b = s.ColBlob(0);
+      core::ChangeDigest d{};
+      if (b.size() == d.size()) std::memcpy(d.data(), b.data(), d.size());
+      r = d;  // a damaged digest of another length matches no change
+    }
+    s.Done();
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Fail(rc);
+    return r;
+  }
+  result<std::uint64_t> ReceiptFloor(const Id& device_id) override {
+    if (sticky_) return sticky_;
+    if (!has_receipts_) return std::uint64_t{0};
+    Stmt& s = stmts_->receipt_floor;
+    s.Start().Blob(1, device_id);
+    int rc = s.Step();
+    std::uint64_t floor = rc == SQLITE_ROW ? s.ColU64(0) : 0;
+    s.Done();
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Fail(rc);
+    return floor;
+  }
+
   result<std::optional<Rejection>> FindRejection(const Id& device_id,
                                                  std::uint64_t device_seq) override {
     if (sticky_) return sticky_;
@@ -1361,7 +1415,8 @@ class SqliteStore final : public Store {
         drop_rejection, record_held, held_cases, unit_cases, case_current, case_history,
         replace_history, delete_record_history, delete_record_fields, delete_record,
         put_rekey_target, rekey_targets, clear_rekey_targets, put_key_drop, key_dropped_below,
-        scan_key_drops, purge_held, purge_rekey_targets, any_key_drops, held_case;
+        scan_key_drops, purge_held, purge_rekey_targets, any_key_drops, held_case, put_receipt,
+        find_receipt, receipt_floor;
   };
 
   SqliteStore() = default;
@@ -1421,13 +1476,13 @@ class SqliteStore final : public Store {
   }
 
   // Version 1 → 2 adds the audit table and its head; 2 → 3 the revocations;
-  // 3 → 4 the re-keying tables.
+  // 3 → 4 the re-keying tables; 4 → 5 the change receipts.
   // Another connection may migrate first; the write lock and IF NOT EXISTS
   // make that harmless.
   error_code Migrate(bool from_version1) {
     if (auto ec = Exec("BEGIN IMMEDIATE")) return ec;
     std::string sql = std::string(from_version1 ? kAuditTableSql : "") + kRevocationsTableSql +
-                      kRekeyTablesSql + "UPDATE meta SET value = '" +
+                      kRekeyTablesSql + kReceiptTablesSql + "UPDATE meta SET value = '" +
                       std::to_string(kStoreSchemaVersion) + "' WHERE key = 'schema_version';";
     if (auto ec = Exec(sql.c_str())) {
       sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
@@ -1598,6 +1653,15 @@ class SqliteStore final : public Store {
     }
     all.push_back(
         {&st.drop_rejection, "DELETE FROM rejections WHERE device_id = ?1 AND device_seq = ?2"});
+    if (has_receipts_) {  // a read-only older store has none of the version 5 tables
+      all.push_back({&st.put_receipt,
+                     "INSERT OR REPLACE INTO receipts(device_id, device_seq, digest) VALUES(?1, "
+                     "?2, ?3)"});
+      all.push_back({&st.find_receipt,
+                     "SELECT digest FROM receipts WHERE device_id = ?1 AND device_seq = ?2"});
+      all.push_back(
+          {&st.receipt_floor, "SELECT floor FROM receipt_floors WHERE device_id = ?1"});
+    }
     if (has_rekeys_) {  // a read-only older store has none of the version 4 tables
       all.push_back(
           {&st.record_held, "INSERT OR IGNORE INTO held_cases(device_id, case_id) VALUES(?1, ?2)"});
@@ -1679,6 +1743,7 @@ class SqliteStore final : public Store {
   bool has_audit_ = true;                    // false only for a version 1 store opened read-only
   bool has_revocations_ = true;              // false only for an older store opened read-only
   bool has_rekeys_ = true;                   // false only for an older store opened read-only
+  bool has_receipts_ = true;                 // false only for an older store opened read-only
   bool checkpoint_after_commit_ = false;     // set by PurgeCase
   error_code sticky_;                        // invariant 4
 };

@@ -12,11 +12,16 @@
 // scope and cuts the batch at the last complete server transaction (`txn`).
 //
 // Invariants
-//  1. A change with device_seq at or below the device's mark is never applied
-//     again: it is answered from `rejections` or with the field's current
-//     stamp (idempotent resends).
+//  1. A (device, device_seq) is decided once: its receipt (the change's
+//     digest, core::DigestOf) is written with the decision. A change sent
+//     again under a number with a receipt is answered from `rejections` or
+//     with the field's current stamp only if its digest matches; else it is
+//     refused (seq_reused) and nothing is stored. A number at or below the
+//     mark without a receipt is a new change. Numbers within a push
+//     increase, and none is more than core::kMaxSeqJump above the mark.
 //  2. The mark (devices.last_device_seq) only grows, and is written in the
-//     same transaction as the changes it covers.
+//     same transaction as the changes it covers; every receipt is at or
+//     below it.
 //  3. No value is ever dropped: a value overwritten, or one that lost a merge,
 //     goes to field_history with its stamps and author.
 //  4. Every write of a current value takes a fresh seq and the push's txn, so
@@ -206,19 +211,55 @@ class PushApplier {
     v1::PushResult* result = out_->reply.mutable_push_result();
     result->mutable_results()->Reserve(push.changes_size());
     mark_ = device_.last_device_seq;
+    auto floor = store_.ReceiptFloor(device_.device_id);
+    if (!floor) return floor.error();
     txn_ = store_.AllocateTxn();
+    std::uint64_t previous = 0;  // the push's last device_seq
     for (const v1::FieldChange& c : push.changes()) {
       v1::ChangeResult* r = result->add_results();
       r->set_device_seq(c.device_seq());
-      if (c.device_seq() != 0 && c.device_seq() <= mark_) {
+      const std::uint64_t seq = c.device_seq();
+      if (seq == 0) {  // ApplyOne refuses it
+        if (auto ec = ApplyOne(c, r)) return ec;
+        continue;
+      }
+      if (seq <= previous) {
+        Reject(r, core::kSeqOrderReason,
+               "The change's sequence number is not above the one before it in the push.");
+        continue;
+      }
+      previous = seq;
+      if (seq > mark_ && seq - mark_ > core::kMaxSeqJump) {
+        Reject(r, core::kSeqJumpReason,
+               "The change's sequence number is far above this device's last one.");
+        continue;
+      }
+      if (seq <= *floor) {  // before receipts were kept: a resend
         if (auto ec = AnswerResend(c, r)) return ec;
         continue;
       }
-      if (c.device_seq() > mark_) mark_ = c.device_seq();
+      const core::ChangeDigest digest = core::DigestOf(c);
+      if (seq <= mark_) {  // invariant 1: a resend only with the same content
+        auto receipt = store_.FindReceipt(device_.device_id, seq);
+        if (!receipt) return receipt.error();
+        if (*receipt && **receipt == digest) {
+          if (auto ec = AnswerResend(c, r)) return ec;
+          continue;
+        }
+        if (*receipt) {
+          Reject(r, core::kSeqReusedReason,
+                 "The server already holds another change under this sequence number.");
+          continue;
+        }
+        // Below the mark but never received (a device's gap, or a restored
+        // store): a new change.
+      } else {
+        mark_ = seq;
+      }
       if (auto ec = ApplyOne(c, r)) return ec;
+      if (auto ec = store_.PutReceipt(device_.device_id, seq, digest)) return ec;
       if (r->status() == v1::ChangeResult::STATUS_REJECTED) {
-        if (auto ec =
-                store_.PutRejection(device_.device_id, c.device_seq(), r->reason(), r->detail()))
+        if (auto ec = store_.PutRejection(device_.device_id, seq, r->reason(), r->detail()))
           return ec;
       }
     }
@@ -1473,6 +1514,7 @@ error_code Authenticate(Store& store, const ServerConfig& config, core::Env& env
     *w->mutable_codes() = std::move(*codes.mutable_codes());
   w->set_server_time_ms(env.NowMs());
   w->set_generation(unit->generation);
+  w->set_device_mark(d.last_device_seq);
   auto acks = store.KeyAcks(device_id);  // the handshake reads only this device's
   if (!acks) return acks.error();
   for (const GrantRow& g : *grants) {

@@ -5,6 +5,7 @@
 
 #include "server/server_fixture.h"
 #include "teduh/case/v1/case.pb.h"
+#include "teduh/core/frame_codec.h"
 #include "teduh/core/hlc.h"
 #include "teduh/core/schema.h"
 #include "teduh/server/store.h"
@@ -537,6 +538,165 @@ TEST_F(PushPullTest, DeviceListShowsLastSync) {
       EXPECT_EQ(d.last_sync_ms, env_.NowMs());
     }
   EXPECT_TRUE(found);
+}
+
+
+// ---- An answer is the truth: sequence numbers (PROTOCOL §4) ----------------
+
+TEST_F(PushPullTest, ANumberReusedForAnotherChangeIsRefusedAndNothingIsStored) {
+  TestDevice siti = EnrollApproved(v1::ROLE_PENDAMPING, "siti");
+  auto client = Login(siti);
+  Id first = NewCase(*client, siti, "K-1");  // device_seq 1 and 2
+  const auto before = PullAll(*client);
+
+  // A home restored from an earlier copy numbers a new case's edits 1 and 2 again.
+  Id second = core::NewId();
+  auto reused = OpenChange(siti, second, core::kCaseKind, {}, kCaseNumber,
+                           CaseText(kCaseNumber, "K-2"));
+  reused.set_device_seq(1);
+  auto r = Push(*client, {reused});
+  ASSERT_EQ(r.results_size(), 1);
+  EXPECT_EQ(r.results(0).status(), Status::STATUS_REJECTED);
+  EXPECT_EQ(r.results(0).reason(), core::kSeqReusedReason);
+  EXPECT_FALSE(r.results(0).detail().empty());
+  EXPECT_EQ(PullAll(*client).size(), before.size()) << "nothing of the refused change is stored";
+
+  // The same change under a number above the mark is stored and answered.
+  reused.set_device_seq(3);
+  NextSeq(siti) = 3;
+  r = Push(*client, {reused});
+  EXPECT_EQ(r.results(0).status(), Status::STATUS_APPLIED);
+  auto after = PullAll(*client);
+  EXPECT_EQ(RecordIds(after), (std::set<std::string>{std::string(core::AsBytes(first)),
+                                                     std::string(core::AsBytes(second))}));
+  // Sent again, the stored change is answered, not stored twice.
+  auto resend = Push(*client, {reused});
+  EXPECT_EQ(resend.results(0).status(), Status::STATUS_APPLIED);
+  EXPECT_EQ(PullAll(*client).size(), after.size());
+}
+
+TEST_F(PushPullTest, AChangeResentWithTheSameNumberAndContentIsAnsweredNotStoredAgain) {
+  TestDevice siti = EnrollApproved(v1::ROLE_PENDAMPING, "siti");
+  auto client = Login(siti);
+  Id case_id = core::NewId();
+  auto change = OpenChange(siti, case_id, core::kCaseKind, {}, kCaseNumber,
+                           CaseText(kCaseNumber, "K-9"));
+  ASSERT_EQ(Push(*client, {change}).results(0).status(), Status::STATUS_APPLIED);
+  // Same number, same record and stamp, another open value: not the same change.
+  auto altered = change;
+  altered.set_value(CaseText(kCaseNumber, "K-10"));
+  auto r = Push(*client, {altered});
+  EXPECT_EQ(r.results(0).status(), Status::STATUS_REJECTED);
+  EXPECT_EQ(r.results(0).reason(), core::kSeqReusedReason);
+  auto pulled = PullAll(*client);
+  ASSERT_EQ(pulled.size(), 1u);
+  EXPECT_EQ(pulled[0].value(), CaseText(kCaseNumber, "K-9"));
+}
+
+TEST_F(PushPullTest, ANumberFarAboveTheMarkIsRefusedAndLaterEditsStillLand) {
+  TestDevice siti = EnrollApproved(v1::ROLE_PENDAMPING, "siti");
+  auto client = Login(siti);
+  Id case_id = NewCase(*client, siti);  // device_seq 1 and 2
+  auto huge = OpenChange(siti, case_id, core::kCaseKind, {}, kRegionCode,
+                         CaseText(kRegionCode, "9999"));
+  huge.set_device_seq(UINT64_MAX);
+  auto r = Push(*client, {huge});
+  EXPECT_EQ(r.results(0).status(), Status::STATUS_REJECTED);
+  EXPECT_EQ(r.results(0).reason(), core::kSeqJumpReason);
+  auto jump = huge;
+  jump.set_device_seq(2 + core::kMaxSeqJump + 1);
+  EXPECT_EQ(Push(*client, {jump}).results(0).reason(), core::kSeqJumpReason);
+
+  // The mark did not move: the device's next edit is stored, not taken for a resend.
+  NextSeq(siti) = 2;
+  auto next = OpenChange(siti, case_id, core::kCaseKind, {}, kRegionCode,
+                         CaseText(kRegionCode, "1471"));
+  ASSERT_EQ(next.device_seq(), 3u);
+  EXPECT_EQ(Push(*client, {next}).results(0).status(), Status::STATUS_APPLIED);
+  bool found = false;
+  for (const auto& c : PullAll(*client))
+    if (c.field() == kRegionCode) {
+      found = true;
+      EXPECT_EQ(c.value(), CaseText(kRegionCode, "1471"));
+    }
+  EXPECT_TRUE(found);
+  auto again = Authenticate(*TestClient::Connect(server_->port()), siti);
+  ASSERT_TRUE(again && again->has_welcome());
+  EXPECT_EQ(again->welcome().device_mark(), 3u);
+}
+
+TEST_F(PushPullTest, ANumberNotAboveThePreviousOneInAPushIsRefused) {
+  TestDevice siti = EnrollApproved(v1::ROLE_PENDAMPING, "siti");
+  auto client = Login(siti);
+  Id case_id = core::NewId();
+  auto a = OpenChange(siti, case_id, core::kCaseKind, {}, kCaseNumber, CaseText(kCaseNumber, "K-3"));
+  auto b = OpenChange(siti, case_id, core::kCaseKind, {}, kRegionCode, CaseText(kRegionCode, "14"));
+  a.set_device_seq(5);
+  b.set_device_seq(4);
+  auto r = Push(*client, {a, b});
+  ASSERT_EQ(r.results_size(), 2);
+  EXPECT_EQ(r.results(0).status(), Status::STATUS_APPLIED);
+  EXPECT_EQ(r.results(1).status(), Status::STATUS_REJECTED);
+  EXPECT_EQ(r.results(1).reason(), core::kSeqOrderReason);
+  EXPECT_EQ(PullAll(*client).size(), 1u);
+  // Number 4 was never used: alone, below the mark, it is a new change and stored.
+  r = Push(*client, {b});
+  EXPECT_EQ(r.results(0).status(), Status::STATUS_APPLIED);
+  EXPECT_EQ(PullAll(*client).size(), 2u);
+}
+
+TEST_F(PushPullTest, TheWelcomeTellsADeviceTheServersMarkForIt) {
+  TestDevice siti = EnrollApproved(v1::ROLE_PENDAMPING, "siti");
+  {
+    auto fresh = TestClient::Connect(server_->port());
+    auto w = Authenticate(*fresh, siti);
+    ASSERT_TRUE(w && w->has_welcome());
+    EXPECT_EQ(w->welcome().device_mark(), 0u);
+  }
+  auto client = Login(siti);
+  NewCase(*client, siti);
+  auto again = TestClient::Connect(server_->port());
+  auto w = Authenticate(*again, siti);
+  ASSERT_TRUE(w && w->has_welcome());
+  EXPECT_EQ(w->welcome().device_mark(), 2u);
+}
+
+// A store from before receipts: a change at or below a device's mark then is
+// still answered as a resend; numbers above it are checked by receipt.
+TEST_F(PushPullTest, AStoreFromBeforeReceiptsStillAnswersOldResends) {
+  TestDevice siti = EnrollApproved(v1::ROLE_PENDAMPING, "siti");
+  Id case_id;
+  std::vector<v1::FieldChange> old_batch;
+  {
+    auto client = Login(siti);
+    case_id = core::NewId();
+    old_batch = {
+        OpenChange(siti, case_id, core::kCaseKind, {}, kCaseNumber, CaseText(kCaseNumber, "K-1")),
+        OpenChange(siti, case_id, core::kCaseKind, {}, kRegionCode, CaseText(kRegionCode, "14"))};
+    Push(*client, old_batch);
+  }
+  StopServer();
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(StorePath(data_dir_).c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db,
+                           "DROP TABLE receipts; DROP TABLE receipt_floors; UPDATE meta SET "
+                           "value = '4' WHERE key = 'schema_version';",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  StartServer();  // migrates: siti's floor is 2
+  auto client = Login(siti);
+  auto r = Push(*client, old_batch);
+  for (const auto& res : r.results()) EXPECT_EQ(res.status(), Status::STATUS_APPLIED);
+  auto next = OpenChange(siti, case_id, core::kCaseKind, {}, kRegionCode,
+                         CaseText(kRegionCode, "15"));
+  ASSERT_EQ(Push(*client, {next}).results(0).status(), Status::STATUS_APPLIED);
+  auto other = next;
+  other.set_value(CaseText(kRegionCode, "16"));
+  EXPECT_EQ(Push(*client, {other}).results(0).reason(), core::kSeqReusedReason);
+  EXPECT_EQ(PullAll(*client).size(), 2u);
 }
 
 }  // namespace

@@ -927,6 +927,7 @@ int main(int argc, char** argv) {
              {"evictions_kept", report->evictions_kept},
              {"rekeyed", report->rekeyed},
              {"resealed", report->resealed},
+             {"renumbered", report->renumbered},
              {"sealed_verified", report->verified},
              {"sealed_not_for_this_device", report->not_for_this_device},
              {"sealed_unreadable", report->unreadable},
@@ -940,6 +941,12 @@ int main(int argc, char** argv) {
               report->pulled,
               report->grants_added ? TrF(", {} new key(s)", report->grants_added) : std::string());
       if (report->rejected > 0) human += Tr("Some changes were rejected: see `teduh status`.\n");
+      if (report->renumbered > 0) {
+        human += TrF(
+            "{} edit(s) made after this device's folder was restored from an earlier copy were "
+            "numbered again and sent.\n",
+            report->renumbered);
+      }
       if (report->unreadable > 0) {
         human += TrF(
             "Warning: {} received sealed value(s) did not verify (damaged or altered); they are "

@@ -359,6 +359,9 @@ struct SyncReport {
   std::size_t evictions_kept = 0;  // ... kept for now: an edit of them is still unsent
   std::size_t rekeyed = 0;         // cases whose old key versions a re-key deleted here
   std::size_t resealed = 0;        // unsent edits sealed again under a re-key's new version
+  // Edits given a new number because the server held another change under
+  // theirs (this home was restored from an earlier copy), then sent.
+  std::size_t renumbered = 0;
   // Pulled sealed values: opened and verified with the case key; held for a key
   // class this device may not hold (e.g. CLINICAL on a pendamping's tablet);
   // damaged or altered (stored, shown as unreadable, and worth reporting).

@@ -6,6 +6,7 @@
 // Thread safety: stateless and thread-safe. Fuzzed by tests/fuzz/frame_fuzz.cc.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -23,6 +24,26 @@ inline constexpr std::uint32_t kProtocolVersion = 1;
 // the change, re-seals it under the new version after its next pull and
 // sends it again with the same device_seq.
 inline constexpr std::string_view kKeyReplacedReason = "key_replaced";
+
+// Push answers (rejection reasons) about a change's device_seq; none of them
+// uses the number up, and the server stores nothing of the change.
+//  - seq_reused: the server already holds another change under this number
+//    (a device home restored from an earlier copy numbers new edits again).
+//    The device gives the change a number above the server's mark (Welcome)
+//    and sends it again.
+//  - seq_order: the number is not above the previous change's in the push.
+//  - seq_jump: the number is more than kMaxSeqJump above the server's mark.
+inline constexpr std::string_view kSeqReusedReason = "seq_reused";
+inline constexpr std::string_view kSeqOrderReason = "seq_order";
+inline constexpr std::string_view kSeqJumpReason = "seq_jump";
+inline constexpr std::uint64_t kMaxSeqJump = std::uint64_t{1} << 24;
+
+// What identifies a change under its (device, device_seq): its record, kind,
+// parent, field and stamp, and an open value's bytes. A sealed value is left
+// out: a device seals an unanswered change again after a re-key
+// (kKeyReplacedReason) and it stays the same change. BLAKE2b, 16 bytes.
+using ChangeDigest = std::array<std::uint8_t, 16>;
+ChangeDigest DigestOf(const teduh::sync::v1::FieldChange& change);
 
 // Bounds on every input from the network. Both ends use the same defaults;
 // the server announces its own in Welcome.

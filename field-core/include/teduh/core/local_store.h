@@ -133,6 +133,9 @@ struct PushApplied {
   // kKeyReplacedReason):
   // left pending, to be re-sealed and sent again after the next pull.
   std::size_t key_replaced = 0;
+  // Refused seq_reused (frame_codec.h kSeqReusedReason): given the next
+  // number and left pending, sent again in the same push pass.
+  std::size_t renumbered = 0;
 };
 
 class LocalStore {
@@ -201,6 +204,10 @@ class LocalStore {
   Outcome<PushApplied> ApplyPushResults(const std::vector<teduh::sync::v1::FieldChange>& sent,
                                         const teduh::sync::v1::PushResult& result);
   Outcome<OutboxCounts> CountOutbox();
+  // Raises the device_seq counter to the server's mark for this device
+  // (Welcome.device_mark) when it is below: a home restored from an earlier
+  // copy numbers its next edits above what the server already holds.
+  Outcome<void> RaiseDeviceSeq(std::uint64_t server_mark);
   // Replaces the value (and key version) of pending changes whose case key
   // was replaced: in the outbox and, where the field still holds that edit,
   // in its row; in one transaction.
@@ -271,6 +278,9 @@ class LocalStore {
   Outcome<std::optional<teduh::sync::v1::FieldChange>> LoadOutbox(std::uint64_t device_seq,
                                                                   int* state);
   Outcome<void> StoreOutboxPayload(const teduh::sync::v1::FieldChange& change);
+  // Gives a pending entry the next device_seq (re-sealed under it), inside a
+  // transaction; a no-op for an entry no longer pending.
+  Outcome<void> RenumberPendingLocked(const teduh::sync::v1::FieldChange& sent);
   Outcome<teduh::sync::v1::FieldChange> ParseOutboxPayload(std::uint64_t device_seq,
                                                            std::string_view stored);
 

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "teduh/core/error.h"
+#include "teduh/core/frame_codec.h"
 #include "teduh/core/hlc.h"
 #include "teduh/core/ids.h"
 #include "teduh/options.pb.h"
@@ -48,9 +49,9 @@ using teduh::sync::v1::Role;
 using CodeHash = std::array<std::uint8_t, 32>;
 using AuditHash = std::array<std::uint8_t, 32>;
 
-// 2 added the audit log, 3 revocations, 4 re-keying; an older store is
-// migrated when opened for writing.
-inline constexpr int kStoreSchemaVersion = 4;
+// 2 added the audit log, 3 revocations, 4 re-keying, 5 change receipts; an
+// older store is migrated when opened for writing.
+inline constexpr int kStoreSchemaVersion = 5;
 
 struct UnitInfo {
   std::string unit_id;  // 32 hex digits, made at init
@@ -375,6 +376,21 @@ class Store {
                                                          std::uint64_t device_seq) = 0;
   // Forgets a rejection that was not final (a re-sealed change sent again).
   virtual error_code DropRejection(const Id& device_id, std::uint64_t device_seq) = 0;
+
+  // ---- Receipts: which change each (device, device_seq) was ---------------------------
+  // Written with every change the server decides (applied, merged, in
+  // conflict or rejected), in the transaction of its writes, so a resend is
+  // recognised by its content (core::DigestOf) and a number reused for
+  // another change is refused. A receipt exists only at or below the
+  // device's mark.
+  virtual error_code PutReceipt(const Id& device_id, std::uint64_t device_seq,
+                                const core::ChangeDigest& digest) = 0;
+  virtual result<std::optional<core::ChangeDigest>> FindReceipt(const Id& device_id,
+                                                                std::uint64_t device_seq) = 0;
+  // The device's mark when its store was migrated to receipts: a change at or
+  // below it has no receipt and is answered as a resend. 0 for a device
+  // enrolled since.
+  virtual result<std::uint64_t> ReceiptFloor(const Id& device_id) = 0;
 
   // ---- Audit log ---------------------------------------------------------------------------
   // The chain's head as seen by the current transaction, including entries

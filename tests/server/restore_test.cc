@@ -1,0 +1,82 @@
+// Nothing acknowledged is lost when a device's home is restored from an
+// earlier copy (PROTOCOL §4, "Sequence numbers"): the server's Welcome tells
+// the device its mark, a number the server holds for another change is
+// refused (seq_reused) and the device sends the edit again under a new one.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "server/device_fixture.h"
+
+namespace teduh::server::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+class RestoredHomeTest : public DeviceServerTest {
+ protected:
+  std::string Home(const std::string& name) const { return dir_ + "/" + name; }
+
+  static bool Holds(core::Device& d, const core::Id& case_id) {
+    auto cases = d.ListCases();
+    EXPECT_TRUE(cases) << (cases ? "" : cases.error().message);
+    if (!cases) return false;
+    for (const auto& c : *cases)
+      if (c.case_id == case_id) return true;
+    return false;
+  }
+};
+
+TEST_F(RestoredHomeTest, ACaseMadeOnAHomeRestoredFromAnEarlierCopyReachesTheServerAndTheOffice) {
+  auto budi = Staff("budi", v1::ROLE_OFFICE);
+  auto rina = Staff("rina", v1::ROLE_OFFICE);
+  auto first = budi->NewCase({"chronology=Kasus pertama"});
+  ASSERT_TRUE(first);
+  Sync(*budi);
+
+  // IT support copies budi's home (the program closed).
+  budi.reset();
+  fs::copy(Home("budi"), Home("budi-copy"), fs::copy_options::recursive);
+  budi = core::Device::Open(Home("budi"), Pass(), Options("budi")).value();
+
+  // Work after the copy, acknowledged by the server.
+  auto second = budi->NewCase({"chronology=Kasus kedua"});
+  ASSERT_TRUE(second);
+  auto sent = Sync(*budi);
+  EXPECT_GT(sent.accepted, 0u);
+  EXPECT_EQ(sent.renumbered, 0u);
+
+  // The disk fails; the copy is put back.
+  budi.reset();
+  fs::remove_all(Home("budi"));
+  fs::rename(Home("budi-copy"), Home("budi"));
+  budi = core::Device::Open(Home("budi"), Pass(), Options("budi")).value();
+  EXPECT_FALSE(Holds(*budi, *second));
+
+  // Offline, a new case: its edits take numbers the server holds for the second case.
+  auto third = budi->NewCase({"chronology=Kasus ketiga", "risk_level=high"});
+  ASSERT_TRUE(third);
+  auto report = Sync(*budi);
+  EXPECT_GT(report.renumbered, 0u);
+  EXPECT_EQ(report.rejected, 0u);
+  auto status = budi->Status();
+  ASSERT_TRUE(status);
+  EXPECT_EQ(status->counts.pending, 0u);
+  EXPECT_EQ(status->counts.rejected, 0u);
+  EXPECT_TRUE(Holds(*budi, *second)) << "the restored home pulls what it had lost";
+
+  // A later edit lands too, without being numbered again.
+  auto fourth = budi->NewCase({"chronology=Kasus keempat"});
+  ASSERT_TRUE(fourth);
+  auto later = Sync(*budi);
+  EXPECT_EQ(later.renumbered, 0u);
+  EXPECT_GT(later.accepted, 0u);
+
+  Sync(*rina);
+  for (const auto& id : {*first, *second, *third, *fourth}) EXPECT_TRUE(Holds(*rina, id));
+  EXPECT_EQ(Value(*rina, *third, "chronology"), "Kasus ketiga");
+  EXPECT_EQ(Value(*rina, *fourth, "chronology"), "Kasus keempat");
+}
+
+}  // namespace
+}  // namespace teduh::server::testing
