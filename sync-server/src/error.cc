@@ -26,6 +26,10 @@ class ServerCategory final : public boost::system::error_category {
         return core::Tr("the TLS certificate or key could not be loaded");
       case errc::stopped:
         return core::Tr("the server is shutting down");
+      case errc::in_use:
+        return core::Tr(
+            "another teduh-server process is serving this data folder; stop it first (nothing "
+            "was changed)");
     }
     return core::Tr("unknown server error");
   }

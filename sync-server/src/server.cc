@@ -449,6 +449,10 @@ class ServerImpl final : public Server {
     } else if (!address_.is_loopback() && !ctx_.config.insecure_plaintext) {
       return make_error_code(errc::plaintext_refused);
     }
+    // One server per store: a second one is refused before it opens anything.
+    auto lock = DataFolderLock::Acquire(ctx_.config.data_dir);
+    if (!lock) return lock.error();
+    lock_.emplace(std::move(*lock));
     auto worker = StoreWorker::Start(StorePath(ctx_.config.data_dir), ctx_.config, ctx_.env);
     if (!worker) return worker.error();
     ctx_.worker = std::move(*worker);
@@ -493,6 +497,7 @@ class ServerImpl final : public Server {
       threads_.clear();
     }
     ctx_.worker.reset();  // 5. close the store
+    lock_.reset();        // 6. then let another server have it
     if (started_) ctx_.Log("info", "stopped");
     done_ = true;
     lock.unlock();
@@ -534,6 +539,7 @@ class ServerImpl final : public Server {
   bool started_ = false;
   bool stopped_ = false;
   bool done_ = false;
+  std::optional<DataFolderLock> lock_;  // held from Init to the end of Stop
 };
 
 }  // namespace

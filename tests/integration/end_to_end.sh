@@ -63,6 +63,9 @@ ok "server init prints a bootstrap code"
 check "init refuses an initialised store" '! "$SERVER" init --data "$data" --unit X --json >/dev/null 2>&1'
 start_server 127.0.0.1:0
 url="ws://127.0.0.1:$port/sync"
+check "a second server on the same data folder is refused and says why" \
+  '! timeout 10 "$SERVER" serve --data "$data" --listen 127.0.0.1:0 >/dev/null 2>"$work/serve2.err" &&
+   grep -q "another teduh-server process is serving this data folder" "$work/serve2.err"'
 
 admin="$work/admin"
 admin_id=$(dev "$admin" "admin-pass-1" init --server "$url" --code "$code" | json .device_id) ||

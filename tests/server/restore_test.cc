@@ -4,9 +4,13 @@
 // refused (seq_reused) and the device sends the edit again under a new one.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <filesystem>
 
 #include "server/device_fixture.h"
+#include "teduh/server/error.h"
+#include "teduh/server/store.h"
 
 namespace teduh::server::testing {
 namespace {
@@ -76,6 +80,39 @@ TEST_F(RestoredHomeTest, ACaseMadeOnAHomeRestoredFromAnEarlierCopyReachesTheServ
   for (const auto& id : {*first, *second, *third, *fourth}) EXPECT_TRUE(Holds(*rina, id));
   EXPECT_EQ(Value(*rina, *third, "chronology"), "Kasus ketiga");
   EXPECT_EQ(Value(*rina, *fourth, "chronology"), "Kasus keempat");
+}
+
+}  // namespace
+}  // namespace teduh::server::testing
+
+namespace teduh::server::testing {
+namespace {
+
+using OneServerPerStoreTest = ServerTest;
+
+TEST_F(OneServerPerStoreTest, ASecondServerOnTheSameDataFolderIsRefusedUntilTheFirstStops) {
+  ServerConfig second = config_;
+  second.port = 0;
+  auto refused = Server::Open(second, env_);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error(), make_error_code(errc::in_use));
+  EXPECT_NE(refused.error().message().find("another teduh-server process"), std::string::npos);
+  long holder = 0;
+  auto lock = DataFolderLock::Acquire(data_dir_, &holder);
+  EXPECT_FALSE(lock);
+  EXPECT_EQ(holder, static_cast<long>(::getpid()));
+
+  StopServer();
+  auto after = Server::Open(second, env_);
+  ASSERT_TRUE(after) << after.error().message();
+  after->reset();
+  StartServer();  // and the fixture's server serves again
+}
+
+TEST_F(OneServerPerStoreTest, AMissingDataFolderIsNotInitialisedNotInUse) {
+  auto lock = DataFolderLock::Acquire(dir_ + "/nowhere");
+  ASSERT_FALSE(lock);
+  EXPECT_EQ(lock.error(), make_error_code(errc::not_initialised));
 }
 
 }  // namespace

@@ -18,6 +18,7 @@ enum class errc {
   bad_address,              // the listen address does not parse
   tls_failed,               // the certificate or key could not be loaded
   stopped,                  // the server is shutting down: retry against the new process
+  in_use,                   // another teduh-server process serves this data folder
 };
 const boost::system::error_category& server_category() noexcept;
 error_code make_error_code(errc e) noexcept;

@@ -439,6 +439,27 @@ struct StoreOptions {
 // The SQLite file inside a data folder.
 std::string StorePath(const std::string& data_dir);
 
+// One serving process per data folder: an exclusive advisory lock (flock) on
+// DATA/teduh-server.lock, held while a server runs and while a store is
+// restored, released when the process ends however it ends (kill -9
+// included). Admin commands that write a few rows (enroll, revoke, code
+// add) are ordinary concurrent writers of the store and take no lock.
+class DataFolderLock {
+ public:
+  // errc::in_use (with the holder's pid in `holder`, when it wrote one) if
+  // another process holds it; errc::not_initialised if the folder is missing.
+  static result<DataFolderLock> Acquire(const std::string& data_dir, long* holder = nullptr);
+  DataFolderLock(DataFolderLock&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+  DataFolderLock& operator=(DataFolderLock&& other) noexcept;
+  DataFolderLock(const DataFolderLock&) = delete;
+  DataFolderLock& operator=(const DataFolderLock&) = delete;
+  ~DataFolderLock();
+
+ private:
+  explicit DataFolderLock(int fd) : fd_(fd) {}
+  int fd_ = -1;
+};
+
 // Creates a new store at `path` for a unit, holding the bootstrap enrollment
 // code `bootstrap`, in one transaction (errc::already_initialised if the file
 // exists: nothing is changed) and returns the unit's metadata.
