@@ -239,6 +239,7 @@ std::string ActionText(std::string_view action) {
   if (action == "re-key cases") return TrC("admin action", "re-key cases");
   if (action == "approve devices") return TrC("admin action", "approve devices");
   if (action == "revoke devices") return TrC("admin action", "revoke devices");
+  if (action == "use the unit backup key") return TrC("admin action", "use the unit backup key");
   if (action == "re-key the cases of devices")
     return TrC("admin action", "re-key the cases of devices");
   return std::string(action);

@@ -11,6 +11,10 @@
 //   teduh-server code add --data DIR --list L --code C --label-id T --label-en T [--json]
 //   teduh-server code list --data DIR [--list L] [--json]
 //   teduh-server code retire --data DIR --list L --code C [--restore] [--json]
+//   teduh-server backup-key --data DIR TOKEN [--json]
+//   teduh-server backup --data DIR --to FILE [--json]
+//   teduh-server backup verify FILE [--json]
+//   teduh-server restore --from FILE --data DIR [--json]   (asks for the backup secret key)
 //
 // Output contract: results on stdout (with --json exactly one JSON object);
 // on error a non-zero exit and one line on stderr. Logs go to stderr.
@@ -33,7 +37,9 @@
 #include <span>
 #include <string>
 
+#include "teduh/core/backup_file.h"
 #include "teduh/core/codes.h"
+#include "teduh/core/passphrase.h"
 #include "teduh/core/env.h"
 #include "teduh/core/i18n.h"
 #include "teduh/core/ids.h"
@@ -41,6 +47,7 @@
 #include "teduh/core/roles.h"
 #include "teduh/core/sealing.h"
 #include "teduh/server/admin.h"
+#include "teduh/server/backup.h"
 #include "teduh/server/error.h"
 #include "teduh/server/report.h"
 #include "teduh/server/server.h"
@@ -558,6 +565,114 @@ int TimeZoneCommand(const std::string& data, const std::string& zone_name, const
   return 0;
 }
 
+int BackupKeyCommand(const std::string& data, const std::string& token, const Output& out) {
+  if (auto r = teduh::server::SetBackupKey(data, token); !r)
+    return out.Error(TrF("the backup key was not set: {}", r.error().message));
+  if (out.json) {
+    fmt::print("{}\n", nlohmann::json{{"backup_key", "set"}}.dump());
+  } else {
+    fmt::print("{}\n", Tr("The unit backup key is set: backups are sealed to it."));
+  }
+  return 0;
+}
+
+nlohmann::json HeaderJson(const teduh::core::BackupFileInfo& info) {
+  const auto& h = info.header;
+  return {{"unit_id", h.unit_id()},
+          {"generation", std::to_string(h.generation())},
+          {"created_at", IsoTime(h.created_ms())},
+          {"audit_entries", h.audit_index()},
+          {"audit_head", teduh::core::ToHex(std::span<const std::uint8_t>(
+                             reinterpret_cast<const std::uint8_t*>(h.audit_head().data()),
+                             h.audit_head().size()))},
+          {"store_bytes", h.plain_bytes()},
+          {"file_bytes", info.file_bytes}};
+}
+
+int BackupCommand(const std::string& data, const std::string& to, const Output& out) {
+  auto report = teduh::server::BackupStore(data, to, teduh::core::DefaultEnv());
+  if (!report) return out.Error(TrF("no backup was written: {}", report.error().message));
+  nlohmann::json j = HeaderJson(report->info);
+  j["file"] = to;
+  j["snapshot_ms"] = report->snapshot_ms;
+  j["total_ms"] = report->total_ms;
+  if (out.json) {
+    fmt::print("{}\n", j.dump());
+  } else {
+    fmt::print("{}\n", TrF("Backup written to {} ({} bytes, {} audit entries, head {}); sealed "
+                           "to the unit backup key.",
+                           to, report->info.file_bytes, report->info.header.audit_index(),
+                           j["audit_head"].get<std::string>()));
+  }
+  return 0;
+}
+
+int BackupVerifyCommand(const std::string& file, const Output& out) {
+  auto info = teduh::core::VerifyBackupFile(file);
+  if (!info) return out.Error(info.error().message);
+  nlohmann::json j = HeaderJson(*info);
+  j["intact"] = true;
+  if (out.json) {
+    fmt::print("{}\n", j.dump());
+  } else {
+    fmt::print("{}\n", TrF("backup intact: taken {}, {} audit entries, head {} (the contents "
+                           "are checked when it is opened with the backup key)",
+                           j["created_at"].get<std::string>(), info->header.audit_index(),
+                           j["audit_head"].get<std::string>()));
+  }
+  return 0;
+}
+
+int RestoreCommand(const std::string& from, const std::string& data, const Output& out) {
+  auto verified = teduh::core::VerifyBackupFile(from);
+  if (!verified) return out.Error(TrF("nothing was restored: {}", verified.error().message));
+  auto text = teduh::core::ReadPassphraseFrom(
+      "TEDUH_BACKUP_SECRET", Tr("Backup secret key (TBS1-..., from `teduh key backup-key --secret` "
+                                "on an admin device): "),
+      false);
+  if (!text) return out.Error(TrF("nothing was restored: {}", text.error().message));
+  auto key = teduh::core::ParseBackupSecret(std::string_view(
+      reinterpret_cast<const char*>(text->data()), text->size()));
+  text->Reset();
+  if (!key) return out.Error(TrF("nothing was restored: {}", key.error().message));
+  auto report = teduh::server::RestoreStore(from, data, *key, teduh::core::DefaultEnv());
+  if (!report) return out.Error(TrF("nothing was restored: {}", report.error().message));
+  nlohmann::json devices = nlohmann::json::array();
+  for (const auto& d : report->devices) {
+    devices.push_back({{"device_id", teduh::core::ToHex(d.device_id)},
+                       {"user", d.user},
+                       {"changes_in_backup", d.mark_in_backup},
+                       {"changes_before", d.mark_before}});
+  }
+  nlohmann::json j = HeaderJson(report->info);
+  j["new_generation"] = std::to_string(report->new_generation);
+  j["replaced"] = report->replaced;
+  j["carried_forward"] = report->carried_forward;
+  j["devices"] = devices;
+  if (out.json) {
+    fmt::print("{}\n", j.dump());
+    return 0;
+  }
+  fmt::print("{}\n", TrF("Restored the backup taken {} ({} audit entries verified); the store's new "
+                         "generation is {}.",
+                         j["created_at"].get<std::string>(), report->audit_entries,
+                         report->new_generation));
+  if (!report->replaced.empty())
+    fmt::print("{}\n", TrF("The store it replaced is kept as {}.", report->replaced));
+  fmt::print("{}\n",
+             Tr("At their next sync, devices send again every change of theirs the backup lacks "
+                "and pull everything from the start. A device that never syncs again (lost, "
+                "erased) cannot send its changes made after the backup."));
+  for (const auto& d : report->devices) {
+    if (d.mark_before > d.mark_in_backup) {
+      fmt::print("{}\n", TrF("  {} ({}): {} change(s) after the backup are to be sent again",
+                             d.user, teduh::core::ToHex(d.device_id).substr(0, 8),
+                             d.mark_before - d.mark_in_backup));
+    }
+  }
+  return 0;
+}
+
 // `zone_name` empty: the unit's own time zone.
 int Report(const std::string& data, const std::string& from, const std::string& to,
            const std::vector<std::string>& by, const std::string& format,
@@ -652,6 +767,10 @@ int CodeList(const std::string& data, const std::string& list, const Output& out
 
 int main(int argc, char** argv) {
   teduh::core::SetLang(teduh::core::LangFromArgs(argc, argv));
+  if (auto ec = teduh::crypto::Init()) {
+    fmt::print(stderr, "teduh-server: {}\n", ec.message());
+    return 1;
+  }
   CLI::App app{Tr("teduh-server: the Teduh sync server and its admin commands")};
   app.require_subcommand(1);
   app.fallthrough();  // --lang anywhere on the line
@@ -783,6 +902,30 @@ int main(int argc, char** argv) {
   tz->add_option("zone", new_zone, Tr("WIB, WITA or WIT: the new time zone"));
   tz->add_flag("--json", out.json, Tr("Print one JSON object"));
 
+  auto* backup_key = app.add_subcommand(
+      "backup-key", Tr("Set the unit backup key (a token from `teduh key backup-key`)"));
+  std::string token;
+  backup_key->add_option("--data", data, Tr("Data folder"))->required();
+  backup_key->add_option("token", token, Tr("TBK1-... token"))->required();
+  backup_key->add_flag("--json", out.json, Tr("Print one JSON object"));
+  auto* backup = app.add_subcommand(
+      "backup", Tr("Write a backup of the store, sealed to the unit backup key (also while serving)"));
+  std::string backup_to;
+  backup->add_option("--data", data, Tr("Data folder"));
+  backup->add_option("--to", backup_to, Tr("Backup file to write"));
+  backup->add_flag("--json", out.json, Tr("Print one JSON object"));
+  auto* backup_verify =
+      backup->add_subcommand("verify", Tr("Check a backup file for damage (no key needed)"));
+  std::string backup_file;
+  backup_verify->add_option("file", backup_file, Tr("Backup file"))->required();
+  backup_verify->add_flag("--json", out.json, Tr("Print one JSON object"));
+  auto* restore = app.add_subcommand(
+      "restore", Tr("Restore the store from a backup (asks for the backup secret key)"));
+  std::string restore_from;
+  restore->add_option("--from", restore_from, Tr("Backup file"))->required();
+  restore->add_option("--data", data, Tr("Data folder"))->required();
+  restore->add_flag("--json", out.json, Tr("Print one JSON object"));
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -794,6 +937,14 @@ int main(int argc, char** argv) {
 
   if (init->parsed()) return Init(data, unit, init_zone, out);
   if (tz->parsed()) return TimeZoneCommand(data, new_zone, out);
+  if (backup_key->parsed()) return BackupKeyCommand(data, token, out);
+  if (backup_verify->parsed()) return BackupVerifyCommand(backup_file, out);
+  if (backup->parsed()) {
+    if (data.empty() || backup_to.empty())
+      return out.Error(Tr("backup needs --data DIR and --to FILE"));
+    return BackupCommand(data, backup_to, out);
+  }
+  if (restore->parsed()) return RestoreCommand(restore_from, data, out);
   if (serve->parsed()) {
     config.data_dir = data;
     config.max_skew_ms = max_skew_minutes * 60000;

@@ -710,6 +710,21 @@ int main(int argc, char** argv) {
   key_retire->add_option("--class", key_class_name, Tr("general or clinical"))
       ->check(CLI::IsMember({"general", "clinical"}));
 
+  bool backup_secret = false;
+  CLI::App* key_backup = leaf(
+      key_cmd, "backup-key",
+      Tr("The unit backup key: a token for `teduh-server backup-key`, and with --secret the "
+         "secret key a restore asks for"));
+  key_backup->add_flag("--secret", backup_secret,
+                       Tr("Also print the backup secret key (keep it like the unit root key)"));
+  CLI::App* backup_cmd =
+      app.add_subcommand("backup", Tr("Server backups (admin)"))->require_subcommand(1);
+  add_globals(backup_cmd);
+  std::string backup_file;
+  CLI::App* backup_open = leaf(
+      backup_cmd, "open", Tr("Open a server backup file with the unit backup key and check it whole"));
+  backup_open->add_option("file", backup_file, Tr("Backup file"))->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -1467,6 +1482,41 @@ int main(int argc, char** argv) {
                       teduh::core::ClassName(r->key_class), r->epoch,
                       r->resumed ? Tr(" (an interrupted rotation, finished)") : std::string(),
                       r->rewrapped, r->devices));
+    }
+    if (key_backup->parsed()) {
+      auto r = d.BackupKey(backup_secret);
+      if (!r) return Report(g, r.error());
+      json j{{"token", r->token}};
+      std::string human =
+          TrF("On the server host: teduh-server backup-key --data DIR {}\n", r->token);
+      if (backup_secret) {
+        j["secret"] = r->secret;
+        human += TrF(
+            "Backup secret key (a restore asks for it; whoever holds it can read every backup):\n"
+            "{}\n",
+            r->secret);
+      }
+      auto rc = Emit(g, j, human);
+      teduh::crypto::Wipe(r->secret);
+      return rc;
+    }
+    if (backup_open->parsed()) {
+      auto r = d.OpenBackup(backup_file);
+      if (!r) return Report(g, r.error());
+      json j{{"unit_id", r->unit_id},
+             {"generation", std::to_string(r->generation)},
+             {"created_at", IsoTime(r->created_ms)},
+             {"audit_entries", r->audit_entries},
+             {"store_bytes", r->store_bytes},
+             {"devices", r->devices},
+             {"records", r->records},
+             {"values", r->values},
+             {"intact", true}};
+      return Emit(g, j,
+                  TrF("Backup intact: taken {}, {} records, {} field values, {} devices, {} audit "
+                      "entries.\n",
+                      IsoTime(r->created_ms), r->records, r->values, r->devices,
+                      r->audit_entries));
     }
     if (key_retire->parsed()) {
       const auto cls =

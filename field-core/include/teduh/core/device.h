@@ -372,6 +372,20 @@ struct SyncReport {
   std::int64_t clock_offset_ms = 0;
 };
 
+struct BackupKeyView {
+  std::string token;   // "TBK1-...": for `teduh-server backup-key`
+  std::string secret;  // "TBS1-...": only when asked for
+};
+
+struct BackupCheck {
+  std::string unit_id;
+  std::uint64_t generation = 0;
+  std::int64_t created_ms = 0;
+  std::uint64_t audit_entries = 0;
+  std::uint64_t store_bytes = 0;
+  std::uint64_t devices = 0, records = 0, values = 0;  // what its store holds
+};
+
 struct RemoteDevice {
   Id device_id{};
   std::string user, role, state, label, fingerprint;
@@ -611,6 +625,15 @@ class Device {
   // Epochs per class, how many case keys each still wraps, and which devices
   // hold which (admin devices).
   Outcome<std::vector<KeyClassView>> KeyStatus();
+  // The unit backup key (admin device holding the unit root key; it is
+  // derived from it, core::BackupKeyPair): `token` names its public key to
+  // the server, signed by the root key; with `with_secret`, `secret` is the
+  // secret key as text for a restore (core::FormatBackupSecret). Works offline.
+  Outcome<BackupKeyView> BackupKey(bool with_secret);
+  // Opens a server backup file with the unit backup key and checks it whole:
+  // every chunk, and its store's PRAGMA integrity_check (admin device
+  // holding the unit root key). Nothing is written.
+  Outcome<BackupCheck> OpenBackup(const std::filesystem::path& file);
   // Offboards a user who leaves (admin device with the unit root key): every
   // one of their devices is revoked with a signed wipe order, and every case
   // assigned to them is assigned to `reassign_to` (who must have an active

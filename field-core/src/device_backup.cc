@@ -1,0 +1,112 @@
+// The unit backup key on an admin device (docs/SECURITY.md, "Backups"): it
+// is derived from the unit root key (core::BackupKeyPair), so it exists on
+// every device and recovery kit that holds that key and nowhere else.
+//
+// Invariants:
+//  1. The backup secret key lives only in guarded memory, and as text only
+//     in the string returned to a caller that asked for it.
+//  2. OpenBackup writes nothing: the snapshot is checked in memory
+//     (sqlite3_deserialize) and wiped.
+#include <sqlite3.h>
+
+#include <cstring>
+
+#include "teduh/core/backup_file.h"
+#include "teduh/core/device.h"
+#include "teduh/core/i18n.h"
+
+namespace teduh::core {
+
+Outcome<BackupKeyView> Device::BackupKey(bool with_secret) {
+  std::lock_guard g(mu_);
+  if (auto r = RequireRootAdminLocked("use the unit backup key"); !r) return r.error();
+  auto pair = BackupKeyPair(vault_->unit_root_sk());
+  if (!pair) return pair.error();
+  const std::string pk(reinterpret_cast<const char*>(pair->public_key.data()),
+                       pair->public_key.size());
+  const std::string message = BackupKeyMessage(InfoLocked().unit_id, pk);
+  auto sig = crypto::Sign(vault_->unit_root_sk(),
+                          crypto::ByteView(reinterpret_cast<const std::uint8_t*>(message.data()),
+                                           message.size()));
+  if (!sig) return Fail(sig.error());
+  BackupKeyView view;
+  view.token = FormatBackupKeyToken(
+      pk, std::string_view(reinterpret_cast<const char*>(sig->data()), sig->size()));
+  if (with_secret) view.secret = FormatBackupSecret(pair->secret_key);
+  return view;
+}
+
+namespace {
+
+std::uint64_t CountRows(sqlite3* db, const char* sql) {
+  sqlite3_stmt* st = nullptr;
+  std::uint64_t n = 0;
+  if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+    n = static_cast<std::uint64_t>(sqlite3_column_int64(st, 0));
+  sqlite3_finalize(st);
+  return n;
+}
+
+}  // namespace
+
+Outcome<BackupCheck> Device::OpenBackup(const std::filesystem::path& file) {
+  std::string snapshot;
+  BackupFileInfo info;
+  std::string unit_id;
+  {
+    std::lock_guard g(mu_);
+    if (auto r = RequireRootAdminLocked("use the unit backup key"); !r) return r.error();
+    auto pair = BackupKeyPair(vault_->unit_root_sk());
+    if (!pair) return pair.error();
+    auto opened = OpenBackupFile(file, *pair, &snapshot);
+    if (!opened) return opened.error();
+    info = std::move(*opened);
+    unit_id = InfoLocked().unit_id;
+  }
+  struct Wiper {
+    std::string& s;
+    ~Wiper() { crypto::Wipe(s); }
+  } wiper{snapshot};
+  sqlite3* raw = nullptr;
+  if (sqlite3_open_v2(":memory:", &raw, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK) {
+    sqlite3_close_v2(raw);
+    return Fail(errc::store_failed, Tr("the backup's store could not be opened"));
+  }
+  std::unique_ptr<sqlite3, decltype(&sqlite3_close_v2)> db(raw, &sqlite3_close_v2);
+  auto* buf = static_cast<unsigned char*>(sqlite3_malloc64(snapshot.size()));
+  if (!buf) return Fail(errc::store_failed, Tr("the backup's store could not be opened"));
+  std::memcpy(buf, snapshot.data(), snapshot.size());
+  // The snapshot's header says WAL (bytes 18 and 19 are 2), which a
+  // deserialized database cannot use: read it as a rollback-journal file.
+  if (snapshot.size() >= 100) buf[18] = buf[19] = 1;
+  // SQLite owns and frees the buffer from here; read-only.
+  if (sqlite3_deserialize(raw, "main", buf, static_cast<sqlite3_int64>(snapshot.size()),
+                          static_cast<sqlite3_int64>(snapshot.size()),
+                          SQLITE_DESERIALIZE_FREEONCLOSE | SQLITE_DESERIALIZE_READONLY) !=
+      SQLITE_OK)
+    return Fail(errc::integrity, Tr("the backup's store could not be opened"));
+  sqlite3_stmt* st = nullptr;
+  bool ok = false;
+  if (sqlite3_prepare_v2(raw, "PRAGMA integrity_check", -1, &st, nullptr) == SQLITE_OK &&
+      sqlite3_step(st) == SQLITE_ROW) {
+    const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
+    ok = text && std::string_view(text) == "ok";
+  }
+  sqlite3_finalize(st);
+  if (!ok) return Fail(errc::integrity, Tr("the backup's store does not pass its integrity check"));
+  BackupCheck check;
+  const auto& h = info.header;
+  check.unit_id = h.unit_id();
+  check.generation = h.generation();
+  check.created_ms = h.created_ms();
+  check.audit_entries = h.audit_index();
+  check.store_bytes = h.plain_bytes();
+  check.devices = CountRows(raw, "SELECT COUNT(*) FROM devices");
+  check.records = CountRows(raw, "SELECT COUNT(*) FROM records");
+  check.values = CountRows(raw, "SELECT COUNT(*) FROM fields");
+  if (check.unit_id != unit_id)
+    return Fail(errc::wrong_unit, Tr("the backup is of another unit"));
+  return check;
+}
+
+}  // namespace teduh::core

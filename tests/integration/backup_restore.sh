@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Backup and restore through the programs, over real WebSocket on loopback
+# (README, "Backups and restores"; docs/SECURITY.md, "Backups"):
+#   a unit with an admin and two office devices -> the admin names the backup
+#   key -> a backup while serving -> an office device records a second case
+#   and syncs it -> the server's disk is lost: the backup is restored -> the
+#   office device re-sends the second case -> the other office device gets
+#   both. Bad backups and a restore under a running server change nothing.
+set -uo pipefail
+bin=${1:?usage: backup_restore.sh BIN_DIR}
+TEDUH="$bin/teduh"
+SERVER="$bin/teduh-server"
+work=$(mktemp -d)
+server_pid=""
+cleanup() {
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  [ -n "${TEDUH_KEEP:-}" ] && echo "kept $work" >&2 || rm -rf "$work"
+}
+trap cleanup EXIT
+export TEDUH_KDF=interactive LANGUAGE=en
+fails=0
+passes=0
+ok() { passes=$((passes + 1)); echo "ok - $1"; }
+bad() { fails=$((fails + 1)); echo "FAIL - $1" >&2; }
+check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
+die() { echo "FAIL - $1" >&2; echo "$passes passed, $((fails + 1)) failed"; exit 1; }
+
+data="$work/server"
+start_server() {
+  "$SERVER" serve --data "$data" --listen "127.0.0.1:${port:-0}" >"$work/serve.out" 2>>"$work/server.log" &
+  server_pid=$!
+  for _ in $(seq 1 100); do
+    grep -q '^listening on ' "$work/serve.out" 2>/dev/null && break
+    sleep 0.1
+  done
+  grep -q '^listening on ' "$work/serve.out" || die "server did not start: $(cat "$work/server.log")"
+  port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$work/serve.out" | head -1)
+}
+stop_server() {
+  kill -TERM "$server_pid"
+  wait "$server_pid"
+  server_pid=""
+}
+dev() {
+  local home=$1 pass=$2
+  shift 2
+  TEDUH_PASSPHRASE="$pass" "$TEDUH" --home "$home" --json "$@" 2>"$work/last.err"
+}
+json() { jq -er "$1"; }
+has_case() { dev "$1" "$2" case list | jq -e --arg id "$3" '.cases[] | select(.case_id == $id)' >/dev/null; }
+
+code=$("$SERVER" init --data "$data" --unit "UPTD PPA Kota Dumai" --json | json .code) || die "init"
+start_server
+url="ws://127.0.0.1:$port/sync"
+admin="$work/admin"
+dev "$admin" admin-pass-1 init --server "$url" --code "$code" >/dev/null || die "admin enrolls: $(cat "$work/last.err")"
+for u in budi rina; do
+  c=$("$SERVER" enroll --data "$data" --role office --user "$u" --json | json .code) || die "enroll $u"
+  id=$(dev "$work/$u" "$u-pass-1" init --server "$url" --code "$c" | json .device_id) || die "$u enrolls"
+  dev "$admin" admin-pass-1 device approve "$id" >/dev/null || die "approve $u: $(cat "$work/last.err")"
+  dev "$work/$u" "$u-pass-1" sync >/dev/null || die "$u syncs: $(cat "$work/last.err")"
+done
+ok "a unit with an admin and two office devices"
+
+check "no backup is written before the unit has a backup key" \
+  '! "$SERVER" backup --data "$data" --to "$work/early.tbk" 2>"$work/err" && grep -q "backup key" "$work/err" && [ ! -e "$work/early.tbk" ]'
+token=$(dev "$admin" admin-pass-1 key backup-key | json .token) || die "backup-key: $(cat "$work/last.err")"
+check "a forged backup key token is refused" \
+  '! "$SERVER" backup-key --data "$data" "TBK1-$(printf "%0192d" 0)" >/dev/null 2>&1'
+check "a field device has no backup key" '! dev "$work/budi" budi-pass-1 key backup-key >/dev/null'
+"$SERVER" backup-key --data "$data" "$token" >/dev/null || die "backup-key set"
+ok "the admin device names the unit backup key to the server"
+
+first=$(dev "$work/budi" budi-pass-1 case new --set risk_level=tinggi --set "chronology=Kasus pertama" | json .case_id) || die "case 1"
+dev "$work/budi" budi-pass-1 sync >/dev/null || die "sync 1"
+backup="$work/unit-1.tbk"
+"$SERVER" backup --data "$data" --to "$backup" --json >"$work/backup.json" || die "backup while serving: $(cat "$work/backup.json")"
+ok "a backup is written while the server serves"
+check "the backup reveals no open field nor sealed text" \
+  '! grep -qa "Kasus pertama" "$backup" && ! grep -qa "UPTD PPA Kota Dumai" "$backup" && ! grep -qa "SQLite format" "$backup"'
+check "backup verify checks it without the key" \
+  '"$SERVER" backup verify "$backup" --json | jq -e ".intact == true" >/dev/null'
+check "the admin device opens it and checks it whole" \
+  '[ "$(dev "$admin" admin-pass-1 backup open "$backup" | jq -r .intact)" = true ]'
+
+second=$(dev "$work/budi" budi-pass-1 case new --set risk_level=sedang --set "chronology=Kasus kedua" | json .case_id) || die "case 2"
+accepted=$(dev "$work/budi" budi-pass-1 sync | json .accepted) || die "sync 2"
+check "the second case is acknowledged" '[ "$accepted" -gt 0 ]'
+
+# Bad backups: refused, and nothing is written to the target.
+secret=$(dev "$admin" admin-pass-1 key backup-key --secret | json .secret) || die "backup secret"
+head -c 2000 "$backup" >"$work/cut.tbk"
+cp "$backup" "$work/altered.tbk"
+printf 'X' | dd of="$work/altered.tbk" bs=1 seek=3000 conv=notrunc 2>/dev/null
+echo "not a backup" >"$work/junk.tbk"
+for f in cut altered junk; do
+  check "a $f backup is refused" \
+    '! TEDUH_BACKUP_SECRET="$secret" "$SERVER" restore --from "$work/$f.tbk" --data "$work/target-$f" 2>"$work/err" && grep -qiE "damaged|not a Teduh backup" "$work/err" && [ ! -e "$work/target-$f/teduh-server.db" ]'
+done
+mistyped=$(echo "$secret" | sed 's/-\(.\)/-\1/; s/TBS1-\(.\)/TBS1-X/' | sed 's/TBS1-X/TBS1-0/')
+[ "$mistyped" = "$secret" ] && mistyped=$(echo "$secret" | sed 's/TBS1-./TBS1-f/')
+check "a mistyped backup secret key is named by its checksum" \
+  '! TEDUH_BACKUP_SECRET="$mistyped" "$SERVER" restore --from "$backup" --data "$work/target-typo" 2>"$work/err" && grep -q checksum "$work/err"'
+check "a restore while the server serves is refused" \
+  '! TEDUH_BACKUP_SECRET="$secret" "$SERVER" restore --from "$backup" --data "$data" 2>"$work/err" && grep -q "another teduh-server process" "$work/err"'
+check "the refused restore changed nothing" \
+  'has_case "$work/rina" rina-pass-1 "$second" || { dev "$work/rina" rina-pass-1 sync >/dev/null; has_case "$work/rina" rina-pass-1 "$second"; }'
+
+# The server's disk is lost: only the backup is left.
+stop_server
+rm -rf "$data"
+TEDUH_BACKUP_SECRET="$secret" "$SERVER" restore --from "$backup" --data "$data" --json >"$work/restore.json" ||
+  die "restore: $(cat "$work/restore.json")"
+ok "the backup is restored onto an empty data folder"
+check "the restore reports a new generation" \
+  '[ "$(jq -r .new_generation "$work/restore.json")" != "$(jq -r .generation "$work/backup.json")" ]'
+check "the restored audit chain verifies" '"$SERVER" audit verify --data "$data" >/dev/null'
+start_server
+
+report=$(dev "$work/budi" budi-pass-1 sync) || die "budi syncs after the restore: $(cat "$work/last.err")"
+check "the office device sees the restore and re-sends" '[ "$(echo "$report" | jq -r .reset)" = true ]'
+check "nothing is left pending" '[ "$(echo "$report" | jq -r .pending)" = 0 ]'
+dev "$work/rina" rina-pass-1 sync >/dev/null || die "rina syncs: $(cat "$work/last.err")"
+check "the other office device has both cases after the restore" \
+  'has_case "$work/rina" rina-pass-1 "$first" && has_case "$work/rina" rina-pass-1 "$second"'
+check "the second case reads on the other device" \
+  '[ "$(dev "$work/rina" rina-pass-1 case show "$second" | jq -r .fields.chronology)" = "Kasus kedua" ]'
+third=$(dev "$work/budi" budi-pass-1 case new --set "chronology=Kasus ketiga" | json .case_id) || die "case 3"
+dev "$work/budi" budi-pass-1 sync >/dev/null || die "sync 3"
+dev "$work/rina" rina-pass-1 sync >/dev/null || die "rina sync 3"
+check "work goes on after the restore" 'has_case "$work/rina" rina-pass-1 "$third"'
+check "the audit chain verifies after the re-sends" '"$SERVER" audit verify --data "$data" >/dev/null'
+
+# A second backup restored over the live store: the store it replaces is kept.
+"$SERVER" backup --data "$data" --to "$work/unit-2.tbk" >/dev/null || die "second backup"
+stop_server
+TEDUH_BACKUP_SECRET="$secret" "$SERVER" restore --from "$work/unit-2.tbk" --data "$data" --json >"$work/restore2.json" ||
+  die "restore over a store: $(cat "$work/restore2.json")"
+check "restoring over a store keeps the store it replaced" \
+  '[ -e "$(jq -r .replaced "$work/restore2.json")" ] && [ "$(jq -r .carried_forward "$work/restore2.json")" = true ]'
+start_server
+dev "$work/rina" rina-pass-1 sync >/dev/null || die "rina syncs after the second restore"
+check "devices keep every case across the second restore" \
+  'has_case "$work/rina" rina-pass-1 "$first" && has_case "$work/rina" rina-pass-1 "$second" && has_case "$work/rina" rina-pass-1 "$third"'
+
+echo "$passes passed, $fails failed"
+[ "$fails" -eq 0 ]
