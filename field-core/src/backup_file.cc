@@ -188,19 +188,28 @@ Outcome<void> WriteBackupFile(const fs::path& path, kv1::BackupHeader header,
   return WriteDurably(path, std::string_view(reinterpret_cast<const char*>(out.data()), out.size()));
 }
 
+Outcome<BackupFileInfo> VerifyBackupBytes(std::string_view file) {
+  auto parsed = Parse(file);
+  if (!parsed) return parsed.error();
+  return BackupFileInfo{parsed->header, file.size()};
+}
+
 Outcome<BackupFileInfo> VerifyBackupFile(const fs::path& path) {
   auto bytes = ReadWhole(path);
   if (!bytes) return bytes.error();
-  auto parsed = Parse(*bytes);
-  if (!parsed) return parsed.error();
-  return BackupFileInfo{parsed->header, bytes->size()};
+  return VerifyBackupBytes(*bytes);
 }
 
 Outcome<BackupFileInfo> OpenBackupFile(const fs::path& path, const crypto::BoxKeyPair& key,
                                        std::string* snapshot) {
   auto bytes = ReadWhole(path);
   if (!bytes) return bytes.error();
-  auto parsed = Parse(*bytes);
+  return OpenBackupBytes(*bytes, key, snapshot);
+}
+
+Outcome<BackupFileInfo> OpenBackupBytes(std::string_view file, const crypto::BoxKeyPair& key,
+                                        std::string* snapshot) {
+  auto parsed = Parse(file);
   if (!parsed) return parsed.error();
   const kv1::BackupHeader& h = parsed->header;
   if (std::string_view(reinterpret_cast<const char*>(key.public_key.data()),
@@ -224,7 +233,7 @@ Outcome<BackupFileInfo> OpenBackupFile(const fs::path& path, const crypto::BoxKe
     snapshot->append(reinterpret_cast<const char*>(plain.data()), plain.size());
   }
   if (!final) return Damaged(Tr("it ends before its last chunk"));
-  return BackupFileInfo{h, bytes->size()};
+  return BackupFileInfo{h, file.size()};
 }
 
 std::string BackupKeyMessage(std::string_view unit_id, std::string_view backup_pk) {

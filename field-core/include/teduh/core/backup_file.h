@@ -55,6 +55,12 @@ struct BackupFileInfo {
 // not a Teduh backup); errc::io_error if it cannot be read.
 Outcome<BackupFileInfo> VerifyBackupFile(const std::filesystem::path& path);
 
+// The same checks on a file's bytes (what the fuzz target drives).
+Outcome<BackupFileInfo> VerifyBackupBytes(std::string_view file);
+// The same as OpenBackupFile on a file's bytes.
+Outcome<BackupFileInfo> OpenBackupBytes(std::string_view file, const crypto::BoxKeyPair& key,
+                                        std::string* snapshot);
+
 // Checks the file as VerifyBackupFile does, then opens it with `key`:
 // errc::wrong_unit if it is sealed to another backup key, errc::integrity if
 // any chunk fails or the stream ends early. `snapshot` receives the store
