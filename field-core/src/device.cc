@@ -319,6 +319,25 @@ std::string ServerVerdictText(const OutboxEntry& e) {
   return e.detail;
 }
 
+// A passphrase of at least kMinPassphraseChars characters (UTF-8 code
+// points): a short one falls to a guessing attack on a stolen laptop's vault.
+Outcome<void> CheckNewPassphrase(const crypto::SecureBuffer& passphrase) {
+  std::size_t chars = 0;
+  for (std::uint8_t b : passphrase.view())
+    if ((b & 0xC0) != 0x80) ++chars;
+  if (chars < kMinPassphraseChars)
+    return Fail(errc::invalid_argument,
+                TrF("the passphrase must be at least {} characters long: a shorter one can be "
+                    "guessed quickly by whoever takes the laptop",
+                    kMinPassphraseChars));
+  return {};
+}
+
+bool IsFieldRole(Role role) {
+  return role == Role::ROLE_PENDAMPING || role == Role::ROLE_KONSELOR ||
+         role == Role::ROLE_PSIKOLOG;
+}
+
 std::string HostLabel() {
   char buf[256] = {};
   if (::gethostname(buf, sizeof buf - 1) != 0) return "device";
@@ -441,11 +460,14 @@ DeviceInfo Device::InfoLocked() const {
   i.label = meta_->label;
   i.fingerprint = DeviceFingerprint(meta_->sign_pk, meta_->box_pk);
   i.unit_fingerprint = meta_->unit_root_pk.empty() ? "" : KeyFingerprint(meta_->unit_root_pk);
-  i.max_failed_unlocks = meta_->max_failed_unlocks;
+  // The vault's own limit (device.json's copy is only for a first-format vault).
+  i.max_failed_unlocks = vault_ && !vault_->locked() ? vault_->max_failed_unlocks()
+                                                      : meta_->max_failed_unlocks;
   return i;
 }
 
 Outcome<void> Device::ChangePassphrase(const crypto::SecureBuffer& new_passphrase) {
+  if (auto r = CheckNewPassphrase(new_passphrase); !r) return r.error();
   std::lock_guard g(mu_);
   if (auto r = CheckOpen(); !r) return r.error();
   return vault_->ChangePassphrase(new_passphrase, options_.vault);
@@ -464,8 +486,7 @@ Outcome<std::unique_ptr<Device>> Device::Enroll(const std::filesystem::path& hom
                                                 const crypto::SecureBuffer& passphrase,
                                                 DeviceOptions options) {
   if (auto ec = crypto::Init()) return Fail(ec, Tr("the crypto library could not start"));
-  if (passphrase.empty())
-    return Fail(errc::invalid_argument, Tr("the passphrase must not be empty"));
+  if (auto r = CheckNewPassphrase(passphrase); !r) return r.error();
   std::error_code fs_ec;
   std::filesystem::create_directories(home, fs_ec);
   if (fs_ec) return Fail(errc::io_error, TrF("cannot create {}", home.string()));
@@ -572,7 +593,9 @@ Outcome<std::unique_ptr<Device>> Device::Enroll(const std::filesystem::path& hom
   m.unit_root_pk = result->unit_root_pk();
   m.sign_pk = sign_pk;
   m.box_pk = box_pk;
-  m.max_failed_unlocks = d->options_.vault.max_failed_unlocks;
+  m.max_failed_unlocks = d->options_.max_failed_unlocks.value_or(
+      IsFieldRole(m.role) ? kFieldRoleFailedUnlocks : 0);
+  d->options_.vault.max_failed_unlocks = m.max_failed_unlocks;  // kept in the vault
 
   auto vault = Vault::Create(home / kVaultFile, passphrase, std::move(secrets), d->options_.vault);
   if (!vault) {
@@ -2025,6 +2048,8 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
   };
   tell("connecting");
   pb::Welcome welcome;
+  bool rolled_back = false;  // the server's store was put back from a file-level copy
+  std::uint64_t acknowledged_mark = 0;
   auto client = ConnectAndAuthenticate(&welcome);
   if (!client) return fail(client.error());
   auto welcome_in = [&]() -> Outcome<void> {
@@ -2034,6 +2059,17 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
     if (!added) return added.error();
     report.grants_added = *added;
     if (auto r = store_->RaiseDeviceSeq(welcome.device_mark()); !r) return r.error();
+    // A store put back from a file-level copy keeps its generation: this
+    // device has seen newer data under it than the store holds (PROTOCOL §6).
+    if (welcome.has_head_seq()) {
+      auto cursor = store_->Cursor();
+      if (!cursor) return cursor.error();
+      auto answered = store_->HighestAnsweredSeq();
+      if (!answered) return answered.error();
+      acknowledged_mark = *answered;
+      rolled_back = cursor->generation != 0 && cursor->generation == welcome.generation() &&
+                    (cursor->last_seq > welcome.head_seq() || *answered > welcome.device_mark());
+    }
     auto counts = store_->CountOutbox();
     if (!counts) return counts.error();
     prog.to_push = counts->pending;
@@ -2119,7 +2155,9 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
       cursor = *c;
     }
     tell("pulling");
-    auto request = (*client)->RequestPull(cursor.generation, cursor.last_seq, pull_limit);
+    auto request = (*client)->RequestPull(cursor.generation, cursor.last_seq, pull_limit,
+                                          rolled_back, acknowledged_mark);
+    rolled_back = false;  // said once; the reply resets the cursor
     if (!request) return request.error();
     for (;;) {
       auto changes = (*client)->AwaitChanges(*request);

@@ -14,6 +14,7 @@
 #include "teduh/core/backup_file.h"
 #include "teduh/core/device.h"
 #include "teduh/core/i18n.h"
+#include "teduh/core/vault.h"
 
 namespace teduh::core {
 
@@ -107,6 +108,31 @@ Outcome<BackupCheck> Device::OpenBackup(const std::filesystem::path& file) {
   if (check.unit_id != unit_id)
     return Fail(errc::wrong_unit, Tr("the backup is of another unit"));
   return check;
+}
+
+Device::UnlockRisk Device::UnlockRiskOf(const std::filesystem::path& home) {
+  UnlockRisk risk;
+  const auto vault = home / "vault";
+  if (auto failed = Vault::FailedUnlocks(vault)) risk.failed = *failed;
+  if (auto limit = Vault::MaxFailedUnlocks(vault, 0)) risk.limit = *limit;
+  // The outbox's state is a plain column: counted without the key.
+  sqlite3* raw = nullptr;
+  const std::string uri = "file:" + (home / "store.db").string() + "?mode=ro";
+  if (sqlite3_open_v2(uri.c_str(), &raw, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, nullptr) ==
+      SQLITE_OK) {
+    sqlite3_busy_timeout(raw, 1000);
+    risk.unsent = CountRows(raw, "SELECT COUNT(*) FROM outbox WHERE state = 0");
+  }
+  sqlite3_close_v2(raw);
+  return risk;
+}
+
+std::string Device::UnlockRisk::Warning() const {
+  if (limit == 0 || unsent == 0 || failed + 3 < limit) return {};
+  return TrF(
+      "Warning: {} wrong passphrase(s) more and this device erases its keys and its {} unsent "
+      "edit(s). If you are not sure of the passphrase, stop and ask your admin.",
+      limit - failed, unsent);
 }
 
 }  // namespace teduh::core

@@ -692,6 +692,13 @@ Outcome<void> LocalStore::RenumberPendingLocked(const pb::FieldChange& sent) {
   return SetMetaInt("device_seq", next);
 }
 
+Outcome<std::uint64_t> LocalStore::HighestAnsweredSeq() {
+  Stmt q(*stmts_, "SELECT MAX(device_seq) FROM outbox WHERE state<>0");
+  int rc = q.Step();
+  if (rc != SQLITE_ROW) return SqlFail(rc, Tr("reading the outbox"));
+  return q.UInt(0);
+}
+
 Outcome<void> LocalStore::RaiseDeviceSeq(std::uint64_t server_mark) {
   return InTxn([&]() -> Outcome<void> {
     auto counter = MetaInt("device_seq");

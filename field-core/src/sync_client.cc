@@ -180,11 +180,16 @@ Outcome<pb::Changes> SyncClient::Pull(std::uint64_t generation, std::uint64_t af
 }
 
 Outcome<std::uint64_t> SyncClient::RequestPull(std::uint64_t generation, std::uint64_t after_seq,
-                                               std::uint32_t limit) {
+                                               std::uint32_t limit, bool rolled_back,
+                                               std::uint64_t acknowledged_mark) {
   pb::Frame f;
   f.mutable_pull()->set_generation(generation);
   f.mutable_pull()->set_after_seq(after_seq);
   f.mutable_pull()->set_limit(limit);
+  if (rolled_back) {
+    f.mutable_pull()->set_rolled_back(true);
+    f.mutable_pull()->set_acknowledged_mark(acknowledged_mark);
+  }
   return Send(std::move(f));
 }
 

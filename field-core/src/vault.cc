@@ -1,9 +1,15 @@
 // Design notes — the vault file (see vault.h for the contract).
 //
-// File: teduh.keys.v1.VaultFile {format=1, salt, opslimit, memlimit, alg,
-// nonce, ciphertext, failed_unlocks}. ciphertext = XChaCha20-Poly1305(KEK,
-// plaintext, AD = "teduh-vault-v1") with KEK = Argon2id(passphrase, salt,
-// opslimit, memlimit).
+// File: teduh.keys.v1.VaultFile {format=2, salt, opslimit, memlimit, alg,
+// nonce, ciphertext, failed_unlocks, max_failed_unlocks, checksum}.
+// ciphertext = XChaCha20-Poly1305(KEK, plaintext, AD = "teduh-vault-v2" ||
+// u32 BE max_failed_unlocks) with KEK = Argon2id(passphrase, salt, opslimit,
+// memlimit). checksum = BLAKE2b-256 of the file with failed_unlocks 0 and no
+// checksum. Every write also writes a second copy (`vault.copy`), both
+// atomically. A file whose checksum fails is damaged, never a wrong
+// passphrase: the copy is used, and the damaged file is rewritten from it
+// after the next unlock. Format 1 (AD "teduh-vault-v1", no checksum, the
+// limit in device.json) is read and rewritten as format 2 at its first unlock.
 //
 // Plaintext: a sequence of entries, each an 8-byte header followed by a body
 // whose size is fixed by the entry type:
@@ -25,8 +31,9 @@
 //     plaintext too); every std::string built here holds ciphertext only.
 //  2. The file on disk is always a complete VaultFile: every write goes
 //     through WriteFileAtomically (temp + fsync + rename + dir fsync).
-//  3. A wrong passphrase changes only `failed_unlocks` (+1). The salt, the
-//     parameters and the ciphertext stay byte-identical.
+//  3. A wrong passphrase changes only `failed_unlocks` (+1, in both copies).
+//     The salt, the parameters and the ciphertext stay byte-identical.
+//     Damage (a checksum that fails in a file) never counts and never erases.
 //  4. A successful unlock with failed_unlocks > 0 resets it to 0 (best
 //     effort: a failure there never blocks the officer; the next unlock retries).
 //  5. KDF parameters below crypto::KdfParamsAcceptable are refused on open
@@ -53,8 +60,8 @@
 namespace teduh::core {
 namespace {
 
-constexpr std::string_view kVaultAd = "teduh-vault-v1";
-constexpr std::uint32_t kVaultFormat = 1;
+constexpr std::string_view kVaultAdV1 = "teduh-vault-v1";
+constexpr std::uint32_t kVaultFormat = 2;
 constexpr std::size_t kHeaderBytes = 8;
 constexpr std::size_t kMaxVaultFileBytes = 1u << 20;
 
@@ -191,7 +198,34 @@ Outcome<VaultSecrets> Parse(const crypto::SecureBuffer& plain) {
   return s;
 }
 
-Outcome<teduh::keys::v1::VaultFile> ReadVaultFile(const std::filesystem::path& path) {
+std::filesystem::path CopyPath(const std::filesystem::path& path) {
+  std::filesystem::path copy = path;
+  copy += ".copy";
+  return copy;
+}
+
+// BLAKE2b-256 of `file` with failed_unlocks 0 and no checksum.
+std::string ChecksumOf(const teduh::keys::v1::VaultFile& file) {
+  teduh::keys::v1::VaultFile c = file;
+  c.set_failed_unlocks(0);
+  c.clear_checksum();
+  const std::string bytes = c.SerializeAsString();
+  const auto h = crypto::Hash(View(bytes));
+  return std::string(reinterpret_cast<const char*>(h.data()), h.size());
+}
+
+// The associated data the ciphertext is bound to.
+std::string AdOf(const teduh::keys::v1::VaultFile& file) {
+  if (file.format() == 1) return std::string(kVaultAdV1);
+  std::string ad = "teduh-vault-v2";
+  const std::uint32_t n = file.max_failed_unlocks();
+  for (int shift = 24; shift >= 0; shift -= 8) ad.push_back(static_cast<char>(n >> shift));
+  return ad;
+}
+
+// One file: errc::vault_missing, io_error, or vault_corrupt when it does not
+// parse or its checksum fails (damage, never a wrong passphrase).
+Outcome<teduh::keys::v1::VaultFile> ReadOneVaultFile(const std::filesystem::path& path) {
   std::error_code fs_ec;
   if (!std::filesystem::exists(path, fs_ec)) {
     return Fail(errc::vault_missing, Tr("no device is enrolled in this home folder"));
@@ -205,13 +239,37 @@ Outcome<teduh::keys::v1::VaultFile> ReadVaultFile(const std::filesystem::path& p
   if (bytes.size() > kMaxVaultFileBytes)
     return Fail(errc::vault_corrupt, Tr("the vault file is too large"));
   teduh::keys::v1::VaultFile file;
-  if (!file.ParseFromString(bytes) || file.format() != kVaultFormat ||
+  if (!file.ParseFromString(bytes) || (file.format() != 1 && file.format() != kVaultFormat) ||
       file.salt().size() != crypto::kKdfSaltBytes ||
       file.nonce().size() != crypto::kAeadNonceBytes ||
-      file.ciphertext().size() < crypto::kAeadTagBytes) {
+      file.ciphertext().size() < crypto::kAeadTagBytes ||
+      (file.format() == kVaultFormat && file.checksum() != ChecksumOf(file))) {
     return Fail(errc::vault_corrupt, Tr("the vault file is damaged"));
   }
   return file;
+}
+
+// The vault file, or its copy when it is damaged or gone (`*from_copy`
+// says so). Failed unlocks are the higher count of the two.
+Outcome<teduh::keys::v1::VaultFile> ReadVaultFile(const std::filesystem::path& path,
+                                                  bool* from_copy = nullptr) {
+  if (from_copy) *from_copy = false;
+  auto main = ReadOneVaultFile(path);
+  auto copy = ReadOneVaultFile(CopyPath(path));
+  if (main) {
+    if (copy && copy->failed_unlocks() > main->failed_unlocks())
+      main->set_failed_unlocks(copy->failed_unlocks());
+    return main;
+  }
+  if (main.error().code == errc::vault_missing && !copy) return main.error();
+  if (!copy) {
+    if (copy.error().code == errc::vault_missing) return main.error();
+    return Fail(errc::vault_corrupt,
+                Tr("the vault file and its copy are damaged: this is not a wrong passphrase, and "
+                   "nothing was erased; restore the device folder from a backup or enroll again"));
+  }
+  if (from_copy) *from_copy = true;
+  return copy;
 }
 
 crypto::KdfParams ParamsOf(const teduh::keys::v1::VaultFile& file) {
@@ -287,10 +345,17 @@ error_code WriteFileAtomically(const std::filesystem::path& path, std::string_vi
 
 bool Vault::Exists(const std::filesystem::path& path) {
   std::error_code ec;
-  return std::filesystem::is_regular_file(path, ec);
+  return std::filesystem::is_regular_file(path, ec) ||
+         std::filesystem::is_regular_file(CopyPath(path), ec);
 }
 
 void Vault::Erase(const std::filesystem::path& path) {
+  EraseFile(path);
+  std::error_code ec;
+  if (std::filesystem::exists(CopyPath(path), ec)) EraseFile(CopyPath(path));
+}
+
+void Vault::EraseFile(const std::filesystem::path& path) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd >= 0) {
     struct stat st {};
@@ -370,10 +435,11 @@ std::vector<std::uint32_t> Vault::epochs(teduh::AccessClass key_class) const {
 Outcome<void> Vault::Write(const VaultSecrets& secrets) const {
   auto plain = Serialize(secrets);
   if (!plain) return plain.error();
-  auto sealed = crypto::AeadSeal(kek_, plain->view(), View(kVaultAd));
-  if (!sealed) return Fail(sealed.error(), Tr("cannot encrypt the vault"));
   teduh::keys::v1::VaultFile file;
   file.set_format(kVaultFormat);
+  file.set_max_failed_unlocks(max_failed_unlocks_);
+  auto sealed = crypto::AeadSeal(kek_, plain->view(), View(AdOf(file)));
+  if (!sealed) return Fail(sealed.error(), Tr("cannot encrypt the vault"));
   file.set_salt(params_.salt.data(), params_.salt.size());
   file.set_opslimit(params_.opslimit);
   file.set_memlimit(params_.memlimit);
@@ -382,10 +448,14 @@ Outcome<void> Vault::Write(const VaultSecrets& secrets) const {
   file.set_ciphertext(sealed->data() + crypto::kAeadNonceBytes,
                       sealed->size() - crypto::kAeadNonceBytes);
   file.set_failed_unlocks(0);
-  if (auto ec = WriteFileAtomically(path_, file.SerializeAsString())) {
-    return Fail(ec, ec == errc::disk_full
-                        ? Tr("no space left to save the vault; nothing was changed")
-                        : Tr("cannot write the vault file; nothing was changed"));
+  file.set_checksum(ChecksumOf(file));
+  // The copy first: whatever happens, one of the two opens.
+  for (const auto& target : {CopyPath(path_), path_}) {
+    if (auto ec = WriteFileAtomically(target, file.SerializeAsString())) {
+      return Fail(ec, ec == errc::disk_full
+                          ? Tr("no space left to save the vault; nothing was changed")
+                          : Tr("cannot write the vault file; nothing was changed"));
+    }
   }
   return {};
 }
@@ -403,7 +473,12 @@ Outcome<std::unique_ptr<Vault>> Vault::Create(const std::filesystem::path& path,
   auto kek = crypto::DeriveKey(passphrase, params);
   if (!kek) return Fail(kek.error(), Tr("cannot derive the vault key (not enough memory?)"));
   std::unique_ptr<Vault> v(new Vault(path, params, std::move(*kek), std::move(secrets)));
-  if (auto w = v->Write(v->secrets_); !w) return w.error();
+  v->max_failed_unlocks_ = options.max_failed_unlocks;
+  if (auto w = v->Write(v->secrets_); !w) {
+    std::error_code ec;
+    std::filesystem::remove(CopyPath(path), ec);
+    return w.error();
+  }
   return v;
 }
 
@@ -439,41 +514,65 @@ Outcome<std::uint32_t> Vault::FailedUnlocks(const std::filesystem::path& path) {
 Outcome<std::unique_ptr<Vault>> Vault::Unlock(const std::filesystem::path& path,
                                               const crypto::SecureBuffer& passphrase,
                                               const VaultOptions& options) {
-  auto file = ReadVaultFile(path);
+  bool from_copy = false;
+  auto file = ReadVaultFile(path, &from_copy);
   if (!file) return file.error();
   crypto::KdfParams params = ParamsOf(*file);
   if (!crypto::KdfParamsAcceptable(params)) {
     return Fail(errc::vault_corrupt, Tr("the vault's key derivation parameters are too weak"));
   }
+  // Format 2 carries its own limit (bound to the ciphertext); format 1 took
+  // it from device.json.
+  const std::uint32_t limit =
+      file->format() == 1 ? options.max_failed_unlocks : file->max_failed_unlocks();
   auto kek = crypto::DeriveKey(passphrase, params);
   if (!kek) return Fail(kek.error(), Tr("cannot derive the vault key (not enough memory?)"));
   crypto::Bytes sealed = SealedBytes(*file);
-  auto plain = crypto::AeadOpen(*kek, sealed, View(kVaultAd));
+  auto plain = crypto::AeadOpen(*kek, sealed, View(AdOf(*file)));
   if (!plain) {
-    // Invariant 3: only the counter changes.
+    // Invariant 3: only the counter changes (the checksum held: not damage).
     std::uint32_t failures = file->failed_unlocks() + 1;
-    if (options.max_failed_unlocks > 0 && failures >= options.max_failed_unlocks) {
+    if (limit > 0 && failures >= limit) {
       Erase(path);
       return Fail(errc::vault_wiped,
                   Tr("too many wrong passphrases: the vault was erased; enroll this device again"));
     }
     file->set_failed_unlocks(failures);
-    (void)WriteFileAtomically(path, file->SerializeAsString());  // the counter is advisory
+    // The counter is advisory; both copies carry it, so damaging one does not reset it.
+    for (const auto& target : {path, CopyPath(path)}) {
+      std::error_code ec;
+      if (std::filesystem::exists(target, ec))
+        (void)WriteFileAtomically(target, file->SerializeAsString());
+    }
     std::string msg = Tr("wrong passphrase");
-    if (options.max_failed_unlocks > 0) {
+    if (limit > 0) {
       msg = TrF("wrong passphrase ({} attempts left before this device erases its keys)",
-                options.max_failed_unlocks - failures);
+                limit - failures);
     }
     return Fail(errc::wrong_passphrase, msg);
   }
   auto secrets = Parse(*plain);
   if (!secrets) return secrets.error();
   std::unique_ptr<Vault> v(new Vault(path, params, std::move(*kek), std::move(*secrets)));
-  if (file->failed_unlocks() != 0) {
+  v->max_failed_unlocks_ = limit;
+  std::error_code copy_ec;
+  if (file->format() == 1 || from_copy || !std::filesystem::exists(CopyPath(path), copy_ec)) {
+    // Upgraded to format 2, or repaired from the copy (best effort: the
+    // officer is not blocked; the next unlock tries again).
+    (void)v->Write(v->secrets_);
+  } else if (file->failed_unlocks() != 0) {
     file->set_failed_unlocks(0);
-    (void)WriteFileAtomically(path, file->SerializeAsString());  // invariant 4
+    for (const auto& target : {path, CopyPath(path)})
+      (void)WriteFileAtomically(target, file->SerializeAsString());  // invariant 4
   }
   return v;
+}
+
+Outcome<std::uint32_t> Vault::MaxFailedUnlocks(const std::filesystem::path& path,
+                                               std::uint32_t legacy) {
+  auto file = ReadVaultFile(path);
+  if (!file) return file.error();
+  return file->format() == 1 ? legacy : file->max_failed_unlocks();
 }
 
 Outcome<void> Vault::AddClassKeys(
@@ -518,7 +617,7 @@ Outcome<void> Vault::UpdateClassKeys(
   // Another process on the same home may have added keys since we opened.
   if (auto file = ReadVaultFile(path_); file && ParamsOf(*file).salt == params_.salt) {
     crypto::Bytes sealed = SealedBytes(*file);
-    if (auto plain = crypto::AeadOpen(kek_, sealed, View(kVaultAd))) {
+    if (auto plain = crypto::AeadOpen(kek_, sealed, View(AdOf(*file)))) {
       if (auto disk = Parse(*plain)) {
         for (auto& [k, v] : disk->class_keys)
           if (!removed(k)) next.class_keys.emplace(k, std::move(v));

@@ -393,13 +393,42 @@ void Connection::OnPush(std::uint64_t rid, std::shared_ptr<v1::Frame> frame) {
 }
 
 void Connection::OnPull(std::uint64_t rid, const v1::Pull& pull) {
-  ctx_.counters.pulls.fetch_add(1, std::memory_order_relaxed);
   ServerContext& ctx = ctx_;
   auto post = host_.Poster();
+  if (pull.rolled_back()) {
+    // The device saw newer data than the store holds: the writer checks the
+    // claim and gives the store a new generation, then the pull is served
+    // (as a reset).
+    auto rolled = std::make_shared<bool>(false);
+    auto generation = std::make_shared<std::uint64_t>(ctx.worker->generation());
+    bool queued = ctx.worker->SubmitWrite(
+        [pull, rolled, generation, who = identity_](WriterState& ws) {
+          return RollGeneration(ws, who, pull, generation.get(), rolled.get());
+        },
+        [this, &ctx, post, rid, pull, rolled, generation](core::error_code ec) {
+          if (!ec && *rolled) {
+            ctx.worker->set_generation(*generation);
+            ctx.Log("warn", "store_rolled_back",
+                    fmt::format("device={} new_generation={} (the store was put back from an "
+                                "older copy; every device re-sends and pulls again)",
+                                ShortId(identity_.device_id), *generation));
+          }
+          v1::Pull plain = pull;
+          plain.clear_rolled_back();
+          post([this, rid, plain, ec] {
+            if (ec) return StoreFailed(rid);
+            OnPull(rid, plain);
+          });
+        });
+    if (!queued) StoreFailed(rid);
+    return;
+  }
+  ctx_.counters.pulls.fetch_add(1, std::memory_order_relaxed);
   bool queued = ctx_.worker->SubmitRead([this, &ctx, post, rid, pull,
                                          who = identity_](Store& store) {
     auto out = std::make_shared<PullOutcome>();
-    auto ec = Pull(store, ctx.config, ctx.worker->unit(), who, pull, out.get());
+    auto ec = Pull(store, ctx.config, ctx.worker->unit(), ctx.worker->generation(), who, pull,
+                   out.get());
     if (ec) {
       post([this, rid] { StoreFailed(rid); });
       return;

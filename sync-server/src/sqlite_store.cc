@@ -543,6 +543,20 @@ class SqliteStore final : public Store {
   error_code SaveHlc(std::uint64_t hlc_last) override {
     return PutMeta("hlc_last", std::to_string(hlc_last));
   }
+  result<std::uint64_t> HeadSeq() override {
+    if (sticky_) return sticky_;
+    auto next = Meta("next_seq");
+    if (!next) return next.error();
+    std::uint64_t n = 0;
+    for (char c : *next) {
+      if (c < '0' || c > '9') return Fail(SQLITE_CORRUPT);
+      n = n * 10 + static_cast<std::uint64_t>(c - '0');
+    }
+    return n > 0 ? n - 1 : 0;
+  }
+  error_code SetGeneration(std::uint64_t generation) override {
+    return PutMeta("generation", std::to_string(generation));
+  }
 
   result<std::optional<DeviceRow>> FindDevice(const Id& device_id) override {
     if (sticky_) return sticky_;

@@ -35,6 +35,7 @@ core::result<std::unique_ptr<StoreWorker>> StoreWorker::Start(const std::string&
   auto unit = (*writer)->LoadUnit();
   if (!unit) return unit.error();
   w->unit_ = *unit;
+  w->generation_.store(unit->generation);
   w->writer_store_ = std::move(*writer);
   w->reader_store_ = std::move(*reader);
   w->writer_state_ = std::make_unique<WriterState>(*w->writer_store_, env, config, *unit);

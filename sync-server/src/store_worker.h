@@ -12,6 +12,7 @@
 // threads; `done` runs on the writer thread and must only post elsewhere.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -51,6 +52,10 @@ class StoreWorker {
   void Stop();
 
   const UnitInfo& unit() const { return unit_; }  // immutable fields only
+  // The store's generation now (it changes when a store put back from a
+  // file-level copy is found out, RollGeneration).
+  std::uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
+  void set_generation(std::uint64_t g) { generation_.store(g, std::memory_order_release); }
   std::uint64_t commits() const;
 
  private:
@@ -64,6 +69,7 @@ class StoreWorker {
 
   const ServerConfig* config_ = nullptr;
   UnitInfo unit_;
+  std::atomic<std::uint64_t> generation_{0};
   std::unique_ptr<Store> writer_store_;
   std::unique_ptr<Store> reader_store_;
   std::unique_ptr<WriterState> writer_state_;  // touched only by the writer thread

@@ -1515,6 +1515,9 @@ error_code Authenticate(Store& store, const ServerConfig& config, core::Env& env
   w->set_server_time_ms(env.NowMs());
   w->set_generation(unit->generation);
   w->set_device_mark(d.last_device_seq);
+  auto head = store.HeadSeq();
+  if (!head) return head.error();
+  w->set_head_seq(*head);
   auto acks = store.KeyAcks(device_id);  // the handshake reads only this device's
   if (!acks) return acks.error();
   for (const GrantRow& g : *grants) {
@@ -1547,16 +1550,40 @@ error_code Authenticate(Store& store, const ServerConfig& config, core::Env& env
   return {};
 }
 
-error_code Pull(Store& store, const ServerConfig& config, const UnitInfo& unit, const Identity& who,
-                const v1::Pull& req, PullOutcome* out) {
+error_code RollGeneration(WriterState& ws, const Identity& who, const v1::Pull& req,
+                          std::uint64_t* generation, bool* rolled) {
+  *rolled = false;
+  if (req.generation() == 0 || req.generation() != *generation) return {};
+  auto device = ws.store.FindDevice(who.device_id);
+  if (!device) return device.error();
+  if (!*device) return {};
+  auto head = ws.store.HeadSeq();
+  if (!head) return head.error();
+  if (req.after_seq() <= *head && req.acknowledged_mark() <= (*device)->last_device_seq)
+    return {};  // the store holds everything the device says it saw
+  std::uint64_t next = 0;
+  do {
+    Id r = core::NewId();
+    std::memcpy(&next, r.data(), sizeof next);
+    next &= 0x7FFFFFFFFFFFFFFFull;  // stored as a signed integer
+  } while (next == 0 || next == *generation);
+  if (auto ec = ws.store.SetGeneration(next)) return ec;
+  *generation = next;
+  *rolled = true;
+  return {};
+}
+
+error_code Pull(Store& store, const ServerConfig& config, const UnitInfo& unit,
+                std::uint64_t generation, const Identity& who, const v1::Pull& req,
+                PullOutcome* out) {
   auto device = store.FindDevice(who.device_id);
   if (!device) return device.error();
   if (!CheckActive(*device, out)) return {};
 
   v1::Changes* changes = out->reply.mutable_changes();
-  changes->set_generation(unit.generation);
+  changes->set_generation(generation);
   std::uint64_t after = req.after_seq();
-  if (req.generation() != 0 && req.generation() != unit.generation) {
+  if (req.generation() != 0 && req.generation() != generation) {
     changes->set_reset(true);
     after = 0;
   }

@@ -133,8 +133,19 @@ struct PullOutcome : Outcome {
   std::vector<std::pair<Id, std::uint64_t>> new_holdings;  // cases new to this device
   std::uint64_t evictions_received_upto = 0;  // the request's cursor, which the device committed
 };
+// `generation` is the store's now (StoreWorker::generation).
 core::error_code Pull(Store& store, const ServerConfig& config, const UnitInfo& unit,
-                      const Identity& who, const v1::Pull& request, PullOutcome* out);
+                      std::uint64_t generation, const Identity& who, const v1::Pull& request,
+                      PullOutcome* out);
+
+// A device says it has seen newer data under this generation than the store
+// holds (Pull.rolled_back): the store was put back from a file-level copy.
+// The claim is checked (its cursor beyond the store's head, or changes of its
+// acknowledged beyond its mark); if it holds and the generation is still the
+// one the device names, the store gets a new one, written in `*generation`
+// (left unchanged otherwise). Logged and audited by the caller.
+core::error_code RollGeneration(WriterState& ws, const Identity& who, const v1::Pull& request,
+                                std::uint64_t* generation, bool* rolled);
 
 core::error_code ListDevicesFor(Store& store, const Identity& who, Outcome* out);
 // Epochs per class, what references them and who holds them (admin devices).

@@ -48,12 +48,12 @@ class DeviceTest : public ::testing::Test {
     return o;
   }
   std::unique_ptr<Device> Enroll(const std::string& name, const std::string& code) {
-    auto d = Device::Enroll(root_ / name, "ws://fake", code, Pass("pw-" + name), Options());
+    auto d = Device::Enroll(root_ / name, "ws://fake", code, Pass("kata sandi " + name), Options());
     EXPECT_TRUE(d) << (d ? "" : d.error().message);
     return d ? std::move(*d) : nullptr;
   }
   std::unique_ptr<Device> Reopen(const std::string& name) {
-    auto d = Device::Open(root_ / name, Pass("pw-" + name), Options());
+    auto d = Device::Open(root_ / name, Pass("kata sandi " + name), Options());
     EXPECT_TRUE(d) << (d ? "" : d.error().message);
     return d ? std::move(*d) : nullptr;
   }
@@ -96,7 +96,7 @@ TEST_F(DeviceTest, EnrollmentWithAWrongUnitFingerprintSavesNothing) {
   auto admin = Enroll("admin", server_.BootstrapCode());
   std::string code = server_.AddCode(pb::ROLE_PENDAMPING, "rina");
   code = code.substr(0, code.size() - 8) + "00000000";
-  auto d = Device::Enroll(root_ / "rina", "ws://fake", code, Pass("pw"), Options());
+  auto d = Device::Enroll(root_ / "rina", "ws://fake", code, Pass("kata sandi pw"), Options());
   ASSERT_FALSE(d);
   EXPECT_EQ(d.error().code, errc::wrong_unit);
   EXPECT_FALSE(Device::Exists(root_ / "rina"));
@@ -106,7 +106,7 @@ TEST_F(DeviceTest, EnrollmentWithAWrongUnitFingerprintSavesNothing) {
 TEST_F(DeviceTest, AUsedCodeIsRefused) {
   std::string code = server_.BootstrapCode();
   ASSERT_TRUE(Enroll("admin", code));
-  auto again = Device::Enroll(root_ / "other", "ws://fake", code, Pass("pw"), Options());
+  auto again = Device::Enroll(root_ / "other", "ws://fake", code, Pass("kata sandi pw"), Options());
   ASSERT_FALSE(again);
   EXPECT_EQ(again.error().code, errc::enrollment_refused);
 }
@@ -309,7 +309,7 @@ TEST_F(DeviceTest, CasesOpenWhenMoreCaseKeysAreUsedThanTheCacheHolds) {
   options.case_key_cache = 3;
   auto office =
       Device::Enroll(root_ / "office", "ws://fake", server_.AddCode(pb::ROLE_OFFICE, "office"),
-                     Pass("pw-office"), options);
+                     Pass("kata sandi office"), options);
   ASSERT_TRUE(office) << office.error().message;
   ASSERT_TRUE(admin_->ApproveDevice(ToHex((*office)->info().device_id)));
   ASSERT_TRUE((*office)->Sync());
@@ -406,7 +406,7 @@ TEST_F(DeviceTest, PassphraseChangeKeepsKeysAndDataAndRetiresTheOldOne) {
   EXPECT_FALSE(rina->ChangePassphrase(crypto::SecureBuffer()));  // empty: refused
   ASSERT_TRUE(rina->ChangePassphrase(Pass("kata sandi baru")));
   rina.reset();
-  EXPECT_EQ(Device::Open(root_ / "rina", Pass("pw-rina"), Options()).error().code,
+  EXPECT_EQ(Device::Open(root_ / "rina", Pass("kata sandi rina"), Options()).error().code,
             errc::wrong_passphrase);
   auto again = Device::Open(root_ / "rina", Pass("kata sandi baru"), Options());
   ASSERT_TRUE(again) << again.error().message;
@@ -497,6 +497,68 @@ TEST_F(DeviceTest, NotesAreAppendOnlyAndImmutableFieldsStaySet) {
 TEST_F(DeviceTest, InitialsAreMadeFromEachWord) {
   EXPECT_EQ(Initials("siti  aminah"), "S.A.");
   EXPECT_EQ(Initials(""), "");
+}
+
+
+TEST_F(DeviceTest, AShortPassphraseIsRefusedAtInitAndAtChangeWithTheReason) {
+  auto admin = Enroll("admin", server_.BootstrapCode());
+  const std::string code = server_.AddCode(pb::ROLE_PENDAMPING, "rina");
+  auto d = Device::Enroll(root_ / "rina", "ws://fake", code, Pass("sebelas kar"), Options());
+  ASSERT_FALSE(d);
+  EXPECT_EQ(d.error().code, errc::invalid_argument);
+  EXPECT_NE(d.error().message.find("12"), std::string::npos) << d.error().message;
+  EXPECT_FALSE(Device::Exists(root_ / "rina"));
+  // Twelve characters, some of them more than one byte: accepted.
+  auto ok = Device::Enroll(root_ / "rina", "ws://fake", code, Pass("kata sandí é"), Options());
+  ASSERT_TRUE(ok) << ok.error().message;
+  auto change = admin->ChangePassphrase(Pass("pendek"));
+  ASSERT_FALSE(change);
+  EXPECT_EQ(change.error().code, errc::invalid_argument);
+  EXPECT_TRUE(Reopen("admin")) << "the old passphrase still opens it";
+}
+
+TEST_F(DeviceTest, FieldDevicesEraseAfterTenWrongPassphrasesOfficeDevicesDoNotUnlessSet) {
+  auto admin = Enroll("admin", server_.BootstrapCode());
+  EXPECT_EQ(admin->info().max_failed_unlocks, 0u);
+  auto rina = Enroll("rina", server_.AddCode(pb::ROLE_PENDAMPING, "rina"));
+  EXPECT_EQ(rina->info().max_failed_unlocks, kFieldRoleFailedUnlocks);
+  auto options = Options();
+  options.max_failed_unlocks = 4;
+  auto office = Device::Enroll(root_ / "office", "ws://fake",
+                               server_.AddCode(pb::ROLE_OFFICE, "budi"), Pass("kata sandi office"),
+                               options);
+  ASSERT_TRUE(office);
+  EXPECT_EQ((*office)->info().max_failed_unlocks, 4u);
+  rina.reset();
+  for (std::uint32_t i = 1; i < kFieldRoleFailedUnlocks; ++i) {
+    auto r = Device::Open(root_ / "rina", Pass("salah sekali"), Options());
+    ASSERT_FALSE(r);
+    ASSERT_EQ(r.error().code, errc::wrong_passphrase) << i;
+  }
+  EXPECT_EQ(Device::Open(root_ / "rina", Pass("salah sekali"), Options()).error().code,
+            errc::vault_wiped);
+  EXPECT_FALSE(Device::Exists(root_ / "rina"));
+}
+
+
+TEST_F(DeviceTest, BeforeTheLastThreeTriesAnOfficerIsWarnedOfUnsentEdits) {
+  auto rina = Officer("rina", pb::ROLE_PENDAMPING);
+  ASSERT_TRUE(rina->NewCase({"chronology=Belum terkirim"}));
+  rina.reset();
+  auto risk = Device::UnlockRiskOf(root_ / "rina");
+  EXPECT_EQ(risk.limit, kFieldRoleFailedUnlocks);
+  EXPECT_GT(risk.unsent, 0u);
+  EXPECT_TRUE(risk.Warning().empty()) << "no warning while many tries are left";
+  for (std::uint32_t i = 0; i + 3 < kFieldRoleFailedUnlocks; ++i)
+    ASSERT_EQ(Device::Open(root_ / "rina", Pass("salah sekali"), Options()).error().code,
+              errc::wrong_passphrase);
+  risk = Device::UnlockRiskOf(root_ / "rina");
+  EXPECT_EQ(risk.failed, kFieldRoleFailedUnlocks - 3);
+  EXPECT_NE(risk.Warning().find("3 wrong passphrase"), std::string::npos) << risk.Warning();
+  EXPECT_NE(risk.Warning().find("unsent"), std::string::npos);
+  // The right passphrase resets the count; the warning goes.
+  ASSERT_TRUE(Reopen("rina"));
+  EXPECT_TRUE(Device::UnlockRiskOf(root_ / "rina").Warning().empty());
 }
 
 }  // namespace

@@ -143,6 +143,9 @@ TEST_F(VaultTest, AddedClassKeysSurviveReopen) {
 TEST_F(VaultTest, DamagedFileIsReportedAsCorrupt) {
   ASSERT_TRUE(Vault::Create(path_, Pass("kata sandi"), SampleSecrets(), options_));
   { std::ofstream(path_, std::ios::binary | std::ios::trunc) << "not a vault"; }
+  EXPECT_TRUE(Vault::Unlock(path_, Pass("kata sandi"), options_)) << "its copy opens";
+  for (const char* name : {"vault", "vault.copy"})
+    std::ofstream(dir_ / name, std::ios::binary | std::ios::trunc) << "not a vault";
   EXPECT_EQ(Vault::Unlock(path_, Pass("kata sandi"), options_).error().code, errc::vault_corrupt);
 }
 
@@ -153,6 +156,102 @@ TEST_F(VaultTest, LockWipesSecretsFromMemory) {
   EXPECT_TRUE((*v)->locked());
   EXPECT_TRUE((*v)->storage_key().empty());
   EXPECT_EQ((*v)->class_key(ACCESS_CLASS_GENERAL, 1), nullptr);
+}
+
+
+// ---- Damage is not a wrong passphrase (docs/CLIENT.md, "Failed unlocks") ----
+
+fs::path CopyOf(const fs::path& p) { return fs::path(p.string() + ".copy"); }
+
+void FlipBitInCiphertext(const fs::path& p) {
+  teduh::keys::v1::VaultFile f;
+  ASSERT_TRUE(f.ParseFromString(ReadAll(p)));
+  std::string c = f.ciphertext();
+  c[c.size() / 2] = static_cast<char>(c[c.size() / 2] ^ 0x04);
+  f.set_ciphertext(c);
+  std::ofstream(p, std::ios::binary | std::ios::trunc) << f.SerializeAsString();
+}
+
+TEST_F(VaultTest, AFlippedBitIsDamageNotAWrongPassphraseAndTheCopyOpensIt) {
+  options_.max_failed_unlocks = 2;
+  ASSERT_TRUE(Vault::Create(path_, Pass("kata sandi"), SampleSecrets(), options_));
+  ASSERT_TRUE(fs::exists(CopyOf(path_)));
+  FlipBitInCiphertext(path_);
+  for (int i = 0; i < 3; ++i) {
+    auto v = Vault::Unlock(path_, Pass("kata sandi"), options_);
+    ASSERT_TRUE(v) << v.error().message;
+    EXPECT_EQ((*v)->storage_key().data()[0], 1);
+  }
+  EXPECT_EQ(*Vault::FailedUnlocks(path_), 0u) << "damage is never a failed try";
+  // The damaged file was rewritten from the copy: it opens on its own again.
+  fs::remove(CopyOf(path_));
+  EXPECT_TRUE(Vault::Unlock(path_, Pass("kata sandi"), options_));
+}
+
+TEST_F(VaultTest, BothCopiesDamagedIsSaidClearlyAndNeverErases) {
+  options_.max_failed_unlocks = 2;
+  ASSERT_TRUE(Vault::Create(path_, Pass("kata sandi"), SampleSecrets(), options_));
+  FlipBitInCiphertext(path_);
+  FlipBitInCiphertext(CopyOf(path_));
+  for (int i = 0; i < 4; ++i) {
+    auto v = Vault::Unlock(path_, Pass(i % 2 ? "kata sandi" : "salah sekali"), options_);
+    ASSERT_FALSE(v);
+    EXPECT_EQ(v.error().code, errc::vault_corrupt);
+    EXPECT_NE(v.error().message.find("not a wrong passphrase"), std::string::npos)
+        << v.error().message;
+  }
+  EXPECT_TRUE(fs::exists(path_));
+  EXPECT_TRUE(fs::exists(CopyOf(path_)));
+}
+
+TEST_F(VaultTest, ALostVaultFileOpensFromItsCopy) {
+  ASSERT_TRUE(Vault::Create(path_, Pass("kata sandi"), SampleSecrets(), options_));
+  fs::remove(path_);
+  EXPECT_TRUE(Vault::Exists(path_));
+  ASSERT_TRUE(Vault::Unlock(path_, Pass("kata sandi"), options_));
+  EXPECT_TRUE(fs::exists(path_));
+}
+
+TEST_F(VaultTest, TheLimitLivesInTheVaultAndIsBoundToIt) {
+  options_.max_failed_unlocks = 3;
+  ASSERT_TRUE(Vault::Create(path_, Pass("kata sandi"), SampleSecrets(), options_));
+  EXPECT_EQ(*Vault::MaxFailedUnlocks(path_, 0), 3u);
+  // Editing the limit in the file (and fixing its checksum) does not switch it
+  // off: the passphrase no longer opens the vault.
+  const std::string original = ReadAll(path_);
+  teduh::keys::v1::VaultFile f;
+  ASSERT_TRUE(f.ParseFromString(original));
+  f.set_max_failed_unlocks(0);
+  teduh::keys::v1::VaultFile c = f;
+  c.set_failed_unlocks(0);
+  c.clear_checksum();
+  const std::string body = c.SerializeAsString();
+  const auto h = crypto::Hash(AsSpan(body));
+  f.set_checksum(std::string(reinterpret_cast<const char*>(h.data()), h.size()));
+  for (const auto& p : {path_, CopyOf(path_)})
+    std::ofstream(p, std::ios::binary | std::ios::trunc) << f.SerializeAsString();
+  EXPECT_EQ(Vault::Unlock(path_, Pass("kata sandi"), options_).error().code,
+            errc::wrong_passphrase);
+  // Put back, the limit counts whatever the caller's options say.
+  for (const auto& p : {path_, CopyOf(path_)})
+    std::ofstream(p, std::ios::binary | std::ios::trunc) << original;
+  VaultOptions edited = options_;
+  edited.max_failed_unlocks = 0;  // as if device.json were edited
+  EXPECT_EQ(Vault::Unlock(path_, Pass("a"), edited).error().code, errc::wrong_passphrase);
+  EXPECT_EQ(Vault::Unlock(path_, Pass("b"), edited).error().code, errc::wrong_passphrase);
+  EXPECT_EQ(Vault::Unlock(path_, Pass("c"), edited).error().code, errc::vault_wiped);
+  EXPECT_FALSE(fs::exists(path_));
+  EXPECT_FALSE(fs::exists(CopyOf(path_)));
+}
+
+TEST_F(VaultTest, AWrongPassphraseCountsInBothCopies) {
+  options_.max_failed_unlocks = 3;
+  ASSERT_TRUE(Vault::Create(path_, Pass("kata sandi"), SampleSecrets(), options_));
+  EXPECT_EQ(Vault::Unlock(path_, Pass("a"), options_).error().code, errc::wrong_passphrase);
+  EXPECT_EQ(Vault::Unlock(path_, Pass("b"), options_).error().code, errc::wrong_passphrase);
+  // Damaging the file to fall back on the copy does not reset the count.
+  FlipBitInCiphertext(path_);
+  EXPECT_EQ(Vault::Unlock(path_, Pass("c"), options_).error().code, errc::vault_wiped);
 }
 
 }  // namespace

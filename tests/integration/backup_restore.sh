@@ -53,26 +53,26 @@ code=$("$SERVER" init --data "$data" --unit "UPTD PPA Kota Dumai" --json | json 
 start_server
 url="ws://127.0.0.1:$port/sync"
 admin="$work/admin"
-dev "$admin" admin-pass-1 init --server "$url" --code "$code" >/dev/null || die "admin enrolls: $(cat "$work/last.err")"
+dev "$admin" admin-passphrase-1 init --server "$url" --code "$code" >/dev/null || die "admin enrolls: $(cat "$work/last.err")"
 for u in budi rina; do
   c=$("$SERVER" enroll --data "$data" --role office --user "$u" --json | json .code) || die "enroll $u"
-  id=$(dev "$work/$u" "$u-pass-1" init --server "$url" --code "$c" | json .device_id) || die "$u enrolls"
-  dev "$admin" admin-pass-1 device approve "$id" >/dev/null || die "approve $u: $(cat "$work/last.err")"
-  dev "$work/$u" "$u-pass-1" sync >/dev/null || die "$u syncs: $(cat "$work/last.err")"
+  id=$(dev "$work/$u" "$u-passphrase-1" init --server "$url" --code "$c" | json .device_id) || die "$u enrolls"
+  dev "$admin" admin-passphrase-1 device approve "$id" >/dev/null || die "approve $u: $(cat "$work/last.err")"
+  dev "$work/$u" "$u-passphrase-1" sync >/dev/null || die "$u syncs: $(cat "$work/last.err")"
 done
 ok "a unit with an admin and two office devices"
 
 check "no backup is written before the unit has a backup key" \
   '! "$SERVER" backup --data "$data" --to "$work/early.tbk" 2>"$work/err" && grep -q "backup key" "$work/err" && [ ! -e "$work/early.tbk" ]'
-token=$(dev "$admin" admin-pass-1 key backup-key | json .token) || die "backup-key: $(cat "$work/last.err")"
+token=$(dev "$admin" admin-passphrase-1 key backup-key | json .token) || die "backup-key: $(cat "$work/last.err")"
 check "a forged backup key token is refused" \
   '! "$SERVER" backup-key --data "$data" "TBK1-$(printf "%0192d" 0)" >/dev/null 2>&1'
-check "a field device has no backup key" '! dev "$work/budi" budi-pass-1 key backup-key >/dev/null'
+check "a field device has no backup key" '! dev "$work/budi" budi-passphrase-1 key backup-key >/dev/null'
 "$SERVER" backup-key --data "$data" "$token" >/dev/null || die "backup-key set"
 ok "the admin device names the unit backup key to the server"
 
-first=$(dev "$work/budi" budi-pass-1 case new --set risk_level=tinggi --set "chronology=Kasus pertama" | json .case_id) || die "case 1"
-dev "$work/budi" budi-pass-1 sync >/dev/null || die "sync 1"
+first=$(dev "$work/budi" budi-passphrase-1 case new --set risk_level=tinggi --set "chronology=Kasus pertama" | json .case_id) || die "case 1"
+dev "$work/budi" budi-passphrase-1 sync >/dev/null || die "sync 1"
 backup="$work/unit-1.tbk"
 "$SERVER" backup --data "$data" --to "$backup" --json >"$work/backup.json" || die "backup while serving: $(cat "$work/backup.json")"
 ok "a backup is written while the server serves"
@@ -81,14 +81,14 @@ check "the backup reveals no open field nor sealed text" \
 check "backup verify checks it without the key" \
   '"$SERVER" backup verify "$backup" --json | jq -e ".intact == true" >/dev/null'
 check "the admin device opens it and checks it whole" \
-  '[ "$(dev "$admin" admin-pass-1 backup open "$backup" | jq -r .intact)" = true ]'
+  '[ "$(dev "$admin" admin-passphrase-1 backup open "$backup" | jq -r .intact)" = true ]'
 
-second=$(dev "$work/budi" budi-pass-1 case new --set risk_level=sedang --set "chronology=Kasus kedua" | json .case_id) || die "case 2"
-accepted=$(dev "$work/budi" budi-pass-1 sync | json .accepted) || die "sync 2"
+second=$(dev "$work/budi" budi-passphrase-1 case new --set risk_level=sedang --set "chronology=Kasus kedua" | json .case_id) || die "case 2"
+accepted=$(dev "$work/budi" budi-passphrase-1 sync | json .accepted) || die "sync 2"
 check "the second case is acknowledged" '[ "$accepted" -gt 0 ]'
 
 # Bad backups: refused, and nothing is written to the target.
-secret=$(dev "$admin" admin-pass-1 key backup-key --secret | json .secret) || die "backup secret"
+secret=$(dev "$admin" admin-passphrase-1 key backup-key --secret | json .secret) || die "backup secret"
 head -c 2000 "$backup" >"$work/cut.tbk"
 cp "$backup" "$work/altered.tbk"
 printf 'X' | dd of="$work/altered.tbk" bs=1 seek=3000 conv=notrunc 2>/dev/null
@@ -104,7 +104,7 @@ check "a mistyped backup secret key is named by its checksum" \
 check "a restore while the server serves is refused" \
   '! TEDUH_BACKUP_SECRET="$secret" "$SERVER" restore --from "$backup" --data "$data" 2>"$work/err" && grep -q "another teduh-server process" "$work/err"'
 check "the refused restore changed nothing" \
-  'has_case "$work/rina" rina-pass-1 "$second" || { dev "$work/rina" rina-pass-1 sync >/dev/null; has_case "$work/rina" rina-pass-1 "$second"; }'
+  'has_case "$work/rina" rina-passphrase-1 "$second" || { dev "$work/rina" rina-passphrase-1 sync >/dev/null; has_case "$work/rina" rina-passphrase-1 "$second"; }'
 
 # The server's disk is lost: only the backup is left.
 stop_server
@@ -117,18 +117,18 @@ check "the restore reports a new generation" \
 check "the restored audit chain verifies" '"$SERVER" audit verify --data "$data" >/dev/null'
 start_server
 
-report=$(dev "$work/budi" budi-pass-1 sync) || die "budi syncs after the restore: $(cat "$work/last.err")"
+report=$(dev "$work/budi" budi-passphrase-1 sync) || die "budi syncs after the restore: $(cat "$work/last.err")"
 check "the office device sees the restore and re-sends" '[ "$(echo "$report" | jq -r .reset)" = true ]'
 check "nothing is left pending" '[ "$(echo "$report" | jq -r .pending)" = 0 ]'
-dev "$work/rina" rina-pass-1 sync >/dev/null || die "rina syncs: $(cat "$work/last.err")"
+dev "$work/rina" rina-passphrase-1 sync >/dev/null || die "rina syncs: $(cat "$work/last.err")"
 check "the other office device has both cases after the restore" \
-  'has_case "$work/rina" rina-pass-1 "$first" && has_case "$work/rina" rina-pass-1 "$second"'
+  'has_case "$work/rina" rina-passphrase-1 "$first" && has_case "$work/rina" rina-passphrase-1 "$second"'
 check "the second case reads on the other device" \
-  '[ "$(dev "$work/rina" rina-pass-1 case show "$second" | jq -r .fields.chronology)" = "Kasus kedua" ]'
-third=$(dev "$work/budi" budi-pass-1 case new --set "chronology=Kasus ketiga" | json .case_id) || die "case 3"
-dev "$work/budi" budi-pass-1 sync >/dev/null || die "sync 3"
-dev "$work/rina" rina-pass-1 sync >/dev/null || die "rina sync 3"
-check "work goes on after the restore" 'has_case "$work/rina" rina-pass-1 "$third"'
+  '[ "$(dev "$work/rina" rina-passphrase-1 case show "$second" | jq -r .fields.chronology)" = "Kasus kedua" ]'
+third=$(dev "$work/budi" budi-passphrase-1 case new --set "chronology=Kasus ketiga" | json .case_id) || die "case 3"
+dev "$work/budi" budi-passphrase-1 sync >/dev/null || die "sync 3"
+dev "$work/rina" rina-passphrase-1 sync >/dev/null || die "rina sync 3"
+check "work goes on after the restore" 'has_case "$work/rina" rina-passphrase-1 "$third"'
 check "the audit chain verifies after the re-sends" '"$SERVER" audit verify --data "$data" >/dev/null'
 
 # A second backup restored over the live store: the store it replaces is kept.
@@ -139,9 +139,9 @@ TEDUH_BACKUP_SECRET="$secret" "$SERVER" restore --from "$work/unit-2.tbk" --data
 check "restoring over a store keeps the store it replaced" \
   '[ -e "$(jq -r .replaced "$work/restore2.json")" ] && [ "$(jq -r .carried_forward "$work/restore2.json")" = true ]'
 start_server
-dev "$work/rina" rina-pass-1 sync >/dev/null || die "rina syncs after the second restore"
+dev "$work/rina" rina-passphrase-1 sync >/dev/null || die "rina syncs after the second restore"
 check "devices keep every case across the second restore" \
-  'has_case "$work/rina" rina-pass-1 "$first" && has_case "$work/rina" rina-pass-1 "$second" && has_case "$work/rina" rina-pass-1 "$third"'
+  'has_case "$work/rina" rina-passphrase-1 "$first" && has_case "$work/rina" rina-passphrase-1 "$second" && has_case "$work/rina" rina-passphrase-1 "$third"'
 
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -661,6 +661,35 @@ TEST_F(PushPullTest, TheWelcomeTellsADeviceTheServersMarkForIt) {
   EXPECT_EQ(w->welcome().device_mark(), 2u);
 }
 
+// Pull.rolled_back is a claim the server checks against its own store: a
+// device that has seen nothing newer cannot make every device start again.
+TEST_F(PushPullTest, ARollBackClaimTheStoreDisprovesChangesNothing) {
+  TestDevice siti = EnrollApproved(v1::ROLE_OFFICE, "siti");
+  auto client = Login(siti);
+  NewCase(*client, siti);
+  auto before = PullFrame(*client, 0);
+  ASSERT_TRUE(before && before->has_changes());
+  const std::uint64_t generation = before->changes().generation();
+  v1::Frame f;
+  f.set_request_id(next_request_++);
+  f.mutable_pull()->set_generation(generation);
+  f.mutable_pull()->set_after_seq(1);
+  f.mutable_pull()->set_rolled_back(true);
+  f.mutable_pull()->set_acknowledged_mark(2);  // what the server acknowledged: no more
+  auto reply = client->Call(f);
+  ASSERT_TRUE(reply && reply->has_changes()) << (reply ? reply->DebugString() : "no reply");
+  EXPECT_EQ(reply->changes().generation(), generation) << "nothing to roll back";
+  EXPECT_FALSE(reply->changes().reset());
+  // A cursor beyond the store's head is evidence: the store takes a new generation.
+  f.set_request_id(next_request_++);
+  f.mutable_pull()->set_after_seq(1'000'000);
+  reply = client->Call(f);
+  ASSERT_TRUE(reply && reply->has_changes());
+  EXPECT_NE(reply->changes().generation(), generation);
+  EXPECT_TRUE(reply->changes().reset());
+  EXPECT_EQ(PullAll(*client).size(), 2u) << "a reset pull starts from the beginning";
+}
+
 // A store from before receipts: a change at or below a device's mark then is
 // still answered as a resend; numbers above it are checked by receipt.
 TEST_F(PushPullTest, AStoreFromBeforeReceiptsStillAnswersOldResends) {

@@ -7,8 +7,10 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <functional>
 
 #include "server/device_fixture.h"
+#include "teduh/server/admin.h"
 #include "teduh/server/error.h"
 #include "teduh/server/store.h"
 
@@ -81,6 +83,81 @@ TEST_F(RestoredHomeTest, ACaseMadeOnAHomeRestoredFromAnEarlierCopyReachesTheServ
   EXPECT_EQ(Value(*rina, *third, "chronology"), "Kasus ketiga");
   EXPECT_EQ(Value(*rina, *fourth, "chronology"), "Kasus keempat");
 }
+
+
+// A server's data folder copied while it was stopped and put back later keeps
+// its generation: the devices that saw newer data find it out (their cursor
+// beyond the store's head, or their acknowledged changes beyond its mark),
+// the store takes a new generation, and everyone re-sends and pulls again.
+class FileCopyRestoreTest : public RestoredHomeTest {
+ protected:
+  void Restart(const std::function<void()>& while_stopped) {
+    config_.port = server_->port();  // the devices know this address
+    StopServer();
+    while_stopped();
+    StartServer();
+  }
+  void CopyData(const std::string& to) {
+    fs::remove_all(to);
+    fs::copy(data_dir_, to, fs::copy_options::recursive);
+    fs::remove(fs::path(to) / "teduh-server.lock");
+  }
+  void PutBack(const std::string& from) {
+    fs::remove_all(data_dir_);
+    fs::copy(from, data_dir_, fs::copy_options::recursive);
+  }
+};
+
+TEST_F(FileCopyRestoreTest, APullingDeviceFindsOutAndNothingAcknowledgedIsLost) {
+  auto budi = Staff("budi", v1::ROLE_OFFICE);
+  auto rina = Staff("rina", v1::ROLE_OFFICE);
+  auto first = budi->NewCase({"chronology=Kasus pertama"});
+  ASSERT_TRUE(first);
+  Sync(*budi);
+  Restart([&] { CopyData(dir_ + "/copy"); });
+  auto second = budi->NewCase({"chronology=Kasus kedua"});
+  ASSERT_TRUE(second);
+  EXPECT_GT(Sync(*budi).accepted, 0u);
+  Sync(*rina);
+  ASSERT_TRUE(Holds(*rina, *second));
+  Restart([&] { PutBack(dir_ + "/copy"); });
+
+  // rina only pulled: her cursor is beyond the store's head.
+  auto r = Sync(*rina);
+  EXPECT_TRUE(r.reset);
+  // budi's acknowledged second case is sent again.
+  auto b = Sync(*budi);
+  EXPECT_TRUE(b.reset);
+  EXPECT_EQ(b.rejected, 0u);
+  Sync(*rina);
+  EXPECT_TRUE(Holds(*rina, *first));
+  EXPECT_TRUE(Holds(*rina, *second));
+  EXPECT_EQ(Value(*rina, *second, "chronology"), "Kasus kedua");
+  auto third = budi->NewCase({"chronology=Kasus ketiga"});
+  Sync(*budi);
+  Sync(*rina);
+  EXPECT_TRUE(Holds(*rina, *third));
+  auto audit = VerifyAudit(data_dir_);
+  ASSERT_TRUE(audit);
+  EXPECT_TRUE(audit->intact()) << audit->detail;
+}
+
+TEST_F(FileCopyRestoreTest, AnAuthorFindsOutByItsAcknowledgedChanges) {
+  auto budi = Staff("budi", v1::ROLE_OFFICE);
+  auto rina = Staff("rina", v1::ROLE_OFFICE);
+  Restart([&] { CopyData(dir_ + "/copy"); });
+  auto lost = budi->NewCase({"chronology=Hanya di salinan yang hilang"});
+  ASSERT_TRUE(lost);
+  Sync(*budi);
+  Restart([&] { PutBack(dir_ + "/copy"); });
+  // budi never pulled his own case back (cursor not beyond the head), but
+  // the server forgot changes it acknowledged to him.
+  auto b = Sync(*budi);
+  EXPECT_TRUE(b.reset);
+  Sync(*rina);
+  EXPECT_TRUE(Holds(*rina, *lost));
+}
+
 
 }  // namespace
 }  // namespace teduh::server::testing

@@ -228,6 +228,8 @@ teduh::core::Outcome<std::unique_ptr<Device>> OpenDevice(const Globals& g) {
         errc::vault_missing,
         TrF("no device is enrolled in {} (run: teduh init --server URL --code CODE)", g.home));
   }
+  if (const std::string warning = Device::UnlockRiskOf(g.home).Warning(); !warning.empty())
+    std::cerr << warning << "\n";
   auto pass = teduh::core::ReadPassphrase(Tr("Passphrase: "), false);
   if (!pass) return pass.error();
   return Device::Open(g.home, *pass, Options(g));
@@ -400,7 +402,8 @@ int main(int argc, char** argv) {
   init->add_option("--code", code, Tr("Enrollment code from the admin"))->required();
   init->add_option("--label", label, Tr("Device label shown to admins (default: host name)"));
   init->add_option("--max-failed-unlocks", max_failed,
-                   Tr("Erase the keys after this many wrong passphrases in a row (0 = never)"));
+                   Tr("Erase the keys after this many wrong passphrases in a row (0 = never; default 10 "
+                      "for field roles, never for office and admin devices)"));
 
   CLI::App* passphrase_cmd =
       app.add_subcommand("passphrase", Tr("The device passphrase"))->require_subcommand(1);
@@ -745,7 +748,7 @@ int main(int argc, char** argv) {
       auto pass = teduh::core::ReadPassphrase(Tr("New passphrase for this device: "), true);
       if (!pass) return Report(g, pass.error());
       auto opts = Options(g);
-      opts.vault.max_failed_unlocks = max_failed;
+      if (init->count("--max-failed-unlocks") > 0) opts.max_failed_unlocks = max_failed;
       opts.label = label;
       auto dev = Device::Enroll(g.home, server, code, *pass, std::move(opts));
       if (!dev) return Report(g, dev.error());

@@ -55,6 +55,11 @@ namespace teduh::core {
 
 struct FieldPolicy;  // schema.h
 
+// Failed unlocks that erase a field officer's device unless set otherwise.
+inline constexpr std::uint32_t kFieldRoleFailedUnlocks = 10;
+// The shortest passphrase `init` and `passphrase change` accept (characters).
+inline constexpr std::size_t kMinPassphraseChars = 12;
+
 struct DeviceOptions {
   Env* env = nullptr;  // null: DefaultEnv()
   VaultOptions vault;  // at Enroll; Open uses the max_failed_unlocks saved then
@@ -62,6 +67,11 @@ struct DeviceOptions {
   Connector connector;  // null: ConnectWebSocket
   StoreOptions store;
   std::string label;  // Enroll: the label admins see (default: host name)
+  // Enroll: failed unlocks that erase the vault (0 = never). Unset: by role,
+  // kFieldRoleFailedUnlocks for pendamping, konselor and psikolog, never for
+  // office, supervisor and admin devices. It is kept in the vault, bound to
+  // its ciphertext, and vault.max_failed_unlocks is not read.
+  std::optional<std::uint32_t> max_failed_unlocks;
   // Case keys kept unwrapped in guarded memory at once (each costs the process
   // a few memory mappings; older ones are unwrapped again when needed).
   std::size_t case_key_cache = 256;
@@ -419,6 +429,17 @@ class Device {
 
   // True if `home` holds an enrolled device (a vault file).
   static bool Exists(const std::filesystem::path& home);
+  // Read before the passphrase is asked (nothing secret): the failed unlocks
+  // so far, the limit that erases the device (0 = never) and how many edits
+  // are still unsent (they are lost if it erases). Zeros when unreadable.
+  struct UnlockRisk {
+    std::uint32_t failed = 0, limit = 0;
+    std::uint64_t unsent = 0;
+    // The warning to show before asking, or "" (within the last three tries,
+    // with unsent edits).
+    std::string Warning() const;
+  };
+  static UnlockRisk UnlockRiskOf(const std::filesystem::path& home);
   // Why `home` holds no device if it erased itself on a wipe order
   // (errc::device_revoked, with when); nullopt otherwise.
   static std::optional<Failure> Erasure(const std::filesystem::path& home);

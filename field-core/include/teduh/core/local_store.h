@@ -208,6 +208,8 @@ class LocalStore {
   // (Welcome.device_mark) when it is below: a home restored from an earlier
   // copy numbers its next edits above what the server already holds.
   Outcome<void> RaiseDeviceSeq(std::uint64_t server_mark);
+  // The highest device_seq the server has answered (0 if none).
+  Outcome<std::uint64_t> HighestAnsweredSeq();
   // Replaces the value (and key version) of pending changes whose case key
   // was replaced: in the outbox and, where the field still holds that edit,
   // in its row; in one transaction.

@@ -51,7 +51,8 @@ class SyncClient {
   // Pull in two halves, so a device can ask for the next batch while it
   // stores the one it has (at most one request outstanding at a time).
   Outcome<std::uint64_t> RequestPull(std::uint64_t generation, std::uint64_t after_seq,
-                                     std::uint32_t limit);
+                                     std::uint32_t limit, bool rolled_back = false,
+                                     std::uint64_t acknowledged_mark = 0);
   Outcome<teduh::sync::v1::Changes> AwaitChanges(std::uint64_t request_id);
   // Every value a field (0: every field) of a record has had (online).
   Outcome<teduh::sync::v1::History> History(const Id& record_id, std::uint32_t field);

@@ -84,14 +84,23 @@ class Vault {
 
   // Opens the vault. errc::vault_missing if there is no file;
   // errc::wrong_passphrase (the failure is counted, nothing else changes);
-  // errc::vault_wiped when this failure reached max_failed_unlocks (the file is
-  // erased); errc::vault_corrupt if the file does not parse.
+  // errc::vault_wiped when this failure reached the vault's limit (the file
+  // and its copy are erased); errc::vault_corrupt if both the file and its
+  // copy are damaged (never counted as a failure, never erased). A damaged
+  // file with a sound copy opens from the copy and is rewritten. The limit
+  // is the one the vault holds (set at Create); `options.max_failed_unlocks`
+  // is read only for a vault of the first format.
   static Outcome<std::unique_ptr<Vault>> Unlock(const std::filesystem::path& path,
                                                 const crypto::SecureBuffer& passphrase,
                                                 const VaultOptions& options);
 
   // Consecutive failed unlocks recorded in the file (readable without the passphrase).
   static Outcome<std::uint32_t> FailedUnlocks(const std::filesystem::path& path);
+  // The failed unlocks that erase the vault (0 = never), as the file holds it
+  // (readable without the passphrase); `legacy` for a format 1 vault.
+  static Outcome<std::uint32_t> MaxFailedUnlocks(const std::filesystem::path& path,
+                                                 std::uint32_t legacy);
+  std::uint32_t max_failed_unlocks() const { return max_failed_unlocks_; }
 
   // Secrets. Null/empty when absent or after Lock().
   const crypto::SecureBuffer& storage_key() const { return secrets_.storage_key; }
@@ -123,8 +132,10 @@ class Vault {
   // Wipes every secret from memory; the object can no longer be used.
   void Lock();
 
-  // Erases a vault file: overwritten with random bytes, synced, removed.
+  // Erases a vault file and its copy: overwritten with random bytes, synced, removed.
   static void Erase(const std::filesystem::path& path);
+  // Erases one file so (a local store too).
+  static void EraseFile(const std::filesystem::path& path);
 
  private:
   Outcome<void> UpdateClassKeys(
@@ -137,6 +148,7 @@ class Vault {
   std::filesystem::path path_;
   crypto::KdfParams params_;
   crypto::SecureBuffer kek_;  // derived key, kept so rewrites need no passphrase
+  std::uint32_t max_failed_unlocks_ = 0;  // written into the file, bound to its ciphertext
   VaultSecrets secrets_;
 };
 

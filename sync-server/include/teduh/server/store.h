@@ -215,6 +215,10 @@ class Store {
   // A serialized sync::v1::UnitCodes: the unit's own codes (admin's UnitCodeBook).
   virtual error_code SetUnitCodes(std::string_view serialized) = 0;
   virtual error_code SaveHlc(std::uint64_t hlc_last) = 0;
+  // The store's highest sequence number, as committed (0 when empty).
+  virtual result<std::uint64_t> HeadSeq() = 0;
+  // A new generation: the store was put back from a file-level copy.
+  virtual error_code SetGeneration(std::uint64_t generation) = 0;
 
   // ---- Devices, enrollment codes, grants ---------------------------------------
   virtual result<std::optional<DeviceRow>> FindDevice(const Id& device_id) = 0;
