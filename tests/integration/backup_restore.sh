@@ -8,49 +8,12 @@
 #   both. Bad backups and a restore under a running server change nothing.
 set -uo pipefail
 bin=${1:?usage: backup_restore.sh BIN_DIR}
-TEDUH="$bin/teduh"
-SERVER="$bin/teduh-server"
-work=$(mktemp -d)
-server_pid=""
-cleanup() {
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-  [ -n "${TEDUH_KEEP:-}" ] && echo "kept $work" >&2 || rm -rf "$work"
-}
-trap cleanup EXIT
-export TEDUH_KDF=interactive LANGUAGE=en
-fails=0
-passes=0
-ok() { passes=$((passes + 1)); echo "ok - $1"; }
-bad() { fails=$((fails + 1)); echo "FAIL - $1" >&2; }
-check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
-die() { echo "FAIL - $1" >&2; echo "$passes passed, $((fails + 1)) failed"; exit 1; }
+source "$(dirname "$0")/harness.bash"
 
-data="$work/server"
-start_server() {
-  "$SERVER" serve --data "$data" --listen "127.0.0.1:${port:-0}" >"$work/serve.out" 2>>"$work/server.log" &
-  server_pid=$!
-  for _ in $(seq 1 100); do
-    grep -q '^listening on ' "$work/serve.out" 2>/dev/null && break
-    sleep 0.1
-  done
-  grep -q '^listening on ' "$work/serve.out" || die "server did not start: $(cat "$work/server.log")"
-  port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$work/serve.out" | head -1)
-}
-stop_server() {
-  kill -TERM "$server_pid"
-  wait "$server_pid"
-  server_pid=""
-}
-dev() {
-  local home=$1 pass=$2
-  shift 2
-  TEDUH_PASSPHRASE="$pass" "$TEDUH" --home "$home" --json "$@" 2>"$work/last.err"
-}
-json() { jq -er "$1"; }
 has_case() { dev "$1" "$2" case list | jq -e --arg id "$3" '.cases[] | select(.case_id == $id)' >/dev/null; }
 
 code=$("$SERVER" init --data "$data" --unit "UPTD PPA Kota Dumai" --json | json .code) || die "init"
-start_server
+start_server 127.0.0.1:0
 url="ws://127.0.0.1:$port/sync"
 admin="$work/admin"
 dev "$admin" admin-passphrase-1 init --server "$url" --code "$code" >/dev/null || die "admin enrolls: $(cat "$work/last.err")"
@@ -115,7 +78,7 @@ ok "the backup is restored onto an empty data folder"
 check "the restore reports a new generation" \
   '[ "$(jq -r .new_generation "$work/restore.json")" != "$(jq -r .generation "$work/backup.json")" ]'
 check "the restored audit chain verifies" '"$SERVER" audit verify --data "$data" >/dev/null'
-start_server
+start_server "127.0.0.1:$port"
 
 report=$(dev "$work/budi" budi-passphrase-1 sync) || die "budi syncs after the restore: $(cat "$work/last.err")"
 check "the office device sees the restore and re-sends" '[ "$(echo "$report" | jq -r .reset)" = true ]'
@@ -138,7 +101,7 @@ TEDUH_BACKUP_SECRET="$secret" "$SERVER" restore --from "$work/unit-2.tbk" --data
   die "restore over a store: $(cat "$work/restore2.json")"
 check "restoring over a store keeps the store it replaced" \
   '[ -e "$(jq -r .replaced "$work/restore2.json")" ] && [ "$(jq -r .carried_forward "$work/restore2.json")" = true ]'
-start_server
+start_server "127.0.0.1:$port"
 dev "$work/rina" rina-passphrase-1 sync >/dev/null || die "rina syncs after the second restore"
 check "devices keep every case across the second restore" \
   'has_case "$work/rina" rina-passphrase-1 "$first" && has_case "$work/rina" rina-passphrase-1 "$second" && has_case "$work/rina" rina-passphrase-1 "$third"'
