@@ -254,19 +254,32 @@ std::string Hex(crypto::ByteView bytes) {
   }
   return out;
 }
-// Hex digits only (spaces and dashes skipped); nullopt on any other character.
+// Hex digits only (spaces and dashes skipped); nullopt on any other
+// character. It may read a secret: nothing is left behind but the result,
+// which the caller wipes.
 std::optional<std::string> Unhex(std::string_view text) {
-  std::string digits;
+  std::string out;
+  out.reserve(text.size() / 2 + 1);  // no reallocation leaves a copy behind
+  int high = -1;
   for (char c : text) {
     if (c == ' ' || c == '-' || c == '\n' || c == '\r' || c == '\t') continue;
-    const char l = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    if (kHexDigits.find(l) == std::string_view::npos) return std::nullopt;
-    digits.push_back(l);
+    const auto at =
+        kHexDigits.find(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+    if (at == std::string_view::npos) {
+      crypto::Wipe(out);
+      return std::nullopt;
+    }
+    if (high < 0) {
+      high = static_cast<int>(at);
+    } else {
+      out.push_back(static_cast<char>(high * 16 + static_cast<int>(at)));
+      high = -1;
+    }
   }
-  if (digits.size() % 2 != 0) return std::nullopt;
-  std::string out;
-  for (std::size_t i = 0; i < digits.size(); i += 2)
-    out.push_back(static_cast<char>(kHexDigits.find(digits[i]) * 16 + kHexDigits.find(digits[i + 1])));
+  if (high >= 0) {
+    crypto::Wipe(out);
+    return std::nullopt;
+  }
   return out;
 }
 }  // namespace
@@ -286,10 +299,20 @@ Outcome<std::pair<std::string, std::string>> ParseBackupKeyToken(std::string_vie
 
 std::string FormatBackupSecret(const crypto::SecureBuffer& secret_key) {
   const auto sum = crypto::Hash(secret_key.view());
-  std::string digits = Hex(secret_key.view()) + Hex(crypto::ByteView(sum.data(), 2));
-  std::string out = "TBS1";
-  for (std::size_t i = 0; i < digits.size(); i += 4) out += "-" + digits.substr(i, 4);
-  crypto::Wipe(digits);
+  // Written in place into one buffer sized up front: no temporary copies.
+  std::string out;
+  out.reserve(4 + (secret_key.size() + 2) * 2 + (secret_key.size() + 2) / 2);
+  out = "TBS1";
+  std::size_t n = 0;
+  auto put = [&](std::uint8_t b) {
+    for (std::uint8_t nibble : {static_cast<std::uint8_t>(b >> 4), static_cast<std::uint8_t>(b & 15)}) {
+      if (n++ % 4 == 0) out.push_back('-');
+      out.push_back(kHexDigits[nibble]);
+    }
+  };
+  for (std::uint8_t b : secret_key.view()) put(b);
+  put(sum[0]);
+  put(sum[1]);
   return out;
 }
 

@@ -2214,6 +2214,12 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
       if (!more) return {};
     }
   };
+  if (rolled_back && !push_only) {
+    // The store forgot what this device saw: say so before pushing (a push
+    // would raise the store's head and mark and hide it). The reset that
+    // answers re-queues every acknowledged change; the push below sends it.
+    if (auto r = pull_all(); !r) return fail(r.error());
+  }
   if (auto r = push_all(); !r) return fail(r.error());
   // Held epochs are reported after the push: every case key this device made
   // under an older epoch has then reached the server (retirement relies on it).

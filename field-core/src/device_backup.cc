@@ -54,6 +54,7 @@ Outcome<BackupCheck> Device::OpenBackup(const std::filesystem::path& file) {
   std::string snapshot;
   BackupFileInfo info;
   std::string unit_id;
+  std::string root_pk;  // the unit root key this device pinned
   {
     std::lock_guard g(mu_);
     if (auto r = RequireRootAdminLocked("use the unit backup key"); !r) return r.error();
@@ -63,6 +64,7 @@ Outcome<BackupCheck> Device::OpenBackup(const std::filesystem::path& file) {
     if (!opened) return opened.error();
     info = std::move(*opened);
     unit_id = InfoLocked().unit_id;
+    if (auto pinned = vault_->pinned_unit_root_pk()) root_pk.assign(pinned->begin(), pinned->end());
   }
   struct Wiper {
     std::string& s;
@@ -107,6 +109,20 @@ Outcome<BackupCheck> Device::OpenBackup(const std::filesystem::path& file) {
   check.values = CountRows(raw, "SELECT COUNT(*) FROM fields");
   if (check.unit_id != unit_id)
     return Fail(errc::wrong_unit, Tr("the backup is of another unit"));
+  // Anyone with the backup public key can seal a file; only a store that
+  // names the unit root key this device pinned is the unit's.
+  sqlite3_stmt* rk = nullptr;
+  std::string stored_root;
+  if (sqlite3_prepare_v2(raw, "SELECT value FROM meta WHERE key = 'unit_root_pk'", -1, &rk,
+                         nullptr) == SQLITE_OK &&
+      sqlite3_step(rk) == SQLITE_ROW) {
+    const void* p = sqlite3_column_blob(rk, 0);
+    stored_root.assign(static_cast<const char*>(p ? p : ""),
+                       static_cast<std::size_t>(sqlite3_column_bytes(rk, 0)));
+  }
+  sqlite3_finalize(rk);
+  if (stored_root != root_pk)
+    return Fail(errc::wrong_unit, Tr("the backup names another unit root key than this unit's"));
   return check;
 }
 

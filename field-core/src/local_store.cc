@@ -693,7 +693,8 @@ Outcome<void> LocalStore::RenumberPendingLocked(const pb::FieldChange& sent) {
 }
 
 Outcome<std::uint64_t> LocalStore::HighestAnsweredSeq() {
-  Stmt q(*stmts_, "SELECT MAX(device_seq) FROM outbox WHERE state<>0");
+  // Rejected changes leave no trace the server could have lost: not counted.
+  Stmt q(*stmts_, "SELECT MAX(device_seq) FROM outbox WHERE state IN (1, 2, 3)");
   int rc = q.Step();
   if (rc != SQLITE_ROW) return SqlFail(rc, Tr("reading the outbox"));
   return q.UInt(0);
@@ -1023,7 +1024,7 @@ Outcome<PushApplied> LocalStore::ApplyPushResults(const std::vector<pb::FieldCha
         continue;
       }
       if (res->status() == pb::ChangeResult::STATUS_REJECTED &&
-          res->reason() == kSeqReusedReason) {
+          (res->reason() == kSeqReusedReason || res->reason() == kSeqOrderReason)) {
         // The server holds another change under this number: this home was
         // restored from an earlier copy. The edit takes the next number
         // (above the server's mark since the Welcome) and stays pending.
@@ -1347,7 +1348,9 @@ Outcome<void> LocalStore::CheckInvariants() {
     if (int rc = q.Step(); rc != SQLITE_ROW) return SqlFail(rc, "checking invariants");
     auto seq = MetaInt("device_seq");
     if (!seq) return seq.error();
-    if (q.UInt(0) != *seq || q.UInt(1) != *seq) {
+    // The counter is at least every number used; it may be higher (raised
+    // to the server's mark, or past a renumbered edit), never lower.
+    if (q.UInt(0) > *seq || q.UInt(1) > *seq) {
       return Fail(errc::store_failed, "the outbox and the device_seq counter disagree");
     }
     Stmt h(*stmts_, "SELECT COALESCE(MAX(stamp_hlc), 0) FROM fields WHERE stamp_device=?1");

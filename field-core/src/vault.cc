@@ -252,10 +252,12 @@ Outcome<teduh::keys::v1::VaultFile> ReadOneVaultFile(const std::filesystem::path
 // The vault file, or its copy when it is damaged or gone (`*from_copy`
 // says so). Failed unlocks are the higher count of the two.
 Outcome<teduh::keys::v1::VaultFile> ReadVaultFile(const std::filesystem::path& path,
-                                                  bool* from_copy = nullptr) {
+                                                  bool* from_copy = nullptr,
+                                                  bool* copy_sound = nullptr) {
   if (from_copy) *from_copy = false;
   auto main = ReadOneVaultFile(path);
   auto copy = ReadOneVaultFile(CopyPath(path));
+  if (copy_sound) *copy_sound = static_cast<bool>(copy);
   if (main) {
     if (copy && copy->failed_unlocks() > main->failed_unlocks())
       main->set_failed_unlocks(copy->failed_unlocks());
@@ -449,8 +451,10 @@ Outcome<void> Vault::Write(const VaultSecrets& secrets) const {
                       sealed->size() - crypto::kAeadNonceBytes);
   file.set_failed_unlocks(0);
   file.set_checksum(ChecksumOf(file));
-  // The copy first: whatever happens, one of the two opens.
-  for (const auto& target : {CopyPath(path_), path_}) {
+  // The file first, then its copy: a crash between them leaves the file
+  // under the newest passphrase (it is read first) and the copy one step
+  // behind.
+  for (const auto& target : {path_, CopyPath(path_)}) {
     if (auto ec = WriteFileAtomically(target, file.SerializeAsString())) {
       return Fail(ec, ec == errc::disk_full
                           ? Tr("no space left to save the vault; nothing was changed")
@@ -514,8 +518,8 @@ Outcome<std::uint32_t> Vault::FailedUnlocks(const std::filesystem::path& path) {
 Outcome<std::unique_ptr<Vault>> Vault::Unlock(const std::filesystem::path& path,
                                               const crypto::SecureBuffer& passphrase,
                                               const VaultOptions& options) {
-  bool from_copy = false;
-  auto file = ReadVaultFile(path, &from_copy);
+  bool from_copy = false, copy_sound = false;
+  auto file = ReadVaultFile(path, &from_copy, &copy_sound);
   if (!file) return file.error();
   crypto::KdfParams params = ParamsOf(*file);
   if (!crypto::KdfParamsAcceptable(params)) {
@@ -555,10 +559,9 @@ Outcome<std::unique_ptr<Vault>> Vault::Unlock(const std::filesystem::path& path,
   if (!secrets) return secrets.error();
   std::unique_ptr<Vault> v(new Vault(path, params, std::move(*kek), std::move(*secrets)));
   v->max_failed_unlocks_ = limit;
-  std::error_code copy_ec;
-  if (file->format() == 1 || from_copy || !std::filesystem::exists(CopyPath(path), copy_ec)) {
-    // Upgraded to format 2, or repaired from the copy (best effort: the
-    // officer is not blocked; the next unlock tries again).
+  if (file->format() == 1 || from_copy || !copy_sound) {
+    // Upgraded to format 2, or the damaged or missing file or copy written
+    // again (best effort: the officer is not blocked; the next unlock tries again).
     (void)v->Write(v->secrets_);
   } else if (file->failed_unlocks() != 0) {
     file->set_failed_unlocks(0);

@@ -110,8 +110,8 @@ std::vector<RestoredDevice> Marks(sqlite3* db, const char* schema) {
 }
 
 // What must never go backwards, from the replaced store (attached as `old`)
-// into the restored one: devices enrolled or revoked since the backup, their
-// marks, used enrollment codes, key epochs (grants, acknowledgements,
+// into the restored one: devices enrolled, approved or revoked since the
+// backup (DeviceState: pending 1 < active 2 < revoked 3), their marks, used enrollment codes, key epochs (grants, acknowledgements,
 // retirements) and the unit's settings. Case data is not copied: devices
 // re-send their own changes, which keeps every value's history and audit.
 constexpr const char* kCarryForwardSql = R"sql(
@@ -119,8 +119,8 @@ INSERT OR IGNORE INTO devices SELECT * FROM old.devices;
 UPDATE devices SET
   last_device_seq = MAX(last_device_seq,
     (SELECT o.last_device_seq FROM old.devices o WHERE o.device_id = devices.device_id)),
-  state = CASE WHEN (SELECT o.state FROM old.devices o WHERE o.device_id = devices.device_id) = 3
-               THEN 3 ELSE state END
+  state = MAX(state,
+    (SELECT o.state FROM old.devices o WHERE o.device_id = devices.device_id))
   WHERE device_id IN (SELECT device_id FROM old.devices);
 INSERT OR REPLACE INTO enrollments SELECT * FROM old.enrollments WHERE used_ms > 0;
 INSERT OR IGNORE INTO enrollments SELECT * FROM old.enrollments;
@@ -259,11 +259,21 @@ core::Outcome<RestoreReport> RestoreStore(const std::string& from_file, const st
   const std::string live = StorePath(data_dir);
   const bool had_store = fs::exists(live);
   {
+    auto check = OpenDb(staged, SQLITE_OPEN_READWRITE);
+    if (!check) return check.error();
+    if (!IntegrityOk(check->get(), "PRAGMA integrity_check"))
+      return Fail(core::errc::integrity, Tr("the backup's store does not pass its integrity check"));
+  }
+  {
+    // A backup of an older store is migrated first, so that its receipt
+    // floors are its own marks, not the ones carried forward below.
+    auto migrated = OpenSqliteStore(staged, StoreOptions{});
+    if (!migrated) return Fail(core::errc::store_failed, Tr("the backup's store could not be opened"));
+  }
+  {
     auto db = OpenDb(staged, SQLITE_OPEN_READWRITE);
     if (!db) return db.error();
     sqlite3* d = db->get();
-    if (!IntegrityOk(d, "PRAGMA integrity_check"))
-      return Fail(core::errc::integrity, Tr("the backup's store does not pass its integrity check"));
     if (Meta(d, "main", "unit_id") != report.info.header.unit_id())
       return Fail(core::errc::integrity, Tr("the backup's store is not the unit its header names"));
     std::uint64_t old_generation = 0;
@@ -273,6 +283,12 @@ core::Outcome<RestoreReport> RestoreStore(const std::string& from_file, const st
         if (Meta(probe->get(), "main", "unit_id") != report.info.header.unit_id())
           return Fail(core::errc::wrong_unit,
                       Tr("the backup is of another unit than the store it would replace"));
+        // Anyone who has the backup public key can seal a file: one naming
+        // another unit root key than the store's is refused.
+        const std::string live_root = Meta(probe->get(), "main", "unit_root_pk");
+        if (!live_root.empty() && Meta(d, "main", "unit_root_pk") != live_root)
+          return Fail(core::errc::wrong_unit,
+                      Tr("the backup names another unit root key than the store it would replace"));
         old_generation = MetaU64(probe->get(), "main", "generation");
         report.carried_forward = true;
       }

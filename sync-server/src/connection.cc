@@ -406,8 +406,8 @@ void Connection::OnPull(std::uint64_t rid, const v1::Pull& pull) {
           return RollGeneration(ws, who, pull, generation.get(), rolled.get());
         },
         [this, &ctx, post, rid, pull, rolled, generation](core::error_code ec) {
+          if (!ec) ctx.worker->set_generation(*generation);  // the store's, rolled or not
           if (!ec && *rolled) {
-            ctx.worker->set_generation(*generation);
             ctx.Log("warn", "store_rolled_back",
                     fmt::format("device={} new_generation={} (the store was put back from an "
                                 "older copy; every device re-sends and pulls again)",

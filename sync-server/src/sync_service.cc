@@ -1553,10 +1553,15 @@ error_code Authenticate(Store& store, const ServerConfig& config, core::Env& env
 error_code RollGeneration(WriterState& ws, const Identity& who, const v1::Pull& req,
                           std::uint64_t* generation, bool* rolled) {
   *rolled = false;
+  // The store's generation now, not the one seen when the request was
+  // queued: two claims in one group roll it once.
+  auto unit = ws.store.LoadUnit();
+  if (!unit) return unit.error();
+  *generation = unit->generation;
   if (req.generation() == 0 || req.generation() != *generation) return {};
   auto device = ws.store.FindDevice(who.device_id);
   if (!device) return device.error();
-  if (!*device) return {};
+  if (!*device || (*device)->state != v1::DEVICE_STATE_ACTIVE) return {};
   auto head = ws.store.HeadSeq();
   if (!head) return head.error();
   if (req.after_seq() <= *head && req.acknowledged_mark() <= (*device)->last_device_seq)

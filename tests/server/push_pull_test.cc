@@ -719,6 +719,13 @@ TEST_F(PushPullTest, AStoreFromBeforeReceiptsStillAnswersOldResends) {
   auto client = Login(siti);
   auto r = Push(*client, old_batch);
   for (const auto& res : r.results()) EXPECT_EQ(res.status(), Status::STATUS_APPLIED);
+  // At or below the floor a number is answered as a resend and never stored
+  // again, whatever it carries (without the floor it would be a new change).
+  auto altered = old_batch[0];
+  altered.set_value(CaseText(kCaseNumber, "K-ALTERED"));
+  Push(*client, {altered});
+  for (const auto& c : PullAll(*client))
+    if (c.field() == kCaseNumber) EXPECT_EQ(c.value(), CaseText(kCaseNumber, "K-1"));
   auto next = OpenChange(siti, case_id, core::kCaseKind, {}, kRegionCode,
                          CaseText(kRegionCode, "15"));
   ASSERT_EQ(Push(*client, {next}).results(0).status(), Status::STATUS_APPLIED);

@@ -37,7 +37,16 @@
 //      held (`rekey_admin_cpu_s`, `rekey_wall_s`, `rekey_values`,
 //      `rekey_bytes_sent`); the office device catches up
 //      (`rekey_catch_up_values`, `rekey_catch_up_bytes_received`);
-//   7. the server's peak resident set size (`server_peak_rss_bytes`, VmHWM).
+//   7. with --backup: the admin device names the unit backup key, then every
+//      field device keeps editing one of its cases and pushing it (one sync
+//      each, timed) for --backup-baseline-s seconds, then while
+//      `teduh-server backup` runs (in a child process, as an IT admin runs it),
+//      then 0.5 s more: `backup_s`, `backup_file_bytes`, `backup_store_bytes`,
+//      `backup_snapshot_ms` (how long its read transaction was open), and the
+//      push latencies before and during it (`backup_push_p99_ms_before`,
+//      `backup_push_max_ms_before`, `backup_push_p99_ms_during`,
+//      `backup_push_max_ms_during`, `backup_pushes_during`);
+//   8. the server's peak resident set size (`server_peak_rss_bytes`, VmHWM).
 // With --json it prints one JSON object; otherwise a short report.
 #include <fmt/format.h>
 #include <signal.h>
@@ -46,6 +55,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -58,6 +68,7 @@
 #include <vector>
 
 #include "teduh/core/device.h"
+#include "teduh/server/backup.h"
 #include "teduh/core/roles.h"
 #include "teduh/crypto/crypto.h"
 #include "teduh/server/admin.h"
@@ -245,6 +256,12 @@ int main(int argc, char** argv) {
   bool rekey = false;
   app.add_flag("--rekey", rekey,
                "revoke the first field device, rotate, and re-key every case it held");
+  bool backup = false;
+  double backup_baseline_s = 3.0;
+  app.add_flag("--backup", backup, "measure a backup taken while the field devices push");
+  app.add_option("--backup-baseline-s", backup_baseline_s,
+                 "seconds of pushes measured before the backup starts")
+      ->check(CLI::Range(0.5, 60.0));
   app.add_flag("--json", json, "print one JSON object");
   app.add_flag("--keep", keep, "keep the temporary folder");
   CLI11_PARSE(app, argc, argv);
@@ -554,6 +571,75 @@ int main(int argc, char** argv) {
                  {"rekey_catch_up_bytes_received", office_bytes.received.load()}};
   }
 
+  nlohmann::json backup_out;
+  if (backup) {
+    const std::string token = Must(admin->BackupKey(false), "backup key").token;
+    Must(server::SetBackupKey(data, token), "backup-key");
+    // One sync per edit, every field device in a loop; each sync timed.
+    struct Sample {
+      Clock::time_point at;
+      double ms;
+    };
+    std::vector<std::vector<Sample>> samples(devices);
+    std::atomic<bool> stop{false};
+    std::vector<std::thread> pushers;
+    for (int d = 0; d < devices; ++d) {
+      pushers.emplace_back([&, d] {
+        static const char* kRisk[] = {"rendah", "sedang", "tinggi"};
+        auto mine = Must(field[d]->ListCases(), "list");
+        for (std::size_t i = 0; !stop.load() && !mine.empty(); ++i) {
+          Must(field[d]->SetCaseFields(core::ToHex(mine[i % mine.size()].case_id),
+                                       {fmt::format("risk_level={}", kRisk[i % 3])}),
+               "edit");
+          const auto t = Clock::now();
+          Must(field[d]->Sync({}, /*push_only=*/true), "push");
+          samples[d].push_back({t, std::chrono::duration<double, std::milli>(Clock::now() - t).count()});
+        }
+      });
+    }
+    std::this_thread::sleep_for(std::chrono::duration<double>(backup_baseline_s));
+    const auto backup_start = Clock::now();
+    const std::string file = (root / "unit.tbk").string();
+    const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+    const std::string server_bin =
+        (std::filesystem::path(self).parent_path() / "teduh-server").string();
+    const std::string cmd = fmt::format("'{}' backup --data '{}' --to '{}' --json > '{}' 2>&1",
+                                        server_bin, data, file, (root / "backup.json").string());
+    if (std::system(cmd.c_str()) != 0) Die("teduh-server backup failed");
+    const auto backup_end = Clock::now();
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    stop = true;
+    for (auto& t : pushers) t.join();
+    std::vector<double> before, during;
+    for (const auto& per : samples) {
+      for (const auto& sm : per) {
+        if (sm.at < backup_start) {
+          before.push_back(sm.ms);
+        } else if (sm.at < backup_end) {
+          during.push_back(sm.ms);
+        }
+      }
+    }
+    auto pct = [](std::vector<double> v, double q) {
+      if (v.empty()) return 0.0;
+      std::sort(v.begin(), v.end());
+      return v[std::min(v.size() - 1, static_cast<std::size_t>(q * static_cast<double>(v.size())))];
+    };
+    std::ifstream bj(root / "backup.json");
+    auto report = nlohmann::json::parse(bj, nullptr, false);
+    backup_out = {{"backup_s", Seconds(backup_end - backup_start)},
+                  {"backup_file_bytes", report.value("file_bytes", 0)},
+                  {"backup_store_bytes", report.value("store_bytes", 0)},
+                  {"backup_snapshot_ms", report.value("snapshot_ms", 0)},
+                  {"backup_pushes_before", before.size()},
+                  {"backup_pushes_during", during.size()},
+                  {"backup_push_p99_ms_before", pct(before, 0.99)},
+                  {"backup_push_max_ms_before", pct(before, 1.0)},
+                  {"backup_push_p99_ms_during", pct(during, 0.99)},
+                  {"backup_push_max_ms_during", pct(during, 1.0)}};
+    std::fprintf(stderr, "backup: %s\n", backup_out.dump().c_str());
+  }
+
   const std::int64_t rss = PeakRssBytes(server_pid);
   kill(server_pid, SIGTERM);
   int status = 0;
@@ -602,6 +688,7 @@ int main(int argc, char** argv) {
     out["rotation_catch_up_bytes_sent"] = rot_catch_up_sent;
   }
   if (rekey) out.update(rekey_out);
+  if (backup) out.update(backup_out);
   if (json) {
     std::printf("%s\n", out.dump().c_str());
   } else {
