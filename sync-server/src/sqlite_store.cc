@@ -58,6 +58,7 @@
 #include <cassert>
 #include <charconv>
 #include <cstring>
+#include <tuple>
 #include <filesystem>
 #include <utility>
 
@@ -209,11 +210,13 @@ CREATE TABLE device_cases(
 
 // Version 5; also run on every writable open of an older store (migration).
 // A device's changes up to its mark at migration have no receipt: its floor
-// says so (Store::ReceiptFloor).
+// says so (Store::ReceiptFloor). A receipts row holds one push's receipts:
+// `entries` is (u64 BE device_seq, 16-byte digest) each, in increasing
+// device_seq, from first_seq to last_seq.
 constexpr const char* kReceiptTablesSql = R"sql(
 CREATE TABLE IF NOT EXISTS receipts(
-  device_id BLOB NOT NULL, device_seq INTEGER NOT NULL, digest BLOB NOT NULL,
-  PRIMARY KEY(device_id, device_seq)) WITHOUT ROWID;
+  device_id BLOB NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
+  entries BLOB NOT NULL, PRIMARY KEY(device_id, first_seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS receipt_floors(device_id BLOB PRIMARY KEY, floor INTEGER NOT NULL)
   WITHOUT ROWID;
 INSERT OR IGNORE INTO receipt_floors(device_id, floor)
@@ -1246,31 +1249,58 @@ class SqliteStore final : public Store {
                    .Text(3, reason)
                    .Text(4, detail));
   }
-  error_code PutReceipt(const Id& device_id, std::uint64_t device_seq,
-                        const core::ChangeDigest& digest) override {
+  error_code PutReceipts(const Id& device_id, const std::vector<Receipt>& entries) override {
+    if (entries.empty()) return {};
+    constexpr std::size_t kEntry = 8 + std::tuple_size_v<core::ChangeDigest>;
+    std::string blob;
+    blob.reserve(entries.size() * kEntry);
+    for (const Receipt& r : entries) {
+      for (int shift = 56; shift >= 0; shift -= 8)
+        blob.push_back(static_cast<char>(r.device_seq >> shift));
+      blob.append(reinterpret_cast<const char*>(r.digest.data()), r.digest.size());
+    }
     return Run(stmts_->put_receipt.Start()
                    .Blob(1, device_id)
-                   .U64(2, device_seq)
-                   .Blob(3, std::string_view(reinterpret_cast<const char*>(digest.data()),
-                                             digest.size())));
+                   .U64(2, entries.front().device_seq)
+                   .U64(3, entries.back().device_seq)
+                   .Blob(4, blob));
   }
   result<std::optional<core::ChangeDigest>> FindReceipt(const Id& device_id,
                                                         std::uint64_t device_seq) override {
     if (sticky_) return sticky_;
     if (!has_receipts_) return std::optional<core::ChangeDigest>();
+    constexpr std::size_t kEntry = 8 + std::tuple_size_v<core::ChangeDigest>;
     Stmt& s = stmts_->find_receipt;
     s.Start().Blob(1, device_id).U64(2, device_seq);
-    int rc = s.Step();
-    std::optional<core::ChangeDigest> r;
-    if (rc == SQLITE_ROW) {
-      auto b = s.ColBlob(0);
-      core::ChangeDigest d{};
-      if (b.size() == d.size()) std::memcpy(d.data(), b.data(), d.size());
-      r = d;  // a damaged digest of another length matches no change
+    std::optional<core::ChangeDigest> found;
+    int rc;
+    while (!found && (rc = s.Step()) == SQLITE_ROW) {
+      // Binary search in the push's entries (a damaged row of another
+      // length is searched only over its whole entries, and matches nothing).
+      const std::string_view entries = s.ColBlob(0);
+      std::size_t lo = 0, hi = entries.size() / kEntry;
+      while (lo < hi) {
+        const std::size_t mid = (lo + hi) / 2;
+        std::uint64_t seq = 0;
+        for (std::size_t i = 0; i < 8; ++i)
+          seq = (seq << 8) | static_cast<unsigned char>(entries[mid * kEntry + i]);
+        if (seq == device_seq) {
+          core::ChangeDigest d{};
+          std::memcpy(d.data(), entries.data() + mid * kEntry + 8, d.size());
+          found = d;
+          break;
+        }
+        if (seq < device_seq) {
+          lo = mid + 1;
+        } else {
+          hi = mid;
+        }
+      }
     }
+    if (found) rc = SQLITE_DONE;
     s.Done();
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Fail(rc);
-    return r;
+    return found;
   }
   result<std::uint64_t> ReceiptFloor(const Id& device_id) override {
     if (sticky_) return sticky_;
@@ -1669,10 +1699,11 @@ class SqliteStore final : public Store {
         {&st.drop_rejection, "DELETE FROM rejections WHERE device_id = ?1 AND device_seq = ?2"});
     if (has_receipts_) {  // a read-only older store has none of the version 5 tables
       all.push_back({&st.put_receipt,
-                     "INSERT OR REPLACE INTO receipts(device_id, device_seq, digest) VALUES(?1, "
-                     "?2, ?3)"});
+                     "INSERT INTO receipts(device_id, first_seq, last_seq, entries) VALUES(?1, "
+                     "?2, ?3, ?4)"});
       all.push_back({&st.find_receipt,
-                     "SELECT digest FROM receipts WHERE device_id = ?1 AND device_seq = ?2"});
+                     "SELECT entries FROM receipts WHERE device_id = ?1 AND first_seq <= ?2 AND "
+                     "last_seq >= ?2 ORDER BY first_seq DESC"});
       all.push_back(
           {&st.receipt_floor, "SELECT floor FROM receipt_floors WHERE device_id = ?1"});
     }

@@ -257,13 +257,14 @@ class PushApplier {
         mark_ = seq;
       }
       if (auto ec = ApplyOne(c, r)) return ec;
-      if (auto ec = store_.PutReceipt(device_.device_id, seq, digest)) return ec;
+      receipts_.push_back({seq, digest});  // numbers increase within a push
       if (r->status() == v1::ChangeResult::STATUS_REJECTED) {
         if (auto ec = store_.PutRejection(device_.device_id, seq, r->reason(), r->detail()))
           return ec;
       }
     }
     if (clock_offset_ms_ != 0) result->set_clock_offset_ms(clock_offset_ms_);
+    if (auto ec = store_.PutReceipts(device_.device_id, receipts_)) return ec;
     if (mark_ != device_.last_device_seq)
       if (auto ec = store_.SetDeviceMark(device_.device_id, mark_)) return ec;
     if (auto ec = store_.TouchDevice(device_.device_id, now_ms_)) return ec;
@@ -965,6 +966,7 @@ class PushApplier {
   std::uint64_t txn_ = 0;
   std::optional<bool> any_drops_;
   bool resend_in_scope_ = false;  // deciding a re-sealed change again (AnswerResend)
+  std::vector<Store::Receipt> receipts_;  // this push's, written once at its end
   bool restamped_ = false;
   std::int64_t clock_offset_ms_ = 0;
   std::unordered_map<Id, RecordInfo, IdHash> records_;

@@ -382,13 +382,17 @@ class Store {
   virtual error_code DropRejection(const Id& device_id, std::uint64_t device_seq) = 0;
 
   // ---- Receipts: which change each (device, device_seq) was ---------------------------
-  // Written with every change the server decides (applied, merged, in
+  // Written for every change the server decides (applied, merged, in
   // conflict or rejected), in the transaction of its writes, so a resend is
   // recognised by its content (core::DigestOf) and a number reused for
   // another change is refused. A receipt exists only at or below the
-  // device's mark.
-  virtual error_code PutReceipt(const Id& device_id, std::uint64_t device_seq,
-                                const core::ChangeDigest& digest) = 0;
+  // device's mark. One push's receipts are written together (`entries` in
+  // increasing device_seq, as a push's numbers are), one row per push.
+  struct Receipt {
+    std::uint64_t device_seq = 0;
+    core::ChangeDigest digest{};
+  };
+  virtual error_code PutReceipts(const Id& device_id, const std::vector<Receipt>& entries) = 0;
   virtual result<std::optional<core::ChangeDigest>> FindReceipt(const Id& device_id,
                                                                 std::uint64_t device_seq) = 0;
   // The device's mark when its store was migrated to receipts: a change at or
