@@ -4,7 +4,10 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <ctime>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -222,6 +225,37 @@ core::Outcome<BackupReport> BackupStore(const std::string& data_dir, const std::
                         std::chrono::steady_clock::now() - started)
                         .count();
   return report;
+}
+
+std::string BackupFileName(std::int64_t ms) {
+  const std::time_t t = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32] = {};
+  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%S", &tm);
+  char name[64] = {};
+  std::snprintf(name, sizeof name, "teduh-%s-%03dZ.tbk", buf, static_cast<int>(ms % 1000));
+  return name;
+}
+
+core::Outcome<std::vector<std::string>> PruneBackups(const std::string& dir, std::size_t keep) {
+  std::vector<std::string> ours;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    // Only names BackupFileName makes: "teduh-" 15 + "-" 3 + "Z.tbk".
+    if (name.size() == 30 && name.starts_with("teduh-") && name.ends_with("Z.tbk") &&
+        entry.is_regular_file())
+      ours.push_back(entry.path().string());
+  }
+  if (ec) return Fail(core::errc::io_error, TrF("cannot read {}", dir));
+  std::sort(ours.begin(), ours.end());
+  std::vector<std::string> deleted;
+  if (keep == 0 || ours.size() <= keep) return deleted;
+  for (std::size_t i = 0; i + keep < ours.size(); ++i) {
+    if (fs::remove(ours[i], ec)) deleted.push_back(ours[i]);
+  }
+  return deleted;
 }
 
 core::Outcome<RestoreReport> RestoreStore(const std::string& from_file, const std::string& data_dir,

@@ -46,6 +46,19 @@ check "backup verify checks it without the key" \
 check "the admin device opens it and checks it whole" \
   '[ "$(dev "$admin" admin-passphrase-1 backup open "$backup" | jq -r .intact)" = true ]'
 
+# Scheduled backups into a folder keep the newest N; other files there are never touched.
+mkdir -p "$work/scheduled"
+echo "the admin's notes" >"$work/scheduled/README.txt"
+for _ in 1 2 3 4; do
+  "$SERVER" backup --data "$data" --to-dir "$work/scheduled" --keep 2 --json >"$work/sched.json" ||
+    die "scheduled backup: $(cat "$work/sched.json")"
+done
+check "a scheduled backup keeps the newest two" \
+  '[ "$(ls "$work/scheduled"/teduh-*.tbk | wc -l)" = 2 ] && [ -e "$work/scheduled/README.txt" ]'
+check "the newest scheduled backup is the one just written" \
+  '[ "$(ls "$work/scheduled"/teduh-*.tbk | tail -1)" = "$(jq -r .file "$work/sched.json")" ] && "$SERVER" backup verify "$(jq -r .file "$work/sched.json")" >/dev/null'
+check "--keep needs --to-dir" '! "$SERVER" backup --data "$data" --to "$work/x.tbk" --keep 2 >/dev/null 2>&1 && [ ! -e "$work/x.tbk" ]'
+
 second=$(dev "$work/budi" budi-passphrase-1 case new --set risk_level=sedang --set "chronology=Kasus kedua" | json .case_id) || die "case 2"
 accepted=$(dev "$work/budi" budi-passphrase-1 sync | json .accepted) || die "sync 2"
 check "the second case is acknowledged" '[ "$accepted" -gt 0 ]'

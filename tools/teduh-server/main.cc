@@ -12,7 +12,7 @@
 //   teduh-server code list --data DIR [--list L] [--json]
 //   teduh-server code retire --data DIR --list L --code C [--restore] [--json]
 //   teduh-server backup-key --data DIR TOKEN [--json]
-//   teduh-server backup --data DIR --to FILE [--json]
+//   teduh-server backup --data DIR (--to FILE | --to-dir DIR [--keep N]) [--json]
 //   teduh-server backup verify FILE [--json]
 //   teduh-server restore --from FILE --data DIR [--json]   (asks for the backup secret key)
 //
@@ -29,6 +29,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <cstdio>
 #include <ctime>
 #include <iostream>
@@ -589,11 +590,25 @@ nlohmann::json HeaderJson(const teduh::core::BackupFileInfo& info) {
           {"file_bytes", info.file_bytes}};
 }
 
-int BackupCommand(const std::string& data, const std::string& to, const Output& out) {
+// `to_dir`: a file named by the time in that folder, then all but the newest
+// `keep` of the backups there deleted (0: none).
+int BackupCommand(const std::string& data, std::string to, const std::string& to_dir,
+                  std::size_t keep, const Output& out) {
+  if (!to_dir.empty())
+    to = (std::filesystem::path(to_dir) /
+          teduh::server::BackupFileName(teduh::core::DefaultEnv().NowMs()))
+             .string();
   auto report = teduh::server::BackupStore(data, to, teduh::core::DefaultEnv());
   if (!report) return out.Error(TrF("no backup was written: {}", report.error().message));
   nlohmann::json j = HeaderJson(report->info);
   j["file"] = to;
+  if (!to_dir.empty() && keep > 0) {
+    auto deleted = teduh::server::PruneBackups(to_dir, keep);
+    if (!deleted)
+      return out.Error(TrF("the backup was written, but old ones were not deleted: {}",
+                           deleted.error().message));
+    j["deleted"] = *deleted;
+  }
   j["snapshot_ms"] = report->snapshot_ms;
   j["total_ms"] = report->total_ms;
   if (out.json) {
@@ -910,9 +925,17 @@ int main(int argc, char** argv) {
   backup_key->add_flag("--json", out.json, Tr("Print one JSON object"));
   auto* backup = app.add_subcommand(
       "backup", Tr("Write a backup of the store, sealed to the unit backup key (also while serving)"));
-  std::string backup_to;
+  std::string backup_to, backup_dir;
+  std::size_t backup_keep = 0;
   backup->add_option("--data", data, Tr("Data folder"));
-  backup->add_option("--to", backup_to, Tr("Backup file to write"));
+  auto* to_opt = backup->add_option("--to", backup_to, Tr("Backup file to write"));
+  auto* dir_opt = backup->add_option(
+      "--to-dir", backup_dir, Tr("Folder to write a backup named by the time into (scheduled)"));
+  to_opt->excludes(dir_opt);
+  backup->add_option("--keep", backup_keep,
+                     Tr("With --to-dir: keep the newest N backups there, delete older ones"))
+      ->needs(dir_opt)
+      ->check(CLI::Range(1, 100000));
   backup->add_flag("--json", out.json, Tr("Print one JSON object"));
   auto* backup_verify =
       backup->add_subcommand("verify", Tr("Check a backup file for damage (no key needed)"));
@@ -940,9 +963,9 @@ int main(int argc, char** argv) {
   if (backup_key->parsed()) return BackupKeyCommand(data, token, out);
   if (backup_verify->parsed()) return BackupVerifyCommand(backup_file, out);
   if (backup->parsed()) {
-    if (data.empty() || backup_to.empty())
-      return out.Error(Tr("backup needs --data DIR and --to FILE"));
-    return BackupCommand(data, backup_to, out);
+    if (data.empty() || (backup_to.empty() && backup_dir.empty()))
+      return out.Error(Tr("backup needs --data DIR and --to FILE or --to-dir DIR"));
+    return BackupCommand(data, backup_to, backup_dir, backup_keep, out);
   }
   if (restore->parsed()) return RestoreCommand(restore_from, data, out);
   if (serve->parsed()) {

@@ -45,6 +45,14 @@ struct BackupReport {
 [[nodiscard]] core::Outcome<BackupReport> BackupStore(const std::string& data_dir,
                                                       const std::string& to_file, core::Env& env);
 
+// Scheduled backups into a folder: BackupFileName(now) names each
+// ("teduh-20261204T183000-123Z.tbk", UTC, so names sort by time), and
+// PruneBackups keeps the newest `keep` of the files so named (other files are
+// never touched), returning the ones it deleted, oldest first.
+std::string BackupFileName(std::int64_t ms);
+[[nodiscard]] core::Outcome<std::vector<std::string>> PruneBackups(const std::string& dir,
+                                                                  std::size_t keep);
+
 struct RestoredDevice {
   Id device_id{};
   std::string user;
