@@ -19,8 +19,8 @@ Hasher::Hasher() noexcept {
 }
 
 void Hasher::Update(ByteView part) noexcept {
-  crypto_generichash_update(reinterpret_cast<crypto_generichash_state*>(state_.data()),
-                            part.data(), part.size());
+  crypto_generichash_update(reinterpret_cast<crypto_generichash_state*>(state_.data()), part.data(),
+                            part.size());
 }
 
 std::array<std::uint8_t, 32> Hasher::Final() noexcept {
@@ -34,8 +34,8 @@ result<StreamSealer> StreamSealer::Start(const SecureBuffer& key, StreamHeader* 
   if (key.size() != kStreamKeyBytes) return errc::bad_length;
   auto state = SecureBuffer::Allocate(sizeof(StreamState));
   if (!state) return state.error();
-  if (crypto_secretstream_xchacha20poly1305_init_push(
-          reinterpret_cast<StreamState*>(state->data()), header->data(), key.data()) != 0) {
+  if (crypto_secretstream_xchacha20poly1305_init_push(reinterpret_cast<StreamState*>(state->data()),
+                                                      header->data(), key.data()) != 0) {
     return errc::init_failed;
   }
   return StreamSealer(std::move(*state));
@@ -62,12 +62,11 @@ error_code StreamSealer::Push(ByteView plain, ByteView ad, bool final, Bytes* ou
 }
 
 result<StreamOpener> StreamOpener::Start(const SecureBuffer& key, ByteView header) noexcept {
-  if (key.size() != kStreamKeyBytes || header.size() != kStreamHeaderBytes)
-    return errc::bad_length;
+  if (key.size() != kStreamKeyBytes || header.size() != kStreamHeaderBytes) return errc::bad_length;
   auto state = SecureBuffer::Allocate(sizeof(StreamState));
   if (!state) return state.error();
-  if (crypto_secretstream_xchacha20poly1305_init_pull(
-          reinterpret_cast<StreamState*>(state->data()), header.data(), key.data()) != 0) {
+  if (crypto_secretstream_xchacha20poly1305_init_pull(reinterpret_cast<StreamState*>(state->data()),
+                                                      header.data(), key.data()) != 0) {
     return errc::decrypt_failed;
   }
   return StreamOpener(std::move(*state));

@@ -5,12 +5,12 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <fstream>
 #include <iterator>
 #include <optional>
 #include <utility>
-#include <cctype>
 
 #include "teduh/core/i18n.h"
 #include "teduh/crypto/stream.h"
@@ -34,7 +34,8 @@ void PutU32(std::string* out, std::uint32_t v) {
 
 std::uint32_t GetU32(std::string_view in) {
   std::uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v = (v << 8) | static_cast<unsigned char>(in[static_cast<std::size_t>(i)]);
+  for (int i = 0; i < 4; ++i)
+    v = (v << 8) | static_cast<unsigned char>(in[static_cast<std::size_t>(i)]);
   return v;
 }
 
@@ -180,12 +181,14 @@ Outcome<void> WriteBackupFile(const fs::path& path, kv1::BackupHeader header,
                                last, &out))
       return Fail(ec);
     const auto m = static_cast<std::uint32_t>(out.size() - len_at - 4);
-    for (int i = 0; i < 4; ++i) out[len_at + static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(m >> (24 - 8 * i));
+    for (int i = 0; i < 4; ++i)
+      out[len_at + static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(m >> (24 - 8 * i));
     at += n;
   } while (at < snapshot.size());
   const auto hash = crypto::Hash(crypto::ByteView(out.data(), out.size()));
   out.insert(out.end(), hash.begin(), hash.end());
-  return WriteDurably(path, std::string_view(reinterpret_cast<const char*>(out.data()), out.size()));
+  return WriteDurably(path,
+                      std::string_view(reinterpret_cast<const char*>(out.data()), out.size()));
 }
 
 Outcome<BackupFileInfo> VerifyBackupBytes(std::string_view file) {
@@ -263,8 +266,7 @@ std::optional<std::string> Unhex(std::string_view text) {
   int high = -1;
   for (char c : text) {
     if (c == ' ' || c == '-' || c == '\n' || c == '\r' || c == '\t') continue;
-    const auto at =
-        kHexDigits.find(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+    const auto at = kHexDigits.find(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
     if (at == std::string_view::npos) {
       crypto::Wipe(out);
       return std::nullopt;
@@ -289,7 +291,9 @@ std::string FormatBackupKeyToken(std::string_view backup_pk, std::string_view si
 }
 
 Outcome<std::pair<std::string, std::string>> ParseBackupKeyToken(std::string_view token) {
-  const auto bad = [] { return Fail(errc::bad_value, Tr("this is not a backup key token (TBK1-...)")); };
+  const auto bad = [] {
+    return Fail(errc::bad_value, Tr("this is not a backup key token (TBK1-...)"));
+  };
   if (token.size() < 5 || token.substr(0, 5) != "TBK1-") return bad();
   auto bytes = Unhex(token.substr(5));
   if (!bytes || bytes->size() != crypto::kBoxPublicKeyBytes + crypto::kSignatureBytes) return bad();
@@ -305,7 +309,8 @@ std::string FormatBackupSecret(const crypto::SecureBuffer& secret_key) {
   out = "TBS1";
   std::size_t n = 0;
   auto put = [&](std::uint8_t b) {
-    for (std::uint8_t nibble : {static_cast<std::uint8_t>(b >> 4), static_cast<std::uint8_t>(b & 15)}) {
+    for (std::uint8_t nibble :
+         {static_cast<std::uint8_t>(b >> 4), static_cast<std::uint8_t>(b & 15)}) {
       if (n++ % 4 == 0) out.push_back('-');
       out.push_back(kHexDigits[nibble]);
     }

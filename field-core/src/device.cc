@@ -299,8 +299,9 @@ std::string ServerVerdictText(const OutboxEntry& e) {
         "A closed case changes only by being reopened as a new episode (teduh "
         "case reopen).");
   if (r == kSeqReusedReason)
-    return Tr("The server holds another change under this edit's number: it is numbered again "
-              "and sent at the next sync.");
+    return Tr(
+        "The server holds another change under this edit's number: it is numbered again "
+        "and sent at the next sync.");
   if (r == kSeqOrderReason || r == kSeqJumpReason)
     return Tr("The server refused this edit's sequence number.");
   if (r == kKeyReplacedReason)
@@ -461,8 +462,8 @@ DeviceInfo Device::InfoLocked() const {
   i.fingerprint = DeviceFingerprint(meta_->sign_pk, meta_->box_pk);
   i.unit_fingerprint = meta_->unit_root_pk.empty() ? "" : KeyFingerprint(meta_->unit_root_pk);
   // The vault's own limit (device.json's copy is only for a first-format vault).
-  i.max_failed_unlocks = vault_ && !vault_->locked() ? vault_->max_failed_unlocks()
-                                                      : meta_->max_failed_unlocks;
+  i.max_failed_unlocks =
+      vault_ && !vault_->locked() ? vault_->max_failed_unlocks() : meta_->max_failed_unlocks;
   return i;
 }
 
@@ -593,8 +594,8 @@ Outcome<std::unique_ptr<Device>> Device::Enroll(const std::filesystem::path& hom
   m.unit_root_pk = result->unit_root_pk();
   m.sign_pk = sign_pk;
   m.box_pk = box_pk;
-  m.max_failed_unlocks = d->options_.max_failed_unlocks.value_or(
-      IsFieldRole(m.role) ? kFieldRoleFailedUnlocks : 0);
+  m.max_failed_unlocks =
+      d->options_.max_failed_unlocks.value_or(IsFieldRole(m.role) ? kFieldRoleFailedUnlocks : 0);
   d->options_.vault.max_failed_unlocks = m.max_failed_unlocks;  // kept in the vault
 
   auto vault = Vault::Create(home / kVaultFile, passphrase, std::move(secrets), d->options_.vault);

@@ -26,9 +26,9 @@ Outcome<BackupKeyView> Device::BackupKey(bool with_secret) {
   const std::string pk(reinterpret_cast<const char*>(pair->public_key.data()),
                        pair->public_key.size());
   const std::string message = BackupKeyMessage(InfoLocked().unit_id, pk);
-  auto sig = crypto::Sign(vault_->unit_root_sk(),
-                          crypto::ByteView(reinterpret_cast<const std::uint8_t*>(message.data()),
-                                           message.size()));
+  auto sig = crypto::Sign(
+      vault_->unit_root_sk(),
+      crypto::ByteView(reinterpret_cast<const std::uint8_t*>(message.data()), message.size()));
   if (!sig) return Fail(sig.error());
   BackupKeyView view;
   view.token = FormatBackupKeyToken(
@@ -107,8 +107,7 @@ Outcome<BackupCheck> Device::OpenBackup(const std::filesystem::path& file) {
   check.devices = CountRows(raw, "SELECT COUNT(*) FROM devices");
   check.records = CountRows(raw, "SELECT COUNT(*) FROM records");
   check.values = CountRows(raw, "SELECT COUNT(*) FROM fields");
-  if (check.unit_id != unit_id)
-    return Fail(errc::wrong_unit, Tr("the backup is of another unit"));
+  if (check.unit_id != unit_id) return Fail(errc::wrong_unit, Tr("the backup is of another unit"));
   // Anyone with the backup public key can seal a file; only a store that
   // names the unit root key this device pinned is the unit's.
   sqlite3_stmt* rk = nullptr;

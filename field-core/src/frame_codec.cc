@@ -427,8 +427,8 @@ ChangeDigest DigestOf(const teduh::sync::v1::FieldChange& change) {
   number(change.sealed() ? 1 : 0);
   part(change.sealed() ? std::string_view() : std::string_view(change.value()));
   part(change.resolves());
-  auto full = crypto::Hash(crypto::ByteView(reinterpret_cast<const std::uint8_t*>(buf.data()),
-                                            buf.size()));
+  auto full =
+      crypto::Hash(crypto::ByteView(reinterpret_cast<const std::uint8_t*>(buf.data()), buf.size()));
   ChangeDigest out{};
   std::copy_n(full.begin(), out.size(), out.begin());
   if (!change.sealed()) crypto::Wipe(buf);

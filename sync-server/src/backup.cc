@@ -7,8 +7,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <ctime>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -34,8 +34,7 @@ core::Outcome<Db> OpenDb(const std::string& path, int flags) {
   sqlite3* raw = nullptr;
   const int rc = sqlite3_open_v2(path.c_str(), &raw, flags | SQLITE_OPEN_NOMUTEX, nullptr);
   Db db(raw, &sqlite3_close_v2);
-  if (rc != SQLITE_OK)
-    return Fail(core::errc::store_failed, TrF("cannot open the store {}", path));
+  if (rc != SQLITE_OK) return Fail(core::errc::store_failed, TrF("cannot open the store {}", path));
   sqlite3_busy_timeout(raw, 5000);
   return db;
 }
@@ -58,7 +57,8 @@ std::string Meta(sqlite3* db, const char* schema, const char* key) {
   sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
   if (sqlite3_step(st) == SQLITE_ROW) {
     const void* p = sqlite3_column_blob(st, 0);
-    out.assign(static_cast<const char*>(p ? p : ""), static_cast<std::size_t>(sqlite3_column_bytes(st, 0)));
+    out.assign(static_cast<const char*>(p ? p : ""),
+               static_cast<std::size_t>(sqlite3_column_bytes(st, 0)));
   }
   sqlite3_finalize(st);
   return out;
@@ -96,8 +96,8 @@ std::uint64_t NewGeneration(std::uint64_t avoid_a, std::uint64_t avoid_b) {
 std::vector<RestoredDevice> Marks(sqlite3* db, const char* schema) {
   std::vector<RestoredDevice> out;
   sqlite3_stmt* st = nullptr;
-  const std::string sql =
-      std::string("SELECT device_id, user, last_device_seq FROM ") + schema + ".devices ORDER BY user";
+  const std::string sql = std::string("SELECT device_id, user, last_device_seq FROM ") + schema +
+                          ".devices ORDER BY user";
   if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) != SQLITE_OK) return out;
   while (sqlite3_step(st) == SQLITE_ROW) {
     RestoredDevice d;
@@ -114,9 +114,9 @@ std::vector<RestoredDevice> Marks(sqlite3* db, const char* schema) {
 
 // What must never go backwards, from the replaced store (attached as `old`)
 // into the restored one: devices enrolled, approved or revoked since the
-// backup (DeviceState: pending 1 < active 2 < revoked 3), their marks, used enrollment codes, key epochs (grants, acknowledgements,
-// retirements) and the unit's settings. Case data is not copied: devices
-// re-send their own changes, which keeps every value's history and audit.
+// backup (DeviceState: pending 1 < active 2 < revoked 3), their marks, used enrollment codes, key
+// epochs (grants, acknowledgements, retirements) and the unit's settings. Case data is not copied:
+// devices re-send their own changes, which keeps every value's history and audit.
 constexpr const char* kCarryForwardSql = R"sql(
 INSERT OR IGNORE INTO devices SELECT * FROM old.devices;
 UPDATE devices SET
@@ -148,7 +148,8 @@ core::Outcome<void> SetBackupKey(const std::string& data_dir, std::string_view t
   const std::string root = Meta(db->get(), "main", "unit_root_pk");
   const std::string unit = Meta(db->get(), "main", "unit_id");
   if (root.size() != crypto::kSignPublicKeyBytes)
-    return Fail(core::errc::bad_signature, Tr("the unit has no root key yet: enroll the first admin device"));
+    return Fail(core::errc::bad_signature,
+                Tr("the unit has no root key yet: enroll the first admin device"));
   const std::string message = core::BackupKeyMessage(unit, parsed->first);
   auto span = [](std::string_view s) {
     return crypto::ByteView(reinterpret_cast<const std::uint8_t*>(s.data()), s.size());
@@ -157,22 +158,23 @@ core::Outcome<void> SetBackupKey(const std::string& data_dir, std::string_view t
     return Fail(core::errc::bad_signature,
                 Tr("the backup key is not signed by this unit's root key"));
   sqlite3_stmt* st = nullptr;
-  if (sqlite3_prepare_v2(db->get(), "INSERT OR REPLACE INTO meta(key, value) VALUES('backup_pk', ?1)",
-                         -1, &st, nullptr) != SQLITE_OK)
+  if (sqlite3_prepare_v2(db->get(),
+                         "INSERT OR REPLACE INTO meta(key, value) VALUES('backup_pk', ?1)", -1, &st,
+                         nullptr) != SQLITE_OK)
     return Fail(core::errc::store_failed, Tr("the store could not be changed"));
   sqlite3_bind_blob(st, 1, parsed->first.data(), static_cast<int>(parsed->first.size()),
                     SQLITE_STATIC);
   const int rc = sqlite3_step(st);
   sqlite3_finalize(st);
-  if (rc != SQLITE_DONE) return Fail(core::errc::store_failed, Tr("the store could not be changed"));
+  if (rc != SQLITE_DONE)
+    return Fail(core::errc::store_failed, Tr("the store could not be changed"));
   return {};
 }
 
 core::Outcome<BackupReport> BackupStore(const std::string& data_dir, const std::string& to_file,
                                         core::Env& env) {
   const auto started = std::chrono::steady_clock::now();
-  if (!fs::exists(StorePath(data_dir)))
-    return Fail(make_error_code(server::errc::not_initialised));
+  if (!fs::exists(StorePath(data_dir))) return Fail(make_error_code(server::errc::not_initialised));
   auto src = OpenDb(StorePath(data_dir), SQLITE_OPEN_READONLY);
   if (!src) return src.error();
   auto mem = OpenDb(":memory:", SQLITE_OPEN_READWRITE);
@@ -210,7 +212,8 @@ core::Outcome<BackupReport> BackupStore(const std::string& data_dir, const std::
   unsigned char* bytes = sqlite3_serialize(m, "main", &size, 0);
   if (!bytes) return Fail(core::errc::store_failed, Tr("the store could not be read for a backup"));
   std::unique_ptr<unsigned char, decltype(&sqlite3_free)> owned(bytes, &sqlite3_free);
-  const std::string_view snapshot(reinterpret_cast<const char*>(bytes), static_cast<std::size_t>(size));
+  const std::string_view snapshot(reinterpret_cast<const char*>(bytes),
+                                  static_cast<std::size_t>(size));
   auto written = core::WriteBackupFile(to_file, header, snapshot);
   std::memset(bytes, 0, static_cast<std::size_t>(size));
   if (!written) return written.error();
@@ -296,13 +299,15 @@ core::Outcome<RestoreReport> RestoreStore(const std::string& from_file, const st
     auto check = OpenDb(staged, SQLITE_OPEN_READWRITE);
     if (!check) return check.error();
     if (!IntegrityOk(check->get(), "PRAGMA integrity_check"))
-      return Fail(core::errc::integrity, Tr("the backup's store does not pass its integrity check"));
+      return Fail(core::errc::integrity,
+                  Tr("the backup's store does not pass its integrity check"));
   }
   {
     // A backup of an older store is migrated first, so that its receipt
     // floors are its own marks, not the ones carried forward below.
     auto migrated = OpenSqliteStore(staged, StoreOptions{});
-    if (!migrated) return Fail(core::errc::store_failed, Tr("the backup's store could not be opened"));
+    if (!migrated)
+      return Fail(core::errc::store_failed, Tr("the backup's store could not be opened"));
   }
   {
     auto db = OpenDb(staged, SQLITE_OPEN_READWRITE);
@@ -335,7 +340,8 @@ core::Outcome<RestoreReport> RestoreStore(const std::string& from_file, const st
       sqlite3_bind_text(st, 1, live.c_str(), -1, SQLITE_STATIC);
       const int rc = sqlite3_step(st);
       sqlite3_finalize(st);
-      if (rc != SQLITE_DONE) return Fail(core::errc::store_failed, Tr("the replaced store could not be read"));
+      if (rc != SQLITE_DONE)
+        return Fail(core::errc::store_failed, Tr("the replaced store could not be read"));
       for (auto& dev : report.devices) {
         for (const auto& before : Marks(d, "old"))
           if (before.device_id == dev.device_id) dev.mark_before = before.mark_in_backup;
@@ -347,11 +353,10 @@ core::Outcome<RestoreReport> RestoreStore(const std::string& from_file, const st
       if (auto r = Exec(d, "DETACH DATABASE old"); !r) return r.error();
     }
     report.new_generation = NewGeneration(report.info.header.generation(), old_generation);
-    const std::string restored =
-        "INSERT OR REPLACE INTO meta(key, value) VALUES('generation', '" +
-        std::to_string(report.new_generation) + "'), ('restored_ms', '" +
-        std::to_string(env.NowMs()) + "'), ('restored_backup_ms', '" +
-        std::to_string(report.info.header.created_ms()) + "');";
+    const std::string restored = "INSERT OR REPLACE INTO meta(key, value) VALUES('generation', '" +
+                                 std::to_string(report.new_generation) + "'), ('restored_ms', '" +
+                                 std::to_string(env.NowMs()) + "'), ('restored_backup_ms', '" +
+                                 std::to_string(report.info.header.created_ms()) + "');";
     if (auto r = Exec(d, restored); !r) return r.error();
     if (auto r = Exec(d, "PRAGMA wal_checkpoint(TRUNCATE)"); !r) return r.error();
   }
@@ -359,8 +364,7 @@ core::Outcome<RestoreReport> RestoreStore(const std::string& from_file, const st
   auto audit = VerifyAudit(staging.string());
   if (!audit) return Fail(core::errc::store_failed, Tr("the backup's audit log could not be read"));
   if (!audit->intact())
-    return Fail(core::errc::integrity,
-                TrF("the backup's audit log is damaged: {}", audit->detail));
+    return Fail(core::errc::integrity, TrF("the backup's audit log is damaged: {}", audit->detail));
   report.audit_entries = audit->entries;
 
   // In place: the replaced store (with its WAL) is kept beside it.

@@ -427,8 +427,8 @@ void Connection::OnPull(std::uint64_t rid, const v1::Pull& pull) {
   bool queued = ctx_.worker->SubmitRead([this, &ctx, post, rid, pull,
                                          who = identity_](Store& store) {
     auto out = std::make_shared<PullOutcome>();
-    auto ec = Pull(store, ctx.config, ctx.worker->unit(), ctx.worker->generation(), who, pull,
-                   out.get());
+    auto ec =
+        Pull(store, ctx.config, ctx.worker->unit(), ctx.worker->generation(), who, pull, out.get());
     if (ec) {
       post([this, rid] { StoreFailed(rid); });
       return;

@@ -58,8 +58,8 @@
 #include <cassert>
 #include <charconv>
 #include <cstring>
-#include <tuple>
 #include <filesystem>
+#include <tuple>
 #include <utility>
 
 #include "teduh/core/ids.h"
@@ -337,8 +337,7 @@ class SqliteStore final : public Store {
       return ec;
     auto version = s->Meta("schema_version");
     if (!version) return version.error();
-    const bool older =
-        *version == "1" || *version == "2" || *version == "3" || *version == "4";
+    const bool older = *version == "1" || *version == "2" || *version == "3" || *version == "4";
     if (older && !options.read_only) {
       if (auto ec = s->Migrate(*version == "1")) return ec;
     } else if (older) {
@@ -1704,8 +1703,7 @@ class SqliteStore final : public Store {
       all.push_back({&st.find_receipt,
                      "SELECT entries FROM receipts WHERE device_id = ?1 AND first_seq <= ?2 AND "
                      "last_seq >= ?2 ORDER BY first_seq DESC"});
-      all.push_back(
-          {&st.receipt_floor, "SELECT floor FROM receipt_floors WHERE device_id = ?1"});
+      all.push_back({&st.receipt_floor, "SELECT floor FROM receipt_floors WHERE device_id = ?1"});
     }
     if (has_rekeys_) {  // a read-only older store has none of the version 4 tables
       all.push_back(

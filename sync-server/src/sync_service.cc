@@ -965,7 +965,7 @@ class PushApplier {
   std::uint64_t mark_ = 0;
   std::uint64_t txn_ = 0;
   std::optional<bool> any_drops_;
-  bool resend_in_scope_ = false;  // deciding a re-sealed change again (AnswerResend)
+  bool resend_in_scope_ = false;          // deciding a re-sealed change again (AnswerResend)
   std::vector<Store::Receipt> receipts_;  // this push's, written once at its end
   bool restamped_ = false;
   std::int64_t clock_offset_ms_ = 0;

@@ -19,7 +19,9 @@ namespace {
 namespace fs = std::filesystem;
 namespace kv1 = teduh::keys::v1;
 
-std::string Str(crypto::ByteView b) { return std::string(reinterpret_cast<const char*>(b.data()), b.size()); }
+std::string Str(crypto::ByteView b) {
+  return std::string(reinterpret_cast<const char*>(b.data()), b.size());
+}
 
 class BackupFileTest : public ::testing::Test {
  protected:
@@ -66,7 +68,8 @@ class BackupFileTest : public ::testing::Test {
   };
   static std::uint32_t U32(std::string_view s, std::size_t at) {
     std::uint32_t v = 0;
-    for (int i = 0; i < 4; ++i) v = (v << 8) | static_cast<unsigned char>(s[at + static_cast<std::size_t>(i)]);
+    for (int i = 0; i < 4; ++i)
+      v = (v << 8) | static_cast<unsigned char>(s[at + static_cast<std::size_t>(i)]);
     return v;
   }
   static Layout Split(const std::string& file) {
@@ -91,7 +94,8 @@ class BackupFileTest : public ::testing::Test {
     };
     put(l.header);
     for (const auto& c : l.chunks) put(c);
-    const auto h = crypto::Hash(crypto::ByteView(reinterpret_cast<const std::uint8_t*>(out.data()), out.size()));
+    const auto h = crypto::Hash(
+        crypto::ByteView(reinterpret_cast<const std::uint8_t*>(out.data()), out.size()));
     out.append(reinterpret_cast<const char*>(h.data()), h.size());
     return out;
   }
@@ -219,7 +223,8 @@ TEST_F(BackupFileTest, TheSecretKeyAsTextReadsBackAndAMistypedDigitIsNamed) {
   EXPECT_EQ(back->public_key, key_.public_key);
   // Typed by hand: upper case, spaces instead of dashes.
   std::string typed = text;
-  for (char& c : typed) c = c == '-' ? ' ' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  for (char& c : typed)
+    c = c == '-' ? ' ' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   EXPECT_TRUE(ParseBackupSecret(typed));
   std::string mistyped = text;
   mistyped[7] = mistyped[7] == '0' ? '1' : '0';

@@ -499,7 +499,6 @@ TEST_F(DeviceTest, InitialsAreMadeFromEachWord) {
   EXPECT_EQ(Initials(""), "");
 }
 
-
 TEST_F(DeviceTest, AShortPassphraseIsRefusedAtInitAndAtChangeWithTheReason) {
   auto admin = Enroll("admin", server_.BootstrapCode());
   const std::string code = server_.AddCode(pb::ROLE_PENDAMPING, "rina");
@@ -524,9 +523,9 @@ TEST_F(DeviceTest, FieldDevicesEraseAfterTenWrongPassphrasesOfficeDevicesDoNotUn
   EXPECT_EQ(rina->info().max_failed_unlocks, kFieldRoleFailedUnlocks);
   auto options = Options();
   options.max_failed_unlocks = 4;
-  auto office = Device::Enroll(root_ / "office", "ws://fake",
-                               server_.AddCode(pb::ROLE_OFFICE, "budi"), Pass("kata sandi office"),
-                               options);
+  auto office =
+      Device::Enroll(root_ / "office", "ws://fake", server_.AddCode(pb::ROLE_OFFICE, "budi"),
+                     Pass("kata sandi office"), options);
   ASSERT_TRUE(office);
   EXPECT_EQ((*office)->info().max_failed_unlocks, 4u);
   rina.reset();
@@ -539,7 +538,6 @@ TEST_F(DeviceTest, FieldDevicesEraseAfterTenWrongPassphrasesOfficeDevicesDoNotUn
             errc::vault_wiped);
   EXPECT_FALSE(Device::Exists(root_ / "rina"));
 }
-
 
 TEST_F(DeviceTest, BeforeTheLastThreeTriesAnOfficerIsWarnedOfUnsentEdits) {
   auto rina = Officer("rina", pb::ROLE_PENDAMPING);

@@ -158,7 +158,6 @@ TEST_F(VaultTest, LockWipesSecretsFromMemory) {
   EXPECT_EQ((*v)->class_key(ACCESS_CLASS_GENERAL, 1), nullptr);
 }
 
-
 // ---- Damage is not a wrong passphrase (docs/CLIENT.md, "Failed unlocks") ----
 
 fs::path CopyOf(const fs::path& p) { return fs::path(p.string() + ".copy"); }

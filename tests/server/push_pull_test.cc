@@ -540,7 +540,6 @@ TEST_F(PushPullTest, DeviceListShowsLastSync) {
   EXPECT_TRUE(found);
 }
 
-
 // ---- An answer is the truth: sequence numbers (PROTOCOL §4) ----------------
 
 TEST_F(PushPullTest, ANumberReusedForAnotherChangeIsRefusedAndNothingIsStored) {
@@ -551,8 +550,8 @@ TEST_F(PushPullTest, ANumberReusedForAnotherChangeIsRefusedAndNothingIsStored) {
 
   // A home restored from an earlier copy numbers a new case's edits 1 and 2 again.
   Id second = core::NewId();
-  auto reused = OpenChange(siti, second, core::kCaseKind, {}, kCaseNumber,
-                           CaseText(kCaseNumber, "K-2"));
+  auto reused =
+      OpenChange(siti, second, core::kCaseKind, {}, kCaseNumber, CaseText(kCaseNumber, "K-2"));
   reused.set_device_seq(1);
   auto r = Push(*client, {reused});
   ASSERT_EQ(r.results_size(), 1);
@@ -579,8 +578,8 @@ TEST_F(PushPullTest, AChangeResentWithTheSameNumberAndContentIsAnsweredNotStored
   TestDevice siti = EnrollApproved(v1::ROLE_PENDAMPING, "siti");
   auto client = Login(siti);
   Id case_id = core::NewId();
-  auto change = OpenChange(siti, case_id, core::kCaseKind, {}, kCaseNumber,
-                           CaseText(kCaseNumber, "K-9"));
+  auto change =
+      OpenChange(siti, case_id, core::kCaseKind, {}, kCaseNumber, CaseText(kCaseNumber, "K-9"));
   ASSERT_EQ(Push(*client, {change}).results(0).status(), Status::STATUS_APPLIED);
   // Same number, same record and stamp, another open value: not the same change.
   auto altered = change;
@@ -597,8 +596,8 @@ TEST_F(PushPullTest, ANumberFarAboveTheMarkIsRefusedAndLaterEditsStillLand) {
   TestDevice siti = EnrollApproved(v1::ROLE_PENDAMPING, "siti");
   auto client = Login(siti);
   Id case_id = NewCase(*client, siti);  // device_seq 1 and 2
-  auto huge = OpenChange(siti, case_id, core::kCaseKind, {}, kRegionCode,
-                         CaseText(kRegionCode, "9999"));
+  auto huge =
+      OpenChange(siti, case_id, core::kCaseKind, {}, kRegionCode, CaseText(kRegionCode, "9999"));
   huge.set_device_seq(UINT64_MAX);
   auto r = Push(*client, {huge});
   EXPECT_EQ(r.results(0).status(), Status::STATUS_REJECTED);
@@ -609,8 +608,8 @@ TEST_F(PushPullTest, ANumberFarAboveTheMarkIsRefusedAndLaterEditsStillLand) {
 
   // The mark did not move: the device's next edit is stored, not taken for a resend.
   NextSeq(siti) = 2;
-  auto next = OpenChange(siti, case_id, core::kCaseKind, {}, kRegionCode,
-                         CaseText(kRegionCode, "1471"));
+  auto next =
+      OpenChange(siti, case_id, core::kCaseKind, {}, kRegionCode, CaseText(kRegionCode, "1471"));
   ASSERT_EQ(next.device_seq(), 3u);
   EXPECT_EQ(Push(*client, {next}).results(0).status(), Status::STATUS_APPLIED);
   bool found = false;
@@ -629,7 +628,8 @@ TEST_F(PushPullTest, ANumberNotAboveThePreviousOneInAPushIsRefused) {
   TestDevice siti = EnrollApproved(v1::ROLE_PENDAMPING, "siti");
   auto client = Login(siti);
   Id case_id = core::NewId();
-  auto a = OpenChange(siti, case_id, core::kCaseKind, {}, kCaseNumber, CaseText(kCaseNumber, "K-3"));
+  auto a =
+      OpenChange(siti, case_id, core::kCaseKind, {}, kCaseNumber, CaseText(kCaseNumber, "K-3"));
   auto b = OpenChange(siti, case_id, core::kCaseKind, {}, kRegionCode, CaseText(kRegionCode, "14"));
   a.set_device_seq(5);
   b.set_device_seq(4);
@@ -726,8 +726,8 @@ TEST_F(PushPullTest, AStoreFromBeforeReceiptsStillAnswersOldResends) {
   Push(*client, {altered});
   for (const auto& c : PullAll(*client))
     if (c.field() == kCaseNumber) EXPECT_EQ(c.value(), CaseText(kCaseNumber, "K-1"));
-  auto next = OpenChange(siti, case_id, core::kCaseKind, {}, kRegionCode,
-                         CaseText(kRegionCode, "15"));
+  auto next =
+      OpenChange(siti, case_id, core::kCaseKind, {}, kRegionCode, CaseText(kRegionCode, "15"));
   ASSERT_EQ(Push(*client, {next}).results(0).status(), Status::STATUS_APPLIED);
   auto other = next;
   other.set_value(CaseText(kRegionCode, "16"));

@@ -3,7 +3,6 @@
 // the device its mark, a number the server holds for another change is
 // refused (seq_reused) and the device sends the edit again under a new one.
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <filesystem>
@@ -84,7 +83,6 @@ TEST_F(RestoredHomeTest, ACaseMadeOnAHomeRestoredFromAnEarlierCopyReachesTheServ
   EXPECT_EQ(Value(*rina, *fourth, "chronology"), "Kasus keempat");
 }
 
-
 // A server's data folder copied while it was stopped and put back later keeps
 // its generation: the devices that saw newer data find it out (their cursor
 // beyond the store's head, or their acknowledged changes beyond its mark),
@@ -157,7 +155,6 @@ TEST_F(FileCopyRestoreTest, AnAuthorFindsOutByItsAcknowledgedChanges) {
   Sync(*rina);
   EXPECT_TRUE(Holds(*rina, *lost));
 }
-
 
 }  // namespace
 }  // namespace teduh::server::testing

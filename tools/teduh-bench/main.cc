@@ -68,10 +68,10 @@
 #include <vector>
 
 #include "teduh/core/device.h"
-#include "teduh/server/backup.h"
 #include "teduh/core/roles.h"
 #include "teduh/crypto/crypto.h"
 #include "teduh/server/admin.h"
+#include "teduh/server/backup.h"
 #include "teduh/server/server.h"
 
 namespace {
@@ -593,7 +593,8 @@ int main(int argc, char** argv) {
                "edit");
           const auto t = Clock::now();
           Must(field[d]->Sync({}, /*push_only=*/true), "push");
-          samples[d].push_back({t, std::chrono::duration<double, std::milli>(Clock::now() - t).count()});
+          samples[d].push_back(
+              {t, std::chrono::duration<double, std::milli>(Clock::now() - t).count()});
         }
       });
     }

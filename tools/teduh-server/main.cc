@@ -29,9 +29,9 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
-#include <filesystem>
 #include <cstdio>
 #include <ctime>
+#include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -40,10 +40,10 @@
 
 #include "teduh/core/backup_file.h"
 #include "teduh/core/codes.h"
-#include "teduh/core/passphrase.h"
 #include "teduh/core/env.h"
 #include "teduh/core/i18n.h"
 #include "teduh/core/ids.h"
+#include "teduh/core/passphrase.h"
 #include "teduh/core/report.h"
 #include "teduh/core/roles.h"
 #include "teduh/core/sealing.h"
@@ -642,12 +642,13 @@ int RestoreCommand(const std::string& from, const std::string& data, const Outpu
   auto verified = teduh::core::VerifyBackupFile(from);
   if (!verified) return out.Error(TrF("nothing was restored: {}", verified.error().message));
   auto text = teduh::core::ReadPassphraseFrom(
-      "TEDUH_BACKUP_SECRET", Tr("Backup secret key (TBS1-..., from `teduh key backup-key --secret` "
-                                "on an admin device): "),
+      "TEDUH_BACKUP_SECRET",
+      Tr("Backup secret key (TBS1-..., from `teduh key backup-key --secret` "
+         "on an admin device): "),
       false);
   if (!text) return out.Error(TrF("nothing was restored: {}", text.error().message));
-  auto key = teduh::core::ParseBackupSecret(std::string_view(
-      reinterpret_cast<const char*>(text->data()), text->size()));
+  auto key = teduh::core::ParseBackupSecret(
+      std::string_view(reinterpret_cast<const char*>(text->data()), text->size()));
   text->Reset();
   if (!key) return out.Error(TrF("nothing was restored: {}", key.error().message));
   auto report = teduh::server::RestoreStore(from, data, *key, teduh::core::DefaultEnv());
@@ -668,10 +669,11 @@ int RestoreCommand(const std::string& from, const std::string& data, const Outpu
     fmt::print("{}\n", j.dump());
     return 0;
   }
-  fmt::print("{}\n", TrF("Restored the backup taken {} ({} audit entries verified); the store's new "
-                         "generation is {}.",
-                         j["created_at"].get<std::string>(), report->audit_entries,
-                         report->new_generation));
+  fmt::print(
+      "{}\n",
+      TrF("Restored the backup taken {} ({} audit entries verified); the store's new "
+          "generation is {}.",
+          j["created_at"].get<std::string>(), report->audit_entries, report->new_generation));
   if (!report->replaced.empty())
     fmt::print("{}\n", TrF("The store it replaced is kept as {}.", report->replaced));
   fmt::print("{}\n",
@@ -924,7 +926,8 @@ int main(int argc, char** argv) {
   backup_key->add_option("token", token, Tr("TBK1-... token"))->required();
   backup_key->add_flag("--json", out.json, Tr("Print one JSON object"));
   auto* backup = app.add_subcommand(
-      "backup", Tr("Write a backup of the store, sealed to the unit backup key (also while serving)"));
+      "backup",
+      Tr("Write a backup of the store, sealed to the unit backup key (also while serving)"));
   std::string backup_to, backup_dir;
   std::size_t backup_keep = 0;
   backup->add_option("--data", data, Tr("Data folder"));
@@ -932,8 +935,9 @@ int main(int argc, char** argv) {
   auto* dir_opt = backup->add_option(
       "--to-dir", backup_dir, Tr("Folder to write a backup named by the time into (scheduled)"));
   to_opt->excludes(dir_opt);
-  backup->add_option("--keep", backup_keep,
-                     Tr("With --to-dir: keep the newest N backups there, delete older ones"))
+  backup
+      ->add_option("--keep", backup_keep,
+                   Tr("With --to-dir: keep the newest N backups there, delete older ones"))
       ->needs(dir_opt)
       ->check(CLI::Range(1, 100000));
   backup->add_flag("--json", out.json, Tr("Print one JSON object"));

@@ -401,9 +401,10 @@ int main(int argc, char** argv) {
       ->required();
   init->add_option("--code", code, Tr("Enrollment code from the admin"))->required();
   init->add_option("--label", label, Tr("Device label shown to admins (default: host name)"));
-  init->add_option("--max-failed-unlocks", max_failed,
-                   Tr("Erase the keys after this many wrong passphrases in a row (0 = never; default 10 "
-                      "for field roles, never for office and admin devices)"));
+  init->add_option(
+      "--max-failed-unlocks", max_failed,
+      Tr("Erase the keys after this many wrong passphrases in a row (0 = never; default 10 "
+         "for field roles, never for office and admin devices)"));
 
   CLI::App* passphrase_cmd =
       app.add_subcommand("passphrase", Tr("The device passphrase"))->require_subcommand(1);
@@ -714,18 +715,19 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"general", "clinical"}));
 
   bool backup_secret = false;
-  CLI::App* key_backup = leaf(
-      key_cmd, "backup-key",
-      Tr("The unit backup key: a token for `teduh-server backup-key`, and with --secret the "
-         "secret key a restore asks for"));
+  CLI::App* key_backup =
+      leaf(key_cmd, "backup-key",
+           Tr("The unit backup key: a token for `teduh-server backup-key`, and with --secret the "
+              "secret key a restore asks for"));
   key_backup->add_flag("--secret", backup_secret,
                        Tr("Also print the backup secret key (keep it like the unit root key)"));
   CLI::App* backup_cmd =
       app.add_subcommand("backup", Tr("Server backups (admin)"))->require_subcommand(1);
   add_globals(backup_cmd);
   std::string backup_file;
-  CLI::App* backup_open = leaf(
-      backup_cmd, "open", Tr("Open a server backup file with the unit backup key and check it whole"));
+  CLI::App* backup_open =
+      leaf(backup_cmd, "open",
+           Tr("Open a server backup file with the unit backup key and check it whole"));
   backup_open->add_option("file", backup_file, Tr("Backup file"))->required();
 
   try {
@@ -960,10 +962,10 @@ int main(int argc, char** argv) {
               report->grants_added ? TrF(", {} new key(s)", report->grants_added) : std::string());
       if (report->rejected > 0) human += Tr("Some changes were rejected: see `teduh status`.\n");
       if (report->renumbered > 0) {
-        human += TrF(
-            "{} edit(s) made after this device's folder was restored from an earlier copy were "
-            "numbered again and sent.\n",
-            report->renumbered);
+        human +=
+            TrF("{} edit(s) made after this device's folder was restored from an earlier copy were "
+                "numbered again and sent.\n",
+                report->renumbered);
       }
       if (report->unreadable > 0) {
         human += TrF(
@@ -1518,8 +1520,7 @@ int main(int argc, char** argv) {
       return Emit(g, j,
                   TrF("Backup intact: taken {}, {} records, {} field values, {} devices, {} audit "
                       "entries.\n",
-                      IsoTime(r->created_ms), r->records, r->values, r->devices,
-                      r->audit_entries));
+                      IsoTime(r->created_ms), r->records, r->values, r->devices, r->audit_entries));
     }
     if (key_retire->parsed()) {
       const auto cls =

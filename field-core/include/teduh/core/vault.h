@@ -147,7 +147,7 @@ class Vault {
 
   std::filesystem::path path_;
   crypto::KdfParams params_;
-  crypto::SecureBuffer kek_;  // derived key, kept so rewrites need no passphrase
+  crypto::SecureBuffer kek_;              // derived key, kept so rewrites need no passphrase
   std::uint32_t max_failed_unlocks_ = 0;  // written into the file, bound to its ciphertext
   VaultSecrets secrets_;
 };

@@ -31,8 +31,7 @@ namespace teduh::server {
 
 // errc::bad_signature if the token's key is not signed by the unit root key
 // (or the unit has none yet); errc::bad_value if it is not a token.
-[[nodiscard]] core::Outcome<void> SetBackupKey(const std::string& data_dir,
-                                               std::string_view token);
+[[nodiscard]] core::Outcome<void> SetBackupKey(const std::string& data_dir, std::string_view token);
 
 struct BackupReport {
   core::BackupFileInfo info;
@@ -51,7 +50,7 @@ struct BackupReport {
 // never touched), returning the ones it deleted, oldest first.
 std::string BackupFileName(std::int64_t ms);
 [[nodiscard]] core::Outcome<std::vector<std::string>> PruneBackups(const std::string& dir,
-                                                                  std::size_t keep);
+                                                                   std::size_t keep);
 
 struct RestoredDevice {
   Id device_id{};
@@ -63,7 +62,7 @@ struct RestoredDevice {
 struct RestoreReport {
   core::BackupFileInfo info;
   std::uint64_t new_generation = 0;
-  std::string replaced;        // where the replaced store was kept ("" if there was none)
+  std::string replaced;          // where the replaced store was kept ("" if there was none)
   bool carried_forward = false;  // from the replaced store (it read)
   std::uint64_t audit_entries = 0;
   std::vector<RestoredDevice> devices;
