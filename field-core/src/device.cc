@@ -1893,6 +1893,20 @@ Outcome<std::unique_ptr<SyncClient>> Device::ConnectAndAuthenticate(pb::Welcome*
   return client;
 }
 
+Outcome<bool> Device::RolledBackLocked(const pb::Welcome& welcome,
+                                       std::uint64_t* acknowledged_mark) {
+  // A store put back from a file-level copy keeps its generation: this
+  // device has seen newer data under it than the store holds (PROTOCOL §6).
+  if (!welcome.has_head_seq()) return false;  // a server from before head_seq
+  auto cursor = store_->Cursor();
+  if (!cursor) return cursor.error();
+  auto answered = store_->HighestAnsweredSeq();
+  if (!answered) return answered.error();
+  *acknowledged_mark = *answered;
+  return cursor->generation != 0 && cursor->generation == welcome.generation() &&
+         (cursor->last_seq > welcome.head_seq() || *answered > welcome.device_mark());
+}
+
 Outcome<std::size_t> Device::AcceptWelcome(const pb::Welcome& welcome, std::size_t* bad_grants) {
   auto pinned = vault_->pinned_unit_root_pk();
   if (!pinned) return Fail(errc::vault_corrupt, Tr("this device has no pinned unit key"));
@@ -2060,17 +2074,9 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
     if (!added) return added.error();
     report.grants_added = *added;
     if (auto r = store_->RaiseDeviceSeq(welcome.device_mark()); !r) return r.error();
-    // A store put back from a file-level copy keeps its generation: this
-    // device has seen newer data under it than the store holds (PROTOCOL §6).
-    if (welcome.has_head_seq()) {
-      auto cursor = store_->Cursor();
-      if (!cursor) return cursor.error();
-      auto answered = store_->HighestAnsweredSeq();
-      if (!answered) return answered.error();
-      acknowledged_mark = *answered;
-      rolled_back = cursor->generation != 0 && cursor->generation == welcome.generation() &&
-                    (cursor->last_seq > welcome.head_seq() || *answered > welcome.device_mark());
-    }
+    auto seen = RolledBackLocked(welcome, &acknowledged_mark);
+    if (!seen) return seen.error();
+    rolled_back = *seen;
     auto counts = store_->CountOutbox();
     if (!counts) return counts.error();
     prog.to_push = counts->pending;

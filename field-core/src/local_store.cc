@@ -668,6 +668,24 @@ Outcome<void> LocalStore::DeleteRecords(const std::vector<Id>& record_ids) {
   });
 }
 
+Outcome<bool> LocalStore::KeepPendingLocked(const pb::FieldChange& sent,
+                                            const pb::ChangeResult& res, PushApplied* counts) {
+  if (res.status() != pb::ChangeResult::STATUS_REJECTED) return false;
+  if (res.reason() == kKeyReplacedReason) {
+    ++counts->key_replaced;  // re-sealed after the next pull
+    return true;
+  }
+  if (res.reason() == kSeqReusedReason || res.reason() == kSeqOrderReason) {
+    // The server holds another change under this number: this home was
+    // restored from an earlier copy. The edit takes the next number (above
+    // the server's mark since the Welcome).
+    if (auto r = RenumberPendingLocked(sent); !r) return r.error();
+    ++counts->renumbered;
+    return true;
+  }
+  return false;
+}
+
 Outcome<void> LocalStore::RenumberPendingLocked(const pb::FieldChange& sent) {
   auto loaded = LoadOutbox(sent.device_seq(), nullptr);
   if (!loaded) return loaded.error();
@@ -1018,20 +1036,9 @@ Outcome<PushApplied> LocalStore::ApplyPushResults(const std::vector<pb::FieldCha
       Stamp mine = StampFromPb(ch.stamp());
       Stamp stored_as =
           res->has_stamp() && res->stamp().hlc() != 0 ? StampFromPb(res->stamp()) : mine;
-      if (res->status() == pb::ChangeResult::STATUS_REJECTED &&
-          res->reason() == kKeyReplacedReason) {
-        ++counts.key_replaced;  // stays pending; re-sealed after the next pull
-        continue;
-      }
-      if (res->status() == pb::ChangeResult::STATUS_REJECTED &&
-          (res->reason() == kSeqReusedReason || res->reason() == kSeqOrderReason)) {
-        // The server holds another change under this number: this home was
-        // restored from an earlier copy. The edit takes the next number
-        // (above the server's mark since the Welcome) and stays pending.
-        if (auto r = RenumberPendingLocked(ch); !r) return r;
-        ++counts.renumbered;
-        continue;
-      }
+      auto kept = KeepPendingLocked(ch, *res, &counts);
+      if (!kept) return kept.error();
+      if (*kept) continue;
       OutboxState next = OutboxState::kAccepted;
       switch (res->status()) {
         case pb::ChangeResult::STATUS_APPLIED:

@@ -1502,7 +1502,10 @@ int main(int argc, char** argv) {
             r->secret);
       }
       auto rc = Emit(g, j, human);
+      // Every copy of the secret this command made (the printed text is the user's).
       teduh::crypto::Wipe(r->secret);
+      teduh::crypto::Wipe(human);
+      if (backup_secret) teduh::crypto::Wipe(j["secret"].get_ref<std::string&>());
       return rc;
     }
     if (backup_open->parsed()) {

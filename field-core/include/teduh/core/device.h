@@ -733,6 +733,11 @@ class Device {
   // Checks the unit key, updates state and clock offset, stores verified
   // grants. Returns the number of class keys added; `bad_grants` counts grants
   // that did not verify (ignored, never used).
+  // Whether the server's store forgot what this device saw under its
+  // generation (put back from a file-level copy); `acknowledged_mark` gets
+  // the highest device_seq the server acknowledged, for the claim.
+  Outcome<bool> RolledBackLocked(const teduh::sync::v1::Welcome& welcome,
+                                 std::uint64_t* acknowledged_mark);
   Outcome<std::size_t> AcceptWelcome(const teduh::sync::v1::Welcome& welcome,
                                      std::size_t* bad_grants);
   // Tells the server which class key epochs this device holds, if the

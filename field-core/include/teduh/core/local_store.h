@@ -280,6 +280,10 @@ class LocalStore {
   Outcome<std::optional<teduh::sync::v1::FieldChange>> LoadOutbox(std::uint64_t device_seq,
                                                                   int* state);
   Outcome<void> StoreOutboxPayload(const teduh::sync::v1::FieldChange& change);
+  // An answer that is not final (key_replaced, seq_reused, seq_order): the
+  // entry stays pending, counted in `counts`; true if `res` was one.
+  Outcome<bool> KeepPendingLocked(const teduh::sync::v1::FieldChange& sent,
+                                  const teduh::sync::v1::ChangeResult& res, PushApplied* counts);
   // Gives a pending entry the next device_seq (re-sealed under it), inside a
   // transaction; a no-op for an entry no longer pending.
   Outcome<void> RenumberPendingLocked(const teduh::sync::v1::FieldChange& sent);
