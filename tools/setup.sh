@@ -14,7 +14,7 @@ esac
 
 packages=(
   build-essential cmake ninja-build ccache pkg-config git
-  libboost1.81-dev protobuf-compiler libprotobuf-dev libsodium-dev libsqlite3-dev libssl-dev
+  libboost1.81-dev protobuf-compiler libprotobuf-dev libsodium-dev libgfshare-dev libsqlite3-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev libfmt-dev
   libboost-locale1.81-dev gettext
   openssl sqlite3 jq python3 valgrind

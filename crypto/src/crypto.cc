@@ -186,6 +186,19 @@ result<SignKeyPair> GenerateSignKeyPair() noexcept {
   return pair;
 }
 
+result<SignKeyPair> SignKeyPairFromSeed(ByteView seed) noexcept {
+  if (seed.size() != crypto_sign_SEEDBYTES) return errc::bad_length;
+  auto secret = SecureBuffer::Allocate(kSignSecretKeyBytes);
+  if (!secret) return secret.error();
+  SignKeyPair pair{{}, std::move(*secret)};
+  if (auto ec = FromSodium(
+          crypto_sign_seed_keypair(pair.public_key.data(), pair.secret_key.data(), seed.data()),
+          errc::init_failed)) {
+    return ec;
+  }
+  return pair;
+}
+
 result<SignPublicKey> SignPublicKeyOf(const SecureBuffer& secret_key) noexcept {
   if (secret_key.size() != kSignSecretKeyBytes) return errc::bad_length;
   SignPublicKey public_key{};

@@ -240,6 +240,7 @@ std::string ActionText(std::string_view action) {
   if (action == "approve devices") return TrC("admin action", "approve devices");
   if (action == "revoke devices") return TrC("admin action", "revoke devices");
   if (action == "use the unit backup key") return TrC("admin action", "use the unit backup key");
+  if (action == "make a recovery kit") return TrC("admin action", "make a recovery kit");
   if (action == "re-key the cases of devices")
     return TrC("admin action", "re-key the cases of devices");
   return std::string(action);
@@ -486,6 +487,27 @@ Outcome<std::unique_ptr<Device>> Device::Enroll(const std::filesystem::path& hom
                                                 std::string_view code_text,
                                                 const crypto::SecureBuffer& passphrase,
                                                 DeviceOptions options) {
+  return EnrollWith(home, server_url, code_text, passphrase, std::move(options), nullptr);
+}
+
+Outcome<std::unique_ptr<Device>> Device::Recover(const std::filesystem::path& home,
+                                                 std::string_view server_url,
+                                                 std::string_view code,
+                                                 std::span<const RecoveryShare> shares,
+                                                 const crypto::SecureBuffer& passphrase,
+                                                 DeviceOptions options) {
+  if (auto ec = crypto::Init()) return Fail(ec, Tr("the crypto library could not start"));
+  auto root = RebuildRootKey(shares, "");
+  if (!root) return root.error();
+  return EnrollWith(home, server_url, code, passphrase, std::move(options), &*root);
+}
+
+Outcome<std::unique_ptr<Device>> Device::EnrollWith(const std::filesystem::path& home,
+                                                    std::string_view server_url,
+                                                    std::string_view code_text,
+                                                    const crypto::SecureBuffer& passphrase,
+                                                    DeviceOptions options,
+                                                    crypto::SignKeyPair* recovered_root) {
   if (auto ec = crypto::Init()) return Fail(ec, Tr("the crypto library could not start"));
   if (auto r = CheckNewPassphrase(passphrase); !r) return r.error();
   std::error_code fs_ec;
@@ -515,6 +537,20 @@ Outcome<std::unique_ptr<Device>> Device::Enroll(const std::filesystem::path& hom
     }
   }
   const bool bootstrap = fingerprint.empty();
+  if (recovered_root != nullptr) {
+    const std::string rebuilt = KeyFingerprint(BytesOf(recovered_root->public_key));
+    if (bootstrap) {
+      return Fail(errc::invalid_argument,
+                  Tr("a recovery needs an admin enrollment code with the unit fingerprint (from "
+                     "teduh-server enroll --role admin)"));
+    }
+    if (rebuilt != fingerprint) {
+      return Fail(errc::wrong_unit,
+                  TrF("these shares rebuild the key of another unit ({}) than the code's ({}); "
+                      "nothing was saved",
+                      rebuilt, fingerprint));
+    }
+  }
 
   auto sign = crypto::GenerateSignKeyPair();
   auto box = crypto::GenerateBoxKeyPair();
@@ -538,6 +574,7 @@ Outcome<std::unique_ptr<Device>> Device::Enroll(const std::filesystem::path& hom
   }
   std::string sign_pk = BytesOf(sign->public_key);
   std::string box_pk = BytesOf(box->public_key);
+  if (recovered_root != nullptr) secrets.unit_root_sk = std::move(recovered_root->secret_key);
 
   pb::EnrollRequest req;
   req.set_version(kProtocolVersion);
@@ -550,6 +587,18 @@ Outcome<std::unique_ptr<Device>> Device::Enroll(const std::filesystem::path& hom
   auto sig = crypto::Sign(secrets.device_sign_sk, AsSpan(msg));
   if (!sig) return Fail(sig.error(), Tr("cannot sign the enrollment request"));
   req.set_signature(BytesOf(*sig));
+  if (recovered_root != nullptr) {
+    auto proof = crypto::Sign(secrets.unit_root_sk, AsSpan(RecoverMessage(msg)));
+    if (!proof) return Fail(proof.error(), Tr("cannot sign the recovery"));
+    req.set_root_signature(BytesOf(*proof));
+  }
+  if (bootstrap || recovered_root != nullptr) {
+    // The root key approves this admin device itself, for the other ones.
+    auto approval = crypto::Sign(secrets.unit_root_sk,
+                                 AsSpan(ApprovalMessage(Role::ROLE_ADMIN, sign_pk, box_pk)));
+    if (!approval) return Fail(approval.error(), Tr("cannot sign the enrollment request"));
+    req.set_approval(BytesOf(*approval));
+  }
 
   Connector connect = options.connector ? options.connector : Connector(ConnectWebSocket);
   auto transport = connect(server_url, options.transport);
@@ -1985,6 +2034,9 @@ Outcome<std::size_t> Device::AcceptWelcome(const pb::Welcome& welcome, std::size
   if (!keys.empty()) {
     if (auto r = vault_->AddClassKeys(std::move(keys)); !r) return r.error();
   }
+  auto custody = AcceptCustodyLocked(welcome, pinned_pk, &bad);
+  if (!custody) return custody.error();
+  added += *custody;
   // Retired epochs (signed by the unit root key) are deleted; never the one
   // new case keys are written under.
   std::vector<std::pair<teduh::AccessClass, std::uint32_t>> retired;
@@ -2336,10 +2388,18 @@ RemoteDevice RemoteFromInfo(const pb::DeviceInfo& d) {
   r.revoked_ms = d.revoked_ms();
   r.wipe_ordered = d.wipe_ordered();
   r.wiped_ms = d.wiped_ms();
+  r.root_key = d.root_key();
   return r;
 }
 
 }  // namespace
+
+bool Device::UnitApprovedLocked(const teduh::sync::v1::DeviceInfo& d) const {
+  auto pinned = vault_->pinned_unit_root_pk();
+  return pinned && d.approval().size() == crypto::kSignatureBytes &&
+         crypto::Verify(*pinned, AsSpan(ApprovalMessage(d.role(), d.sign_pk(), d.box_pk())),
+                        AsSpan(d.approval()));
+}
 
 Failure Device::CarryOutWipe(SyncClient& client) {
   const teduh::keys::v1::WipeOrder& order = *client.wipe_order();
@@ -2449,7 +2509,7 @@ Outcome<Device::AdminTarget> Device::ConnectForDevice(std::string_view device_re
   return AdminTarget{std::move(*client), *target};
 }
 
-Outcome<RemoteDevice> Device::ApproveDevice(std::string_view device_ref) {
+Outcome<RemoteDevice> Device::ApproveDevice(std::string_view device_ref, bool with_root_key) {
   auto found = ConnectForDevice(device_ref, "approve");
   if (!found) return found.error();
   SyncClient& client = *found->client;
@@ -2457,11 +2517,40 @@ Outcome<RemoteDevice> Device::ApproveDevice(std::string_view device_ref) {
   if (target->box_pk().size() != crypto::kBoxPublicKeyBytes) {
     return Fail(errc::malformed_frame, Tr("the server sent no box key for the device"));
   }
+  if (target->role() == Role::ROLE_ADMIN && !with_root_key) {
+    return Fail(errc::invalid_argument,
+                Tr("this device was enrolled with an admin code: approving it hands it the unit "
+                   "root key. Compare its fingerprint with its screen, then approve it as an "
+                   "admin device"));
+  }
+  if (target->role() != Role::ROLE_ADMIN && with_root_key) {
+    return Fail(errc::invalid_argument,
+                Tr("only a device enrolled with an admin code can hold the unit root key"));
+  }
   pb::ApproveDevice req;
   req.set_device_id(target->device_id());
   {
     std::lock_guard g(mu_);
     if (auto r = CheckOpen(); !r) return r.error();
+    auto approval =
+        crypto::Sign(vault_->unit_root_sk(),
+                     AsSpan(ApprovalMessage(target->role(), target->sign_pk(), target->box_pk())));
+    if (!approval) return Fail(approval.error(), Tr("cannot sign the grant"));
+    req.set_approval(BytesOf(*approval));
+    if (with_root_key) {
+      // The root key's seed, sealed to the device's box key: only it opens it.
+      auto sealed = crypto::SealTo(
+          AsSpan(target->box_pk()), vault_->unit_root_sk().view().first(crypto::kSignSeedBytes));
+      if (!sealed) return Fail(sealed.error(), Tr("cannot seal the unit root key"));
+      auto* rg = req.mutable_root_grant();
+      rg->set_device_id(target->device_id());
+      rg->set_sealed_seed(BytesOf(*sealed));
+      auto sig =
+          crypto::Sign(vault_->unit_root_sk(),
+                       AsSpan(RootGrantMessage(rg->device_id(), rg->sealed_seed())));
+      if (!sig) return Fail(sig.error(), Tr("cannot sign the root key grant"));
+      rg->set_signature(BytesOf(*sig));
+    }
     for (auto cls : ClassesFor(target->role())) {
       cls = NormalClass(cls);
       // Every epoch still in use (case keys written offline may be under an
@@ -2536,12 +2625,103 @@ std::optional<std::uint32_t> Device::WriteEpochLocked(teduh::AccessClass key_cla
   return best;
 }
 
+Outcome<std::size_t> Device::AcceptCustodyLocked(const pb::Welcome& welcome,
+                                                 const std::string& pinned_pk, std::size_t* bad) {
+  if (meta_->role != Role::ROLE_ADMIN) return std::size_t{0};
+  if (welcome.has_root_grant() && vault_->unit_root_sk().empty()) {
+    const auto& rg = welcome.root_grant();
+    bool ok = rg.device_id() == AsBytes(meta_->device_id) &&
+              crypto::Verify(AsSpan(pinned_pk),
+                             AsSpan(RootGrantMessage(rg.device_id(), rg.sealed_seed())),
+                             AsSpan(rg.signature()));
+    auto box_pk = crypto::BoxPublicKeyOf(vault_->device_box_sk());
+    if (ok && box_pk) {
+      auto seed = crypto::OpenSealed(*box_pk, vault_->device_box_sk(), AsSpan(rg.sealed_seed()));
+      ok = seed && seed->size() == crypto::kSignSeedBytes;
+      if (ok) {
+        auto pair = crypto::SignKeyPairFromSeed(seed->view());
+        // The seed must rebuild the pinned key, not one a server chose.
+        ok = pair && BytesOf(pair->public_key) == pinned_pk;
+        if (ok) {
+          if (auto r = vault_->SetUnitRootKey(std::move(pair->secret_key)); !r) return r.error();
+        }
+      }
+    }
+    if (!ok) ++*bad;
+  }
+  std::size_t added = 0;
+  if (vault_->unit_root_sk().empty() || welcome.escrow_size() == 0) return added;
+  auto escrow = EscrowKeyPair(vault_->unit_root_sk());
+  if (!escrow) return escrow.error();
+  std::map<std::pair<teduh::AccessClass, std::uint32_t>, crypto::SecureBuffer> keys;
+  for (const auto& e : welcome.escrow()) {
+    const auto cls = NormalClass(e.key_class());
+    if (vault_->class_key(cls, e.epoch()) != nullptr) continue;
+    if (!crypto::Verify(AsSpan(pinned_pk), AsSpan(EscrowMessage(cls, e.epoch(), e.sealed_key())),
+                        AsSpan(e.signature()))) {
+      ++*bad;
+      continue;
+    }
+    auto key = crypto::OpenSealed(escrow->public_key, escrow->secret_key, AsSpan(e.sealed_key()));
+    if (!key || key->size() != crypto::kAeadKeyBytes) {
+      ++*bad;
+      continue;
+    }
+    keys.emplace(std::make_pair(cls, e.epoch()), std::move(*key));
+  }
+  added = keys.size();
+  if (!keys.empty()) {
+    if (auto r = vault_->AddClassKeys(std::move(keys)); !r) return r.error();
+  }
+  return added;
+}
+
+Outcome<std::vector<teduh::keys::v1::EscrowGrant>> Device::EscrowMissingLocked(
+    const pb::Welcome& welcome) {
+  std::vector<teduh::keys::v1::EscrowGrant> out;
+  if (meta_->role != Role::ROLE_ADMIN || vault_->unit_root_sk().empty()) return out;
+  auto escrow = EscrowKeyPair(vault_->unit_root_sk());
+  if (!escrow) return escrow.error();
+  for (auto cls : {teduh::ACCESS_CLASS_GENERAL, teduh::ACCESS_CLASS_CLINICAL}) {
+    const auto writing = WriteEpochLocked(cls);
+    for (std::uint32_t epoch : vault_->epochs(cls)) {
+      if (!writing || epoch > *writing) continue;  // a rotation not committed yet
+      const bool kept = std::any_of(welcome.escrow().begin(), welcome.escrow().end(),
+                                    [&](const teduh::keys::v1::EscrowGrant& e) {
+                                      return NormalClass(e.key_class()) == cls &&
+                                             e.epoch() == epoch;
+                                    });
+      if (kept) continue;
+      auto sealed = crypto::SealTo(escrow->public_key, vault_->class_key(cls, epoch)->view());
+      if (!sealed) return Fail(sealed.error(), Tr("cannot seal a class key for recovery"));
+      teduh::keys::v1::EscrowGrant e;
+      e.set_key_class(cls);
+      e.set_epoch(epoch);
+      e.set_sealed_key(BytesOf(*sealed));
+      auto sig =
+          crypto::Sign(vault_->unit_root_sk(), AsSpan(EscrowMessage(cls, epoch, e.sealed_key())));
+      if (!sig) return Fail(sig.error(), Tr("cannot sign a class key for recovery"));
+      e.set_signature(BytesOf(*sig));
+      out.push_back(std::move(e));
+    }
+  }
+  return out;
+}
+
 Outcome<void> Device::AckHeldKeys(SyncClient& client, const pb::Welcome& welcome) {
   pb::AckKeys ack;
   bool news = false;
   {
     std::lock_guard g(mu_);
     if (auto r = CheckOpen(); !r) return r.error();
+    if (welcome.has_root_grant() && !vault_->unit_root_sk().empty()) {
+      ack.set_root_key_held(true);
+      news = true;
+    }
+    auto escrow = EscrowMissingLocked(welcome);
+    if (!escrow) return escrow.error();
+    for (auto& e : *escrow) *ack.add_escrow() = std::move(e);
+    news |= ack.escrow_size() > 0;
     for (const auto& gr : welcome.grants()) {
       if (gr.device_id() != AsBytes(meta_->device_id)) continue;
       if (vault_->class_key(NormalClass(gr.key_class()), gr.epoch()) == nullptr) continue;
@@ -2595,7 +2775,9 @@ Outcome<RotationReport> Device::RotateClassKey(
     }
     auto pending = store_->GetMeta(RotationMetaKey(key_class));
     if (!pending) return pending.error();
-    report.epoch = *committed + 1;
+    // Never an epoch number some device may already hold: above both this
+    // device's newest and the server's (which a restore never lowers).
+    report.epoch = std::max(*committed, server_epoch) + 1;
     std::optional<std::uint32_t> resume;
     if (*pending && !(*pending)->empty()) {
       try {
@@ -2691,19 +2873,21 @@ Outcome<RotationReport> Device::RotateClassKey(
     if (!own_box) return Fail(own_box.error(), Tr("the device key is damaged"));
     for (const auto& d : list->devices()) {
       if (d.state() != pb::DEVICE_STATE_ACTIVE || !MayHoldClass(d.role(), key_class)) continue;
-      // Only to a device this admin device approved, under the key it approved
-      // (or itself): the list comes from the server, which must not be able
-      // to slip in a key of its own.
+      // Only to a device under a key an admin device approved (signed by the
+      // root key, or approved here before approvals were signed) or itself:
+      // the list comes from the server, which must not slip in a key of its own.
       std::string box = BytesOf(*own_box);
       if (d.device_id() != AsBytes(meta_->device_id)) {
-        auto approved = store_->GetMeta(ApprovedBoxKey(d.device_id()));
-        if (!approved) return approved.error();
-        if (!*approved || **approved != ToHex(AsSpan(d.box_pk()))) {
-          return Fail(errc::integrity,
-                      TrF("the server lists device {} ({}) as active with a key this "
-                          "admin device did not approve: nothing was rotated. Check it "
-                          "with teduh device list, and revoke it if it is unknown",
-                          ToHex(AsSpan(d.device_id())).substr(0, 8), d.user()));
+        if (!UnitApprovedLocked(d)) {
+          auto approved = store_->GetMeta(ApprovedBoxKey(d.device_id()));
+          if (!approved) return approved.error();
+          if (!*approved || **approved != ToHex(AsSpan(d.box_pk()))) {
+            return Fail(errc::integrity,
+                        TrF("the server lists device {} ({}) as active with a key no admin "
+                            "device approved: nothing was rotated. Check it with teduh device "
+                            "list, and revoke it if it is unknown",
+                            ToHex(AsSpan(d.device_id())).substr(0, 8), d.user()));
+          }
         }
         box = d.box_pk();
       }

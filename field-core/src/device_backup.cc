@@ -14,6 +14,8 @@
 #include "teduh/core/backup_file.h"
 #include "teduh/core/device.h"
 #include "teduh/core/i18n.h"
+#include "teduh/core/recovery_kit.h"
+#include "teduh/core/sync_client.h"
 #include "teduh/core/vault.h"
 
 namespace teduh::core {
@@ -35,6 +37,41 @@ Outcome<BackupKeyView> Device::BackupKey(bool with_secret) {
       pk, std::string_view(reinterpret_cast<const char*>(sig->data()), sig->size()));
   if (with_secret) view.secret = FormatBackupSecret(pair->secret_key);
   return view;
+}
+
+Outcome<RecoveryKitView> Device::MakeRecoveryKit(unsigned shares, unsigned threshold) {
+  RecoveryKitView kit;
+  {
+    std::lock_guard g(mu_);
+    if (auto r = RequireRootAdminLocked("make a recovery kit"); !r) return r.error();
+    auto made = MakeRecoveryShares(vault_->unit_root_sk(), shares, threshold);
+    if (!made) return made.error();
+    kit.shares = std::move(*made);
+  }
+  kit.threshold = threshold;
+  // The kit rebuilds the root key, which alone opens no case: the server
+  // must hold every class key epoch for recovery before the kit is handed out.
+  teduh::sync::v1::Welcome welcome;
+  auto client = ConnectAndAuthenticate(&welcome);
+  if (!client) return client.error();
+  teduh::sync::v1::AckKeys ack;
+  {
+    std::lock_guard g(mu_);
+    if (auto r = CheckOpen(); !r) return r.error();
+    if (auto r = AcceptWelcome(welcome, nullptr); !r) return r.error();
+    auto escrow = EscrowMissingLocked(welcome);
+    if (!escrow) return escrow.error();
+    kit.escrowed = static_cast<std::size_t>(welcome.escrow_size()) + escrow->size();
+    for (auto& e : *escrow) *ack.add_escrow() = std::move(e);
+    kit.unit_name = InfoLocked().unit_name;
+    kit.made_ms = welcome.server_time_ms();
+  }
+  ack.mutable_recovery_kit()->set_shares(shares);
+  ack.mutable_recovery_kit()->set_threshold(threshold);
+  auto sent = (*client)->AckKeys(ack);
+  (*client)->Close();
+  if (!sent) return sent.error();
+  return kit;
 }
 
 namespace {

@@ -46,6 +46,20 @@ struct Checker {
             g.key_class() == teduh::ACCESS_CLASS_CLINICAL || Fail(Tr("grant class is invalid"))) &&
            (g.epoch() > 0 || Fail(Tr("grant epoch is zero")));
   }
+  bool RootGrantOk(const teduh::keys::v1::RootGrant& g) {
+    return Len(g.device_id(), 16, "root grant device_id") &&
+           Len(g.sealed_seed(), crypto::kSignSeedBytes + crypto::kSealOverhead,
+               "root grant sealed_seed") &&
+           Len(g.signature(), crypto::kSignatureBytes, "root grant signature");
+  }
+  bool EscrowOk(const teduh::keys::v1::EscrowGrant& g) {
+    return Len(g.signature(), crypto::kSignatureBytes, "escrow signature") &&
+           Len(g.sealed_key(), crypto::kAeadKeyBytes + crypto::kSealOverhead,
+               "escrow sealed_key") &&
+           (g.key_class() == teduh::ACCESS_CLASS_GENERAL ||
+            g.key_class() == teduh::ACCESS_CLASS_CLINICAL || Fail(Tr("escrow class is invalid"))) &&
+           (g.epoch() > 0 || Fail(Tr("escrow epoch is zero")));
+  }
   bool Change(const v1::FieldChange& c) {
     if (!Len(c.record_id(), 16, "record_id")) return false;
     if (c.kind().empty() || c.kind().size() > limits.max_kind_bytes)
@@ -67,7 +81,8 @@ struct Checker {
   bool Device(const v1::DeviceInfo& d) {
     return Len(d.device_id(), 16, "device_id") && Text(d.user(), "user") &&
            Text(d.label(), "label") && LenOrEmpty(d.sign_pk(), 32, "sign_pk") &&
-           LenOrEmpty(d.box_pk(), 32, "box_pk");
+           LenOrEmpty(d.box_pk(), 32, "box_pk") && Text(d.root_key(), "root_key") &&
+           LenOrEmpty(d.approval(), crypto::kSignatureBytes, "approval");
   }
 
   bool ShredOrderOk(const teduh::keys::v1::ShredOrder& o) {
@@ -124,8 +139,12 @@ struct Checker {
             !Text(w.unit_name(), "unit_name") ||
             !LenOrEmpty(w.unit_root_pk(), 32, "unit_root_pk") ||
             !Count(w.grants_size(), limits.max_grants, "grants") ||
-            !Count(w.retired_size(), limits.max_grants, "retired"))
+            !Count(w.retired_size(), limits.max_grants, "retired") ||
+            !Count(w.escrow_size(), limits.max_grants, "escrow") ||
+            (w.has_root_grant() && !RootGrantOk(w.root_grant())))
           return false;
+        for (const auto& e : w.escrow())
+          if (!EscrowOk(e)) return false;
         for (const auto& r : w.retired())
           if (!RetirementOk(r)) return false;
         for (const auto& g : w.grants())
@@ -139,7 +158,9 @@ struct Checker {
         return (e.code().size() <= 64 || Fail(Tr("code is too long"))) &&
                Len(e.sign_pk(), 32, "sign_pk") && Len(e.box_pk(), 32, "box_pk") &&
                Text(e.label(), "label") && LenOrEmpty(e.unit_root_pk(), 32, "unit_root_pk") &&
-               Len(e.signature(), crypto::kSignatureBytes, "signature");
+               Len(e.signature(), crypto::kSignatureBytes, "signature") &&
+               LenOrEmpty(e.root_signature(), crypto::kSignatureBytes, "root_signature") &&
+               LenOrEmpty(e.approval(), crypto::kSignatureBytes, "approval");
       }
       case v1::Frame::kEnrollResult: {
         const auto& e = f.enroll_result();
@@ -193,7 +214,10 @@ struct Checker {
         return true;
       case v1::Frame::kApproveDevice:
         if (!Len(f.approve_device().device_id(), 16, "device_id") ||
-            !Count(f.approve_device().grants_size(), limits.max_grants, "grants"))
+            !LenOrEmpty(f.approve_device().approval(), crypto::kSignatureBytes, "approval") ||
+            !Count(f.approve_device().grants_size(), limits.max_grants, "grants") ||
+            (f.approve_device().has_root_grant() &&
+             !RootGrantOk(f.approve_device().root_grant())))
           return false;
         for (const auto& g : f.approve_device().grants())
           if (!GrantOk(g)) return false;
@@ -292,7 +316,12 @@ struct Checker {
       case v1::Frame::kRetireResult:
         return Count(f.retire_result().retired_size(), limits.max_grants, "retired");
       case v1::Frame::kAckKeys:
-        return Count(f.ack_keys().held_size(), limits.max_grants, "held");
+        if (!Count(f.ack_keys().held_size(), limits.max_grants, "held") ||
+            !Count(f.ack_keys().escrow_size(), limits.max_grants, "escrow"))
+          return false;
+        for (const auto& e : f.ack_keys().escrow())
+          if (!EscrowOk(e)) return false;
+        return true;
       case v1::Frame::kKeyStatus: {
         const auto& k = f.key_status();
         if (!Count(k.classes_size(), 8, "classes")) return false;

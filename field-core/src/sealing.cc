@@ -117,6 +117,36 @@ std::string GrantMessage(std::string_view device_id, teduh::AccessClass key_clas
   return m;
 }
 
+std::string RootGrantMessage(std::string_view device_id, std::string_view sealed_seed) {
+  std::string m = "teduh-rootgrant-v1";
+  m.append(device_id);
+  m.append(sealed_seed);
+  return m;
+}
+
+std::string EscrowMessage(teduh::AccessClass key_class, std::uint32_t epoch,
+                          std::string_view sealed_key) {
+  std::string m = "teduh-escrow-v1";
+  PutU8(m, static_cast<std::uint8_t>(key_class));
+  PutU32(m, epoch);
+  m.append(sealed_key);
+  return m;
+}
+
+std::string ApprovalMessage(int role, std::string_view sign_pk, std::string_view box_pk) {
+  std::string m = "teduh-approval-v1";
+  PutU8(m, static_cast<std::uint8_t>(role));
+  m.append(sign_pk);
+  m.append(box_pk);
+  return m;
+}
+
+std::string RecoverMessage(std::string_view enroll_message) {
+  std::string m = "teduh-recover-v1";
+  m.append(enroll_message);
+  return m;
+}
+
 namespace {
 std::string OrderMessage(std::string_view domain, std::string_view subject,
                          std::string_view unit_id, std::int64_t issued_ms,

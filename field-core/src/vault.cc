@@ -588,9 +588,16 @@ Outcome<void> Vault::RemoveClassKeys(
   return UpdateClassKeys({}, keys);
 }
 
+Outcome<void> Vault::SetUnitRootKey(crypto::SecureBuffer unit_root_sk) {
+  if (unit_root_sk.size() != crypto::kSignSecretKeyBytes)
+    return Fail(errc::invalid_argument, Tr("the unit root key must be 64 bytes"));
+  return UpdateClassKeys({}, {}, std::move(unit_root_sk));
+}
+
 Outcome<void> Vault::UpdateClassKeys(
     std::map<std::pair<teduh::AccessClass, std::uint32_t>, crypto::SecureBuffer> add,
-    const std::vector<std::pair<teduh::AccessClass, std::uint32_t>>& remove) {
+    const std::vector<std::pair<teduh::AccessClass, std::uint32_t>>& remove,
+    crypto::SecureBuffer unit_root_sk) {
   if (locked()) return Fail(errc::locked, Tr("the vault is locked"));
   auto removed = [&](const std::pair<teduh::AccessClass, std::uint32_t>& k) {
     return std::find(remove.begin(), remove.end(), k) != remove.end();
@@ -624,10 +631,16 @@ Outcome<void> Vault::UpdateClassKeys(
       if (auto disk = Parse(*plain)) {
         for (auto& [k, v] : disk->class_keys)
           if (!removed(k)) next.class_keys.emplace(k, std::move(v));
+        if (next.unit_root_sk.empty() && !disk->unit_root_sk.empty())
+          next.unit_root_sk = std::move(disk->unit_root_sk);
       }
     }
   }
   bool changed = false;
+  if (!unit_root_sk.empty()) {
+    next.unit_root_sk = std::move(unit_root_sk);
+    changed = true;
+  }
   for (auto& [k, v] : add) {
     if (v.size() != 32) return Fail(errc::invalid_argument, Tr("a class key must be 32 bytes"));
     if (next.class_keys.emplace(k, std::move(v)).second) changed = true;

@@ -93,12 +93,14 @@ core::error_code AuditPush(WriterState& ws, const Identity& who, const v1::Push&
   return AppendAuditEntry(ws.store, entry);
 }
 
-core::error_code AuditEnroll(WriterState& ws, const DeviceRow& device, bool bootstrap) {
+core::error_code AuditEnroll(WriterState& ws, const DeviceRow& device, bool bootstrap,
+                             bool recovered) {
   a1::AuditEntry entry;
   StartEntry(ws, a1::ENTRY_KIND_ENROLL, device.device_id, device.user, device.role, &entry);
   entry.set_state(device.state);
   entry.set_sign_pk(device.sign_pk);
   entry.set_bootstrap(bootstrap);
+  entry.set_recovered(recovered);
   return AppendAuditEntry(ws.store, &entry);
 }
 
@@ -112,6 +114,22 @@ core::error_code AuditApprove(WriterState& ws, const Identity& who, const Device
     k->set_key_class(g.key_class());
     k->set_epoch(g.epoch());
   }
+  entry.set_root_key(request.has_root_grant());
+  return AppendAuditEntry(ws.store, &entry);
+}
+
+core::error_code AuditRootKey(WriterState& ws, const Identity& who) {
+  a1::AuditEntry entry;
+  StartEntry(ws, a1::ENTRY_KIND_ROOT_KEY, who.device_id, who.user, who.role, &entry);
+  return AppendAuditEntry(ws.store, &entry);
+}
+
+core::error_code AuditRecoveryKit(WriterState& ws, const Identity& who, std::uint32_t shares,
+                                  std::uint32_t threshold) {
+  a1::AuditEntry entry;
+  StartEntry(ws, a1::ENTRY_KIND_RECOVERY_KIT, who.device_id, who.user, who.role, &entry);
+  entry.set_shares(shares);
+  entry.set_threshold(threshold);
   return AppendAuditEntry(ws.store, &entry);
 }
 

@@ -16,9 +16,15 @@ namespace teduh::server {
 // ChangeResult per change, in order). Writes nothing for an empty frame.
 [[nodiscard]] core::error_code AuditPush(WriterState& ws, const Identity& who, const v1::Push& push,
                                          const v1::PushResult& result);
-// `device` was enrolled (with the unit's bootstrap code if `bootstrap`).
+// `device` was enrolled (with the unit's bootstrap code if `bootstrap`; with
+// the unit root key rebuilt from a recovery kit if `recovered`).
 [[nodiscard]] core::error_code AuditEnroll(WriterState& ws, const DeviceRow& device,
-                                           bool bootstrap);
+                                           bool bootstrap, bool recovered);
+// `who` reported holding the unit root key an approval handed it.
+[[nodiscard]] core::error_code AuditRootKey(WriterState& ws, const Identity& who);
+// `who` made a recovery kit of `shares` shares, any `threshold` of which rebuild the root key.
+[[nodiscard]] core::error_code AuditRecoveryKit(WriterState& ws, const Identity& who,
+                                                std::uint32_t shares, std::uint32_t threshold);
 // `who` (an admin device) approved `device` with the grants of `request`.
 [[nodiscard]] core::error_code AuditApprove(WriterState& ws, const Identity& who,
                                             const DeviceRow& device,

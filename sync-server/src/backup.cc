@@ -138,6 +138,18 @@ UPDATE meta SET value = (SELECT value FROM old.meta WHERE key = 'hlc_last')
         CAST((SELECT value FROM old.meta WHERE key = 'hlc_last') AS INTEGER) > CAST(value AS INTEGER);
 )sql";
 
+// The same for the key custody of a replaced store of version 6 or later:
+// who was handed or holds the unit root key, and the escrowed class keys
+// (never an epoch retired since).
+constexpr const char* kCarryCustodySql = R"sql(
+INSERT OR REPLACE INTO root_holders SELECT * FROM old.root_holders o
+  WHERE NOT EXISTS(SELECT 1 FROM root_holders r WHERE r.device_id = o.device_id AND r.since_ms > 0);
+INSERT OR IGNORE INTO escrow_grants SELECT * FROM old.escrow_grants;
+INSERT OR IGNORE INTO approvals SELECT * FROM old.approvals;
+DELETE FROM escrow_grants WHERE EXISTS(SELECT 1 FROM retirements t
+  WHERE t.key_class = escrow_grants.key_class AND t.epoch = escrow_grants.epoch);
+)sql";
+
 }  // namespace
 
 core::Outcome<void> SetBackupKey(const std::string& data_dir, std::string_view token) {
@@ -346,7 +358,10 @@ core::Outcome<RestoreReport> RestoreStore(const std::string& from_file, const st
         for (const auto& before : Marks(d, "old"))
           if (before.device_id == dev.device_id) dev.mark_before = before.mark_in_backup;
       }
-      if (auto r = Exec(d, std::string("BEGIN IMMEDIATE;") + kCarryForwardSql + "COMMIT;"); !r) {
+      const bool old_custody = MetaU64(d, "old", "schema_version") >= 6;
+      if (auto r = Exec(d, std::string("BEGIN IMMEDIATE;") + kCarryForwardSql +
+                               (old_custody ? kCarryCustodySql : "") + "COMMIT;");
+          !r) {
         (void)Exec(d, "ROLLBACK");
         return r.error();
       }

@@ -276,6 +276,56 @@ error_code Rotate(WriterState& ws, const Identity& who, const v1::RotateKeys& re
   return {};
 }
 
+namespace {
+
+// The key custody part of an AckKeys (PROTOCOL §8e), from an admin device:
+// the root key it was handed is held, escrow grants the server lacks, a
+// recovery kit made.
+error_code AckCustody(WriterState& ws, const Identity& who, const DeviceRow& device,
+                      const v1::AckKeys& req, Outcome* out) {
+  const bool custody = req.root_key_held() || req.escrow_size() > 0 || req.has_recovery_kit();
+  if (!custody) return {};
+  if (device.role != v1::ROLE_ADMIN) {
+    SetError(out, v1::ERROR_CODE_FORBIDDEN, "Only admin devices hold the unit root key.", false);
+    return {};
+  }
+  for (const auto& e : req.escrow()) {
+    if (!crypto::Verify(core::AsSpan(ws.unit.unit_root_pk),
+                        core::AsSpan(core::EscrowMessage(e.key_class(), e.epoch(), e.sealed_key())),
+                        core::AsSpan(e.signature()))) {
+      SetError(out, v1::ERROR_CODE_BAD_SIGNATURE,
+               "An escrowed key is not signed by the unit root key.", false);
+      return {};
+    }
+  }
+  auto holders = ws.store.RootHolders();
+  if (!holders) return holders.error();
+  const auto mine = std::find_if(holders->begin(), holders->end(),
+                                 [&](const RootHolderRow& h) { return h.device_id == who.device_id; });
+  // Only a device handed the key confirms it (any signed escrow proves the
+  // key too, but says nothing of who holds it).
+  if (req.root_key_held() && mine != holders->end() && mine->since_ms == 0) {
+    if (auto e = ws.store.PutRootHolder(RootHolderRow{who.device_id, ws.env.NowMs(), {}})) return e;
+    if (auto e = AuditRootKey(ws, who)) return e;
+  }
+  for (const auto& e : req.escrow()) {
+    if (auto ec = ws.store.PutEscrowGrant(e.key_class(), e.epoch(), e.SerializeAsString()))
+      return ec;
+  }
+  if (req.has_recovery_kit()) {
+    const auto& kit = req.recovery_kit();
+    if (kit.threshold() < 2 || kit.threshold() > kit.shares() || kit.shares() > 255) {
+      SetError(out, v1::ERROR_CODE_BAD_REQUEST, "The recovery kit's numbers are impossible.",
+               false);
+      return {};
+    }
+    if (auto e = AuditRecoveryKit(ws, who, kit.shares(), kit.threshold())) return e;
+  }
+  return {};
+}
+
+}  // namespace
+
 error_code AckKeys(WriterState& ws, const Identity& who, const v1::AckKeys& req, Outcome* out) {
   auto device = ws.store.FindDevice(who.device_id);
   if (!device) return device.error();
@@ -290,6 +340,8 @@ error_code AckKeys(WriterState& ws, const Identity& who, const v1::AckKeys& req,
     KeyAckRow row{who.device_id, held.key_class(), held.epoch(), ws.env.NowMs()};
     if (auto e = ws.store.PutKeyAck(row)) return e;
   }
+  if (auto e = AckCustody(ws, who, **device, req, out)) return e;
+  if (out->reply.has_error()) return {};
   out->reply.mutable_ack_keys_result();
   return {};
 }

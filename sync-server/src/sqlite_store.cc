@@ -223,6 +223,24 @@ INSERT OR IGNORE INTO receipt_floors(device_id, floor)
   SELECT device_id, last_device_seq FROM devices WHERE last_device_seq > 0;
 )sql";
 
+// Version 6; also run on every writable open of an older store (migration).
+// root_holders: a device handed the unit root key (since_ms 0 and the sealed
+// RootGrant until it reports holding it) or holding it (since_ms > 0). Before
+// version 6 only the unit's first admin device could hold it. approvals: the
+// root key's signature over each approved device's role and keys.
+constexpr const char* kCustodyTablesSql = R"sql(
+CREATE TABLE IF NOT EXISTS root_holders(
+  device_id BLOB PRIMARY KEY, since_ms INTEGER NOT NULL, grant_body BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS escrow_grants(
+  key_class INTEGER NOT NULL, epoch INTEGER NOT NULL, body BLOB NOT NULL,
+  PRIMARY KEY(key_class, epoch)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS approvals(
+  device_id BLOB PRIMARY KEY, signature BLOB NOT NULL) WITHOUT ROWID;
+INSERT OR IGNORE INTO root_holders(device_id, since_ms, grant_body)
+  SELECT device_id, enrolled_ms, x'' FROM devices WHERE role = 1 AND state = 2
+  AND NOT EXISTS(SELECT 1 FROM root_holders) ORDER BY enrolled_ms, rowid LIMIT 1;
+)sql";
+
 // Also run on every writable open of a version 1 store (migration).
 constexpr const char* kAuditTableSql = R"sql(
 CREATE TABLE IF NOT EXISTS audit(
@@ -337,7 +355,8 @@ class SqliteStore final : public Store {
       return ec;
     auto version = s->Meta("schema_version");
     if (!version) return version.error();
-    const bool older = *version == "1" || *version == "2" || *version == "3" || *version == "4";
+    const bool older = *version == "1" || *version == "2" || *version == "3" || *version == "4" ||
+                       *version == "5";
     if (older && !options.read_only) {
       if (auto ec = s->Migrate(*version == "1")) return ec;
     } else if (older) {
@@ -346,7 +365,8 @@ class SqliteStore final : public Store {
       s->has_audit_ = *version != "1";
       s->has_revocations_ = *version == "3" || *version == "4";
       s->has_rekeys_ = *version == "4";
-      s->has_receipts_ = false;
+      s->has_receipts_ = *version == "5";
+      s->has_custody_ = false;
     } else if (*version != std::to_string(kStoreSchemaVersion)) {
       return core::make_error_code(errc::store_failed);
     }
@@ -382,6 +402,7 @@ class SqliteStore final : public Store {
     if (rc == SQLITE_OK) rc = sqlite3_exec(db, kRevocationsTableSql, nullptr, nullptr, nullptr);
     if (rc == SQLITE_OK) rc = sqlite3_exec(db, kRekeyTablesSql, nullptr, nullptr, nullptr);
     if (rc == SQLITE_OK) rc = sqlite3_exec(db, kReceiptTablesSql, nullptr, nullptr, nullptr);
+    if (rc == SQLITE_OK) rc = sqlite3_exec(db, kCustodyTablesSql, nullptr, nullptr, nullptr);
     if (rc != SQLITE_OK) {
       sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
       // The tables exist: another `init` won the race.
@@ -691,7 +712,69 @@ class SqliteStore final : public Store {
                          std::string_view body) override {
     if (auto ec = Run(stmts_->drop_epoch_grants.Start().Int(1, key_class).Int(2, epoch))) return ec;
     if (auto ec = Run(stmts_->drop_epoch_acks.Start().Int(1, key_class).Int(2, epoch))) return ec;
+    if (has_custody_) {
+      if (auto ec = Run(stmts_->drop_epoch_escrow.Start().Int(1, key_class).Int(2, epoch)))
+        return ec;
+    }
     return Run(stmts_->put_retirement.Start().Int(1, key_class).Int(2, epoch).Blob(3, body));
+  }
+  error_code PutRootHolder(const RootHolderRow& r) override {
+    if (!has_custody_) return core::make_error_code(errc::store_failed);
+    return Run(stmts_->put_root_holder.Start()
+                   .Blob(1, r.device_id)
+                   .Int(2, r.since_ms)
+                   .Blob(3, r.pending_grant));
+  }
+  result<std::vector<RootHolderRow>> RootHolders() override {
+    if (sticky_) return sticky_;
+    std::vector<RootHolderRow> rows;
+    if (!has_custody_) return rows;
+    Stmt& s = stmts_->root_holders;
+    s.Start();
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) {
+      RootHolderRow r;
+      r.device_id = s.ColId(0);
+      r.since_ms = s.ColInt(1);
+      r.pending_grant = std::string(s.ColBlob(2));
+      rows.push_back(std::move(r));
+    }
+    s.Done();
+    if (rc != SQLITE_DONE) return Fail(rc);
+    return rows;
+  }
+  error_code PutEscrowGrant(teduh::AccessClass key_class, std::uint32_t epoch,
+                            std::string_view body) override {
+    if (!has_custody_) return core::make_error_code(errc::store_failed);
+    return Run(stmts_->put_escrow.Start().Int(1, key_class).Int(2, epoch).Blob(3, body));
+  }
+  error_code PutApproval(const Id& device_id, std::string_view signature) override {
+    if (!has_custody_) return core::make_error_code(errc::store_failed);
+    return Run(stmts_->put_approval.Start().Blob(1, device_id).Blob(2, signature));
+  }
+  result<std::vector<std::pair<Id, std::string>>> Approvals() override {
+    if (sticky_) return sticky_;
+    std::vector<std::pair<Id, std::string>> rows;
+    if (!has_custody_) return rows;
+    Stmt& s = stmts_->approvals;
+    s.Start();
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) rows.emplace_back(s.ColId(0), s.ColBlob(1));
+    s.Done();
+    if (rc != SQLITE_DONE) return Fail(rc);
+    return rows;
+  }
+  result<std::vector<std::string>> EscrowGrants() override {
+    if (sticky_) return sticky_;
+    std::vector<std::string> rows;
+    if (!has_custody_) return rows;
+    Stmt& s = stmts_->escrow_grants;
+    s.Start();
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) rows.emplace_back(s.ColBlob(0));
+    s.Done();
+    if (rc != SQLITE_DONE) return Fail(rc);
+    return rows;
   }
   result<std::vector<std::string>> Retirements() override {
     if (sticky_) return sticky_;
@@ -1451,7 +1534,9 @@ class SqliteStore final : public Store {
         scan_assigned, history_of, current_of, get_meta, put_meta, insert_audit, scan_audit,
         audit_head, find_revocation, put_revocation, all_grants, put_key_ack, key_acks, key_acks_of,
         stage_rewrap, clear_other_staging, clear_staging, scan_staging, scan_case_keys,
-        put_retirement, retirements, drop_epoch_grants, drop_epoch_acks, put_shred_request,
+        put_retirement, retirements, drop_epoch_grants, drop_epoch_acks, drop_epoch_escrow,
+        put_root_holder, root_holders, put_escrow, escrow_grants, put_approval, approvals,
+        put_shred_request,
         find_shred_request, drop_shred_request, put_shredded, is_shredded, scan_shredded,
         purge_history, purge_fields, purge_records, purge_holdings, add_evictions,
         drop_user_holdings, clear_user_evictions, has_eviction, scan_evictions, drop_evictions,
@@ -1519,13 +1604,14 @@ class SqliteStore final : public Store {
   }
 
   // Version 1 → 2 adds the audit table and its head; 2 → 3 the revocations;
-  // 3 → 4 the re-keying tables; 4 → 5 the change receipts.
+  // 3 → 4 the re-keying tables; 4 → 5 the change receipts; 5 → 6 the key custody.
   // Another connection may migrate first; the write lock and IF NOT EXISTS
   // make that harmless.
   error_code Migrate(bool from_version1) {
     if (auto ec = Exec("BEGIN IMMEDIATE")) return ec;
     std::string sql = std::string(from_version1 ? kAuditTableSql : "") + kRevocationsTableSql +
-                      kRekeyTablesSql + kReceiptTablesSql + "UPDATE meta SET value = '" +
+                      kRekeyTablesSql + kReceiptTablesSql + kCustodyTablesSql +
+                      "UPDATE meta SET value = '" +
                       std::to_string(kStoreSchemaVersion) + "' WHERE key = 'schema_version';";
     if (auto ec = Exec(sql.c_str())) {
       sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
@@ -1696,6 +1782,23 @@ class SqliteStore final : public Store {
     }
     all.push_back(
         {&st.drop_rejection, "DELETE FROM rejections WHERE device_id = ?1 AND device_seq = ?2"});
+    if (has_custody_) {  // a read-only older store has none of the version 6 tables
+      all.push_back({&st.drop_epoch_escrow,
+                     "DELETE FROM escrow_grants WHERE key_class = ?1 AND epoch = ?2"});
+      all.push_back({&st.put_root_holder,
+                     "INSERT OR REPLACE INTO root_holders(device_id, since_ms, grant_body) "
+                     "VALUES(?1, ?2, ?3)"});
+      all.push_back(
+          {&st.root_holders, "SELECT device_id, since_ms, grant_body FROM root_holders"});
+      all.push_back({&st.put_escrow,
+                     "INSERT OR IGNORE INTO escrow_grants(key_class, epoch, body) "
+                     "VALUES(?1, ?2, ?3)"});
+      all.push_back(
+          {&st.escrow_grants, "SELECT body FROM escrow_grants ORDER BY key_class, epoch"});
+      all.push_back({&st.put_approval,
+                     "INSERT OR REPLACE INTO approvals(device_id, signature) VALUES(?1, ?2)"});
+      all.push_back({&st.approvals, "SELECT device_id, signature FROM approvals"});
+    }
     if (has_receipts_) {  // a read-only older store has none of the version 5 tables
       all.push_back({&st.put_receipt,
                      "INSERT INTO receipts(device_id, first_seq, last_seq, entries) VALUES(?1, "
@@ -1787,6 +1890,7 @@ class SqliteStore final : public Store {
   bool has_revocations_ = true;              // false only for an older store opened read-only
   bool has_rekeys_ = true;                   // false only for an older store opened read-only
   bool has_receipts_ = true;                 // false only for an older store opened read-only
+  bool has_custody_ = true;                  // false only for an older store opened read-only
   bool checkpoint_after_commit_ = false;     // set by PurgeCase
   error_code sticky_;                        // invariant 4
 };

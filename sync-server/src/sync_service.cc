@@ -974,6 +974,30 @@ class PushApplier {
   std::unordered_set<Id, IdHash> touched_cases_;
 };
 
+// The key custody a Welcome carries (PROTOCOL §8e): to an admin device, the
+// root key grant it has not confirmed yet and every escrowed class key epoch.
+error_code WelcomeCustody(Store& store, const ServerConfig& config, const DeviceRow& d,
+                          v1::Welcome* w) {
+  if (d.role != v1::ROLE_ADMIN) return {};
+  auto holders = store.RootHolders();
+  if (!holders) return holders.error();
+  for (const RootHolderRow& h : *holders) {
+    if (h.device_id != d.device_id || h.since_ms != 0) continue;
+    teduh::keys::v1::RootGrant grant;
+    if (grant.ParseFromString(h.pending_grant)) *w->mutable_root_grant() = std::move(grant);
+  }
+  auto escrow = store.EscrowGrants();
+  if (!escrow) return escrow.error();
+  // The newest within the Welcome's bound (an older epoch is retired soon).
+  const std::size_t keep = config.limits.max_grants / 2;
+  const std::size_t skip = escrow->size() > keep ? escrow->size() - keep : 0;
+  for (std::size_t i = skip; i < escrow->size(); ++i) {
+    teduh::keys::v1::EscrowGrant e;
+    if (e.ParseFromString((*escrow)[i])) *w->add_escrow() = std::move(e);
+  }
+  return {};
+}
+
 }  // namespace
 
 v1::DeviceInfo ToDeviceInfo(const DeviceRow& row) {
@@ -1367,12 +1391,43 @@ error_code Enroll(WriterState& ws, const v1::EnrollRequest& req, Outcome* out) {
       return {};
     }
   }
+  // A device rebuilt from the recovery kit: the unit root key approves it.
+  const bool recovered = !req.root_signature().empty();
+  if (recovered) {
+    if (code.bootstrap || !pinned || code.role != v1::ROLE_ADMIN) {
+      SetError(out, v1::ERROR_CODE_BAD_REQUEST,
+               "A recovery needs an admin enrollment code of a unit that has a root key.", true);
+      return {};
+    }
+    if (!crypto::Verify(core::AsSpan(ws.unit.unit_root_pk),
+                        core::AsSpan(core::RecoverMessage(core::EnrollMessage(
+                            req.code(), req.sign_pk(), req.box_pk(), req.unit_root_pk()))),
+                        core::AsSpan(req.root_signature()))) {
+      SetError(out, v1::ERROR_CODE_BAD_SIGNATURE,
+               "The recovery is not signed by this unit's root key.", true);
+      return {};
+    }
+  }
+
+  if (!req.approval().empty()) {
+    const std::string& root = code.bootstrap ? req.unit_root_pk() : ws.unit.unit_root_pk;
+    if ((!code.bootstrap && !recovered) ||
+        !crypto::Verify(core::AsSpan(root),
+                        core::AsSpan(core::ApprovalMessage(code.role, req.sign_pk(),
+                                                           req.box_pk())),
+                        core::AsSpan(req.approval()))) {
+      SetError(out, v1::ERROR_CODE_BAD_SIGNATURE,
+               "The approval is not signed by this unit's root key.", true);
+      return {};
+    }
+  }
 
   DeviceRow device;
   device.device_id = core::NewId();
   device.user = code.user;
   device.role = code.role;
-  device.state = code.bootstrap ? v1::DEVICE_STATE_ACTIVE : v1::DEVICE_STATE_PENDING;
+  device.state =
+      code.bootstrap || recovered ? v1::DEVICE_STATE_ACTIVE : v1::DEVICE_STATE_PENDING;
   device.sign_pk = req.sign_pk();
   device.box_pk = req.box_pk();
   device.label = req.label();
@@ -1383,7 +1438,12 @@ error_code Enroll(WriterState& ws, const v1::EnrollRequest& req, Outcome* out) {
     if (auto ec = ws.store.SetUnitRootKey(req.unit_root_pk())) return ec;
     ws.unit.unit_root_pk = req.unit_root_pk();
   }
-  if (auto ec = AuditEnroll(ws, device, code.bootstrap)) return ec;
+  if (code.bootstrap || recovered) {
+    if (auto ec = ws.store.PutRootHolder(RootHolderRow{device.device_id, now, {}})) return ec;
+  }
+  if (!req.approval().empty())
+    if (auto ec = ws.store.PutApproval(device.device_id, req.approval())) return ec;
+  if (auto ec = AuditEnroll(ws, device, code.bootstrap, recovered)) return ec;
 
   v1::EnrollResult* r = out->reply.mutable_enroll_result();
   r->set_device_id(std::string(core::AsBytes(device.device_id)));
@@ -1443,15 +1503,48 @@ error_code Approve(WriterState& ws, const Identity& who, const v1::ApproveDevice
       return {};
     }
   }
+  if (!req.approval().empty() &&
+      !crypto::Verify(core::AsSpan(ws.unit.unit_root_pk),
+                      core::AsSpan(core::ApprovalMessage(device.role, device.sign_pk,
+                                                         device.box_pk)),
+                      core::AsSpan(req.approval()))) {
+    SetError(out, v1::ERROR_CODE_BAD_SIGNATURE,
+             "The approval is not signed by the unit root key.", false);
+    return {};
+  }
+  if (req.has_root_grant()) {
+    const auto& rg = req.root_grant();
+    if (device.role != v1::ROLE_ADMIN || rg.device_id() != req.device_id()) {
+      SetError(out, v1::ERROR_CODE_BAD_REQUEST,
+               "Only a device enrolled with the admin role can be handed the unit root key.",
+               false);
+      return {};
+    }
+    if (!crypto::Verify(core::AsSpan(ws.unit.unit_root_pk),
+                        core::AsSpan(core::RootGrantMessage(rg.device_id(), rg.sealed_seed())),
+                        core::AsSpan(rg.signature()))) {
+      SetError(out, v1::ERROR_CODE_BAD_SIGNATURE,
+               "The root key grant is not signed by the unit root key.", false);
+      return {};
+    }
+    if (auto ec = ws.store.PutRootHolder(
+            RootHolderRow{device.device_id, 0, rg.SerializeAsString()}))
+      return ec;
+  }
   for (const auto& g : req.grants()) {
     GrantRow row{device.device_id, g.key_class(), g.epoch(), g.sealed_key(), g.signature()};
     if (auto ec = ws.store.PutGrant(row)) return ec;
   }
+  if (!req.approval().empty())
+    if (auto ec = ws.store.PutApproval(device.device_id, req.approval())) return ec;
   if (auto ec = ws.store.SetDeviceState(device.device_id, v1::DEVICE_STATE_ACTIVE)) return ec;
   if (auto ec = AuditApprove(ws, who, device, req)) return ec;
   DeviceRow approved = device;
   approved.state = v1::DEVICE_STATE_ACTIVE;
-  *out->reply.mutable_approve_result()->mutable_device() = ToDeviceInfo(approved);
+  v1::DeviceInfo* info = out->reply.mutable_approve_result()->mutable_device();
+  *info = ToDeviceInfo(approved);
+  info->set_approval(req.approval());
+  if (req.has_root_grant()) info->set_root_key("handed");
   return {};
 }
 
@@ -1534,6 +1627,7 @@ error_code Authenticate(Store& store, const ServerConfig& config, core::Env& env
     }));
   }
   w->set_unit_root_pk(unit->unit_root_pk);
+  if (auto ec = WelcomeCustody(store, config, d, w)) return ec;
   auto retired = store.Retirements();
   if (!retired) return retired.error();
   // The newest ones (by class, then epoch), within the Welcome's bound: a
@@ -1780,6 +1874,10 @@ error_code ListDevicesFor(Store& store, const Identity& who, Outcome* out) {
   }
   auto rows = store.ListDevices();
   if (!rows) return rows.error();
+  auto holders = store.RootHolders();
+  if (!holders) return holders.error();
+  auto approvals = store.Approvals();
+  if (!approvals) return approvals.error();
   v1::DeviceList* list = out->reply.mutable_device_list();
   for (const DeviceRow& row : *rows) {
     std::optional<RevocationRow> revocation;
@@ -1788,7 +1886,12 @@ error_code ListDevicesFor(Store& store, const Identity& who, Outcome* out) {
       if (!r) return r.error();
       revocation = std::move(*r);
     }
-    *list->add_devices() = ToDeviceInfo(row, revocation);
+    v1::DeviceInfo* info = list->add_devices();
+    *info = ToDeviceInfo(row, revocation);
+    for (const RootHolderRow& h : *holders)
+      if (h.device_id == row.device_id) info->set_root_key(h.since_ms > 0 ? "held" : "handed");
+    for (const auto& [id, signature] : *approvals)
+      if (id == row.device_id) info->set_approval(signature);
   }
   return {};
 }

@@ -307,6 +307,10 @@ std::string AuditKindName(teduh::audit::v1::EntryKind kind) {
       return "offboard";
     case teduh::audit::v1::ENTRY_KIND_REKEY:
       return "rekey";
+    case teduh::audit::v1::ENTRY_KIND_ROOT_KEY:
+      return "root_key";
+    case teduh::audit::v1::ENTRY_KIND_RECOVERY_KIT:
+      return "recovery_kit";
     default:
       return "unreadable";
   }
@@ -355,6 +359,10 @@ std::string AuditKindLabel(teduh::audit::v1::EntryKind kind) {
       return TrC("audit entry", "offboard");
     case teduh::audit::v1::ENTRY_KIND_REKEY:
       return TrC("audit entry", "rekey");
+    case teduh::audit::v1::ENTRY_KIND_ROOT_KEY:
+      return TrC("audit entry", "root_key");
+    case teduh::audit::v1::ENTRY_KIND_RECOVERY_KIT:
+      return TrC("audit entry", "recovery_kit");
     default:
       return TrC("audit entry", "unreadable");
   }
@@ -422,6 +430,7 @@ nlohmann::json AuditJson(const teduh::server::AuditRecord& r) {
     j["state"] = teduh::server::DeviceStateName(e.state());
     j["fingerprint"] = teduh::core::KeyFingerprint(e.sign_pk());
     j["bootstrap"] = e.bootstrap();
+    if (e.recovered()) j["recovered"] = true;
   } else if (e.kind() == teduh::audit::v1::ENTRY_KIND_APPROVE) {
     j["approved_device_id"] = BytesHex(e.subject_device_id());
     j["approved_user"] = e.subject_user();
@@ -431,6 +440,10 @@ nlohmann::json AuditJson(const teduh::server::AuditRecord& r) {
       grants.push_back(
           {{"key_class", teduh::core::ClassName(g.key_class())}, {"epoch", g.epoch()}});
     j["grants"] = std::move(grants);
+    if (e.root_key()) j["root_key"] = true;
+  } else if (e.kind() == teduh::audit::v1::ENTRY_KIND_RECOVERY_KIT) {
+    j["shares"] = e.shares();
+    j["threshold"] = e.threshold();
   } else if (e.kind() == teduh::audit::v1::ENTRY_KIND_REVOKE) {
     j["revoked_device_id"] = BytesHex(e.subject_device_id());
     j["revoked_user"] = e.subject_user();

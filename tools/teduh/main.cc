@@ -340,7 +340,56 @@ json RemoteDeviceJson(const teduh::core::RemoteDevice& r) {
           {"last_sync", TimeOrNull(r.last_sync_ms)},
           {"revoked_at", TimeOrNull(r.revoked_ms)},
           {"wipe_ordered", r.wipe_ordered},
-          {"wiped_at", TimeOrNull(r.wiped_ms)}};
+          {"wiped_at", TimeOrNull(r.wiped_ms)},
+          {"root_key", r.root_key.empty() ? json(nullptr) : json(r.root_key)}};
+}
+
+std::string RootKeyNote(const teduh::core::RemoteDevice& r) {
+  if (r.root_key == "held") return " — " + Tr("holds the unit root key");
+  if (r.root_key == "handed") return " — " + Tr("unit root key handed over, not yet confirmed");
+  return "";
+}
+
+// Recovery kit shares for `teduh init --recover`: from TEDUH_RECOVERY_SHARE_1,
+// _2, ... (scripts) or asked on the terminal one by one until the kit's
+// threshold is reached; a mistyped share is asked again on the terminal.
+teduh::core::Outcome<std::vector<teduh::core::RecoveryShare>> ReadRecoveryShares() {
+  using teduh::core::Fail;
+  std::vector<teduh::core::RecoveryShare> shares;
+  const bool scripted = std::getenv("TEDUH_RECOVERY_SHARE_1") != nullptr;
+  for (std::size_t i = 1; i <= 255;) {
+    const std::string name = fmt::format("TEDUH_RECOVERY_SHARE_{}", i);
+    if (scripted && std::getenv(name.c_str()) == nullptr) {
+      auto missing = teduh::core::SharesMissing(shares, "");
+      if (!missing) return missing.error();
+      return Fail(errc::bad_value,
+                  TrF("{} more shares are needed: any {} of the kit rebuild the key", *missing,
+                      shares.front().threshold));
+    }
+    auto text = teduh::core::ReadPassphraseFrom(
+        name.c_str(), TrF("Recovery share {} (TRS1-..., typing is not shown): ", i), false);
+    if (!text) return text.error();
+    auto share = teduh::core::ParseRecoveryShare(
+        std::string_view(reinterpret_cast<const char*>(text->data()), text->size()), i);
+    text->Reset();
+    if (share) {
+      shares.push_back(std::move(*share));
+      auto missing = teduh::core::SharesMissing(shares, "");
+      if (missing && *missing == 0) return shares;
+      if (missing) {
+        std::cerr << TrF("{} more shares are needed.\n", *missing);
+        ++i;
+        continue;
+      }
+      shares.pop_back();
+      if (scripted) return missing.error();
+      std::cerr << "teduh: " << missing.error().message << "\n";
+      continue;
+    }
+    if (scripted) return share.error();
+    std::cerr << "teduh: " << share.error().message << "\n";
+  }
+  return Fail(errc::bad_value, Tr("too many shares"));
 }
 
 // For a revoked device: whether it has erased itself yet.
@@ -349,6 +398,61 @@ std::string ErasureNote(const Globals& g, const teduh::core::RemoteDevice& r) {
   // The dashes stay out of the messages: msgids are ASCII (xgettext drops other characters).
   if (r.wiped_ms > 0) return " — " + TrF("erased (signed receipt {})", LocalTime(g, r.wiped_ms));
   return " — " + (r.wipe_ordered ? Tr("wipe ordered, not yet erased") : Tr("no wipe order yet"));
+}
+
+// `teduh key recovery-kit`: the shares on stdout (and, with `pages`, one
+// printable page each in a new folder); every copy this command made is wiped.
+int RecoveryKitCommand(const Globals& g, Device& d, unsigned shares, unsigned threshold,
+                       const std::string& pages) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!pages.empty() && (fs::exists(pages, ec) || !fs::create_directory(pages, ec))) {
+    return Report(g, teduh::core::Fail(errc::invalid_argument,
+                                       TrF("{} must be a new folder", pages)));
+  }
+  if (!pages.empty()) fs::permissions(pages, fs::perms::owner_all, fs::perm_options::replace, ec);
+  auto kit = d.MakeRecoveryKit(shares, threshold);
+  if (!kit) {
+    if (!pages.empty()) fs::remove(pages, ec);
+    return Report(g, kit.error());
+  }
+  const std::string made_on = LocalTime(g, kit->made_ms);
+  std::vector<std::string> texts;
+  for (const auto& t : kit->shares)
+    texts.emplace_back(reinterpret_cast<const char*>(t.data()), t.size());
+  int rc = 0;
+  for (std::size_t i = 0; i < texts.size() && !pages.empty() && rc == 0; ++i) {
+    std::string page = teduh::core::RecoveryPage(kit->unit_name, texts[i],
+                                                 static_cast<unsigned>(i + 1), shares, threshold,
+                                                 made_on);
+    const fs::path file = fs::path(pages) / fmt::format("share-{}.html", i + 1);
+    std::FILE* f = std::fopen(file.c_str(), "wx");
+    if (f == nullptr || std::fwrite(page.data(), 1, page.size(), f) != page.size() ||
+        std::fclose(f) != 0) {
+      rc = Report(g, teduh::core::Fail(errc::io_error, TrF("cannot write {}", file.string())));
+    }
+    fs::permissions(file, fs::perms::owner_read | fs::perms::owner_write,
+                    fs::perm_options::replace, ec);
+    teduh::crypto::Wipe(page);
+  }
+  if (rc == 0) {
+    json j{{"shares", texts}, {"threshold", threshold}, {"escrowed", kit->escrowed}};
+    if (!pages.empty()) j["pages"] = pages;
+    std::string human = TrF(
+        "Recovery kit of {}: {} shares, any {} of which make a new admin device of the unit "
+        "(teduh init --recover). Give each share to a different trusted person, on paper; never "
+        "photograph or message it.\n",
+        kit->unit_name, shares, threshold);
+    for (std::size_t i = 0; i < texts.size(); ++i)
+      human += TrF("Share {}: {}\n", i + 1, texts[i]);
+    if (!pages.empty())
+      human += TrF("Printable pages: {} (print them, then delete the folder)\n", pages);
+    rc = Emit(g, j, human);
+    teduh::crypto::Wipe(human);
+    for (auto& t : j["shares"]) teduh::crypto::Wipe(t.get_ref<std::string&>());
+  }
+  for (auto& t : texts) teduh::crypto::Wipe(t);
+  return rc;
 }
 
 int main(int argc, char** argv) {
@@ -400,6 +504,10 @@ int main(int argc, char** argv) {
   init->add_option("--server", server, Tr("Server address, e.g. wss://ppa.example:8443"))
       ->required();
   init->add_option("--code", code, Tr("Enrollment code from the admin"))->required();
+  bool recover = false;
+  init->add_flag("--recover", recover,
+                 Tr("Become an admin device of the unit with its recovery kit: asks for the "
+                    "shares (the code must be an admin code)"));
   init->add_option("--label", label, Tr("Device label shown to admins (default: host name)"));
   init->add_option(
       "--max-failed-unlocks", max_failed,
@@ -680,6 +788,10 @@ int main(int argc, char** argv) {
   std::string device_ref;
   CLI::App* device_approve = leaf(device_cmd, "approve", Tr("Approve a pending device"));
   device_approve->add_option("device", device_ref, Tr("Device id or unique prefix"))->required();
+  bool approve_admin = false;
+  device_approve->add_flag(
+      "--admin", approve_admin,
+      Tr("Approve a device enrolled with an admin code, handing it the unit root key"));
   CLI::App* device_revoke =
       leaf(device_cmd, "revoke",
            Tr("Revoke a lost or taken device; it erases itself when it next connects"));
@@ -721,6 +833,19 @@ int main(int argc, char** argv) {
               "secret key a restore asks for"));
   key_backup->add_flag("--secret", backup_secret,
                        Tr("Also print the backup secret key (keep it like the unit root key)"));
+  unsigned kit_shares = 5, kit_threshold = 3;
+  std::string kit_pages;
+  CLI::App* key_kit = leaf(
+      key_cmd, "recovery-kit",
+      Tr("Split the unit root key into shares for trusted people: any threshold of them make "
+         "a new admin device if every admin laptop is lost"));
+  key_kit->add_option("--shares", kit_shares, Tr("Shares to make (at most 16)"))
+      ->check(CLI::Range(2, 16));
+  key_kit->add_option("--threshold", kit_threshold, Tr("Shares that rebuild the key (at least 2)"))
+      ->check(CLI::Range(2, 16));
+  key_kit->add_option("--pages", kit_pages,
+                      Tr("Also write one printable page per share into this new folder (print "
+                         "them, then delete the folder)"));
   CLI::App* backup_cmd =
       app.add_subcommand("backup", Tr("Server backups (admin)"))->require_subcommand(1);
   add_globals(backup_cmd);
@@ -752,8 +877,24 @@ int main(int argc, char** argv) {
       auto opts = Options(g);
       if (init->count("--max-failed-unlocks") > 0) opts.max_failed_unlocks = max_failed;
       opts.label = label;
-      auto dev = Device::Enroll(g.home, server, code, *pass, std::move(opts));
+      std::vector<teduh::core::RecoveryShare> shares;
+      if (recover) {
+        auto read = ReadRecoveryShares();
+        if (!read) return Report(g, read.error());
+        shares = std::move(*read);
+      }
+      auto dev = recover ? Device::Recover(g.home, server, code, shares, *pass, std::move(opts))
+                         : Device::Enroll(g.home, server, code, *pass, std::move(opts));
+      shares.clear();  // each share's guarded memory is wiped
       if (!dev) return Report(g, dev.error());
+      if (recover) {
+        auto info = (*dev)->info();
+        return Emit(g, DeviceJson(info),
+                    TrF("Recovered: device {} is an admin device of {} holding the unit root "
+                        "key.\nRun teduh sync now: it opens the unit's class keys kept for "
+                        "recovery.\n",
+                        teduh::core::ToHex(info.device_id), info.unit_name));
+      }
       auto info = (*dev)->info();
       std::string human = TrF("Enrolled device {} as {} ({})", teduh::core::ToHex(info.device_id),
                               info.user, info.role) +
@@ -1394,7 +1535,8 @@ int main(int argc, char** argv) {
       for (const auto& r : *list) {
         arr.push_back(RemoteDeviceJson(r));
         human += fmt::format("{}  {:<10} {:<12} {:<8} {}  {}{}\n", teduh::core::ToHex(r.device_id),
-                             r.role, r.user, r.state, r.fingerprint, r.label, ErasureNote(g, r));
+                             r.role, r.user, r.state, r.fingerprint, r.label,
+                             ErasureNote(g, r) + RootKeyNote(r));
       }
       return Emit(g, json{{"devices", arr}}, human);
     }
@@ -1488,6 +1630,7 @@ int main(int argc, char** argv) {
                       r->resumed ? Tr(" (an interrupted rotation, finished)") : std::string(),
                       r->rewrapped, r->devices));
     }
+    if (key_kit->parsed()) return RecoveryKitCommand(g, d, kit_shares, kit_threshold, kit_pages);
     if (key_backup->parsed()) {
       auto r = d.BackupKey(backup_secret);
       if (!r) return Report(g, r.error());
@@ -1580,16 +1723,19 @@ int main(int argc, char** argv) {
                       teduh::core::ToHex(r->device_id), r->user, r->role, ErasureNote(g, *r)));
     }
     if (device_approve->parsed()) {
-      auto r = d.ApproveDevice(device_ref);
+      auto r = d.ApproveDevice(device_ref, approve_admin);
       if (!r) return Report(g, r.error());
       json j{{"device_id", teduh::core::ToHex(r->device_id)},
              {"user", r->user},
              {"role", r->role},
              {"state", r->state},
              {"fingerprint", r->fingerprint}};
+      j["root_key"] = r->root_key.empty() ? json(nullptr) : json(r->root_key);
       return Emit(g, j,
                   TrF("Approved {} ({}, {})", teduh::core::ToHex(r->device_id), r->user, r->role) +
-                      " — " + TrF("fingerprint {}\n", r->fingerprint));
+                      " — " + TrF("fingerprint {}\n", r->fingerprint) +
+                      (approve_admin ? Tr("It holds the unit root key after its next sync.\n")
+                                     : std::string()));
     }
   } catch (const std::exception&) {
     return Report(g, teduh::core::Fail(errc::store_failed, Tr("internal error")));

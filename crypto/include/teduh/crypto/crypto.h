@@ -137,6 +137,10 @@ struct SignKeyPair {
   SecureBuffer secret_key;  // kSignSecretKeyBytes
 };
 [[nodiscard]] result<SignKeyPair> GenerateSignKeyPair() noexcept;
+// The key pair of a 32-byte seed (crypto_sign_seed_keypair): the first half of
+// an Ed25519 secret key, as a recovery kit rebuilds it.
+[[nodiscard]] result<SignKeyPair> SignKeyPairFromSeed(ByteView seed) noexcept;
+inline constexpr std::size_t kSignSeedBytes = 32;
 // The public key of a 64-byte Ed25519 secret key.
 [[nodiscard]] result<SignPublicKey> SignPublicKeyOf(const SecureBuffer& secret_key) noexcept;
 [[nodiscard]] result<Signature> Sign(const SecureBuffer& secret_key, ByteView message) noexcept;

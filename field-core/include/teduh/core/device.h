@@ -33,6 +33,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -44,6 +45,7 @@
 #include "teduh/core/ids.h"
 #include "teduh/core/local_store.h"
 #include "teduh/core/outcome.h"
+#include "teduh/core/recovery_kit.h"
 #include "teduh/core/report.h"
 #include "teduh/core/time_zone.h"
 #include "teduh/core/transport.h"
@@ -382,6 +384,15 @@ struct SyncReport {
   std::int64_t clock_offset_ms = 0;
 };
 
+// A recovery kit (core/recovery_kit.h): the shares' text in guarded memory.
+struct RecoveryKitView {
+  std::vector<crypto::SecureBuffer> shares;
+  unsigned threshold = 0;
+  std::string unit_name;
+  std::int64_t made_ms = 0;
+  std::size_t escrowed = 0;  // class key epochs the server keeps for recovery
+};
+
 struct BackupKeyView {
   std::string token;   // "TBK1-...": for `teduh-server backup-key`
   std::string secret;  // "TBS1-...": only when asked for
@@ -403,6 +414,7 @@ struct RemoteDevice {
   std::int64_t revoked_ms = 0;  // revoked devices
   bool wipe_ordered = false;    // a signed wipe order waits for it
   std::int64_t wiped_ms = 0;    // when it reported its erasure (signed receipt)
+  std::string root_key;         // "held", "handed" (not yet confirmed) or empty
 };
 
 class Device {
@@ -420,6 +432,19 @@ class Device {
                                                  std::string_view server_url, std::string_view code,
                                                  const crypto::SecureBuffer& passphrase,
                                                  DeviceOptions options = {});
+  // Enrolls an admin device rebuilt from a recovery kit (`teduh init
+  // --recover`): `shares` (any threshold of one kit of this unit) rebuild the
+  // unit root key, which signs the enrollment, so the device is active at
+  // once; its first sync opens the class keys the server keeps for recovery.
+  // `code` is an admin code from `teduh-server enroll`. errc::bad_value for
+  // too few or mistyped shares, errc::wrong_unit for shares of another unit
+  // than the code's; nothing is saved then.
+  static Outcome<std::unique_ptr<Device>> Recover(const std::filesystem::path& home,
+                                                  std::string_view server_url,
+                                                  std::string_view code,
+                                                  std::span<const RecoveryShare> shares,
+                                                  const crypto::SecureBuffer& passphrase,
+                                                  DeviceOptions options = {});
   // Opens an enrolled device. errc::vault_missing, wrong_passphrase (nothing
   // changed but the failure counter), vault_wiped (every file of the device
   // was erased), vault_corrupt, store_failed.
@@ -623,7 +648,16 @@ class Device {
   Outcome<std::vector<RemoteDevice>> ListRemoteDevices();
   // Grants the class keys of the target's role (signed with the unit root key,
   // sealed to the target's box key). errc::forbidden without the root key.
-  Outcome<RemoteDevice> ApproveDevice(std::string_view device_ref);
+  // With `with_root_key` (a device enrolled with an admin code only, which is
+  // refused without it), also hands it the unit root key, sealed to its box
+  // key and signed: it holds the root key after its next sync.
+  Outcome<RemoteDevice> ApproveDevice(std::string_view device_ref, bool with_root_key = false);
+  // Makes a recovery kit of the unit root key (admin device holding it):
+  // `shares` shares, any `threshold` of which rebuild it. First gives the
+  // server every class key epoch this device holds, sealed to the unit
+  // escrow key, so that a rebuilt admin device can read the unit's cases;
+  // the server records the kit (who, when, n and k) in its audit log.
+  Outcome<RecoveryKitView> MakeRecoveryKit(unsigned shares, unsigned threshold);
 
   // Revokes another device of the unit: signs a wipe order with the unit root
   // key and sends it. The server refuses the device from then on; when it
@@ -740,6 +774,24 @@ class Device {
                                  std::uint64_t* acknowledged_mark);
   Outcome<std::size_t> AcceptWelcome(const teduh::sync::v1::Welcome& welcome,
                                      std::size_t* bad_grants);
+  // The root key grant and escrowed class keys of a Welcome (admin devices):
+  // each verified against the pinned root key, then kept in the vault.
+  // Returns the class keys added; `bad` counts what did not verify.
+  Outcome<std::size_t> AcceptCustodyLocked(const teduh::sync::v1::Welcome& welcome,
+                                           const std::string& pinned_pk, std::size_t* bad);
+  // Escrow grants of the class key epochs this device holds and the Welcome
+  // lacks (a device holding the unit root key; else none).
+  Outcome<std::vector<teduh::keys::v1::EscrowGrant>> EscrowMissingLocked(
+      const teduh::sync::v1::Welcome& welcome);
+  // Whether the unit root key signed the role and keys the server lists for
+  // `d` (DeviceInfo.approval), whichever admin device approved it.
+  bool UnitApprovedLocked(const teduh::sync::v1::DeviceInfo& d) const;
+  static Outcome<std::unique_ptr<Device>> EnrollWith(const std::filesystem::path& home,
+                                                     std::string_view server_url,
+                                                     std::string_view code,
+                                                     const crypto::SecureBuffer& passphrase,
+                                                     DeviceOptions options,
+                                                     crypto::SignKeyPair* recovered_root);
   // Tells the server which class key epochs this device holds, if the
   // welcome showed one it had not been told of (key status, retirement).
   Outcome<void> AckHeldKeys(class SyncClient& client, const teduh::sync::v1::Welcome& welcome);

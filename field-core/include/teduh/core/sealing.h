@@ -64,6 +64,17 @@ std::string AuthMessage(std::string_view nonce, std::string_view server_id,
 // "teduh-grant-v1" || device_id || class u8 || epoch u32 BE || sealed_key
 std::string GrantMessage(std::string_view device_id, teduh::AccessClass key_class,
                          std::uint32_t epoch, std::string_view sealed_key);
+// "teduh-rootgrant-v1" || device_id || sealed_seed (keys.proto RootGrant)
+std::string RootGrantMessage(std::string_view device_id, std::string_view sealed_seed);
+// "teduh-escrow-v1" || class u8 || epoch u32 BE || sealed_key (keys.proto EscrowGrant)
+std::string EscrowMessage(teduh::AccessClass key_class, std::uint32_t epoch,
+                          std::string_view sealed_key);
+// "teduh-approval-v1" || role u8 || sign_pk || box_pk: the unit root key's
+// word that a device of this role holds these keys (sync.proto DeviceInfo).
+std::string ApprovalMessage(int role, std::string_view sign_pk, std::string_view box_pk);
+// "teduh-recover-v1" || EnrollMessage(...): signed with the unit root key by a
+// device rebuilt from a recovery kit.
+std::string RecoverMessage(std::string_view enroll_message);
 // "teduh-enroll-v1" || u16 BE len(code) || code || sign_pk || box_pk || unit_root_pk
 std::string EnrollMessage(std::string_view code, std::string_view sign_pk, std::string_view box_pk,
                           std::string_view unit_root_pk);

@@ -123,6 +123,10 @@ class Vault {
   Outcome<void> RemoveClassKeys(
       const std::vector<std::pair<teduh::AccessClass, std::uint32_t>>& keys);
 
+  // Saves the unit root key (an admin device handed it, or rebuilt from a
+  // recovery kit), as AddClassKeys.
+  Outcome<void> SetUnitRootKey(crypto::SecureBuffer unit_root_sk);
+
   // Re-wraps the same secrets under a key derived from a new passphrase (new
   // salt, parameters as at Create). On failure the old passphrase still opens
   // the vault, in memory and on disk.
@@ -140,7 +144,8 @@ class Vault {
  private:
   Outcome<void> UpdateClassKeys(
       std::map<std::pair<teduh::AccessClass, std::uint32_t>, crypto::SecureBuffer> add,
-      const std::vector<std::pair<teduh::AccessClass, std::uint32_t>>& remove);
+      const std::vector<std::pair<teduh::AccessClass, std::uint32_t>>& remove,
+      crypto::SecureBuffer unit_root_sk = {});
   Vault(std::filesystem::path path, crypto::KdfParams params, crypto::SecureBuffer kek,
         VaultSecrets secrets);
   Outcome<void> Write(const VaultSecrets& secrets) const;

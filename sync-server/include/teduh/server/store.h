@@ -29,6 +29,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "teduh/core/error.h"
@@ -51,7 +52,7 @@ using AuditHash = std::array<std::uint8_t, 32>;
 
 // 2 added the audit log, 3 revocations, 4 re-keying, 5 change receipts; an
 // older store is migrated when opened for writing.
-inline constexpr int kStoreSchemaVersion = 5;
+inline constexpr int kStoreSchemaVersion = 6;
 
 struct UnitInfo {
   std::string unit_id;  // 32 hex digits, made at init
@@ -113,6 +114,14 @@ struct KeyAckRow {
   teduh::AccessClass key_class = teduh::ACCESS_CLASS_GENERAL;
   std::uint32_t epoch = 0;
   std::int64_t acked_ms = 0;
+};
+
+// A device handed the unit root key (`since_ms` 0, `pending_grant` the
+// serialized RootGrant until it reports holding it) or holding it.
+struct RootHolderRow {
+  Id device_id{};
+  std::int64_t since_ms = 0;
+  std::string pending_grant;
 };
 
 // A case key record's header: which class key epoch wraps it.
@@ -245,6 +254,21 @@ class Store {
   // Of one device, or of all.
   virtual result<std::vector<KeyAckRow>> KeyAcks(
       const std::optional<Id>& device = std::nullopt) = 0;
+
+  // ---- Key custody (PROTOCOL §8e) ---------------------------------------------------------
+  // Replaces the row of the device.
+  virtual error_code PutRootHolder(const RootHolderRow& row) = 0;
+  virtual result<std::vector<RootHolderRow>> RootHolders() = 0;
+  // Keeps the first escrow grant of (class, epoch) (a serialized EscrowGrant);
+  // RetireEpoch deletes it.
+  virtual error_code PutEscrowGrant(teduh::AccessClass key_class, std::uint32_t epoch,
+                                    std::string_view body) = 0;
+  virtual result<std::vector<std::string>> EscrowGrants() = 0;
+  // The unit root key's signature over an approved device's role and keys
+  // (core::ApprovalMessage), so that every admin device can check the keys
+  // the server lists, whichever admin device approved them.
+  virtual error_code PutApproval(const Id& device_id, std::string_view signature) = 0;
+  virtual result<std::vector<std::pair<Id, std::string>>> Approvals() = 0;
 
   // ---- Evictions (a case unassigned from a user) -----------------------------------------
   // Every device of `user` that holds the case is to evict it (at `seq`); it
