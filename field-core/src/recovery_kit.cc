@@ -213,6 +213,7 @@ Outcome<crypto::SignKeyPair> RebuildRootKey(std::span<const RecoveryShare> share
   const unsigned k = shares.front().threshold;
   std::array<unsigned char, 255> numbers{};
   for (unsigned i = 0; i < k; ++i) numbers[i] = static_cast<unsigned char>(shares[i].number);
+  gfshare_fill_rand = FillRandom;  // gfshare_ctx_free scrubs its buffers with it
   Gfshare ctx(gfshare_ctx_init_dec(numbers.data(), k, crypto::kSignSeedBytes));
   if (!ctx) return Fail(errc::io_error, Tr("cannot rebuild the key"));
   for (unsigned i = 0; i < k; ++i) {

@@ -4,6 +4,7 @@
 #include "teduh/core/recovery_kit.h"
 
 #include <gtest/gtest.h>
+#include <libgfshare.h>
 
 #include <string>
 #include <vector>
@@ -67,6 +68,14 @@ TEST_F(RecoveryKitTest, SharesAreTextAPersonCanCopy) {
   EXPECT_EQ(s->number, 3u);
   EXPECT_EQ(s->threshold, 3u);
   EXPECT_EQ(s->fingerprint, Fingerprint());
+}
+
+// A recovery runs in a new process, where no kit was made first.
+TEST_F(RecoveryKitTest, RebuildsInAProcessThatMadeNoKit) {
+  gfshare_fill_rand = nullptr;  // as libgfshare starts
+  auto rebuilt = RebuildRootKey(Parse({0, 1, 2}), Fingerprint());
+  ASSERT_TRUE(rebuilt) << rebuilt.error().message;
+  EXPECT_EQ(Pk(rebuilt->public_key), Pk(root_.public_key));
 }
 
 TEST_F(RecoveryKitTest, AnyThreeOfFiveRebuildTheKeyAndTwoDoNot) {
