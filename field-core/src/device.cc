@@ -491,8 +491,7 @@ Outcome<std::unique_ptr<Device>> Device::Enroll(const std::filesystem::path& hom
 }
 
 Outcome<std::unique_ptr<Device>> Device::Recover(const std::filesystem::path& home,
-                                                 std::string_view server_url,
-                                                 std::string_view code,
+                                                 std::string_view server_url, std::string_view code,
                                                  std::span<const RecoveryShare> shares,
                                                  const crypto::SecureBuffer& passphrase,
                                                  DeviceOptions options) {
@@ -2539,15 +2538,14 @@ Outcome<RemoteDevice> Device::ApproveDevice(std::string_view device_ref, bool wi
     req.set_approval(BytesOf(*approval));
     if (with_root_key) {
       // The root key's seed, sealed to the device's box key: only it opens it.
-      auto sealed = crypto::SealTo(
-          AsSpan(target->box_pk()), vault_->unit_root_sk().view().first(crypto::kSignSeedBytes));
+      auto sealed = crypto::SealTo(AsSpan(target->box_pk()),
+                                   vault_->unit_root_sk().view().first(crypto::kSignSeedBytes));
       if (!sealed) return Fail(sealed.error(), Tr("cannot seal the unit root key"));
       auto* rg = req.mutable_root_grant();
       rg->set_device_id(target->device_id());
       rg->set_sealed_seed(BytesOf(*sealed));
-      auto sig =
-          crypto::Sign(vault_->unit_root_sk(),
-                       AsSpan(RootGrantMessage(rg->device_id(), rg->sealed_seed())));
+      auto sig = crypto::Sign(vault_->unit_root_sk(),
+                              AsSpan(RootGrantMessage(rg->device_id(), rg->sealed_seed())));
       if (!sig) return Fail(sig.error(), Tr("cannot sign the root key grant"));
       rg->set_signature(BytesOf(*sig));
     }
@@ -2686,11 +2684,11 @@ Outcome<std::vector<teduh::keys::v1::EscrowGrant>> Device::EscrowMissingLocked(
     const auto writing = WriteEpochLocked(cls);
     for (std::uint32_t epoch : vault_->epochs(cls)) {
       if (!writing || epoch > *writing) continue;  // a rotation not committed yet
-      const bool kept = std::any_of(welcome.escrow().begin(), welcome.escrow().end(),
-                                    [&](const teduh::keys::v1::EscrowGrant& e) {
-                                      return NormalClass(e.key_class()) == cls &&
-                                             e.epoch() == epoch;
-                                    });
+      const bool kept =
+          std::any_of(welcome.escrow().begin(), welcome.escrow().end(),
+                      [&](const teduh::keys::v1::EscrowGrant& e) {
+                        return NormalClass(e.key_class()) == cls && e.epoch() == epoch;
+                      });
       if (kept) continue;
       auto sealed = crypto::SealTo(escrow->public_key, vault_->class_key(cls, epoch)->view());
       if (!sealed) return Fail(sealed.error(), Tr("cannot seal a class key for recovery"));

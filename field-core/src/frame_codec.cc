@@ -216,8 +216,7 @@ struct Checker {
         if (!Len(f.approve_device().device_id(), 16, "device_id") ||
             !LenOrEmpty(f.approve_device().approval(), crypto::kSignatureBytes, "approval") ||
             !Count(f.approve_device().grants_size(), limits.max_grants, "grants") ||
-            (f.approve_device().has_root_grant() &&
-             !RootGrantOk(f.approve_device().root_grant())))
+            (f.approve_device().has_root_grant() && !RootGrantOk(f.approve_device().root_grant())))
           return false;
         for (const auto& g : f.approve_device().grants())
           if (!GrantOk(g)) return false;

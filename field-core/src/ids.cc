@@ -3,14 +3,12 @@
 #include "teduh/crypto/crypto.h"
 
 namespace teduh::core {
-namespace {
-int HexValue(char c) {
+int HexValue(char c) noexcept {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
   if (c >= 'A' && c <= 'F') return c - 'A' + 10;
   return -1;
 }
-}  // namespace
 
 Id NewId() noexcept { return crypto::RandomArray<16>(); }
 

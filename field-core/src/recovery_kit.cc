@@ -14,6 +14,7 @@ extern "C" {
 #include <set>
 
 #include "teduh/core/i18n.h"
+#include "teduh/core/ids.h"
 #include "teduh/core/sealing.h"
 #include "teduh/crypto/stream.h"
 
@@ -43,13 +44,6 @@ std::string FingerprintOf(std::span<const std::uint8_t> four) {
     out.push_back(kHexDigits[b & 15]);
   }
   return out;
-}
-
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
 }
 
 }  // namespace
@@ -121,9 +115,9 @@ Outcome<std::vector<crypto::SecureBuffer>> MakeRecoveryShares(
 
 Outcome<RecoveryShare> ParseRecoveryShare(std::string_view text, std::size_t position) {
   const auto not_share = [&] {
-    return Fail(errc::bad_value,
-                TrF("share {} is not a recovery kit share (TRS1-...): check what was typed",
-                    position));
+    return Fail(
+        errc::bad_value,
+        TrF("share {} is not a recovery kit share (TRS1-...): check what was typed", position));
   };
   std::size_t i = 0;
   while (i < text.size() && (text[i] == ' ' || text[i] == '\t')) ++i;
@@ -179,8 +173,7 @@ Outcome<unsigned> SharesMissing(std::span<const RecoveryShare> shares,
   for (std::size_t i = 0; i < shares.size(); ++i) {
     const RecoveryShare& s = shares[i];
     if (s.fingerprint != first.fingerprint) {
-      return Fail(errc::bad_value,
-                  TrF("share {} belongs to another unit than share 1", i + 1));
+      return Fail(errc::bad_value, TrF("share {} belongs to another unit than share 1", i + 1));
     }
     if (s.kit != first.kit || s.threshold != first.threshold) {
       return Fail(errc::bad_value,
@@ -206,9 +199,8 @@ Outcome<crypto::SignKeyPair> RebuildRootKey(std::span<const RecoveryShare> share
   auto missing = SharesMissing(shares, fingerprint);
   if (!missing) return missing.error();
   if (*missing > 0) {
-    return Fail(errc::bad_value,
-                TrF("{} more shares are needed: any {} of the kit rebuild the key", *missing,
-                    shares.front().threshold));
+    return Fail(errc::bad_value, TrF("{} more shares are needed: any {} of the kit rebuild the key",
+                                     *missing, shares.front().threshold));
   }
   const unsigned k = shares.front().threshold;
   std::array<unsigned char, 255> numbers{};
@@ -242,11 +234,20 @@ std::string RecoveryPage(std::string_view unit_name, std::string_view share_text
     std::string out;
     for (char c : in) {
       switch (c) {
-        case '&': out += "&amp;"; break;
-        case '<': out += "&lt;"; break;
-        case '>': out += "&gt;"; break;
-        case '"': out += "&quot;"; break;
-        default: out.push_back(c);
+        case '&':
+          out += "&amp;";
+          break;
+        case '<':
+          out += "&lt;";
+          break;
+        case '>':
+          out += "&gt;";
+          break;
+        case '"':
+          out += "&quot;";
+          break;
+        default:
+          out.push_back(c);
       }
     }
     return out;

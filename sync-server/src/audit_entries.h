@@ -18,8 +18,8 @@ namespace teduh::server {
                                          const v1::PushResult& result);
 // `device` was enrolled (with the unit's bootstrap code if `bootstrap`; with
 // the unit root key rebuilt from a recovery kit if `recovered`).
-[[nodiscard]] core::error_code AuditEnroll(WriterState& ws, const DeviceRow& device,
-                                           bool bootstrap, bool recovered);
+[[nodiscard]] core::error_code AuditEnroll(WriterState& ws, const DeviceRow& device, bool bootstrap,
+                                           bool recovered);
 // `who` reported holding the unit root key an approval handed it.
 [[nodiscard]] core::error_code AuditRootKey(WriterState& ws, const Identity& who);
 // `who` made a recovery kit of `shares` shares, any `threshold` of which rebuild the root key.

@@ -300,8 +300,9 @@ error_code AckCustody(WriterState& ws, const Identity& who, const DeviceRow& dev
   }
   auto holders = ws.store.RootHolders();
   if (!holders) return holders.error();
-  const auto mine = std::find_if(holders->begin(), holders->end(),
-                                 [&](const RootHolderRow& h) { return h.device_id == who.device_id; });
+  const auto mine = std::find_if(holders->begin(), holders->end(), [&](const RootHolderRow& h) {
+    return h.device_id == who.device_id;
+  });
   // Only a device handed the key confirms it (any signed escrow proves the
   // key too, but says nothing of who holds it).
   if (req.root_key_held() && mine != holders->end() && mine->since_ms == 0) {

@@ -355,8 +355,8 @@ class SqliteStore final : public Store {
       return ec;
     auto version = s->Meta("schema_version");
     if (!version) return version.error();
-    const bool older = *version == "1" || *version == "2" || *version == "3" || *version == "4" ||
-                       *version == "5";
+    const bool older =
+        *version == "1" || *version == "2" || *version == "3" || *version == "4" || *version == "5";
     if (older && !options.read_only) {
       if (auto ec = s->Migrate(*version == "1")) return ec;
     } else if (older) {
@@ -765,22 +765,16 @@ class SqliteStore final : public Store {
     return rows;
   }
   result<std::vector<std::string>> EscrowGrants() override {
-    if (sticky_) return sticky_;
-    std::vector<std::string> rows;
-    if (!has_custody_) return rows;
-    Stmt& s = stmts_->escrow_grants;
-    s.Start();
-    int rc;
-    while ((rc = s.Step()) == SQLITE_ROW) rows.emplace_back(s.ColBlob(0));
-    s.Done();
-    if (rc != SQLITE_DONE) return Fail(rc);
-    return rows;
+    return Bodies(stmts_->escrow_grants, has_custody_);
   }
   result<std::vector<std::string>> Retirements() override {
+    return Bodies(stmts_->retirements, has_revocations_);
+  }
+  // The first column of every row of `s` (none when its table is missing).
+  result<std::vector<std::string>> Bodies(Stmt& s, bool has_table) {
     if (sticky_) return sticky_;
     std::vector<std::string> rows;
-    if (!has_revocations_) return rows;
-    Stmt& s = stmts_->retirements;
+    if (!has_table) return rows;
     s.Start();
     int rc;
     while ((rc = s.Step()) == SQLITE_ROW) rows.emplace_back(s.ColBlob(0));
@@ -1536,9 +1530,8 @@ class SqliteStore final : public Store {
         stage_rewrap, clear_other_staging, clear_staging, scan_staging, scan_case_keys,
         put_retirement, retirements, drop_epoch_grants, drop_epoch_acks, drop_epoch_escrow,
         put_root_holder, root_holders, put_escrow, escrow_grants, put_approval, approvals,
-        put_shred_request,
-        find_shred_request, drop_shred_request, put_shredded, is_shredded, scan_shredded,
-        purge_history, purge_fields, purge_records, purge_holdings, add_evictions,
+        put_shred_request, find_shred_request, drop_shred_request, put_shredded, is_shredded,
+        scan_shredded, purge_history, purge_fields, purge_records, purge_holdings, add_evictions,
         drop_user_holdings, clear_user_evictions, has_eviction, scan_evictions, drop_evictions,
         drop_rejection, record_held, held_cases, unit_cases, case_current, case_history,
         replace_history, delete_record_history, delete_record_fields, delete_record,
@@ -1611,8 +1604,8 @@ class SqliteStore final : public Store {
     if (auto ec = Exec("BEGIN IMMEDIATE")) return ec;
     std::string sql = std::string(from_version1 ? kAuditTableSql : "") + kRevocationsTableSql +
                       kRekeyTablesSql + kReceiptTablesSql + kCustodyTablesSql +
-                      "UPDATE meta SET value = '" +
-                      std::to_string(kStoreSchemaVersion) + "' WHERE key = 'schema_version';";
+                      "UPDATE meta SET value = '" + std::to_string(kStoreSchemaVersion) +
+                      "' WHERE key = 'schema_version';";
     if (auto ec = Exec(sql.c_str())) {
       sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
       return ec;
@@ -1783,13 +1776,12 @@ class SqliteStore final : public Store {
     all.push_back(
         {&st.drop_rejection, "DELETE FROM rejections WHERE device_id = ?1 AND device_seq = ?2"});
     if (has_custody_) {  // a read-only older store has none of the version 6 tables
-      all.push_back({&st.drop_epoch_escrow,
-                     "DELETE FROM escrow_grants WHERE key_class = ?1 AND epoch = ?2"});
+      all.push_back(
+          {&st.drop_epoch_escrow, "DELETE FROM escrow_grants WHERE key_class = ?1 AND epoch = ?2"});
       all.push_back({&st.put_root_holder,
                      "INSERT OR REPLACE INTO root_holders(device_id, since_ms, grant_body) "
                      "VALUES(?1, ?2, ?3)"});
-      all.push_back(
-          {&st.root_holders, "SELECT device_id, since_ms, grant_body FROM root_holders"});
+      all.push_back({&st.root_holders, "SELECT device_id, since_ms, grant_body FROM root_holders"});
       all.push_back({&st.put_escrow,
                      "INSERT OR IGNORE INTO escrow_grants(key_class, epoch, body) "
                      "VALUES(?1, ?2, ?3)"});

@@ -1413,8 +1413,7 @@ error_code Enroll(WriterState& ws, const v1::EnrollRequest& req, Outcome* out) {
     const std::string& root = code.bootstrap ? req.unit_root_pk() : ws.unit.unit_root_pk;
     if ((!code.bootstrap && !recovered) ||
         !crypto::Verify(core::AsSpan(root),
-                        core::AsSpan(core::ApprovalMessage(code.role, req.sign_pk(),
-                                                           req.box_pk())),
+                        core::AsSpan(core::ApprovalMessage(code.role, req.sign_pk(), req.box_pk())),
                         core::AsSpan(req.approval()))) {
       SetError(out, v1::ERROR_CODE_BAD_SIGNATURE,
                "The approval is not signed by this unit's root key.", true);
@@ -1426,8 +1425,7 @@ error_code Enroll(WriterState& ws, const v1::EnrollRequest& req, Outcome* out) {
   device.device_id = core::NewId();
   device.user = code.user;
   device.role = code.role;
-  device.state =
-      code.bootstrap || recovered ? v1::DEVICE_STATE_ACTIVE : v1::DEVICE_STATE_PENDING;
+  device.state = code.bootstrap || recovered ? v1::DEVICE_STATE_ACTIVE : v1::DEVICE_STATE_PENDING;
   device.sign_pk = req.sign_pk();
   device.box_pk = req.box_pk();
   device.label = req.label();
@@ -1503,13 +1501,12 @@ error_code Approve(WriterState& ws, const Identity& who, const v1::ApproveDevice
       return {};
     }
   }
-  if (!req.approval().empty() &&
-      !crypto::Verify(core::AsSpan(ws.unit.unit_root_pk),
-                      core::AsSpan(core::ApprovalMessage(device.role, device.sign_pk,
-                                                         device.box_pk)),
-                      core::AsSpan(req.approval()))) {
-    SetError(out, v1::ERROR_CODE_BAD_SIGNATURE,
-             "The approval is not signed by the unit root key.", false);
+  if (!req.approval().empty() && !crypto::Verify(core::AsSpan(ws.unit.unit_root_pk),
+                                                 core::AsSpan(core::ApprovalMessage(
+                                                     device.role, device.sign_pk, device.box_pk)),
+                                                 core::AsSpan(req.approval()))) {
+    SetError(out, v1::ERROR_CODE_BAD_SIGNATURE, "The approval is not signed by the unit root key.",
+             false);
     return {};
   }
   if (req.has_root_grant()) {
@@ -1527,8 +1524,8 @@ error_code Approve(WriterState& ws, const Identity& who, const v1::ApproveDevice
                "The root key grant is not signed by the unit root key.", false);
       return {};
     }
-    if (auto ec = ws.store.PutRootHolder(
-            RootHolderRow{device.device_id, 0, rg.SerializeAsString()}))
+    if (auto ec =
+            ws.store.PutRootHolder(RootHolderRow{device.device_id, 0, rg.SerializeAsString()}))
       return ec;
   }
   for (const auto& g : req.grants()) {

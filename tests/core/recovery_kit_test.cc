@@ -57,7 +57,8 @@ TEST_F(RecoveryKitTest, SharesAreTextAPersonCanCopy) {
   for (const auto& t : texts_) {
     EXPECT_EQ(t.substr(0, 5), "TRS1-");
     EXPECT_EQ(t.size(), 4u + 21u * 5u);
-    for (char c : t.substr(4)) EXPECT_TRUE(c == '-' || std::isxdigit(static_cast<unsigned char>(c)));
+    for (char c : t.substr(4))
+      EXPECT_TRUE(c == '-' || std::isxdigit(static_cast<unsigned char>(c)));
   }
   // Lower case, spaces and line breaks are read as the same share.
   std::string typed;
@@ -160,7 +161,8 @@ TEST_F(RecoveryKitTest, SharesOfAnotherKitOrUnitOrGivenTwiceAreRefused) {
 
   // A whole kit of another unit than the one expected.
   std::vector<RecoveryShare> theirs;
-  for (std::size_t i = 0; i < 3; ++i) theirs.push_back(*ParseRecoveryShare(Text((*foreign)[i]), i + 1));
+  for (std::size_t i = 0; i < 3; ++i)
+    theirs.push_back(*ParseRecoveryShare(Text((*foreign)[i]), i + 1));
   auto wrong = RebuildRootKey(theirs, Fingerprint());
   ASSERT_FALSE(wrong);
   EXPECT_EQ(wrong.error().code, errc::wrong_unit);

@@ -106,8 +106,8 @@ TEST_F(CustodyTest, ASecondAdminDeviceApprovedAsOneHoldsTheRootKeyAndCanActAlone
   EXPECT_EQ(before->state, "pending");
 
   // And a field device never gets it.
-  auto rina_code = CreateEnrollment(data_dir_, v1::ROLE_PENDAMPING, "rina",
-                                    std::chrono::hours(1), env_);
+  auto rina_code =
+      CreateEnrollment(data_dir_, v1::ROLE_PENDAMPING, "rina", std::chrono::hours(1), env_);
   ASSERT_TRUE(rina_code);
   auto rina = Enroll("rina", rina_code->code);
   ASSERT_TRUE(rina);

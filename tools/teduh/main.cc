@@ -407,8 +407,8 @@ int RecoveryKitCommand(const Globals& g, Device& d, unsigned shares, unsigned th
   namespace fs = std::filesystem;
   std::error_code ec;
   if (!pages.empty() && (fs::exists(pages, ec) || !fs::create_directory(pages, ec))) {
-    return Report(g, teduh::core::Fail(errc::invalid_argument,
-                                       TrF("{} must be a new folder", pages)));
+    return Report(g,
+                  teduh::core::Fail(errc::invalid_argument, TrF("{} must be a new folder", pages)));
   }
   if (!pages.empty()) fs::permissions(pages, fs::perms::owner_all, fs::perm_options::replace, ec);
   auto kit = d.MakeRecoveryKit(shares, threshold);
@@ -422,17 +422,16 @@ int RecoveryKitCommand(const Globals& g, Device& d, unsigned shares, unsigned th
     texts.emplace_back(reinterpret_cast<const char*>(t.data()), t.size());
   int rc = 0;
   for (std::size_t i = 0; i < texts.size() && !pages.empty() && rc == 0; ++i) {
-    std::string page = teduh::core::RecoveryPage(kit->unit_name, texts[i],
-                                                 static_cast<unsigned>(i + 1), shares, threshold,
-                                                 made_on);
+    std::string page = teduh::core::RecoveryPage(
+        kit->unit_name, texts[i], static_cast<unsigned>(i + 1), shares, threshold, made_on);
     const fs::path file = fs::path(pages) / fmt::format("share-{}.html", i + 1);
     std::FILE* f = std::fopen(file.c_str(), "wx");
     if (f == nullptr || std::fwrite(page.data(), 1, page.size(), f) != page.size() ||
         std::fclose(f) != 0) {
       rc = Report(g, teduh::core::Fail(errc::io_error, TrF("cannot write {}", file.string())));
     }
-    fs::permissions(file, fs::perms::owner_read | fs::perms::owner_write,
-                    fs::perm_options::replace, ec);
+    fs::permissions(file, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::replace,
+                    ec);
     teduh::crypto::Wipe(page);
   }
   if (rc == 0) {
@@ -443,8 +442,7 @@ int RecoveryKitCommand(const Globals& g, Device& d, unsigned shares, unsigned th
         "(teduh init --recover). Give each share to a different trusted person, on paper; never "
         "photograph or message it.\n",
         kit->unit_name, shares, threshold);
-    for (std::size_t i = 0; i < texts.size(); ++i)
-      human += TrF("Share {}: {}\n", i + 1, texts[i]);
+    for (std::size_t i = 0; i < texts.size(); ++i) human += TrF("Share {}: {}\n", i + 1, texts[i]);
     if (!pages.empty())
       human += TrF("Printable pages: {} (print them, then delete the folder)\n", pages);
     rc = Emit(g, j, human);
@@ -835,10 +833,10 @@ int main(int argc, char** argv) {
                        Tr("Also print the backup secret key (keep it like the unit root key)"));
   unsigned kit_shares = 5, kit_threshold = 3;
   std::string kit_pages;
-  CLI::App* key_kit = leaf(
-      key_cmd, "recovery-kit",
-      Tr("Split the unit root key into shares for trusted people: any threshold of them make "
-         "a new admin device if every admin laptop is lost"));
+  CLI::App* key_kit =
+      leaf(key_cmd, "recovery-kit",
+           Tr("Split the unit root key into shares for trusted people: any threshold of them make "
+              "a new admin device if every admin laptop is lost"));
   key_kit->add_option("--shares", kit_shares, Tr("Shares to make (at most 16)"))
       ->check(CLI::Range(2, 16));
   key_kit->add_option("--threshold", kit_threshold, Tr("Shares that rebuild the key (at least 2)"))

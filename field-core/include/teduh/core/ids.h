@@ -17,6 +17,8 @@ using Id = std::array<std::uint8_t, 16>;
 
 Id NewId() noexcept;
 std::string ToHex(std::span<const std::uint8_t> bytes);
+// The value of one hex digit (either case), or -1.
+int HexValue(char c) noexcept;
 // Parses exactly 32 hex digits (either case).
 result<Id> IdFromHex(std::string_view hex) noexcept;
 // Parses any even-length hex string.

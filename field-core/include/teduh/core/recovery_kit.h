@@ -47,7 +47,7 @@ struct RecoveryShare {
   unsigned threshold = 0;
   unsigned number = 0;  // 1..255, the share's x coordinate
   std::uint16_t kit = 0;
-  std::string fingerprint;  // 8 upper-case hex digits, as core::KeyFingerprint
+  std::string fingerprint;     // 8 upper-case hex digits, as core::KeyFingerprint
   crypto::SecureBuffer share;  // 32 B
 };
 
