@@ -1951,8 +1951,11 @@ Outcome<bool> Device::RolledBackLocked(const pb::Welcome& welcome,
   auto answered = store_->HighestAnsweredSeq();
   if (!answered) return answered.error();
   *acknowledged_mark = *answered;
+  // Said also after a restore that gave the store a new generation: the
+  // server then learns which of this device's changes it lost.
+  if (*answered > welcome.device_mark()) return true;
   return cursor->generation != 0 && cursor->generation == welcome.generation() &&
-         (cursor->last_seq > welcome.head_seq() || *answered > welcome.device_mark());
+         cursor->last_seq > welcome.head_seq();
 }
 
 Outcome<std::size_t> Device::AcceptWelcome(const pb::Welcome& welcome, std::size_t* bad_grants) {
@@ -2388,6 +2391,11 @@ RemoteDevice RemoteFromInfo(const pb::DeviceInfo& d) {
   r.wipe_ordered = d.wipe_ordered();
   r.wiped_ms = d.wiped_ms();
   r.root_key = d.root_key();
+  if (d.restore_to() > d.restore_from()) {
+    r.restore_ms = d.restore_ms();
+    r.restore_lost = d.restore_to() - d.restore_from();
+    r.resent = std::min(d.resent(), r.restore_lost);
+  }
   return r;
 }
 

@@ -2,6 +2,7 @@
 // whole-file operations that the Store interface does not model.
 #include "teduh/server/backup.h"
 
+#include <fmt/format.h>
 #include <sqlite3.h>
 
 #include <algorithm>
@@ -146,6 +147,7 @@ INSERT OR REPLACE INTO root_holders SELECT * FROM old.root_holders o
   WHERE NOT EXISTS(SELECT 1 FROM root_holders r WHERE r.device_id = o.device_id AND r.since_ms > 0);
 INSERT OR IGNORE INTO escrow_grants SELECT * FROM old.escrow_grants;
 INSERT OR IGNORE INTO approvals SELECT * FROM old.approvals;
+INSERT OR IGNORE INTO restore_gaps SELECT * FROM old.restore_gaps;
 DELETE FROM escrow_grants WHERE EXISTS(SELECT 1 FROM retirements t
   WHERE t.key_class = escrow_grants.key_class AND t.epoch = escrow_grants.epoch);
 )sql";
@@ -366,6 +368,15 @@ core::Outcome<RestoreReport> RestoreStore(const std::string& from_file, const st
         return r.error();
       }
       if (auto r = Exec(d, "DETACH DATABASE old"); !r) return r.error();
+      // What each device must send again, for `device list` to follow.
+      for (const auto& dev : report.devices) {
+        if (dev.mark_before <= dev.mark_in_backup) continue;
+        const std::string gap = fmt::format(
+            "INSERT OR REPLACE INTO restore_gaps(device_id, from_seq, to_seq, since_ms) VALUES("
+            "x'{}', {}, {}, {});",
+            core::ToHex(dev.device_id), dev.mark_in_backup, dev.mark_before, env.NowMs());
+        if (auto r = Exec(d, gap); !r) return r.error();
+      }
     }
     report.new_generation = NewGeneration(report.info.header.generation(), old_generation);
     const std::string restored = "INSERT OR REPLACE INTO meta(key, value) VALUES('generation', '" +

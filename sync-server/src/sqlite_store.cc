@@ -55,6 +55,7 @@
 //                              \--Rollback()--> idle
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <cassert>
 #include <charconv>
 #include <cstring>
@@ -228,6 +229,7 @@ INSERT OR IGNORE INTO receipt_floors(device_id, floor)
 // RootGrant until it reports holding it) or holding it (since_ms > 0). Before
 // version 6 only the unit's first admin device could hold it. approvals: the
 // root key's signature over each approved device's role and keys.
+// restore_gaps: each device's changes a restore lost (RestoreGapRow).
 constexpr const char* kCustodyTablesSql = R"sql(
 CREATE TABLE IF NOT EXISTS root_holders(
   device_id BLOB PRIMARY KEY, since_ms INTEGER NOT NULL, grant_body BLOB NOT NULL) WITHOUT ROWID;
@@ -236,6 +238,9 @@ CREATE TABLE IF NOT EXISTS escrow_grants(
   PRIMARY KEY(key_class, epoch)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS approvals(
   device_id BLOB PRIMARY KEY, signature BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS restore_gaps(
+  device_id BLOB PRIMARY KEY, from_seq INTEGER NOT NULL, to_seq INTEGER NOT NULL,
+  since_ms INTEGER NOT NULL) WITHOUT ROWID;
 INSERT OR IGNORE INTO root_holders(device_id, since_ms, grant_body)
   SELECT device_id, enrolled_ms, x'' FROM devices WHERE role = 1 AND state = 2
   AND NOT EXISTS(SELECT 1 FROM root_holders) ORDER BY enrolled_ms, rowid LIMIT 1;
@@ -760,6 +765,33 @@ class SqliteStore final : public Store {
     s.Start();
     int rc;
     while ((rc = s.Step()) == SQLITE_ROW) rows.emplace_back(s.ColId(0), s.ColBlob(1));
+    s.Done();
+    if (rc != SQLITE_DONE) return Fail(rc);
+    return rows;
+  }
+  error_code NoteRestoreGap(const RestoreGapRow& r) override {
+    if (!has_custody_) return core::make_error_code(errc::store_failed);
+    return Run(stmts_->note_gap.Start()
+                   .Blob(1, r.device_id)
+                   .U64(2, r.from_seq)
+                   .U64(3, r.to_seq)
+                   .Int(4, r.since_ms));
+  }
+  result<std::vector<RestoreGapRow>> RestoreGaps() override {
+    if (sticky_) return sticky_;
+    std::vector<RestoreGapRow> rows;
+    if (!has_custody_) return rows;
+    Stmt& s = stmts_->restore_gaps;
+    s.Start();
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) {
+      RestoreGapRow r;
+      r.device_id = s.ColId(0);
+      r.from_seq = static_cast<std::uint64_t>(s.ColInt(1));
+      r.to_seq = static_cast<std::uint64_t>(s.ColInt(2));
+      r.since_ms = s.ColInt(3);
+      rows.push_back(r);
+    }
     s.Done();
     if (rc != SQLITE_DONE) return Fail(rc);
     return rows;
@@ -1378,6 +1410,29 @@ class SqliteStore final : public Store {
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Fail(rc);
     return found;
   }
+  result<std::uint64_t> CountReceipts(const Id& device_id, std::uint64_t from,
+                                      std::uint64_t to) override {
+    if (sticky_) return sticky_;
+    if (!has_receipts_ || to <= from) return std::uint64_t{0};
+    constexpr std::size_t kEntry = 8 + std::tuple_size_v<core::ChangeDigest>;
+    std::vector<std::uint64_t> seqs;
+    Stmt& s = stmts_->count_receipts;
+    s.Start().Blob(1, device_id).U64(2, from).U64(3, to);
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) {
+      const std::string_view entries = s.ColBlob(0);
+      for (std::size_t at = 0; at + kEntry <= entries.size(); at += kEntry) {
+        std::uint64_t seq = 0;
+        for (std::size_t i = 0; i < 8; ++i)
+          seq = (seq << 8) | static_cast<unsigned char>(entries[at + i]);
+        if (seq > from && seq <= to) seqs.push_back(seq);
+      }
+    }
+    s.Done();
+    if (rc != SQLITE_DONE) return Fail(rc);
+    std::sort(seqs.begin(), seqs.end());
+    return static_cast<std::uint64_t>(std::unique(seqs.begin(), seqs.end()) - seqs.begin());
+  }
   result<std::uint64_t> ReceiptFloor(const Id& device_id) override {
     if (sticky_) return sticky_;
     if (!has_receipts_) return std::uint64_t{0};
@@ -1529,15 +1584,15 @@ class SqliteStore final : public Store {
         audit_head, find_revocation, put_revocation, all_grants, put_key_ack, key_acks, key_acks_of,
         stage_rewrap, clear_other_staging, clear_staging, scan_staging, scan_case_keys,
         put_retirement, retirements, drop_epoch_grants, drop_epoch_acks, drop_epoch_escrow,
-        put_root_holder, root_holders, put_escrow, escrow_grants, put_approval, approvals,
-        put_shred_request, find_shred_request, drop_shred_request, put_shredded, is_shredded,
-        scan_shredded, purge_history, purge_fields, purge_records, purge_holdings, add_evictions,
-        drop_user_holdings, clear_user_evictions, has_eviction, scan_evictions, drop_evictions,
-        drop_rejection, record_held, held_cases, unit_cases, case_current, case_history,
-        replace_history, delete_record_history, delete_record_fields, delete_record,
-        put_rekey_target, rekey_targets, clear_rekey_targets, put_key_drop, key_dropped_below,
-        scan_key_drops, purge_held, purge_rekey_targets, any_key_drops, held_case, put_receipt,
-        find_receipt, receipt_floor;
+        put_root_holder, root_holders, put_escrow, escrow_grants, put_approval, approvals, note_gap,
+        restore_gaps, count_receipts, put_shred_request, find_shred_request, drop_shred_request,
+        put_shredded, is_shredded, scan_shredded, purge_history, purge_fields, purge_records,
+        purge_holdings, add_evictions, drop_user_holdings, clear_user_evictions, has_eviction,
+        scan_evictions, drop_evictions, drop_rejection, record_held, held_cases, unit_cases,
+        case_current, case_history, replace_history, delete_record_history, delete_record_fields,
+        delete_record, put_rekey_target, rekey_targets, clear_rekey_targets, put_key_drop,
+        key_dropped_below, scan_key_drops, purge_held, purge_rekey_targets, any_key_drops,
+        held_case, put_receipt, find_receipt, receipt_floor;
   };
 
   SqliteStore() = default;
@@ -1790,6 +1845,13 @@ class SqliteStore final : public Store {
       all.push_back({&st.put_approval,
                      "INSERT OR REPLACE INTO approvals(device_id, signature) VALUES(?1, ?2)"});
       all.push_back({&st.approvals, "SELECT device_id, signature FROM approvals"});
+      all.push_back({&st.note_gap,
+                     "INSERT INTO restore_gaps(device_id, from_seq, to_seq, since_ms) "
+                     "VALUES(?1, ?2, ?3, ?4) ON CONFLICT(device_id) DO UPDATE SET "
+                     "from_seq = MIN(from_seq, excluded.from_seq), "
+                     "to_seq = MAX(to_seq, excluded.to_seq)"});
+      all.push_back(
+          {&st.restore_gaps, "SELECT device_id, from_seq, to_seq, since_ms FROM restore_gaps"});
     }
     if (has_receipts_) {  // a read-only older store has none of the version 5 tables
       all.push_back({&st.put_receipt,
@@ -1799,6 +1861,9 @@ class SqliteStore final : public Store {
                      "SELECT entries FROM receipts WHERE device_id = ?1 AND first_seq <= ?2 AND "
                      "last_seq >= ?2 ORDER BY first_seq DESC"});
       all.push_back({&st.receipt_floor, "SELECT floor FROM receipt_floors WHERE device_id = ?1"});
+      all.push_back({&st.count_receipts,
+                     "SELECT entries FROM receipts WHERE device_id = ?1 AND last_seq > ?2 AND "
+                     "first_seq <= ?3"});
     }
     if (has_rekeys_) {  // a read-only older store has none of the version 4 tables
       all.push_back(

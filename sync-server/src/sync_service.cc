@@ -1651,10 +1651,17 @@ error_code RollGeneration(WriterState& ws, const Identity& who, const v1::Pull& 
   auto unit = ws.store.LoadUnit();
   if (!unit) return unit.error();
   *generation = unit->generation;
-  if (req.generation() == 0 || req.generation() != *generation) return {};
   auto device = ws.store.FindDevice(who.device_id);
   if (!device) return device.error();
   if (!*device || (*device)->state != v1::DEVICE_STATE_ACTIVE) return {};
+  // Changes the server acknowledged to the device and no longer holds: it
+  // sends them again; `device list` shows how many came back.
+  if (req.acknowledged_mark() > (*device)->last_device_seq) {
+    if (auto ec = ws.store.NoteRestoreGap(RestoreGapRow{who.device_id, (*device)->last_device_seq,
+                                                        req.acknowledged_mark(), ws.env.NowMs()}))
+      return ec;
+  }
+  if (req.generation() == 0 || req.generation() != *generation) return {};
   auto head = ws.store.HeadSeq();
   if (!head) return head.error();
   if (req.after_seq() <= *head && req.acknowledged_mark() <= (*device)->last_device_seq)
@@ -1875,6 +1882,8 @@ error_code ListDevicesFor(Store& store, const Identity& who, Outcome* out) {
   if (!holders) return holders.error();
   auto approvals = store.Approvals();
   if (!approvals) return approvals.error();
+  auto gaps = store.RestoreGaps();
+  if (!gaps) return gaps.error();
   v1::DeviceList* list = out->reply.mutable_device_list();
   for (const DeviceRow& row : *rows) {
     std::optional<RevocationRow> revocation;
@@ -1889,6 +1898,15 @@ error_code ListDevicesFor(Store& store, const Identity& who, Outcome* out) {
       if (h.device_id == row.device_id) info->set_root_key(h.since_ms > 0 ? "held" : "handed");
     for (const auto& [id, signature] : *approvals)
       if (id == row.device_id) info->set_approval(signature);
+    for (const RestoreGapRow& gap : *gaps) {
+      if (gap.device_id != row.device_id) continue;
+      auto resent = store.CountReceipts(row.device_id, gap.from_seq, gap.to_seq);
+      if (!resent) return resent.error();
+      info->set_restore_from(gap.from_seq);
+      info->set_restore_to(gap.to_seq);
+      info->set_restore_ms(gap.since_ms);
+      info->set_resent(*resent);
+    }
   }
   return {};
 }

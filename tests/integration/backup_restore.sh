@@ -105,19 +105,31 @@ third=$(dev "$work/budi" budi-passphrase-1 case new --set "chronology=Kasus keti
 dev "$work/budi" budi-passphrase-1 sync >/dev/null || die "sync 3"
 dev "$work/rina" rina-passphrase-1 sync >/dev/null || die "rina sync 3"
 check "work goes on after the restore" 'has_case "$work/rina" rina-passphrase-1 "$third"'
+budi_id=$(dev "$work/budi" budi-passphrase-1 status | json .device_id) || die "budi status"
+restore_of() { dev "$admin" admin-passphrase-1 device list | jq -c --arg id "$1" '.devices[] | select(.device_id == $id) | .restore'; }
+check "device list shows the office device sent its lost change again" \
+  'r=$(restore_of "$budi_id") && [ "$(echo "$r" | jq -r .resent)" -ge 1 ] && [ "$(echo "$r" | jq -r .not_resent)" = 0 ]'
 check "the audit chain verifies after the re-sends" '"$SERVER" audit verify --data "$data" >/dev/null'
 
 # A second backup restored over the live store: the store it replaces is kept.
 "$SERVER" backup --data "$data" --to "$work/unit-2.tbk" >/dev/null || die "second backup"
+fourth=$(dev "$work/budi" budi-passphrase-1 case new --set "chronology=Kasus keempat" | json .case_id) || die "case 4"
+dev "$work/budi" budi-passphrase-1 sync >/dev/null || die "sync 4"
 stop_server
 TEDUH_BACKUP_SECRET="$secret" "$SERVER" restore --from "$work/unit-2.tbk" --data "$data" --json >"$work/restore2.json" ||
   die "restore over a store: $(cat "$work/restore2.json")"
 check "restoring over a store keeps the store it replaced" \
   '[ -e "$(jq -r .replaced "$work/restore2.json")" ] && [ "$(jq -r .carried_forward "$work/restore2.json")" = true ]'
+check "restore counts the change the backup lacks" \
+  '[ "$(jq -r --arg id "$budi_id" ".devices[] | select(.device_id == \$id) | .changes_to_come_back" "$work/restore2.json")" -ge 1 ]'
 start_server "127.0.0.1:$port"
+check "device list shows the change not yet sent again" \
+  '[ "$(restore_of "$budi_id" | jq -r .not_resent)" -ge 1 ] && [ "$(restore_of "$budi_id" | jq -r .resent)" = 0 ]'
+dev "$work/budi" budi-passphrase-1 sync >/dev/null || die "budi syncs after the second restore"
+check "then that it came back" '[ "$(restore_of "$budi_id" | jq -r .not_resent)" = 0 ]'
 dev "$work/rina" rina-passphrase-1 sync >/dev/null || die "rina syncs after the second restore"
 check "devices keep every case across the second restore" \
-  'has_case "$work/rina" rina-passphrase-1 "$first" && has_case "$work/rina" rina-passphrase-1 "$second" && has_case "$work/rina" rina-passphrase-1 "$third"'
+  'has_case "$work/rina" rina-passphrase-1 "$first" && has_case "$work/rina" rina-passphrase-1 "$second" && has_case "$work/rina" rina-passphrase-1 "$third" && has_case "$work/rina" rina-passphrase-1 "$fourth"'
 
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]

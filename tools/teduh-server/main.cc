@@ -671,7 +671,9 @@ int RestoreCommand(const std::string& from, const std::string& data, const Outpu
     devices.push_back({{"device_id", teduh::core::ToHex(d.device_id)},
                        {"user", d.user},
                        {"changes_in_backup", d.mark_in_backup},
-                       {"changes_before", d.mark_before}});
+                       {"changes_before", d.mark_before},
+                       {"changes_to_come_back",
+                        d.mark_before > d.mark_in_backup ? d.mark_before - d.mark_in_backup : 0}});
   }
   nlohmann::json j = HeaderJson(report->info);
   j["new_generation"] = std::to_string(report->new_generation);
@@ -692,7 +694,8 @@ int RestoreCommand(const std::string& from, const std::string& data, const Outpu
   fmt::print("{}\n",
              Tr("At their next sync, devices send again every change of theirs the backup lacks "
                 "and pull everything from the start. A device that never syncs again (lost, "
-                "erased) cannot send its changes made after the backup."));
+                "erased) cannot send its changes made after the backup. teduh device list on an "
+                "admin device shows how many each device has sent again."));
   for (const auto& d : report->devices) {
     if (d.mark_before > d.mark_in_backup) {
       fmt::print("{}\n", TrF("  {} ({}): {} change(s) after the backup are to be sent again",

@@ -341,7 +341,21 @@ json RemoteDeviceJson(const teduh::core::RemoteDevice& r) {
           {"revoked_at", TimeOrNull(r.revoked_ms)},
           {"wipe_ordered", r.wipe_ordered},
           {"wiped_at", TimeOrNull(r.wiped_ms)},
-          {"root_key", r.root_key.empty() ? json(nullptr) : json(r.root_key)}};
+          {"root_key", r.root_key.empty() ? json(nullptr) : json(r.root_key)},
+          {"restore", r.restore_lost == 0 ? json(nullptr)
+                                          : json{{"found_at", TimeOrNull(r.restore_ms)},
+                                                 {"lost", r.restore_lost},
+                                                 {"resent", r.resent},
+                                                 {"not_resent", r.restore_lost - r.resent}}}};
+}
+
+// After a restore that lacked changes of the device: how many came back.
+std::string RestoreNote(const teduh::core::RemoteDevice& r) {
+  if (r.restore_lost == 0) return "";
+  if (r.resent >= r.restore_lost)
+    return " — " + TrF("after a restore: all {} of its lost changes sent again", r.restore_lost);
+  return " — " + TrF("after a restore: {} of {} lost changes sent again, {} not (yet)", r.resent,
+                     r.restore_lost, r.restore_lost - r.resent);
 }
 
 std::string RootKeyNote(const teduh::core::RemoteDevice& r) {
@@ -1534,7 +1548,7 @@ int main(int argc, char** argv) {
         arr.push_back(RemoteDeviceJson(r));
         human += fmt::format("{}  {:<10} {:<12} {:<8} {}  {}{}\n", teduh::core::ToHex(r.device_id),
                              r.role, r.user, r.state, r.fingerprint, r.label,
-                             ErasureNote(g, r) + RootKeyNote(r));
+                             ErasureNote(g, r) + RootKeyNote(r) + RestoreNote(r));
       }
       return Emit(g, json{{"devices", arr}}, human);
     }

@@ -415,6 +415,12 @@ struct RemoteDevice {
   bool wipe_ordered = false;    // a signed wipe order waits for it
   std::int64_t wiped_ms = 0;    // when it reported its erasure (signed receipt)
   std::string root_key;         // "held", "handed" (not yet confirmed) or empty
+  // After a restore that lacked changes of this device (restore_lost > 0):
+  // when that was found, how many sequence numbers the restored store lacked,
+  // and how many of those changes the device has sent again.
+  std::int64_t restore_ms = 0;
+  std::uint64_t restore_lost = 0;
+  std::uint64_t resent = 0;
 };
 
 class Device {

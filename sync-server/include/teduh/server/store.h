@@ -124,6 +124,15 @@ struct RootHolderRow {
   std::string pending_grant;
 };
 
+// A device's changes a restored store lacked: device_seq in (from_seq,
+// to_seq], found at since_ms (a restore over a store that read, or the
+// device's word at its next sync).
+struct RestoreGapRow {
+  Id device_id{};
+  std::uint64_t from_seq = 0, to_seq = 0;
+  std::int64_t since_ms = 0;
+};
+
 // A case key record's header: which class key epoch wraps it.
 struct CaseKeyRow {
   Id record_id{};
@@ -269,6 +278,13 @@ class Store {
   // the server lists, whichever admin device approved them.
   virtual error_code PutApproval(const Id& device_id, std::string_view signature) = 0;
   virtual result<std::vector<std::pair<Id, std::string>>> Approvals() = 0;
+  // Widens the device's gap to cover (from_seq, to_seq] (a new row keeps since_ms).
+  virtual error_code NoteRestoreGap(const RestoreGapRow& row) = 0;
+  virtual result<std::vector<RestoreGapRow>> RestoreGaps() = 0;
+  // How many changes of the device with device_seq in (from, to] the store
+  // holds a receipt of (re-sent after a restore).
+  virtual result<std::uint64_t> CountReceipts(const Id& device_id, std::uint64_t from,
+                                              std::uint64_t to) = 0;
 
   // ---- Evictions (a case unassigned from a user) -----------------------------------------
   // Every device of `user` that holds the case is to evict it (at `seq`); it
