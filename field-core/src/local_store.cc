@@ -10,6 +10,8 @@
 //                                          local edit of it is pending
 //   outbox(device_seq, record_id, field, state, reason, detail, payload,
 //          created_ms, updated_ms)         every local edit, forever
+//   unconfirmed(record_id, field)          after a reset: pulled values the
+//                                          restored server has not sent again
 //
 // `value` at rest: sealed -> the end-to-end ciphertext unchanged; open ->
 // XChaCha20-Poly1305(storage key, single-field serialization,
@@ -43,6 +45,16 @@
 //     every stamp pulled (so the clock survives restarts).
 //  7. After a failed COMMIT/ROLLBACK or an I/O error, `sticky_` is set and
 //     every call fails until the store is reopened.
+//  8. A reset pull mirrors the restored server: it drops every shadow row
+//     (the old server's values), and every field row is unconfirmed until
+//     the server sends its value again. When the pull ends (no more
+//     batches), the unconfirmed rows the server no longer has are deleted,
+//     except those of fields with a pending edit (a reset re-queues every
+//     edit this device sent); such a field stays unconfirmed until the
+//     server answers its newest edit: then a row that is not this edit's
+//     value gives way to the server's (the shadow row, or the next pull).
+//     So a value no device holds any more is gone everywhere, as it is on
+//     the server.
 #include "teduh/core/local_store.h"
 
 #include <fcntl.h>
@@ -138,6 +150,8 @@ CREATE TABLE IF NOT EXISTS outbox(
   payload BLOB NOT NULL, created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS outbox_by_field ON outbox(record_id, field, state);
 CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox(state, device_seq);
+CREATE TABLE IF NOT EXISTS unconfirmed(
+  record_id BLOB NOT NULL, field INTEGER NOT NULL, PRIMARY KEY(record_id, field)) WITHOUT ROWID;
 )sql";
 
 // A prepared statement, finalized on scope exit.
@@ -551,6 +565,39 @@ Outcome<void> LocalStore::CopyFieldRow(std::string_view from, std::string_view t
   q.BindId(1, id).Bind(2, field);
   if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, Tr("copying a field"));
   return {};
+}
+
+Outcome<bool> LocalStore::SettleUnconfirmed(const Id& id, std::uint32_t field,
+                                            std::uint64_t device_seq, const Stamp& mine) {
+  {
+    Stmt q(*stmts_, "SELECT 1 FROM unconfirmed WHERE record_id=?1 AND field=?2");
+    q.BindId(1, id).Bind(2, field);
+    int rc = q.Step();
+    if (rc == SQLITE_DONE) return false;
+    if (rc != SQLITE_ROW) return SqlFail(rc, Tr("reading the local store"));
+  }
+  auto later = HasPending(id, field, device_seq);
+  if (!later) return later.error();
+  if (*later) return false;  // the newest edit of the field settles it
+  {
+    Stmt d(*stmts_, "DELETE FROM unconfirmed WHERE record_id=?1 AND field=?2");
+    d.BindId(1, id).Bind(2, field);
+    if (int rc = d.Step(); rc != SQLITE_DONE) return SqlFail(rc, Tr("writing the local store"));
+  }
+  auto current = RowStamp("fields", id, field);
+  if (!current) return current.error();
+  if (*current && **current == mine) return false;  // this edit's value: the usual answer
+  // A value the restored server never sent again: the server's value
+  // replaces it (held back in shadow, or brought by the next pull).
+  auto shadow = RowStamp("shadow", id, field);
+  if (!shadow) return shadow.error();
+  if (*shadow) {
+    if (auto w = CopyFieldRow("shadow", "fields", id, field); !w) return w.error();
+    if (auto w = DeleteFieldRow("shadow", id, field); !w) return w.error();
+  } else if (auto w = DeleteFieldRow("fields", id, field); !w) {
+    return w.error();
+  }
+  return true;
 }
 
 Outcome<void> LocalStore::DeleteFieldRow(std::string_view table, const Id& id,
@@ -1015,6 +1062,12 @@ Outcome<PushApplied> LocalStore::ApplyPushResults(const std::vector<pb::FieldCha
     std::uint64_t max_hlc = *persisted_hlc;
     auto any_shadow = AnyShadow();
     if (!any_shadow) return any_shadow.error();
+    bool any_unconfirmed = false;
+    {
+      Stmt u(*stmts_, "SELECT EXISTS(SELECT 1 FROM unconfirmed)");
+      if (int rc = u.Step(); rc != SQLITE_ROW) return SqlFail(rc, Tr("reading the local store"));
+      any_unconfirmed = u.Int(0) != 0;
+    }
     for (std::size_t i = 0; i < sent.size(); ++i) {
       if (auto ec = Fault("push.result")) return Fail(ec, "injected failure");
       const pb::FieldChange& ch = sent[i];
@@ -1070,6 +1123,17 @@ Outcome<PushApplied> LocalStore::ApplyPushResults(const std::vector<pb::FieldCha
         if (sqlite3_changes(db_) == 0) continue;  // not ours, or answered before
       }
       max_hlc = std::max(max_hlc, stored_as.hlc);  // invariant 6
+      if (any_unconfirmed) {
+        auto settled = SettleUnconfirmed(*id, ch.field(), ch.device_seq(), mine);
+        if (!settled) return settled.error();
+        if (*settled) {
+          ++(next == OutboxState::kAccepted   ? counts.accepted
+             : next == OutboxState::kMerged   ? counts.merged
+             : next == OutboxState::kConflict ? counts.conflict
+                                              : counts.rejected);
+          continue;
+        }
+      }
       switch (next) {
         case OutboxState::kAccepted:
           ++counts.accepted;
@@ -1254,6 +1318,18 @@ Outcome<PullApplied> LocalStore::ApplyPulled(Hlc& hlc, const pb::Changes& batch,
       q.Bind(1, env_.NowMs());
       if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, Tr("re-queueing the outbox"));
       counts.requeued = static_cast<std::size_t>(sqlite3_changes(db_));
+      // Invariant 8: what the restored server sends again is confirmed.
+      for (const char* sql : {"DELETE FROM unconfirmed", "DELETE FROM shadow",
+                              "INSERT INTO unconfirmed SELECT record_id, field FROM fields"}) {
+        Stmt u(*stmts_, sql);
+        if (int rc = u.Step(); rc != SQLITE_DONE) return SqlFail(rc, Tr("re-queueing the outbox"));
+      }
+    }
+    bool unconfirmed = false;
+    {
+      Stmt u(*stmts_, "SELECT EXISTS(SELECT 1 FROM unconfirmed)");
+      if (int rc = u.Step(); rc != SQLITE_ROW) return SqlFail(rc, Tr("reading the local store"));
+      unconfirmed = u.Int(0) != 0;
     }
     // A record's fields arrive together: its row is checked once per run.
     std::optional<Id> last_record;
@@ -1301,6 +1377,27 @@ Outcome<PullApplied> LocalStore::ApplyPulled(Hlc& hlc, const pb::Changes& batch,
         return w;
       }
       ++(*pending ? counts.deferred : counts.applied);
+      if (unconfirmed && !*pending) {  // a pending field's row is still this device's
+        Stmt u(*stmts_, "DELETE FROM unconfirmed WHERE record_id=?1 AND field=?2");
+        u.BindId(1, *id).Bind(2, ch.field());
+        if (int rc = u.Step(); rc != SQLITE_DONE) return SqlFail(rc, Tr("reading the local store"));
+      }
+    }
+    if (unconfirmed && !batch.has_more()) {
+      // The reset pull is complete: drop what the restored server lacks.
+      for (const char* sql :
+           {"DELETE FROM fields WHERE EXISTS(SELECT 1 FROM unconfirmed u WHERE "
+            "u.record_id=fields.record_id AND u.field=fields.field) AND NOT EXISTS(SELECT 1 FROM "
+            "outbox o WHERE o.record_id=fields.record_id AND o.field=fields.field AND o.state=0)",
+            "DELETE FROM records WHERE record_id IN (SELECT record_id FROM unconfirmed) AND NOT "
+            "EXISTS(SELECT 1 FROM fields f WHERE f.record_id=records.record_id)",
+            "DELETE FROM unconfirmed WHERE NOT EXISTS(SELECT 1 FROM fields f WHERE "
+            "f.record_id=unconfirmed.record_id AND f.field=unconfirmed.field)"}) {
+        Stmt u(*stmts_, sql);
+        if (int rc = u.Step(); rc != SQLITE_DONE) return SqlFail(rc, Tr("reading the local store"));
+        if (std::string_view(sql).starts_with("DELETE FROM fields"))
+          counts.dropped = static_cast<std::size_t>(sqlite3_changes(db_));
+      }
     }
     if (auto w = SetMetaInt("cursor_generation", batch.generation()); !w) return w;
     if (auto w = SetMetaInt("cursor_seq", batch.last_seq()); !w) return w;  // invariant 3

@@ -269,6 +269,112 @@ TEST_F(LocalStoreTest, PulledValueWaitsWhileALocalEditIsPending) {
   EXPECT_TRUE(store->CheckInvariants());
 }
 
+// Invariant 8: after a reset pull, the device holds what the restored
+// server holds, and its own edits, which it sends again.
+TEST_F(LocalStoreTest, AResetPullDropsWhatTheRestoredServerLostButKeepsOwnEdits) {
+  auto store = OpenStore();
+  const Id kept = NewId(), lost = NewId(), own = NewId();
+  cw::Case v;
+  v.set_region_code("1472");
+  pb::Changes before;
+  before.set_generation(1);
+  *before.add_changes() = Pulled(kept, cw::Case::kRegionCodeFieldNumber, v.SerializeAsString(),
+                                 HlcPack(1'600'000'000'000, 0), 1);
+  *before.add_changes() = Pulled(lost, cw::Case::kRegionCodeFieldNumber, v.SerializeAsString(),
+                                 HlcPack(1'600'000'000'000, 1), 2);
+  before.set_last_seq(2);
+  ASSERT_TRUE(store->ApplyPulled(hlc_, before));
+  ASSERT_TRUE(store->Edit(hlc_, [&](LocalStore::EditTxn& txn) -> Outcome<void> {
+    return txn.Put(CaseField(own, v, cw::Case::kRegionCodeFieldNumber, txn));
+  }));
+  auto sent = store->PendingChanges(10);
+  ASSERT_EQ(sent->size(), 1u);
+  pb::PushResult result;
+  result.add_results()->set_device_seq((*sent)[0].device_seq());
+  result.mutable_results(0)->set_status(pb::ChangeResult::STATUS_APPLIED);
+  ASSERT_TRUE(store->ApplyPushResults(*sent, result));
+
+  // The restored server has `kept` only; the reset comes in two batches.
+  pb::Changes first;
+  first.set_generation(2);
+  first.set_reset(true);
+  first.set_has_more(true);
+  first.set_last_seq(0);
+  auto a = store->ApplyPulled(hlc_, first);
+  ASSERT_TRUE(a) << a.error().message;
+  EXPECT_EQ(a->requeued, 1u);
+  EXPECT_TRUE(*store->GetRecord(lost));  // nothing dropped before the pull ends
+  pb::Changes last;
+  last.set_generation(2);
+  *last.add_changes() = Pulled(kept, cw::Case::kRegionCodeFieldNumber, v.SerializeAsString(),
+                               HlcPack(1'600'000'000'000, 0), 1);
+  last.set_last_seq(1);
+  auto b = store->ApplyPulled(hlc_, last);
+  ASSERT_TRUE(b) << b.error().message;
+  EXPECT_EQ(b->dropped, 1u);
+  EXPECT_TRUE(*store->GetRecord(kept));
+  EXPECT_FALSE(*store->GetRecord(lost));
+  EXPECT_TRUE(*store->GetRecord(own));  // pending again, to be sent
+  EXPECT_EQ(store->PendingChanges(10)->size(), 1u);
+  EXPECT_TRUE(store->CheckInvariants());
+
+  // Later pulls drop nothing.
+  pb::Changes next;
+  next.set_generation(2);
+  next.set_last_seq(1);
+  auto c = store->ApplyPulled(hlc_, next);
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->dropped, 0u);
+  EXPECT_TRUE(*store->GetRecord(kept));
+}
+
+// A re-sent edit of a field whose row holds another device's later value,
+// which the restored server lost: when the server refuses the re-sent edit,
+// the row goes too (the server has neither); when it keeps it, the row
+// waits for the server's value.
+TEST_F(LocalStoreTest, AReSentEditSettlesAFieldTheRestoredServerLost) {
+  auto store = OpenStore();
+  const Id id = NewId();
+  cw::Case mine;
+  mine.set_region_code("mine");
+  ASSERT_TRUE(store->Edit(hlc_, [&](LocalStore::EditTxn& txn) -> Outcome<void> {
+    return txn.Put(CaseField(id, mine, cw::Case::kRegionCodeFieldNumber, txn));
+  }));
+  auto sent = store->PendingChanges(10);
+  ASSERT_EQ(sent->size(), 1u);
+  pb::PushResult ok;
+  ok.add_results()->set_device_seq((*sent)[0].device_seq());
+  ok.mutable_results(0)->set_status(pb::ChangeResult::STATUS_APPLIED);
+  ASSERT_TRUE(store->ApplyPushResults(*sent, ok));
+  // Another device's later value arrives, then the server loses both.
+  cw::Case theirs;
+  theirs.set_region_code("theirs");
+  pb::Changes later;
+  later.set_generation(1);
+  *later.add_changes() = Pulled(id, cw::Case::kRegionCodeFieldNumber, theirs.SerializeAsString(),
+                                HlcPack(1'800'000'000'000, 0), 7);
+  later.set_last_seq(7);
+  ASSERT_TRUE(store->ApplyPulled(hlc_, later));
+  pb::Changes reset;
+  reset.set_generation(2);
+  reset.set_reset(true);
+  auto pulled = store->ApplyPulled(hlc_, reset);
+  ASSERT_TRUE(pulled);
+  EXPECT_EQ(pulled->requeued, 1u);
+  EXPECT_TRUE(*store->GetField(id, cw::Case::kRegionCodeFieldNumber));  // kept: pending
+  auto again = store->PendingChanges(10);
+  ASSERT_EQ(again->size(), 1u);
+  pb::PushResult refused;
+  refused.add_results()->set_device_seq((*again)[0].device_seq());
+  refused.mutable_results(0)->set_status(pb::ChangeResult::STATUS_REJECTED);
+  refused.mutable_results(0)->set_reason("immutable");
+  auto answered = store->ApplyPushResults(*again, refused);
+  ASSERT_TRUE(answered);
+  EXPECT_EQ(answered->rejected, 1u);
+  EXPECT_FALSE(*store->GetField(id, cw::Case::kRegionCodeFieldNumber));
+  EXPECT_TRUE(store->CheckInvariants());
+}
+
 TEST_F(LocalStoreTest, AppliedResultWithNewStampRebasesLaterEdits) {
   auto store = OpenStore();
   Id id = NewId();

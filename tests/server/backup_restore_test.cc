@@ -4,13 +4,17 @@
 // back from a file copy that forgot a rotation never has an epoch number
 // reused for another key; `device list` shows who sent their lost changes again.
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
+#include <atomic>
 #include <filesystem>
 #include <functional>
+#include <thread>
 
 #include "server/device_fixture.h"
 #include "teduh/core/backup_file.h"
 #include "teduh/server/backup.h"
+#include "teduh/server/store.h"
 
 namespace teduh::server::testing {
 namespace {
@@ -112,6 +116,57 @@ TEST_F(BackupRestoreTest, RotationApprovalAndRekeyWorkAfterARestore) {
   auto audit = VerifyAudit(data_dir_);
   ASSERT_TRUE(audit);
   EXPECT_TRUE(audit->intact()) << audit->detail;
+}
+
+TEST_F(BackupRestoreTest, BackupsWhileDevicesPushRestoreToAnIntactStore) {
+  auto budi = Staff("budi", v1::ROLE_OFFICE);
+  auto rina = Staff("rina", v1::ROLE_OFFICE);
+  auto budi_case = budi->NewCase({"chronology=Kasus budi"});
+  auto rina_case = rina->NewCase({"chronology=Kasus rina"});
+  ASSERT_TRUE(budi_case && rina_case);
+  // Two devices edit and push in a loop (bounded) while three backups run.
+  std::atomic<bool> stop{false};
+  std::atomic<int> pushes{0}, failures{0};
+  auto pusher = [&](core::Device* d, core::Id c) {
+    static const char* kRisk[] = {"rendah", "sedang", "tinggi"};
+    for (int i = 0; i < 200 && !stop.load(); ++i) {
+      if (!d->SetCaseFields(core::ToHex(c), {std::string("risk_level=") + kRisk[i % 3]}) ||
+          !d->Sync({}, /*push_only=*/true)) {
+        ++failures;
+        continue;
+      }
+      ++pushes;
+    }
+  };
+  std::thread a(pusher, budi.get(), *budi_case), b(pusher, rina.get(), *rina_case);
+  std::vector<std::string> files;
+  for (int i = 0; i < 3; ++i) {
+    while (pushes.load() < 5 * (i + 1) && failures.load() == 0) std::this_thread::yield();
+    files.push_back(Backup("load-" + std::to_string(i)));
+  }
+  const int during = pushes.load();
+  stop = true;
+  a.join();
+  b.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_GE(during, 15);
+  for (const auto& file : files) {
+    const std::string target = dir_ + "/restored-" + fs::path(file).stem().string();
+    auto r = RestoreStore(file, target, backup_key_, env_);
+    ASSERT_TRUE(r) << r.error().message;
+    auto audit = VerifyAudit(target);
+    ASSERT_TRUE(audit);
+    EXPECT_TRUE(audit->intact()) << audit->detail;
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open_v2(StorePath(target).c_str(), &db, SQLITE_OPEN_READONLY, nullptr),
+              SQLITE_OK);
+    sqlite3_stmt* st = nullptr;
+    ASSERT_EQ(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, nullptr), SQLITE_OK);
+    ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+    EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)), "ok");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+  }
 }
 
 TEST_F(BackupRestoreTest, ARestoreOverAStoreWithNewerEpochsKeepsThem) {

@@ -11,6 +11,11 @@
 //      (per device: changes acknowledged == rows the server holds stamped by it);
 //   3. the conflict queue holds exactly the concurrent REVIEW edits (one
 //      Conflict record per REVIEW value that lost a merge).
+// One seed in 50 also loses the server's store: after one of its rounds the
+// store is saved (by `teduh-server backup` while serving, or as a copy of the
+// data folder while stopped, in turn), and after the last round it is put
+// back (`restore`, or the copy); the invariants hold all the same, since
+// every device still holds what it sent (nothing duplicated, nothing lost).
 //
 // TEDUH_SIM_SEEDS=N runs seeds 1..N (default 1000); TEDUH_SIM_SEED=S runs one
 // on a fresh unit. The seeds of one run share the server and the devices (each
@@ -25,14 +30,17 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <filesystem>
 #include <map>
 #include <random>
 #include <set>
 
 #include "server/server_fixture.h"
+#include "teduh/core/backup_file.h"
 #include "teduh/core/device.h"
 #include "teduh/core/schema.h"
 #include "teduh/server/admin.h"
+#include "teduh/server/backup.h"
 
 namespace teduh::server::testing {
 namespace {
@@ -83,6 +91,46 @@ class ConvergenceTest : public ServerTest {
       ASSERT_TRUE(d->Sync());
       devices_.push_back(std::move(d));
     }
+    auto key = admin_->BackupKey(true);
+    ASSERT_TRUE(key) << key.error().message;
+    ASSERT_TRUE(SetBackupKey(data_dir_, key->token));
+    auto pair = core::ParseBackupSecret(key->secret);
+    ASSERT_TRUE(pair);
+    backup_key_ = std::move(*pair);
+  }
+
+  enum class Loss { kNone, kBackup, kFileCopy };
+
+  // Saves the store as `loss` says (the server keeps its port).
+  void SaveStore(Loss loss) {
+    namespace fs = std::filesystem;
+    if (loss == Loss::kBackup) {
+      fs::remove(dir_ + "/sim.tbk");
+      auto r = BackupStore(data_dir_, dir_ + "/sim.tbk", env_);
+      EXPECT_TRUE(r) << (r ? "" : r.error().message);
+      return;
+    }
+    config_.port = server_->port();
+    StopServer();
+    fs::remove_all(dir_ + "/sim-copy");
+    fs::copy(data_dir_, dir_ + "/sim-copy", fs::copy_options::recursive);
+    fs::remove(dir_ + "/sim-copy/teduh-server.lock");
+    StartServer();
+  }
+
+  // The server's disk is lost: the saved store is put back.
+  void PutBackStore(Loss loss) {
+    namespace fs = std::filesystem;
+    config_.port = server_->port();
+    StopServer();
+    fs::remove_all(data_dir_);
+    if (loss == Loss::kBackup) {
+      auto r = RestoreStore(dir_ + "/sim.tbk", data_dir_, backup_key_, env_);
+      EXPECT_TRUE(r) << (r ? "" : r.error().message);
+    } else {
+      fs::copy(dir_ + "/sim-copy", data_dir_, fs::copy_options::recursive);
+    }
+    StartServer();
   }
 
   std::unique_ptr<core::Device> Enroll(const std::string& name, const std::string& code) {
@@ -226,6 +274,16 @@ class ConvergenceTest : public ServerTest {
     for (auto* d : team) (void)d->Sync();
     // Rounds of offline edits, then syncs in random order over a flaky network.
     const int rounds = 1 + static_cast<int>(rng() % 3);
+    // Its own generator, so that the seeds' edits are the same with or without it.
+    std::mt19937_64 loss_rng(seed * 0x9E3779B97F4A7C15ull);
+    // Every device re-sends all it ever sent and pulls the whole unit after
+    // a loss, so losses are few: one seed in 50, by backup and by copy in turn.
+    const Loss loss = seed % 50 != 3    ? Loss::kNone
+                      : seed % 100 == 3 ? Loss::kBackup
+                                        : Loss::kFileCopy;
+    // The store is saved after `save_at` rounds (0: before the first).
+    const int save_at = loss == Loss::kNone ? -1 : static_cast<int>(loss_rng() % (rounds + 1));
+    if (save_at == 0) SaveStore(loss);
     for (int round = 0; round < rounds; ++round) {
       for (auto* d : team) {
         const int edits = 1 + static_cast<int>(rng() % 4);
@@ -238,9 +296,17 @@ class ConvergenceTest : public ServerTest {
         budget_ = rng() % 3 == 0 ? static_cast<int>(rng() % 12) : -1;  // a cut, sometimes
         (void)d->Sync();
       }
+      budget_ = -1;
+      if (round + 1 == save_at) SaveStore(loss);
+    }
+    budget_ = -1;
+    if (loss != Loss::kNone) {
+      // A round of edits the saved store lacks, then the loss.
+      for (auto* d : team) RandomEdit(rng, *d, cases);
+      for (auto* d : team) (void)d->Sync();
+      PutBackStore(loss);
     }
     // Everyone syncs on a good network until quiet.
-    budget_ = -1;
     for (int pass = 0; pass < 2; ++pass) {
       for (auto* d : team) {
         auto r = d->Sync();
@@ -317,6 +383,7 @@ class ConvergenceTest : public ServerTest {
 
   std::unique_ptr<core::Device> admin_;
   std::vector<std::unique_ptr<core::Device>> devices_;
+  crypto::BoxKeyPair backup_key_;
   std::atomic<int> budget_{-1};  // frames left before the network drops; -1: never
 };
 

@@ -45,7 +45,14 @@
 //      `backup_snapshot_ms` (how long its read transaction was open), and the
 //      push latencies before and during it (`backup_push_p99_ms_before`,
 //      `backup_push_max_ms_before`, `backup_push_p99_ms_during`,
-//      `backup_push_max_ms_during`, `backup_pushes_during`);
+//      `backup_push_max_ms_during`, `backup_pushes_during`); then the
+//      server's store is lost: `teduh-server restore` puts the backup back
+//      over it (`restore_s`; `restore_changes_to_come_back`, the edits made
+//      after the backup), the server starts again, every field device syncs
+//      at once and re-sends (`restore_resend_s`, `restore_changes_resent`),
+//      and the office device pulls the whole unit again from the start
+//      (`restore_office_pull_s`, `restore_office_values_pulled`); `device
+//      list` must show every lost change sent again;
 //   8. the server's peak resident set size (`server_peak_rss_bytes`, VmHWM).
 // With --json it prints one JSON object; otherwise a short report.
 #include <fmt/format.h>
@@ -113,7 +120,8 @@ std::int64_t PeakRssBytes(pid_t pid) {
 }
 
 // Runs the server in a child process; returns its pid and port.
-std::pair<pid_t, std::uint16_t> ForkServer(const std::string& data, int threads) {
+std::pair<pid_t, std::uint16_t> ForkServer(const std::string& data, int threads,
+                                           std::uint16_t port_wanted = 0) {
   int fds[2];
   if (pipe(fds) != 0) Die("pipe failed");
   pid_t pid = fork();
@@ -127,6 +135,7 @@ std::pair<pid_t, std::uint16_t> ForkServer(const std::string& data, int threads)
     server::ServerConfig config;
     config.data_dir = data;
     config.threads = threads;
+    config.port = port_wanted;
     config.log = [](std::string_view) {};
     auto srv = server::Server::Open(config, core::DefaultEnv());
     if (!srv) _exit(3);
@@ -645,6 +654,64 @@ int main(int argc, char** argv) {
   kill(server_pid, SIGTERM);
   int status = 0;
   waitpid(server_pid, &status, 0);
+  nlohmann::json restore_out;
+  if (backup) {
+    // The server's disk fails: the backup goes back over its store.
+    const std::string secret = Must(admin->BackupKey(true), "backup secret").secret;
+    setenv("TEDUH_BACKUP_SECRET", secret.c_str(), 1);
+    const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+    const std::string server_bin =
+        (std::filesystem::path(self).parent_path() / "teduh-server").string();
+    const auto restore_start = Clock::now();
+    const std::string cmd =
+        fmt::format("'{}' restore --from '{}' --data '{}' --json > '{}' 2>&1", server_bin,
+                    (root / "unit.tbk").string(), data, (root / "restore.json").string());
+    if (std::system(cmd.c_str()) != 0) Die("teduh-server restore failed");
+    const double restore_s = Seconds(Clock::now() - restore_start);
+    unsetenv("TEDUH_BACKUP_SECRET");
+    std::ifstream rj(root / "restore.json");
+    auto restored = nlohmann::json::parse(rj, nullptr, false);
+    std::uint64_t to_come_back = 0;
+    if (restored.is_object())
+      for (const auto& d : restored["devices"]) to_come_back += d.value("changes_to_come_back", 0);
+    auto [pid2, port2] = ForkServer(data, threads, port);
+    server_pid = pid2;
+    g_server_pid = pid2;
+    (void)port2;
+    // Every field device syncs at once: each re-sends what the backup lacks.
+    const auto resend_start = Clock::now();
+    std::vector<std::size_t> resent(devices, 0);
+    std::vector<std::thread> syncers;
+    for (int d = 0; d < devices; ++d)
+      syncers.emplace_back([&, d] { resent[d] = Must(field[d]->Sync(), "re-send").pushed; });
+    for (auto& t : syncers) t.join();
+    const double resend_s = Seconds(Clock::now() - resend_start);
+    const auto pull_start = Clock::now();
+    const auto caught = Must(office->Sync(), "office pull after the restore");
+    const double office_pull_s = Seconds(Clock::now() - pull_start);
+    std::uint64_t shown_lost = 0, shown_resent = 0;
+    for (const auto& r : Must(admin->ListRemoteDevices(), "device list")) {
+      shown_lost += r.restore_lost;
+      shown_resent += r.resent;
+    }
+    if (shown_resent != shown_lost || shown_lost < to_come_back)
+      Die(fmt::format("device list shows {} of {} lost changes sent again ({} to come back)",
+                      shown_resent, shown_lost, to_come_back));
+    if (Must(office->ListCases(), "list").size() != listed.size())
+      Die("the office device lacks cases after the restore");
+    std::size_t resent_total = 0;
+    for (auto n : resent) resent_total += n;
+    restore_out = {{"restore_s", restore_s},
+                   {"restore_changes_to_come_back", to_come_back},
+                   {"restore_resend_s", resend_s},
+                   {"restore_changes_resent", resent_total},
+                   {"restore_office_pull_s", office_pull_s},
+                   {"restore_office_values_pulled", caught.pulled},
+                   {"restore_device_list_resent", shown_resent}};
+    std::fprintf(stderr, "restore: %s\n", restore_out.dump().c_str());
+    kill(server_pid, SIGTERM);
+    waitpid(server_pid, &status, 0);
+  }
   if (!keep) std::filesystem::remove_all(root);
 
   const double rate = push_s > 0 ? static_cast<double>(total_pushed) / push_s : 0;
@@ -690,6 +757,7 @@ int main(int argc, char** argv) {
   }
   if (rekey) out.update(rekey_out);
   if (backup) out.update(backup_out);
+  if (backup) out.update(restore_out);
   if (json) {
     std::printf("%s\n", out.dump().c_str());
   } else {

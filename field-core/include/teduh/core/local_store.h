@@ -125,6 +125,7 @@ struct PullApplied {
   std::size_t ignored = 0;   // inconsistent with what this device holds (kind changed)
   std::size_t requeued = 0;  // reset: outbox entries queued again for the restored server
   std::size_t purged = 0;    // records of shredded cases deleted
+  std::size_t dropped = 0;   // after a reset: values the restored server no longer has
 };
 
 struct PushApplied {
@@ -273,6 +274,10 @@ class LocalStore {
   Outcome<void> CopyFieldRow(std::string_view from, std::string_view to, const Id& id,
                              std::uint32_t field);
   Outcome<void> DeleteFieldRow(std::string_view table, const Id& id, std::uint32_t field);
+  // Invariant 8: the answer to the newest edit of a field left unconfirmed
+  // by a reset. True if it replaced a row that was not this edit's value.
+  Outcome<bool> SettleUnconfirmed(const Id& id, std::uint32_t field, std::uint64_t device_seq,
+                                  const Stamp& mine);
   Outcome<std::optional<Stamp>> RowStamp(std::string_view table, const Id& id, std::uint32_t field);
   Outcome<bool> HasPending(const Id& id, std::uint32_t field, std::uint64_t after_seq);
   Outcome<bool> AnyPending();  // any change at all waiting in the outbox
