@@ -617,6 +617,11 @@ Outcome<std::unique_ptr<Device>> Device::EnrollWith(const std::filesystem::path&
                 Tr("the server's unit key does not match the fingerprint in the code: this is "
                    "not your unit's server; nothing was saved"));
   }
+  if (recovered_root != nullptr && result->unit_root_pk() != BytesOf(recovered_root->public_key)) {
+    return Fail(errc::wrong_unit,
+                Tr("the server's unit key is not the one the shares rebuild: this is not your "
+                   "unit's server; nothing was saved"));
+  }
   if (bootstrap && result->unit_root_pk() != root_pk) {
     return Fail(errc::wrong_unit,
                 Tr("the code carries no unit fingerprint and the server already has a unit key; "
@@ -1896,6 +1901,7 @@ Outcome<DeviceStatus> Device::Status(bool all) {
     }
   }
   st.holds_unit_root_key = !vault_->unit_root_sk().empty();
+  if (auto n = store_->CountSetAside()) st.set_aside = *n;
   return st;
 }
 
@@ -2256,7 +2262,7 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
       // Key records of a case this device left, sent with its re-key's drop.
       for (auto& drop : *changes->mutable_key_drops())
         for (auto& rec : *drop.mutable_key_records()) *changes->add_changes() = std::move(rec);
-      auto applied = store_->ApplyPulled(*hlc_, *changes, *purge);
+      auto applied = store_->ApplyPulled(*hlc_, *changes, *purge, welcome.held_through());
       if (!applied) return applied.error();
       for (const Id& gone : *purge) DropCaseKeysLocked(gone);
       for (const auto& drop : changes->key_drops()) {
@@ -2267,6 +2273,7 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
       report.shredded += shreds;
       if (changes->reset()) report.reset = true;
       report.pulled += applied->applied + applied->deferred;
+      report.set_aside += applied->set_aside;
       report.deferred += applied->deferred;
       if (auto v = VerifyPulledLocked(*changes, &report); !v) return v.error();
       prog.pulled = report.pulled;
@@ -2372,6 +2379,8 @@ Outcome<teduh::keys::v1::Grant> SignedGrant(const Vault& vault, const std::strin
 std::string ApprovedBoxKey(std::string_view device_id) {
   return "approved_box_" + ToHex(AsSpan(device_id));
 }
+
+std::string RevokedKey(std::string_view device_id) { return "revoked_" + ToHex(AsSpan(device_id)); }
 
 std::string RotationMetaKey(teduh::AccessClass cls) {
   return fmt::format("rotation_pending_{}", static_cast<int>(cls));
@@ -2516,7 +2525,13 @@ Outcome<Device::AdminTarget> Device::ConnectForDevice(std::string_view device_re
   return AdminTarget{std::move(*client), *target};
 }
 
-Outcome<RemoteDevice> Device::ApproveDevice(std::string_view device_ref, bool with_root_key) {
+Outcome<RemoteDevice> Device::ApproveDevice(std::string_view device_ref, bool with_root_key,
+                                            std::string_view fingerprint) {
+  if (with_root_key && fingerprint.empty()) {
+    return Fail(errc::invalid_argument,
+                Tr("handing over the unit root key needs the device's fingerprint, as its own "
+                   "screen shows it (teduh status on that device)"));
+  }
   auto found = ConnectForDevice(device_ref, "approve");
   if (!found) return found.error();
   SyncClient& client = *found->client;
@@ -2533,6 +2548,21 @@ Outcome<RemoteDevice> Device::ApproveDevice(std::string_view device_ref, bool wi
   if (target->role() != Role::ROLE_ADMIN && with_root_key) {
     return Fail(errc::invalid_argument,
                 Tr("only a device enrolled with an admin code can hold the unit root key"));
+  }
+  if (!fingerprint.empty()) {
+    auto digits = [](std::string_view text) {
+      std::string out;
+      for (char c : text)
+        if (std::isxdigit(static_cast<unsigned char>(c)))
+          out += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      return out;
+    };
+    if (digits(fingerprint) != digits(DeviceFingerprint(target->sign_pk(), target->box_pk()))) {
+      return Fail(errc::integrity,
+                  Tr("the fingerprint does not match the keys the server lists for this device: "
+                     "nothing was approved. Check the fingerprint on the device's screen; if it "
+                     "is right, the server is not to be trusted"));
+    }
   }
   pb::ApproveDevice req;
   req.set_device_id(target->device_id());
@@ -2613,6 +2643,13 @@ Outcome<RemoteDevice> Device::RevokeDevice(std::string_view device_ref) {
   auto res = client.Revoke(req);
   client.Close();
   if (!res) return res.error();
+  {
+    // Never a key for it again, whatever the server lists later.
+    std::lock_guard g(mu_);
+    if (auto r = CheckOpen(); !r) return r.error();
+    if (auto r = store_->SetMeta(RevokedKey(target.device_id()), "1"); !r) return r.error();
+    if (auto r = store_->SetMeta(ApprovedBoxKey(target.device_id()), ""); !r) return r.error();
+  }
   return RemoteFromInfo(res->has_device() ? res->device() : target);
 }
 
@@ -2783,6 +2820,12 @@ Outcome<RotationReport> Device::RotateClassKey(
     if (!pending) return pending.error();
     // Never an epoch number some device may already hold: above both this
     // device's newest and the server's (which a restore never lowers).
+    if (server_epoch > *committed + 1024 || server_epoch >= 0xFFFFFF00u) {
+      return Fail(errc::integrity,
+                  TrF("the server says the {} key is at epoch {}, far beyond this device's {}: "
+                      "nothing was rotated. Tell your IT admin",
+                      ClassText(key_class), server_epoch, *committed));
+    }
     report.epoch = std::max(*committed, server_epoch) + 1;
     std::optional<std::uint32_t> resume;
     if (*pending && !(*pending)->empty()) {
@@ -2884,6 +2927,14 @@ Outcome<RotationReport> Device::RotateClassKey(
       // the list comes from the server, which must not slip in a key of its own.
       std::string box = BytesOf(*own_box);
       if (d.device_id() != AsBytes(meta_->device_id)) {
+        auto revoked = store_->GetMeta(RevokedKey(d.device_id()));
+        if (!revoked) return revoked.error();
+        if (*revoked && !(*revoked)->empty()) {
+          return Fail(errc::integrity,
+                      TrF("the server lists device {} ({}) as active, but this admin device "
+                          "revoked it: nothing was rotated. Tell your IT admin",
+                          ToHex(AsSpan(d.device_id())).substr(0, 8), d.user()));
+        }
         if (!UnitApprovedLocked(d)) {
           auto approved = store_->GetMeta(ApprovedBoxKey(d.device_id()));
           if (!approved) return approved.error();

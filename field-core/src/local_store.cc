@@ -12,6 +12,8 @@
 //          created_ms, updated_ms)         every local edit, forever
 //   unconfirmed(record_id, field)          after a reset: pulled values the
 //                                          restored server has not sent again
+//   set_aside(record_id, field, kind, ...)  values a restored server no longer
+//                                          has, kept (at rest as in fields)
 //
 // `value` at rest: sealed -> the end-to-end ciphertext unchanged; open ->
 // XChaCha20-Poly1305(storage key, single-field serialization,
@@ -45,16 +47,17 @@
 //     every stamp pulled (so the clock survives restarts).
 //  7. After a failed COMMIT/ROLLBACK or an I/O error, `sticky_` is set and
 //     every call fails until the store is reopened.
-//  8. A reset pull mirrors the restored server: it drops every shadow row
-//     (the old server's values), and every field row is unconfirmed until
-//     the server sends its value again. When the pull ends (no more
-//     batches), the unconfirmed rows the server no longer has are deleted,
-//     except those of fields with a pending edit (a reset re-queues every
-//     edit this device sent); such a field stays unconfirmed until the
-//     server answers its newest edit: then a row that is not this edit's
-//     value gives way to the server's (the shadow row, or the next pull).
-//     So a value no device holds any more is gone everywhere, as it is on
-//     the server.
+//  8. A reset pull mirrors the restored server without destroying anything:
+//     it sets every shadow row aside (the old server's values), and every
+//     field row is unconfirmed until the server sends its value again. When
+//     the pull ends (no more batches), the unconfirmed rows the server no
+//     longer has leave `fields` for `set_aside`, except those of fields with
+//     a pending edit (a reset re-queues every edit this device sent); such a
+//     field stays unconfirmed until the server answers its newest edit: then
+//     a row that is not this edit's value is set aside for the server's (the
+//     shadow row, or the next pull). Set-aside values the server sent again
+//     are dropped from `set_aside`; the rest stay, counted in `status`: this
+//     device may hold the last copy of another device's lost change.
 #include "teduh/core/local_store.h"
 
 #include <fcntl.h>
@@ -152,6 +155,12 @@ CREATE INDEX IF NOT EXISTS outbox_by_field ON outbox(record_id, field, state);
 CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox(state, device_seq);
 CREATE TABLE IF NOT EXISTS unconfirmed(
   record_id BLOB NOT NULL, field INTEGER NOT NULL, PRIMARY KEY(record_id, field)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS set_aside(
+  record_id BLOB NOT NULL, field INTEGER NOT NULL, kind TEXT NOT NULL, parent_id BLOB,
+  sealed INTEGER NOT NULL, key_class INTEGER NOT NULL, key_version INTEGER NOT NULL,
+  value BLOB NOT NULL, stamp_hlc INTEGER NOT NULL, stamp_device BLOB NOT NULL,
+  origin_hlc INTEGER NOT NULL, seq INTEGER NOT NULL, set_aside_ms INTEGER NOT NULL,
+  PRIMARY KEY(record_id, field, stamp_hlc, stamp_device)) WITHOUT ROWID;
 )sql";
 
 // A prepared statement, finalized on scope exit.
@@ -567,6 +576,27 @@ Outcome<void> LocalStore::CopyFieldRow(std::string_view from, std::string_view t
   return {};
 }
 
+Outcome<std::size_t> LocalStore::SetAside(std::string_view table, const char* where,
+                                          std::int64_t now_ms) {
+  Stmt q(*stmts_, fmt::format("INSERT OR IGNORE INTO set_aside(record_id, field, kind, parent_id, "
+                              "sealed, key_class, key_version, value, stamp_hlc, stamp_device, "
+                              "origin_hlc, seq, set_aside_ms) SELECT f.record_id, f.field, "
+                              "r.kind, r.parent_id, f.sealed, f.key_class, f.key_version, "
+                              "f.value, f.stamp_hlc, f.stamp_device, f.origin_hlc, f.seq, ?1 "
+                              "FROM {} f JOIN records r USING(record_id) WHERE {}",
+                              table, where));
+  q.Bind(1, now_ms);
+  if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, Tr("writing the local store"));
+  return static_cast<std::size_t>(sqlite3_changes(db_));
+}
+
+Outcome<std::size_t> LocalStore::CountSetAside() {
+  if (sticky_) return Fail(sticky_, Tr("the local store failed earlier; reopen it"));
+  Stmt q(*stmts_, "SELECT COUNT(*) FROM set_aside");
+  if (int rc = q.Step(); rc != SQLITE_ROW) return SqlFail(rc, Tr("reading the local store"));
+  return static_cast<std::size_t>(q.UInt(0));
+}
+
 Outcome<bool> LocalStore::SettleUnconfirmed(const Id& id, std::uint32_t field,
                                             std::uint64_t device_seq, const Stamp& mine) {
   {
@@ -587,8 +617,12 @@ Outcome<bool> LocalStore::SettleUnconfirmed(const Id& id, std::uint32_t field,
   auto current = RowStamp("fields", id, field);
   if (!current) return current.error();
   if (*current && **current == mine) return false;  // this edit's value: the usual answer
-  // A value the restored server never sent again: the server's value
-  // replaces it (held back in shadow, or brought by the next pull).
+  // A value the restored server never sent again: set aside, and the
+  // server's value replaces it (held back in shadow, or brought by the next pull).
+  {
+    const std::string which = fmt::format("f.record_id=x'{}' AND f.field={}", ToHex(id), field);
+    if (auto w = SetAside("fields", which.c_str(), env_.NowMs()); !w) return w.error();
+  }
   auto shadow = RowStamp("shadow", id, field);
   if (!shadow) return shadow.error();
   if (*shadow) {
@@ -1288,7 +1322,8 @@ Outcome<PullCursor> LocalStore::Cursor() {
 }
 
 Outcome<PullApplied> LocalStore::ApplyPulled(Hlc& hlc, const pb::Changes& batch,
-                                             const std::vector<Id>& purge) {
+                                             const std::vector<Id>& purge,
+                                             std::uint64_t held_through) {
   PullApplied counts;
   auto r = InTxn([&]() -> Outcome<void> {
     auto persisted = MetaInt("hlc");
@@ -1314,11 +1349,13 @@ Outcome<PullApplied> LocalStore::ApplyPulled(Hlc& hlc, const pb::Changes& batch,
     if (batch.reset()) {
       // The server was restored from a backup: queue again everything it may
       // have lost; device_seq idempotency answers what it still has.
-      Stmt q(*stmts_, "UPDATE outbox SET state=0, updated_ms=?1 WHERE state IN (1,2,3)");
-      q.Bind(1, env_.NowMs());
+      Stmt q(*stmts_,
+             "UPDATE outbox SET state=0, updated_ms=?1 WHERE state IN (1,2,3) AND device_seq>?2");
+      q.Bind(1, env_.NowMs()).BindU(2, held_through);
       if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, Tr("re-queueing the outbox"));
       counts.requeued = static_cast<std::size_t>(sqlite3_changes(db_));
       // Invariant 8: what the restored server sends again is confirmed.
+      if (auto w = SetAside("shadow", "1", env_.NowMs()); !w) return w.error();
       for (const char* sql : {"DELETE FROM unconfirmed", "DELETE FROM shadow",
                               "INSERT INTO unconfirmed SELECT record_id, field FROM fields"}) {
         Stmt u(*stmts_, sql);
@@ -1384,19 +1421,32 @@ Outcome<PullApplied> LocalStore::ApplyPulled(Hlc& hlc, const pb::Changes& batch,
       }
     }
     if (unconfirmed && !batch.has_more()) {
-      // The reset pull is complete: drop what the restored server lacks.
-      for (const char* sql :
-           {"DELETE FROM fields WHERE EXISTS(SELECT 1 FROM unconfirmed u WHERE "
-            "u.record_id=fields.record_id AND u.field=fields.field) AND NOT EXISTS(SELECT 1 FROM "
-            "outbox o WHERE o.record_id=fields.record_id AND o.field=fields.field AND o.state=0)",
-            "DELETE FROM records WHERE record_id IN (SELECT record_id FROM unconfirmed) AND NOT "
-            "EXISTS(SELECT 1 FROM fields f WHERE f.record_id=records.record_id)",
-            "DELETE FROM unconfirmed WHERE NOT EXISTS(SELECT 1 FROM fields f WHERE "
-            "f.record_id=unconfirmed.record_id AND f.field=unconfirmed.field)"}) {
+      // The reset pull is complete: what the restored server lacks is set aside.
+      constexpr const char* kLacking =
+          "EXISTS(SELECT 1 FROM unconfirmed u WHERE u.record_id=f.record_id AND "
+          "u.field=f.field) AND NOT EXISTS(SELECT 1 FROM outbox o WHERE "
+          "o.record_id=f.record_id AND o.field=f.field AND o.state=0)";
+      auto aside = SetAside("fields", kLacking, env_.NowMs());
+      if (!aside) return aside.error();
+      counts.set_aside = *aside;
+      for (std::string sql :
+           {std::string("DELETE FROM fields AS f WHERE ") + kLacking,
+            std::string("DELETE FROM records WHERE record_id IN (SELECT record_id FROM "
+                        "unconfirmed) AND NOT EXISTS(SELECT 1 FROM fields f WHERE "
+                        "f.record_id=records.record_id) AND NOT EXISTS(SELECT 1 FROM records c "
+                        "WHERE c.parent_id=records.record_id)"),
+            std::string("DELETE FROM unconfirmed WHERE NOT EXISTS(SELECT 1 FROM fields f WHERE "
+                        "f.record_id=unconfirmed.record_id AND f.field=unconfirmed.field)"),
+            // What the server sent again is not lost.
+            std::string(
+                "DELETE FROM set_aside WHERE EXISTS(SELECT 1 FROM fields f WHERE "
+                "f.record_id=set_aside.record_id AND f.field=set_aside.field AND "
+                "f.stamp_hlc=set_aside.stamp_hlc AND f.stamp_device=set_aside.stamp_device) "
+                "OR EXISTS(SELECT 1 FROM shadow s WHERE s.record_id=set_aside.record_id AND "
+                "s.field=set_aside.field AND s.stamp_hlc=set_aside.stamp_hlc AND "
+                "s.stamp_device=set_aside.stamp_device)")}) {
         Stmt u(*stmts_, sql);
         if (int rc = u.Step(); rc != SQLITE_DONE) return SqlFail(rc, Tr("reading the local store"));
-        if (std::string_view(sql).starts_with("DELETE FROM fields"))
-          counts.dropped = static_cast<std::size_t>(sqlite3_changes(db_));
       }
     }
     if (auto w = SetMetaInt("cursor_generation", batch.generation()); !w) return w;

@@ -315,11 +315,27 @@ error_code AckCustody(WriterState& ws, const Identity& who, const DeviceRow& dev
     if (auto e = ws.store.PutRootHolder(RootHolderRow{who.device_id, ws.env.NowMs(), {}})) return e;
     if (auto e = AuditRootKey(ws, who)) return e;
   }
+  // A retired epoch is never kept again (a replayed or late grant).
+  auto retired = ws.store.Retirements();
+  if (!retired) return retired.error();
   for (const auto& e : req.escrow()) {
+    bool gone = false;
+    for (const auto& body : *retired) {
+      teduh::keys::v1::Retirement r;
+      if (r.ParseFromString(body) && r.key_class() == e.key_class() && r.epoch() == e.epoch())
+        gone = true;
+    }
+    if (gone) continue;
     if (auto ec = ws.store.PutEscrowGrant(e.key_class(), e.epoch(), e.SerializeAsString()))
       return ec;
   }
   if (req.has_recovery_kit()) {
+    // Only a holder of the root key makes a kit (an audit entry must not be forged).
+    if (mine == holders->end() || (mine->since_ms == 0 && !req.root_key_held())) {
+      SetError(out, v1::ERROR_CODE_FORBIDDEN,
+               "Only an admin device holding the unit root key makes a recovery kit.", false);
+      return {};
+    }
     const auto& kit = req.recovery_kit();
     if (kit.threshold() < 2 || kit.threshold() > kit.shares() || kit.shares() > 255) {
       SetError(out, v1::ERROR_CODE_BAD_REQUEST, "The recovery kit's numbers are impossible.",

@@ -1607,6 +1607,16 @@ error_code Authenticate(Store& store, const ServerConfig& config, core::Env& env
   w->set_server_time_ms(env.NowMs());
   w->set_generation(unit->generation);
   w->set_device_mark(d.last_device_seq);
+  {
+    // A restore over a store that read carried the device's mark forward;
+    // its gap says what the backup held.
+    std::uint64_t held = d.last_device_seq;
+    auto gaps = store.RestoreGaps();
+    if (!gaps) return gaps.error();
+    for (const RestoreGapRow& g : *gaps)
+      if (g.device_id == d.device_id) held = std::min(held, g.from_seq);
+    w->set_held_through(held);
+  }
   auto head = store.HeadSeq();
   if (!head) return head.error();
   w->set_head_seq(*head);

@@ -311,10 +311,11 @@ TEST_F(LocalStoreTest, AResetPullDropsWhatTheRestoredServerLostButKeepsOwnEdits)
   last.set_last_seq(1);
   auto b = store->ApplyPulled(hlc_, last);
   ASSERT_TRUE(b) << b.error().message;
-  EXPECT_EQ(b->dropped, 1u);
+  EXPECT_EQ(b->set_aside, 1u);
   EXPECT_TRUE(*store->GetRecord(kept));
-  EXPECT_FALSE(*store->GetRecord(lost));
-  EXPECT_TRUE(*store->GetRecord(own));  // pending again, to be sent
+  EXPECT_FALSE(*store->GetRecord(lost));   // the device mirrors the server...
+  EXPECT_EQ(*store->CountSetAside(), 1u);  // ...and keeps the value aside
+  EXPECT_TRUE(*store->GetRecord(own));     // pending again, to be sent
   EXPECT_EQ(store->PendingChanges(10)->size(), 1u);
   EXPECT_TRUE(store->CheckInvariants());
 
@@ -324,8 +325,9 @@ TEST_F(LocalStoreTest, AResetPullDropsWhatTheRestoredServerLostButKeepsOwnEdits)
   next.set_last_seq(1);
   auto c = store->ApplyPulled(hlc_, next);
   ASSERT_TRUE(c);
-  EXPECT_EQ(c->dropped, 0u);
+  EXPECT_EQ(c->set_aside, 0u);
   EXPECT_TRUE(*store->GetRecord(kept));
+  EXPECT_EQ(*store->CountSetAside(), 1u);
 }
 
 // A re-sent edit of a field whose row holds another device's later value,
@@ -372,6 +374,7 @@ TEST_F(LocalStoreTest, AReSentEditSettlesAFieldTheRestoredServerLost) {
   ASSERT_TRUE(answered);
   EXPECT_EQ(answered->rejected, 1u);
   EXPECT_FALSE(*store->GetField(id, cw::Case::kRegionCodeFieldNumber));
+  EXPECT_EQ(*store->CountSetAside(), 1u);  // the other device's value, kept
   EXPECT_TRUE(store->CheckInvariants());
 }
 

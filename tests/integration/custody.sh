@@ -30,10 +30,15 @@ c=$(enroll_code admin sari) || die "enroll sari"
 sari=$(dev "$work/sari" sari-passphrase-1 init --server "$url" --code "$c" | json .device_id) || die "sari enrolls"
 check "an admin device is not approved without --admin" \
   '! dev "$admin" admin-passphrase-1 device approve "$sari" >/dev/null && grep -q "admin device" "$work/last.err"'
+sari_fp=$(dev "$work/sari" sari-passphrase-1 status | json .fingerprint) || die "sari status: $(cat "$work/last.err")"
 check "--admin is refused for an office device" \
-  '! dev "$admin" admin-passphrase-1 device approve "$id" --admin >/dev/null'
+  '! dev "$admin" admin-passphrase-1 device approve "$id" --admin --fingerprint "$sari_fp" >/dev/null'
+check "--admin needs the device's fingerprint" \
+  '! dev "$admin" admin-passphrase-1 device approve "$sari" --admin >/dev/null && grep -q fingerprint "$work/last.err"'
+check "a wrong fingerprint is refused" \
+  '! dev "$admin" admin-passphrase-1 device approve "$sari" --admin --fingerprint 00000000 >/dev/null && grep -q "does not match" "$work/last.err"'
 check "approved with --admin, it is handed the root key" \
-  '[ "$(dev "$admin" admin-passphrase-1 device approve "$sari" --admin | jq -r .root_key)" = handed ]'
+  '[ "$(dev "$admin" admin-passphrase-1 device approve "$sari" --admin --fingerprint "$sari_fp" | jq -r .root_key)" = handed ]'
 dev "$work/sari" sari-passphrase-1 sync >/dev/null || die "sari syncs: $(cat "$work/last.err")"
 check "after its sync it holds it" \
   '[ "$(dev "$admin" admin-passphrase-1 device list | jq -r --arg id "$sari" ".devices[] | select(.device_id == \$id) | .root_key")" = held ]'

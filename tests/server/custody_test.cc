@@ -111,11 +111,19 @@ TEST_F(CustodyTest, ASecondAdminDeviceApprovedAsOneHoldsTheRootKeyAndCanActAlone
   ASSERT_TRUE(rina_code);
   auto rina = Enroll("rina", rina_code->code);
   ASSERT_TRUE(rina);
-  auto field_root = admin_dev_->ApproveDevice(core::ToHex(rina->info().device_id), true);
+  auto field_root = admin_dev_->ApproveDevice(core::ToHex(rina->info().device_id), true,
+                                              rina->info().fingerprint);
   ASSERT_FALSE(field_root);
   EXPECT_EQ(field_root.error().code, errc::invalid_argument);
 
-  auto approved = admin_dev_->ApproveDevice(sari_ref, true);
+  // Not without its fingerprint, and not with a wrong one.
+  auto blind = admin_dev_->ApproveDevice(sari_ref, true);
+  ASSERT_FALSE(blind);
+  EXPECT_EQ(blind.error().code, errc::invalid_argument);
+  auto wrong = admin_dev_->ApproveDevice(sari_ref, true, rina->info().fingerprint);
+  ASSERT_FALSE(wrong);
+  EXPECT_EQ(wrong.error().code, errc::integrity);
+  auto approved = admin_dev_->ApproveDevice(sari_ref, true, sari->info().fingerprint);
   ASSERT_TRUE(approved) << approved.error().message;
   EXPECT_EQ(approved->state, "active");
   EXPECT_EQ(approved->root_key, "handed");

@@ -804,6 +804,11 @@ int main(int argc, char** argv) {
   device_approve->add_flag(
       "--admin", approve_admin,
       Tr("Approve a device enrolled with an admin code, handing it the unit root key"));
+  std::string approve_fingerprint;
+  device_approve->add_option(
+      "--fingerprint", approve_fingerprint,
+      Tr("The device's fingerprint as its own screen shows it (teduh status on it); checked "
+         "before anything is sent, and required with --admin"));
   CLI::App* device_revoke =
       leaf(device_cmd, "revoke",
            Tr("Revoke a lost or taken device; it erases itself when it next connects"));
@@ -1064,6 +1069,10 @@ int main(int argc, char** argv) {
       j["clock_offset_ms"] = st->clock_offset_ms;
       j["keys"] = st->keys;
       j["holds_unit_root_key"] = st->holds_unit_root_key;
+      j["set_aside"] = st->set_aside;
+      if (st->set_aside > 0)
+        human += TrF("{} value(s) the restored server no longer has are kept aside here.\n",
+                     st->set_aside);
       human +=
           TrF("Last sync: {}{}\n",
               st->last_sync_ms > 0 ? LocalTime(g, st->last_sync_ms) : TrC("last sync", "never"),
@@ -1101,6 +1110,7 @@ int main(int argc, char** argv) {
              {"rekeyed", report->rekeyed},
              {"resealed", report->resealed},
              {"renumbered", report->renumbered},
+             {"set_aside", report->set_aside},
              {"sealed_verified", report->verified},
              {"sealed_not_for_this_device", report->not_for_this_device},
              {"sealed_unreadable", report->unreadable},
@@ -1119,6 +1129,12 @@ int main(int argc, char** argv) {
             TrF("{} edit(s) made after this device's folder was restored from an earlier copy were "
                 "numbered again and sent.\n",
                 report->renumbered);
+      }
+      if (report->set_aside > 0) {
+        human +=
+            TrF("The server was restored and no longer has {} value(s) this device held: they are "
+                "kept aside on this device (teduh status counts them). Tell your admin.\n",
+                report->set_aside);
       }
       if (report->unreadable > 0) {
         human += TrF(
@@ -1735,7 +1751,7 @@ int main(int argc, char** argv) {
                       teduh::core::ToHex(r->device_id), r->user, r->role, ErasureNote(g, *r)));
     }
     if (device_approve->parsed()) {
-      auto r = d.ApproveDevice(device_ref, approve_admin);
+      auto r = d.ApproveDevice(device_ref, approve_admin, approve_fingerprint);
       if (!r) return Report(g, r.error());
       json j{{"device_id", teduh::core::ToHex(r->device_id)},
              {"user", r->user},

@@ -299,6 +299,9 @@ struct DeviceStatus {
   std::int64_t clock_offset_ms = 0;
   std::vector<std::string> keys;  // "general/1", "clinical/1"
   bool holds_unit_root_key = false;
+  // Values a restored server no longer had, set aside here after a reset
+  // (this device may hold their last copy; see docs/CLIENT.md, "Sync").
+  std::size_t set_aside = 0;
 };
 
 struct SyncProgress {
@@ -374,6 +377,8 @@ struct SyncReport {
   // Edits given a new number because the server held another change under
   // theirs (this home was restored from an earlier copy), then sent.
   std::size_t renumbered = 0;
+  // After a reset: values the restored server no longer had, set aside.
+  std::size_t set_aside = 0;
   // Pulled sealed values: opened and verified with the case key; held for a key
   // class this device may not hold (e.g. CLINICAL on a pendamping's tablet);
   // damaged or altered (stored, shown as unreadable, and worth reporting).
@@ -656,8 +661,13 @@ class Device {
   // sealed to the target's box key). errc::forbidden without the root key.
   // With `with_root_key` (a device enrolled with an admin code only, which is
   // refused without it), also hands it the unit root key, sealed to its box
-  // key and signed: it holds the root key after its next sync.
-  Outcome<RemoteDevice> ApproveDevice(std::string_view device_ref, bool with_root_key = false);
+  // key and signed: it holds the root key after its next sync. `fingerprint`
+  // (from `teduh status` on the device) must match the keys the server lists
+  // for it (errc::integrity otherwise, nothing sent); it is required with
+  // `with_root_key` (errc::invalid_argument), so that the root key is never
+  // sealed to a key the server chose.
+  Outcome<RemoteDevice> ApproveDevice(std::string_view device_ref, bool with_root_key = false,
+                                      std::string_view fingerprint = {});
   // Makes a recovery kit of the unit root key (admin device holding it):
   // `shares` shares, any `threshold` of which rebuild it. First gives the
   // server every class key epoch this device holds, sealed to the unit

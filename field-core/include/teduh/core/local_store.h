@@ -120,12 +120,12 @@ struct PullCursor {
 };
 
 struct PullApplied {
-  std::size_t applied = 0;   // written as the field's value
-  std::size_t deferred = 0;  // kept aside: the field has a pending local edit
-  std::size_t ignored = 0;   // inconsistent with what this device holds (kind changed)
-  std::size_t requeued = 0;  // reset: outbox entries queued again for the restored server
-  std::size_t purged = 0;    // records of shredded cases deleted
-  std::size_t dropped = 0;   // after a reset: values the restored server no longer has
+  std::size_t applied = 0;    // written as the field's value
+  std::size_t deferred = 0;   // kept aside: the field has a pending local edit
+  std::size_t ignored = 0;    // inconsistent with what this device holds (kind changed)
+  std::size_t requeued = 0;   // reset: outbox entries queued again for the restored server
+  std::size_t purged = 0;     // records of shredded cases deleted
+  std::size_t set_aside = 0;  // after a reset: values the restored server no longer has
 };
 
 struct PushApplied {
@@ -227,12 +227,18 @@ class LocalStore {
 
   // Pull.
   Outcome<PullCursor> Cursor();
+  // Values a restored server no longer had, kept aside after a reset pull
+  // (invariant 8 in local_store.cc): this device may hold their last copy.
+  Outcome<std::size_t> CountSetAside();
   // Applies one Changes batch and stores its cursor in one transaction.
   // `purge`: shredded cases (their orders already verified by the caller):
   // each case and every record under it, with their values, held-back server
   // values and outbox entries, are deleted in the same transaction.
+  // A reset re-queues this device's answered changes above `held_through`
+  // (Welcome.held_through: the restored server holds the rest).
   Outcome<PullApplied> ApplyPulled(Hlc& hlc, const teduh::sync::v1::Changes& batch,
-                                   const std::vector<Id>& purge = {});
+                                   const std::vector<Id>& purge = {},
+                                   std::uint64_t held_through = 0);
 
   // Small non-secret settings (last sync time, clock offset...). Never store
   // anything sensitive here: meta is plain.
@@ -276,6 +282,8 @@ class LocalStore {
   Outcome<void> DeleteFieldRow(std::string_view table, const Id& id, std::uint32_t field);
   // Invariant 8: the answer to the newest edit of a field left unconfirmed
   // by a reset. True if it replaced a row that was not this edit's value.
+  // Copies the rows of `table` (as f) matching `where` into set_aside.
+  Outcome<std::size_t> SetAside(std::string_view table, const char* where, std::int64_t now_ms);
   Outcome<bool> SettleUnconfirmed(const Id& id, std::uint32_t field, std::uint64_t device_seq,
                                   const Stamp& mine);
   Outcome<std::optional<Stamp>> RowStamp(std::string_view table, const Id& id, std::uint32_t field);
