@@ -1390,6 +1390,11 @@ error_code Enroll(WriterState& ws, const v1::EnrollRequest& req, Outcome* out) {
                "The first admin device must send the new unit root public key.", true);
       return {};
     }
+  } else if (!req.unit_root_pk().empty()) {
+    // PROTOCOL §2: only the bootstrap code brings a unit root key; the code stays unused.
+    SetError(out, v1::ERROR_CODE_BAD_REQUEST,
+             "Only the first admin device sends a unit root key; this code is not that one.", true);
+    return {};
   }
   // A device rebuilt from the recovery kit: the unit root key approves it.
   const bool recovered = !req.root_signature().empty();

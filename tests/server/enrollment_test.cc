@@ -63,6 +63,24 @@ TEST_F(EnrollmentTest, UsedCodeIsRefusedTheSecondTime) {
   EXPECT_EQ(ListDevices(data_dir_)->size(), 2u);
 }
 
+TEST_F(EnrollmentTest, AUnitRootKeyWithAnOrdinaryCodeIsRefusedAndTheCodeStaysUnused) {
+  EnrollBootstrapAdmin();
+  auto code = CreateEnrollment(data_dir_, v1::ROLE_OFFICE, "rina", std::chrono::hours(1), env_);
+  ASSERT_TRUE(code);
+  auto other_root = crypto::GenerateSignKeyPair();
+  ASSERT_TRUE(other_root);
+  TestDevice d = NewDeviceKeys();
+  auto reply = SendEnroll(d, code->code, Str(other_root->public_key));
+  ASSERT_TRUE(reply && reply->has_error());
+  EXPECT_EQ(reply->error().code(), v1::ERROR_CODE_BAD_REQUEST);
+  EXPECT_EQ(ListDevices(data_dir_)->size(), 1u);
+  TestDevice again = NewDeviceKeys();
+  auto ok = SendEnroll(again, code->code);
+  ASSERT_TRUE(ok && ok->has_enroll_result())
+      << (ok && ok->has_error() ? ok->error().message() : std::string());
+  EXPECT_EQ(ok->enroll_result().unit_root_pk(), Str(root_.public_key));
+}
+
 TEST_F(EnrollmentTest, CodeIsAcceptedAsTypedInLowerCaseWithoutDashes) {
   EnrollBootstrapAdmin();
   auto code = CreateEnrollment(data_dir_, v1::ROLE_OFFICE, "rina", std::chrono::hours(1), env_);
