@@ -1157,17 +1157,6 @@ Outcome<PushApplied> LocalStore::ApplyPushResults(const std::vector<pb::FieldCha
         if (sqlite3_changes(db_) == 0) continue;  // not ours, or answered before
       }
       max_hlc = std::max(max_hlc, stored_as.hlc);  // invariant 6
-      if (any_unconfirmed) {
-        auto settled = SettleUnconfirmed(*id, ch.field(), ch.device_seq(), mine);
-        if (!settled) return settled.error();
-        if (*settled) {
-          ++(next == OutboxState::kAccepted   ? counts.accepted
-             : next == OutboxState::kMerged   ? counts.merged
-             : next == OutboxState::kConflict ? counts.conflict
-                                              : counts.rejected);
-          continue;
-        }
-      }
       switch (next) {
         case OutboxState::kAccepted:
           ++counts.accepted;
@@ -1181,6 +1170,11 @@ Outcome<PushApplied> LocalStore::ApplyPushResults(const std::vector<pb::FieldCha
         default:
           ++counts.rejected;
           break;
+      }
+      if (any_unconfirmed) {
+        auto settled = SettleUnconfirmed(*id, ch.field(), ch.device_seq(), mine);
+        if (!settled) return settled.error();
+        if (*settled) continue;
       }
       // The common answers: stored as sent (applied, or kept in history by a
       // merge whose result arrives by pull), and no server value held back.
@@ -1321,6 +1315,57 @@ Outcome<PullCursor> LocalStore::Cursor() {
   return c;
 }
 
+// Invariant 8, at the first batch of a reset: the outbox above
+// `held_through` is queued again, the shadow rows set aside, every field row
+// unconfirmed. Returns how many outbox entries were queued again.
+Outcome<std::size_t> LocalStore::BeginReset(std::uint64_t held_through) {
+  // The server was restored from a backup: queue again everything it may
+  // have lost; device_seq idempotency answers what it still has.
+  Stmt q(*stmts_,
+         "UPDATE outbox SET state=0, updated_ms=?1 WHERE state IN (1,2,3) AND device_seq>?2");
+  q.Bind(1, env_.NowMs()).BindU(2, held_through);
+  if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, Tr("re-queueing the outbox"));
+  const auto requeued = static_cast<std::size_t>(sqlite3_changes(db_));
+  // Invariant 8: what the restored server sends again is confirmed.
+  if (auto w = SetAside("shadow", "1", env_.NowMs()); !w) return w.error();
+  for (const char* sql : {"DELETE FROM unconfirmed", "DELETE FROM shadow",
+                          "INSERT INTO unconfirmed SELECT record_id, field FROM fields"}) {
+    Stmt u(*stmts_, sql);
+    if (int rc = u.Step(); rc != SQLITE_DONE) return SqlFail(rc, Tr("re-queueing the outbox"));
+  }
+  return requeued;
+}
+
+// Invariant 8, when the reset pull is complete: what the restored server
+// lacks is set aside. Returns how many values were.
+Outcome<std::size_t> LocalStore::FinishReset() {
+  constexpr const char* kLacking =
+      "EXISTS(SELECT 1 FROM unconfirmed u WHERE u.record_id=f.record_id AND "
+      "u.field=f.field) AND NOT EXISTS(SELECT 1 FROM outbox o WHERE "
+      "o.record_id=f.record_id AND o.field=f.field AND o.state=0)";
+  auto aside = SetAside("fields", kLacking, env_.NowMs());
+  if (!aside) return aside.error();
+  for (std::string sql :
+       {std::string("DELETE FROM fields AS f WHERE ") + kLacking,
+        std::string("DELETE FROM records WHERE record_id IN (SELECT record_id FROM "
+                    "unconfirmed) AND NOT EXISTS(SELECT 1 FROM fields f WHERE "
+                    "f.record_id=records.record_id) AND NOT EXISTS(SELECT 1 FROM records c "
+                    "WHERE c.parent_id=records.record_id)"),
+        std::string("DELETE FROM unconfirmed WHERE NOT EXISTS(SELECT 1 FROM fields f WHERE "
+                    "f.record_id=unconfirmed.record_id AND f.field=unconfirmed.field)"),
+        // What the server sent again is not lost.
+        std::string("DELETE FROM set_aside WHERE EXISTS(SELECT 1 FROM fields f WHERE "
+                    "f.record_id=set_aside.record_id AND f.field=set_aside.field AND "
+                    "f.stamp_hlc=set_aside.stamp_hlc AND f.stamp_device=set_aside.stamp_device) "
+                    "OR EXISTS(SELECT 1 FROM shadow s WHERE s.record_id=set_aside.record_id AND "
+                    "s.field=set_aside.field AND s.stamp_hlc=set_aside.stamp_hlc AND "
+                    "s.stamp_device=set_aside.stamp_device)")}) {
+    Stmt u(*stmts_, sql);
+    if (int rc = u.Step(); rc != SQLITE_DONE) return SqlFail(rc, Tr("writing the local store"));
+  }
+  return aside;
+}
+
 Outcome<PullApplied> LocalStore::ApplyPulled(Hlc& hlc, const pb::Changes& batch,
                                              const std::vector<Id>& purge,
                                              std::uint64_t held_through) {
@@ -1347,20 +1392,9 @@ Outcome<PullApplied> LocalStore::ApplyPulled(Hlc& hlc, const pb::Changes& batch,
     }
     hlc.Observe(*persisted);
     if (batch.reset()) {
-      // The server was restored from a backup: queue again everything it may
-      // have lost; device_seq idempotency answers what it still has.
-      Stmt q(*stmts_,
-             "UPDATE outbox SET state=0, updated_ms=?1 WHERE state IN (1,2,3) AND device_seq>?2");
-      q.Bind(1, env_.NowMs()).BindU(2, held_through);
-      if (int rc = q.Step(); rc != SQLITE_DONE) return SqlFail(rc, Tr("re-queueing the outbox"));
-      counts.requeued = static_cast<std::size_t>(sqlite3_changes(db_));
-      // Invariant 8: what the restored server sends again is confirmed.
-      if (auto w = SetAside("shadow", "1", env_.NowMs()); !w) return w.error();
-      for (const char* sql : {"DELETE FROM unconfirmed", "DELETE FROM shadow",
-                              "INSERT INTO unconfirmed SELECT record_id, field FROM fields"}) {
-        Stmt u(*stmts_, sql);
-        if (int rc = u.Step(); rc != SQLITE_DONE) return SqlFail(rc, Tr("re-queueing the outbox"));
-      }
+      auto requeued = BeginReset(held_through);
+      if (!requeued) return requeued.error();
+      counts.requeued = *requeued;
     }
     bool unconfirmed = false;
     {
@@ -1421,33 +1455,9 @@ Outcome<PullApplied> LocalStore::ApplyPulled(Hlc& hlc, const pb::Changes& batch,
       }
     }
     if (unconfirmed && !batch.has_more()) {
-      // The reset pull is complete: what the restored server lacks is set aside.
-      constexpr const char* kLacking =
-          "EXISTS(SELECT 1 FROM unconfirmed u WHERE u.record_id=f.record_id AND "
-          "u.field=f.field) AND NOT EXISTS(SELECT 1 FROM outbox o WHERE "
-          "o.record_id=f.record_id AND o.field=f.field AND o.state=0)";
-      auto aside = SetAside("fields", kLacking, env_.NowMs());
+      auto aside = FinishReset();
       if (!aside) return aside.error();
       counts.set_aside = *aside;
-      for (std::string sql :
-           {std::string("DELETE FROM fields AS f WHERE ") + kLacking,
-            std::string("DELETE FROM records WHERE record_id IN (SELECT record_id FROM "
-                        "unconfirmed) AND NOT EXISTS(SELECT 1 FROM fields f WHERE "
-                        "f.record_id=records.record_id) AND NOT EXISTS(SELECT 1 FROM records c "
-                        "WHERE c.parent_id=records.record_id)"),
-            std::string("DELETE FROM unconfirmed WHERE NOT EXISTS(SELECT 1 FROM fields f WHERE "
-                        "f.record_id=unconfirmed.record_id AND f.field=unconfirmed.field)"),
-            // What the server sent again is not lost.
-            std::string(
-                "DELETE FROM set_aside WHERE EXISTS(SELECT 1 FROM fields f WHERE "
-                "f.record_id=set_aside.record_id AND f.field=set_aside.field AND "
-                "f.stamp_hlc=set_aside.stamp_hlc AND f.stamp_device=set_aside.stamp_device) "
-                "OR EXISTS(SELECT 1 FROM shadow s WHERE s.record_id=set_aside.record_id AND "
-                "s.field=set_aside.field AND s.stamp_hlc=set_aside.stamp_hlc AND "
-                "s.stamp_device=set_aside.stamp_device)")}) {
-        Stmt u(*stmts_, sql);
-        if (int rc = u.Step(); rc != SQLITE_DONE) return SqlFail(rc, Tr("reading the local store"));
-      }
     }
     if (auto w = SetMetaInt("cursor_generation", batch.generation()); !w) return w;
     if (auto w = SetMetaInt("cursor_seq", batch.last_seq()); !w) return w;  // invariant 3

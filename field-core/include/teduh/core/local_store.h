@@ -282,6 +282,8 @@ class LocalStore {
   Outcome<void> DeleteFieldRow(std::string_view table, const Id& id, std::uint32_t field);
   // Invariant 8: the answer to the newest edit of a field left unconfirmed
   // by a reset. True if it replaced a row that was not this edit's value.
+  Outcome<std::size_t> BeginReset(std::uint64_t held_through);
+  Outcome<std::size_t> FinishReset();
   // Copies the rows of `table` (as f) matching `where` into set_aside.
   Outcome<std::size_t> SetAside(std::string_view table, const char* where, std::int64_t now_ms);
   Outcome<bool> SettleUnconfirmed(const Id& id, std::uint32_t field, std::uint64_t device_seq,
