@@ -313,6 +313,10 @@ std::string ServerVerdictText(const OutboxEntry& e) {
   if (r == "sealed_mismatch")
     return Tr("The value is not sealed with the key class its field requires.");
   if (r == "out_of_order") return Tr("A referral letter moves one step at a time.");
+  if (r == "wrong_author")
+    return Tr(
+        "The record names another user as the one who did it; this device writes only in its "
+        "own user's name.");
   if (r == "no_consent") return Tr("The referral cannot be sent without the victim's consent.");
   if (r == "unaccompanied")
     return Tr("The victim is a child or vulnerable: an officer must accompany the referral.");

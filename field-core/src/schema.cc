@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
+#include <cstdlib>
 #include <charconv>
 #include <ctime>
 #include <unordered_map>
@@ -30,6 +32,26 @@ std::string ShortKindName(std::string_view message_name) {
 }
 
 // "RiskLevel" -> "RISK_LEVEL_"
+// The string field an attribution option on `fd` designates: `fd` itself, or
+// the one field of its message type that carries the option. A schema that
+// marks anything else is a programming error, caught at start.
+const pb::FieldDescriptor* AttributionField(const pb::FieldDescriptor& fd) {
+  const pb::FieldDescriptor* named = nullptr;
+  if (fd.type() == pb::FieldDescriptor::TYPE_STRING && !fd.is_repeated()) {
+    named = &fd;
+  } else if (fd.type() == pb::FieldDescriptor::TYPE_MESSAGE && !fd.is_repeated()) {
+    const pb::Descriptor& t = *fd.message_type();
+    for (int i = 0; i < t.field_count(); ++i)
+      if (t.field(i)->options().GetExtension(teduh::attribution)) named = t.field(i);
+  }
+  if (!named || named->type() != pb::FieldDescriptor::TYPE_STRING || named->is_repeated()) {
+    std::fprintf(stderr, "schema: (teduh.attribution) on %s names no single string field\n",
+                 fd.full_name().c_str());
+    std::abort();
+  }
+  return named;
+}
+
 std::string EnumPrefix(const pb::EnumDescriptor& e) {
   std::string out;
   for (char c : e.name()) {
@@ -436,6 +458,7 @@ Schema::Schema() {
       f.label_en = o.GetExtension(teduh::label_en);
       f.per_episode = o.GetExtension(teduh::per_episode);
       f.code_list = o.GetExtension(teduh::code_list);
+      if (o.GetExtension(teduh::attribution)) f.attribution = AttributionField(*fd);
       kind->fields.push_back(std::move(f));
     }
     std::sort(kind->fields.begin(), kind->fields.end(),
@@ -515,6 +538,17 @@ bool SetsOnlyField(std::string_view bytes, std::uint32_t field) {
     if (WireFormatLite::GetTagFieldNumber(tag) != static_cast<int>(field)) return false;
     if (!WireFormatLite::SkipField(&in, tag)) return false;
   }
+}
+
+std::string AttributedUser(const pb::Message& msg, const FieldPolicy& field) {
+  if (!field.attribution || field.descriptor->containing_type() != msg.GetDescriptor()) return {};
+  const pb::Reflection* refl = msg.GetReflection();
+  const pb::Message* holder = &msg;
+  if (field.attribution != field.descriptor) {
+    if (!refl->HasField(msg, field.descriptor)) return {};
+    holder = &refl->GetMessage(msg, field.descriptor);
+  }
+  return holder->GetReflection()->GetString(*holder, field.attribution);
 }
 
 nlohmann::json FieldToJson(const pb::Message& msg, const FieldPolicy& field,

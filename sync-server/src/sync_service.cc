@@ -594,6 +594,18 @@ class PushApplier {
         Reject(r, "bad_value", "The value holds unknown fields.");
         return {};
       }
+      // Attribution: a record says who did it (the author of a note, the
+      // officer of a visit, who viewed the case) only in the pushing
+      // device's own user's name (docs/SECURITY.md, "Attribution").
+      if (policy && policy->attribution) {
+        const std::string who = core::AttributedUser(**msg, *policy);
+        if (!who.empty() && who != device_.user) {
+          Reject(r, "wrong_author",
+                 "The record names another user as the one who did it: a device writes only "
+                 "in its own user's name.");
+          return {};
+        }
+      }
       if (is_case && policy && IsAssignmentField(c.field()) &&
           policy->descriptor->type() == google::protobuf::FieldDescriptor::TYPE_STRING)
         assignee = refl->GetString(**msg, policy->descriptor);

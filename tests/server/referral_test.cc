@@ -144,10 +144,14 @@ TEST_F(ReferralServerTest, ALetterOutOfOrderUnsignedUnconsentedOrUnaccompaniedIs
   EXPECT_EQ(push(*office, ani, kStatus, status(cw::REFERRAL_STATUS_SIGNED)).reason(), "forbidden");
   cw::Referral forged;
   forged.set_signed_by("tono");
-  EXPECT_EQ(push(*office, ani, cw::Referral::kSignedByFieldNumber, forged).reason(), "forbidden");
+  EXPECT_EQ(push(*office, ani, cw::Referral::kSignedByFieldNumber, forged).reason(),
+            "wrong_author");
   cw::Referral other_name;
   other_name.set_signed_by("ani");
-  EXPECT_EQ(push(*sup, tono, cw::Referral::kSignedByFieldNumber, other_name).reason(), "forbidden");
+  EXPECT_EQ(push(*office, ani, cw::Referral::kSignedByFieldNumber, other_name).reason(),
+            "forbidden");
+  EXPECT_EQ(push(*sup, tono, cw::Referral::kSignedByFieldNumber, other_name).reason(),
+            "wrong_author");
   EXPECT_EQ(push(*sup, tono, cw::Referral::kSignedByFieldNumber, forged).status(),
             v1::ChangeResult::STATUS_APPLIED);
   EXPECT_EQ(push(*sup, tono, kStatus, status(cw::REFERRAL_STATUS_SIGNED)).status(),

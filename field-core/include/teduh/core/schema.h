@@ -39,6 +39,9 @@ struct FieldPolicy {
   teduh::AccessClass access = teduh::ACCESS_CLASS_GENERAL;
   bool per_episode = false;  // (teduh.per_episode): belongs to one episode of a case
   std::string code_list;     // (teduh.code_list): its values are codes of this list
+  // (teduh.attribution): the string field that names who did what the record
+  // says — this field, or the attribution field of this message field's type.
+  const google::protobuf::FieldDescriptor* attribution = nullptr;
   std::string label_id;
   std::string label_en;
 };
@@ -123,6 +126,10 @@ result<std::unique_ptr<google::protobuf::Message>> DecodeFieldValue(const Record
 // the tags, not the values: bounded by the input's size (protobuf's reader
 // limits the nesting of groups).
 bool SetsOnlyField(std::string_view bytes, std::uint32_t field);
+
+// The user a decoded single-field value names as the one who did it (see
+// FieldPolicy::attribution): empty when the field names nobody or is unset.
+std::string AttributedUser(const google::protobuf::Message& msg, const FieldPolicy& field);
 
 // Renders one field of a decoded message as JSON: string/number/bool, enums
 // as their short name ("HIGH") or the unit's code, repeated fields as arrays,
