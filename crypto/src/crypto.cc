@@ -92,6 +92,10 @@ error_code Init() noexcept {
 
 void RandomBytes(std::span<std::uint8_t> out) noexcept { randombytes_buf(out.data(), out.size()); }
 
+std::uint32_t RandomUniform(std::uint32_t upper) noexcept {
+  return upper == 0 ? 0 : randombytes_uniform(upper);
+}
+
 result<SecureBuffer> RandomSecret(std::size_t size) noexcept {
   auto secret = SecureBuffer::Allocate(size);
   if (!secret) return secret.error();

@@ -38,6 +38,7 @@
 #include <fstream>
 #include <limits>
 #include <set>
+#include <thread>
 #include <utility>
 
 #include "device_internal.h"
@@ -1926,10 +1927,27 @@ Outcome<std::unique_ptr<SyncClient>> Device::ConnectAndAuthenticate(pb::Welcome*
     sign_sk = std::move(*k);
   }
   Connector connect = options_.connector ? options_.connector : Connector(ConnectWebSocket);
-  auto transport = connect(url, options_.transport);
-  if (!transport) return transport.error();
-  auto client = std::make_unique<SyncClient>(std::move(*transport));
-  auto w = client->Authenticate(device_id, sign_sk, server_id);
+  // A busy server is tried again after its hint, with jitter so that devices
+  // turned away together do not return together, within busy_wait in all.
+  const auto give_up = std::chrono::steady_clock::now() + options_.transport.busy_wait;
+  std::unique_ptr<SyncClient> client;
+  Outcome<pb::Welcome> w = Fail(errc::server_busy, "");
+  for (;;) {
+    auto transport = connect(url, options_.transport);
+    if (!transport) return transport.error();
+    client = std::make_unique<SyncClient>(std::move(*transport));
+    w = client->Authenticate(device_id, sign_sk, server_id);
+    if (w || w.error().code != errc::server_busy) break;
+    client->Close();
+    const std::uint32_t hint = std::max<std::uint32_t>(client->retry_after_ms(), 1000);
+    const auto wait = std::chrono::milliseconds(hint / 2 + crypto::RandomUniform(hint));
+    if (std::chrono::steady_clock::now() + wait > give_up) {
+      Failure busy = w.error();
+      busy.message = TrF("{}; try again in {} s", busy.message, (hint + 999) / 1000);
+      return busy;
+    }
+    std::this_thread::sleep_for(wait);
+  }
   sign_sk.Reset();
   if (!w && w.error().code == errc::wipe_ordered && client->wipe_order()) {
     Failure f = CarryOutWipe(*client);

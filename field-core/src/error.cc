@@ -78,6 +78,12 @@ class CoreCategory final : public boost::system::error_category {
         return Tr("the server does not belong to the unit named by the code");
       case errc::wipe_ordered:
         return Tr("this device was revoked and ordered to erase itself");
+      case errc::server_busy:
+        return Tr("the server is busy; try again later");
+      case errc::server_disk_full:
+        return Tr("the server's disk is full; changes are kept on this device and sent later");
+      case errc::server_damaged:
+        return Tr("the server found damage in its store; tell the unit's IT admin");
     }
     return Tr("unknown error");
   }
@@ -87,6 +93,8 @@ class CoreCategory final : public boost::system::error_category {
       case errc::connection_failed:
       case errc::timeout:
       case errc::server_error:
+      case errc::server_busy:
+      case errc::server_disk_full:
         return make_error_condition(condition::retry_later);
       case errc::unknown_kind:
       case errc::unknown_field:

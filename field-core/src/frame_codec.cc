@@ -420,7 +420,12 @@ errc ErrorFromFrame(v1::ErrorCode code) {
     case v1::ERROR_CODE_TOO_MANY_CHANGES:
       return errc::malformed_frame;
     case v1::ERROR_CODE_RATE_LIMITED:
-      return errc::server_error;
+    case v1::ERROR_CODE_SERVER_BUSY:
+      return errc::server_busy;
+    case v1::ERROR_CODE_DISK_FULL:
+      return errc::server_disk_full;
+    case v1::ERROR_CODE_STORE_DAMAGED:
+      return errc::server_damaged;
     case v1::ERROR_CODE_TIMEOUT:
       return errc::timeout;
     case v1::ERROR_CODE_BAD_REQUEST:

@@ -48,6 +48,16 @@ std::string ExplainServerError(pb::ErrorCode code) {
       return Tr("the server refused the request");
     case pb::ERROR_CODE_TIMEOUT:
       return Tr("the server gave up waiting");
+    case pb::ERROR_CODE_SERVER_BUSY:
+      return Tr("the server is busy: too many devices are connecting at once");
+    case pb::ERROR_CODE_DISK_FULL:
+      return Tr(
+          "the server's disk is full: your changes are kept on this device and will be sent "
+          "later");
+    case pb::ERROR_CODE_STORE_DAMAGED:
+      return Tr(
+          "the server found damage in what it stores for this request; tell the unit's IT "
+          "admin (your changes are kept on this device)");
     default:
       return Tr("the server reported an error");
   }
@@ -95,6 +105,7 @@ Outcome<pb::Frame> SyncClient::Await(std::uint64_t id, pb::Frame::BodyCase expec
     }
     if (frame->body_case() == pb::Frame::kError) {
       const auto& e = frame->error();
+      retry_after_ms_ = e.retry_after_ms();
       std::string msg = ExplainServerError(e.code());
       if (!e.message().empty()) msg = TrF("{} (server: {})", msg, e.message());
       return Fail(ErrorFromFrame(e.code()), msg);

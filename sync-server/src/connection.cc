@@ -19,6 +19,7 @@
 #include <fmt/chrono.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cassert>
 #include <chrono>
 #include <cstdio>
@@ -126,14 +127,15 @@ const char* ErrorName(v1::ErrorCode code) { return v1::ErrorCode_Name(code).c_st
 
 }  // namespace
 
-Connection::Connection(ServerContext& ctx, ConnectionHost& host, std::string peer)
-    : ctx_(ctx), host_(host), peer_(std::move(peer)) {}
+Connection::Connection(ServerContext& ctx, ConnectionHost& host, std::string peer,
+                       std::string address)
+    : ctx_(ctx), host_(host), peer_(std::move(peer)), address_(std::move(address)) {}
 
 Connection::~Connection() {
   if (registry_id_) ctx_.registry.Remove(registry_id_);
 }
 
-void Connection::Open() {
+void Connection::Open(bool busy) {
   Registry::Entry entry;
   auto post = host_.WeakPoster();
   entry.poke = [post, this] { post([this] { Poke(); }); };
@@ -146,6 +148,29 @@ void Connection::Open() {
   };
   registry_id_ = ctx_.registry.Add(std::move(entry));
   ctx_.Log("info", "connection_open", fmt::format("peer={}", peer_));
+  if (busy) {
+    busy_ = true;
+    Fail(0, v1::ERROR_CODE_SERVER_BUSY,
+         "The server has too many connections waiting to sign in; try again shortly.",
+         ctx_.config.busy_retry_ms);
+  }
+}
+
+std::size_t Connection::FrameBound() const {
+  const bool known = state_ == State::kReady || state_ == State::kWiping;
+  return known ? ctx_.config.limits.max_frame_bytes
+               : std::min(ctx_.config.pending_frame_bytes, ctx_.config.limits.max_frame_bytes);
+}
+
+void Connection::OnTooLarge() {
+  if (state_ == State::kClosed) return;
+  ctx_.counters.frames_too_large.fetch_add(1, std::memory_order_relaxed);
+  busy_ = true;
+  Fail(0, v1::ERROR_CODE_FRAME_TOO_LARGE,
+       fmt::format("A frame may hold at most {} bytes {}.", FrameBound(),
+                   state_ == State::kReady || state_ == State::kWiping
+                       ? "(push fewer changes at a time)"
+                       : "before the device has signed in"));
 }
 
 void Connection::OnClosed() {
@@ -173,9 +198,12 @@ void Connection::Reply(std::uint64_t request_id, v1::Frame frame, bool close) {
   AssertInvariants();
 }
 
-void Connection::Fail(std::uint64_t request_id, v1::ErrorCode code, std::string message) {
+void Connection::Fail(std::uint64_t request_id, v1::ErrorCode code, std::string message,
+                      std::uint32_t retry_after_ms) {
   ctx_.Log("warn", "refused", fmt::format("peer={} code={}", peer_, ErrorName(code)));
-  Reply(request_id, core::MakeErrorFrame(request_id, code, std::move(message)), true);
+  v1::Frame frame = core::MakeErrorFrame(request_id, code, std::move(message));
+  if (retry_after_ms) frame.mutable_error()->set_retry_after_ms(retry_after_ms);
+  Reply(request_id, std::move(frame), true);
 }
 
 void Connection::StoreFailed(std::uint64_t request_id) {
@@ -317,6 +345,12 @@ void Connection::OnProof(std::uint64_t rid, const v1::Proof& proof) {
         Authenticate(store, ctx.config, ctx.env, device, nonce, server_id, signature, out.get());
     post([this, rid, ec, out] {
       if (ec) return StoreFailed(rid);
+      if (out->identity && !host_.AdmitAuthenticated()) {
+        return Fail(rid, v1::ERROR_CODE_SERVER_BUSY,
+                    "The server has as many devices connected as it is set to serve; try again "
+                    "shortly.",
+                    ctx_.config.busy_retry_ms);
+      }
       if (out->identity) {
         identity_ = *out->identity;
         state_ = State::kReady;
@@ -342,6 +376,12 @@ void Connection::OnProof(std::uint64_t rid, const v1::Proof& proof) {
 }
 
 void Connection::OnEnroll(std::uint64_t rid, const v1::EnrollRequest& request) {
+  std::uint32_t wait_ms = 0;
+  if (!ctx_.admission.AllowEnroll(address_, ctx_.env.NowMs(), &wait_ms)) {
+    Fail(rid, v1::ERROR_CODE_RATE_LIMITED,
+         "Too many enrollment requests from this network address; try again later.", wait_ms);
+    return;
+  }
   if (request.version() != 0 && request.version() != core::kProtocolVersion) {
     Fail(rid, v1::ERROR_CODE_UNSUPPORTED_VERSION,
          fmt::format("This server speaks protocol version {}; please update the Teduh app.",

@@ -38,6 +38,9 @@ class ConnectionHost {
   virtual void ReadNext() = 0;
   // The protocol handshake finished: stop its timer.
   virtual void HandshakeDone() = 0;
+  // Moves the connection into the budget of authenticated devices; false
+  // when that budget is full (admission.h).
+  virtual bool AdmitAuthenticated() = 0;
   // A thread-safe function that runs a callback on this connection's strand.
   // It keeps the connection alive until it is destroyed: store jobs hold one
   // while they are pending.
@@ -49,15 +52,22 @@ class ConnectionHost {
 
 class Connection {
  public:
-  Connection(ServerContext& ctx, ConnectionHost& host, std::string peer);
+  // `peer` is "address:port", `address` the IP address alone.
+  Connection(ServerContext& ctx, ConnectionHost& host, std::string peer, std::string address);
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  // Starts the connection (registers it); then the host reads the first frame.
-  void Open();
+  // Starts the connection (registers it); then the host reads the first
+  // frame. `busy`: the server has no room for it; it is told so and closed.
+  void Open(bool busy);
+  // The largest frame this connection may send now: a few KiB before it
+  // authenticated, the full bound after.
+  std::size_t FrameBound() const;
   // One binary (or, wrongly, text) WebSocket message.
   void OnMessage(std::string_view bytes, bool binary);
+  // A message grew past FrameBound(): answered FRAME_TOO_LARGE, then closed.
+  void OnTooLarge();
   // The handshake did not finish in time.
   void OnHandshakeTimeout();
   // The transport closed: unregister.
@@ -70,7 +80,8 @@ class Connection {
   enum class State { kNew, kChallenged, kWiping, kReady, kClosed };
 
   void Reply(std::uint64_t request_id, v1::Frame frame, bool close);
-  void Fail(std::uint64_t request_id, v1::ErrorCode code, std::string message);
+  void Fail(std::uint64_t request_id, v1::ErrorCode code, std::string message,
+            std::uint32_t retry_after_ms = 0);
   void OnHello(std::uint64_t request_id, const v1::Hello& hello);
   void OnProof(std::uint64_t request_id, const v1::Proof& proof);
   void OnEnroll(std::uint64_t request_id, const v1::EnrollRequest& request);
@@ -99,6 +110,7 @@ class Connection {
   ServerContext& ctx_;
   ConnectionHost& host_;
   const std::string peer_;
+  const std::string address_;
   std::uint64_t registry_id_ = 0;
   State state_ = State::kNew;
   bool busy_ = false;  // a frame is being handled (its reply not yet queued)

@@ -30,6 +30,9 @@ class ServerCategory final : public boost::system::error_category {
         return core::Tr(
             "another teduh-server process is serving this data folder; stop it first (nothing "
             "was changed)");
+      case errc::ops_listen_failed:
+        return core::Tr(
+            "cannot listen on the operations address (--ops-listen): is its port in use?");
     }
     return core::Tr("unknown server error");
   }

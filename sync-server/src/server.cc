@@ -21,6 +21,7 @@
 #include "teduh/server/server.h"
 
 #include <fmt/format.h>
+#include <malloc.h>
 
 #include <atomic>
 #include <boost/asio/ip/tcp.hpp>
@@ -81,6 +82,23 @@ std::string MetricsText(const ServerContext& ctx) {
   metric("teduh_pulls_total", "counter", "Pull frames received.", c.pulls.load());
   metric("teduh_commits_total", "counter", "Store group commits.",
          ctx.worker ? ctx.worker->commits() : 0);
+  metric("teduh_frames_too_large_total", "counter",
+         "Frames refused for their size (before or after authentication).",
+         c.frames_too_large.load());
+  const AdmissionCounts a = ctx.admission.counts();
+  out += "# HELP teduh_connections Connections by state.\n# TYPE teduh_connections gauge\n";
+  out += fmt::format("teduh_connections{{state=\"pending\"}} {}\n", a.pending);
+  out += fmt::format("teduh_connections{{state=\"authenticated\"}} {}\n", a.authenticated);
+  out +=
+      "# HELP teduh_connections_refused_total Connections and requests refused, by cause.\n"
+      "# TYPE teduh_connections_refused_total counter\n";
+  const std::pair<const char*, std::uint64_t> causes[] = {
+      {"per_address", a.refused_per_address},
+      {"pending_full", a.refused_pending_full},
+      {"authenticated_full", a.refused_authenticated_full},
+      {"enroll_rate", a.refused_enroll_rate}};
+  for (const auto& [cause, n] : causes)
+    out += fmt::format("teduh_connections_refused_total{{cause=\"{}\"}} {}\n", cause, n);
   return out;
 }
 
@@ -90,22 +108,27 @@ template <class Stream>
 class WsSession final : public std::enable_shared_from_this<WsSession<Stream>>,
                         public ConnectionHost {
  public:
-  WsSession(ServerContext& ctx, Stream&& stream, std::string peer)
+  WsSession(ServerContext& ctx, Stream&& stream, std::string peer, Admission::Ticket ticket)
       : ctx_(ctx),
         ws_(std::move(stream)),
         timer_(ws_.get_executor()),
-        conn_(ctx, *this, std::move(peer)) {}
+        ticket_(std::move(ticket)),
+        conn_(ctx, *this, std::move(peer), ticket_.address()) {}
 
   void Run(http::request<http::string_body> req) {
     websocket::stream_base::timeout timeouts{};
     timeouts.handshake_timeout = ctx_.config.handshake_timeout;
+    // A quiet connection is pinged after half the idle timeout; one whose
+    // peer answers nothing (no pong, no frame) is closed at its end.
     timeouts.idle_timeout = ctx_.config.idle_timeout;
-    timeouts.keep_alive_pings = false;
+    timeouts.keep_alive_pings = true;
     ws_.set_option(timeouts);
     ws_.set_option(websocket::permessage_deflate{});  // off (the default; stated)
     ws_.set_option(websocket::stream_base::decorator(
         [](websocket::response_type& res) { res.set(http::field::server, "teduh-server"); }));
-    ws_.read_message_max(ctx_.config.limits.max_frame_bytes);
+    // The bound is the connection's own, by phase (Connection::FrameBound),
+    // checked as the message arrives so that a breach can be answered.
+    ws_.read_message_max(0);
     ws_.binary(true);
     ws_.async_accept(req,
                      beast::bind_front_handler(&WsSession::OnAccept, this->shared_from_this()));
@@ -130,6 +153,7 @@ class WsSession final : public std::enable_shared_from_this<WsSession<Stream>>,
     DoRead();
   }
   void HandshakeDone() override { timer_.cancel(); }
+  bool AdmitAuthenticated() override { return ticket_.Authenticate(); }
   std::function<void(std::function<void()>)> Poster() override {
     auto self = this->shared_from_this();
     auto ex = ws_.get_executor();
@@ -158,7 +182,9 @@ class WsSession final : public std::enable_shared_from_this<WsSession<Stream>>,
     ctx_.counters.connections_open.fetch_add(1);
     ctx_.counters.connections_total.fetch_add(1);
     counted_ = true;
-    conn_.Open();
+    const bool busy = ticket_.verdict() == Admission::Verdict::kBusy;
+    conn_.Open(busy);
+    if (busy) return;  // told so; closing
     timer_.expires_after(ctx_.config.handshake_timeout);
     timer_.async_wait(
         beast::bind_front_handler(&WsSession::OnHandshakeTimer, this->shared_from_this()));
@@ -170,32 +196,49 @@ class WsSession final : public std::enable_shared_from_this<WsSession<Stream>>,
     conn_.OnHandshakeTimeout();
   }
 
+  // Reads the next message piece by piece, up to one byte past the
+  // connection's bound, so a breach is seen before the rest is read.
   void DoRead() {
     if (shut_ || closing_) return;
-    ws_.async_read(buffer_,
-                   beast::bind_front_handler(&WsSession::OnRead, this->shared_from_this()));
+    const std::size_t bound = conn_.FrameBound();
+    const std::size_t room = bound + 1 - std::min(buffer_.size(), bound);
+    ws_.async_read_some(buffer_, std::min<std::size_t>(room, 64 * 1024),
+                        beast::bind_front_handler(&WsSession::OnRead, this->shared_from_this()));
   }
 
   void OnRead(beast::error_code ec, std::size_t) {
     if (ec) {
-      // Closed by the peer, timed out, or too big (Beast has then failed the
-      // connection with close code 1009).
+      // Closed by the peer or timed out.
       if (ec != websocket::error::closed && ec != net::error::operation_aborted)
         ctx_.Log("info", "read_ended", fmt::format("reason=\"{}\"", ec.message()));
       Shutdown();
       return;
     }
+    if (buffer_.size() > conn_.FrameBound()) {
+      ReleaseBuffer();
+      conn_.OnTooLarge();  // answers, then closes: nothing more is read
+      return;
+    }
+    if (!ws_.is_message_done()) return DoRead();
     in_on_read_ = true;
     auto data = buffer_.cdata();
     conn_.OnMessage(std::string_view(static_cast<const char*>(data.data()), data.size()),
                     ws_.got_binary());
     in_on_read_ = false;
-    buffer_.consume(buffer_.size());
+    ReleaseBuffer();
     if (want_read_) {
       want_read_ = false;
       DoRead();
     }
   }
+
+  // Empties the read buffer; a large one is given back, so memory does not
+  // stay high after a burst of large frames.
+  void ReleaseBuffer() {
+    buffer_.consume(buffer_.size());
+    if (buffer_.capacity() > kKeptBufferBytes) buffer_.shrink_to_fit();
+  }
+  static constexpr std::size_t kKeptBufferBytes = 64 * 1024;
 
   void Queue(std::string bytes, bool poke) {
     if (shut_ || closing_) return;
@@ -259,6 +302,7 @@ class WsSession final : public std::enable_shared_from_this<WsSession<Stream>>,
   ServerContext& ctx_;
   websocket::stream<Stream> ws_;
   net::steady_timer timer_;
+  Admission::Ticket ticket_;  // its place in the connection budgets, until destroyed
   beast::flat_buffer buffer_;
   std::deque<Outgoing> queue_;
   Connection conn_;
@@ -272,13 +316,21 @@ class WsSession final : public std::enable_shared_from_this<WsSession<Stream>>,
   bool want_read_ = false;
 };
 
-// ---- HTTP session: health, metrics, upgrade ----------------------------------------------
+// ---- HTTP session: the upgrade to /sync, or (operations listener) health and metrics --------
+
+// Which listener a connection came in on.
+enum class Port { kSync, kOps };
 
 template <class Stream>
 class HttpSession final : public std::enable_shared_from_this<HttpSession<Stream>> {
  public:
-  HttpSession(ServerContext& ctx, Stream&& stream, std::string peer)
-      : ctx_(ctx), stream_(std::move(stream)), peer_(std::move(peer)) {}
+  HttpSession(ServerContext& ctx, Stream&& stream, std::string peer, Port port,
+              Admission::Ticket ticket)
+      : ctx_(ctx),
+        stream_(std::move(stream)),
+        peer_(std::move(peer)),
+        port_(port),
+        ticket_(std::move(ticket)) {}
 
   void Run() {
     beast::get_lowest_layer(stream_).expires_after(ctx_.config.handshake_timeout);
@@ -309,13 +361,16 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession<Stream
   void OnRead(beast::error_code ec, std::size_t) {
     if (ec) return;  // closed, timed out or not HTTP: drop
     http::request<http::string_body> req = parser_->release();
-    if (websocket::is_upgrade(req) && req.target() == "/sync") {
-      if (ctx_.counters.connections_open.load() >= ctx_.config.max_connections) {
-        return Respond(req, http::status::service_unavailable, "busy\n", "text/plain");
+    if (port_ == Port::kSync) {
+      if (websocket::is_upgrade(req) && req.target() == "/sync") {
+        beast::get_lowest_layer(stream_).expires_never();
+        std::make_shared<WsSession<Stream>>(ctx_, std::move(stream_), peer_, std::move(ticket_))
+            ->Run(std::move(req));
+        return;
       }
-      beast::get_lowest_layer(stream_).expires_never();
-      std::make_shared<WsSession<Stream>>(ctx_, std::move(stream_), peer_)->Run(std::move(req));
-      return;
+      // Health and metrics are on the operations listener only: the sync
+      // port tells a stranger nothing about how the unit syncs.
+      return Respond(req, http::status::not_found, "not found\n", "text/plain");
     }
     if (req.method() == http::verb::get && req.target() == "/healthz")
       return Respond(req, http::status::ok, "ok", "text/plain");
@@ -357,6 +412,8 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession<Stream
   ServerContext& ctx_;
   Stream stream_;
   std::string peer_;
+  const Port port_;
+  Admission::Ticket ticket_;  // handed to the WebSocket session on upgrade
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::shared_ptr<void> response_;
@@ -366,8 +423,8 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession<Stream
 
 class Listener final : public std::enable_shared_from_this<Listener> {
  public:
-  Listener(net::io_context& ioc, ServerContext& ctx, ssl::context* tls)
-      : ioc_(ioc), ctx_(ctx), tls_(tls), acceptor_(net::make_strand(ioc)) {}
+  Listener(net::io_context& ioc, ServerContext& ctx, ssl::context* tls, Port port)
+      : ioc_(ioc), ctx_(ctx), tls_(tls), port_kind_(port), acceptor_(net::make_strand(ioc)) {}
 
   core::error_code Open(const tcp::endpoint& endpoint) {
     beast::error_code ec;
@@ -403,14 +460,26 @@ class Listener final : public std::enable_shared_from_this<Listener> {
       beast::error_code ignored;
       socket.set_option(tcp::no_delay(true), ignored);
       auto remote = socket.remote_endpoint(ignored);
-      std::string peer = fmt::format("{}:{}", remote.address().to_string(), remote.port());
+      std::string address = remote.address().to_string();
+      std::string peer = fmt::format("{}:{}", address, remote.port());
+      Admission::Ticket ticket;
+      if (port_kind_ == Port::kSync) {
+        // Admitted into the budget of connections not yet authenticated, or
+        // dropped at once (docs/SECURITY.md, "Hostile clients").
+        ticket = ctx_.admission.Admit(address);
+        if (ticket.verdict() == Admission::Verdict::kDropped) {
+          socket.close(ignored);
+          if (acceptor_.is_open()) DoAccept();
+          return;
+        }
+      }
       if (tls_) {
         std::make_shared<HttpSession<TlsStream>>(ctx_, TlsStream(std::move(socket), *tls_),
-                                                 std::move(peer))
+                                                 std::move(peer), port_kind_, std::move(ticket))
             ->Run();
       } else {
         std::make_shared<HttpSession<PlainStream>>(ctx_, PlainStream(std::move(socket)),
-                                                   std::move(peer))
+                                                   std::move(peer), port_kind_, std::move(ticket))
             ->Run();
       }
     }
@@ -420,6 +489,7 @@ class Listener final : public std::enable_shared_from_this<Listener> {
   net::io_context& ioc_;
   ServerContext& ctx_;
   ssl::context* tls_;
+  const Port port_kind_;
   tcp::acceptor acceptor_;
   std::uint16_t port_ = 0;
 };
@@ -433,9 +503,17 @@ class ServerImpl final : public Server {
 
   core::error_code Init() {
     if (auto ec = crypto::Init()) return ec;
+    // Buffers of large frames (up to the 8 MiB bound) are mapped and handed
+    // back to the system when freed: glibc would otherwise raise its mapping
+    // threshold after the first one and keep a burst's memory in the heap.
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
     beast::error_code ec;
     address_ = net::ip::make_address(ctx_.config.host, ec);
     if (ec) return make_error_code(errc::bad_address);
+    if (ctx_.config.ops) {
+      ops_address_ = net::ip::make_address(ctx_.config.ops_host, ec);
+      if (ec) return make_error_code(errc::bad_address);
+    }
     const bool tls = !ctx_.config.tls_cert.empty() || !ctx_.config.tls_key.empty();
     if (tls) {
       if (ctx_.config.tls_cert.empty() || ctx_.config.tls_key.empty())
@@ -462,28 +540,46 @@ class ServerImpl final : public Server {
   core::error_code Start() override {
     std::lock_guard lock(mu_);
     if (started_) return {};
-    listener_ = std::make_shared<Listener>(ioc_, ctx_, tls_ ? &*tls_ : nullptr);
+    listener_ = std::make_shared<Listener>(ioc_, ctx_, tls_ ? &*tls_ : nullptr, Port::kSync);
     if (auto ec = listener_->Open(tcp::endpoint(address_, ctx_.config.port))) return ec;
+    if (ctx_.config.ops) {
+      ops_listener_ = std::make_shared<Listener>(ioc_, ctx_, nullptr, Port::kOps);
+      if (auto ec = ops_listener_->Open(tcp::endpoint(ops_address_, ctx_.config.ops_port))) {
+        listener_.reset();
+        ops_listener_.reset();
+        return make_error_code(errc::ops_listen_failed);
+      }
+      ops_port_.store(ops_listener_->port());
+      ops_listener_->Run();
+    }
     port_.store(listener_->port());
     listener_->Run();
     guard_.emplace(ioc_.get_executor());
     const int n = ctx_.config.threads > 0 ? ctx_.config.threads : 1;
     for (int i = 0; i < n; ++i) threads_.emplace_back([this] { ioc_.run(); });
     started_ = true;
-    ctx_.Log("info", "listening",
-             fmt::format("address={} port={} tls={} threads={}", address_.to_string(), port(),
-                         tls_ ? "on" : "off", n));
+    ctx_.Log(
+        "info", "listening",
+        fmt::format("address={} port={} tls={} threads={} ops={}", address_.to_string(), port(),
+                    tls_ ? "on" : "off", n,
+                    ctx_.config.ops ? fmt::format("{}:{}", ops_address_.to_string(), ops_port())
+                                    : std::string("off")));
+    if (ctx_.config.ops && !ops_address_.is_loopback())
+      ctx_.Log("warn", "ops_not_loopback",
+               "note=\"/metrics tells whoever reaches it when and how much the unit syncs\"");
     return {};
   }
 
   std::uint16_t port() const override { return port_.load(); }
+  std::uint16_t ops_port() const override { return ops_port_.load(); }
 
   void Stop() override {
     std::unique_lock lock(mu_);
     if (stopped_) return;
     stopped_ = true;
     if (started_) {
-      listener_->Stop();         // 1. stop accepting
+      listener_->Stop();  // 1. stop accepting
+      if (ops_listener_) ops_listener_->Stop();
       ctx_.registry.CloseAll();  // 2. ask every connection to close
     }
     if (ctx_.worker) ctx_.worker->Stop();  // 3. apply and commit everything queued
@@ -521,6 +617,14 @@ class ServerImpl final : public Server {
     m.changes_applied = c.changes_applied.load();
     m.pulls = c.pulls.load();
     m.commits = ctx_.worker ? ctx_.worker->commits() : 0;
+    const AdmissionCounts a = ctx_.admission.counts();
+    m.pending = a.pending;
+    m.authenticated = a.authenticated;
+    m.refused_per_address = a.refused_per_address;
+    m.refused_pending_full = a.refused_pending_full;
+    m.refused_authenticated_full = a.refused_authenticated_full;
+    m.refused_enroll_rate = a.refused_enroll_rate;
+    m.frames_too_large = c.frames_too_large.load();
     return m;
   }
 
@@ -530,10 +634,13 @@ class ServerImpl final : public Server {
   std::optional<ssl::context> tls_;
   net::io_context ioc_;
   net::ip::address address_;
+  net::ip::address ops_address_;
   std::shared_ptr<Listener> listener_;
+  std::shared_ptr<Listener> ops_listener_;
   std::optional<net::executor_work_guard<net::io_context::executor_type>> guard_;
   std::vector<std::thread> threads_;
   std::atomic<std::uint16_t> port_{0};
+  std::atomic<std::uint16_t> ops_port_{0};
   mutable std::mutex mu_;
   std::condition_variable done_cv_;
   bool started_ = false;

@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "admission.h"
 #include "store_worker.h"
 #include "teduh/core/env.h"
 #include "teduh/server/server.h"
@@ -29,6 +30,7 @@ struct Counters {
   std::atomic<std::uint64_t> pushes{0};
   std::atomic<std::uint64_t> changes_applied{0};
   std::atomic<std::uint64_t> pulls{0};
+  std::atomic<std::uint64_t> frames_too_large{0};
 };
 
 // Live connections. Entries hold callbacks that post to the connection's
@@ -61,10 +63,23 @@ class Registry {
   std::map<std::uint64_t, Entry> entries_;
 };
 
+inline AdmissionLimits LimitsOf(const ServerConfig& c) {
+  AdmissionLimits l;
+  l.max_pending = c.max_pending_connections;
+  l.max_pending_per_address = c.max_pending_per_address;
+  l.max_busy_answers = std::max<std::size_t>(1, c.max_pending_connections / 8);
+  l.max_authenticated = c.max_connections;
+  l.enroll_burst = c.enroll_burst;
+  l.enroll_refill_ms = c.enroll_refill_ms;
+  return l;
+}
+
 struct ServerContext {
-  ServerContext(ServerConfig c, core::Env& e) : config(std::move(c)), env(e) {}
+  ServerContext(ServerConfig c, core::Env& e)
+      : config(std::move(c)), env(e), admission(LimitsOf(config)) {}
   const ServerConfig config;
   core::Env& env;
+  Admission admission;
   std::unique_ptr<StoreWorker> worker;
   Counters counters;
   Registry registry;

@@ -19,7 +19,7 @@ check "init refuses an initialised store" '! "$SERVER" init --data "$data" --uni
 start_server 127.0.0.1:0
 url="ws://127.0.0.1:$port/sync"
 check "a second server on the same data folder is refused and says why" \
-  '! timeout 10 "$SERVER" serve --data "$data" --listen 127.0.0.1:0 >/dev/null 2>"$work/serve2.err" &&
+  '! timeout 10 "$SERVER" serve --data "$data" --listen 127.0.0.1:0 --ops-listen 127.0.0.1:0 >/dev/null 2>"$work/serve2.err" &&
    grep -q "another teduh-server process is serving this data folder" "$work/serve2.err"'
 
 admin="$work/admin"

@@ -27,7 +27,8 @@ die() { echo "FAIL - $1" >&2; echo "$passes passed, $((fails + 1)) failed"; exit
 data="$work/server"
 start_server() {
   local listen=$1
-  "$SERVER" serve --data "$data" --listen "$listen" >"$work/serve.out" 2>>"$work/server.log" &
+  "$SERVER" serve --data "$data" --listen "$listen" --ops-listen 127.0.0.1:0 \
+    >"$work/serve.out" 2>>"$work/server.log" &
   server_pid=$!
   for _ in $(seq 1 100); do
     grep -q '^listening on ' "$work/serve.out" 2>/dev/null && break
@@ -35,6 +36,7 @@ start_server() {
   done
   grep -q '^listening on ' "$work/serve.out" || die "server did not start: $(cat "$work/server.log")"
   port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$work/serve.out" | head -1)
+  ops_port=$(sed -n 's/^operations on .*:\([0-9]*\)$/\1/p' "$work/serve.out" | head -1)
 }
 stop_server() {
   kill -TERM "$server_pid"

@@ -37,6 +37,7 @@ class DeviceServerTest : public ServerTest {
     o.vault.kdf = core::KdfMode::kInteractive;
     o.label = name;
     o.env = env ? env : &env_;  // by default the devices share the server's clock
+    o.transport.busy_wait = busy_wait_;
     return o;
   }
 
@@ -74,6 +75,8 @@ class DeviceServerTest : public ServerTest {
   }
 
   std::unique_ptr<core::Device> admin_dev_;
+  // How long the devices made from now on try a busy server again.
+  std::chrono::milliseconds busy_wait_{30'000};
 };
 
 // The case as `case show` reads it on `d` (empty, with a test failure, if it cannot).

@@ -102,14 +102,27 @@ TEST_F(HandshakeTest, HandshakeThatStallsTimesOut) {
   EXPECT_TRUE(client->WaitClosed());
 }
 
-TEST_F(HandshakeTest, HealthAndMetricsAnswerOverHttp) {
-  auto [status, body] = HttpGet(server_->port(), "/healthz");
+TEST_F(HandshakeTest, HealthAndMetricsAnswerOnTheOperationsListenerOnly) {
+  ASSERT_NE(server_->ops_port(), 0);
+  ASSERT_NE(server_->ops_port(), server_->port());
+  auto [status, body] = HttpGet(server_->ops_port(), "/healthz");
   EXPECT_EQ(status, 200);
   EXPECT_EQ(body, "ok");
-  auto [mstatus, metrics] = HttpGet(server_->port(), "/metrics");
+  auto [mstatus, metrics] = HttpGet(server_->ops_port(), "/metrics");
   EXPECT_EQ(mstatus, 200);
   EXPECT_NE(metrics.find("teduh_commits_total"), std::string::npos);
-  EXPECT_EQ(HttpGet(server_->port(), "/nope").first, 404);
+  EXPECT_NE(metrics.find("teduh_connections_refused_total{cause=\"per_address\"}"),
+            std::string::npos);
+  EXPECT_EQ(HttpGet(server_->ops_port(), "/nope").first, 404);
+  // The sync port tells a stranger nothing about how the unit syncs.
+  EXPECT_EQ(HttpGet(server_->port(), "/healthz").first, 404);
+  EXPECT_EQ(HttpGet(server_->port(), "/metrics").first, 404);
+  // Without an operations listener there is none.
+  StopServer();
+  config_.ops = false;
+  StartServer();
+  EXPECT_EQ(server_->ops_port(), 0);
+  EXPECT_EQ(HttpGet(server_->port(), "/metrics").first, 404);
 }
 
 TEST_F(HandshakeTest, PlaintextOnNonLoopbackAddressIsRefusedAtStart) {

@@ -6,9 +6,13 @@
 
 #include <set>
 #include <string>
+#include <thread>
+#include <vector>
 
+#include "server/device_fixture.h"
 #include "server/server_fixture.h"
 #include "teduh/case/v1/case.pb.h"
+#include "teduh/core/frame_codec.h"
 #include "teduh/core/schema.h"
 
 namespace teduh::server::testing {
@@ -97,6 +101,256 @@ TEST_F(HostileClientTest, ARecordNamesWhoDidItOnlyInThePushingUsersOwnName) {
     names += change.value().find("tono") != std::string::npos;
   }
   EXPECT_EQ(names, 8);
+}
+
+// ---- Frames, by phase -----------------------------------------------------------------
+
+// A frame of `bytes` bytes that decodes as a Frame (its padding an unknown field).
+std::string FrameOfSize(std::size_t bytes) {
+  v1::Frame f;
+  f.set_request_id(1);
+  f.mutable_hello()->add_versions(core::kProtocolVersion);
+  std::string out = f.SerializeAsString();
+  // Field 1000, length-delimited: tag (2 bytes), length (up to 3), padding.
+  const std::size_t pad = bytes - out.size() - 5;
+  out += "\xc2\x3e";
+  out += static_cast<char>(0x80 | (pad & 0x7f));
+  out += static_cast<char>(0x80 | ((pad >> 7) & 0x7f));
+  out += static_cast<char>((pad >> 14) & 0x7f);
+  out.append(pad, 'x');
+  return out;
+}
+
+TEST_F(HostileClientTest, AStrangersLargeFrameIsAnsweredFrameTooLargeAndClosed) {
+  // Before authentication a frame is a Hello or an enrollment request, well
+  // under the pending bound; anything larger is answered and the connection closed.
+  auto stranger = TestClient::Connect(server_->port());
+  ASSERT_TRUE(stranger);
+  ASSERT_TRUE(stranger->SendBytes(FrameOfSize(64 * 1024)));
+  auto reply = stranger->Receive();
+  ASSERT_TRUE(reply && reply->has_error());
+  EXPECT_EQ(reply->error().code(), v1::ERROR_CODE_FRAME_TOO_LARGE);
+  EXPECT_THAT(reply->error().message(), ::testing::HasSubstr("16384"));
+  EXPECT_TRUE(stranger->WaitClosed());
+  // Just under the bound, the frame is read and decoded (a Hello with an
+  // unknown field still gets its Challenge).
+  auto other = TestClient::Connect(server_->port());
+  ASSERT_TRUE(other);
+  ASSERT_TRUE(other->SendBytes(FrameOfSize(config_.pending_frame_bytes)));
+  auto hello = other->Receive();
+  ASSERT_TRUE(hello);
+  EXPECT_TRUE(hello->has_error() || hello->has_challenge());
+  EXPECT_EQ(server_->metrics().frames_too_large, 1u);
+}
+
+TEST_F(HostileClientTest, AfterSignInTheFullBoundHoldsAndABreachIsAnswered) {
+  StopServer();
+  config_.limits.max_frame_bytes = 256 * 1024;
+  StartServer();
+  EnrollBootstrapAdmin();
+  TestDevice ani = EnrollApproved(v1::ROLE_OFFICE, "ani");
+  auto client = Login(ani);
+  // A push larger than the pending bound is an ordinary push once signed in.
+  std::vector<v1::FieldChange> changes;
+  const Id case_id = core::NewId();
+  changes.push_back(OpenChange(ani, case_id, core::kCaseKind, {}, 1, CaseText(1, "K-1")));
+  for (int i = 0; i < 100; ++i)
+    changes.push_back(SealedChange(ani, core::NewId(), core::kNoteKind, case_id, 20));
+  std::size_t size = 0;
+  for (const auto& c : changes) size += c.ByteSizeLong();
+  ASSERT_GT(size, config_.pending_frame_bytes);
+  const v1::PushResult r = Push(*client, changes);
+  ASSERT_EQ(r.results_size(), 101);
+  for (const auto& one : r.results()) EXPECT_EQ(one.status(), v1::ChangeResult::STATUS_APPLIED);
+  // Above the full bound: the promised error frame, then the close.
+  ASSERT_TRUE(client->SendBytes(FrameOfSize(300 * 1024)));
+  auto reply = client->Receive();
+  ASSERT_TRUE(reply && reply->has_error());
+  EXPECT_EQ(reply->error().code(), v1::ERROR_CODE_FRAME_TOO_LARGE);
+  EXPECT_TRUE(client->WaitClosed());
+  // The device signs in again and finds its push saved.
+  auto again = Login(ani);
+  EXPECT_EQ(PullAll(*again).size(), 101u);
+}
+
+// ---- Connection budgets ----------------------------------------------------------------
+
+// A request any signed-in device may make.
+v1::Frame PullRequest() {
+  v1::Frame f;
+  f.set_request_id(7);
+  f.mutable_pull()->set_limit(10);
+  return f;
+}
+
+TEST_F(HostileClientTest, OneAddressHoldsOnlyItsShareOfTheConnectionsWaitingToSignIn) {
+  EnrollBootstrapAdmin();
+  TestDevice ani = EnrollApproved(v1::ROLE_OFFICE, "ani");
+  StopServer();
+  config_.max_pending_per_address = 3;
+  StartServer();
+  // A stranger opens connections and sends nothing: three are held, the
+  // rest are dropped at once.
+  std::vector<std::unique_ptr<TestClient>> held;
+  int dropped = 0;
+  for (int i = 0; i < 10; ++i) {
+    auto c = TestClient::Connect(server_->port());
+    if (c) {
+      held.push_back(std::move(c));
+    } else {
+      ++dropped;
+    }
+  }
+  EXPECT_EQ(held.size(), 3u);
+  EXPECT_EQ(dropped, 7);
+  EXPECT_EQ(server_->metrics().pending, 3u);
+  EXPECT_EQ(server_->metrics().refused_per_address, 7u);
+  // As soon as the stranger's connections end, a device from that address
+  // signs in (it would from any other address at once).
+  held.clear();
+  for (int i = 0; i < 100 && server_->metrics().pending > 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  auto device = Login(ani);
+  auto reply = device->Call(PullRequest());
+  ASSERT_TRUE(reply);
+  EXPECT_TRUE(reply->has_changes()) << reply->DebugString();
+  EXPECT_EQ(server_->metrics().authenticated, 1u);
+  EXPECT_EQ(server_->metrics().pending, 0u);
+}
+
+TEST_F(HostileClientTest, AFullPendingBudgetIsAnsweredServerBusyWithWhenToRetry) {
+  StopServer();
+  config_.max_pending_connections = 4;
+  config_.max_pending_per_address = 100;
+  config_.busy_retry_ms = 2500;
+  StartServer();
+  std::vector<std::unique_ptr<TestClient>> held;
+  for (int i = 0; i < 4; ++i) {
+    held.push_back(TestClient::Connect(server_->port()));
+    ASSERT_TRUE(held.back());
+  }
+  auto late = TestClient::Connect(server_->port());
+  ASSERT_TRUE(late);
+  auto reply = late->Receive();
+  ASSERT_TRUE(reply && reply->has_error());
+  EXPECT_EQ(reply->error().code(), v1::ERROR_CODE_SERVER_BUSY);
+  EXPECT_EQ(reply->error().retry_after_ms(), 2500u);
+  EXPECT_TRUE(late->WaitClosed());
+  EXPECT_EQ(server_->metrics().pending, 4u);
+  EXPECT_EQ(server_->metrics().refused_pending_full, 1u);
+}
+
+TEST_F(HostileClientTest, TheBudgetOfSignedInDevicesIsExactAndAFullOneSaysBusy) {
+  EnrollBootstrapAdmin();
+  TestDevice ani = EnrollApproved(v1::ROLE_OFFICE, "ani");
+  TestDevice tono = EnrollApproved(v1::ROLE_SUPERVISOR, "tono");
+  StopServer();
+  config_.max_connections = 1;
+  config_.busy_retry_ms = 1500;
+  StartServer();
+  auto first = Login(ani);
+  auto second = TestClient::Connect(server_->port());
+  ASSERT_TRUE(second);
+  auto reply = Authenticate(*second, tono);
+  ASSERT_TRUE(reply && reply->has_error());
+  EXPECT_EQ(reply->error().code(), v1::ERROR_CODE_SERVER_BUSY);
+  EXPECT_EQ(reply->error().retry_after_ms(), 1500u);
+  EXPECT_TRUE(second->WaitClosed());
+  EXPECT_EQ(server_->metrics().authenticated, 1u);
+  EXPECT_EQ(server_->metrics().refused_authenticated_full, 1u);
+  // When the first leaves, the second gets in.
+  first.reset();
+  for (int i = 0; i < 100 && server_->metrics().authenticated > 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  auto now = Login(tono);
+  EXPECT_TRUE(now->Call(PullRequest()));
+}
+
+TEST_F(HostileClientTest, EnrollmentRequestsFromOneAddressAreRateLimited) {
+  StopServer();
+  config_.enroll_burst = 3;
+  config_.enroll_refill_ms = 60'000;
+  StartServer();
+  for (int i = 0; i < 3; ++i) {
+    TestDevice d = NewDeviceKeys();
+    auto reply = SendEnroll(d, "TEDUH-WRONG-CODE");
+    ASSERT_TRUE(reply && reply->has_error());
+    EXPECT_EQ(reply->error().code(), v1::ERROR_CODE_BAD_ENROLLMENT_CODE);
+  }
+  TestDevice d = NewDeviceKeys();
+  auto limited = SendEnroll(d, bootstrap_code_);
+  ASSERT_TRUE(limited && limited->has_error());
+  EXPECT_EQ(limited->error().code(), v1::ERROR_CODE_RATE_LIMITED);
+  EXPECT_GT(limited->error().retry_after_ms(), 0u);
+  EXPECT_EQ(server_->metrics().refused_enroll_rate, 1u);
+  // The code was not spent: after the interval the admin enrolls with it.
+  env_.Advance(60'000);
+  auto ok = SendEnroll(
+      d, bootstrap_code_,
+      std::string(reinterpret_cast<const char*>(root_.public_key.data()), root_.public_key.size()));
+  ASSERT_TRUE(ok);
+  EXPECT_TRUE(ok->has_enroll_result()) << ok->DebugString();
+}
+
+// ---- Keepalive ---------------------------------------------------------------------------
+
+TEST_F(HostileClientTest, ALiveDeviceAnsweringPingsStaysConnectedAndASilentOneIsClosed) {
+  EnrollBootstrapAdmin();
+  TestDevice ani = EnrollApproved(v1::ROLE_OFFICE, "ani");
+  StopServer();
+  config_.idle_timeout = std::chrono::milliseconds(600);
+  StartServer();
+  // Quiet for four idle timeouts, answering the server's pings: still open.
+  auto live = Login(ani);
+  auto reply = live->CallAfterIdle(PullRequest(), std::chrono::milliseconds(2400));
+  ASSERT_TRUE(reply);
+  EXPECT_TRUE(reply->has_changes());
+  // A peer that answers nothing is closed after the idle timeout.
+  auto silent = Login(ani);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  EXPECT_TRUE(silent->WaitClosed(std::chrono::milliseconds(200)));
+}
+
+using BusyServerDeviceTest = DeviceServerTest;
+
+TEST_F(BusyServerDeviceTest, ADeviceTurnedAwayForLoadSaysWhenToRetryKeepsItsChangesAndGetsIn) {
+  busy_wait_ = std::chrono::milliseconds(2500);
+  auto ani = Staff("ani", v1::ROLE_OFFICE);
+  // Another device, signed in over a raw connection, will hold the only slot.
+  auto code = CreateEnrollment(data_dir_, v1::ROLE_OFFICE, "budi", std::chrono::hours(1), env_);
+  ASSERT_TRUE(code);
+  TestDevice budi = NewDeviceKeys();
+  ASSERT_TRUE(SendEnroll(budi, code->code));
+  ASSERT_TRUE(admin_dev_->ApproveDevice(core::ToHex(budi.device_id)));
+  auto made = ani->NewCase({"risk_level=tinggi"});
+  ASSERT_TRUE(made);
+  config_.port = server_->port();
+  StopServer();
+  config_.max_connections = 1;
+  config_.busy_retry_ms = 1000;
+  StartServer();
+
+  auto holder = Login(budi);
+  auto refused = ani->Sync();
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, make_error_code(core::errc::server_busy));
+  EXPECT_THAT(refused.error().message, ::testing::HasSubstr("busy"));
+  EXPECT_THAT(refused.error().message, ::testing::HasSubstr("try again in 1 s"));
+  auto st = ani->Status();
+  ASSERT_TRUE(st);
+  EXPECT_GT(st->counts.pending, 0u);  // kept, to be sent
+
+  // The slot frees while the device waits out the hint: it gets in.
+  std::thread release([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(700));
+    holder.reset();
+  });
+  auto synced = ani->Sync();
+  release.join();
+  ASSERT_TRUE(synced) << synced.error().message;
+  st = ani->Status();
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->counts.pending, 0u);
 }
 
 }  // namespace

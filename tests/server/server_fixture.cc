@@ -96,6 +96,44 @@ std::optional<v1::Frame> TestClient::Receive(std::chrono::milliseconds timeout, 
   }
 }
 
+std::optional<v1::Frame> TestClient::CallAfterIdle(const v1::Frame& frame,
+                                                   std::chrono::milliseconds idle) {
+  if (impl_->closed) return std::nullopt;
+  bool read_done = false, write_done = false;
+  beast::error_code read_ec, write_ec;
+  impl_->ws.async_read(impl_->buffer, [&](beast::error_code e, std::size_t) {
+    read_ec = e;
+    read_done = true;
+  });
+  impl_->ioc.restart();
+  impl_->ioc.run_for(idle);
+  if (read_done) {  // closed by the server, or an unasked-for frame
+    impl_->closed = static_cast<bool>(read_ec);
+    impl_->buffer.consume(impl_->buffer.size());
+    return std::nullopt;
+  }
+  const std::string bytes = frame.SerializeAsString();
+  impl_->ws.async_write(net::buffer(bytes), [&](beast::error_code e, std::size_t) {
+    write_ec = e;
+    write_done = true;
+  });
+  impl_->ioc.restart();
+  impl_->ioc.run_for(std::chrono::seconds(5));
+  if (!read_done || !write_done || read_ec || write_ec) {
+    beast::get_lowest_layer(impl_->ws).cancel();
+    impl_->ioc.restart();
+    impl_->ioc.run();
+    impl_->closed = true;
+    return std::nullopt;
+  }
+  v1::Frame reply;
+  auto data = impl_->buffer.cdata();
+  const bool ok = reply.ParseFromArray(data.data(), static_cast<int>(data.size()));
+  impl_->buffer.consume(impl_->buffer.size());
+  if (!ok) return std::nullopt;
+  return reply;
+}
+
 std::optional<v1::Frame> TestClient::Call(const v1::Frame& frame) {
   if (!Send(frame)) return std::nullopt;
   return Receive();
@@ -157,6 +195,8 @@ void ServerTest::SetUp() {
   ASSERT_TRUE(init) << init.error().message();
   bootstrap_code_ = init->bootstrap_code;
   config_.data_dir = data_dir_;
+  // Tests enroll many devices from 127.0.0.1 at one instant of the test clock.
+  config_.enroll_burst = 100'000;
   // TEDUH_TEST_LOG=1 shows the server's log lines.
   if (!getenv("TEDUH_TEST_LOG")) config_.log = [](std::string_view) {};
   auto root = crypto::GenerateSignKeyPair();

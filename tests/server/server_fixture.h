@@ -52,6 +52,10 @@ class TestClient {
   std::optional<v1::Frame> Receive(std::chrono::milliseconds timeout = 5s, bool keep_pokes = false);
   // Send, then receive the reply.
   std::optional<v1::Frame> Call(const v1::Frame& frame);
+  // Reads (answering the server's pings, as a live device does) for `idle`
+  // without sending anything, then sends `frame` and returns the reply;
+  // nullopt if the connection closed meanwhile.
+  std::optional<v1::Frame> CallAfterIdle(const v1::Frame& frame, std::chrono::milliseconds idle);
   // True if the server closes the connection within `timeout`.
   bool WaitClosed(std::chrono::milliseconds timeout = 5s);
 

@@ -135,6 +135,7 @@ std::pair<pid_t, std::uint16_t> ForkServer(const std::string& data, int threads,
     server::ServerConfig config;
     config.data_dir = data;
     config.threads = threads;
+    config.enroll_burst = 1'000'000;  // every simulated device enrolls from 127.0.0.1 at once
     config.port = port_wanted;
     config.log = [](std::string_view) {};
     auto srv = server::Server::Open(config, core::DefaultEnv());

@@ -527,9 +527,13 @@ bool SplitListen(const std::string& listen, std::string* host, std::uint16_t* po
   return true;
 }
 
-int Serve(teduh::server::ServerConfig config, const std::string& listen, const Output& out) {
+int Serve(teduh::server::ServerConfig config, const std::string& listen,
+          const std::string& ops_listen, const Output& out) {
   if (!SplitListen(listen, &config.host, &config.port))
     return out.Error(Tr("--listen must be HOST:PORT, e.g. 127.0.0.1:8443"));
+  config.ops = ops_listen != "off";
+  if (config.ops && !SplitListen(ops_listen, &config.ops_host, &config.ops_port))
+    return out.Error(Tr("--ops-listen must be HOST:PORT or off, e.g. 127.0.0.1:9464"));
   // Signals are taken by this thread only (sigwait); every thread the server
   // starts inherits the blocked mask.
   sigset_t signals;
@@ -543,12 +547,14 @@ int Serve(teduh::server::ServerConfig config, const std::string& listen, const O
   if (auto ec = (*server)->Start()) return out.Error(TrF("cannot listen on {}", listen), ec);
   const std::string host = listen.substr(0, listen.rfind(':'));
   if (out.json) {
-    fmt::print("{}\n", nlohmann::json{{"listening", fmt::format("{}:{}", host, (*server)->port())},
-                                      {"host", config.host},
-                                      {"port", (*server)->port()}}
-                           .dump());
+    nlohmann::json j{{"listening", fmt::format("{}:{}", host, (*server)->port())},
+                     {"host", config.host},
+                     {"port", (*server)->port()}};
+    if (config.ops) j["ops"] = fmt::format("{}:{}", config.ops_host, (*server)->ops_port());
+    fmt::print("{}\n", j.dump());
   } else {
-    // English whatever the language: a script waits for this line and reads the port from it.
+    // English whatever the language: a script waits for these lines and reads the ports.
+    if (config.ops) fmt::print("operations on {}:{}\n", config.ops_host, (*server)->ops_port());
     fmt::print("listening on {}:{}\n", host, (*server)->port());
   }
   std::fflush(stdout);
@@ -839,6 +845,28 @@ int main(int argc, char** argv) {
                    Tr("How far ahead of the server's clock a device's edits may be stamped "
                       "before the server re-stamps them (default 1440: a day)"))
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{7 * 24 * 60}));
+  std::string ops_listen = "127.0.0.1:9464";
+  serve->add_option("--ops-listen", ops_listen,
+                    Tr("HOST:PORT of /healthz and /metrics, apart from the sync port (default "
+                       "127.0.0.1:9464; off: none). Keep it on loopback or a private network."));
+  std::int64_t idle_seconds = config.idle_timeout.count() / 1000;
+  serve
+      ->add_option("--idle-timeout-seconds", idle_seconds,
+                   Tr("A quiet connection is pinged after half of this and closed if it does "
+                      "not answer by its end (default 120)"))
+      ->check(CLI::Range(std::int64_t{10}, std::int64_t{24 * 3600}));
+  serve
+      ->add_option("--max-connections", config.max_connections,
+                   Tr("Authenticated devices served at once (default 4096)"))
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1'000'000}));
+  serve
+      ->add_option("--max-pending-connections", config.max_pending_connections,
+                   Tr("Connections not yet signed in, from anyone (default 512)"))
+      ->check(CLI::Range(std::size_t{1}, std::size_t{100'000}));
+  serve
+      ->add_option("--max-pending-per-address", config.max_pending_per_address,
+                   Tr("Of those, from one IP address (default 32)"))
+      ->check(CLI::Range(std::size_t{1}, std::size_t{100'000}));
   serve->add_flag("--json", out.json, Tr("Print one JSON object"));
 
   auto* enroll = app.add_subcommand("enroll", Tr("Create a one-time enrollment code for a device"));
@@ -991,7 +1019,8 @@ int main(int argc, char** argv) {
   if (serve->parsed()) {
     config.data_dir = data;
     config.max_skew_ms = max_skew_minutes * 60000;
-    return Serve(config, listen, out);
+    config.idle_timeout = std::chrono::seconds(idle_seconds);
+    return Serve(config, listen, ops_listen, out);
   }
   if (enroll->parsed()) return Enroll(data, role, user, expires, out);
   if (list->parsed()) return DeviceList(data, out);

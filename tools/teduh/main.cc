@@ -158,6 +158,12 @@ std::string ErrcName(const teduh::core::error_code& ec) {
       return "wrong_unit";
     case errc::wipe_ordered:
       return "device_revoked";
+    case errc::server_busy:
+      return "server_busy";
+    case errc::server_disk_full:
+      return "server_disk_full";
+    case errc::server_damaged:
+      return "server_damaged";
   }
   return "internal";
 }

@@ -87,6 +87,8 @@ bool ConstantTimeEqual(ByteView a, ByteView b) noexcept;
 // ---- Randomness and hashing -------------------------------------------------
 
 void RandomBytes(std::span<std::uint8_t> out) noexcept;
+// A uniform random number in [0, upper) (0 when upper is 0).
+std::uint32_t RandomUniform(std::uint32_t upper) noexcept;
 template <std::size_t N>
 std::array<std::uint8_t, N> RandomArray() noexcept {
   std::array<std::uint8_t, N> a;

@@ -52,6 +52,9 @@ enum class errc {
   server_error,        // the server failed: retry later
   wrong_unit,          // the server's unit root key does not match the code
   wipe_ordered,        // the server handed this revoked device a wipe order
+  server_busy,         // the server has too many connections: retry later
+  server_disk_full,    // the server's disk is full: changes stay queued; retry later
+  server_damaged,      // the server found damage in what it stores: an admin must act
 };
 const boost::system::error_category& core_category() noexcept;
 error_code make_error_code(errc e) noexcept;

@@ -78,6 +78,8 @@ class SyncClient {
 
   const FrameLimits& limits() const { return limits_; }
   bool poked() const { return poked_; }
+  // The server's hint, in the last Error frame, of when to try again (0: none).
+  std::uint32_t retry_after_ms() const { return retry_after_ms_; }
   void Close();
 
  private:
@@ -93,6 +95,7 @@ class SyncClient {
   FrameLimits limits_;
   std::uint64_t next_request_id_ = 1;
   bool poked_ = false;
+  std::uint32_t retry_after_ms_ = 0;
   std::optional<teduh::keys::v1::WipeOrder> wipe_order_;
 };
 

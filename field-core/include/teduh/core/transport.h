@@ -25,6 +25,9 @@ struct TransportOptions {
   std::size_t max_message_bytes = 8u << 20;          // read_message_max
   // wss://: PEM file of trusted CAs; empty = the system roots.
   std::string ca_file;
+  // A server that answers "busy" is tried again after its hint (with
+  // jitter, at least 1 s apart) for at most this long in all; 0: not at all.
+  std::chrono::milliseconds busy_wait{30000};
 };
 
 // The CA file from TEDUH_CA_FILE, or "".

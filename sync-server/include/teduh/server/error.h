@@ -19,6 +19,7 @@ enum class errc {
   tls_failed,               // the certificate or key could not be loaded
   stopped,                  // the server is shutting down: retry against the new process
   in_use,                   // another teduh-server process serves this data folder
+  ops_listen_failed,        // the operations listener could not bind its address
 };
 const boost::system::error_category& server_category() noexcept;
 error_code make_error_code(errc e) noexcept;

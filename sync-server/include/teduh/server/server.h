@@ -39,9 +39,22 @@ struct ServerConfig {
   core::FrameLimits limits;                             // announced in Welcome; bounds every frame
   std::int64_t max_skew_ms = 24 * 3600 * 1000;          // stamps further ahead are re-stamped
   std::chrono::milliseconds handshake_timeout{10'000};  // connect to Welcome/EnrollResult
-  std::chrono::milliseconds idle_timeout{120'000};      // no frame received
-  std::size_t max_send_queue = 64;       // frames queued to one connection; overflow closes it
-  std::size_t max_connections = 4096;    // further connections are closed at accept
+  // An authenticated connection is pinged after half of this without a
+  // frame, and closed when the ping is not answered by the end of it.
+  std::chrono::milliseconds idle_timeout{120'000};
+  std::size_t max_send_queue = 64;  // frames queued to one connection; overflow closes it
+  // Connection budgets (docs/SECURITY.md, "Hostile clients").
+  std::size_t max_connections = 4096;           // authenticated devices
+  std::size_t max_pending_connections = 512;    // not yet authenticated
+  std::size_t max_pending_per_address = 32;     // of them, from one IP address
+  std::size_t pending_frame_bytes = 16 * 1024;  // a frame before authentication
+  std::uint32_t busy_retry_ms = 15'000;         // "server busy: retry in" hint
+  std::uint32_t enroll_burst = 20;              // enrollment requests per address: a burst,
+  std::int64_t enroll_refill_ms = 10'000;       // then one per this interval
+  // The operations listener: /healthz and /metrics, apart from the sync port.
+  bool ops = true;
+  std::string ops_host = "127.0.0.1";
+  std::uint16_t ops_port = 0;            // 0: any free port (see Server::ops_port())
   std::size_t max_group_requests = 256;  // requests applied in one group commit
   std::int64_t default_enroll_ttl_ms = 72 * 3600 * 1000;
   // One structured line per event, never a field value. Default: stderr.
@@ -58,6 +71,13 @@ struct ServerMetrics {
   std::uint64_t changes_applied = 0;
   std::uint64_t commits = 0;
   std::uint64_t pulls = 0;
+  std::uint64_t pending = 0;  // connections not yet authenticated
+  std::uint64_t authenticated = 0;
+  std::uint64_t refused_per_address = 0;
+  std::uint64_t refused_pending_full = 0;
+  std::uint64_t refused_authenticated_full = 0;
+  std::uint64_t refused_enroll_rate = 0;
+  std::uint64_t frames_too_large = 0;
 };
 
 class Server {
@@ -74,6 +94,8 @@ class Server {
   [[nodiscard]] virtual core::error_code Start() = 0;
   // The bound port (valid after Start).
   virtual std::uint16_t port() const = 0;
+  // The operations listener's port (valid after Start; 0 without one).
+  virtual std::uint16_t ops_port() const = 0;
   // Graceful shutdown: stops accepting, closes connections, applies and
   // commits every request already queued, closes the store. Idempotent.
   virtual void Stop() = 0;
