@@ -74,6 +74,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench.h"
 #include "teduh/core/device.h"
 #include "teduh/core/roles.h"
 #include "teduh/crypto/crypto.h"
@@ -83,90 +84,7 @@
 
 namespace {
 
-namespace core = teduh::core;
-namespace server = teduh::server;
-namespace crypto = teduh::crypto;
-using Clock = std::chrono::steady_clock;
-
-pid_t g_server_pid = 0;  // the child to stop if the benchmark fails
-
-[[noreturn]] void Die(const std::string& what) {
-  std::fprintf(stderr, "teduh-bench: %s\n", what.c_str());
-  if (g_server_pid > 0) kill(g_server_pid, SIGKILL);
-  std::exit(1);
-}
-
-template <typename T>
-T Must(core::Outcome<T> r, const char* what) {
-  if (!r) Die(fmt::format("{}: {}", what, r.error().message));
-  if constexpr (!std::is_void_v<T>) return std::move(*r);
-}
-
-template <typename T>
-T MustR(core::result<T> r, const char* what) {
-  if (!r) Die(fmt::format("{}: {}", what, r.error().message()));
-  return std::move(*r);
-}
-
-double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
-
-std::int64_t PeakRssBytes(pid_t pid) {
-  std::ifstream in(fmt::format("/proc/{}/status", pid));
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::atoll(line.c_str() + 6) * 1024;
-  }
-  return -1;
-}
-
-// Runs the server in a child process; returns its pid and port.
-std::pair<pid_t, std::uint16_t> ForkServer(const std::string& data, int threads,
-                                           std::uint16_t port_wanted = 0) {
-  int fds[2];
-  if (pipe(fds) != 0) Die("pipe failed");
-  pid_t pid = fork();
-  if (pid < 0) Die("fork failed");
-  if (pid == 0) {
-    close(fds[0]);
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set, nullptr);  // inherited by the io threads
-    server::ServerConfig config;
-    config.data_dir = data;
-    config.threads = threads;
-    config.enroll_burst = 1'000'000;  // every simulated device enrolls from 127.0.0.1 at once
-    config.port = port_wanted;
-    config.log = [](std::string_view) {};
-    auto srv = server::Server::Open(config, core::DefaultEnv());
-    if (!srv) _exit(3);
-    if ((*srv)->Start()) _exit(4);
-    std::uint16_t port = (*srv)->port();
-    if (write(fds[1], &port, sizeof port) != sizeof port) _exit(5);
-    close(fds[1]);
-    int sig = 0;
-    sigwait(&set, &sig);
-    (*srv)->Stop();
-    (*srv)->Wait();
-    _exit(0);
-  }
-  close(fds[1]);
-  std::uint16_t port = 0;
-  if (read(fds[0], &port, sizeof port) != sizeof port) Die("the server did not start");
-  close(fds[0]);
-  return {pid, port};
-}
-
-crypto::SecureBuffer Passphrase() {
-  static constexpr std::string_view kPass = "bench passphrase";
-  return MustR(crypto::SecureBuffer::CopyOf(core::AsSpan(kPass)), "passphrase");
-}
-
-core::DeviceOptions Options() {
-  core::DeviceOptions o;
-  o.vault.kdf = core::KdfMode::kInteractive;
-  return o;
-}
+using namespace teduh::bench;
 
 // Bytes a device sent and received over its connections.
 struct ByteCounts {
@@ -274,7 +192,24 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.5, 60.0));
   app.add_flag("--json", json, "print one JSON object");
   app.add_flag("--keep", keep, "keep the temporary folder");
+  bool flood = false;
+  FloodOptions flood_options;
+  app.add_flag("--flood", flood,
+               "instead: idle signed-in devices and a stranger's flood (memory, budgets)");
+  app.add_option("--idle-devices", flood_options.idle_devices, "--flood: idle signed-in devices")
+      ->check(CLI::Range(1, 10000));
+  app.add_option("--flood-senders", flood_options.senders, "--flood: strangers sending 8 MiB")
+      ->check(CLI::Range(1, 1024));
+  app.add_option("--flood-seconds", flood_options.seconds, "--flood: how long they send")
+      ->check(CLI::Range(1.0, 120.0));
   CLI11_PARSE(app, argc, argv);
+  if (flood) {
+    if (crypto::Init()) Die("libsodium failed to initialise");
+    flood_options.threads = threads;
+    flood_options.json = json;
+    flood_options.keep = keep;
+    return RunFlood(flood_options);
+  }
 
   if (crypto::Init()) Die("libsodium failed to initialise");
   char tmpl[] = "/tmp/teduh-bench-XXXXXX";
