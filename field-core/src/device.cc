@@ -314,6 +314,10 @@ std::string ServerVerdictText(const OutboxEntry& e) {
   if (r == "sealed_mismatch")
     return Tr("The value is not sealed with the key class its field requires.");
   if (r == "out_of_order") return Tr("A referral letter moves one step at a time.");
+  if (r == kQuotaReason)
+    return Tr(
+        "The server's storage limit for a day is reached: the change is kept on this device and "
+        "sent again at a later sync.");
   if (r == "wrong_author")
     return Tr(
         "The record names another user as the one who did it; this device writes only in its "
@@ -2193,14 +2197,21 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
       for (auto& c : batch) {
         if (!c.sealed()) crypto::Wipe(*c.mutable_value());
       }
+      if (!result && result.error().code == errc::server_disk_full) {
+        // Nothing of the batch was saved; the outbox waits, and the pull
+        // still brings what others sent.
+        report.server_disk_full = true;
+        return {};
+      }
       if (!result) return result.error();
       std::lock_guard g(mu_);
       if (auto r = CheckOpen(); !r) return r.error();
       auto applied = store_->ApplyPushResults(batch, *result);
       if (!applied) return applied.error();
-      report.pushed +=
-          batch.size() - applied->unanswered - applied->key_replaced - applied->renumbered;
+      report.pushed += batch.size() - applied->unanswered - applied->key_replaced -
+                       applied->renumbered - applied->held_back;
       report.renumbered += applied->renumbered;
+      report.held_back += applied->held_back;
       if (applied->renumbered > renumber_budget) {
         return Fail(errc::server_error,
                     Tr("the server refused the edits' sequence numbers again and again; they "
@@ -2232,6 +2243,8 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
           }
         }
       }
+      // The server has no more room today: the rest waits for a later sync.
+      if (applied->held_back > 0) return {};
     }
   };
   auto pull_all = [&]() -> Outcome<void> {
@@ -2313,7 +2326,9 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
   if (auto r = push_all(); !r) return fail(r.error());
   // Held epochs are reported after the push: every case key this device made
   // under an older epoch has then reached the server (retirement relies on it).
-  if (auto r = AckHeldKeys(**client, welcome); !r) return fail(r.error());
+  // A server with a full disk takes no report: it is made at a later sync.
+  if (!report.server_disk_full)
+    if (auto r = AckHeldKeys(**client, welcome); !r) return fail(r.error());
   // The server re-stamped our changes: our clock had run ahead. Everything
   // pushed now carries the server's stamps; the HLC comes back with them.
   auto rebase = [&]() -> Outcome<void> {

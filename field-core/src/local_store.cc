@@ -756,6 +756,10 @@ Outcome<bool> LocalStore::KeepPendingLocked(const pb::FieldChange& sent,
     ++counts->key_replaced;  // re-sealed after the next pull
     return true;
   }
+  if (res.reason() == kQuotaReason) {
+    ++counts->held_back;  // sent again at a later sync
+    return true;
+  }
   if (res.reason() == kSeqReusedReason || res.reason() == kSeqOrderReason) {
     // The server holds another change under this number: this home was
     // restored from an earlier copy. The edit takes the next number (above

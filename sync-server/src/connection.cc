@@ -121,6 +121,8 @@ std::size_t Registry::size() const {
 
 namespace {
 
+constexpr std::uint32_t kDiskFullRetryMs = 60'000;
+
 std::string ShortId(const Id& id) { return core::ToHex(id).substr(0, 8); }
 
 const char* ErrorName(v1::ErrorCode code) { return v1::ErrorCode_Name(code).c_str(); }
@@ -206,7 +208,17 @@ void Connection::Fail(std::uint64_t request_id, v1::ErrorCode code, std::string 
   Reply(request_id, std::move(frame), true);
 }
 
-void Connection::StoreFailed(std::uint64_t request_id) {
+void Connection::StoreFailed(std::uint64_t request_id, core::error_code ec) {
+  if (ec == core::make_error_code(core::errc::disk_full) && state_ == State::kReady) {
+    ctx_.Log("warn", "refused", fmt::format("peer={} code=ERROR_CODE_DISK_FULL", peer_));
+    v1::Frame frame = core::MakeErrorFrame(
+        request_id, v1::ERROR_CODE_DISK_FULL,
+        "The server's disk is full: nothing from this request was saved. The changes stay on "
+        "the device and are sent when there is room again.");
+    frame.mutable_error()->set_retry_after_ms(kDiskFullRetryMs);
+    Reply(request_id, std::move(frame), false);  // reads go on
+    return;
+  }
   Fail(request_id, v1::ERROR_CODE_INTERNAL,
        "The server could not complete the request; nothing from it was saved. Try again later.");
 }
@@ -344,7 +356,7 @@ void Connection::OnProof(std::uint64_t rid, const v1::Proof& proof) {
     auto ec =
         Authenticate(store, ctx.config, ctx.env, device, nonce, server_id, signature, out.get());
     post([this, rid, ec, out] {
-      if (ec) return StoreFailed(rid);
+      if (ec) return StoreFailed(rid, ec);
       if (out->identity && !host_.AdmitAuthenticated()) {
         return Fail(rid, v1::ERROR_CODE_SERVER_BUSY,
                     "The server has as many devices connected as it is set to serve; try again "
@@ -395,7 +407,7 @@ void Connection::OnEnroll(std::uint64_t rid, const v1::EnrollRequest& request) {
       [req, out](WriterState& ws) { return Enroll(ws, *req, out.get()); },
       [this, post, rid, out](core::error_code ec) {
         post([this, rid, out, ec] {
-          if (ec) return StoreFailed(rid);
+          if (ec) return StoreFailed(rid, ec);
           if (out->reply.has_enroll_result()) {
             const auto& r = out->reply.enroll_result();
             ctx_.Log("info", "enrolled",
@@ -425,7 +437,7 @@ void Connection::OnPush(std::uint64_t rid, std::shared_ptr<v1::Frame> frame) {
           if (out->applied) ctx.registry.Poke(me, out->touched, out->poke_users);
         }
         post([this, rid, out, ec] {
-          if (ec) return StoreFailed(rid);
+          if (ec) return StoreFailed(rid, ec);
           Reply(rid, std::move(out->reply), out->close);
         });
       });
@@ -456,7 +468,7 @@ void Connection::OnPull(std::uint64_t rid, const v1::Pull& pull) {
           v1::Pull plain = pull;
           plain.clear_rolled_back();
           post([this, rid, plain, ec] {
-            if (ec) return StoreFailed(rid);
+            if (ec) return StoreFailed(rid, ec);
             OnPull(rid, plain);
           });
         });
@@ -470,7 +482,7 @@ void Connection::OnPull(std::uint64_t rid, const v1::Pull& pull) {
     auto ec =
         Pull(store, ctx.config, ctx.worker->unit(), ctx.worker->generation(), who, pull, out.get());
     if (ec) {
-      post([this, rid] { StoreFailed(rid); });
+      post([this, rid, ec] { StoreFailed(rid, ec); });
       return;
     }
     const bool last = !out->close && !out->reply.changes().has_more();
@@ -483,7 +495,11 @@ void Connection::OnPull(std::uint64_t rid, const v1::Pull& pull) {
           },
           [this, post, rid, out](core::error_code ec) {
             post([this, rid, out, ec] {
-              if (ec) return StoreFailed(rid);
+              // On a full disk the pull is still served when it hands out
+              // no new case: what it recorded (evictions seen, last sync)
+              // is recorded again at the next pull.
+              const bool full = ec == core::make_error_code(core::errc::disk_full);
+              if (ec && !(full && out->new_holdings.empty())) return StoreFailed(rid, ec);
               Reply(rid, std::move(out->reply), false);
             });
           });
@@ -503,7 +519,7 @@ void Connection::OnHistory(std::uint64_t rid, const v1::HistoryRequest& request)
         auto out = std::make_shared<Outcome>();
         auto ec = FieldHistory(store, ctx.config, ctx.worker->unit(), who, request, out.get());
         post([this, rid, out, ec] {
-          if (ec) return StoreFailed(rid);
+          if (ec) return StoreFailed(rid, ec);
           Reply(rid, std::move(out->reply), out->close);
         });
       });
@@ -516,7 +532,7 @@ void Connection::OnListDevices(std::uint64_t rid) {
     auto out = std::make_shared<Outcome>();
     auto ec = ListDevicesFor(store, who, out.get());
     post([this, rid, out, ec] {
-      if (ec) return StoreFailed(rid);
+      if (ec) return StoreFailed(rid, ec);
       Reply(rid, std::move(out->reply), out->close);
     });
   });
@@ -532,7 +548,7 @@ void Connection::OnApprove(std::uint64_t rid, std::shared_ptr<v1::Frame> frame) 
       },
       [this, post, rid, out](core::error_code ec) {
         post([this, rid, out, ec] {
-          if (ec) return StoreFailed(rid);
+          if (ec) return StoreFailed(rid, ec);
           if (out->reply.has_approve_result())
             ctx_.Log("info", "approved",
                      fmt::format(
@@ -554,7 +570,7 @@ void Connection::OnRevoke(std::uint64_t rid, std::shared_ptr<v1::Frame> frame) {
       },
       [this, post, rid, out](core::error_code ec) {
         post([this, rid, out, ec] {
-          if (ec) return StoreFailed(rid);
+          if (ec) return StoreFailed(rid, ec);
           if (out->reply.has_revoke_result()) {
             const std::string& raw = out->reply.revoke_result().device().device_id();
             ctx_.Log("warn", "revoked",
@@ -578,7 +594,7 @@ void Connection::OnWipeReceipt(std::uint64_t rid, std::shared_ptr<v1::Frame> fra
       },
       [this, post, rid, out](core::error_code ec) {
         post([this, rid, out, ec] {
-          if (ec) return StoreFailed(rid);
+          if (ec) return StoreFailed(rid, ec);
           ctx_.Log("warn", "wipe_receipt",
                    fmt::format("peer={} device={} accepted={}", peer_, ShortId(wipe_device_),
                                out->reply.error().code() == v1::ERROR_CODE_DEVICE_REVOKED));
@@ -602,7 +618,7 @@ void Connection::OnRotate(std::uint64_t rid, std::shared_ptr<v1::Frame> frame) {
         // Every device holding a case pulls its re-wrapped keys.
         if (!ec && *committed) ctx.registry.Poke(me, true, {}, /*everyone=*/true);
         post([this, rid, out, committed, ec] {
-          if (ec) return StoreFailed(rid);
+          if (ec) return StoreFailed(rid, ec);
           if (*committed)
             ctx_.Log("warn", "rotated",
                      fmt::format("peer={} by={} records={}", peer_, ShortId(identity_.device_id),
@@ -627,7 +643,7 @@ void Connection::OnShred(std::uint64_t rid, std::shared_ptr<v1::Frame> frame) {
         // Every device that may hold the case drops it now if it is connected.
         if (!ec && *shredded) ctx.registry.Poke(me, true, {}, /*everyone=*/true);
         post([this, rid, out, ec] {
-          if (ec) return StoreFailed(rid);
+          if (ec) return StoreFailed(rid, ec);
           Reply(rid, std::move(out->reply), out->close);
         });
       });
@@ -654,7 +670,7 @@ void Connection::OnOffboard(std::uint64_t rid, std::shared_ptr<v1::Frame> frame)
             if (auto id = core::IdFromBytes(r.device_id())) ctx.registry.CloseDevice(*id);
         }
         post([this, rid, out, ec] {
-          if (ec) return StoreFailed(rid);
+          if (ec) return StoreFailed(rid, ec);
           Reply(rid, std::move(out->reply), out->close);
         });
       });
@@ -681,7 +697,7 @@ void Connection::SimpleWrite(std::uint64_t rid,
       [write = std::move(write), out](WriterState& ws) { return write(ws, out.get()); },
       [this, post, rid, out](core::error_code ec) {
         post([this, rid, out, ec] {
-          if (ec) return StoreFailed(rid);
+          if (ec) return StoreFailed(rid, ec);
           Reply(rid, std::move(out->reply), out->close);
         });
       });
@@ -700,7 +716,7 @@ void Connection::SimpleRead(std::uint64_t rid,
     auto out = std::make_shared<Outcome>();
     auto ec = read(store, out.get());
     post([this, rid, out, ec] {
-      if (ec) return StoreFailed(rid);
+      if (ec) return StoreFailed(rid, ec);
       Reply(rid, std::move(out->reply), out->close);
     });
   });
@@ -721,7 +737,7 @@ void Connection::OnRekey(std::uint64_t rid, std::shared_ptr<v1::Frame> frame) {
         // Every device holding the case pulls its new key and values now.
         if (!ec && *finished) ctx.registry.Poke(me, true, {}, /*everyone=*/true);
         post([this, rid, out, ec] {
-          if (ec) return StoreFailed(rid);
+          if (ec) return StoreFailed(rid, ec);
           Reply(rid, std::move(out->reply), out->close);
         });
       });

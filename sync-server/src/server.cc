@@ -99,6 +99,16 @@ std::string MetricsText(const ServerContext& ctx) {
       {"enroll_rate", a.refused_enroll_rate}};
   for (const auto& [cause, n] : causes)
     out += fmt::format("teduh_connections_refused_total{{cause=\"{}\"}} {}\n", cause, n);
+  metric("teduh_store_disk_full", "gauge",
+         "1 while the store refuses writes for a full disk (or its size bound).",
+         ctx.worker && ctx.worker->disk_full() ? 1 : 0);
+  out +=
+      "# HELP teduh_store_write_failures_total Group commits that failed, by cause.\n"
+      "# TYPE teduh_store_write_failures_total counter\n";
+  out += fmt::format("teduh_store_write_failures_total{{cause=\"disk_full\"}} {}\n",
+                     ctx.worker ? ctx.worker->failed_disk_full() : 0);
+  out += fmt::format("teduh_store_write_failures_total{{cause=\"other\"}} {}\n",
+                     ctx.worker ? ctx.worker->failed_other() : 0);
   return out;
 }
 
@@ -372,8 +382,14 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession<Stream
       // port tells a stranger nothing about how the unit syncs.
       return Respond(req, http::status::not_found, "not found\n", "text/plain");
     }
-    if (req.method() == http::verb::get && req.target() == "/healthz")
+    if (req.method() == http::verb::get && (req.target() == "/healthz" || req.target() == "/livez"))
       return Respond(req, http::status::ok, "ok", "text/plain");
+    if (req.method() == http::verb::get && req.target() == "/readyz") {
+      // Ready to take writes: a full disk takes the server out of rotation.
+      if (ctx_.worker && ctx_.worker->disk_full())
+        return Respond(req, http::status::service_unavailable, "disk full\n", "text/plain");
+      return Respond(req, http::status::ok, "ready", "text/plain");
+    }
     if (req.method() == http::verb::get && req.target() == "/metrics")
       return Respond(req, http::status::ok, MetricsText(ctx_),
                      "text/plain; version=0.0.4; charset=utf-8");
@@ -531,7 +547,16 @@ class ServerImpl final : public Server {
     auto lock = DataFolderLock::Acquire(ctx_.config.data_dir);
     if (!lock) return lock.error();
     lock_.emplace(std::move(*lock));
-    auto worker = StoreWorker::Start(StorePath(ctx_.config.data_dir), ctx_.config, ctx_.env);
+    auto worker = StoreWorker::Start(
+        StorePath(ctx_.config.data_dir), ctx_.config, ctx_.env, [this](bool full) {
+          if (full) {
+            ctx_.Log("error", "store_disk_full",
+                     "note=\"writes are refused (DISK_FULL) and reads served until there is "
+                     "room; devices keep their changes\"");
+          } else {
+            ctx_.Log("info", "store_writable", "note=\"the disk has room again\"");
+          }
+        });
     if (!worker) return worker.error();
     ctx_.worker = std::move(*worker);
     return {};

@@ -37,8 +37,11 @@
 //  2. next_seq_ > every fields.seq and next_txn_ > every fields.txn while in_txn_.
 //  3. fields.seq is unique (index fields_by_seq): a pull cursor never skips or
 //     repeats a value.
-//  4. Once sticky_ is set (failed COMMIT, I/O error, corruption, full disk),
-//     every call returns it: nothing more is written or read until reopened.
+//  4. Once sticky_ is set (failed COMMIT, I/O error, corruption), every call
+//     returns it: nothing more is written or read until reopened. A full
+//     disk (SQLITE_FULL, also at COMMIT) is not sticky: SQLite rolls the
+//     transaction back and the file stays as it was, so reads go on and the
+//     next write succeeds once there is room (errc::disk_full meanwhile).
 //  5. Values are only ever bound as blobs, never formatted into SQL or into
 //     an error message.
 //  6. While in_txn_, audit_head_ is the last audit row's (idx, hash) as this
@@ -51,7 +54,8 @@
 //     at once, for every later group too.
 //
 // States:  idle --Begin()--> in_txn --Commit() ok--> idle
-//                              |  \--Commit() fails--> sticky (terminal)
+//                              |  \--Commit() fails--> sticky (terminal),
+//                              |                       or idle on a full disk
 //                              \--Rollback()--> idle
 #include <sqlite3.h>
 
@@ -91,7 +95,6 @@ bool LeavesStateUncertain(int rc) {
   switch (rc & 0xFF) {
     case SQLITE_IOERR:
     case SQLITE_CORRUPT:
-    case SQLITE_FULL:
     case SQLITE_NOTADB:
     case SQLITE_CANTOPEN:
       return true;
@@ -246,6 +249,16 @@ INSERT OR IGNORE INTO root_holders(device_id, since_ms, grant_body)
   AND NOT EXISTS(SELECT 1 FROM root_holders) ORDER BY enrolled_ms, rowid LIMIT 1;
 )sql";
 
+// Version 7; also run on every writable open of an older store (migration).
+// usage: the bytes of values each device (and, under the empty id, the whole
+// unit) stored on a day (days since the Unix epoch, UTC), for the storage
+// bounds; days before yesterday are pruned.
+constexpr const char* kUsageTableSql = R"sql(
+CREATE TABLE IF NOT EXISTS usage(
+  device_id BLOB NOT NULL, day INTEGER NOT NULL, bytes INTEGER NOT NULL,
+  PRIMARY KEY(device_id, day)) WITHOUT ROWID;
+)sql";
+
 // Also run on every writable open of a version 1 store (migration).
 constexpr const char* kAuditTableSql = R"sql(
 CREATE TABLE IF NOT EXISTS audit(
@@ -358,10 +371,20 @@ class SqliteStore final : public Store {
                      "; PRAGMA wal_autocheckpoint=" + std::to_string(options.checkpoint_pages))
                         .c_str()))
       return ec;
+    if (options.max_bytes > 0 && !options.read_only) {
+      sqlite3_stmt* raw = nullptr;
+      int page = 4096;
+      if (sqlite3_prepare_v2(s->db_, "PRAGMA page_size", -1, &raw, nullptr) == SQLITE_OK &&
+          sqlite3_step(raw) == SQLITE_ROW)
+        page = sqlite3_column_int(raw, 0);
+      sqlite3_finalize(raw);
+      const std::uint64_t pages = std::max<std::uint64_t>(1, options.max_bytes / page);
+      if (auto ec = s->Exec(("PRAGMA max_page_count=" + std::to_string(pages)).c_str())) return ec;
+    }
     auto version = s->Meta("schema_version");
     if (!version) return version.error();
-    const bool older =
-        *version == "1" || *version == "2" || *version == "3" || *version == "4" || *version == "5";
+    const bool older = *version == "1" || *version == "2" || *version == "3" || *version == "4" ||
+                       *version == "5" || *version == "6";
     if (older && !options.read_only) {
       if (auto ec = s->Migrate(*version == "1")) return ec;
     } else if (older) {
@@ -370,8 +393,9 @@ class SqliteStore final : public Store {
       s->has_audit_ = *version != "1";
       s->has_revocations_ = *version == "3" || *version == "4";
       s->has_rekeys_ = *version == "4";
-      s->has_receipts_ = *version == "5";
-      s->has_custody_ = false;
+      s->has_receipts_ = *version == "5" || *version == "6";
+      s->has_custody_ = *version == "6";
+      s->has_usage_ = false;
     } else if (*version != std::to_string(kStoreSchemaVersion)) {
       return core::make_error_code(errc::store_failed);
     }
@@ -408,6 +432,7 @@ class SqliteStore final : public Store {
     if (rc == SQLITE_OK) rc = sqlite3_exec(db, kRekeyTablesSql, nullptr, nullptr, nullptr);
     if (rc == SQLITE_OK) rc = sqlite3_exec(db, kReceiptTablesSql, nullptr, nullptr, nullptr);
     if (rc == SQLITE_OK) rc = sqlite3_exec(db, kCustodyTablesSql, nullptr, nullptr, nullptr);
+    if (rc == SQLITE_OK) rc = sqlite3_exec(db, kUsageTableSql, nullptr, nullptr, nullptr);
     if (rc != SQLITE_OK) {
       sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
       // The tables exist: another `init` won the race.
@@ -512,6 +537,7 @@ class SqliteStore final : public Store {
     in_txn_ = false;
     if (rc != SQLITE_OK) {
       sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      if ((rc & 0xFF) == SQLITE_FULL) return FromSqlite(rc);  // invariant 4
       sticky_ = FromSqlite(rc);
       if (!sticky_) sticky_ = core::make_error_code(errc::store_failed);
       return sticky_;
@@ -768,6 +794,29 @@ class SqliteStore final : public Store {
     s.Done();
     if (rc != SQLITE_DONE) return Fail(rc);
     return rows;
+  }
+  result<std::uint64_t> UsageOn(const std::optional<Id>& device_id, std::int64_t day) override {
+    if (sticky_) return sticky_;
+    if (!has_usage_) return std::uint64_t{0};
+    Stmt& s =
+        stmts_->usage_on.Start().Blob(1, device_id ? core::AsBytes(*device_id) : "").Int(2, day);
+    int rc = s.Step();
+    std::uint64_t bytes = rc == SQLITE_ROW ? s.ColU64(0) : 0;
+    s.Done();
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Fail(rc);
+    return bytes;
+  }
+  error_code AddUsage(const std::optional<Id>& device_id, std::int64_t day,
+                      std::uint64_t bytes) override {
+    if (!has_usage_) return core::make_error_code(errc::store_failed);
+    return Run(stmts_->add_usage.Start()
+                   .Blob(1, device_id ? core::AsBytes(*device_id) : "")
+                   .Int(2, day)
+                   .U64(3, bytes));
+  }
+  error_code PruneUsage(std::int64_t day) override {
+    if (!has_usage_) return core::make_error_code(errc::store_failed);
+    return Run(stmts_->prune_usage.Start().Int(1, day));
   }
   error_code NoteRestoreGap(const RestoreGapRow& r) override {
     if (!has_custody_) return core::make_error_code(errc::store_failed);
@@ -1592,7 +1641,7 @@ class SqliteStore final : public Store {
         case_current, case_history, replace_history, delete_record_history, delete_record_fields,
         delete_record, put_rekey_target, rekey_targets, clear_rekey_targets, put_key_drop,
         key_dropped_below, scan_key_drops, purge_held, purge_rekey_targets, any_key_drops,
-        held_case, put_receipt, find_receipt, receipt_floor;
+        held_case, put_receipt, find_receipt, receipt_floor, usage_on, add_usage, prune_usage;
   };
 
   SqliteStore() = default;
@@ -1652,13 +1701,14 @@ class SqliteStore final : public Store {
   }
 
   // Version 1 → 2 adds the audit table and its head; 2 → 3 the revocations;
-  // 3 → 4 the re-keying tables; 4 → 5 the change receipts; 5 → 6 the key custody.
+  // 3 → 4 the re-keying tables; 4 → 5 the change receipts; 5 → 6 the key custody;
+  // 6 → 7 the storage usage.
   // Another connection may migrate first; the write lock and IF NOT EXISTS
   // make that harmless.
   error_code Migrate(bool from_version1) {
     if (auto ec = Exec("BEGIN IMMEDIATE")) return ec;
     std::string sql = std::string(from_version1 ? kAuditTableSql : "") + kRevocationsTableSql +
-                      kRekeyTablesSql + kReceiptTablesSql + kCustodyTablesSql +
+                      kRekeyTablesSql + kReceiptTablesSql + kCustodyTablesSql + kUsageTableSql +
                       "UPDATE meta SET value = '" + std::to_string(kStoreSchemaVersion) +
                       "' WHERE key = 'schema_version';";
     if (auto ec = Exec(sql.c_str())) {
@@ -1853,6 +1903,13 @@ class SqliteStore final : public Store {
       all.push_back(
           {&st.restore_gaps, "SELECT device_id, from_seq, to_seq, since_ms FROM restore_gaps"});
     }
+    if (has_usage_) {
+      all.push_back({&st.usage_on, "SELECT bytes FROM usage WHERE device_id = ?1 AND day = ?2"});
+      all.push_back({&st.add_usage,
+                     "INSERT INTO usage(device_id, day, bytes) VALUES(?1, ?2, ?3) "
+                     "ON CONFLICT(device_id, day) DO UPDATE SET bytes = bytes + excluded.bytes"});
+      all.push_back({&st.prune_usage, "DELETE FROM usage WHERE day < ?1"});
+    }
     if (has_receipts_) {  // a read-only older store has none of the version 5 tables
       all.push_back({&st.put_receipt,
                      "INSERT INTO receipts(device_id, first_seq, last_seq, entries) VALUES(?1, "
@@ -1948,6 +2005,7 @@ class SqliteStore final : public Store {
   bool has_rekeys_ = true;                   // false only for an older store opened read-only
   bool has_receipts_ = true;                 // false only for an older store opened read-only
   bool has_custody_ = true;                  // false only for an older store opened read-only
+  bool has_usage_ = true;                    // false only for an older store opened read-only
   bool checkpoint_after_commit_ = false;     // set by PurgeCase
   error_code sticky_;                        // invariant 4
 };

@@ -23,10 +23,13 @@ namespace teduh::server {
 
 core::result<std::unique_ptr<StoreWorker>> StoreWorker::Start(const std::string& path,
                                                               const ServerConfig& config,
-                                                              core::Env& env) {
+                                                              core::Env& env, DiskFn on_disk) {
   std::unique_ptr<StoreWorker> w(new StoreWorker());
   w->config_ = &config;
-  auto writer = OpenSqliteStore(path, StoreOptions{});
+  w->on_disk_ = std::move(on_disk);
+  StoreOptions rw;
+  rw.max_bytes = config.max_store_bytes;
+  auto writer = OpenSqliteStore(path, rw);
   if (!writer) return writer.error();
   StoreOptions ro;
   ro.read_only = true;
@@ -117,6 +120,11 @@ void StoreWorker::WriterLoop() {
       std::lock_guard lock(mu_);
       ++commits_;
     }
+    // A full disk refuses writes until there is room again: the next group
+    // that commits ends it, with no restart (the store is not sticky on it).
+    const bool full = ec == core::make_error_code(core::errc::disk_full);
+    if (ec) ++(full ? failed_disk_full_ : failed_other_);
+    if ((full || !ec) && disk_full_.exchange(full) != full && on_disk_) on_disk_(full);
     for (WriteJob& job : group) job.done(ec);  // invariant 2
     group.clear();
   }

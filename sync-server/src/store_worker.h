@@ -35,10 +35,15 @@ class StoreWorker {
   using DoneFn = std::function<void(core::error_code)>;
   using ReadFn = std::function<void(Store&)>;
 
+  // Called on the writer thread when the store starts or stops refusing
+  // writes for a full disk (true: full).
+  using DiskFn = std::function<void(bool full)>;
+
   // Opens the writer and reader connections on `path` and starts both threads.
   [[nodiscard]] static core::result<std::unique_ptr<StoreWorker>> Start(const std::string& path,
                                                                         const ServerConfig& config,
-                                                                        core::Env& env);
+                                                                        core::Env& env,
+                                                                        DiskFn on_disk = {});
   ~StoreWorker();
   StoreWorker(const StoreWorker&) = delete;
   StoreWorker& operator=(const StoreWorker&) = delete;
@@ -57,6 +62,11 @@ class StoreWorker {
   std::uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
   void set_generation(std::uint64_t g) { generation_.store(g, std::memory_order_release); }
   std::uint64_t commits() const;
+  // The last group failed for a full disk (cleared by the next commit).
+  bool disk_full() const { return disk_full_.load(std::memory_order_acquire); }
+  // Groups that failed: for a full disk, and for anything else.
+  std::uint64_t failed_disk_full() const { return failed_disk_full_.load(); }
+  std::uint64_t failed_other() const { return failed_other_.load(); }
 
  private:
   struct WriteJob {
@@ -70,6 +80,9 @@ class StoreWorker {
   const ServerConfig* config_ = nullptr;
   UnitInfo unit_;
   std::atomic<std::uint64_t> generation_{0};
+  std::atomic<bool> disk_full_{false};
+  std::atomic<std::uint64_t> failed_disk_full_{0}, failed_other_{0};
+  DiskFn on_disk_;
   std::unique_ptr<Store> writer_store_;
   std::unique_ptr<Store> reader_store_;
   std::unique_ptr<WriterState> writer_state_;  // touched only by the writer thread

@@ -213,6 +213,7 @@ class PushApplier {
     mark_ = device_.last_device_seq;
     auto floor = store_.ReceiptFloor(device_.device_id);
     if (!floor) return floor.error();
+    if (auto ec = LoadUsage()) return ec;
     txn_ = store_.AllocateTxn();
     std::uint64_t previous = 0;  // the push's last device_seq
     for (const v1::FieldChange& c : push.changes()) {
@@ -265,6 +266,10 @@ class PushApplier {
     }
     if (clock_offset_ms_ != 0) result->set_clock_offset_ms(clock_offset_ms_);
     if (auto ec = store_.PutReceipts(device_.device_id, receipts_)) return ec;
+    if (added_bytes_ > 0) {
+      if (auto ec = store_.AddUsage(device_.device_id, day_, added_bytes_)) return ec;
+      if (auto ec = store_.AddUsage(std::nullopt, day_, added_bytes_)) return ec;
+    }
     if (mark_ != device_.last_device_seq)
       if (auto ec = store_.SetDeviceMark(device_.device_id, mark_)) return ec;
     if (auto ec = store_.TouchDevice(device_.device_id, now_ms_)) return ec;
@@ -274,6 +279,40 @@ class PushApplier {
   }
 
  private:
+  // Storage bounds: what the device and the unit stored today, read once per
+  // push (and yesterday's rows forgotten once a day).
+  error_code LoadUsage() {
+    day_ = now_ms_ / kDayMs;
+    if (ws_.usage_pruned_day != day_) {
+      if (auto ec = store_.PruneUsage(day_ - 1)) return ec;
+      ws_.usage_pruned_day = day_;
+    }
+    auto mine = store_.UsageOn(device_.device_id, day_);
+    if (!mine) return mine.error();
+    auto unit = store_.UsageOn(std::nullopt, day_);
+    if (!unit) return unit.error();
+    device_bytes_ = *mine;
+    unit_bytes_ = *unit;
+    return {};
+  }
+
+  // Whether storing `c` stays within the day's bounds; counts it if so.
+  bool WithinBounds(const v1::FieldChange& c) {
+    const std::uint64_t cost = c.value().size() + kRowBytes;
+    const auto over = [&](std::uint64_t used, std::uint64_t bound) {
+      return bound != 0 && used + added_bytes_ + cost > bound;
+    };
+    if (over(device_bytes_, ws_.config.max_device_bytes_per_day) ||
+        over(unit_bytes_, ws_.config.max_unit_bytes_per_day))
+      return false;
+    added_bytes_ += cost;
+    return true;
+  }
+
+  static bool Provisional(std::string_view reason) {
+    return reason == core::kKeyReplacedReason || reason == core::kQuotaReason;
+  }
+
   static void Reject(v1::ChangeResult* r, std::string_view reason, std::string_view detail) {
     r->set_status(v1::ChangeResult::STATUS_REJECTED);
     r->set_reason(std::string(reason));
@@ -283,10 +322,11 @@ class PushApplier {
   error_code AnswerResend(const v1::FieldChange& c, v1::ChangeResult* r) {
     auto rejection = store_.FindRejection(device_.device_id, c.device_seq());
     if (!rejection) return rejection.error();
-    if (*rejection && (*rejection)->reason == core::kKeyReplacedReason) {
-      // Not final: the device re-sealed the change; it is decided anew. It
-      // passed the scope check when first sent (key_replaced is answered
-      // after it), so a case the device has left since still takes it.
+    if (*rejection && Provisional((*rejection)->reason)) {
+      // Not final: the device re-sealed the change, or a new day brought room
+      // to store it; it is decided anew. It passed the scope check when first
+      // sent (key_replaced and quota are answered after it), so a case the
+      // device has left since still takes it.
       if (auto ec = store_.DropRejection(device_.device_id, c.device_seq())) return ec;
       resend_in_scope_ = true;
       auto ec = ApplyOne(c, r);
@@ -656,7 +696,16 @@ class PushApplier {
       }
     }
 
-    // 5. Clock skew, then the merge.
+    // 5. Storage bounds: whatever the merge decides, the value is stored
+    // (as the current value or in the field's history).
+    if (!WithinBounds(c)) {
+      Reject(r, core::kQuotaReason,
+             "The server's storage bound for a day is reached; the change waits on the device "
+             "and is sent again later.");
+      return {};
+    }
+
+    // 6. Clock skew, then the merge.
     // The origin is the server's to set: only a re-stamp makes one (the merge
     // trusts it as the writer's own stamp), so a device's is ignored.
     core::Stamp stamp{c.stamp().hlc(), *stamp_device};
@@ -975,6 +1024,11 @@ class PushApplier {
   PushOutcome* out_;
   const std::int64_t now_ms_;
   std::uint64_t mark_ = 0;
+  // Storage bounds (LoadUsage, WithinBounds).
+  static constexpr std::int64_t kDayMs = 86'400'000;
+  static constexpr std::uint64_t kRowBytes = 64;  // a stored row beyond its value
+  std::int64_t day_ = 0;
+  std::uint64_t device_bytes_ = 0, unit_bytes_ = 0, added_bytes_ = 0;
   std::uint64_t txn_ = 0;
   std::optional<bool> any_drops_;
   bool resend_in_scope_ = false;          // deciding a re-sealed change again (AnswerResend)

@@ -43,7 +43,8 @@ struct WriterState {
   core::Env& env;
   const ServerConfig& config;
   UnitInfo unit;
-  core::Hlc hlc;  // re-stamps changes from clocks that run ahead
+  core::Hlc hlc;                       // re-stamps changes from clocks that run ahead
+  std::int64_t usage_pruned_day = -1;  // the day whose earlier usage rows were last pruned
 };
 
 struct Outcome {

@@ -3,7 +3,13 @@
 // WebSockets. Each test is bounded in count and time and uses loopback only.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/mount.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
+#include <filesystem>
+#include <fstream>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -349,6 +355,245 @@ TEST_F(BusyServerDeviceTest, ADeviceTurnedAwayForLoadSaysWhenToRetryKeepsItsChan
   release.join();
   ASSERT_TRUE(synced) << synced.error().message;
   st = ani->Status();
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->counts.pending, 0u);
+}
+
+// ---- Storage bounds ---------------------------------------------------------------------
+
+TEST_F(HostileClientTest, ADeviceStoresOnlyItsDailyBoundAndWhatWaitsIsTakenTheNextDay) {
+  EnrollBootstrapAdmin();
+  TestDevice ani = EnrollApproved(v1::ROLE_OFFICE, "ani");
+  TestDevice tono = EnrollApproved(v1::ROLE_SUPERVISOR, "tono");
+  StopServer();
+  config_.max_device_bytes_per_day = 1000;  // a case and a few 64-byte notes
+  config_.max_unit_bytes_per_day = 1800;
+  StartServer();
+  auto client = Login(ani);
+  const Id case_id = core::NewId();
+  std::vector<v1::FieldChange> changes{
+      OpenChange(ani, case_id, core::kCaseKind, {}, 1, CaseText(1, "K-1"))};
+  for (int i = 0; i < 12; ++i)
+    changes.push_back(SealedChange(ani, core::NewId(), core::kNoteKind, case_id, 20));
+  auto count = [](const v1::PushResult& r, std::string_view reason) {
+    int n = 0;
+    for (const auto& one : r.results())
+      n += reason.empty() ? one.status() == v1::ChangeResult::STATUS_APPLIED
+                          : one.reason() == reason;
+    return n;
+  };
+  const v1::PushResult first = Push(*client, changes);
+  const int applied = count(first, "");
+  EXPECT_EQ(applied, 8);  // 1000 bytes: the case (69) and seven notes (128 each)
+  EXPECT_EQ(count(first, core::kQuotaReason), 13 - applied);
+  // Sent again the same day (also after a restart): still no room.
+  config_.port = server_->port();
+  client.reset();
+  StopServer();
+  StartServer();
+  client = Login(ani);
+  const std::vector<v1::FieldChange> rest(changes.begin() + applied, changes.end());
+  EXPECT_EQ(count(Push(*client, rest), core::kQuotaReason), 13 - applied);
+  // Another device has its own bound, within the unit's.
+  auto other = Login(tono);
+  std::vector<v1::FieldChange> his;
+  for (int i = 0; i < 10; ++i)
+    his.push_back(SealedChange(tono, core::NewId(), core::kNoteKind, case_id, 20));
+  const v1::PushResult theirs = Push(*other, his);
+  EXPECT_EQ(count(theirs, ""), 6);  // the unit's 1800 bytes: 965 used, six more fit
+  EXPECT_EQ(count(theirs, core::kQuotaReason), 4);
+  // The next day the waiting changes are decided anew and stored.
+  env_.Advance(24 * 3600 * 1000);
+  const v1::PushResult next_day = Push(*client, rest);
+  EXPECT_EQ(count(next_day, ""), 13 - applied);
+  auto office = Login(tono);
+  EXPECT_EQ(PullAll(*office).size(), static_cast<std::size_t>(13 + 6));
+}
+
+TEST_F(BusyServerDeviceTest, ADeviceOverItsDailyBoundKeepsItsEditsAndSendsThemLater) {
+  auto rina = Staff("rina", v1::ROLE_PENDAMPING);
+  config_.port = server_->port();
+  StopServer();
+  config_.max_device_bytes_per_day = 600;
+  StartServer();
+  auto made = rina->NewCase(
+      {"risk_level=tinggi", "chronology=Kekerasan di rumah oleh suami, berulang sejak 2024"});
+  ASSERT_TRUE(made) << made.error().message;
+  auto first = rina->Sync();
+  ASSERT_TRUE(first) << first.error().message;
+  EXPECT_GT(first->held_back, 0u);
+  auto st = rina->Status();
+  ASSERT_TRUE(st);
+  EXPECT_GT(st->counts.pending, 0u);
+  EXPECT_EQ(st->counts.rejected, 0u);  // waiting, not refused
+  env_.Advance(24 * 3600 * 1000);
+  auto second = rina->Sync();
+  ASSERT_TRUE(second) << second.error().message;
+  EXPECT_EQ(second->held_back, 0u);
+  st = rina->Status();
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->counts.pending, 0u);
+  EXPECT_EQ(st->counts.rejected, 0u);
+}
+
+// ---- Full disks ----------------------------------------------------------------------------
+
+class StoreFaultTest : public ServerTest {
+ protected:
+  // Pushes batches of 1 KiB sealed notes until the server answers with an
+  // error (at most `tries` batches); returns that answer, or nullopt.
+  std::optional<v1::Frame> PushUntilFull(TestClient& client, const TestDevice& dev,
+                                         const Id& case_id, int tries,
+                                         std::vector<v1::FieldChange>* refused) {
+    for (int i = 0; i < tries; ++i) {
+      v1::Frame f;
+      f.set_request_id(1000 + i);
+      std::vector<v1::FieldChange> batch;
+      for (int n = 0; n < 100; ++n) {
+        v1::FieldChange c = SealedChangeOf(dev, core::NewId(), core::kNoteKind, case_id, 20, 1024);
+        batch.push_back(c);
+        *f.mutable_push()->add_changes() = std::move(c);
+      }
+      auto reply = client.Call(f);
+      if (!reply) return std::nullopt;
+      if (reply->has_error()) {
+        *refused = std::move(batch);
+        return reply;
+      }
+    }
+    return std::nullopt;
+  }
+};
+
+std::string Metrics(std::uint16_t ops_port) { return HttpGet(ops_port, "/metrics").second; }
+
+TEST_F(StoreFaultTest, AFullStoreRefusesWritesWithDiskFullAndKeepsServingReads) {
+  EnrollBootstrapAdmin();
+  TestDevice ani = EnrollApproved(v1::ROLE_OFFICE, "ani");
+  TestDevice tono = EnrollApproved(v1::ROLE_SUPERVISOR, "tono");
+  StopServer();
+  config_.max_store_bytes = 2u << 20;  // the store's bound: as a 2 MiB disk
+  StartServer();
+  EXPECT_EQ(HttpGet(server_->ops_port(), "/readyz").first, 200);
+  auto client = Login(ani);
+  const Id case_id = core::NewId();
+  ASSERT_EQ(Push(*client, {OpenChange(ani, case_id, core::kCaseKind, {}, 1, CaseText(1, "K-1"))})
+                .results(0)
+                .status(),
+            v1::ChangeResult::STATUS_APPLIED);
+  std::vector<v1::FieldChange> refused;
+  auto full = PushUntilFull(*client, ani, case_id, 40, &refused);
+  ASSERT_TRUE(full) << "the store never filled";
+  EXPECT_EQ(full->error().code(), v1::ERROR_CODE_DISK_FULL);
+  EXPECT_THAT(full->error().message(), ::testing::HasSubstr("disk is full"));
+  EXPECT_EQ(full->error().retry_after_ms(), 60'000u);
+  // Operations see it: not ready, a gauge and a counter (until a write
+  // succeeds again: a small one that needs no new page may).
+  EXPECT_EQ(HttpGet(server_->ops_port(), "/readyz").first, 503);
+  EXPECT_EQ(HttpGet(server_->ops_port(), "/livez").first, 200);
+  const std::string m = Metrics(server_->ops_port());
+  EXPECT_THAT(m, ::testing::HasSubstr("teduh_store_disk_full 1"));
+  EXPECT_THAT(m, ::testing::Not(::testing::HasSubstr(
+                     "teduh_store_write_failures_total{cause=\"disk_full\"} 0")));
+  // The connection stays open for reads, and other devices read too.
+  auto same = PullFrame(*client, 0, 10);
+  ASSERT_TRUE(same);
+  EXPECT_TRUE(same->has_changes()) << same->DebugString();
+  auto reader = Login(tono);
+  const auto pulled = PullAll(*reader);
+  EXPECT_GT(pulled.size(), 1u);
+  // Nothing of the refused push was saved; everything acknowledged is there.
+  for (const auto& c : pulled)
+    for (const auto& r : refused) EXPECT_NE(c.record_id(), r.record_id());
+}
+
+TEST_F(StoreFaultTest, OnARealFullDiskWritingResumesByItselfWhenSpaceIsFreed) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to mount a small file system";
+  const std::string mnt = dir_ + "/disk";
+  std::filesystem::create_directories(mnt);
+  if (mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=8m") != 0)
+    GTEST_SKIP() << "cannot mount a small file system here";
+  struct Unmount {
+    std::string at;
+    ~Unmount() { umount2(at.c_str(), MNT_DETACH); }
+  } unmount{mnt};
+  StopServer();
+  auto init = InitStore(mnt + "/data", "UPTD PPA Test", env_);
+  ASSERT_TRUE(init) << init.error().message();
+  bootstrap_code_ = init->bootstrap_code;
+  data_dir_ = config_.data_dir = mnt + "/data";
+  StartServer();
+  EnrollBootstrapAdmin();
+  TestDevice ani = EnrollApproved(v1::ROLE_OFFICE, "ani");
+  auto client = Login(ani);
+  const Id case_id = core::NewId();
+  ASSERT_EQ(Push(*client, {OpenChange(ani, case_id, core::kCaseKind, {}, 1, CaseText(1, "K-1"))})
+                .results(0)
+                .status(),
+            v1::ChangeResult::STATUS_APPLIED);
+  // Something else on the disk takes all but 256 KiB.
+  struct statvfs fs {};
+  ASSERT_EQ(statvfs(mnt.c_str(), &fs), 0);
+  const std::uint64_t free_bytes = static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize;
+  ASSERT_GT(free_bytes, 256u * 1024);
+  {
+    std::ofstream filler(mnt + "/filler", std::ios::binary);
+    const std::string block(64 * 1024, 'f');
+    for (std::uint64_t n = 0; n + 256 * 1024 < free_bytes; n += block.size())
+      filler.write(block.data(), static_cast<std::streamsize>(block.size()));
+  }
+  std::vector<v1::FieldChange> refused;
+  auto full = PushUntilFull(*client, ani, case_id, 40, &refused);
+  ASSERT_TRUE(full) << "the disk never filled";
+  EXPECT_EQ(full->error().code(), v1::ERROR_CODE_DISK_FULL);
+  EXPECT_EQ(HttpGet(server_->ops_port(), "/readyz").first, 503);
+  auto pulled = PullFrame(*client, 0, 10);
+  ASSERT_TRUE(pulled && pulled->has_changes());
+  // Space is freed: the same push is taken, with no restart.
+  std::filesystem::remove(mnt + "/filler");
+  v1::Frame again;
+  again.set_request_id(9999);
+  for (const auto& c : refused) *again.mutable_push()->add_changes() = c;
+  auto reply = client->Call(again);
+  ASSERT_TRUE(reply && reply->has_push_result()) << (reply ? reply->DebugString() : "closed");
+  for (const auto& r : reply->push_result().results())
+    EXPECT_EQ(r.status(), v1::ChangeResult::STATUS_APPLIED);
+  EXPECT_EQ(HttpGet(server_->ops_port(), "/readyz").first, 200);
+  EXPECT_THAT(Metrics(server_->ops_port()), ::testing::HasSubstr("teduh_store_disk_full 0"));
+  client.reset();
+  StopServer();  // before the file system goes
+}
+
+TEST_F(BusyServerDeviceTest, ADeviceMeetingAFullServerKeepsItsEditsAndStillReceives) {
+  auto rina = Staff("rina", v1::ROLE_PENDAMPING);
+  auto ani = Staff("ani", v1::ROLE_OFFICE);
+  auto first = ani->NewCase({"risk_level=sedang"});
+  ASSERT_TRUE(first);
+  Sync(*ani);
+  config_.port = server_->port();
+  StopServer();
+  config_.max_store_bytes = 1;  // the store may not grow: a long chronology does not fit
+  StartServer();
+  auto mine = rina->NewCase({"risk_level=tinggi", "chronology=" + std::string(30'000, 'k')});
+  ASSERT_TRUE(mine);
+  auto r = rina->Sync();
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_TRUE(r->server_disk_full);
+  auto st = rina->Status();
+  ASSERT_TRUE(st);
+  EXPECT_GT(st->counts.pending, 0u);
+  EXPECT_EQ(st->counts.rejected, 0u);
+  // The office still receives what the server holds.
+  auto office = ani->Sync();
+  ASSERT_TRUE(office) << office.error().message;
+  // Room again (here: the bound lifted at a restart): the edits go.
+  StopServer();
+  config_.max_store_bytes = 0;
+  StartServer();
+  auto later = rina->Sync();
+  ASSERT_TRUE(later) << later.error().message;
+  EXPECT_FALSE(later->server_disk_full);
+  st = rina->Status();
   ASSERT_TRUE(st);
   EXPECT_EQ(st->counts.pending, 0u);
 }

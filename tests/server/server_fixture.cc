@@ -380,6 +380,17 @@ v1::FieldChange ServerTest::SealedChange(const TestDevice& device, const Id& rec
   return c;
 }
 
+v1::FieldChange ServerTest::SealedChangeOf(const TestDevice& device, const Id& record_id,
+                                           std::string_view kind, const std::optional<Id>& parent,
+                                           std::uint32_t field, std::size_t bytes) {
+  v1::FieldChange c = SealedChange(device, record_id, kind, parent, field);
+  std::string value(bytes, '\0');
+  crypto::RandomBytes(
+      std::span<std::uint8_t>(reinterpret_cast<std::uint8_t*>(value.data()), value.size()));
+  c.set_value(std::move(value));
+  return c;
+}
+
 v1::PushResult ServerTest::Push(TestClient& client, std::vector<v1::FieldChange> changes) {
   v1::Frame f;
   f.set_request_id(next_request_++);

@@ -111,6 +111,10 @@ class ServerTest : public ::testing::Test {
                              const std::string& value, std::int64_t hlc_offset_ms = 0);
   v1::FieldChange SealedChange(const TestDevice& device, const Id& record_id, std::string_view kind,
                                const std::optional<Id>& parent, std::uint32_t field);
+  // The same with `bytes` random bytes of ciphertext.
+  v1::FieldChange SealedChangeOf(const TestDevice& device, const Id& record_id,
+                                 std::string_view kind, const std::optional<Id>& parent,
+                                 std::uint32_t field, std::size_t bytes);
   // Sends a Push of `changes` and returns the PushResult (asserts on error frames).
   v1::PushResult Push(TestClient& client, std::vector<v1::FieldChange> changes);
   // Sends a Pull and returns the reply frame.

@@ -867,6 +867,24 @@ int main(int argc, char** argv) {
       ->add_option("--max-pending-per-address", config.max_pending_per_address,
                    Tr("Of those, from one IP address (default 32)"))
       ->check(CLI::Range(std::size_t{1}, std::size_t{100'000}));
+  std::uint64_t device_mib = config.max_device_bytes_per_day >> 20;
+  std::uint64_t unit_mib = config.max_unit_bytes_per_day >> 20;
+  serve
+      ->add_option("--max-device-mib-per-day", device_mib,
+                   Tr("MiB of values one device may store in a day; beyond, its changes wait on "
+                      "it (default 128; 0: no bound)"))
+      ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{1} << 30));
+  serve
+      ->add_option("--max-unit-mib-per-day", unit_mib,
+                   Tr("MiB of values the whole unit may store in a day (default 2048; 0: no "
+                      "bound)"))
+      ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{1} << 30));
+  std::uint64_t store_mib = 0;
+  serve
+      ->add_option("--max-store-mib", store_mib,
+                   Tr("The largest the store may grow, in MiB; reaching it is handled as a full "
+                      "disk (default 0: as the disk allows)"))
+      ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{1} << 30));
   serve->add_flag("--json", out.json, Tr("Print one JSON object"));
 
   auto* enroll = app.add_subcommand("enroll", Tr("Create a one-time enrollment code for a device"));
@@ -1020,6 +1038,9 @@ int main(int argc, char** argv) {
     config.data_dir = data;
     config.max_skew_ms = max_skew_minutes * 60000;
     config.idle_timeout = std::chrono::seconds(idle_seconds);
+    config.max_device_bytes_per_day = device_mib << 20;
+    config.max_unit_bytes_per_day = unit_mib << 20;
+    config.max_store_bytes = store_mib << 20;
     return Serve(config, listen, ops_listen, out);
   }
   if (enroll->parsed()) return Enroll(data, role, user, expires, out);

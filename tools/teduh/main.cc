@@ -1116,6 +1116,8 @@ int main(int argc, char** argv) {
              {"rekeyed", report->rekeyed},
              {"resealed", report->resealed},
              {"renumbered", report->renumbered},
+             {"held_back", report->held_back},
+             {"server_disk_full", report->server_disk_full},
              {"set_aside", report->set_aside},
              {"sealed_verified", report->verified},
              {"sealed_not_for_this_device", report->not_for_this_device},
@@ -1135,6 +1137,18 @@ int main(int argc, char** argv) {
             TrF("{} edit(s) made after this device's folder was restored from an earlier copy were "
                 "numbered again and sent.\n",
                 report->renumbered);
+      }
+      if (report->server_disk_full) {
+        human += TrF(
+            "The server's disk is full: it saved none of this device's changes. {} change(s) are "
+            "kept here and sent at a later sync; tell the unit's IT admin.\n",
+            pending);
+      }
+      if (report->held_back > 0) {
+        human +=
+            TrF("The server's storage limit for a day is reached: {} change(s) and the rest of the "
+                "outbox are kept on this device and sent at a later sync.\n",
+                report->held_back);
       }
       if (report->set_aside > 0) {
         human +=

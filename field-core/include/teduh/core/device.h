@@ -377,6 +377,12 @@ struct SyncReport {
   // Edits given a new number because the server held another change under
   // theirs (this home was restored from an earlier copy), then sent.
   std::size_t renumbered = 0;
+  // Edits the server had no room for today (its storage bound for this
+  // device or the unit): they stay pending and go at a later sync.
+  std::size_t held_back = 0;
+  // The server's disk is full: it saved nothing this device sent (the
+  // outbox waits for a later sync), and the pull went on.
+  bool server_disk_full = false;
   // After a reset: values the restored server no longer had, set aside.
   std::size_t set_aside = 0;
   // Pulled sealed values: opened and verified with the case key; held for a key

@@ -25,6 +25,12 @@ inline constexpr std::uint32_t kProtocolVersion = 1;
 // sends it again with the same device_seq.
 inline constexpr std::string_view kKeyReplacedReason = "key_replaced";
 
+// The push answer for a change beyond the server's storage bound of a day
+// (the device's or the unit's bytes, docs/SECURITY.md "Hostile clients").
+// Not final: the device keeps the change and sends it again later with the
+// same device_seq, and the server decides it anew.
+inline constexpr std::string_view kQuotaReason = "quota";
+
 // Push answers (rejection reasons) about a change's device_seq; none of them
 // uses the number up, and the server stores nothing of the change.
 //  - seq_reused: the server already holds another change under this number

@@ -137,6 +137,9 @@ struct PushApplied {
   // Refused seq_reused (frame_codec.h kSeqReusedReason): given the next
   // number and left pending, sent again in the same push pass.
   std::size_t renumbered = 0;
+  // Refused quota (frame_codec.h kQuotaReason): the server's storage bound
+  // of the day is reached; left pending and sent again at a later sync.
+  std::size_t held_back = 0;
 };
 
 class LocalStore {

@@ -57,6 +57,14 @@ struct ServerConfig {
   std::uint16_t ops_port = 0;            // 0: any free port (see Server::ops_port())
   std::size_t max_group_requests = 256;  // requests applied in one group commit
   std::int64_t default_enroll_ttl_ms = 72 * 3600 * 1000;
+  // Storage bounds: bytes of values (each counted with its row) one device,
+  // and the whole unit, may store in a day (UTC); beyond, a change is refused
+  // with reason "quota" and waits on its device. 0: no bound.
+  std::uint64_t max_device_bytes_per_day = std::uint64_t{128} << 20;
+  std::uint64_t max_unit_bytes_per_day = std::uint64_t{2} << 30;
+  // The largest the store may grow (bytes; 0: as the disk allows). Reaching
+  // it is handled as a full disk: writes refused (DISK_FULL), reads served.
+  std::uint64_t max_store_bytes = 0;
   // One structured line per event, never a field value. Default: stderr.
   std::function<void(std::string_view line)> log;
 };

@@ -52,7 +52,7 @@ using AuditHash = std::array<std::uint8_t, 32>;
 
 // 2 added the audit log, 3 revocations, 4 re-keying, 5 change receipts; an
 // older store is migrated when opened for writing.
-inline constexpr int kStoreSchemaVersion = 6;
+inline constexpr int kStoreSchemaVersion = 7;
 
 struct UnitInfo {
   std::string unit_id;  // 32 hex digits, made at init
@@ -281,6 +281,14 @@ class Store {
   // Widens the device's gap to cover (from_seq, to_seq] (a new row keeps since_ms).
   virtual error_code NoteRestoreGap(const RestoreGapRow& row) = 0;
   virtual result<std::vector<RestoreGapRow>> RestoreGaps() = 0;
+  // ---- Storage bounds (docs/SECURITY.md, "Hostile clients") ---------------------------------
+  // Bytes of values the device (nullopt: the whole unit) stored on `day`
+  // (days since the Unix epoch, UTC); AddUsage counts more; PruneUsage
+  // forgets the days before `day`.
+  virtual result<std::uint64_t> UsageOn(const std::optional<Id>& device_id, std::int64_t day) = 0;
+  virtual error_code AddUsage(const std::optional<Id>& device_id, std::int64_t day,
+                              std::uint64_t bytes) = 0;
+  virtual error_code PruneUsage(std::int64_t day) = 0;
   // How many changes of the device with device_seq in (from, to] the store
   // holds a receipt of (re-sent after a restore).
   virtual result<std::uint64_t> CountReceipts(const Id& device_id, std::uint64_t from,
@@ -482,6 +490,9 @@ struct StoreOptions {
   // all over the fields table; a longer interval writes a page dirtied by
   // several group commits back once.
   int checkpoint_pages = 8192;
+  // The largest the store file may grow, in bytes (PRAGMA max_page_count);
+  // beyond it a write fails as on a full disk. 0: as large as the disk allows.
+  std::uint64_t max_bytes = 0;
 };
 
 // The SQLite file inside a data folder.
