@@ -1,6 +1,7 @@
 #include "teduh/core/frame_codec.h"
 
 #include <fmt/format.h>
+#include <google/protobuf/stubs/logging.h>
 
 #include "teduh/core/i18n.h"
 #include "teduh/crypto/crypto.h"
@@ -384,6 +385,8 @@ error_code ValidateChange(const v1::FieldChange& change, const FrameLimits& limi
   if (message) *message = check.why;
   return make_error_code(errc::malformed_frame);
 }
+
+void SilenceProtobufLog() { google::protobuf::SetLogHandler(nullptr); }
 
 std::string EncodeFrame(const v1::Frame& frame) { return frame.SerializeAsString(); }
 

@@ -1,6 +1,7 @@
 #include "teduh/core/i18n.h"
 
 #include <atomic>
+#include <boost/locale/encoding_utf.hpp>
 #include <boost/locale/gnu_gettext.hpp>
 #include <boost/locale/message.hpp>
 #include <cstdlib>
@@ -42,6 +43,16 @@ const std::locale& CatalogLocale(Lang lang) {
 }
 
 }  // namespace
+
+bool IsValidUtf8(std::string_view text) {
+  try {
+    (void)boost::locale::conv::utf_to_utf<char>(text.data(), text.data() + text.size(),
+                                                boost::locale::conv::stop);
+    return true;
+  } catch (const boost::locale::conv::conversion_error&) {
+    return false;
+  }
+}
 
 std::optional<Lang> ParseLang(std::string_view text) {
   auto starts = [&](std::string_view p) {

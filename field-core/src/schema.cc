@@ -7,9 +7,9 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <cstdio>
 #include <cstdlib>
-#include <charconv>
 #include <ctime>
 #include <unordered_map>
 
@@ -167,6 +167,8 @@ bool SetOne(const FieldPolicy& f, std::string_view text, TimeZone zone, const Co
     if (message) *message = fmt::format("{}: {}", f.name, what);
     return false;
   };
+  if (d->type() == pb::FieldDescriptor::TYPE_STRING && !IsValidUtf8(text))
+    return bad(Tr("the text is not valid UTF-8 (is the terminal set to another encoding?)"));
   if (!f.code_list.empty()) {
     // A region code is free while the unit has no region list of its own.
     std::string code(text);

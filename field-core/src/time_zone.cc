@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cctype>
 #include <ctime>
 #include <string>
@@ -11,7 +12,14 @@
 namespace teduh::core {
 namespace {
 
+// Times a value may hold, whatever a device or a damaged store put there:
+// from 0001-01-02 to 9999-12-30 UTC (a time outside is shown as the nearest
+// end; a day inside, so that no zone's offset leaves years 1 to 9999).
+constexpr std::int64_t kFirstSecond = -62'135'596'800 + 86'400;
+constexpr std::int64_t kLastSecond = 253'402'300'799 - 86'400;
+
 std::tm Broken(std::int64_t unix_seconds, TimeZone zone) {
+  unix_seconds = std::clamp(unix_seconds, kFirstSecond, kLastSecond);
   std::time_t t = static_cast<std::time_t>(unix_seconds + TimeZoneOffsetSeconds(zone));
   std::tm tm{};
   gmtime_r(&t, &tm);

@@ -519,6 +519,7 @@ class ServerImpl final : public Server {
 
   core::error_code Init() {
     if (auto ec = crypto::Init()) return ec;
+    core::SilenceProtobufLog();
     // Buffers of large frames (up to the 8 MiB bound) are mapped and handed
     // back to the system when freed: glibc would otherwise raise its mapping
     // threshold after the first one and keep a burst's memory in the heap.

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
+
 namespace teduh::core {
 namespace {
 
@@ -17,6 +19,16 @@ TEST(TimeZoneTest, ShowsTheSameMomentInEachZone) {
 TEST(TimeZoneTest, TheLocalDayCanBeTheNextUtcDay) {
   EXPECT_EQ(LocalDate(kAfternoonUtc, TimeZone::kWib), "20261202");
   EXPECT_EQ(LocalDate(kAfternoonUtc, TimeZone::kWit), "20261203");
+}
+
+// A time no person could mean (a damaged value, a hostile device's) is shown
+// as the nearest of year 1 and year 9999, never overflowing (found by fuzzing).
+TEST(TimeZoneTest, ATimeOutsideTheCalendarIsShownAtItsNearestEnd) {
+  constexpr auto kMax = std::numeric_limits<std::int64_t>::max();
+  constexpr auto kMin = std::numeric_limits<std::int64_t>::min();
+  EXPECT_EQ(FormatLocalTime(kMax, TimeZone::kWit).substr(0, 10), "9999-12-31");
+  EXPECT_EQ(FormatLocalTime(kMin, TimeZone::kWib).substr(0, 10), "0001-01-02");
+  EXPECT_EQ(LocalDate(kMax, TimeZone::kWita), "99991231");
 }
 
 TEST(TimeZoneTest, ParsesTheThreeNamesInAnyCaseAndNothingElse) {

@@ -10,6 +10,8 @@
 #include "teduh/core/frame_codec.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  static const bool quiet = (teduh::core::SilenceProtobufLog(), true);
+  (void)quiet;
   teduh::core::FrameLimits limits;
   limits.max_frame_bytes = 1 << 20;
   std::string message;

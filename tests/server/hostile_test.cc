@@ -181,6 +181,13 @@ TEST_F(HostileClientTest, AfterSignInTheFullBoundHoldsAndABreachIsAnswered) {
 
 // ---- Connection budgets ----------------------------------------------------------------
 
+// Waits (up to a second) until the server has seen a connection end.
+template <class Done>
+void WaitFor(Done done) {
+  for (int i = 0; i < 100 && !done(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+}
+
 // A request any signed-in device may make.
 v1::Frame PullRequest() {
   v1::Frame f;
@@ -214,8 +221,7 @@ TEST_F(HostileClientTest, OneAddressHoldsOnlyItsShareOfTheConnectionsWaitingToSi
   // As soon as the stranger's connections end, a device from that address
   // signs in (it would from any other address at once).
   held.clear();
-  for (int i = 0; i < 100 && server_->metrics().pending > 0; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  WaitFor([&] { return server_->metrics().pending == 0; });
   auto device = Login(ani);
   auto reply = device->Call(PullRequest());
   ASSERT_TRUE(reply);
@@ -266,8 +272,7 @@ TEST_F(HostileClientTest, TheBudgetOfSignedInDevicesIsExactAndAFullOneSaysBusy) 
   EXPECT_EQ(server_->metrics().refused_authenticated_full, 1u);
   // When the first leaves, the second gets in.
   first.reset();
-  for (int i = 0; i < 100 && server_->metrics().authenticated > 0; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  WaitFor([&] { return server_->metrics().authenticated == 0; });
   auto now = Login(tono);
   EXPECT_TRUE(now->Call(PullRequest()));
 }

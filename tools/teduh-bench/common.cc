@@ -20,23 +20,20 @@ pid_t g_server_pid = 0;
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
-std::int64_t PeakRssBytes(pid_t pid) {
+namespace {
+// A "Vm...:  N kB" line of /proc/PID/status, in bytes.
+std::int64_t StatusBytes(pid_t pid, std::string_view key) {
   std::ifstream in(fmt::format("/proc/{}/status", pid));
   std::string line;
   while (std::getline(in, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::atoll(line.c_str() + 6) * 1024;
+    if (line.rfind(key, 0) == 0) return std::atoll(line.c_str() + key.size()) * 1024;
   }
   return -1;
 }
+}  // namespace
 
-std::int64_t RssBytes(pid_t pid) {
-  std::ifstream in(fmt::format("/proc/{}/status", pid));
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::atoll(line.c_str() + 6) * 1024;
-  }
-  return -1;
-}
+std::int64_t PeakRssBytes(pid_t pid) { return StatusBytes(pid, "VmHWM:"); }
+std::int64_t RssBytes(pid_t pid) { return StatusBytes(pid, "VmRSS:"); }
 
 std::pair<pid_t, std::uint16_t> ForkServer(
     const std::string& data, int threads, std::uint16_t port_wanted,

@@ -24,6 +24,7 @@
 
 #include "session.h"
 #include "teduh/core/device.h"
+#include "teduh/core/frame_codec.h"
 #include "teduh/core/i18n.h"
 #include "teduh/core/passphrase.h"
 #include "teduh/core/roles.h"
@@ -892,6 +893,7 @@ int main(int argc, char** argv) {
   if (auto ec = teduh::crypto::Init()) {
     return Report(g, teduh::core::Fail(ec, Tr("the crypto library could not start")));
   }
+  teduh::core::SilenceProtobufLog();
 
   try {
     if (init->parsed()) {

@@ -19,6 +19,12 @@ namespace teduh::core {
 
 inline constexpr std::uint32_t kProtocolVersion = 1;
 
+// Drops protobuf's own log lines (for instance about invalid UTF-8 in a
+// string field of a hostile frame): they would let anyone who can send a
+// frame write to the program's log at will. The decoders' results say what
+// was wrong. Process-wide; the server and the device programs call it once.
+void SilenceProtobufLog();
+
 // The push answer (a rejection reason) for a sealed change under a case key
 // version that a re-key deleted (PROTOCOL §8d). Not final: the device keeps
 // the change, re-seals it under the new version after its next pull and

@@ -26,6 +26,10 @@ enum class Lang { kId, kEn };
 // "id", "en", or a locale name such as "id_ID.UTF-8" or "en_US"; nullopt
 // otherwise (and for "C" and "POSIX", which name no language).
 std::optional<Lang> ParseLang(std::string_view text);
+
+// Whether `text` is well-formed UTF-8 (what a string field of a record must
+// hold: a value that is not cannot be decoded again).
+bool IsValidUtf8(std::string_view text);
 // The language the environment asks for: the first of LANGUAGE, LC_ALL,
 // LC_MESSAGES and LANG that names Indonesian or English; Indonesian, the
 // users' language, when none does.
