@@ -55,6 +55,15 @@ TEST_F(CrashTest, EveryAcknowledgedChangeSurvivesKillsDuringPushes) {
   for (int round = 0; round < 8; ++round) {
     const pid_t pid = ForkServer(config_, env_);
     ASSERT_GT(pid, 0);
+    // Whatever happens below, the child does not outlive this round.
+    struct Reap {
+      pid_t pid;
+      ~Reap() {
+        if (pid <= 0) return;
+        kill(pid, SIGKILL);
+        waitpid(pid, nullptr, 0);
+      }
+    } reap{pid};
     std::unique_ptr<TestClient> client;
     for (int i = 0; i < 200 && !client; ++i) {
       client = TestClient::Connect(config_.port);
@@ -89,7 +98,9 @@ TEST_F(CrashTest, EveryAcknowledgedChangeSurvivesKillsDuringPushes) {
     }
     killer.join();
     int status = 0;
-    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    const pid_t reaped = waitpid(pid, &status, 0);
+    reap.pid = 0;  // reaped here: the guard must not signal a reused pid
+    ASSERT_EQ(reaped, pid);
     EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
     ++kills;
   }

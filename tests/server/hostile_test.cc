@@ -188,6 +188,14 @@ void WaitFor(Done done) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
 }
 
+// The server answered SERVER_BUSY with `retry_ms`, then closed the connection.
+void ExpectBusy(const std::optional<v1::Frame>& reply, TestClient& client, std::uint32_t retry_ms) {
+  ASSERT_TRUE(reply && reply->has_error());
+  EXPECT_EQ(reply->error().code(), v1::ERROR_CODE_SERVER_BUSY);
+  EXPECT_EQ(reply->error().retry_after_ms(), retry_ms);
+  EXPECT_TRUE(client.WaitClosed());
+}
+
 // A request any signed-in device may make.
 v1::Frame PullRequest() {
   v1::Frame f;
@@ -243,11 +251,7 @@ TEST_F(HostileClientTest, AFullPendingBudgetIsAnsweredServerBusyWithWhenToRetry)
   }
   auto late = TestClient::Connect(server_->port());
   ASSERT_TRUE(late);
-  auto reply = late->Receive();
-  ASSERT_TRUE(reply && reply->has_error());
-  EXPECT_EQ(reply->error().code(), v1::ERROR_CODE_SERVER_BUSY);
-  EXPECT_EQ(reply->error().retry_after_ms(), 2500u);
-  EXPECT_TRUE(late->WaitClosed());
+  ExpectBusy(late->Receive(), *late, 2500);
   EXPECT_EQ(server_->metrics().pending, 4u);
   EXPECT_EQ(server_->metrics().refused_pending_full, 1u);
 }
@@ -263,11 +267,7 @@ TEST_F(HostileClientTest, TheBudgetOfSignedInDevicesIsExactAndAFullOneSaysBusy) 
   auto first = Login(ani);
   auto second = TestClient::Connect(server_->port());
   ASSERT_TRUE(second);
-  auto reply = Authenticate(*second, tono);
-  ASSERT_TRUE(reply && reply->has_error());
-  EXPECT_EQ(reply->error().code(), v1::ERROR_CODE_SERVER_BUSY);
-  EXPECT_EQ(reply->error().retry_after_ms(), 1500u);
-  EXPECT_TRUE(second->WaitClosed());
+  ExpectBusy(Authenticate(*second, tono), *second, 1500);
   EXPECT_EQ(server_->metrics().authenticated, 1u);
   EXPECT_EQ(server_->metrics().refused_authenticated_full, 1u);
   // When the first leaves, the second gets in.

@@ -192,6 +192,54 @@ IdleKeys EnrollIdle(const std::string& data, const std::string& url, core::Devic
   return k;
 }
 
+// A stranger from `source`: connects and sends an 8 MiB frame, again and
+// again until `stop`, counting frames sent and those answered with an error.
+void SendLargeFrames(std::uint16_t port, const std::string& source, const std::string& big,
+                     const std::atomic<bool>& stop, std::atomic<long>& frames,
+                     std::atomic<long>& answered) {
+  net::io_context ioc;
+  while (!stop) {
+    auto c = StrangerConnect(ioc, port, source);
+    if (!c) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      continue;
+    }
+    ++frames;
+    beast::get_lowest_layer(*c).expires_after(std::chrono::seconds(10));
+    beast::error_code ec;
+    c->write(net::buffer(big), ec);
+    if (ec) continue;
+    beast::flat_buffer buf;
+    c->read(buf, ec);
+    if (ec) continue;
+    v1::Frame f;
+    auto d = buf.cdata();
+    if (f.ParseFromArray(d.data(), static_cast<int>(d.size())) && f.has_error() &&
+        (f.error().code() == v1::ERROR_CODE_FRAME_TOO_LARGE ||
+         f.error().code() == v1::ERROR_CODE_MALFORMED_FRAME))
+      ++answered;
+  }
+}
+
+struct SyncFigures {
+  int ok = 0, failed = 0;
+  double max_ms = 0;
+};
+
+// The field device records a case and syncs, again and again, for `seconds`.
+SyncFigures SyncFor(core::Device& device, double seconds) {
+  SyncFigures f;
+  const auto end = Clock::now() + std::chrono::duration<double>(seconds);
+  for (int n = 0; Clock::now() < end; ++n) {
+    Must(device.NewCase({fmt::format("chronology=Kunjungan {}", n)}), "case");
+    const auto t0 = Clock::now();
+    auto r = device.Sync();
+    f.max_ms = std::max(f.max_ms, Seconds(Clock::now() - t0) * 1000);
+    r ? ++f.ok : ++f.failed;
+  }
+  return f;
+}
+
 nlohmann::json RunOnce(const FloodOptions& o, std::size_t pending_frame_bytes) {
   char tmpl[] = "/tmp/teduh-flood-XXXXXX";
   if (!mkdtemp(tmpl)) Die("cannot create a temporary folder");
@@ -280,42 +328,10 @@ nlohmann::json RunOnce(const FloodOptions& o, std::size_t pending_frame_bytes) {
       // Each sender from an address of its own: a flood from many machines
       // (one address alone holds only its share, as step 2 shows).
       senders.emplace_back([&, source = fmt::format("127.0.{}.{}", 1 + s / 250, 1 + s % 250)] {
-        net::io_context sioc;
-        while (!stop) {
-          auto c = StrangerConnect(sioc, port, source);
-          if (!c) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(10));
-            continue;
-          }
-          ++frames;
-          beast::get_lowest_layer(*c).expires_after(std::chrono::seconds(10));
-          beast::error_code ec;
-          c->write(net::buffer(big), ec);
-          if (ec) continue;
-          beast::flat_buffer buf;
-          c->read(buf, ec);
-          if (ec) continue;
-          v1::Frame f;
-          auto d = buf.cdata();
-          if (f.ParseFromArray(d.data(), static_cast<int>(d.size())) && f.has_error() &&
-              (f.error().code() == v1::ERROR_CODE_FRAME_TOO_LARGE ||
-               f.error().code() == v1::ERROR_CODE_MALFORMED_FRAME))
-            ++answered;
-        }
+        SendLargeFrames(port, source, big, stop, frames, answered);
       });
     }
-    int syncs_ok = 0, syncs_failed = 0;
-    double sync_max_ms = 0;
-    const auto flood_end = Clock::now() + std::chrono::duration<double>(o.seconds);
-    int n = 0;
-    while (Clock::now() < flood_end) {
-      Must(rina->NewCase({fmt::format("chronology=Kunjungan {}", n++)}), "case");
-      const auto t0 = Clock::now();
-      auto r = rina->Sync();
-      const double ms = Seconds(Clock::now() - t0) * 1000;
-      sync_max_ms = std::max(sync_max_ms, ms);
-      r ? ++syncs_ok : ++syncs_failed;
-    }
+    const SyncFigures syncs = SyncFor(*rina, o.seconds);
     stop = true;
     for (auto& t : senders) t.join();
     sampler.join();
@@ -346,9 +362,9 @@ nlohmann::json RunOnce(const FloodOptions& o, std::size_t pending_frame_bytes) {
         {"flood_answered_too_large", answered.load()},
         {"server_rss_during_flood_max_bytes", rss_max.load()},
         {"server_rss_after_flood_bytes", rss_after},
-        {"device_syncs_during_flood_ok", syncs_ok},
-        {"device_syncs_during_flood_failed", syncs_failed},
-        {"device_sync_max_ms", sync_max_ms},
+        {"device_syncs_during_flood_ok", syncs.ok},
+        {"device_syncs_during_flood_failed", syncs.failed},
+        {"device_sync_max_ms", syncs.max_ms},
         {"idle_still_connected", still},
     };
     kill(pid, SIGTERM);
