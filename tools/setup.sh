@@ -32,6 +32,9 @@ if ((${#missing[@]})); then
 fi
 
 jobs=${TEDUH_JOBS:-2}
+# ccache keys on paths relative to the checkout, so another clone of the same
+# sources (a CI run) reuses what an earlier build compiled.
+export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
 if [ ! -f build/build.ninja ]; then
   cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >&2
 fi

@@ -318,6 +318,10 @@ std::string ServerVerdictText(const OutboxEntry& e) {
     return Tr(
         "The server's storage limit for a day is reached: the change is kept on this device and "
         "sent again at a later sync.");
+  if (r == kDamagedReason)
+    return Tr(
+        "The server found damage in this record's stored copy: the change is kept on this device "
+        "and sent again once the unit's IT admin has repaired the server.");
   if (r == "wrong_author")
     return Tr(
         "The record names another user as the one who did it; this device writes only in its "

@@ -84,6 +84,8 @@ class CoreCategory final : public boost::system::error_category {
         return Tr("the server's disk is full; changes are kept on this device and sent later");
       case errc::server_damaged:
         return Tr("the server found damage in its store; tell the unit's IT admin");
+      case errc::store_damaged:
+        return Tr("damage was found in the store; damaged values are never shown");
     }
     return Tr("unknown error");
   }

@@ -252,6 +252,15 @@ core::result<AuditCheck> VerifyAudit(const std::string& data_dir,
   return CheckAuditChain(**store, known_head);
 }
 
+core::result<StoreCheck> CheckStoreFile(const std::string& data_dir) {
+  if (auto ec = crypto::Init()) return ec;
+  StoreOptions options;
+  options.read_only = true;
+  auto store = OpenSqliteStore(StorePath(data_dir), options);
+  if (!store) return store.error();
+  return (*store)->Check(true, false);
+}
+
 core::result<std::vector<AuditRecord>> ReadAudit(const std::string& data_dir, std::size_t last) {
   StoreOptions options;
   options.read_only = true;

@@ -50,7 +50,7 @@ void SetSubject(const DeviceRow& device, a1::AuditEntry* entry) {
 }  // namespace
 
 core::error_code AuditPush(WriterState& ws, const Identity& who, const v1::Push& push,
-                           const v1::PushResult& result) {
+                           const v1::PushResult& result, const std::vector<int>& repaired) {
   const int n = std::min(push.changes_size(), result.results_size());
   if (n == 0) return {};
   google::protobuf::ArenaOptions options;
@@ -90,6 +90,8 @@ core::error_code AuditPush(WriterState& ws, const Identity& who, const v1::Push&
       a->set_key_version(c.key_version());
     }
   }
+  for (int i : repaired)
+    if (i >= 0 && i < n) entry->mutable_changes(i)->set_repaired(true);
   return AppendAuditEntry(ws.store, entry);
 }
 

@@ -13,9 +13,11 @@
 namespace teduh::server {
 
 // The Push frame `push` from `who` and its per-change outcome `result` (one
-// ChangeResult per change, in order). Writes nothing for an empty frame.
+// ChangeResult per change, in order; `repaired`: the indices of changes that
+// replaced a value found damaged). Writes nothing for an empty frame.
 [[nodiscard]] core::error_code AuditPush(WriterState& ws, const Identity& who, const v1::Push& push,
-                                         const v1::PushResult& result);
+                                         const v1::PushResult& result,
+                                         const std::vector<int>& repaired = {});
 // `device` was enrolled (with the unit's bootstrap code if `bootstrap`; with
 // the unit root key rebuilt from a recovery kit if `recovered`).
 [[nodiscard]] core::error_code AuditEnroll(WriterState& ws, const DeviceRow& device, bool bootstrap,

@@ -219,6 +219,15 @@ void Connection::StoreFailed(std::uint64_t request_id, core::error_code ec) {
     Reply(request_id, std::move(frame), false);  // reads go on
     return;
   }
+  if (ec == core::make_error_code(core::errc::store_damaged) && state_ == State::kReady) {
+    ctx_.Log("warn", "refused", fmt::format("peer={} code=ERROR_CODE_STORE_DAMAGED", peer_));
+    Reply(request_id,
+          core::MakeErrorFrame(request_id, v1::ERROR_CODE_STORE_DAMAGED,
+                               "The server found damage in what this request needs; nothing "
+                               "from it was saved. The unit's IT admin must check the store."),
+          false);
+    return;
+  }
   Fail(request_id, v1::ERROR_CODE_INTERNAL,
        "The server could not complete the request; nothing from it was saved. Try again later.");
 }

@@ -38,8 +38,10 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -109,6 +111,14 @@ std::string MetricsText(const ServerContext& ctx) {
                      ctx.worker ? ctx.worker->failed_disk_full() : 0);
   out += fmt::format("teduh_store_write_failures_total{{cause=\"other\"}} {}\n",
                      ctx.worker ? ctx.worker->failed_other() : 0);
+  metric("teduh_store_damaged_rows_met_total", "counter",
+         "Damaged stored rows that reads met and skipped (never served).",
+         ctx.worker ? ctx.worker->damaged_rows_met() : 0);
+  metric("teduh_store_checks_total", "counter", "Background store checks finished.",
+         ctx.worker ? ctx.worker->checks() : 0);
+  metric("teduh_store_check_damage", "gauge",
+         "Findings of the last background store check (0: intact).",
+         ctx.worker ? ctx.worker->last_check_damage() : 0);
   return out;
 }
 
@@ -388,6 +398,10 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession<Stream
       // Ready to take writes: a full disk takes the server out of rotation.
       if (ctx_.worker && ctx_.worker->disk_full())
         return Respond(req, http::status::service_unavailable, "disk full\n", "text/plain");
+      // A damaged file (not a damaged row, which is skipped until a device's
+      // change replaces it) takes it out too: the admin must restore.
+      if (ctx_.worker && ctx_.worker->structure_damaged())
+        return Respond(req, http::status::service_unavailable, "store damaged\n", "text/plain");
       return Respond(req, http::status::ok, "ready", "text/plain");
     }
     if (req.method() == http::verb::get && req.target() == "/metrics")
@@ -548,19 +562,66 @@ class ServerImpl final : public Server {
     auto lock = DataFolderLock::Acquire(ctx_.config.data_dir);
     if (!lock) return lock.error();
     lock_.emplace(std::move(*lock));
-    auto worker = StoreWorker::Start(
-        StorePath(ctx_.config.data_dir), ctx_.config, ctx_.env, [this](bool full) {
-          if (full) {
-            ctx_.Log("error", "store_disk_full",
-                     "note=\"writes are refused (DISK_FULL) and reads served until there is "
-                     "room; devices keep their changes\"");
-          } else {
-            ctx_.Log("info", "store_writable", "note=\"the disk has room again\"");
-          }
-        });
-    if (!worker) return worker.error();
+    StoreWorker::Events events;
+    events.on_disk = [this](bool full) {
+      if (full) {
+        ctx_.Log("error", "store_disk_full",
+                 "note=\"writes are refused (DISK_FULL) and reads served until there is "
+                 "room; devices keep their changes\"");
+      } else {
+        ctx_.Log("info", "store_writable", "note=\"the disk has room again\"");
+      }
+    };
+    events.on_damage = [this](const DamagedRow& row) { LogDamage(row); };
+    events.on_check = [this](const StoreCheck& check) { LogCheck(check); };
+    std::vector<std::string> findings;
+    auto worker = StoreWorker::Start(StorePath(ctx_.config.data_dir), ctx_.config, ctx_.env,
+                                     std::move(events), &findings);
+    if (!worker) {
+      for (const auto& f : findings)
+        ctx_.Log("error", "store_damaged", fmt::format("finding=\"{}\"", Quotable(f)));
+      return worker.error();
+    }
     ctx_.worker = std::move(*worker);
     return {};
+  }
+
+  // A damaged row met by a read: logged once per row and process (a pull
+  // meets it again at every sync until it is repaired).
+  void LogDamage(const DamagedRow& row) {
+    {
+      std::lock_guard lock(damage_mu_);
+      if (damage_logged_.size() >= 4096 ||
+          !damage_logged_.emplace(row.table, row.record_id, row.field).second)
+        return;
+    }
+    ctx_.Log("error", "store_damaged",
+             fmt::format("table={} record={} field={} note=\"skipped: never served; a new "
+                         "change of the field replaces it\"",
+                         row.table, core::ToHex(row.record_id), row.field));
+  }
+
+  void LogCheck(const StoreCheck& check) {
+    if (check.ok()) {
+      ctx_.Log("info", "store_check",
+               fmt::format("result=intact records={} values={} history={}", check.records,
+                           check.values, check.history));
+      return;
+    }
+    ctx_.Log("error", "store_check",
+             fmt::format("result=damaged structure={} rows={} note=\"run teduh-server store "
+                         "check; restore a backup if the structure is damaged\"",
+                         check.structure.size(), check.rows.size()));
+    for (const auto& f : check.structure)
+      ctx_.Log("error", "store_damaged", fmt::format("finding=\"{}\"", Quotable(f)));
+    for (const auto& row : check.rows) LogDamage(row);
+  }
+
+  // SQLite's findings quoted in a log line.
+  static std::string Quotable(std::string_view text) {
+    std::string out;
+    for (char c : text.substr(0, 200)) out += (c == '"' || c == '\\' || c < 0x20) ? '\'' : c;
+    return out;
   }
 
   core::error_code Start() override {
@@ -651,6 +712,11 @@ class ServerImpl final : public Server {
     m.refused_authenticated_full = a.refused_authenticated_full;
     m.refused_enroll_rate = a.refused_enroll_rate;
     m.frames_too_large = c.frames_too_large.load();
+    if (ctx_.worker) {
+      m.damaged_rows_met = ctx_.worker->damaged_rows_met();
+      m.store_checks = ctx_.worker->checks();
+      m.last_check_damage = ctx_.worker->last_check_damage();
+    }
     return m;
   }
 
@@ -669,6 +735,8 @@ class ServerImpl final : public Server {
   std::atomic<std::uint16_t> ops_port_{0};
   mutable std::mutex mu_;
   std::condition_variable done_cv_;
+  std::mutex damage_mu_;
+  std::set<std::tuple<std::string, Id, std::uint32_t>> damage_logged_;  // guarded by damage_mu_
   bool started_ = false;
   bool stopped_ = false;
   bool done_ = false;

@@ -69,6 +69,7 @@
 
 #include "teduh/core/ids.h"
 #include "teduh/core/time_zone.h"
+#include "teduh/crypto/stream.h"
 #include "teduh/keys/v1/keys.pb.h"
 #include "teduh/server/error.h"
 #include "teduh/server/store.h"
@@ -86,6 +87,9 @@ error_code FromSqlite(int rc) {
       return core::make_error_code(errc::store_busy);
     case SQLITE_FULL:
       return core::make_error_code(errc::disk_full);
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+      return core::make_error_code(errc::store_damaged);
     default:
       return core::make_error_code(errc::store_failed);
   }
@@ -107,6 +111,78 @@ result<bool> BoolError(error_code ec) { return result<bool>(boost::system::in_pl
 
 std::string_view View(const void* p, int n) {
   return p == nullptr ? std::string_view() : std::string_view(static_cast<const char*>(p), n);
+}
+
+// Row checksums (schema version 8). The rows every device's view is built
+// from (records, fields, field_history) carry `sum`, a stored generated
+// column: SQLite computes it with row_sum() whenever a row is written, by
+// whatever statement. row_sum is BLAKE2b-256, truncated to 16 bytes, over the
+// row's content columns, each as a type byte and its bytes (an integer as 8
+// bytes big-endian, text and blobs after a 4-byte big-endian length). A read
+// recomputes it from the values it got (RowSumMatches) and a row whose sum
+// differs is damaged: it is reported (StoreOptions::on_damage) and never
+// returned as data. This catches what SQLite's own checks cannot: a flipped
+// byte inside a value, a stamp or an author, which leaves the b-tree valid.
+constexpr int kRowSumBytes = 16;
+
+class RowSummer {
+ public:
+  void Add(int type, std::int64_t integer, const void* bytes, int n) {
+    std::uint8_t head[9] = {static_cast<std::uint8_t>(type)};
+    int head_len = 1;
+    if (type == SQLITE_INTEGER || type == SQLITE_FLOAT) {
+      for (int i = 0; i < 8; ++i) head[1 + i] = static_cast<std::uint8_t>(integer >> (56 - 8 * i));
+      head_len = 9;
+    } else if (type == SQLITE_TEXT || type == SQLITE_BLOB) {
+      for (int i = 0; i < 4; ++i) head[1 + i] = static_cast<std::uint8_t>(n >> (24 - 8 * i));
+      head_len = 5;
+    }
+    h_.Update(crypto::ByteView(head, head_len));
+    if (n > 0) h_.Update(crypto::ByteView(static_cast<const std::uint8_t*>(bytes), n));
+  }
+  std::array<std::uint8_t, 32> Final() { return h_.Final(); }
+
+ private:
+  crypto::Hasher h_;
+};
+
+std::int64_t FloatBits(double d) {
+  std::int64_t bits;
+  std::memcpy(&bits, &d, sizeof bits);
+  return bits;
+}
+
+void RowSumFunction(sqlite3_context* ctx, int argc, sqlite3_value** argv) {
+  RowSummer sum;
+  for (int i = 0; i < argc; ++i) {
+    sqlite3_value* v = argv[i];
+    const int type = sqlite3_value_type(v);
+    switch (type) {
+      case SQLITE_INTEGER:
+        sum.Add(type, sqlite3_value_int64(v), nullptr, 0);
+        break;
+      case SQLITE_FLOAT:
+        sum.Add(type, FloatBits(sqlite3_value_double(v)), nullptr, 0);
+        break;
+      case SQLITE_TEXT:
+        sum.Add(type, 0, sqlite3_value_text(v), sqlite3_value_bytes(v));
+        break;
+      case SQLITE_BLOB:
+        sum.Add(type, 0, sqlite3_value_blob(v), sqlite3_value_bytes(v));
+        break;
+      default:
+        sum.Add(type, 0, nullptr, 0);
+    }
+  }
+  auto digest = sum.Final();
+  sqlite3_result_blob(ctx, digest.data(), kRowSumBytes, SQLITE_TRANSIENT);
+}
+
+// Every connection registers row_sum before it touches a table that uses it.
+int RegisterRowSum(sqlite3* db) {
+  return sqlite3_create_function_v2(db, "row_sum", -1,
+                                    SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, nullptr,
+                                    &RowSumFunction, nullptr, nullptr, nullptr);
 }
 
 // A prepared statement, reset before each use and reused for the life of the
@@ -164,6 +240,37 @@ class Stmt {
     auto b = ColBlob(c);
     if (b.size() == id.size()) std::memcpy(id.data(), b.data(), id.size());
     return id;
+  }
+  // Whether column `sum_col` holds row_sum() of columns `cols`, as read.
+  bool RowSumMatches(std::initializer_list<int> cols, int sum_col) const {
+    RowSummer sum;
+    for (int c : cols) {
+      const int type = sqlite3_column_type(s_, c);
+      switch (type) {
+        case SQLITE_INTEGER:
+          sum.Add(type, sqlite3_column_int64(s_, c), nullptr, 0);
+          break;
+        case SQLITE_FLOAT:
+          sum.Add(type, FloatBits(sqlite3_column_double(s_, c)), nullptr, 0);
+          break;
+        case SQLITE_TEXT: {
+          const unsigned char* p = sqlite3_column_text(s_, c);
+          sum.Add(type, 0, p, sqlite3_column_bytes(s_, c));
+          break;
+        }
+        case SQLITE_BLOB: {
+          const void* p = sqlite3_column_blob(s_, c);
+          sum.Add(type, 0, p, sqlite3_column_bytes(s_, c));
+          break;
+        }
+        default:
+          sum.Add(type, 0, nullptr, 0);
+      }
+    }
+    auto digest = sum.Final();
+    auto stored = ColBlob(sum_col);
+    return stored.size() == kRowSumBytes &&
+           std::memcmp(stored.data(), digest.data(), kRowSumBytes) == 0;
   }
 
  private:
@@ -259,6 +366,52 @@ CREATE TABLE IF NOT EXISTS usage(
   PRIMARY KEY(device_id, day)) WITHOUT ROWID;
 )sql";
 
+// Version 8 (RowSum above); also run on every writable open of an older store
+// (migration), in the transaction that checks the version. A stored generated
+// column cannot be added to a table, so records, fields and field_history are
+// copied into new tables with `sum` and their indexes made again; history ids
+// are kept (re-keying names history rows by id).
+#define TEDUH_RECORD_SUM \
+  "row_sum(record_id, kind, parent_id, case_id, unit_id, created_by_user, created_seq)"
+#define TEDUH_FIELD_SUM_COLS                                                                       \
+  "record_id, field, value, sealed, key_class, key_version, stamp_hlc, stamp_device, origin_hlc, " \
+  "author"
+constexpr const char* kRowSumTablesSql = R"sql(
+CREATE TABLE records_v8(
+  record_id BLOB PRIMARY KEY, kind TEXT NOT NULL, parent_id BLOB, case_id BLOB NOT NULL,
+  unit_id TEXT NOT NULL, created_by_user TEXT NOT NULL, created_seq INTEGER NOT NULL,
+  sum BLOB GENERATED ALWAYS AS ()sql" TEDUH_RECORD_SUM R"sql() STORED) WITHOUT ROWID;
+INSERT INTO records_v8(record_id, kind, parent_id, case_id, unit_id, created_by_user, created_seq)
+  SELECT record_id, kind, parent_id, case_id, unit_id, created_by_user, created_seq FROM records;
+DROP TABLE records;
+ALTER TABLE records_v8 RENAME TO records;
+CREATE INDEX records_by_case ON records(case_id);
+CREATE TABLE fields_v8(
+  record_id BLOB NOT NULL, field INTEGER NOT NULL, value BLOB NOT NULL, sealed INTEGER NOT NULL,
+  key_class INTEGER NOT NULL, key_version INTEGER NOT NULL, stamp_hlc INTEGER NOT NULL,
+  stamp_device BLOB NOT NULL, origin_hlc INTEGER NOT NULL, author TEXT NOT NULL,
+  seq INTEGER NOT NULL, txn INTEGER NOT NULL,
+  sum BLOB GENERATED ALWAYS AS (row_sum()sql" TEDUH_FIELD_SUM_COLS R"sql()) STORED,
+  PRIMARY KEY(record_id, field));
+INSERT INTO fields_v8()sql" TEDUH_FIELD_SUM_COLS R"sql(, seq, txn)
+  SELECT )sql" TEDUH_FIELD_SUM_COLS R"sql(, seq, txn FROM fields ORDER BY seq;
+DROP TABLE fields;
+ALTER TABLE fields_v8 RENAME TO fields;
+CREATE UNIQUE INDEX fields_by_seq ON fields(seq);
+CREATE TABLE field_history_v8(
+  id INTEGER PRIMARY KEY, record_id BLOB NOT NULL, field INTEGER NOT NULL, value BLOB NOT NULL,
+  sealed INTEGER NOT NULL, key_class INTEGER NOT NULL, key_version INTEGER NOT NULL,
+  stamp_hlc INTEGER NOT NULL, stamp_device BLOB NOT NULL, origin_hlc INTEGER NOT NULL,
+  author TEXT NOT NULL, seq INTEGER NOT NULL, superseded_seq INTEGER NOT NULL,
+  reason TEXT NOT NULL,
+  sum BLOB GENERATED ALWAYS AS (row_sum()sql" TEDUH_FIELD_SUM_COLS R"sql(, reason)) STORED);
+INSERT INTO field_history_v8(id, )sql" TEDUH_FIELD_SUM_COLS R"sql(, seq, superseded_seq, reason)
+  SELECT id, )sql" TEDUH_FIELD_SUM_COLS R"sql(, seq, superseded_seq, reason FROM field_history;
+DROP TABLE field_history;
+ALTER TABLE field_history_v8 RENAME TO field_history;
+CREATE INDEX field_history_by_field ON field_history(record_id, field);
+)sql";
+
 // Also run on every writable open of a version 1 store (migration).
 constexpr const char* kAuditTableSql = R"sql(
 CREATE TABLE IF NOT EXISTS audit(
@@ -308,10 +461,21 @@ CREATE INDEX IF NOT EXISTS key_drops_by_case ON key_drops(case_id, key_class);
 INSERT OR IGNORE INTO held_cases(device_id, case_id) SELECT device_id, case_id FROM evictions;
 )sql";
 
-constexpr const char* kFieldColumns =
-    "f.record_id, f.field, f.value, f.sealed, f.key_class, f.key_version, f.stamp_hlc, "
-    "f.stamp_device, f.origin_hlc, f.author, f.seq, f.txn";
-constexpr int kFieldColumnCount = 12;  // ReadFieldRow's columns
+// ReadFieldRow's columns, then the row's sum (NULL in an older store opened
+// read-only, which has none).
+std::string FieldColumns(bool sums, const char* table = "f") {
+  std::string cols;
+  for (const char* c : {"record_id", "field", "value", "sealed", "key_class", "key_version",
+                        "stamp_hlc", "stamp_device", "origin_hlc", "author", "seq"}) {
+    cols += std::string(table) + "." + c + ", ";
+  }
+  // A history row (table h) has no txn.
+  cols += std::string_view(table) == "h" ? std::string("0") : std::string(table) + ".txn";
+  cols += sums ? std::string(", ") + table + ".sum" : std::string(", NULL");
+  return cols;
+}
+constexpr int kFieldColumnCount = 13;  // FieldColumns()
+constexpr int kFieldSumColumn = 12;
 
 void ReadFieldRow(const Stmt& s, int c, FieldRow* out) {
   out->record_id = s.ColId(c + 0);
@@ -362,6 +526,8 @@ class SqliteStore final : public Store {
     int flags = options.read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
     int rc = sqlite3_open_v2(path.c_str(), &s->db_, flags | SQLITE_OPEN_NOMUTEX, nullptr);
     if (rc != SQLITE_OK) return FromSqlite(rc);
+    if (rc = RegisterRowSum(s->db_); rc != SQLITE_OK) return FromSqlite(rc);
+    s->on_damage_ = options.on_damage;
     sqlite3_busy_timeout(s->db_, options.busy_timeout_ms);
     if (auto ec = s->Exec(options.read_only ? "PRAGMA query_only=ON;"
                                             : "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"))
@@ -384,9 +550,9 @@ class SqliteStore final : public Store {
     auto version = s->Meta("schema_version");
     if (!version) return version.error();
     const bool older = *version == "1" || *version == "2" || *version == "3" || *version == "4" ||
-                       *version == "5" || *version == "6";
+                       *version == "5" || *version == "6" || *version == "7";
     if (older && !options.read_only) {
-      if (auto ec = s->Migrate(*version == "1")) return ec;
+      if (auto ec = s->Migrate()) return ec;
     } else if (older) {
       // Read as it is: an empty audit log (version 1), no revocations
       // (before 3), nothing re-keyed (before 4).
@@ -395,7 +561,8 @@ class SqliteStore final : public Store {
       s->has_rekeys_ = *version == "4";
       s->has_receipts_ = *version == "5" || *version == "6";
       s->has_custody_ = *version == "6";
-      s->has_usage_ = false;
+      s->has_usage_ = *version == "7";
+      s->has_sums_ = false;
     } else if (*version != std::to_string(kStoreSchemaVersion)) {
       return core::make_error_code(errc::store_failed);
     }
@@ -433,6 +600,8 @@ class SqliteStore final : public Store {
     if (rc == SQLITE_OK) rc = sqlite3_exec(db, kReceiptTablesSql, nullptr, nullptr, nullptr);
     if (rc == SQLITE_OK) rc = sqlite3_exec(db, kCustodyTablesSql, nullptr, nullptr, nullptr);
     if (rc == SQLITE_OK) rc = sqlite3_exec(db, kUsageTableSql, nullptr, nullptr, nullptr);
+    if (rc == SQLITE_OK) rc = RegisterRowSum(db);
+    if (rc == SQLITE_OK) rc = sqlite3_exec(db, kRowSumTablesSql, nullptr, nullptr, nullptr);
     if (rc != SQLITE_OK) {
       sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
       // The tables exist: another `init` won the race.
@@ -1108,6 +1277,7 @@ class SqliteStore final : public Store {
     s.Start().Blob(1, record_id);
     int rc = s.Step();
     std::optional<RecordRow> row;
+    bool damaged = false;
     if (rc == SQLITE_ROW) {
       row.emplace();
       row->record_id = record_id;
@@ -1116,9 +1286,13 @@ class SqliteStore final : public Store {
       row->case_id = s.ColId(2);
       row->created_by_user = std::string(s.ColText(3));
       row->created_seq = s.ColU64(4);
+      damaged = !RecordIntact(s, {5, 0, 1, 2, 6, 3, 4}, 7, record_id);
     }
     s.Done();
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Fail(rc);
+    // A record whose kind, parent or case cannot be trusted cannot be merged
+    // into: the change waits on its device (errc::store_damaged).
+    if (damaged) return core::make_error_code(errc::store_damaged);
     return row;
   }
   error_code InsertRecord(const RecordRow& r) override {
@@ -1139,10 +1313,14 @@ class SqliteStore final : public Store {
     int rc = s.Step();
     found_ = FoundField{record_id, field, 0};
     if (rc == SQLITE_ROW) {
-      ReadFieldRow(s, 0, out);
       found_.rowid = s.ColInt(kFieldColumnCount);
-      return true;  // the row stays readable until the next FindField
+      // A damaged value is as good as none: a change for the field replaces
+      // it (by the rowid kept above), which is how devices repair it.
+      const bool intact = ReadCheckedField(s, out, "fields");
+      out->damaged = !intact;
+      return intact;  // the row stays readable until the next FindField
     }
+    out->damaged = false;
     s.Done();
     if (rc != SQLITE_DONE) return BoolError(Fail(rc));
     return false;
@@ -1290,9 +1468,13 @@ class SqliteStore final : public Store {
       s->Start().Blob(1, case_id);
       int rc;
       bool go = true;
+      const bool history = s == &stmts_->case_history;
       while (go && (rc = s->Step()) == SQLITE_ROW) {
-        ReadFieldRow(*s, 0, &row);
-        go = visit(row, s->ColText(12), s == &stmts_->case_history ? s->ColU64(13) : 0);
+        if (!ReadCheckedField(*s, &row, history ? "field_history" : "fields",
+                              history ? kFieldColumnCount + 2 : -1))
+          continue;  // reported; re-keying leaves a damaged value as it is
+        go = visit(row, s->ColText(kFieldColumnCount),
+                   history ? s->ColU64(kFieldColumnCount + 1) : 0);
       }
       s->Done();
       if (go && rc != SQLITE_DONE) return Fail(rc);
@@ -1581,26 +1763,101 @@ class SqliteStore final : public Store {
     Stmt& s = scope.kind == PullScope::Kind::kUnit   ? stmts_->scan_unit
               : scope.kind == PullScope::Kind::kKeys ? stmts_->scan_keys
                                                      : stmts_->scan_assigned;
-    s.Start().U64(1, after_seq).Int(2, static_cast<std::int64_t>(max_rows));
-    if (scope.kind == PullScope::Kind::kAssignedTo) s.Text(3, scope.user);
     FieldRow row;
     ChangeView view;
     view.field = &row;
-    int rc;
-    while ((rc = s.Step()) == SQLITE_ROW) {
-      ReadFieldRow(s, 0, &row);
-      view.kind = s.ColText(12);
-      view.parent_id.reset();
-      if (!s.ColNull(13)) view.parent_id = s.ColId(13);
-      view.case_id = s.ColId(14);
-      if (!visit(view)) {
-        rc = SQLITE_DONE;
+    constexpr int k = kFieldColumnCount;  // the record's columns follow the field's
+    // A damaged row is skipped (and reported); the rows it leaves out of the
+    // statement's LIMIT are read by another pass from where it stopped, so a
+    // pull's batch is as full as it would be without the damage.
+    std::uint64_t from = after_seq;
+    std::size_t left = max_rows;
+    while (left > 0) {
+      s.Start().U64(1, from).Int(2, static_cast<std::int64_t>(left));
+      if (scope.kind == PullScope::Kind::kAssignedTo) s.Text(3, scope.user);
+      std::size_t stepped = 0, skipped = 0;
+      bool stop = false;
+      int rc;
+      while ((rc = s.Step()) == SQLITE_ROW) {
+        ++stepped;
+        from = s.ColU64(10);
+        const bool field_ok = ReadCheckedField(s, &row, "fields");
+        if (!field_ok ||
+            !RecordIntact(s, {k + 3, k, k + 1, k + 2, k + 4, k + 5, k + 6}, k + 7, row.record_id)) {
+          ++skipped;
+          continue;
+        }
+        view.kind = s.ColText(k);
+        view.parent_id.reset();
+        if (!s.ColNull(k + 1)) view.parent_id = s.ColId(k + 1);
+        view.case_id = s.ColId(k + 2);
+        if (!visit(view)) {
+          rc = SQLITE_DONE;
+          stop = true;
+          break;
+        }
+      }
+      s.Done();
+      if (rc != SQLITE_DONE) return Fail(rc);
+      if (stop || skipped == 0 || stepped < left) break;
+      left = skipped;
+    }
+    return {};
+  }
+
+  result<StoreCheck> Check(bool thorough, bool structure_only) override {
+    StoreCheck out;
+    ReleaseRead();
+    {
+      sqlite3_stmt* raw = nullptr;
+      int rc = sqlite3_prepare_v2(
+          db_, thorough ? "PRAGMA integrity_check(100)" : "PRAGMA quick_check(100)", -1, &raw,
+          nullptr);
+      std::unique_ptr<sqlite3_stmt, decltype(&sqlite3_finalize)> st(raw, &sqlite3_finalize);
+      if (rc != SQLITE_OK) return FromSqlite(rc);
+      while ((rc = sqlite3_step(raw)) == SQLITE_ROW) {
+        auto line = View(sqlite3_column_text(raw, 0), sqlite3_column_bytes(raw, 0));
+        if (line != "ok") out.structure.emplace_back(line);
+      }
+      // A file too damaged to check at all is the finding itself.
+      if (rc != SQLITE_DONE) out.structure.emplace_back(sqlite3_errstr(rc));
+    }
+    if (structure_only || !has_sums_ || !out.structure.empty()) return out;
+    const std::string field_sum = std::string("row_sum(") + TEDUH_FIELD_SUM_COLS;
+    struct Pass {
+      const char* table;
+      std::string sql;
+      std::uint64_t* count;
+    };
+    const Pass passes[] = {
+        {"records",
+         "SELECT record_id, 0, " TEDUH_RECORD_SUM " IS sum FROM records ORDER BY record_id",
+         &out.records},
+        {"fields", "SELECT record_id, field, " + field_sum + ") IS sum FROM fields", &out.values},
+        {"field_history",
+         "SELECT record_id, field, " + field_sum + ", reason) IS sum FROM field_history",
+         &out.history},
+    };
+    out.rows_checked = true;
+    for (const Pass& p : passes) {
+      sqlite3_stmt* raw = nullptr;
+      int rc = sqlite3_prepare_v2(db_, p.sql.c_str(), -1, &raw, nullptr);
+      std::unique_ptr<sqlite3_stmt, decltype(&sqlite3_finalize)> st(raw, &sqlite3_finalize);
+      if (rc != SQLITE_OK) return FromSqlite(rc);
+      while ((rc = sqlite3_step(raw)) == SQLITE_ROW) {
+        ++*p.count;
+        if (sqlite3_column_int(raw, 2) == 1) continue;
+        DamagedRow d{p.table, {}, static_cast<std::uint32_t>(sqlite3_column_int64(raw, 1))};
+        auto id = View(sqlite3_column_blob(raw, 0), sqlite3_column_bytes(raw, 0));
+        if (id.size() == d.record_id.size()) std::memcpy(d.record_id.data(), id.data(), id.size());
+        if (out.rows.size() < 1000) out.rows.push_back(d);
+      }
+      if (rc != SQLITE_DONE) {
+        out.structure.emplace_back(sqlite3_errstr(rc));
         break;
       }
     }
-    s.Done();
-    if (rc != SQLITE_DONE) return Fail(rc);
-    return {};
+    return out;
   }
 
   error_code ScanFieldHistory(
@@ -1613,8 +1870,10 @@ class SqliteStore final : public Store {
       const bool history = s == &stmts_->history_of;
       int rc;
       while ((rc = s->Step()) == SQLITE_ROW) {
-        ReadFieldRow(*s, 0, &row);
-        visit(row, history ? s->ColText(12) : std::string_view("current"));
+        if (!ReadCheckedField(*s, &row, history ? "field_history" : "fields",
+                              history ? kFieldColumnCount : -1))
+          continue;  // reported, and never shown as a value the field had
+        visit(row, history ? s->ColText(kFieldColumnCount) : std::string_view("current"));
       }
       s->Done();
       if (rc != SQLITE_DONE) return Fail(rc);
@@ -1661,6 +1920,30 @@ class SqliteStore final : public Store {
     return rc == SQLITE_OK ? error_code() : Fail(rc);
   }
 
+  // Reads the field row at columns [0, kFieldColumnCount) of `s` into `out`
+  // and checks its sum (over `reason_col` too, for a history row). False,
+  // with the damage reported, when the row is damaged.
+  bool ReadCheckedField(const Stmt& s, FieldRow* out, const char* table, int reason_col = -1) {
+    ReadFieldRow(s, 0, out);
+    if (!has_sums_) return true;
+    const bool intact =
+        reason_col < 0
+            ? s.RowSumMatches({0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, kFieldSumColumn)
+            : s.RowSumMatches({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, reason_col}, kFieldSumColumn);
+    if (!intact) ReportDamage({table, out->record_id, out->field});
+    return intact;
+  }
+  // Whether the record row at `cols` (in row_sum's order) matches its sum.
+  bool RecordIntact(const Stmt& s, std::initializer_list<int> cols, int sum_col,
+                    const Id& record_id) {
+    if (!has_sums_ || s.RowSumMatches(cols, sum_col)) return true;
+    ReportDamage({"records", record_id, 0});
+    return false;
+  }
+  void ReportDamage(const DamagedRow& row) {
+    if (on_damage_) on_damage_(row);
+  }
+
   error_code Fail(int rc) {
     error_code ec = FromSqlite(rc);
     if (LeavesStateUncertain(rc)) sticky_ = ec;
@@ -1702,15 +1985,22 @@ class SqliteStore final : public Store {
 
   // Version 1 → 2 adds the audit table and its head; 2 → 3 the revocations;
   // 3 → 4 the re-keying tables; 4 → 5 the change receipts; 5 → 6 the key custody;
-  // 6 → 7 the storage usage.
-  // Another connection may migrate first; the write lock and IF NOT EXISTS
-  // make that harmless.
-  error_code Migrate(bool from_version1) {
+  // 6 → 7 the storage usage; 7 → 8 the row checksums.
+  // Another connection may migrate first: the version is read again under
+  // the write lock, and the tables of versions 2-7 are made IF NOT EXISTS.
+  error_code Migrate() {
     if (auto ec = Exec("BEGIN IMMEDIATE")) return ec;
-    std::string sql = std::string(from_version1 ? kAuditTableSql : "") + kRevocationsTableSql +
+    auto version = Meta("schema_version");
+    if (!version) {
+      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      return version.error();
+    }
+    const int from = std::atoi(version->c_str());
+    if (from >= kStoreSchemaVersion) return Exec("COMMIT");
+    std::string sql = std::string(from == 1 ? kAuditTableSql : "") + kRevocationsTableSql +
                       kRekeyTablesSql + kReceiptTablesSql + kCustodyTablesSql + kUsageTableSql +
-                      "UPDATE meta SET value = '" + std::to_string(kStoreSchemaVersion) +
-                      "' WHERE key = 'schema_version';";
+                      kRowSumTablesSql + "UPDATE meta SET value = '" +
+                      std::to_string(kStoreSchemaVersion) + "' WHERE key = 'schema_version';";
     if (auto ec = Exec(sql.c_str())) {
       sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
       return ec;
@@ -1725,9 +2015,14 @@ class SqliteStore final : public Store {
     stmts_ = std::make_unique<Statements>();
     Statements& st = *stmts_;
     const std::string device_cols = kDeviceColumns;
-    const std::string field_cols = kFieldColumns;
+    const std::string field_cols = FieldColumns(has_sums_);
+    const std::string history_cols = FieldColumns(has_sums_, "h");
+    const std::string record_sum = has_sums_ ? "sum" : "NULL";
     const std::string scan = "SELECT " + field_cols +
-                             ", r.kind, r.parent_id, r.case_id FROM fields f CROSS JOIN records r "
+                             ", r.kind, r.parent_id, r.case_id, r.record_id, r.unit_id, "
+                             "r.created_by_user, r.created_seq, " +
+                             (has_sums_ ? std::string("r.sum") : std::string("NULL")) +
+                             " FROM fields f CROSS JOIN records r "
                              "ON r.record_id = f.record_id WHERE f.seq > ?1 ";
     std::vector<std::pair<Stmt*, std::string>> all = {
         {&st.find_device, "SELECT " + device_cols + " FROM devices WHERE device_id = ?1"},
@@ -1750,8 +2045,8 @@ class SqliteStore final : public Store {
          "SELECT key_class, epoch, sealed_key, signature FROM grants WHERE device_id = ?1 "
          "ORDER BY key_class, epoch"},
         {&st.find_record,
-         "SELECT kind, parent_id, case_id, created_by_user, created_seq FROM records "
-         "WHERE record_id = ?1"},
+         "SELECT kind, parent_id, case_id, created_by_user, created_seq, record_id, unit_id, " +
+             record_sum + " FROM records WHERE record_id = ?1"},
         {&st.insert_record,
          "INSERT INTO records(record_id, kind, parent_id, case_id, unit_id, created_by_user, "
          "created_seq) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"},
@@ -1794,11 +2089,10 @@ class SqliteStore final : public Store {
         {&st.scan_keys, scan + "AND r.kind = 'teduh.keys.v1.CaseKey' ORDER BY f.seq LIMIT ?2"},
         {&st.scan_assigned, scan + "AND r.case_id IN (SELECT case_id FROM assignments WHERE user = "
                                    "?3) ORDER BY f.seq LIMIT ?2"},
-        {&st.history_of,
-         "SELECT record_id, field, value, sealed, key_class, key_version, stamp_hlc, stamp_device, "
-         "origin_hlc, author, seq, 0, reason FROM field_history WHERE record_id = ?1 AND field "
-         "BETWEEN ?2 AND ?3 ORDER BY field, id"},
-        {&st.current_of, std::string("SELECT ") + kFieldColumns +
+        {&st.history_of, "SELECT " + history_cols +
+                             ", h.reason FROM field_history h WHERE h.record_id = ?1 AND h.field "
+                             "BETWEEN ?2 AND ?3 ORDER BY h.field, h.id"},
+        {&st.current_of, "SELECT " + field_cols +
                              " FROM fields f WHERE f.record_id = ?1 AND f.field BETWEEN ?2 AND ?3 "
                              "ORDER BY f.field"},
         {&st.get_meta, "SELECT value FROM meta WHERE key = ?1"},
@@ -1933,14 +2227,13 @@ class SqliteStore final : public Store {
                      "SELECT record_id FROM records WHERE kind = ?3 AND record_id > ?1 ORDER BY "
                      "record_id LIMIT ?2"});
       all.push_back({&st.case_current,
-                     std::string("SELECT ") + kFieldColumns +
+                     "SELECT " + field_cols +
                          ", r.kind FROM records r JOIN fields f ON f.record_id = r.record_id "
                          "WHERE r.case_id = ?1 ORDER BY f.record_id, f.field"});
-      all.push_back({&st.case_history,
-                     "SELECT h.record_id, h.field, h.value, h.sealed, h.key_class, h.key_version, "
-                     "h.stamp_hlc, h.stamp_device, h.origin_hlc, h.author, h.seq, 0, r.kind, h.id "
-                     "FROM records r JOIN field_history h ON h.record_id = r.record_id WHERE "
-                     "r.case_id = ?1 ORDER BY h.id"});
+      all.push_back(
+          {&st.case_history, "SELECT " + history_cols +
+                                 ", r.kind, h.id, h.reason FROM records r JOIN field_history h ON "
+                                 "h.record_id = r.record_id WHERE r.case_id = ?1 ORDER BY h.id"});
       all.push_back({&st.replace_history,
                      "UPDATE field_history SET value = ?3, key_version = ?4 WHERE id = ?1 AND "
                      "key_version = ?2 AND sealed = 1 AND key_class = ?6 AND record_id IN "
@@ -2006,8 +2299,10 @@ class SqliteStore final : public Store {
   bool has_receipts_ = true;                 // false only for an older store opened read-only
   bool has_custody_ = true;                  // false only for an older store opened read-only
   bool has_usage_ = true;                    // false only for an older store opened read-only
-  bool checkpoint_after_commit_ = false;     // set by PurgeCase
-  error_code sticky_;                        // invariant 4
+  bool has_sums_ = true;                     // false only for an older store opened read-only
+  std::function<void(const DamagedRow&)> on_damage_;
+  bool checkpoint_after_commit_ = false;  // set by PurgeCase
+  error_code sticky_;                     // invariant 4
 };
 
 }  // namespace

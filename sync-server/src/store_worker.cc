@@ -4,6 +4,8 @@
 // ------------
 //   submit ──► writes_ ──WriterLoop: take ≤ max_group──► Begin ─ apply… ─ Commit ──► done(ec)…
 //   submit ──► reads_  ──ReaderLoop: one at a time────► read(Store&)
+//   start, then every store_check_interval ──CheckerLoop──► Check() on a
+//   connection of its own (so a long check never delays a pull)
 //
 // Invariants
 //  1. Only the writer thread uses writer_store_ and writer_state_; only the
@@ -23,16 +25,35 @@ namespace teduh::server {
 
 core::result<std::unique_ptr<StoreWorker>> StoreWorker::Start(const std::string& path,
                                                               const ServerConfig& config,
-                                                              core::Env& env, DiskFn on_disk) {
+                                                              core::Env& env, Events events,
+                                                              std::vector<std::string>* findings) {
   std::unique_ptr<StoreWorker> w(new StoreWorker());
   w->config_ = &config;
-  w->on_disk_ = std::move(on_disk);
+  w->check_asked_ = config.store_check_interval.count() > 0;
+  w->events_ = std::move(events);
+  w->path_ = path;
+  auto on_damage = [p = w.get()](const DamagedRow& row) {
+    p->damaged_met_.fetch_add(1, std::memory_order_relaxed);
+    if (p->events_.on_damage) p->events_.on_damage(row);
+  };
   StoreOptions rw;
   rw.max_bytes = config.max_store_bytes;
+  rw.on_damage = on_damage;
   auto writer = OpenSqliteStore(path, rw);
   if (!writer) return writer.error();
+  // A file whose structure is damaged is not served: pages SQLite cannot
+  // read would fail requests at random, and an index that disagrees with its
+  // table would hide rows. The admin restores a backup (teduh-server store check
+  // names what is damaged).
+  auto structure = (*writer)->Check(false, true);
+  if (!structure) return structure.error();
+  if (!structure->ok()) {
+    if (findings) *findings = std::move(structure->structure);
+    return core::make_error_code(core::errc::store_damaged);
+  }
   StoreOptions ro;
   ro.read_only = true;
+  ro.on_damage = on_damage;
   auto reader = OpenSqliteStore(path, ro);
   if (!reader) return reader.error();
   auto unit = (*writer)->LoadUnit();
@@ -44,6 +65,7 @@ core::result<std::unique_ptr<StoreWorker>> StoreWorker::Start(const std::string&
   w->writer_state_ = std::make_unique<WriterState>(*w->writer_store_, env, config, *unit);
   w->writer_ = std::thread([p = w.get()] { p->WriterLoop(); });
   w->reader_ = std::thread([p = w.get()] { p->ReaderLoop(); });
+  w->checker_ = std::thread([p = w.get()] { p->CheckerLoop(); });
   return w;
 }
 
@@ -76,8 +98,52 @@ void StoreWorker::Stop() {
   }
   write_cv_.notify_all();
   read_cv_.notify_all();
+  check_cv_.notify_all();
   if (writer_.joinable()) writer_.join();
   if (reader_.joinable()) reader_.join();
+  if (checker_.joinable()) checker_.join();
+}
+
+void StoreWorker::CheckNow() {
+  {
+    std::lock_guard lock(mu_);
+    check_asked_ = true;
+  }
+  check_cv_.notify_all();
+}
+
+void StoreWorker::CheckerLoop() {
+  const auto interval = config_->store_check_interval;
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      auto woken = [&] { return stopping_ || check_asked_; };
+      if (interval.count() > 0)
+        check_cv_.wait_for(lock, interval, woken);
+      else
+        check_cv_.wait(lock, woken);
+      if (stopping_) return;
+      check_asked_ = false;
+    }
+    // A connection per check: nothing of it stays open between checks.
+    StoreOptions ro;
+    ro.read_only = true;
+    auto store = OpenSqliteStore(path_, ro);
+    StoreCheck found;
+    if (!store) {
+      found.structure.push_back(store.error().message());
+    } else {
+      auto check = (*store)->Check(false, false);
+      if (check)
+        found = std::move(*check);
+      else
+        found.structure.push_back(check.error().message());
+    }
+    last_check_damage_.store(found.structure.size() + found.rows.size());
+    structure_damaged_.store(!found.structure.empty());
+    checks_.fetch_add(1);
+    if (events_.on_check) events_.on_check(found);
+  }
 }
 
 std::uint64_t StoreWorker::commits() const {
@@ -124,7 +190,8 @@ void StoreWorker::WriterLoop() {
     // that commits ends it, with no restart (the store is not sticky on it).
     const bool full = ec == core::make_error_code(core::errc::disk_full);
     if (ec) ++(full ? failed_disk_full_ : failed_other_);
-    if ((full || !ec) && disk_full_.exchange(full) != full && on_disk_) on_disk_(full);
+    if ((full || !ec) && disk_full_.exchange(full) != full && events_.on_disk)
+      events_.on_disk(full);
     for (WriteJob& job : group) job.done(ec);  // invariant 2
     group.clear();
   }

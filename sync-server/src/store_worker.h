@@ -38,12 +38,23 @@ class StoreWorker {
   // Called on the writer thread when the store starts or stops refusing
   // writes for a full disk (true: full).
   using DiskFn = std::function<void(bool full)>;
+  // Called on any store thread for every damaged row a read met (skipped).
+  using DamageFn = std::function<void(const DamagedRow&)>;
+  // Called on the checker thread with each background check's findings.
+  using CheckFn = std::function<void(const StoreCheck&)>;
+  struct Events {
+    DiskFn on_disk;
+    DamageFn on_damage;
+    CheckFn on_check;
+  };
 
-  // Opens the writer and reader connections on `path` and starts both threads.
-  [[nodiscard]] static core::result<std::unique_ptr<StoreWorker>> Start(const std::string& path,
-                                                                        const ServerConfig& config,
-                                                                        core::Env& env,
-                                                                        DiskFn on_disk = {});
+  // Opens the writer and reader connections on `path`, checks the file's
+  // structure (errc::store_damaged, with the findings in `*findings`, if
+  // SQLite's quick_check finds damage) and starts the threads: writer,
+  // reader and the background checker (config.store_check_interval).
+  [[nodiscard]] static core::result<std::unique_ptr<StoreWorker>> Start(
+      const std::string& path, const ServerConfig& config, core::Env& env, Events events = {},
+      std::vector<std::string>* findings = nullptr);
   ~StoreWorker();
   StoreWorker(const StoreWorker&) = delete;
   StoreWorker& operator=(const StoreWorker&) = delete;
@@ -67,6 +78,15 @@ class StoreWorker {
   // Groups that failed: for a full disk, and for anything else.
   std::uint64_t failed_disk_full() const { return failed_disk_full_.load(); }
   std::uint64_t failed_other() const { return failed_other_.load(); }
+  // Damaged rows met by reads since start (each meeting counted).
+  std::uint64_t damaged_rows_met() const { return damaged_met_.load(); }
+  // Background checks finished, and the findings of the last one.
+  std::uint64_t checks() const { return checks_.load(); }
+  std::uint64_t last_check_damage() const { return last_check_damage_.load(); }
+  // The last check found the file's structure damaged (not only rows).
+  bool structure_damaged() const { return structure_damaged_.load(); }
+  // Runs a background check now (the checker thread; tests and admins).
+  void CheckNow();
 
  private:
   struct WriteJob {
@@ -76,13 +96,17 @@ class StoreWorker {
   StoreWorker() = default;
   void WriterLoop();
   void ReaderLoop();
+  void CheckerLoop();
 
   const ServerConfig* config_ = nullptr;
   UnitInfo unit_;
   std::atomic<std::uint64_t> generation_{0};
   std::atomic<bool> disk_full_{false};
   std::atomic<std::uint64_t> failed_disk_full_{0}, failed_other_{0};
-  DiskFn on_disk_;
+  Events events_;
+  std::string path_;
+  std::atomic<std::uint64_t> damaged_met_{0}, checks_{0}, last_check_damage_{0};
+  std::atomic<bool> structure_damaged_{false};
   std::unique_ptr<Store> writer_store_;
   std::unique_ptr<Store> reader_store_;
   std::unique_ptr<WriterState> writer_state_;  // touched only by the writer thread
@@ -94,10 +118,13 @@ class StoreWorker {
   std::deque<WriteJob> writes_;
   std::deque<ReadFn> reads_;
   bool stopping_ = false;
+  bool check_asked_ = true;  // the first background check runs at start
   std::uint64_t commits_ = 0;
+  std::condition_variable check_cv_;
 
   std::thread writer_;
   std::thread reader_;
+  std::thread checker_;
 };
 
 }  // namespace teduh::server

@@ -310,7 +310,8 @@ class PushApplier {
   }
 
   static bool Provisional(std::string_view reason) {
-    return reason == core::kKeyReplacedReason || reason == core::kQuotaReason;
+    return reason == core::kKeyReplacedReason || reason == core::kQuotaReason ||
+           reason == core::kDamagedReason;
   }
 
   static void Reject(v1::ChangeResult* r, std::string_view reason, std::string_view detail) {
@@ -363,6 +364,17 @@ class PushApplier {
       }
     }
     *r->mutable_stamp() = c.stamp();
+    return {};
+  }
+
+  // A record this change needs is damaged in the store: the change is refused
+  // as provisional (the device keeps it) instead of failing every request of
+  // the group. Any other store error is returned.
+  error_code RefuseIfDamaged(error_code ec, v1::ChangeResult* r) {
+    if (ec != core::make_error_code(core::errc::store_damaged)) return ec;
+    Reject(r, core::kDamagedReason,
+           "The server found damage in this record; the change waits on the device and is sent "
+           "again later.");
     return {};
   }
 
@@ -546,7 +558,7 @@ class PushApplier {
     const core::RecordKind* kind = schema_.FindKind(c.kind());
     const bool is_case = c.kind() == core::kCaseKind;
     const RecordInfo* record = nullptr;
-    if (auto ec = FindRecord(*record_id, &record)) return ec;
+    if (auto ec = FindRecord(*record_id, &record)) return RefuseIfDamaged(ec, r);
     if (record && (record->kind != c.kind() || record->parent_id != parent_id)) {
       Reject(r, "bad_value", "The record's kind or parent differs from the stored record.");
       return {};
@@ -582,7 +594,7 @@ class PushApplier {
     } else {
       const RecordInfo* parent = nullptr;
       if (parent_id)
-        if (auto ec = FindRecord(*parent_id, &parent)) return ec;
+        if (auto ec = FindRecord(*parent_id, &parent)) return RefuseIfDamaged(ec, r);
       bool gone = false;
       if (!parent && parent_id)
         if (auto ec = shredded(*parent_id, &gone); ec || gone) return ec;
@@ -862,6 +874,8 @@ class PushApplier {
         return ec;
     }
     if (auto ec = store_.PutField(incoming)) return ec;
+    if (current.damaged)  // the damaged value is gone: the audit says which change replaced it
+      out_->repaired.push_back(out_->reply.push_result().results_size() - 1);
     if (!touched_cases_.contains(case_id)) {  // the first change of the case in this push
       if (auto ec = store_.RecordHolding(device_.device_id, case_id, incoming.seq)) return ec;
     }
@@ -1415,7 +1429,7 @@ error_code ApplyPush(WriterState& ws, const Identity& who, const v1::Push& push,
   if (!CheckActive(*device, out)) return {};
   PushApplier applier(ws, **device, out);
   if (auto ec = applier.Run(push)) return ec;
-  return AuditPush(ws, who, push, out->reply.push_result());
+  return AuditPush(ws, who, push, out->reply.push_result(), out->repaired);
 }
 
 error_code Enroll(WriterState& ws, const v1::EnrollRequest& req, Outcome* out) {

@@ -56,6 +56,7 @@ struct PushOutcome : Outcome {
   std::uint64_t applied = 0;            // changes that became current values
   bool touched = false;                 // some case content changed
   std::vector<std::string> poke_users;  // users assigned to a touched case
+  std::vector<int> repaired;            // changes (by index) that replaced a damaged value
 };
 
 // ---- Writer side ----------------------------------------------------------------

@@ -281,6 +281,71 @@ int AuditVerify(const std::string& data, const std::string& head_hex, const Outp
   return 0;
 }
 
+std::string DamagedRowText(const teduh::server::DamagedRow& row) {
+  const std::string id = teduh::core::ToHex(row.record_id);
+  if (std::string_view(row.table) == "records")
+    return TrF("record {}: its kind, case or creator", id);
+  if (std::string_view(row.table) == "fields")
+    return TrF("record {}, field {}: its current value", id, row.field);
+  return TrF("record {}, field {}: a value in its history", id, row.field);
+}
+
+// `teduh-server store check`: exit 0 when the store and its audit chain are
+// intact, 2 when something is damaged (each finding named), 1 when it
+// cannot be checked.
+int StoreCheckCommand(const std::string& data, const Output& out) {
+  auto check = teduh::server::CheckStoreFile(data);
+  if (!check) {
+    if (check.error() == teduh::server::make_error_code(teduh::server::errc::not_initialised))
+      return out.Error(Tr("store check failed"), check.error());
+    // A file SQLite cannot open is the worst damage of all.
+    const std::string line =
+        TrF("store damaged: the file cannot be read ({}); restore the last backup",
+            check.error().message());
+    fmt::print(stderr, "teduh-server: {}\n", line);
+    if (out.json) fmt::print("{}\n", nlohmann::json{{"error", line}, {"intact", false}}.dump());
+    return 2;
+  }
+  auto audit = teduh::server::VerifyAudit(data);
+  const bool audit_ok = audit && audit->intact();
+  const bool intact = check->ok() && audit_ok;
+  if (out.json) {
+    nlohmann::json rows = nlohmann::json::array();
+    for (const auto& r : check->rows)
+      rows.push_back(
+          {{"table", r.table}, {"record_id", teduh::core::ToHex(r.record_id)}, {"field", r.field}});
+    fmt::print("{}\n", nlohmann::json{{"intact", intact},
+                                      {"structure", check->structure},
+                                      {"damaged_rows", rows},
+                                      {"rows_checked", check->rows_checked},
+                                      {"records", check->records},
+                                      {"values", check->values},
+                                      {"history", check->history},
+                                      {"audit_intact", audit_ok}}
+                           .dump());
+    return intact ? 0 : 2;
+  }
+  if (intact) {
+    fmt::print("{}\n", TrF("store intact: {} records, {} values and {} history entries checked; "
+                           "audit chain intact ({} entries)",
+                           check->records, check->values, check->history, audit->entries));
+    if (!check->rows_checked)
+      fmt::print("{}\n", Tr("(rows have no checksums yet: run the server once to add them)"));
+    return 0;
+  }
+  for (const auto& line : check->structure)
+    fmt::print("{}\n", TrF("damaged file structure: {}", line));
+  for (const auto& row : check->rows) fmt::print("{}\n", TrF("damaged {}", DamagedRowText(row)));
+  if (!audit_ok)
+    fmt::print("{}\n", audit ? TrF("audit chain broken: {}", audit->detail)
+                             : TrF("audit chain unreadable: {}", audit.error().message()));
+  fmt::print(stderr, "teduh-server: {}\n",
+             Tr("the store is damaged. Damaged values are never served to devices. A device's "
+                "next change of a damaged field replaces it; damage to the file's structure or to "
+                "a record needs the last backup (teduh-server restore)."));
+  return 2;
+}
+
 std::string AuditKindName(teduh::audit::v1::EntryKind kind) {
   switch (kind) {
     case teduh::audit::v1::ENTRY_KIND_PUSH:
@@ -543,6 +608,10 @@ int Serve(teduh::server::ServerConfig config, const std::string& listen,
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   auto server = teduh::server::Server::Open(config, teduh::core::DefaultEnv());
+  if (!server && server.error() == teduh::core::make_error_code(teduh::core::errc::store_damaged))
+    return out.Error(
+        Tr("cannot serve: the store file is damaged (the log names what). Run `teduh-server "
+           "store check`, then restore the last backup."));
   if (!server) return out.Error(Tr("cannot serve"), server.error());
   if (auto ec = (*server)->Start()) return out.Error(TrF("cannot listen on {}", listen), ec);
   const std::string host = listen.substr(0, listen.rfind(':'));
@@ -885,6 +954,12 @@ int main(int argc, char** argv) {
                    Tr("The largest the store may grow, in MiB; reaching it is handled as a full "
                       "disk (default 0: as the disk allows)"))
       ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{1} << 30));
+  std::int64_t check_hours = 24;
+  serve
+      ->add_option("--store-check-hours", check_hours,
+                   Tr("Check the store for damage (file and every row) at start and then every "
+                      "N hours (default 24; 0: only the file, at start)"))
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{24 * 365}));
   serve->add_flag("--json", out.json, Tr("Print one JSON object"));
 
   auto* enroll = app.add_subcommand("enroll", Tr("Create a one-time enrollment code for a device"));
@@ -1008,6 +1083,13 @@ int main(int argc, char** argv) {
   std::string backup_file;
   backup_verify->add_option("file", backup_file, Tr("Backup file"))->required();
   backup_verify->add_flag("--json", out.json, Tr("Print one JSON object"));
+  auto* store_cmd = app.add_subcommand("store", Tr("The store itself"));
+  store_cmd->require_subcommand(1);
+  auto* store_check = store_cmd->add_subcommand(
+      "check", Tr("Check the store for damage (file, every row, audit chain); exit 0 only if "
+                  "intact"));
+  store_check->add_option("--data", data, Tr("Data folder"))->required();
+  store_check->add_flag("--json", out.json, Tr("Print one JSON object"));
   auto* restore = app.add_subcommand(
       "restore", Tr("Restore the store from a backup (asks for the backup secret key)"));
   std::string restore_from;
@@ -1034,6 +1116,7 @@ int main(int argc, char** argv) {
     return BackupCommand(data, backup_to, backup_dir, backup_keep, out);
   }
   if (restore->parsed()) return RestoreCommand(restore_from, data, out);
+  if (store_check->parsed()) return StoreCheckCommand(data, out);
   if (serve->parsed()) {
     config.data_dir = data;
     config.max_skew_ms = max_skew_minutes * 60000;
@@ -1041,6 +1124,7 @@ int main(int argc, char** argv) {
     config.max_device_bytes_per_day = device_mib << 20;
     config.max_unit_bytes_per_day = unit_mib << 20;
     config.max_store_bytes = store_mib << 20;
+    config.store_check_interval = std::chrono::hours(check_hours);
     return Serve(config, listen, ops_listen, out);
   }
   if (enroll->parsed()) return Enroll(data, role, user, expires, out);

@@ -165,6 +165,8 @@ std::string ErrcName(const teduh::core::error_code& ec) {
       return "server_disk_full";
     case errc::server_damaged:
       return "server_damaged";
+    case errc::store_damaged:
+      return "store_damaged";
   }
   return "internal";
 }

@@ -70,8 +70,13 @@ core::Outcome<std::unique_ptr<Session>> Session::Acquire(const std::filesystem::
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  const std::string pid = std::to_string(static_cast<long>(getpid()));
-  if (ftruncate(fd, 0) != 0 || pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+  // The pid is written over the last one, padded to a fixed width, so the
+  // file never grows or shrinks: on a full disk it needs no new block and a
+  // command that only reads still runs. A pid that cannot be written (a
+  // first command on a full disk) leaves `teduh lock` unable to end this
+  // command early; the command itself runs.
+  const std::string pid = fmt::format("{:<20}\n", static_cast<long>(getpid()));
+  if (pwrite(fd, pid.data(), pid.size(), 0) < 0 && errno != ENOSPC && errno != EDQUOT) {
     close(fd);  // releases the lock
     return Fail(errc::io_error, Tr("cannot write the device folder's session file"));
   }
@@ -79,9 +84,7 @@ core::Outcome<std::unique_ptr<Session>> Session::Acquire(const std::filesystem::
 }
 
 Session::~Session() {
-  if (ftruncate(fd_, 0) != 0) {
-    // The pid stays in the file; a later `teduh lock` finds the lock free first.
-  }
+  // The pid stays in the file; a later `teduh lock` finds the lock free first.
   flock(fd_, LOCK_UN);
   close(fd_);
 }

@@ -55,6 +55,7 @@ enum class errc {
   server_busy,         // the server has too many connections: retry later
   server_disk_full,    // the server's disk is full: changes stay queued; retry later
   server_damaged,      // the server found damage in what it stores: an admin must act
+  store_damaged,       // this store holds damaged rows: never shown as data (store check)
 };
 const boost::system::error_category& core_category() noexcept;
 error_code make_error_code(errc e) noexcept;

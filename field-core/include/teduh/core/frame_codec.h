@@ -37,6 +37,12 @@ inline constexpr std::string_view kKeyReplacedReason = "key_replaced";
 // same device_seq, and the server decides it anew.
 inline constexpr std::string_view kQuotaReason = "quota";
 
+// The push answer for a change to a record whose stored row the server found
+// damaged (docs/SECURITY.md "Faults"). Not final, as quota: the device keeps
+// the change and sends it again later; once an admin has repaired the store
+// it is decided anew.
+inline constexpr std::string_view kDamagedReason = "damaged";
+
 // Push answers (rejection reasons) about a change's device_seq; none of them
 // uses the number up, and the server stores nothing of the change.
 //  - seq_reused: the server already holds another change under this number

@@ -79,6 +79,12 @@ struct ServerRevocation {
 [[nodiscard]] core::result<AuditCheck> VerifyAudit(
     const std::string& data_dir, const std::optional<AuditHash>& known_head = std::nullopt);
 
+// Checks the data folder's store for damage, read-only: SQLite's
+// integrity_check (the file's pages and every index against its table), then
+// every row's checksum. Damage is a result with !ok() naming it; an error
+// means the store could not be opened at all.
+[[nodiscard]] core::result<StoreCheck> CheckStoreFile(const std::string& data_dir);
+
 struct AuditRecord {
   std::uint64_t index = 0;
   std::string hash;                    // 32 B as stored

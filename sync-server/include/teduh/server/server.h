@@ -65,6 +65,11 @@ struct ServerConfig {
   // The largest the store may grow (bytes; 0: as the disk allows). Reaching
   // it is handled as a full disk: writes refused (DISK_FULL), reads served.
   std::uint64_t max_store_bytes = 0;
+  // Damage (docs/SECURITY.md "Faults"): SQLite's quick_check runs when the
+  // server opens the store (a damaged file is refused), and a background
+  // check (quick_check and every row's checksum) runs at start and then
+  // every this often. 0: only at open.
+  std::chrono::seconds store_check_interval{24 * 3600};
   // One structured line per event, never a field value. Default: stderr.
   std::function<void(std::string_view line)> log;
 };
@@ -86,6 +91,9 @@ struct ServerMetrics {
   std::uint64_t refused_authenticated_full = 0;
   std::uint64_t refused_enroll_rate = 0;
   std::uint64_t frames_too_large = 0;
+  std::uint64_t damaged_rows_met = 0;   // damaged rows reads met (and skipped)
+  std::uint64_t store_checks = 0;       // background checks finished
+  std::uint64_t last_check_damage = 0;  // findings of the last one (0: intact)
 };
 
 class Server {

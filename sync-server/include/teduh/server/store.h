@@ -50,9 +50,10 @@ using teduh::sync::v1::Role;
 using CodeHash = std::array<std::uint8_t, 32>;
 using AuditHash = std::array<std::uint8_t, 32>;
 
-// 2 added the audit log, 3 revocations, 4 re-keying, 5 change receipts; an
-// older store is migrated when opened for writing.
-inline constexpr int kStoreSchemaVersion = 7;
+// 2 added the audit log, 3 revocations, 4 re-keying, 5 change receipts, 6 key
+// custody, 7 storage usage, 8 row checksums; an older store is migrated when
+// opened for writing.
+inline constexpr int kStoreSchemaVersion = 8;
 
 struct UnitInfo {
   std::string unit_id;  // 32 hex digits, made at init
@@ -174,6 +175,29 @@ struct FieldRow {
   std::string_view author;
   std::uint64_t seq = 0;
   std::uint64_t txn = 0;
+  // Set by FindField when the stored row failed its checksum: the row is
+  // then reported as absent, and a write of the field replaces it.
+  bool damaged = false;
+};
+
+// A stored row that failed its checksum: where it is. `table` is "records",
+// "fields" or "field_history"; `field` is 0 for a record row. The record id
+// is as read, so it may itself be the damaged part.
+struct DamagedRow {
+  const char* table = "";
+  Id record_id{};
+  std::uint32_t field = 0;
+};
+
+// What Store::Check found. Empty lists: nothing is damaged.
+struct StoreCheck {
+  std::vector<std::string> structure;  // SQLite's findings on the file (at most 100)
+  std::vector<DamagedRow> rows;        // rows whose checksum does not match (at most 1000)
+  std::uint64_t records = 0;           // rows whose checksum was checked, by table
+  std::uint64_t values = 0;
+  std::uint64_t history = 0;
+  bool rows_checked = false;  // false: the structure only (or a store older than version 8)
+  bool ok() const { return structure.empty() && rows.empty(); }
 };
 
 // The last entry of the audit chain: its index (entries are numbered from 1,
@@ -390,10 +414,12 @@ class Store {
                                std::uint32_t below)>& visit) = 0;
 
   // ---- Records and fields --------------------------------------------------------
+  // core::errc::store_damaged (and reported) when the record's row is damaged.
   virtual result<std::optional<RecordRow>> FindRecord(const Id& record_id) = 0;
   virtual error_code InsertRecord(const RecordRow& row) = 0;
   // The current value of (record, field) into `out` (views valid until the
-  // next call on this store); false if the field was never written.
+  // next call on this store); false if the field was never written, or if
+  // its row is damaged (out->damaged, reported).
   virtual result<bool> FindField(const Id& record_id, std::uint32_t field, FieldRow* out) = 0;
   // Inserts or replaces the current value of (row.record_id, row.field).
   virtual error_code PutField(const FieldRow& row) = 0;
@@ -466,7 +492,9 @@ class Store {
 
   // ---- Pull ----------------------------------------------------------------------------
   // Calls `visit` for every current value with seq > after_seq within `scope`,
-  // in seq order, until it returns false or `max_rows` were visited.
+  // in seq order, until it returns false or `max_rows` were visited. A
+  // damaged row (its record's or its own checksum fails) is reported
+  // (StoreOptions::on_damage) and skipped, here and in every read below.
   // Every value the fields [field_lo, field_hi] of a record have had: the
   // superseded ones (`reason` overwritten, lost_merge, merged; oldest first per
   // field), then the current ones (`reason` "current").
@@ -476,6 +504,13 @@ class Store {
   virtual error_code ScanChanges(const PullScope& scope, std::uint64_t after_seq,
                                  std::size_t max_rows,
                                  const std::function<bool(const ChangeView&)>& visit) = 0;
+
+  // ---- Damage ------------------------------------------------------------------------
+  // Checks the file's structure (SQLite's quick_check, or with `thorough` its
+  // integrity_check, which also compares every index with its table) and,
+  // unless `structure_only`, every row's checksum. Reads only; a damaged
+  // store gives a report, not an error.
+  virtual result<StoreCheck> Check(bool thorough, bool structure_only) = 0;
 };
 
 struct StoreOptions {
@@ -493,6 +528,9 @@ struct StoreOptions {
   // The largest the store file may grow, in bytes (PRAGMA max_page_count);
   // beyond it a write fails as on a full disk. 0: as large as the disk allows.
   std::uint64_t max_bytes = 0;
+  // Called, on the thread using the connection, for every damaged row a read
+  // meets (the row is never returned as data).
+  std::function<void(const DamagedRow&)> on_damage;
 };
 
 // The SQLite file inside a data folder.
