@@ -345,8 +345,10 @@ Outcome<std::unique_ptr<LocalStore>> LocalStore::Open(const std::filesystem::pat
   ::close(fd);
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
+  sqlite3_busy_timeout(db, options.busy_timeout_ms);
   if (rc == SQLITE_OK) rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL", nullptr, nullptr, nullptr);
-  if (rc != SQLITE_OK && std::filesystem::exists(path)) {
+  const int primary = rc & 0xFF;
+  if (primary == SQLITE_IOERR || primary == SQLITE_FULL || primary == SQLITE_CANTOPEN) {
     // On a full disk SQLite cannot make the WAL's shared-memory index (the
     // -shm file). In exclusive locking mode it keeps that index in this
     // process's memory instead, so the device still opens, lists and shows
@@ -355,6 +357,7 @@ Outcome<std::unique_ptr<LocalStore>> LocalStore::Open(const std::filesystem::pat
     sqlite3_close_v2(db);
     db = nullptr;
     rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
+    sqlite3_busy_timeout(db, options.busy_timeout_ms);
     if (rc == SQLITE_OK)
       rc = sqlite3_exec(db, "PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL", nullptr,
                         nullptr, nullptr);
@@ -372,13 +375,12 @@ Outcome<std::unique_ptr<LocalStore>> LocalStore::Open(const std::filesystem::pat
       new LocalStore(db, std::move(*key), device_id, env, std::move(options)));
   sqlite3_busy_timeout(db, s->options_.busy_timeout_ms);
   sqlite3_extended_result_codes(db, 1);
-  for (const char* pragma :
-       {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA secure_delete=ON",
-        "PRAGMA foreign_keys=ON", "PRAGMA temp_store=MEMORY",
-        // A first pull writes a whole unit's records at random places in the
-        // tables: up to 32 MiB of pages stay cached, and the WAL (encrypted
-        // values only, like the tables) is folded back every 8,192 pages.
-        "PRAGMA cache_size=-32768", "PRAGMA wal_autocheckpoint=8192"}) {
+  for (const char* pragma : {"PRAGMA synchronous=FULL", "PRAGMA secure_delete=ON",
+                             "PRAGMA foreign_keys=ON", "PRAGMA temp_store=MEMORY",
+                             // A first pull writes a whole unit's records at random places in the
+                             // tables: up to 32 MiB of pages stay cached, and the WAL (encrypted
+                             // values only, like the tables) is folded back every 8,192 pages.
+                             "PRAGMA cache_size=-32768", "PRAGMA wal_autocheckpoint=8192"}) {
     if (auto r = s->Exec(pragma); !r) return r.error();
   }
   if (s->options_.max_page_count > 0) {
@@ -1107,7 +1109,7 @@ Outcome<std::vector<pb::FieldChange>> LocalStore::PendingChanges(std::size_t lim
 Outcome<PushApplied> LocalStore::ApplyPushResults(const std::vector<pb::FieldChange>& sent,
                                                   const pb::PushResult& result) {
   PushApplied counts;
-  std::int64_t now = env_.NowMs();
+  const std::int64_t now = env_.NowMs();
   // The answers are stored in chunks, a transaction each: no transaction
   // needs more room than a chunk's, and on a disk that fills up the chunks
   // stored are kept (the rest stay pending, are sent again and answered as
@@ -1115,160 +1117,166 @@ Outcome<PushApplied> LocalStore::ApplyPushResults(const std::vector<pb::FieldCha
   constexpr std::size_t kChunk = 256;
   for (std::size_t first = 0; first < sent.size(); first += kChunk) {
     const std::size_t last = std::min(sent.size(), first + kChunk);
-    auto r = InTxn([&]() -> Outcome<void> {
-      auto persisted_hlc = MetaInt("hlc");
-      if (!persisted_hlc) return persisted_hlc.error();
-      std::uint64_t max_hlc = *persisted_hlc;
-      auto any_shadow = AnyShadow();
-      if (!any_shadow) return any_shadow.error();
-      bool any_unconfirmed = false;
-      {
-        Stmt u(*stmts_, "SELECT EXISTS(SELECT 1 FROM unconfirmed)");
-        if (int rc = u.Step(); rc != SQLITE_ROW) return SqlFail(rc, Tr("reading the local store"));
-        any_unconfirmed = u.Int(0) != 0;
-      }
-      for (std::size_t i = first; i < last; ++i) {
-        if (auto ec = Fault("push.result")) return Fail(ec, "injected failure");
-        const pb::FieldChange& ch = sent[i];
-        const pb::ChangeResult* res = nullptr;
-        if (i < static_cast<std::size_t>(result.results_size()) &&
-            result.results(static_cast<int>(i)).device_seq() == ch.device_seq()) {
-          res = &result.results(static_cast<int>(i));
-        } else {
-          for (const auto& cand : result.results()) {
-            if (cand.device_seq() == ch.device_seq()) res = &cand;
-          }
-        }
-        if (res == nullptr || res->status() == pb::ChangeResult::STATUS_UNSPECIFIED) {
-          ++counts.unanswered;  // stays pending: resent next time (idempotent by device_seq)
-          continue;
-        }
-        auto id = ToId(ch.record_id());
-        if (!id) continue;
-        Stamp mine = StampFromPb(ch.stamp());
-        Stamp stored_as =
-            res->has_stamp() && res->stamp().hlc() != 0 ? StampFromPb(res->stamp()) : mine;
-        auto kept = KeepPendingLocked(ch, *res, &counts);
-        if (!kept) return kept.error();
-        if (*kept) continue;
-        OutboxState next = OutboxState::kAccepted;
-        switch (res->status()) {
-          case pb::ChangeResult::STATUS_APPLIED:
-            next = OutboxState::kAccepted;
-            break;
-          case pb::ChangeResult::STATUS_MERGED:
-            next = OutboxState::kMerged;
-            break;
-          case pb::ChangeResult::STATUS_CONFLICT:
-            next = OutboxState::kConflict;
-            break;
-          default:
-            next = OutboxState::kRejected;
-            break;
-        }
-        {
-          // Only a pending entry takes the answer (a repeated answer changes nothing).
-          Stmt u(*stmts_,
-                 "UPDATE outbox SET state=?2, reason=?3, detail=?4, updated_ms=?5 "
-                 "WHERE device_seq=?1 AND state=0");
-          std::string reason = res->reason();
-          if (reason.empty() && next == OutboxState::kRejected) reason = "rejected";
-          u.BindU(1, ch.device_seq())
-              .Bind(2, static_cast<int>(next))
-              .BindText(3, reason.substr(0, 128))
-              .BindText(4, res->detail().substr(0, 1024))
-              .Bind(5, now);
-          if (int rc = u.Step(); rc != SQLITE_DONE) return SqlFail(rc, Tr("updating the outbox"));
-          if (sqlite3_changes(db_) == 0) continue;  // not ours, or answered before
-        }
-        max_hlc = std::max(max_hlc, stored_as.hlc);  // invariant 6
-        switch (next) {
-          case OutboxState::kAccepted:
-            ++counts.accepted;
-            break;
-          case OutboxState::kMerged:
-            ++counts.merged;
-            break;
-          case OutboxState::kConflict:
-            ++counts.conflict;
-            break;
-          default:
-            ++counts.rejected;
-            break;
-        }
-        if (any_unconfirmed) {
-          auto settled = SettleUnconfirmed(*id, ch.field(), ch.device_seq(), mine);
-          if (!settled) return settled.error();
-          if (*settled) continue;
-        }
-        // The common answers: stored as sent (applied, or kept in history by a
-        // merge whose result arrives by pull), and no server value held back.
-        if (next != OutboxState::kRejected && stored_as == mine && !*any_shadow) continue;
-        auto current = RowStamp("fields", *id, ch.field());
-        if (!current) return current.error();
-        bool ours_in_fields = *current && **current == mine;
-        // The server re-stamped the change (clock skew): our row and later pending
-        // edits based on it follow the stamp the server stored.
-        if (next != OutboxState::kRejected && !(stored_as == mine)) {
-          if (ours_in_fields) {
-            Stmt u(*stmts_,
-                   "UPDATE fields SET stamp_hlc=?3, stamp_device=?4, origin_hlc=?5 "
-                   "WHERE record_id=?1 AND field=?2");
-            u.BindId(1, *id)
-                .Bind(2, ch.field())
-                .BindU(3, stored_as.hlc)
-                .BindId(4, stored_as.device)
-                .BindU(5, stored_as.hlc != mine.hlc ? mine.hlc : 0);
-            if (int rc = u.Step(); rc != SQLITE_DONE) return SqlFail(rc, Tr("updating a field"));
-          }
-          Stmt later(*stmts_,
-                     "SELECT device_seq FROM outbox WHERE record_id=?1 AND field=?2 AND "
-                     "state=0 AND device_seq>?3");
-          later.BindId(1, *id).Bind(2, ch.field()).BindU(3, ch.device_seq());
-          std::vector<std::uint64_t> seqs;
-          int rc;
-          while ((rc = later.Step()) == SQLITE_ROW) seqs.push_back(later.UInt(0));
-          if (rc != SQLITE_DONE) return SqlFail(rc, Tr("reading the outbox"));
-          for (auto s : seqs) {
-            auto l = LoadOutbox(s, nullptr);
-            if (!l) return l.error();
-            if (*l && StampFromPb((*l)->base()) == mine) {
-              StampToPb(stored_as, (*l)->mutable_base());
-              if (auto w = StoreOutboxPayload(**l); !w) return w;
-            }
-            if (*l) crypto::Wipe(*(*l)->mutable_value());
-          }
-        }
-        auto later_pending = HasPending(*id, ch.field(), ch.device_seq());
-        if (!later_pending) return later_pending.error();
-        if (*later_pending) continue;  // the newest edit of the field decides below
-        auto shadow = RowStamp("shadow", *id, ch.field());
-        if (!shadow) return shadow.error();
-        if (next == OutboxState::kAccepted) {
-          // nothing: our value is the server's
-        } else if (next == OutboxState::kRejected) {
-          if (ours_in_fields) {
-            if (*shadow) {
-              if (auto w = CopyFieldRow("shadow", "fields", *id, ch.field()); !w) return w;
-            } else if (auto w = DeleteFieldRow("fields", *id, ch.field()); !w) {
-              return w;
-            }
-          }
-        } else {
-          Stamp cur = res->has_current() && res->current().hlc() != 0 ? StampFromPb(res->current())
-                                                                      : stored_as;
-          if (!(cur == stored_as) && *shadow && **shadow == cur) {
-            if (auto w = CopyFieldRow("shadow", "fields", *id, ch.field()); !w) return w;
-          }
-          // Otherwise the merged value is new on the server and arrives by pull.
-        }
-        if (auto w = DeleteFieldRow("shadow", *id, ch.field()); !w) return w;
-      }
-      return SetMetaInt("hlc", max_hlc);
-    });
-    if (!r) return r.error();
+    if (auto r = ApplyPushChunk(sent, result, first, last, now, &counts); !r) return r.error();
   }
   return counts;
+}
+
+// The answers to sent[first, last), in one transaction.
+Outcome<void> LocalStore::ApplyPushChunk(const std::vector<pb::FieldChange>& sent,
+                                         const pb::PushResult& result, std::size_t first,
+                                         std::size_t last, std::int64_t now, PushApplied* counts) {
+  return InTxn([&]() -> Outcome<void> {
+    auto persisted_hlc = MetaInt("hlc");
+    if (!persisted_hlc) return persisted_hlc.error();
+    std::uint64_t max_hlc = *persisted_hlc;
+    auto any_shadow = AnyShadow();
+    if (!any_shadow) return any_shadow.error();
+    bool any_unconfirmed = false;
+    {
+      Stmt u(*stmts_, "SELECT EXISTS(SELECT 1 FROM unconfirmed)");
+      if (int rc = u.Step(); rc != SQLITE_ROW) return SqlFail(rc, Tr("reading the local store"));
+      any_unconfirmed = u.Int(0) != 0;
+    }
+    for (std::size_t i = first; i < last; ++i) {
+      if (auto ec = Fault("push.result")) return Fail(ec, "injected failure");
+      const pb::FieldChange& ch = sent[i];
+      const pb::ChangeResult* res = nullptr;
+      if (i < static_cast<std::size_t>(result.results_size()) &&
+          result.results(static_cast<int>(i)).device_seq() == ch.device_seq()) {
+        res = &result.results(static_cast<int>(i));
+      } else {
+        for (const auto& cand : result.results()) {
+          if (cand.device_seq() == ch.device_seq()) res = &cand;
+        }
+      }
+      if (res == nullptr || res->status() == pb::ChangeResult::STATUS_UNSPECIFIED) {
+        ++counts->unanswered;  // stays pending: resent next time (idempotent by device_seq)
+        continue;
+      }
+      auto id = ToId(ch.record_id());
+      if (!id) continue;
+      Stamp mine = StampFromPb(ch.stamp());
+      Stamp stored_as =
+          res->has_stamp() && res->stamp().hlc() != 0 ? StampFromPb(res->stamp()) : mine;
+      auto kept = KeepPendingLocked(ch, *res, counts);
+      if (!kept) return kept.error();
+      if (*kept) continue;
+      OutboxState next = OutboxState::kAccepted;
+      switch (res->status()) {
+        case pb::ChangeResult::STATUS_APPLIED:
+          next = OutboxState::kAccepted;
+          break;
+        case pb::ChangeResult::STATUS_MERGED:
+          next = OutboxState::kMerged;
+          break;
+        case pb::ChangeResult::STATUS_CONFLICT:
+          next = OutboxState::kConflict;
+          break;
+        default:
+          next = OutboxState::kRejected;
+          break;
+      }
+      {
+        // Only a pending entry takes the answer (a repeated answer changes nothing).
+        Stmt u(*stmts_,
+               "UPDATE outbox SET state=?2, reason=?3, detail=?4, updated_ms=?5 "
+               "WHERE device_seq=?1 AND state=0");
+        std::string reason = res->reason();
+        if (reason.empty() && next == OutboxState::kRejected) reason = "rejected";
+        u.BindU(1, ch.device_seq())
+            .Bind(2, static_cast<int>(next))
+            .BindText(3, reason.substr(0, 128))
+            .BindText(4, res->detail().substr(0, 1024))
+            .Bind(5, now);
+        if (int rc = u.Step(); rc != SQLITE_DONE) return SqlFail(rc, Tr("updating the outbox"));
+        if (sqlite3_changes(db_) == 0) continue;  // not ours, or answered before
+      }
+      max_hlc = std::max(max_hlc, stored_as.hlc);  // invariant 6
+      switch (next) {
+        case OutboxState::kAccepted:
+          ++counts->accepted;
+          break;
+        case OutboxState::kMerged:
+          ++counts->merged;
+          break;
+        case OutboxState::kConflict:
+          ++counts->conflict;
+          break;
+        default:
+          ++counts->rejected;
+          break;
+      }
+      if (any_unconfirmed) {
+        auto settled = SettleUnconfirmed(*id, ch.field(), ch.device_seq(), mine);
+        if (!settled) return settled.error();
+        if (*settled) continue;
+      }
+      // The common answers: stored as sent (applied, or kept in history by a
+      // merge whose result arrives by pull), and no server value held back.
+      if (next != OutboxState::kRejected && stored_as == mine && !*any_shadow) continue;
+      auto current = RowStamp("fields", *id, ch.field());
+      if (!current) return current.error();
+      bool ours_in_fields = *current && **current == mine;
+      // The server re-stamped the change (clock skew): our row and later pending
+      // edits based on it follow the stamp the server stored.
+      if (next != OutboxState::kRejected && !(stored_as == mine)) {
+        if (ours_in_fields) {
+          Stmt u(*stmts_,
+                 "UPDATE fields SET stamp_hlc=?3, stamp_device=?4, origin_hlc=?5 "
+                 "WHERE record_id=?1 AND field=?2");
+          u.BindId(1, *id)
+              .Bind(2, ch.field())
+              .BindU(3, stored_as.hlc)
+              .BindId(4, stored_as.device)
+              .BindU(5, stored_as.hlc != mine.hlc ? mine.hlc : 0);
+          if (int rc = u.Step(); rc != SQLITE_DONE) return SqlFail(rc, Tr("updating a field"));
+        }
+        Stmt later(*stmts_,
+                   "SELECT device_seq FROM outbox WHERE record_id=?1 AND field=?2 AND "
+                   "state=0 AND device_seq>?3");
+        later.BindId(1, *id).Bind(2, ch.field()).BindU(3, ch.device_seq());
+        std::vector<std::uint64_t> seqs;
+        int rc;
+        while ((rc = later.Step()) == SQLITE_ROW) seqs.push_back(later.UInt(0));
+        if (rc != SQLITE_DONE) return SqlFail(rc, Tr("reading the outbox"));
+        for (auto s : seqs) {
+          auto l = LoadOutbox(s, nullptr);
+          if (!l) return l.error();
+          if (*l && StampFromPb((*l)->base()) == mine) {
+            StampToPb(stored_as, (*l)->mutable_base());
+            if (auto w = StoreOutboxPayload(**l); !w) return w;
+          }
+          if (*l) crypto::Wipe(*(*l)->mutable_value());
+        }
+      }
+      auto later_pending = HasPending(*id, ch.field(), ch.device_seq());
+      if (!later_pending) return later_pending.error();
+      if (*later_pending) continue;  // the newest edit of the field decides below
+      auto shadow = RowStamp("shadow", *id, ch.field());
+      if (!shadow) return shadow.error();
+      if (next == OutboxState::kAccepted) {
+        // nothing: our value is the server's
+      } else if (next == OutboxState::kRejected) {
+        if (ours_in_fields) {
+          if (*shadow) {
+            if (auto w = CopyFieldRow("shadow", "fields", *id, ch.field()); !w) return w;
+          } else if (auto w = DeleteFieldRow("fields", *id, ch.field()); !w) {
+            return w;
+          }
+        }
+      } else {
+        Stamp cur = res->has_current() && res->current().hlc() != 0 ? StampFromPb(res->current())
+                                                                    : stored_as;
+        if (!(cur == stored_as) && *shadow && **shadow == cur) {
+          if (auto w = CopyFieldRow("shadow", "fields", *id, ch.field()); !w) return w;
+        }
+        // Otherwise the merged value is new on the server and arrives by pull.
+      }
+      if (auto w = DeleteFieldRow("shadow", *id, ch.field()); !w) return w;
+    }
+    return SetMetaInt("hlc", max_hlc);
+  });
 }
 
 Outcome<OutboxCounts> LocalStore::CountOutbox() {

@@ -104,14 +104,6 @@ void StoreWorker::Stop() {
   if (checker_.joinable()) checker_.join();
 }
 
-void StoreWorker::CheckNow() {
-  {
-    std::lock_guard lock(mu_);
-    check_asked_ = true;
-  }
-  check_cv_.notify_all();
-}
-
 void StoreWorker::CheckerLoop() {
   const auto interval = config_->store_check_interval;
   for (;;) {

@@ -85,8 +85,6 @@ class StoreWorker {
   std::uint64_t last_check_damage() const { return last_check_damage_.load(); }
   // The last check found the file's structure damaged (not only rows).
   bool structure_damaged() const { return structure_damaged_.load(); }
-  // Runs a background check now (the checker thread; tests and admins).
-  void CheckNow();
 
  private:
   struct WriteJob {

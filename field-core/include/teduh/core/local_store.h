@@ -300,6 +300,9 @@ class LocalStore {
   Outcome<void> StoreOutboxPayload(const teduh::sync::v1::FieldChange& change);
   // An answer that is not final (key_replaced, seq_reused, seq_order): the
   // entry stays pending, counted in `counts`; true if `res` was one.
+  Outcome<void> ApplyPushChunk(const std::vector<teduh::sync::v1::FieldChange>& sent,
+                               const teduh::sync::v1::PushResult& result, std::size_t first,
+                               std::size_t last, std::int64_t now, PushApplied* counts);
   Outcome<bool> KeepPendingLocked(const teduh::sync::v1::FieldChange& sent,
                                   const teduh::sync::v1::ChangeResult& res, PushApplied* counts);
   // Gives a pending entry the next device_seq (re-sealed under it), inside a
