@@ -153,6 +153,8 @@ constexpr std::string_view kMetaFile = "device.json";
 constexpr std::string_view kErasedFile = "erased";
 constexpr std::string_view kVaultFile = "vault";
 constexpr std::string_view kStoreFile = "store.db";
+// How often a sync checks every row of the local store when no read met damage.
+constexpr std::int64_t kStoreCheckIntervalMs = 24LL * 3600 * 1000;
 
 std::string StateName(pb::DeviceState s) {
   switch (s) {
@@ -291,6 +293,9 @@ std::string MergedText(const std::string& detail) {
 // language; the server's English only for a code it does not know.
 std::string ServerVerdictText(const OutboxEntry& e) {
   const std::string_view r = e.reason;
+  if (r == kUnreadableHereReason)
+    return Tr(
+        "This change was damaged in this device's storage and cannot be sent; enter it again.");
   if (r == "bad_value")
     return Tr("The change does not fit its field or record, so the server could not accept it.");
   if (r == "forbidden") return Tr("This user's role may not make this change.");
@@ -2133,6 +2138,12 @@ Outcome<void> Device::VerifyPulledLocked(const pb::Changes& batch, SyncReport* r
   return {};
 }
 
+Outcome<LocalStoreCheck> Device::CheckStore() {
+  std::lock_guard g(mu_);
+  if (auto r = CheckOpen(); !r) return r.error();
+  return store_->Check();
+}
+
 Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>& progress,
                                  bool push_only) {
   SyncReport report;
@@ -2167,6 +2178,15 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
     auto seen = RolledBackLocked(welcome, &acknowledged_mark);
     if (!seen) return seen.error();
     rolled_back = *seen;
+    auto due = store_->RepairDue(kStoreCheckIntervalMs);
+    if (!due) return due.error();
+    if (*due) {
+      auto repair = store_->Repair();
+      if (!repair) return repair.error();
+      report.store_damaged_rows = repair->found.rows.size();
+      report.store_unsendable = repair->unreadable;
+      report.store_damage_left = std::move(repair->remaining);
+    }
     auto counts = store_->CountOutbox();
     if (!counts) return counts.error();
     prog.to_push = counts->pending;

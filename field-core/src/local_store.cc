@@ -73,6 +73,7 @@
 
 #include "teduh/core/frame_codec.h"
 #include "teduh/core/i18n.h"
+#include "teduh/core/row_sum.h"
 
 namespace teduh::core {
 // Prepared statements are kept per store and reused: preparing costs more than
@@ -126,42 +127,81 @@ namespace {
 
 namespace pb = teduh::sync::v1;
 
-constexpr int kSchemaVersion = 1;
+// Version 2: every row of records, fields, shadow, outbox and set_aside
+// carries `sum`, its row checksum (core/row_sum.h), checked on every read.
+constexpr int kSchemaVersion = 2;
 constexpr std::string_view kStoreAd = "teduh-store-v1";
 constexpr std::string_view kOutboxAd = "teduh-outbox-v1";
 
+#define TEDUH_FIELD_ROW_COLS                                                           \
+  "record_id, field, sealed, key_class, key_version, value, stamp_hlc, stamp_device, " \
+  "origin_hlc, seq"
+#define TEDUH_FIELD_ROW_DEF                                                               \
+  "(record_id BLOB NOT NULL, field INTEGER NOT NULL, sealed INTEGER NOT NULL, "           \
+  "key_class INTEGER NOT NULL, key_version INTEGER NOT NULL, value BLOB NOT NULL, "       \
+  "stamp_hlc INTEGER NOT NULL, stamp_device BLOB NOT NULL, origin_hlc INTEGER NOT NULL, " \
+  "seq INTEGER NOT NULL, sum BLOB GENERATED ALWAYS AS (row_sum(" TEDUH_FIELD_ROW_COLS     \
+  ")) STORED, PRIMARY KEY(record_id, field)) WITHOUT ROWID;"
+
+// The tables whose rows carry a checksum, created at schema 2 (and made anew,
+// with their rows copied, when a store of version 1 is opened).
+constexpr const char* kSummedTablesSql =
+    "CREATE TABLE IF NOT EXISTS records(record_id BLOB PRIMARY KEY, kind TEXT NOT NULL, "
+    "parent_id BLOB, unit_id TEXT NOT NULL DEFAULT '', sum BLOB GENERATED ALWAYS AS "
+    "(row_sum(record_id, kind, parent_id, unit_id)) STORED);"
+    "CREATE TABLE IF NOT EXISTS fields" TEDUH_FIELD_ROW_DEF
+    "CREATE TABLE IF NOT EXISTS shadow" TEDUH_FIELD_ROW_DEF
+    "CREATE TABLE IF NOT EXISTS outbox(device_seq INTEGER PRIMARY KEY, record_id BLOB NOT NULL, "
+    "field INTEGER NOT NULL, state INTEGER NOT NULL, reason TEXT NOT NULL DEFAULT '', "
+    "detail TEXT NOT NULL DEFAULT '', payload BLOB NOT NULL, created_ms INTEGER NOT NULL, "
+    "updated_ms INTEGER NOT NULL, sum BLOB GENERATED ALWAYS AS (row_sum(device_seq, record_id, "
+    "field, state, reason, detail, payload, created_ms, updated_ms)) STORED);"
+    "CREATE TABLE IF NOT EXISTS set_aside(record_id BLOB NOT NULL, field INTEGER NOT NULL, "
+    "kind TEXT NOT NULL, parent_id BLOB, sealed INTEGER NOT NULL, key_class INTEGER NOT NULL, "
+    "key_version INTEGER NOT NULL, value BLOB NOT NULL, stamp_hlc INTEGER NOT NULL, "
+    "stamp_device BLOB NOT NULL, origin_hlc INTEGER NOT NULL, seq INTEGER NOT NULL, "
+    "set_aside_ms INTEGER NOT NULL, sum BLOB GENERATED ALWAYS AS (row_sum(record_id, field, kind, "
+    "parent_id, sealed, key_class, key_version, value, stamp_hlc, stamp_device, origin_hlc, seq, "
+    "set_aside_ms)) STORED, PRIMARY KEY(record_id, field, stamp_hlc, stamp_device)) WITHOUT ROWID;";
+
 constexpr const char* kSchemaSql = R"sql(
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS records(
-  record_id BLOB PRIMARY KEY, kind TEXT NOT NULL, parent_id BLOB,
-  unit_id TEXT NOT NULL DEFAULT '');
-CREATE INDEX IF NOT EXISTS records_by_parent ON records(parent_id);
-CREATE INDEX IF NOT EXISTS records_by_kind ON records(kind);
-CREATE TABLE IF NOT EXISTS fields(
-  record_id BLOB NOT NULL, field INTEGER NOT NULL, sealed INTEGER NOT NULL,
-  key_class INTEGER NOT NULL, key_version INTEGER NOT NULL, value BLOB NOT NULL,
-  stamp_hlc INTEGER NOT NULL, stamp_device BLOB NOT NULL, origin_hlc INTEGER NOT NULL,
-  seq INTEGER NOT NULL, PRIMARY KEY(record_id, field)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS shadow(
-  record_id BLOB NOT NULL, field INTEGER NOT NULL, sealed INTEGER NOT NULL,
-  key_class INTEGER NOT NULL, key_version INTEGER NOT NULL, value BLOB NOT NULL,
-  stamp_hlc INTEGER NOT NULL, stamp_device BLOB NOT NULL, origin_hlc INTEGER NOT NULL,
-  seq INTEGER NOT NULL, PRIMARY KEY(record_id, field)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS outbox(
-  device_seq INTEGER PRIMARY KEY, record_id BLOB NOT NULL, field INTEGER NOT NULL,
-  state INTEGER NOT NULL, reason TEXT NOT NULL DEFAULT '', detail TEXT NOT NULL DEFAULT '',
-  payload BLOB NOT NULL, created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS outbox_by_field ON outbox(record_id, field, state);
-CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox(state, device_seq);
 CREATE TABLE IF NOT EXISTS unconfirmed(
   record_id BLOB NOT NULL, field INTEGER NOT NULL, PRIMARY KEY(record_id, field)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS set_aside(
-  record_id BLOB NOT NULL, field INTEGER NOT NULL, kind TEXT NOT NULL, parent_id BLOB,
-  sealed INTEGER NOT NULL, key_class INTEGER NOT NULL, key_version INTEGER NOT NULL,
-  value BLOB NOT NULL, stamp_hlc INTEGER NOT NULL, stamp_device BLOB NOT NULL,
-  origin_hlc INTEGER NOT NULL, seq INTEGER NOT NULL, set_aside_ms INTEGER NOT NULL,
-  PRIMARY KEY(record_id, field, stamp_hlc, stamp_device)) WITHOUT ROWID;
 )sql";
+
+constexpr const char* kIndexesSql = R"sql(
+CREATE INDEX IF NOT EXISTS records_by_parent ON records(parent_id);
+CREATE INDEX IF NOT EXISTS records_by_kind ON records(kind);
+CREATE INDEX IF NOT EXISTS outbox_by_field ON outbox(record_id, field, state);
+CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox(state, device_seq);
+)sql";
+
+// Version 1 -> 2: each summed table is made anew and its rows copied (a
+// stored generated column cannot be added to a table); records keep their
+// rowids (children are listed in the order they were made).
+constexpr const char* kMigrateToSumsSql =
+    "ALTER TABLE records RENAME TO records_v1; ALTER TABLE fields RENAME TO fields_v1;"
+    "ALTER TABLE shadow RENAME TO shadow_v1; ALTER TABLE outbox RENAME TO outbox_v1;"
+    "ALTER TABLE set_aside RENAME TO set_aside_v1;"
+    "DROP INDEX IF EXISTS records_by_parent; DROP INDEX IF EXISTS records_by_kind;"
+    "DROP INDEX IF EXISTS outbox_by_field; DROP INDEX IF EXISTS outbox_by_state;";
+constexpr const char* kMigrateCopySql =
+    "INSERT INTO records(rowid, record_id, kind, parent_id, unit_id) SELECT rowid, record_id, "
+    "kind, parent_id, unit_id FROM records_v1;"
+    "INSERT INTO fields(" TEDUH_FIELD_ROW_COLS ") SELECT " TEDUH_FIELD_ROW_COLS
+    " FROM fields_v1;"
+    "INSERT INTO shadow(" TEDUH_FIELD_ROW_COLS ") SELECT " TEDUH_FIELD_ROW_COLS
+    " FROM shadow_v1;"
+    "INSERT INTO outbox(device_seq, record_id, field, state, reason, detail, payload, created_ms, "
+    "updated_ms) SELECT device_seq, record_id, field, state, reason, detail, payload, created_ms, "
+    "updated_ms FROM outbox_v1;"
+    "INSERT INTO set_aside(record_id, field, kind, parent_id, sealed, key_class, key_version, "
+    "value, stamp_hlc, stamp_device, origin_hlc, seq, set_aside_ms) SELECT record_id, field, kind, "
+    "parent_id, sealed, key_class, key_version, value, stamp_hlc, stamp_device, origin_hlc, seq, "
+    "set_aside_ms FROM set_aside_v1;"
+    "DROP TABLE records_v1; DROP TABLE fields_v1; DROP TABLE shadow_v1; DROP TABLE outbox_v1;"
+    "DROP TABLE set_aside_v1;";
 
 // A prepared statement, finalized on scope exit.
 class Stmt {
@@ -218,6 +258,10 @@ class Stmt {
     return p == nullptr ? std::string() : std::string(reinterpret_cast<const char*>(p), n);
   }
   bool IsNull(int c) const { return sqlite3_column_type(s_, c) == SQLITE_NULL; }
+  // Whether column `sum_col` holds the row checksum of columns `cols`.
+  bool SumMatches(std::initializer_list<int> cols, int sum_col) const {
+    return RowSumMatches(s_, cols, sum_col);
+  }
 
  private:
   StmtCache* cache_ = nullptr;
@@ -346,6 +390,7 @@ Outcome<std::unique_ptr<LocalStore>> LocalStore::Open(const std::filesystem::pat
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
   sqlite3_busy_timeout(db, options.busy_timeout_ms);
+  if (rc == SQLITE_OK) rc = RegisterRowSum(db);
   if (rc == SQLITE_OK) rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL", nullptr, nullptr, nullptr);
   const int primary = rc & 0xFF;
   if (primary == SQLITE_IOERR || primary == SQLITE_FULL || primary == SQLITE_CANTOPEN) {
@@ -358,6 +403,7 @@ Outcome<std::unique_ptr<LocalStore>> LocalStore::Open(const std::filesystem::pat
     db = nullptr;
     rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
     sqlite3_busy_timeout(db, options.busy_timeout_ms);
+    if (rc == SQLITE_OK) rc = RegisterRowSum(db);
     if (rc == SQLITE_OK)
       rc = sqlite3_exec(db, "PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL", nullptr,
                         nullptr, nullptr);
@@ -390,22 +436,71 @@ Outcome<std::unique_ptr<LocalStore>> LocalStore::Open(const std::filesystem::pat
   }
   auto created = s->InTxn([&]() -> Outcome<void> {
     if (auto r = s->Exec(kSchemaSql); !r) return r.error();
-    Stmt q(db, "SELECT value FROM meta WHERE key='device_id'");
-    int step = q.Step();
+    int step;
+    std::string owner;
+    {
+      Stmt q(db, "SELECT value FROM meta WHERE key='device_id'");
+      step = q.Step();
+      if (step == SQLITE_ROW) owner = q.Blob(0);
+    }  // finished before a migration renames tables
     if (step == SQLITE_ROW) {
-      if (q.Blob(0) != AsBytes(device_id)) {
+      if (owner != AsBytes(device_id)) {
         return Fail(errc::store_failed, Tr("the local store belongs to another device"));
       }
-      return {};
+      return s->Migrate();
     }
     if (step != SQLITE_DONE) return s->SqlFail(step, Tr("reading the store header"));
+    if (auto r = s->Exec(kSummedTablesSql); !r) return r.error();
+    if (auto r = s->Exec(kIndexesSql); !r) return r.error();
     Stmt ins(db, "INSERT INTO meta(key, value) VALUES('device_id', ?1), ('schema', ?2)");
     ins.BindId(1, device_id).Bind(2, kSchemaVersion);
     if (int r = ins.Step(); r != SQLITE_DONE) return s->SqlFail(r, Tr("creating the store"));
     return {};
   });
   if (!created) return created.error();
+  // SQLite's own check of the file's structure (pages, b-trees, records).
+  // Damage there is mostly in an index, which a read would trip over (and
+  // then fail every later call): repaired at once, before anything reads.
+  // What a repair cannot mend is kept for Check and the next sync; the
+  // checksums still keep every damaged row from being shown.
+  auto structure = s->StructureCheck("PRAGMA quick_check");
+  if (!structure) return structure.error();
+  if (!structure->empty()) {
+    s->structure_damage_ = std::move(*structure);
+    s->damage_met_ = true;
+    (void)s->Repair();  // on a full or read-only disk it waits for the next sync
+  }
   return s;
+}
+
+Outcome<void> LocalStore::Migrate() {
+  auto version = MetaInt("schema");
+  if (!version) return version.error();
+  if (*version > static_cast<std::uint64_t>(kSchemaVersion)) {
+    return Fail(errc::store_failed,
+                Tr("the local store was made by a newer teduh; update teduh on this device"));
+  }
+  if (*version == static_cast<std::uint64_t>(kSchemaVersion)) return {};
+  for (const char* sql : {kMigrateToSumsSql, kSummedTablesSql, kMigrateCopySql, kIndexesSql}) {
+    if (auto r = Exec(sql); !r) return r.error();
+  }
+  return SetMetaInt("schema", kSchemaVersion);
+}
+
+Outcome<std::vector<std::string>> LocalStore::StructureCheck(const char* pragma) {
+  std::vector<std::string> findings;
+  Stmt q(db_, pragma);
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    std::string line = q.Text(0);
+    if (line != "ok" && findings.size() < 100) findings.push_back(std::move(line));
+  }
+  if (rc == SQLITE_CORRUPT || rc == SQLITE_NOTADB || (rc & 0xFF) == SQLITE_CORRUPT) {
+    findings.push_back(sqlite3_errstr(rc));
+    return findings;
+  }
+  if (rc != SQLITE_DONE) return SqlFail(rc, Tr("checking the local store"));
+  return findings;
 }
 
 Outcome<void> LocalStore::InTxn(const std::function<Outcome<void>()>& fn) {
@@ -530,9 +625,24 @@ Outcome<void> LocalStore::UpsertRecord(const Id& id, std::string_view kind,
                                        const std::optional<Id>& parent, std::string_view unit_id,
                                        bool* kind_conflict) {
   *kind_conflict = false;
-  Stmt q(*stmts_, "SELECT kind, unit_id FROM records WHERE record_id=?1");
+  Stmt q(*stmts_,
+         "SELECT kind, unit_id, record_id, parent_id, sum FROM records WHERE record_id=?1");
   q.BindId(1, id);
   int rc = q.Step();
+  if (rc == SQLITE_ROW && !q.SumMatches({2, 0, 3, 1}, 4)) {
+    // A damaged row: what is written now (a pull brings the server's copy)
+    // replaces it, in place, so its children keep their order.
+    MetDamage({"records", id});
+    Stmt u(*stmts_, "UPDATE records SET kind=?2, parent_id=?3, unit_id=?4 WHERE record_id=?1");
+    u.BindId(1, id).BindText(2, kind).BindText(4, unit_id);
+    if (parent) {
+      u.BindId(3, *parent);
+    } else {
+      u.BindNull(3);
+    }
+    if (int r = u.Step(); r != SQLITE_DONE) return SqlFail(r, Tr("repairing a record"));
+    return {};
+  }
   if (rc == SQLITE_ROW) {
     if (q.Text(0) != kind) {
       *kind_conflict = true;
@@ -908,11 +1018,19 @@ Outcome<void> LocalStore::PutLocked(EditTxn& txn, const LocalChange& c) {
 
 Outcome<std::optional<RecordInfo>> LocalStore::GetRecord(const Id& record_id) {
   if (sticky_) return Fail(sticky_, Tr("the local store failed earlier; reopen it"));
-  Stmt q(*stmts_, "SELECT kind, parent_id, unit_id FROM records WHERE record_id=?1");
+  Stmt q(*stmts_,
+         "SELECT kind, parent_id, unit_id, record_id, sum FROM records WHERE record_id=?1");
   q.BindId(1, record_id);
   int rc = q.Step();
   if (rc == SQLITE_DONE) return std::optional<RecordInfo>();
   if (rc != SQLITE_ROW) return SqlFail(rc, Tr("reading a record"));
+  if (!q.SumMatches({3, 0, 1, 2}, 4)) {
+    MetDamage({"records", record_id});
+    return Fail(
+        errc::store_damaged,
+        TrF("record {} is damaged on this device; the next sync restores it from the server",
+            ToHex(record_id)));
+  }
   RecordInfo r;
   r.record_id = record_id;
   r.kind = q.Text(0);
@@ -924,9 +1042,9 @@ Outcome<std::optional<RecordInfo>> LocalStore::GetRecord(const Id& record_id) {
 Outcome<std::vector<RecordInfo>> LocalStore::ListRecords(std::string_view kind,
                                                          const std::optional<Id>& parent_id) {
   if (sticky_) return Fail(sticky_, Tr("the local store failed earlier; reopen it"));
-  Stmt q(*stmts_, parent_id ? "SELECT record_id, kind, parent_id, unit_id FROM records "
+  Stmt q(*stmts_, parent_id ? "SELECT record_id, kind, parent_id, unit_id, sum FROM records "
                               "WHERE parent_id=?2 AND +kind=?1 ORDER BY rowid"
-                            : "SELECT record_id, kind, parent_id, unit_id FROM records "
+                            : "SELECT record_id, kind, parent_id, unit_id, sum FROM records "
                               "WHERE kind=?1 ORDER BY record_id");
   q.BindText(1, kind);
   if (parent_id) q.BindId(2, *parent_id);
@@ -935,6 +1053,10 @@ Outcome<std::vector<RecordInfo>> LocalStore::ListRecords(std::string_view kind,
   while ((rc = q.Step()) == SQLITE_ROW) {
     RecordInfo r;
     if (auto id = ToId(q.Blob(0))) r.record_id = *id;
+    if (!q.SumMatches({0, 1, 2, 3}, 4)) {
+      MetDamage({"records", r.record_id});
+      continue;
+    }
     r.kind = q.Text(1);
     if (!q.IsNull(2)) r.parent_id = ToId(q.Blob(2));
     r.unit_id = q.Text(3);
@@ -950,18 +1072,20 @@ Outcome<void> LocalStore::ForEachRecordOpenFields(
   if (sticky_) return Fail(sticky_, Tr("the local store failed earlier; reopen it"));
   Stmt q(*stmts_,
          "SELECT r.record_id, r.parent_id, r.unit_id, f.field, f.value, f.stamp_hlc, "
-         "f.stamp_device FROM records r JOIN fields f ON f.record_id = r.record_id "
+         "f.stamp_device, r.kind, r.sum, f.sealed, f.key_class, f.key_version, f.origin_hlc, "
+         "f.seq, f.sum, f.record_id FROM records r JOIN fields f ON f.record_id = r.record_id "
          "WHERE r.kind=?1 AND f.sealed=0 ORDER BY r.record_id, f.field");
   q.BindText(1, kind);
   RecordInfo current;
   std::vector<StoredValue> values;
   bool have = false;
+  bool record_damaged = false;
   int rc;
   while ((rc = q.Step()) == SQLITE_ROW) {
     auto id = ToId(q.Blob(0));
     if (!id) continue;
     if (!have || *id != current.record_id) {
-      if (have) {
+      if (have && !record_damaged) {
         if (auto r = visit(current, values); !r) return r;
       }
       have = true;
@@ -970,18 +1094,28 @@ Outcome<void> LocalStore::ForEachRecordOpenFields(
       current.kind = std::string(kind);
       current.parent_id = q.IsNull(1) ? std::nullopt : ToId(q.Blob(1));
       current.unit_id = q.Text(2);
+      record_damaged = !q.SumMatches({0, 7, 1, 2}, 8);
+      if (record_damaged) MetDamage({"records", *id});
     }
+    if (record_damaged) continue;
     StoredValue v;
     v.field = static_cast<std::uint32_t>(q.Int(3));
+    if (!q.SumMatches({15, 3, 9, 10, 11, 4, 5, 6, 12, 13}, 14)) {
+      MetDamage({"fields", *id, v.field});
+      continue;
+    }
     v.stamp.hlc = q.UInt(5);
     if (auto d = ToId(q.Blob(6))) v.stamp.device = *d;
     auto plain = OpenAtRest(FieldAd(*id, v.field), q.Blob(4));
-    if (!plain) return plain.error();
+    if (!plain) {
+      MetDamage({"fields", *id, v.field});
+      continue;
+    }
     v.value = std::move(*plain);
     values.push_back(std::move(v));
   }
   if (rc != SQLITE_DONE) return SqlFail(rc, Tr("reading records"));
-  if (have) return visit(current, values);
+  if (have && !record_damaged) return visit(current, values);
   return {};
 }
 
@@ -1017,7 +1151,7 @@ Outcome<std::vector<StoredValue>> LocalStore::GetFields(const Id& record_id) {
   Stmt q(*stmts_,
          "SELECT f.field, f.sealed, f.key_class, f.key_version, f.value, f.stamp_hlc, "
          "f.stamp_device, f.origin_hlc, EXISTS(SELECT 1 FROM outbox o WHERE "
-         "o.record_id=f.record_id AND o.field=f.field AND o.state=0) "
+         "o.record_id=f.record_id AND o.field=f.field AND o.state=0), f.record_id, f.seq, f.sum "
          "FROM fields f WHERE f.record_id=?1 ORDER BY f.field");
   q.BindId(1, record_id);
   std::vector<StoredValue> out;
@@ -1025,6 +1159,10 @@ Outcome<std::vector<StoredValue>> LocalStore::GetFields(const Id& record_id) {
   while ((rc = q.Step()) == SQLITE_ROW) {
     StoredValue v;
     v.field = static_cast<std::uint32_t>(q.Int(0));
+    if (!q.SumMatches({9, 0, 1, 2, 3, 4, 5, 6, 7, 10}, 11)) {
+      MetDamage({"fields", record_id, v.field});
+      continue;
+    }
     v.sealed = q.Int(1) != 0;
     v.key_class = static_cast<teduh::AccessClass>(q.Int(2));
     v.key_version = static_cast<std::uint32_t>(q.Int(3));
@@ -1036,7 +1174,10 @@ Outcome<std::vector<StoredValue>> LocalStore::GetFields(const Id& record_id) {
       v.value = q.Blob(4);
     } else {
       auto plain = OpenAtRest(FieldAd(record_id, v.field), q.Blob(4));
-      if (!plain) return plain.error();
+      if (!plain) {
+        MetDamage({"fields", record_id, v.field});
+        continue;
+      }
       v.value = std::move(*plain);
     }
     out.push_back(std::move(v));
@@ -1087,19 +1228,32 @@ Outcome<std::vector<pb::FieldChange>> LocalStore::PendingChanges(std::size_t lim
                                                                  const std::optional<Id>& case_id) {
   if (sticky_) return Fail(sticky_, Tr("the local store failed earlier; reopen it"));
   Stmt q(*stmts_,
-         case_id ? "SELECT o.device_seq, o.payload FROM outbox o JOIN records r ON r.record_id = "
-                   "o.record_id WHERE (r.record_id=?3 OR r.parent_id=?3) AND o.state=0 AND "
-                   "o.device_seq>?2 ORDER BY o.device_seq LIMIT ?1"
-                 : "SELECT device_seq, payload FROM outbox WHERE state=0 AND device_seq>?2 ORDER "
-                   "BY device_seq LIMIT ?1");
+         case_id ? "SELECT o.device_seq, o.payload, o.record_id, o.field, o.state, o.reason, "
+                   "o.detail, o.created_ms, o.updated_ms, o.sum FROM outbox o JOIN records r ON "
+                   "r.record_id = o.record_id WHERE (r.record_id=?3 OR r.parent_id=?3) AND "
+                   "o.state=0 AND o.device_seq>?2 ORDER BY o.device_seq LIMIT ?1"
+                 : "SELECT device_seq, payload, record_id, field, state, reason, detail, "
+                   "created_ms, updated_ms, sum FROM outbox WHERE state=0 AND device_seq>?2 "
+                   "ORDER BY device_seq LIMIT ?1");
   q.Bind(1, static_cast<std::int64_t>(std::min<std::size_t>(limit, INT64_MAX)))
       .BindU(2, after_device_seq);
   if (case_id) q.BindId(3, *case_id);
   std::vector<pb::FieldChange> out;
   int rc;
   while ((rc = q.Step()) == SQLITE_ROW) {
-    auto ch = ParseOutboxPayload(q.UInt(0), q.Blob(1));
-    if (!ch) return ch.error();
+    // A damaged entry is left for Repair (at the next sync's start), which
+    // sends it again or, if its change no longer opens, marks it.
+    auto ch = q.SumMatches({0, 2, 3, 4, 5, 6, 1, 7, 8}, 9)
+                  ? ParseOutboxPayload(q.UInt(0), q.Blob(1))
+                  : Outcome<pb::FieldChange>(Fail(errc::store_damaged, ""));
+    if (!ch) {
+      DamagedRow row{"outbox"};
+      if (auto id = ToId(q.Blob(2))) row.record_id = *id;
+      row.field = static_cast<std::uint32_t>(q.Int(3));
+      row.device_seq = q.UInt(0);
+      MetDamage(row);
+      continue;
+    }
     out.push_back(std::move(*ch));
   }
   if (rc != SQLITE_DONE) return SqlFail(rc, Tr("reading the outbox"));
@@ -1520,6 +1674,225 @@ Outcome<std::uint64_t> LocalStore::RebaseHlc() {
   });
   if (!r) return r.error();
   return top;
+}
+
+// ---- Damage ------------------------------------------------------------------
+
+void LocalStore::MetDamage(const DamagedRow& row) {
+  damage_met_ = true;
+  if (options_.on_damage) options_.on_damage(row);
+}
+
+// Each summed table's columns in row_sum order, then `sum`; for fields and
+// shadow, sealed/value also open the at-rest value; for the outbox, the payload.
+Outcome<void> LocalStore::CheckTable(std::string_view table, LocalStoreCheck* out) {
+  const bool field_row = table == "fields" || table == "shadow";
+  std::string sql;
+  if (table == "records") {
+    sql = "SELECT record_id, kind, parent_id, unit_id, sum FROM records";
+  } else if (field_row) {
+    sql = fmt::format("SELECT {}, sum FROM {}", TEDUH_FIELD_ROW_COLS, table);
+  } else if (table == "outbox") {
+    sql =
+        "SELECT device_seq, record_id, field, state, reason, detail, payload, created_ms, "
+        "updated_ms, sum FROM outbox";
+  } else {
+    sql =
+        "SELECT record_id, field, kind, parent_id, sealed, key_class, key_version, value, "
+        "stamp_hlc, stamp_device, origin_hlc, seq, set_aside_ms, sum FROM set_aside";
+  }
+  Stmt q(db_, sql);
+  const int ncols = table == "records" ? 4 : field_row ? 10 : table == "outbox" ? 9 : 13;
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    ++out->rows_checked;
+    bool ok;
+    switch (ncols) {
+      case 4:
+        ok = q.SumMatches({0, 1, 2, 3}, 4);
+        break;
+      case 10:
+        ok = q.SumMatches({0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, 10);
+        break;
+      case 9:
+        ok = q.SumMatches({0, 1, 2, 3, 4, 5, 6, 7, 8}, 9);
+        break;
+      default:
+        ok = q.SumMatches({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, 13);
+    }
+    DamagedRow row{std::string(table)};
+    const int id_col = table == "outbox" ? 1 : 0;
+    if (auto id = ToId(q.Blob(id_col))) row.record_id = *id;
+    if (table == "outbox") {
+      row.device_seq = q.UInt(0);
+      row.field = static_cast<std::uint32_t>(q.Int(2));
+      if (ok) ok = ParseOutboxPayload(row.device_seq, q.Blob(6)).has_value();
+    } else if (table != "records") {
+      row.field = static_cast<std::uint32_t>(q.Int(1));
+    }
+    if (field_row && ok && q.Int(2) == 0) {
+      auto plain = OpenAtRest(FieldAd(row.record_id, row.field), q.Blob(5));
+      ok = plain.has_value();
+      if (ok) crypto::Wipe(*plain);
+    }
+    if (table == "set_aside") {
+      row.stamp.hlc = q.UInt(8);
+      if (auto d = ToId(q.Blob(9))) row.stamp.device = *d;
+    }
+    if (!ok) out->rows.push_back(row);
+  }
+  if ((rc & 0xFF) == SQLITE_CORRUPT) {
+    out->structure.push_back(fmt::format("{}: {}", table, sqlite3_errstr(rc)));
+    return {};
+  }
+  if (rc != SQLITE_DONE) return SqlFail(rc, Tr("checking the local store"));
+  return {};
+}
+
+Outcome<LocalStoreCheck> LocalStore::Check() {
+  if (sticky_) return Fail(sticky_, Tr("the local store failed earlier; reopen it"));
+  LocalStoreCheck out;
+  auto structure = StructureCheck("PRAGMA integrity_check");
+  if (!structure) return structure.error();
+  out.structure = std::move(*structure);
+  for (std::string_view table : {"records", "fields", "shadow", "outbox", "set_aside"}) {
+    if (auto r = CheckTable(table, &out); !r) return r.error();
+  }
+  return out;
+}
+
+Outcome<bool> LocalStore::RepairDue(std::int64_t interval_ms) {
+  if (damage_met_) return true;
+  auto last = MetaInt("checked_ms");
+  if (!last) return last.error();
+  return env_.NowMs() - static_cast<std::int64_t>(*last) >= interval_ms;
+}
+
+// Every pending edit's field row (invariant 5) holds the newest pending
+// value of its field; written back from the outbox where it is missing.
+Outcome<void> LocalStore::RestorePendingRows(std::size_t* restored) {
+  Stmt q(db_,
+         "SELECT o.device_seq, o.payload FROM outbox o WHERE o.state=0 AND NOT EXISTS(SELECT 1 "
+         "FROM outbox n WHERE n.record_id=o.record_id AND n.field=o.field AND n.state=0 AND "
+         "n.device_seq>o.device_seq) AND (NOT EXISTS(SELECT 1 FROM fields f WHERE "
+         "f.record_id=o.record_id AND f.field=o.field) OR NOT EXISTS(SELECT 1 FROM records r "
+         "WHERE r.record_id=o.record_id))");
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    auto ch = ParseOutboxPayload(q.UInt(0), q.Blob(1));
+    if (!ch) continue;  // marked unreadable by Repair before this runs
+    auto id = ToId(ch->record_id());
+    if (!id) continue;
+    std::optional<Id> parent;
+    if (!ch->parent_id().empty()) parent = ToId(ch->parent_id());
+    bool kind_conflict = false;
+    if (auto r = UpsertRecord(*id, ch->kind(), parent, "", &kind_conflict); !r) return r;
+    std::string at_rest;
+    if (ch->sealed()) {
+      at_rest = ch->value();
+    } else {
+      auto sealed = SealAtRest(FieldAd(*id, ch->field()), ch->value());
+      crypto::Wipe(*ch->mutable_value());
+      if (!sealed) return sealed.error();
+      at_rest = std::move(*sealed);
+    }
+    if (auto r = WriteFieldRow("fields", *id, ch->field(), ch->sealed(), ch->key_class(),
+                               ch->key_version(), at_rest, StampFromPb(ch->stamp()), 0, 0);
+        !r) {
+      return r;
+    }
+    ++*restored;
+  }
+  if (rc != SQLITE_DONE) return SqlFail(rc, Tr("repairing the local store"));
+  return {};
+}
+
+// REINDEX builds every index again from its table. An index whose pages are
+// damaged cannot be read even to be dropped: then every index's entry is
+// taken out of the schema, VACUUM writes the file anew from the tables alone
+// (leaving the damaged pages behind), and each index is made again from its
+// definition. Indexes hold nothing a table does not.
+Outcome<void> LocalStore::RebuildIndexes() {
+  if (sticky_) return Fail(sticky_, Tr("the local store failed earlier; reopen it"));
+  if (sqlite3_exec(db_, "REINDEX", nullptr, nullptr, nullptr) == SQLITE_OK) return {};
+  std::vector<std::string> definitions;
+  {
+    Stmt q(db_, "SELECT sql FROM sqlite_schema WHERE type='index' AND sql IS NOT NULL");
+    int rc;
+    while ((rc = q.Step()) == SQLITE_ROW) definitions.push_back(q.Text(0));
+    if (rc != SQLITE_DONE) return SqlFail(rc, Tr("repairing the local store"));
+  }
+  int rc = sqlite3_exec(db_,
+                        "PRAGMA writable_schema=ON; DELETE FROM sqlite_schema WHERE type='index' "
+                        "AND sql IS NOT NULL; PRAGMA writable_schema=OFF; VACUUM",
+                        nullptr, nullptr, nullptr);
+  if (rc != SQLITE_OK) return SqlFail(rc, Tr("repairing the local store"));
+  for (const auto& sql : definitions) {
+    if (auto x = Exec(sql); !x) return x.error();
+  }
+  return {};
+}
+
+Outcome<LocalStoreRepair> LocalStore::Repair() {
+  LocalStoreRepair rep;
+  auto found = Check();
+  if (!found) return found.error();
+  rep.found = std::move(*found);
+  if (!rep.found.structure.empty()) {
+    // Damage SQLite finds is mostly in indexes: built again from the tables.
+    if (auto x = RebuildIndexes(); !x) return x.error();
+    rep.reindexed = true;
+  }
+  auto r = InTxn([&]() -> Outcome<void> {
+    for (const auto& row : rep.found.rows) {
+      if (row.table == "outbox") {
+        auto payload_ok = [&]() -> bool {
+          Stmt p(db_, "SELECT payload FROM outbox WHERE device_seq=?1");
+          p.BindU(1, row.device_seq);
+          return p.Step() == SQLITE_ROW &&
+                 ParseOutboxPayload(row.device_seq, p.Blob(0)).has_value();
+        }();
+        // An intact change is sent again: the server answers one it already
+        // has by its device_seq, so nothing is applied twice.
+        Stmt u(db_, payload_ok ? "UPDATE outbox SET state=0, reason='', detail='' "
+                                 "WHERE device_seq=?1"
+                               : "UPDATE outbox SET state=4, reason=?2, detail='' "
+                                 "WHERE device_seq=?1");
+        u.BindU(1, row.device_seq);
+        if (!payload_ok) u.BindText(2, kUnreadableHereReason);
+        if (int rc = u.Step(); rc != SQLITE_DONE) return SqlFail(rc, Tr("repairing the outbox"));
+        ++(payload_ok ? rep.resent : rep.unreadable);
+        continue;
+      }
+      Stmt del(db_, row.table == "records" ? "DELETE FROM records WHERE record_id=?1"
+                    : row.table == "set_aside"
+                        ? "DELETE FROM set_aside WHERE record_id=?1 AND field=?2 AND "
+                          "stamp_hlc=?3 AND stamp_device=?4"
+                    : row.table == "fields" ? "DELETE FROM fields WHERE record_id=?1 AND field=?2"
+                                            : "DELETE FROM shadow WHERE record_id=?1 AND field=?2");
+      del.BindId(1, row.record_id);
+      if (row.table != "records") del.Bind(2, row.field);
+      if (row.table == "set_aside") del.BindU(3, row.stamp.hlc).BindId(4, row.stamp.device);
+      if (int rc = del.Step(); rc != SQLITE_DONE)
+        return SqlFail(rc, Tr("repairing the local store"));
+      rep.removed += static_cast<std::size_t>(sqlite3_changes(db_));
+    }
+    if (auto x = RestorePendingRows(&rep.restored); !x) return x;
+    if (!rep.found.intact()) {
+      rep.repull = true;
+      if (auto x = SetMetaInt("cursor_seq", 0); !x) return x;
+    }
+    return SetMetaInt("checked_ms", static_cast<std::uint64_t>(env_.NowMs()));
+  });
+  if (!r) return r.error();
+  if (rep.reindexed) {
+    auto after = StructureCheck("PRAGMA integrity_check");
+    if (!after) return after.error();
+    rep.remaining = std::move(*after);
+  }
+  damage_met_ = !rep.remaining.empty();
+  structure_damage_ = rep.remaining;
+  return rep;
 }
 
 Outcome<void> LocalStore::CheckInvariants() {

@@ -68,8 +68,8 @@
 #include <utility>
 
 #include "teduh/core/ids.h"
+#include "teduh/core/row_sum.h"
 #include "teduh/core/time_zone.h"
-#include "teduh/crypto/stream.h"
 #include "teduh/keys/v1/keys.pb.h"
 #include "teduh/server/error.h"
 #include "teduh/server/store.h"
@@ -113,77 +113,10 @@ std::string_view View(const void* p, int n) {
   return p == nullptr ? std::string_view() : std::string_view(static_cast<const char*>(p), n);
 }
 
-// Row checksums (schema version 8). The rows every device's view is built
-// from (records, fields, field_history) carry `sum`, a stored generated
-// column: SQLite computes it with row_sum() whenever a row is written, by
-// whatever statement. row_sum is BLAKE2b-256, truncated to 16 bytes, over the
-// row's content columns, each as a type byte and its bytes (an integer as 8
-// bytes big-endian, text and blobs after a 4-byte big-endian length). A read
-// recomputes it from the values it got (RowSumMatches) and a row whose sum
-// differs is damaged: it is reported (StoreOptions::on_damage) and never
-// returned as data. This catches what SQLite's own checks cannot: a flipped
-// byte inside a value, a stamp or an author, which leaves the b-tree valid.
-constexpr int kRowSumBytes = 16;
-
-class RowSummer {
- public:
-  void Add(int type, std::int64_t integer, const void* bytes, int n) {
-    std::uint8_t head[9] = {static_cast<std::uint8_t>(type)};
-    int head_len = 1;
-    if (type == SQLITE_INTEGER || type == SQLITE_FLOAT) {
-      for (int i = 0; i < 8; ++i) head[1 + i] = static_cast<std::uint8_t>(integer >> (56 - 8 * i));
-      head_len = 9;
-    } else if (type == SQLITE_TEXT || type == SQLITE_BLOB) {
-      for (int i = 0; i < 4; ++i) head[1 + i] = static_cast<std::uint8_t>(n >> (24 - 8 * i));
-      head_len = 5;
-    }
-    h_.Update(crypto::ByteView(head, head_len));
-    if (n > 0) h_.Update(crypto::ByteView(static_cast<const std::uint8_t*>(bytes), n));
-  }
-  std::array<std::uint8_t, 32> Final() { return h_.Final(); }
-
- private:
-  crypto::Hasher h_;
-};
-
-std::int64_t FloatBits(double d) {
-  std::int64_t bits;
-  std::memcpy(&bits, &d, sizeof bits);
-  return bits;
-}
-
-void RowSumFunction(sqlite3_context* ctx, int argc, sqlite3_value** argv) {
-  RowSummer sum;
-  for (int i = 0; i < argc; ++i) {
-    sqlite3_value* v = argv[i];
-    const int type = sqlite3_value_type(v);
-    switch (type) {
-      case SQLITE_INTEGER:
-        sum.Add(type, sqlite3_value_int64(v), nullptr, 0);
-        break;
-      case SQLITE_FLOAT:
-        sum.Add(type, FloatBits(sqlite3_value_double(v)), nullptr, 0);
-        break;
-      case SQLITE_TEXT:
-        sum.Add(type, 0, sqlite3_value_text(v), sqlite3_value_bytes(v));
-        break;
-      case SQLITE_BLOB:
-        sum.Add(type, 0, sqlite3_value_blob(v), sqlite3_value_bytes(v));
-        break;
-      default:
-        sum.Add(type, 0, nullptr, 0);
-    }
-  }
-  auto digest = sum.Final();
-  sqlite3_result_blob(ctx, digest.data(), kRowSumBytes, SQLITE_TRANSIENT);
-}
-
-// Every connection registers row_sum before it touches a table that uses it.
-int RegisterRowSum(sqlite3* db) {
-  return sqlite3_create_function_v2(db, "row_sum", -1,
-                                    SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, nullptr,
-                                    &RowSumFunction, nullptr, nullptr, nullptr);
-}
+// Row checksums (schema version 8, core/row_sum.h). The rows every device's
+// view is built from (records, fields, field_history) carry `sum`. A row whose
+// sum differs is damaged: it is reported (StoreOptions::on_damage) and never
+// returned as data.
 
 // A prepared statement, reset before each use and reused for the life of the
 // connection.
@@ -243,34 +176,7 @@ class Stmt {
   }
   // Whether column `sum_col` holds row_sum() of columns `cols`, as read.
   bool RowSumMatches(std::initializer_list<int> cols, int sum_col) const {
-    RowSummer sum;
-    for (int c : cols) {
-      const int type = sqlite3_column_type(s_, c);
-      switch (type) {
-        case SQLITE_INTEGER:
-          sum.Add(type, sqlite3_column_int64(s_, c), nullptr, 0);
-          break;
-        case SQLITE_FLOAT:
-          sum.Add(type, FloatBits(sqlite3_column_double(s_, c)), nullptr, 0);
-          break;
-        case SQLITE_TEXT: {
-          const unsigned char* p = sqlite3_column_text(s_, c);
-          sum.Add(type, 0, p, sqlite3_column_bytes(s_, c));
-          break;
-        }
-        case SQLITE_BLOB: {
-          const void* p = sqlite3_column_blob(s_, c);
-          sum.Add(type, 0, p, sqlite3_column_bytes(s_, c));
-          break;
-        }
-        default:
-          sum.Add(type, 0, nullptr, 0);
-      }
-    }
-    auto digest = sum.Final();
-    auto stored = ColBlob(sum_col);
-    return stored.size() == kRowSumBytes &&
-           std::memcmp(stored.data(), digest.data(), kRowSumBytes) == 0;
+    return core::RowSumMatches(s_, cols, sum_col);
   }
 
  private:
@@ -526,7 +432,7 @@ class SqliteStore final : public Store {
     int flags = options.read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
     int rc = sqlite3_open_v2(path.c_str(), &s->db_, flags | SQLITE_OPEN_NOMUTEX, nullptr);
     if (rc != SQLITE_OK) return FromSqlite(rc);
-    if (rc = RegisterRowSum(s->db_); rc != SQLITE_OK) return FromSqlite(rc);
+    if (rc = core::RegisterRowSum(s->db_); rc != SQLITE_OK) return FromSqlite(rc);
     s->on_damage_ = options.on_damage;
     sqlite3_busy_timeout(s->db_, options.busy_timeout_ms);
     if (auto ec = s->Exec(options.read_only ? "PRAGMA query_only=ON;"
@@ -600,7 +506,7 @@ class SqliteStore final : public Store {
     if (rc == SQLITE_OK) rc = sqlite3_exec(db, kReceiptTablesSql, nullptr, nullptr, nullptr);
     if (rc == SQLITE_OK) rc = sqlite3_exec(db, kCustodyTablesSql, nullptr, nullptr, nullptr);
     if (rc == SQLITE_OK) rc = sqlite3_exec(db, kUsageTableSql, nullptr, nullptr, nullptr);
-    if (rc == SQLITE_OK) rc = RegisterRowSum(db);
+    if (rc == SQLITE_OK) rc = core::RegisterRowSum(db);
     if (rc == SQLITE_OK) rc = sqlite3_exec(db, kRowSumTablesSql, nullptr, nullptr, nullptr);
     if (rc != SQLITE_OK) {
       sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);

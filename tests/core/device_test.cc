@@ -8,6 +8,8 @@
 #include <iterator>
 
 #include "core/fake_server.h"
+#include "core/store_damage.h"
+#include "teduh/core/row_sum.h"
 #include "teduh/core/schema.h"
 #include "teduh/core/sealing.h"
 
@@ -236,18 +238,13 @@ TEST_F(DeviceTest, AlteredSealedValueIsAnIntegrityErrorNotData) {
   auto id = rina->NewCase({"chronology=Kronologi asli"});
   ASSERT_TRUE(id);
   rina.reset();
-  {
-    sqlite3* db = nullptr;
-    ASSERT_EQ(sqlite3_open((root_ / "rina" / "store.db").c_str(), &db), SQLITE_OK);
-    // Flip one byte in the middle of every sealed value.
-    ASSERT_EQ(sqlite3_exec(db,
-                           "UPDATE fields SET value = substr(value, 1, 30) || "
-                           "CASE WHEN substr(value, 31, 1) = x'00' THEN x'01' ELSE x'00' END || "
-                           "substr(value, 32) WHERE sealed = 1",
-                           nullptr, nullptr, nullptr),
-              SQLITE_OK);
-    sqlite3_close(db);
-  }
+  // Flip one byte in the middle of every sealed value, the row's checksum
+  // recomputed: what the case key's seal catches is shown as unreadable.
+  store_damage::RewriteRows(root_ / "rina" / "store.db",
+                            "UPDATE fields SET value = substr(value, 1, 30) || "
+                            "CASE WHEN substr(value, 31, 1) = x'00' THEN x'01' ELSE x'00' END || "
+                            "substr(value, 32) WHERE sealed = 1",
+                            &RegisterRowSum);
   rina = Reopen("rina");
   auto view = rina->ShowCase(ToHex(*id));
   ASSERT_TRUE(view) << view.error().message;

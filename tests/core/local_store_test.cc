@@ -429,7 +429,7 @@ TEST_F(LocalStoreTest, RefusesAStoreOfAnotherDevice) {
   EXPECT_EQ(other.error().code, errc::store_failed);
 }
 
-TEST_F(LocalStoreTest, AlteredOpenValueIsAnIntegrityError) {
+TEST_F(LocalStoreTest, AlteredOpenValueIsLeftOutAndReported) {
   auto store = OpenStore();
   Id id = NewId();
   cw::Case m;
@@ -440,10 +440,17 @@ TEST_F(LocalStoreTest, AlteredOpenValueIsAnIntegrityError) {
   store.reset();
   // A different storage key stands in for tampering with the ciphertext.
   key_ = std::move(*crypto::RandomSecret(32));
-  auto other = OpenStore();
+  std::vector<DamagedRow> met;
+  StoreOptions o;
+  o.on_damage = [&](const DamagedRow& row) { met.push_back(row); };
+  auto other = OpenStore(std::move(o));
   auto fields = other->GetFields(id);
-  ASSERT_FALSE(fields);
-  EXPECT_EQ(fields.error().code, errc::integrity);
+  ASSERT_TRUE(fields);
+  EXPECT_TRUE(fields->empty());
+  ASSERT_EQ(met.size(), 1u);
+  EXPECT_EQ(met[0].record_id, id);
+  EXPECT_EQ(met[0].field, cw::Case::kRegionCodeFieldNumber);
+  EXPECT_TRUE(other->damage_met());
 }
 
 }  // namespace

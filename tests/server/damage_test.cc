@@ -10,6 +10,7 @@
 #include <iterator>
 #include <vector>
 
+#include "core/store_damage.h"
 #include "server/server_fixture.h"
 #include "teduh/core/frame_codec.h"
 #include "teduh/core/schema.h"
@@ -18,6 +19,8 @@
 
 namespace teduh::server::testing {
 namespace {
+
+using store_damage::DamagePageOf;
 
 constexpr std::uint32_t kCaseNumber = 1;
 constexpr std::uint32_t kRegionCode = 14;
@@ -47,30 +50,6 @@ void DamageBytesOf(const std::string& path, std::string_view needle) {
 // kind too, never next to the case's id).
 std::string RecordRowBytes(const Id& case_id) {
   return "teduh.casework.v1.Case" + std::string(core::AsBytes(case_id));
-}
-
-// Makes the first byte of the b-tree page of `name` (a table or index)
-// invalid: the file's structure is damaged.
-void DamagePageOf(const std::string& path, const std::string& name) {
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
-  sqlite3_stmt* s = nullptr;
-  ASSERT_EQ(
-      sqlite3_prepare_v2(db, "SELECT rootpage FROM sqlite_master WHERE name = ?1", -1, &s, nullptr),
-      SQLITE_OK);
-  sqlite3_bind_text(s, 1, name.c_str(), -1, SQLITE_TRANSIENT);
-  ASSERT_EQ(sqlite3_step(s), SQLITE_ROW);
-  const std::int64_t page = sqlite3_column_int64(s, 0);
-  sqlite3_finalize(s);
-  ASSERT_EQ(sqlite3_prepare_v2(db, "PRAGMA page_size", -1, &s, nullptr), SQLITE_OK);
-  ASSERT_EQ(sqlite3_step(s), SQLITE_ROW);
-  const std::int64_t size = sqlite3_column_int64(s, 0);
-  sqlite3_finalize(s);
-  sqlite3_close(db);
-  std::string file = ReadFile(path);
-  ASSERT_GT(static_cast<std::int64_t>(file.size()), (page - 1) * size);
-  file[(page - 1) * size] = static_cast<char>(0xFF);
-  WriteFile(path, file);
 }
 
 class StoreDamageTest : public ::testing::Test {

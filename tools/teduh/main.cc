@@ -19,6 +19,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -223,9 +224,29 @@ int Emit(const Globals& g, const json& j, const std::string& human) {
   return 0;
 }
 
+std::string DamagedRowText(const teduh::core::DamagedRow& row) {
+  const std::string id = teduh::core::ToHex(row.record_id);
+  if (row.table == "outbox") return TrF("unsent change {} (record {})", row.device_seq, id);
+  if (row.table == "records") return TrF("record {}", id);
+  if (row.table == "shadow") return TrF("the server's value of record {}, field {}", id, row.field);
+  if (row.table == "set_aside")
+    return TrF("a set-aside value of record {}, field {}", id, row.field);
+  return TrF("record {}, field {}", id, row.field);
+}
+
 teduh::core::DeviceOptions Options(const Globals& g) {
   teduh::core::DeviceOptions o;
   o.vault.kdf = teduh::core::KdfModeFromEnv();
+  // A damaged row is left out of what the command shows: say so, once each.
+  o.store.on_damage =
+      [seen = std::make_shared<std::set<std::string>>()](const teduh::core::DamagedRow& row) {
+        std::string what = DamagedRowText(row);
+        if (!seen->insert(what).second) return;
+        std::cerr << TrF(
+            "warning: {} is damaged on this device and is left out; the next sync "
+            "restores it from the server\n",
+            what);
+      };
   o.transport.ca_file = g.ca_file.empty() ? teduh::core::CaFileFromEnv() : g.ca_file;
   return o;
 }
@@ -553,6 +574,12 @@ int main(int argc, char** argv) {
   status->add_flag("--all", status_all,
                    Tr("List every change still in this device's outbox, accepted ones too (by "
                       "default the newest 200 not accepted)"));
+  CLI::App* store_cmd =
+      app.add_subcommand("store", Tr("This device's local store"))->require_subcommand(1);
+  CLI::App* store_check =
+      leaf(store_cmd, "check",
+           Tr("Check every stored row and the file's structure (exits 2 if damaged; the next "
+              "sync repairs)"));
   CLI::App* sync = leaf(&app, "sync", Tr("Send local changes and receive new ones"));
   bool push_only = false;
   sync->add_flag("--push-only", push_only,
@@ -1034,6 +1061,31 @@ int main(int argc, char** argv) {
       return Emit(g, json{{"device_id", teduh::core::ToHex(d.info().device_id)}, {"changed", true}},
                   Tr("Passphrase changed. The old one no longer opens this device.\n"));
     }
+    if (store_check->parsed()) {
+      auto check = d.CheckStore();
+      if (!check) return Report(g, check.error());
+      json rows = json::array();
+      std::string human;
+      for (const auto& row : check->rows) {
+        rows.push_back({{"table", row.table},
+                        {"record_id", teduh::core::ToHex(row.record_id)},
+                        {"field", row.field},
+                        {"device_seq", row.device_seq}});
+        human += TrF("damaged: {}\n", DamagedRowText(row));
+      }
+      for (const auto& line : check->structure) human += TrF("damaged file: {}\n", line);
+      json j{{"intact", check->intact()},
+             {"rows_checked", check->rows_checked},
+             {"rows", rows},
+             {"structure", check->structure}};
+      human += check->intact()
+                   ? TrF("Local store intact: {} rows checked.\n", check->rows_checked)
+                   : Tr("The local store is damaged: nothing damaged is shown as data. The next "
+                        "`teduh sync` removes the damaged rows, restores them from the server and "
+                        "sends unsent changes again.\n");
+      Emit(g, j, human);
+      return check->intact() ? 0 : 2;
+    }
     if (status->parsed()) {
       auto st = d.Status(status_all);
       if (!st) return Report(g, st.error());
@@ -1126,6 +1178,9 @@ int main(int argc, char** argv) {
              {"sealed_verified", report->verified},
              {"sealed_not_for_this_device", report->not_for_this_device},
              {"sealed_unreadable", report->unreadable},
+             {"store_damaged_rows", report->store_damaged_rows},
+             {"store_unsendable", report->store_unsendable},
+             {"store_damage_left", report->store_damage_left},
              {"reset", report->reset},
              {"state", report->state},
              {"pending", pending},
@@ -1168,6 +1223,24 @@ int main(int argc, char** argv) {
       }
       if (report->bad_grants > 0) {
         human += Tr("Warning: a key grant did not verify and was ignored; tell your admin.\n");
+      }
+      if (report->store_damaged_rows > 0) {
+        human += TrF(
+            "This device's storage had {} damaged row(s): they were removed and restored from the "
+            "server; unsent changes among them were sent again.\n",
+            report->store_damaged_rows);
+      }
+      if (report->store_unsendable > 0) {
+        human +=
+            TrF("Warning: {} unsent change(s) were damaged on this device and cannot be sent: "
+                "`teduh status` lists them; enter them again.\n",
+                report->store_unsendable);
+      }
+      if (!report->store_damage_left.empty()) {
+        human += TrF(
+            "Warning: this device's store file is still damaged ({}). Tell your admin: the device "
+            "should be enrolled again once its changes are sent.\n",
+            report->store_damage_left.front());
       }
       return Emit(g, j, human);
     }

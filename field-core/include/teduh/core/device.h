@@ -389,6 +389,13 @@ struct SyncReport {
   // class this device may not hold (e.g. CLINICAL on a pendamping's tablet);
   // damaged or altered (stored, shown as unreadable, and worth reporting).
   std::size_t verified = 0, not_for_this_device = 0, unreadable = 0;
+  // This device's own store, checked at the start of a sync when a read met
+  // damage or a day has passed (LocalStore::Repair): damaged rows found
+  // (removed and pulled again, or, in the outbox, sent again); unsent changes
+  // that damage made unreadable (marked, never sent); what SQLite's
+  // integrity_check still finds after the indexes were built again.
+  std::size_t store_damaged_rows = 0, store_unsendable = 0;
+  std::vector<std::string> store_damage_left;
   bool reset = false;  // the server was restored from a backup; changes were re-pushed
   bool poked = false;
   std::string state;  // device state after the sync
@@ -653,6 +660,10 @@ class Device {
   // Returns the conflict's id.
   Outcome<Id> ResolveConflict(std::string_view conflict_ref, std::string_view take,
                               const std::optional<std::string>& value);
+
+  // Checks every row of this device's store and SQLite's integrity_check
+  // (LocalStore::Check). Damage found is repaired at the next Sync.
+  Outcome<LocalStoreCheck> CheckStore();
 
   // ---- Network -------------------------------------------------------------------
   // Pushes the outbox, pulls until up to date (unless `push_only`: on a weak

@@ -53,8 +53,24 @@ enum class OutboxState : int {
 };
 std::string_view OutboxStateName(OutboxState state);  // "pending", "accepted", ...
 
+// The reason an outbox entry carries when its change was damaged in this
+// device's storage and could not be sent (LocalStore::Repair).
+inline constexpr std::string_view kUnreadableHereReason = "unreadable_here";
+
+// A stored row that fails its checksum (core/row_sum.h) or whose encrypted
+// value or outbox payload does not open: damaged, never shown as data.
+struct DamagedRow {
+  std::string table;  // "records", "fields", "shadow", "outbox", "set_aside"
+  Id record_id{};
+  std::uint32_t field = 0;       // 0 for a record row
+  std::uint64_t device_seq = 0;  // outbox only
+  Stamp stamp;                   // set_aside only (part of its key)
+};
+
 struct StoreOptions {
   int busy_timeout_ms = 5000;
+  // Called once for each damaged row a read meets (the row is left out).
+  std::function<void(const DamagedRow&)> on_damage;
   // SQLite page limit (0 = none). Tests use it to simulate a full disk.
   std::int64_t max_page_count = 0;
   // Fault injection for tests: called at named points ("edit.put",
@@ -140,6 +156,26 @@ struct PushApplied {
   // Refused quota (frame_codec.h kQuotaReason): the server's storage bound
   // of the day is reached; left pending and sent again at a later sync.
   std::size_t held_back = 0;
+};
+
+// What LocalStore::Check found.
+struct LocalStoreCheck {
+  std::vector<std::string> structure;  // PRAGMA integrity_check's findings
+  std::vector<DamagedRow> rows;
+  std::uint64_t rows_checked = 0;
+  bool intact() const { return structure.empty() && rows.empty(); }
+};
+
+// What LocalStore::Repair did.
+struct LocalStoreRepair {
+  LocalStoreCheck found;
+  bool reindexed = false;              // the indexes were built again from the tables
+  std::size_t removed = 0;             // damaged rows removed (the server's copy is pulled again)
+  std::size_t resent = 0;              // damaged outbox entries whose change is intact: sent again
+  std::size_t unreadable = 0;          // damaged outbox entries whose change is lost: marked so
+  std::size_t restored = 0;            // unsent edits written back from the outbox
+  bool repull = false;                 // the next pull starts from the beginning
+  std::vector<std::string> remaining;  // integrity_check's findings after the repair
 };
 
 class LocalStore {
@@ -259,6 +295,24 @@ class LocalStore {
   Outcome<std::uint64_t> RebaseHlc();
   Outcome<void> CheckInvariants();
 
+  // Damage (ARCHITECTURE §3): every row of records, fields, shadow, outbox
+  // and set_aside carries a checksum, checked on every read; a damaged row is
+  // left out and reported (StoreOptions::on_damage). SQLite's quick_check
+  // runs at Open.
+  // Check: integrity_check, every row's checksum and every encrypted value.
+  Outcome<LocalStoreCheck> Check();
+  // Whether a Repair is due: a read or the check at Open met damage, or the
+  // last full check is older than `interval_ms`.
+  Outcome<bool> RepairDue(std::int64_t interval_ms);
+  // Checks, then in one transaction: rebuilds the indexes if the structure is
+  // damaged; removes damaged rows the server holds; sends again an outbox
+  // entry whose change still opens and marks one that does not (rejected,
+  // reason "damaged"); writes every unsent edit back from the outbox; and
+  // restarts the pull from the beginning so the server's copy replaces what
+  // was removed. Intact: nothing is written but the time of the check.
+  Outcome<LocalStoreRepair> Repair();
+  bool damage_met() const { return damage_met_; }
+
   // The sticky error, if any.
   error_code health() const { return sticky_; }
 
@@ -266,6 +320,13 @@ class LocalStore {
   LocalStore(sqlite3* db, crypto::SecureBuffer key, Id device_id, Env& env, StoreOptions options);
 
   Outcome<void> InTxn(const std::function<Outcome<void>()>& fn);
+  Outcome<void> Migrate();  // in the opening transaction
+  // The findings of `pragma` (quick_check or integrity_check), "ok" left out.
+  Outcome<std::vector<std::string>> StructureCheck(const char* pragma);
+  void MetDamage(const DamagedRow& row);
+  Outcome<void> CheckTable(std::string_view table, LocalStoreCheck* out);
+  Outcome<void> RestorePendingRows(std::size_t* restored);
+  Outcome<void> RebuildIndexes();
   Failure SqlFail(int rc, std::string_view what);
   Outcome<void> Exec(std::string_view sql);
   error_code Fault(std::string_view point);
@@ -319,6 +380,8 @@ class LocalStore {
   std::unique_ptr<StmtCache> stmts_;  // prepared statements, finalized before db_ closes
   error_code sticky_;
   bool in_txn_ = false;
+  bool damage_met_ = false;                    // since the last Repair
+  std::vector<std::string> structure_damage_;  // quick_check's findings at Open
 };
 
 }  // namespace teduh::core
