@@ -2193,6 +2193,30 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
     return {};
   };
   if (auto r = welcome_in(); !r) return fail(r.error());  // fail() takes the lock itself
+  // Values the server found damaged in its store: this device offers its
+  // copies, and the server keeps only what is byte for byte what it stored.
+  // A courtesy to the unit: a failure here does not stop the sync.
+  auto offer_repairs = [&]() -> Outcome<void> {
+    std::vector<std::pair<Id, std::uint32_t>> wanted;
+    for (const auto& ref : welcome.repair())
+      if (auto id = IdFromBytes(ref.record_id())) wanted.emplace_back(*id, ref.field());
+    std::vector<pb::FieldChange> copies;
+    {
+      std::lock_guard g(mu_);
+      if (auto r = CheckOpen(); !r) return r.error();
+      auto c = store_->ServerCopies(wanted);
+      if (!c) return c.error();
+      copies = std::move(*c);
+    }
+    if (copies.empty()) return {};
+    tell("repairing");
+    report.repairs_offered = copies.size();
+    auto result = (*client)->OfferRepairs(&copies);
+    if (!result) return result.error();
+    report.repaired_on_server = result->repaired();
+    return {};
+  };
+  if (welcome.repair_size() > 0) (void)offer_repairs();
   const std::size_t push_limit = std::max<std::size_t>(1, (*client)->limits().max_push_changes);
   const std::uint32_t pull_limit =
       static_cast<std::uint32_t>(std::max<std::size_t>(1, (*client)->limits().max_pull_changes));

@@ -142,6 +142,7 @@ struct Checker {
             !Count(w.grants_size(), limits.max_grants, "grants") ||
             !Count(w.retired_size(), limits.max_grants, "retired") ||
             !Count(w.escrow_size(), limits.max_grants, "escrow") ||
+            !Count(w.repair_size(), kMaxRepairsOffered, "repair") ||
             (w.has_root_grant() && !RootGrantOk(w.root_grant())))
           return false;
         for (const auto& e : w.escrow())
@@ -150,6 +151,8 @@ struct Checker {
           if (!RetirementOk(r)) return false;
         for (const auto& g : w.grants())
           if (!GrantOk(g)) return false;
+        for (const auto& r : w.repair())
+          if (!Len(r.record_id(), 16, "record_id")) return false;
         return true;
       }
       case v1::Frame::kError:
@@ -348,6 +351,13 @@ struct Checker {
         if (!Count(f.history().entries_size(), limits.max_pull_changes, "entries")) return false;
         for (const auto& e : f.history().entries())
           if (!Change(e.value()) || !Text(e.reason(), "reason")) return false;
+        return true;
+      case v1::Frame::kRepairOffer:
+        if (!Count(f.repair_offer().values_size(), kMaxRepairsOffered, "values")) return false;
+        for (const auto& c : f.repair_offer().values())
+          if (!Change(c)) return false;
+        return true;
+      case v1::Frame::kRepairResult:
         return true;
       case v1::Frame::BODY_NOT_SET:
         return Fail(Tr("frame has no body"));

@@ -288,6 +288,15 @@ std::string U64Be(std::uint64_t v) {
   return s;
 }
 
+// Where a damaged record or field row is.
+DamagedRow DamageAt(std::string_view table, const Id& id, std::uint32_t field = 0) {
+  DamagedRow row;
+  row.table = std::string(table);
+  row.record_id = id;
+  row.field = field;
+  return row;
+}
+
 std::string FieldAd(const Id& id, std::uint32_t field) {
   std::string ad(kStoreAd);
   ad += AsBytes(id);
@@ -632,7 +641,7 @@ Outcome<void> LocalStore::UpsertRecord(const Id& id, std::string_view kind,
   if (rc == SQLITE_ROW && !q.SumMatches({2, 0, 3, 1}, 4)) {
     // A damaged row: what is written now (a pull brings the server's copy)
     // replaces it, in place, so its children keep their order.
-    MetDamage({"records", id});
+    MetDamage(DamageAt("records", id));
     Stmt u(*stmts_, "UPDATE records SET kind=?2, parent_id=?3, unit_id=?4 WHERE record_id=?1");
     u.BindId(1, id).BindText(2, kind).BindText(4, unit_id);
     if (parent) {
@@ -1025,7 +1034,7 @@ Outcome<std::optional<RecordInfo>> LocalStore::GetRecord(const Id& record_id) {
   if (rc == SQLITE_DONE) return std::optional<RecordInfo>();
   if (rc != SQLITE_ROW) return SqlFail(rc, Tr("reading a record"));
   if (!q.SumMatches({3, 0, 1, 2}, 4)) {
-    MetDamage({"records", record_id});
+    MetDamage(DamageAt("records", record_id));
     return Fail(
         errc::store_damaged,
         TrF("record {} is damaged on this device; the next sync restores it from the server",
@@ -1054,7 +1063,7 @@ Outcome<std::vector<RecordInfo>> LocalStore::ListRecords(std::string_view kind,
     RecordInfo r;
     if (auto id = ToId(q.Blob(0))) r.record_id = *id;
     if (!q.SumMatches({0, 1, 2, 3}, 4)) {
-      MetDamage({"records", r.record_id});
+      MetDamage(DamageAt("records", r.record_id));
       continue;
     }
     r.kind = q.Text(1);
@@ -1095,20 +1104,20 @@ Outcome<void> LocalStore::ForEachRecordOpenFields(
       current.parent_id = q.IsNull(1) ? std::nullopt : ToId(q.Blob(1));
       current.unit_id = q.Text(2);
       record_damaged = !q.SumMatches({0, 7, 1, 2}, 8);
-      if (record_damaged) MetDamage({"records", *id});
+      if (record_damaged) MetDamage(DamageAt("records", *id));
     }
     if (record_damaged) continue;
     StoredValue v;
     v.field = static_cast<std::uint32_t>(q.Int(3));
     if (!q.SumMatches({15, 3, 9, 10, 11, 4, 5, 6, 12, 13}, 14)) {
-      MetDamage({"fields", *id, v.field});
+      MetDamage(DamageAt("fields", *id, v.field));
       continue;
     }
     v.stamp.hlc = q.UInt(5);
     if (auto d = ToId(q.Blob(6))) v.stamp.device = *d;
     auto plain = OpenAtRest(FieldAd(*id, v.field), q.Blob(4));
     if (!plain) {
-      MetDamage({"fields", *id, v.field});
+      MetDamage(DamageAt("fields", *id, v.field));
       continue;
     }
     v.value = std::move(*plain);
@@ -1160,7 +1169,7 @@ Outcome<std::vector<StoredValue>> LocalStore::GetFields(const Id& record_id) {
     StoredValue v;
     v.field = static_cast<std::uint32_t>(q.Int(0));
     if (!q.SumMatches({9, 0, 1, 2, 3, 4, 5, 6, 7, 10}, 11)) {
-      MetDamage({"fields", record_id, v.field});
+      MetDamage(DamageAt("fields", record_id, v.field));
       continue;
     }
     v.sealed = q.Int(1) != 0;
@@ -1175,7 +1184,7 @@ Outcome<std::vector<StoredValue>> LocalStore::GetFields(const Id& record_id) {
     } else {
       auto plain = OpenAtRest(FieldAd(record_id, v.field), q.Blob(4));
       if (!plain) {
-        MetDamage({"fields", record_id, v.field});
+        MetDamage(DamageAt("fields", record_id, v.field));
         continue;
       }
       v.value = std::move(*plain);
@@ -1193,6 +1202,52 @@ Outcome<std::optional<StoredValue>> LocalStore::GetField(const Id& record_id, st
     if (v.field == field) return std::optional<StoredValue>(std::move(v));
   }
   return std::optional<StoredValue>();
+}
+
+Outcome<std::vector<pb::FieldChange>> LocalStore::ServerCopies(
+    const std::vector<std::pair<Id, std::uint32_t>>& fields) {
+  if (sticky_) return Fail(sticky_, Tr("the local store failed earlier; reopen it"));
+  std::vector<pb::FieldChange> out;
+  for (const auto& [id, field] : fields) {
+    // The server's value as pulled: the shadow row behind a pending edit,
+    // else the field's row while no edit of it waits to be sent.
+    Stmt q(*stmts_,
+           "SELECT " TEDUH_FIELD_ROW_COLS
+           ", sum, kind, parent_id, unit_id, rsum FROM (SELECT "
+           "x.*, r.kind, r.parent_id, r.unit_id, r.sum AS rsum FROM (SELECT " TEDUH_FIELD_ROW_COLS
+           ", sum, 0 AS rank FROM shadow WHERE record_id=?1 AND field=?2 UNION ALL "
+           "SELECT " TEDUH_FIELD_ROW_COLS
+           ", sum, 1 FROM fields WHERE record_id=?1 AND field=?2 AND NOT "
+           "EXISTS(SELECT 1 FROM outbox WHERE record_id=?1 AND field=?2 AND state=0)) x JOIN "
+           "records r ON r.record_id=x.record_id ORDER BY x.rank LIMIT 1)");
+    q.BindId(1, id).Bind(2, field);
+    int rc = q.Step();
+    if (rc == SQLITE_DONE) continue;
+    if (rc != SQLITE_ROW) return SqlFail(rc, Tr("reading fields"));
+    // A damaged copy is not offered (the server would not take it anyway).
+    if (!q.SumMatches({0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, 10) || !q.SumMatches({0, 11, 12, 13}, 14))
+      continue;
+    pb::FieldChange ch;
+    ch.set_record_id(std::string(AsBytes(id)));
+    ch.set_kind(q.Blob(11));
+    if (auto parent = q.Blob(12); !parent.empty()) ch.set_parent_id(parent);
+    ch.set_field(field);
+    ch.set_sealed(q.Int(2) != 0);
+    ch.set_key_class(static_cast<teduh::AccessClass>(q.Int(3)));
+    ch.set_key_version(static_cast<std::uint32_t>(q.Int(4)));
+    if (ch.sealed()) {
+      ch.set_value(q.Blob(5));
+    } else {
+      auto plain = OpenAtRest(FieldAd(id, field), q.Blob(5));
+      if (!plain) continue;
+      ch.set_value(std::move(*plain));  // the caller wipes it once sent
+    }
+    ch.mutable_stamp()->set_hlc(q.UInt(6));
+    ch.mutable_stamp()->set_device_id(q.Blob(7));
+    ch.set_origin_hlc(q.UInt(8));
+    out.push_back(std::move(ch));
+  }
+  return out;
 }
 
 // ---- Outbox ------------------------------------------------------------------
@@ -1247,7 +1302,7 @@ Outcome<std::vector<pb::FieldChange>> LocalStore::PendingChanges(std::size_t lim
                   ? ParseOutboxPayload(q.UInt(0), q.Blob(1))
                   : Outcome<pb::FieldChange>(Fail(errc::store_damaged, ""));
     if (!ch) {
-      DamagedRow row{"outbox"};
+      DamagedRow row = DamageAt("outbox", Id{});
       if (auto id = ToId(q.Blob(2))) row.record_id = *id;
       row.field = static_cast<std::uint32_t>(q.Int(3));
       row.device_seq = q.UInt(0);
@@ -1720,7 +1775,7 @@ Outcome<void> LocalStore::CheckTable(std::string_view table, LocalStoreCheck* ou
       default:
         ok = q.SumMatches({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, 13);
     }
-    DamagedRow row{std::string(table)};
+    DamagedRow row = DamageAt(table, Id{});
     const int id_col = table == "outbox" ? 1 : 0;
     if (auto id = ToId(q.Blob(id_col))) row.record_id = *id;
     if (table == "outbox") {

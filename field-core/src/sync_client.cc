@@ -219,6 +219,16 @@ Outcome<pb::History> SyncClient::History(const Id& record_id, std::uint32_t fiel
   return std::move(*r->mutable_history());
 }
 
+Outcome<pb::RepairResult> SyncClient::OfferRepairs(std::vector<pb::FieldChange>* values) {
+  pb::Frame f;
+  auto* offer = f.mutable_repair_offer();
+  offer->mutable_values()->Reserve(static_cast<int>(values->size()));
+  for (auto& v : *values) offer->add_values()->Swap(&v);
+  auto r = Call(std::move(f), pb::Frame::kRepairResult);
+  if (!r) return r.error();
+  return std::move(*r->mutable_repair_result());
+}
+
 Outcome<pb::DeviceList> SyncClient::ListDevices() {
   pb::Frame f;
   f.mutable_list_devices();

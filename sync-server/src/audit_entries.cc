@@ -95,6 +95,30 @@ core::error_code AuditPush(WriterState& ws, const Identity& who, const v1::Push&
   return AppendAuditEntry(ws.store, entry);
 }
 
+core::error_code AuditRepair(WriterState& ws, const Identity& who,
+                             const std::vector<v1::FieldChange>& values) {
+  if (values.empty()) return {};
+  a1::AuditEntry entry;
+  StartEntry(ws, a1::ENTRY_KIND_REPAIR, who.device_id, who.user, who.role, &entry);
+  const std::string_view own = core::AsBytes(who.device_id);
+  for (const v1::FieldChange& c : values) {
+    a1::Change* a = entry.add_changes();
+    a->set_record_id(c.record_id());
+    a->set_kind(c.kind());
+    a->set_parent_id(c.parent_id());
+    a->set_field(c.field());
+    a->set_status(v1::ChangeResult::STATUS_APPLIED);
+    CopyStamp(c.stamp(), own, a->mutable_stamp());
+    a->set_sealed(c.sealed());
+    if (c.sealed()) {
+      a->set_key_class(c.key_class());
+      a->set_key_version(c.key_version());
+    }
+    a->set_repaired(true);
+  }
+  return AppendAuditEntry(ws.store, &entry);
+}
+
 core::error_code AuditEnroll(WriterState& ws, const DeviceRow& device, bool bootstrap,
                              bool recovered) {
   a1::AuditEntry entry;

@@ -18,6 +18,9 @@ namespace teduh::server {
 [[nodiscard]] core::error_code AuditPush(WriterState& ws, const Identity& who, const v1::Push& push,
                                          const v1::PushResult& result,
                                          const std::vector<int>& repaired = {});
+// `who` re-sent `values` (ids and stamps; no value) that replaced damaged ones.
+[[nodiscard]] core::error_code AuditRepair(WriterState& ws, const Identity& who,
+                                           const std::vector<v1::FieldChange>& values);
 // `device` was enrolled (with the unit's bootstrap code if `bootstrap`; with
 // the unit root key rebuilt from a recovery kit if `recovered`).
 [[nodiscard]] core::error_code AuditEnroll(WriterState& ws, const DeviceRow& device, bool bootstrap,

@@ -304,6 +304,8 @@ void Connection::OnMessage(std::string_view bytes, bool binary) {
           return OnOffboard(rid, frame);
         case v1::Frame::kHistoryRequest:
           return OnHistory(rid, frame->history_request());
+        case v1::Frame::kRepairOffer:
+          return OnRepairOffer(rid, frame);
         case v1::Frame::kRekeyList:
           return SimpleRead(rid, [this, frame, who = identity_](Store& store, Outcome* out) {
             return RekeyListFor(store, ctx_.config, who, frame->rekey_list(), out);
@@ -362,8 +364,8 @@ void Connection::OnProof(std::uint64_t rid, const v1::Proof& proof) {
                                          server_id = std::move(server_id),
                                          signature = proof.signature()](Store& store) {
     auto out = std::make_shared<AuthOutcome>();
-    auto ec =
-        Authenticate(store, ctx.config, ctx.env, device, nonce, server_id, signature, out.get());
+    auto ec = Authenticate(store, ctx.config, ctx.env, device, nonce, server_id, signature,
+                           out.get(), ctx.worker->RepairsWanted());
     post([this, rid, ec, out] {
       if (ec) return StoreFailed(rid, ec);
       if (out->identity && !host_.AdmitAuthenticated()) {
@@ -632,6 +634,35 @@ void Connection::OnRotate(std::uint64_t rid, std::shared_ptr<v1::Frame> frame) {
             ctx_.Log("warn", "rotated",
                      fmt::format("peer={} by={} records={}", peer_, ShortId(identity_.device_id),
                                  out->reply.rotate_result().staged()));
+          Reply(rid, std::move(out->reply), out->close);
+        });
+      });
+  if (!queued) StoreFailed(rid);
+}
+
+void Connection::OnRepairOffer(std::uint64_t rid, std::shared_ptr<v1::Frame> frame) {
+  auto out = std::make_shared<Outcome>();
+  auto repaired = std::make_shared<std::vector<FieldKey>>();
+  auto post = host_.Poster();
+  const std::uint64_t me = registry_id_;
+  ServerContext& ctx = ctx_;
+  bool queued = ctx_.worker->SubmitWrite(
+      [frame, out, repaired, who = identity_](WriterState& ws) {
+        return RepairValues(ws, who, frame->repair_offer(), out.get(), repaired.get());
+      },
+      [this, &ctx, post, rid, out, repaired, me,
+       device = identity_.device_id](core::error_code ec) {
+        if (!ec && !repaired->empty()) {
+          ctx.worker->Repaired(*repaired);
+          ctx.Log("info", "store_repaired",
+                  fmt::format("device={} values={} note=\"re-sent by a device, each matched "
+                              "its stored checksum\"",
+                              ShortId(device), repaired->size()));
+          // Devices that skipped the damaged value pull it now.
+          ctx.registry.Poke(me, true, {}, /*everyone=*/true);
+        }
+        post([this, rid, out, ec] {
+          if (ec) return StoreFailed(rid, ec);
           Reply(rid, std::move(out->reply), out->close);
         });
       });

@@ -104,6 +104,7 @@ class Connection {
   void SimpleRead(std::uint64_t request_id, std::function<core::error_code(Store&, Outcome*)> read);
   void OnRekey(std::uint64_t request_id, std::shared_ptr<v1::Frame> frame);
   void OnHistory(std::uint64_t request_id, const v1::HistoryRequest& request);
+  void OnRepairOffer(std::uint64_t request_id, std::shared_ptr<v1::Frame> frame);
   // The store could not serve the request: a full disk (DISK_FULL; the
   // connection stays open for reads), or anything else (INTERNAL; closed).
   void StoreFailed(std::uint64_t request_id, core::error_code ec = {});

@@ -1232,6 +1232,40 @@ class SqliteStore final : public Store {
     return false;
   }
 
+  result<bool> SumMatches(const FieldRow& f) override {
+    if (sticky_) return BoolError(sticky_);
+    Stmt& s = stmts_->sum_matches;
+    s.Start()
+        .Blob(1, f.record_id)
+        .Int(2, f.field)
+        .Blob(3, f.value)
+        .Int(4, f.sealed ? 1 : 0)
+        .Int(5, f.key_class)
+        .Int(6, f.key_version)
+        .U64(7, f.stamp.hlc)
+        .Blob(8, f.stamp.device)
+        .U64(9, f.origin_hlc)
+        .Text(10, f.author);
+    int rc = s.Step();
+    const bool match = rc == SQLITE_ROW && s.ColInt(0) == 1;
+    s.Done();
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return BoolError(Fail(rc));
+    return match;
+  }
+
+  result<std::optional<bool>> FieldIntact(const Id& record_id, std::uint32_t field) override {
+    using R = result<std::optional<bool>>;
+    if (sticky_) return R(boost::system::in_place_error, sticky_);
+    Stmt& s = stmts_->field_intact;
+    s.Start().Blob(1, record_id).Int(2, field);
+    int rc = s.Step();
+    std::optional<bool> intact;
+    if (rc == SQLITE_ROW) intact = s.ColInt(0) == 1;
+    s.Done();
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return R(boost::system::in_place_error, Fail(rc));
+    return intact;
+  }
+
   // Binds parameters 1-11 of put_field and append_history: the row as stored.
   static Stmt& BindFieldRow(Stmt& s, const FieldRow& f) {
     return s.Start()
@@ -1806,7 +1840,8 @@ class SqliteStore final : public Store {
         case_current, case_history, replace_history, delete_record_history, delete_record_fields,
         delete_record, put_rekey_target, rekey_targets, clear_rekey_targets, put_key_drop,
         key_dropped_below, scan_key_drops, purge_held, purge_rekey_targets, any_key_drops,
-        held_case, put_receipt, find_receipt, receipt_floor, usage_on, add_usage, prune_usage;
+        held_case, put_receipt, find_receipt, receipt_floor, usage_on, add_usage, prune_usage,
+        sum_matches, field_intact;
   };
 
   SqliteStore() = default;
@@ -1958,6 +1993,14 @@ class SqliteStore final : public Store {
          "created_seq) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"},
         {&st.find_field, "SELECT " + field_cols +
                              ", f.rowid FROM fields f WHERE f.record_id = ?1 AND f.field = ?2"},
+        // A store without checksums (read-only, before version 8): every row intact.
+        {&st.sum_matches,
+         has_sums_ ? "SELECT sum = row_sum(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) FROM fields "
+                     "WHERE record_id = ?1 AND field = ?2"
+                   : "SELECT 0 FROM fields WHERE record_id = ?1 AND field = ?2"},
+        {&st.field_intact, has_sums_ ? "SELECT sum IS row_sum(" TEDUH_FIELD_SUM_COLS
+                                       ") FROM fields WHERE record_id = ?1 AND field = ?2"
+                                     : "SELECT 1 FROM fields WHERE record_id = ?1 AND field = ?2"},
         {&st.update_field,
          "UPDATE fields SET value = ?3, sealed = ?4, key_class = ?5, key_version = ?6, "
          "stamp_hlc = ?7, stamp_device = ?8, origin_hlc = ?9, author = ?10, seq = ?11, txn = ?12 "

@@ -34,6 +34,7 @@ core::result<std::unique_ptr<StoreWorker>> StoreWorker::Start(const std::string&
   w->path_ = path;
   auto on_damage = [p = w.get()](const DamagedRow& row) {
     p->damaged_met_.fetch_add(1, std::memory_order_relaxed);
+    p->WantRepair(row);
     if (p->events_.on_damage) p->events_.on_damage(row);
   };
   StoreOptions rw;
@@ -131,11 +132,30 @@ void StoreWorker::CheckerLoop() {
       else
         found.structure.push_back(check.error().message());
     }
+    for (const DamagedRow& row : found.rows) WantRepair(row);
     last_check_damage_.store(found.structure.size() + found.rows.size());
     structure_damaged_.store(!found.structure.empty());
     checks_.fetch_add(1);
     if (events_.on_check) events_.on_check(found);
   }
+}
+
+void StoreWorker::WantRepair(const DamagedRow& row) {
+  // Only a current value can be offered again by a device: history rows and
+  // record rows are not (a record row names the case, which only the server knows).
+  if (std::string_view(row.table) != "fields" || row.field == 0) return;
+  std::lock_guard lock(repair_mu_);
+  if (repairs_wanted_.size() < kMaxRepairsWanted) repairs_wanted_.emplace(row.record_id, row.field);
+}
+
+std::vector<FieldKey> StoreWorker::RepairsWanted() const {
+  std::lock_guard lock(repair_mu_);
+  return {repairs_wanted_.begin(), repairs_wanted_.end()};
+}
+
+void StoreWorker::Repaired(const std::vector<FieldKey>& done) {
+  std::lock_guard lock(repair_mu_);
+  for (const auto& k : done) repairs_wanted_.erase(k);
 }
 
 std::uint64_t StoreWorker::commits() const {

@@ -19,6 +19,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "sync_service.h"
@@ -86,6 +87,13 @@ class StoreWorker {
   // The last check found the file's structure damaged (not only rows).
   bool structure_damaged() const { return structure_damaged_.load(); }
 
+  // Damaged current values (met by a read or a check) that devices are asked
+  // to re-send in their Welcome, until one is repaired or replaced; at most
+  // kMaxRepairsWanted, kept in memory (the check at every start finds them again).
+  std::vector<FieldKey> RepairsWanted() const;
+  void Repaired(const std::vector<FieldKey>& done);
+  static constexpr std::size_t kMaxRepairsWanted = 4096;
+
  private:
   struct WriteJob {
     WriteFn apply;
@@ -95,6 +103,7 @@ class StoreWorker {
   void WriterLoop();
   void ReaderLoop();
   void CheckerLoop();
+  void WantRepair(const DamagedRow& row);
 
   const ServerConfig* config_ = nullptr;
   UnitInfo unit_;
@@ -119,6 +128,9 @@ class StoreWorker {
   bool check_asked_ = true;  // the first background check runs at start
   std::uint64_t commits_ = 0;
   std::condition_variable check_cv_;
+
+  mutable std::mutex repair_mu_;       // a mutex of its own: damage is met on any store thread
+  std::set<FieldKey> repairs_wanted_;  // guarded by repair_mu_
 
   std::thread writer_;
   std::thread reader_;

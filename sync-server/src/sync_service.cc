@@ -1361,6 +1361,118 @@ static void FillPulledChange(v1::FieldChange* c, const FieldRow& f, std::string_
   c->set_unit_id(unit_id);
 }
 
+// Whether `who` may hold `record` (its case is in the device's scope).
+result<bool> MayHold(Store& store, const Identity& who, const RecordRow& record) {
+  switch (core::ScopeOf(who.role)) {
+    case core::CaseScope::kNone:
+      return false;
+    case core::CaseScope::kUnit:
+      return true;
+    case core::CaseScope::kAssigned:
+      return store.IsAssigned(record.case_id, who.user);
+  }
+  return false;
+}
+
+// The damaged values of `wanted` that `who` may hold, at most kMaxRepairsOffered:
+// a record row that is itself damaged, or a value replaced since, is left out.
+error_code ListRepairs(Store& store, const Identity& who, const std::vector<FieldKey>& wanted,
+                       v1::Welcome* w) {
+  for (const auto& [record_id, field] : wanted) {
+    if (w->repair_size() >= static_cast<int>(core::kMaxRepairsOffered)) break;
+    auto record = store.FindRecord(record_id);
+    if (!record && record.error() == core::make_error_code(core::errc::store_damaged)) continue;
+    if (!record) return record.error();
+    if (!*record) continue;
+    auto may = MayHold(store, who, **record);
+    if (!may) return may.error();
+    if (!*may) continue;
+    auto intact = store.FieldIntact(record_id, field);
+    if (!intact) return intact.error();
+    if (!intact->has_value() || **intact) continue;  // gone, or replaced since
+    v1::FieldRef* ref = w->add_repair();
+    ref->set_record_id(std::string(core::AsBytes(record_id)));
+    ref->set_field(field);
+  }
+  return {};
+}
+
+error_code RepairValues(WriterState& ws, const Identity& who, const v1::RepairOffer& req,
+                        Outcome* out, std::vector<FieldKey>* repaired) {
+  auto device = ws.store.FindDevice(who.device_id);
+  if (!device) return device.error();
+  if (!CheckActive(*device, out)) return {};
+  std::vector<v1::FieldChange> audited;  // ids and stamps only, for the audit entry
+  std::uint32_t not_taken = 0;
+  for (const v1::FieldChange& c : req.values()) {
+    auto record_id = core::IdFromBytes(c.record_id());
+    auto stamp_device = core::IdFromBytes(c.stamp().device_id());
+    if (!record_id || !stamp_device) {
+      ++not_taken;
+      continue;
+    }
+    auto record = ws.store.FindRecord(*record_id);
+    if (!record && record.error() == core::make_error_code(core::errc::store_damaged)) {
+      ++not_taken;
+      continue;
+    }
+    if (!record) return record.error();
+    if (!*record) {
+      ++not_taken;
+      continue;
+    }
+    auto may = MayHold(ws.store, who, **record);
+    if (!may) return may.error();
+    FieldRow current;
+    result<bool> found = false;
+    if (*may) found = ws.store.FindField(*record_id, c.field(), &current);
+    if (!found) return found.error();
+    if (!*may || *found || !current.damaged) {
+      ++not_taken;  // not this device's to offer, intact, or never written
+      continue;
+    }
+    // The offer is taken only if it is the stored row, byte for byte: with
+    // the stored author (which no device sends), its checksum must be the
+    // one the damaged row kept. A device cannot put anything else there.
+    const std::string author(current.author);
+    FieldRow offered;
+    offered.record_id = *record_id;
+    offered.field = c.field();
+    offered.value = c.value();
+    offered.sealed = c.sealed();
+    offered.key_class = c.key_class();
+    offered.key_version = c.key_version();
+    offered.stamp = core::Stamp{c.stamp().hlc(), *stamp_device};
+    offered.origin_hlc = c.origin_hlc();
+    offered.author = author;
+    auto match = ws.store.SumMatches(offered);
+    if (!match) return match.error();
+    if (!*match) {
+      ++not_taken;
+      continue;
+    }
+    // A new sequence number: devices whose pull skipped the damaged row pull it now.
+    offered.seq = ws.store.AllocateSeq();
+    offered.txn = ws.store.AllocateTxn();
+    if (auto ec = ws.store.PutField(offered)) return ec;
+    v1::FieldChange& a = audited.emplace_back();
+    a.set_record_id(c.record_id());
+    a.set_kind((*record)->kind);
+    if ((*record)->parent_id) a.set_parent_id(std::string(core::AsBytes(*(*record)->parent_id)));
+    a.set_field(c.field());
+    *a.mutable_stamp() = c.stamp();
+    a.set_sealed(c.sealed());
+    a.set_key_class(c.key_class());
+    a.set_key_version(c.key_version());
+    repaired->emplace_back(*record_id, c.field());
+  }
+  if (auto ec = AuditRepair(ws, who, audited)) return ec;
+  v1::RepairResult* result = out->reply.mutable_repair_result();
+  result->set_repaired(static_cast<std::uint32_t>(audited.size()));
+  result->set_not_taken(not_taken);
+  return {};
+}
+
 error_code FieldHistory(Store& store, const ServerConfig& config, const UnitInfo& unit,
                         const Identity& who, const v1::HistoryRequest& req, Outcome* out) {
   auto device = store.FindDevice(who.device_id);
@@ -1376,18 +1488,9 @@ error_code FieldHistory(Store& store, const ServerConfig& config, const UnitInfo
   auto record = store.FindRecord(*record_id);
   if (!record) return record.error();
   if (!*record) return not_held();
-  switch (core::ScopeOf(who.role)) {
-    case core::CaseScope::kNone:
-      return not_held();
-    case core::CaseScope::kUnit:
-      break;
-    case core::CaseScope::kAssigned: {
-      auto yes = store.IsAssigned((*record)->case_id, who.user);
-      if (!yes) return yes.error();
-      if (!*yes) return not_held();
-      break;
-    }
-  }
+  auto may = MayHold(store, who, **record);
+  if (!may) return may.error();
+  if (!*may) return not_held();
   v1::History* h = out->reply.mutable_history();
   const std::uint32_t lo = req.field() == 0 ? 1 : req.field();
   const std::uint32_t hi = req.field() == 0 ? 536870911u : req.field();
@@ -1646,7 +1749,8 @@ error_code TouchDevice(WriterState& ws, const Id& device) {
 
 error_code Authenticate(Store& store, const ServerConfig& config, core::Env& env,
                         const Id& device_id, std::string_view nonce, std::string_view server_id,
-                        std::string_view signature, AuthOutcome* out) {
+                        std::string_view signature, AuthOutcome* out,
+                        const std::vector<FieldKey>& repairs_wanted) {
   auto device = store.FindDevice(device_id);
   if (!device) return device.error();
   if (!*device) {
@@ -1735,7 +1839,7 @@ error_code Authenticate(Store& store, const ServerConfig& config, core::Env& env
   w->set_max_push_changes(static_cast<std::uint32_t>(config.limits.max_push_changes));
   w->set_max_pull_changes(static_cast<std::uint32_t>(config.limits.max_pull_changes));
   out->identity = Identity{device_id, d.user, d.role};
-  return {};
+  return ListRepairs(store, *out->identity, repairs_wanted, w);
 }
 
 error_code RollGeneration(WriterState& ws, const Identity& who, const v1::Pull& req,

@@ -120,6 +120,11 @@ core::error_code RecordHoldings(WriterState& ws, const Id& device,
                                 const std::vector<std::pair<Id, std::uint64_t>>& cases,
                                 std::uint64_t evictions_received_upto = 0);
 core::error_code TouchDevice(WriterState& ws, const Id& device);
+// A device's copies of values the server found damaged (Welcome.repair): each
+// one whose checksum is the damaged row's is stored again with a new seq and
+// audited (ENTRY_KIND_REPAIR); `repaired` gets their fields.
+core::error_code RepairValues(WriterState& ws, const Identity& who, const v1::RepairOffer& request,
+                              Outcome* out, std::vector<FieldKey>* repaired);
 
 // ---- Reader side -----------------------------------------------------------------
 struct AuthOutcome : Outcome {
@@ -129,7 +134,7 @@ struct AuthOutcome : Outcome {
 core::error_code Authenticate(Store& store, const ServerConfig& config, core::Env& env,
                               const Id& device_id, std::string_view nonce,
                               std::string_view server_id, std::string_view signature,
-                              AuthOutcome* out);
+                              AuthOutcome* out, const std::vector<FieldKey>& repairs_wanted = {});
 
 struct PullOutcome : Outcome {
   std::vector<std::pair<Id, std::uint64_t>> new_holdings;  // cases new to this device

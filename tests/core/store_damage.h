@@ -1,4 +1,4 @@
-// Damage to a local store, for tests: a statement run behind the row
+// Damage to a store file (a device's or the server's), for tests: a statement run behind the row
 // checksums' back, as a flipped bit would change a row. It runs on a
 // connection of its own whose row_sum() returns zeros, so every row it writes
 // carries a checksum that does not match (core/row_sum.h).
@@ -11,6 +11,7 @@
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <string_view>
 
 namespace teduh::store_damage {
 
@@ -27,6 +28,28 @@ inline void DamageRows(const std::filesystem::path& store, const std::string& sq
   sqlite3_free(err);
   EXPECT_GT(sqlite3_changes(db), 0) << "nothing damaged by " << sql;
   sqlite3_close(db);
+}
+
+inline std::string ReadFile(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+inline void WriteFile(const std::filesystem::path& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+// Changes one byte in the middle of the only occurrence of `needle` in a
+// store file (every connection closed, so the file holds everything). The
+// row keeps the checksum it had: what a flipped bit on a disk does.
+inline void DamageBytesOf(const std::filesystem::path& path, std::string_view needle) {
+  std::string file = ReadFile(path);
+  const auto at = file.find(needle);
+  ASSERT_NE(at, std::string::npos) << needle;
+  ASSERT_EQ(file.find(needle, at + 1), std::string::npos) << "more than one " << needle;
+  file[at + needle.size() / 2] ^= 0x01;
+  WriteFile(path, file);
 }
 
 // Makes the first byte of the b-tree page of `name` (a table or index)
@@ -47,15 +70,10 @@ inline void DamagePageOf(const std::filesystem::path& store, const std::string& 
   const std::int64_t size = sqlite3_column_int64(s, 0);
   sqlite3_finalize(s);
   sqlite3_close(db);
-  std::string file;
-  {
-    std::ifstream in(store, std::ios::binary);
-    file.assign(std::istreambuf_iterator<char>(in), {});
-  }
+  std::string file = ReadFile(store);
   ASSERT_GT(static_cast<std::int64_t>(file.size()), (page - 1) * size);
   file[(page - 1) * size] = static_cast<char>(0xFF);
-  std::ofstream out(store, std::ios::binary | std::ios::trunc);
-  out.write(file.data(), static_cast<std::streamsize>(file.size()));
+  WriteFile(store, file);
 }
 
 // Runs `sql` with the real checksums: a row rewritten consistently (its sum

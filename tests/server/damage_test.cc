@@ -20,31 +20,12 @@
 namespace teduh::server::testing {
 namespace {
 
+using store_damage::DamageBytesOf;
 using store_damage::DamagePageOf;
 
 constexpr std::uint32_t kCaseNumber = 1;
 constexpr std::uint32_t kRegionCode = 14;
 using Status = v1::ChangeResult;
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-void WriteFile(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
-
-// Changes one byte in the middle of the only occurrence of `needle` in the
-// store file (every connection closed, so the file holds everything).
-void DamageBytesOf(const std::string& path, std::string_view needle) {
-  std::string file = ReadFile(path);
-  const auto at = file.find(needle);
-  ASSERT_NE(at, std::string::npos) << needle;
-  ASSERT_EQ(file.find(needle, at + 1), std::string::npos) << "more than one " << needle;
-  file[at + needle.size() / 2] ^= 0x01;
-  WriteFile(path, file);
-}
 
 // A case's kind and id as its record row holds them (the audit names the
 // kind too, never next to the case's id).

@@ -376,6 +376,8 @@ std::string AuditKindName(teduh::audit::v1::EntryKind kind) {
       return "root_key";
     case teduh::audit::v1::ENTRY_KIND_RECOVERY_KIT:
       return "recovery_kit";
+    case teduh::audit::v1::ENTRY_KIND_REPAIR:
+      return "repair";
     default:
       return "unreadable";
   }
@@ -428,6 +430,8 @@ std::string AuditKindLabel(teduh::audit::v1::EntryKind kind) {
       return TrC("audit entry", "root_key");
     case teduh::audit::v1::ENTRY_KIND_RECOVERY_KIT:
       return TrC("audit entry", "recovery_kit");
+    case teduh::audit::v1::ENTRY_KIND_REPAIR:
+      return TrC("audit entry", "repair");
     default:
       return TrC("audit entry", "unreadable");
   }
@@ -467,7 +471,8 @@ nlohmann::json AuditJson(const teduh::server::AuditRecord& r) {
                       {"device_id", BytesHex(e.device_id())},
                       {"user", e.user()},
                       {"role", teduh::core::RoleName(e.role())}};
-  if (e.kind() == teduh::audit::v1::ENTRY_KIND_PUSH) {
+  if (e.kind() == teduh::audit::v1::ENTRY_KIND_PUSH ||
+      e.kind() == teduh::audit::v1::ENTRY_KIND_REPAIR) {
     nlohmann::json changes = nlohmann::json::array();
     for (const auto& c : e.changes()) {
       nlohmann::json cj = {{"record_id", BytesHex(c.record_id())},
@@ -484,6 +489,7 @@ nlohmann::json AuditJson(const teduh::server::AuditRecord& r) {
       if (c.has_base()) cj["base"] = StampJson(c.base());
       if (!c.resolves().empty()) cj["resolves"] = BytesHex(c.resolves());
       if (!c.conflict_id().empty()) cj["conflict_id"] = BytesHex(c.conflict_id());
+      if (c.repaired()) cj["repaired"] = true;
       if (c.sealed()) {
         cj["key_class"] = teduh::core::ClassName(c.key_class());
         cj["key_version"] = c.key_version();

@@ -1181,6 +1181,8 @@ int main(int argc, char** argv) {
              {"store_damaged_rows", report->store_damaged_rows},
              {"store_unsendable", report->store_unsendable},
              {"store_damage_left", report->store_damage_left},
+             {"repairs_offered", report->repairs_offered},
+             {"repaired_on_server", report->repaired_on_server},
              {"reset", report->reset},
              {"state", report->state},
              {"pending", pending},
@@ -1235,6 +1237,12 @@ int main(int argc, char** argv) {
             TrF("Warning: {} unsent change(s) were damaged on this device and cannot be sent: "
                 "`teduh status` lists them; enter them again.\n",
                 report->store_unsendable);
+      }
+      if (report->repaired_on_server > 0) {
+        human +=
+            TrF("The server had found {} value(s) damaged in its storage: this device's copies "
+                "repaired them (the server checked each against what it had stored).\n",
+                report->repaired_on_server);
       }
       if (!report->store_damage_left.empty()) {
         human += TrF(

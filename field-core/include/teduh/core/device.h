@@ -396,6 +396,10 @@ struct SyncReport {
   // integrity_check still finds after the indexes were built again.
   std::size_t store_damaged_rows = 0, store_unsendable = 0;
   std::vector<std::string> store_damage_left;
+  // Values the server found damaged in its store (Welcome.repair): copies
+  // this device offered, and how many the server took (each matched what it
+  // had stored, byte for byte).
+  std::size_t repairs_offered = 0, repaired_on_server = 0;
   bool reset = false;  // the server was restored from a backup; changes were re-pushed
   bool poked = false;
   std::string state;  // device state after the sync

@@ -76,6 +76,10 @@ struct FrameLimits {
   std::size_t max_devices = 10000;
 };
 
+// Damaged server values a Welcome asks a device for, and the copies one
+// RepairOffer carries (docs/SECURITY.md "Faults").
+inline constexpr std::size_t kMaxRepairsOffered = 256;
+
 // Parses and validates a frame. errc::frame_too_large or errc::malformed_frame,
 // with `message` (if given) saying which bound was broken.
 result<teduh::sync::v1::Frame> DecodeFrame(std::string_view bytes, const FrameLimits& limits,

@@ -56,6 +56,9 @@ class SyncClient {
   Outcome<teduh::sync::v1::Changes> AwaitChanges(std::uint64_t request_id);
   // Every value a field (0: every field) of a record has had (online).
   Outcome<teduh::sync::v1::History> History(const Id& record_id, std::uint32_t field);
+  // This device's copies of values the server found damaged (moved into the frame).
+  Outcome<teduh::sync::v1::RepairResult> OfferRepairs(
+      std::vector<teduh::sync::v1::FieldChange>* values);
   Outcome<teduh::sync::v1::DeviceList> ListDevices();
   Outcome<teduh::sync::v1::ApproveResult> Approve(const teduh::sync::v1::ApproveDevice& request);
   Outcome<teduh::sync::v1::RevokeResult> Revoke(const teduh::sync::v1::RevokeDevice& request);

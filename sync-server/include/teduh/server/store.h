@@ -183,6 +183,9 @@ struct FieldRow {
 // A stored row that failed its checksum: where it is. `table` is "records",
 // "fields" or "field_history"; `field` is 0 for a record row. The record id
 // is as read, so it may itself be the damaged part.
+// A field of a record: a value the server wants re-sent (StoreWorker).
+using FieldKey = std::pair<Id, std::uint32_t>;
+
 struct DamagedRow {
   const char* table = "";
   Id record_id{};
@@ -423,6 +426,13 @@ class Store {
   virtual result<bool> FindField(const Id& record_id, std::uint32_t field, FieldRow* out) = 0;
   // Inserts or replaces the current value of (row.record_id, row.field).
   virtual error_code PutField(const FieldRow& row) = 0;
+  // Whether the stored row of (row.record_id, row.field) kept the checksum
+  // `row` would have: `row` is, byte for byte, what was stored there (its
+  // seq and txn aside). How a damaged value is taken back from a device.
+  virtual result<bool> SumMatches(const FieldRow& row) = 0;
+  // Whether the current value of (record, field) is intact; nullopt if the
+  // field was never written. Leaves no statement active (a reader may call it).
+  virtual result<std::optional<bool>> FieldIntact(const Id& record_id, std::uint32_t field) = 0;
   // Keeps a value that was overwritten or lost a merge (nothing is lost).
   virtual error_code AppendHistory(const FieldRow& row, std::uint64_t superseded_seq,
                                    std::string_view reason) = 0;
