@@ -2211,9 +2211,23 @@ Outcome<SyncReport> Device::Sync(const std::function<void(const SyncProgress&)>&
     if (copies.empty()) return {};
     tell("repairing");
     report.repairs_offered = copies.size();
-    auto result = (*client)->OfferRepairs(&copies);
-    if (!result) return result.error();
-    report.repaired_on_server = result->repaired();
+    // In frames within the server's bound (up to 256 values of 64 KiB would not fit one).
+    const std::size_t budget =
+        std::max<std::size_t>((*client)->limits().max_frame_bytes, 8192) - 4096;
+    std::size_t next = 0;
+    while (next < copies.size()) {
+      std::vector<pb::FieldChange> frame;
+      std::size_t bytes = 0;
+      for (; next < copies.size(); ++next) {
+        const std::size_t size = copies[next].ByteSizeLong() + 16;
+        if (!frame.empty() && bytes + size > budget) break;
+        bytes += size;
+        frame.push_back(std::move(copies[next]));
+      }
+      auto result = (*client)->OfferRepairs(&frame);
+      if (!result) return result.error();
+      report.repaired_on_server += result->repaired();
+    }
     return {};
   };
   if (welcome.repair_size() > 0) (void)offer_repairs();

@@ -638,21 +638,10 @@ Outcome<void> LocalStore::UpsertRecord(const Id& id, std::string_view kind,
          "SELECT kind, unit_id, record_id, parent_id, sum FROM records WHERE record_id=?1");
   q.BindId(1, id);
   int rc = q.Step();
-  if (rc == SQLITE_ROW && !q.SumMatches({2, 0, 3, 1}, 4)) {
-    // A damaged row: what is written now (a pull brings the server's copy)
-    // replaces it, in place, so its children keep their order.
-    MetDamage(DamageAt("records", id));
-    Stmt u(*stmts_, "UPDATE records SET kind=?2, parent_id=?3, unit_id=?4 WHERE record_id=?1");
-    u.BindId(1, id).BindText(2, kind).BindText(4, unit_id);
-    if (parent) {
-      u.BindId(3, *parent);
-    } else {
-      u.BindNull(3);
-    }
-    if (int r = u.Step(); r != SQLITE_DONE) return SqlFail(r, Tr("repairing a record"));
-    return {};
-  }
-  if (rc == SQLITE_ROW) {
+  // A damaged row: what is written now (a pull brings the server's copy)
+  // replaces it, in place, so its children keep their order.
+  const bool damaged = rc == SQLITE_ROW && !q.SumMatches({2, 0, 3, 1}, 4);
+  if (rc == SQLITE_ROW && !damaged) {
     if (q.Text(0) != kind) {
       *kind_conflict = true;
       return {};
@@ -664,15 +653,19 @@ Outcome<void> LocalStore::UpsertRecord(const Id& id, std::string_view kind,
     }
     return {};
   }
-  if (rc != SQLITE_DONE) return SqlFail(rc, Tr("reading a record"));
-  Stmt ins(*stmts_, "INSERT INTO records(record_id, kind, parent_id, unit_id) VALUES(?1,?2,?3,?4)");
-  ins.BindId(1, id).BindText(2, kind).BindText(4, unit_id);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return SqlFail(rc, Tr("reading a record"));
+  if (damaged) MetDamage(DamageAt("records", id));
+  Stmt w(*stmts_,
+         damaged ? "UPDATE records SET kind=?2, parent_id=?3, unit_id=?4 WHERE record_id=?1"
+                 : "INSERT INTO records(record_id, kind, parent_id, unit_id) VALUES(?1,?2,?3,?4)");
+  w.BindId(1, id).BindText(2, kind).BindText(4, unit_id);
   if (parent) {
-    ins.BindId(3, *parent);
+    w.BindId(3, *parent);
   } else {
-    ins.BindNull(3);
+    w.BindNull(3);
   }
-  if (int r = ins.Step(); r != SQLITE_DONE) return SqlFail(r, Tr("writing a record"));
+  if (int r = w.Step(); r != SQLITE_DONE)
+    return SqlFail(r, damaged ? Tr("repairing a record") : Tr("writing a record"));
   return {};
 }
 
@@ -1213,7 +1206,7 @@ Outcome<std::vector<pb::FieldChange>> LocalStore::ServerCopies(
     // else the field's row while no edit of it waits to be sent.
     Stmt q(*stmts_,
            "SELECT " TEDUH_FIELD_ROW_COLS
-           ", sum, kind, parent_id, unit_id, rsum FROM (SELECT "
+           ", sum, kind, parent_id, unit_id, rsum, rank FROM (SELECT "
            "x.*, r.kind, r.parent_id, r.unit_id, r.sum AS rsum FROM (SELECT " TEDUH_FIELD_ROW_COLS
            ", sum, 0 AS rank FROM shadow WHERE record_id=?1 AND field=?2 UNION ALL "
            "SELECT " TEDUH_FIELD_ROW_COLS
@@ -1224,9 +1217,17 @@ Outcome<std::vector<pb::FieldChange>> LocalStore::ServerCopies(
     int rc = q.Step();
     if (rc == SQLITE_DONE) continue;
     if (rc != SQLITE_ROW) return SqlFail(rc, Tr("reading fields"));
-    // A damaged copy is not offered (the server would not take it anyway).
-    if (!q.SumMatches({0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, 10) || !q.SumMatches({0, 11, 12, 13}, 14))
+    // A damaged copy is not offered (the server would not take it anyway);
+    // the device's own repair at its next sync removes it.
+    if (!q.SumMatches({0, 11, 12, 13}, 14)) {
+      MetDamage(DamageAt("records", id));
       continue;
+    }
+    const char* table = q.Int(15) == 0 ? "shadow" : "fields";
+    if (!q.SumMatches({0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, 10)) {
+      MetDamage(DamageAt(table, id, field));
+      continue;
+    }
     pb::FieldChange ch;
     ch.set_record_id(std::string(AsBytes(id)));
     ch.set_kind(q.Blob(11));
@@ -1239,8 +1240,11 @@ Outcome<std::vector<pb::FieldChange>> LocalStore::ServerCopies(
       ch.set_value(q.Blob(5));
     } else {
       auto plain = OpenAtRest(FieldAd(id, field), q.Blob(5));
-      if (!plain) continue;
-      ch.set_value(std::move(*plain));  // the caller wipes it once sent
+      if (!plain) {
+        MetDamage(DamageAt(table, id, field));
+        continue;
+      }
+      ch.set_value(std::move(*plain));
     }
     ch.mutable_stamp()->set_hlc(q.UInt(6));
     ch.mutable_stamp()->set_device_id(q.Blob(7));

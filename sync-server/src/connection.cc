@@ -365,7 +365,8 @@ void Connection::OnProof(std::uint64_t rid, const v1::Proof& proof) {
                                          signature = proof.signature()](Store& store) {
     auto out = std::make_shared<AuthOutcome>();
     auto ec = Authenticate(store, ctx.config, ctx.env, device, nonce, server_id, signature,
-                           out.get(), ctx.worker->RepairsWanted());
+                           out.get(), [&ctx] { return ctx.worker->RepairsWanted(); });
+    if (!out->repairs_gone.empty()) ctx.worker->Repaired(out->repairs_gone);
     post([this, rid, ec, out] {
       if (ec) return StoreFailed(rid, ec);
       if (out->identity && !host_.AdmitAuthenticated()) {

@@ -1234,18 +1234,7 @@ class SqliteStore final : public Store {
 
   result<bool> SumMatches(const FieldRow& f) override {
     if (sticky_) return BoolError(sticky_);
-    Stmt& s = stmts_->sum_matches;
-    s.Start()
-        .Blob(1, f.record_id)
-        .Int(2, f.field)
-        .Blob(3, f.value)
-        .Int(4, f.sealed ? 1 : 0)
-        .Int(5, f.key_class)
-        .Int(6, f.key_version)
-        .U64(7, f.stamp.hlc)
-        .Blob(8, f.stamp.device)
-        .U64(9, f.origin_hlc)
-        .Text(10, f.author);
+    Stmt& s = BindSummedColumns(stmts_->sum_matches, f);
     int rc = s.Step();
     const bool match = rc == SQLITE_ROW && s.ColInt(0) == 1;
     s.Done();
@@ -1266,8 +1255,9 @@ class SqliteStore final : public Store {
     return intact;
   }
 
-  // Binds parameters 1-11 of put_field and append_history: the row as stored.
-  static Stmt& BindFieldRow(Stmt& s, const FieldRow& f) {
+  // Binds parameters 1-10: the columns a field row's checksum covers
+  // (TEDUH_FIELD_SUM_COLS), as stored.
+  static Stmt& BindSummedColumns(Stmt& s, const FieldRow& f) {
     return s.Start()
         .Blob(1, f.record_id)
         .Int(2, f.field)
@@ -1278,8 +1268,12 @@ class SqliteStore final : public Store {
         .U64(7, f.stamp.hlc)
         .Blob(8, f.stamp.device)
         .U64(9, f.origin_hlc)
-        .Text(10, f.author)
-        .U64(11, f.seq);
+        .Text(10, f.author);
+  }
+
+  // Binds parameters 1-11 of put_field and append_history: the row as stored.
+  static Stmt& BindFieldRow(Stmt& s, const FieldRow& f) {
+    return BindSummedColumns(s, f).U64(11, f.seq);
   }
 
   // An overwrite of the row FindField just found rewrites it by rowid: one

@@ -132,6 +132,12 @@ void StoreWorker::CheckerLoop() {
       else
         found.structure.push_back(check.error().message());
     }
+    if (store) {
+      // The check saw every row: what it found damaged is the whole list
+      // (values replaced or repaired since the last check leave it).
+      std::lock_guard lock(repair_mu_);
+      repairs_wanted_.clear();
+    }
     for (const DamagedRow& row : found.rows) WantRepair(row);
     last_check_damage_.store(found.structure.size() + found.rows.size());
     structure_damaged_.store(!found.structure.empty());

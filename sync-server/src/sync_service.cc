@@ -1374,27 +1374,39 @@ result<bool> MayHold(Store& store, const Identity& who, const RecordRow& record)
   return false;
 }
 
-// The damaged values of `wanted` that `who` may hold, at most kMaxRepairsOffered:
-// a record row that is itself damaged, or a value replaced since, is left out.
-error_code ListRepairs(Store& store, const Identity& who, const std::vector<FieldKey>& wanted,
-                       v1::Welcome* w) {
-  for (const auto& [record_id, field] : wanted) {
-    if (w->repair_size() >= static_cast<int>(core::kMaxRepairsOffered)) break;
+// Lists in `w` the damaged values of `wanted` that `who` may hold, at most
+// kMaxRepairsOffered of them, looking at kMaxRepairsLooked at the most from a
+// random place (values no copy can repair do not hide the others). Values
+// found intact (replaced since) or gone go to `gone`. A courtesy: a store error
+// ends the list, never the sign-in.
+void ListRepairs(Store& store, const Identity& who, const std::vector<FieldKey>& wanted,
+                 v1::Welcome* w, std::vector<FieldKey>* gone) {
+  constexpr std::size_t kMaxRepairsLooked = 512;
+  if (wanted.empty()) return;
+  const std::size_t start = crypto::RandomUniform(static_cast<std::uint32_t>(wanted.size()));
+  for (std::size_t i = 0; i < std::min(wanted.size(), kMaxRepairsLooked); ++i) {
+    if (w->repair_size() >= static_cast<int>(core::kMaxRepairsOffered)) return;
+    const auto& [record_id, field] = wanted[(start + i) % wanted.size()];
     auto record = store.FindRecord(record_id);
     if (!record && record.error() == core::make_error_code(core::errc::store_damaged)) continue;
-    if (!record) return record.error();
-    if (!*record) continue;
+    if (!record) return;
+    if (!*record) {
+      gone->emplace_back(record_id, field);
+      continue;
+    }
     auto may = MayHold(store, who, **record);
-    if (!may) return may.error();
+    if (!may) return;
     if (!*may) continue;
     auto intact = store.FieldIntact(record_id, field);
-    if (!intact) return intact.error();
-    if (!intact->has_value() || **intact) continue;  // gone, or replaced since
+    if (!intact) return;
+    if (!intact->has_value() || **intact) {
+      gone->emplace_back(record_id, field);
+      continue;
+    }
     v1::FieldRef* ref = w->add_repair();
     ref->set_record_id(std::string(core::AsBytes(record_id)));
     ref->set_field(field);
   }
-  return {};
 }
 
 error_code RepairValues(WriterState& ws, const Identity& who, const v1::RepairOffer& req,
@@ -1750,7 +1762,7 @@ error_code TouchDevice(WriterState& ws, const Id& device) {
 error_code Authenticate(Store& store, const ServerConfig& config, core::Env& env,
                         const Id& device_id, std::string_view nonce, std::string_view server_id,
                         std::string_view signature, AuthOutcome* out,
-                        const std::vector<FieldKey>& repairs_wanted) {
+                        const std::function<std::vector<FieldKey>()>& repairs_wanted) {
   auto device = store.FindDevice(device_id);
   if (!device) return device.error();
   if (!*device) {
@@ -1839,7 +1851,9 @@ error_code Authenticate(Store& store, const ServerConfig& config, core::Env& env
   w->set_max_push_changes(static_cast<std::uint32_t>(config.limits.max_push_changes));
   w->set_max_pull_changes(static_cast<std::uint32_t>(config.limits.max_pull_changes));
   out->identity = Identity{device_id, d.user, d.role};
-  return ListRepairs(store, *out->identity, repairs_wanted, w);
+  // Asked only now: a stranger's failed proof costs no copy of the list.
+  if (repairs_wanted) ListRepairs(store, *out->identity, repairs_wanted(), w, &out->repairs_gone);
+  return {};
 }
 
 error_code RollGeneration(WriterState& ws, const Identity& who, const v1::Pull& req,

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
@@ -130,11 +131,14 @@ core::error_code RepairValues(WriterState& ws, const Identity& who, const v1::Re
 struct AuthOutcome : Outcome {
   std::optional<Identity> identity;  // set with a Welcome
   std::optional<Id> wiping;          // set with a Wipe: the connection waits for the receipt
+  // Values the server wanted re-sent that were found intact (replaced since) or gone.
+  std::vector<FieldKey> repairs_gone;
 };
 core::error_code Authenticate(Store& store, const ServerConfig& config, core::Env& env,
                               const Id& device_id, std::string_view nonce,
                               std::string_view server_id, std::string_view signature,
-                              AuthOutcome* out, const std::vector<FieldKey>& repairs_wanted = {});
+                              AuthOutcome* out,
+                              const std::function<std::vector<FieldKey>()>& repairs_wanted = {});
 
 struct PullOutcome : Outcome {
   std::vector<std::pair<Id, std::uint64_t>> new_holdings;  // cases new to this device

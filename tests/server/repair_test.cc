@@ -4,8 +4,10 @@
 // it is, byte for byte, what it had stored (the damaged row kept its checksum);
 // the repaired value is served again and the audit says who re-sent it.
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include <chrono>
+#include <functional>
 #include <thread>
 
 #include "core/store_damage.h"
@@ -19,6 +21,7 @@ namespace {
 using store_damage::DamageBytesOf;
 constexpr std::uint32_t kCaseNumber = 1;
 constexpr std::uint32_t kRegionCode = 14;
+constexpr std::uint32_t kChronology = 30;
 
 // Over raw protocol clients (ServerTest) or real devices (DeviceServerTest).
 template <class Base>
@@ -27,9 +30,34 @@ class RepairFixture : public Base {
   // Restarts the server on its store with one byte of `needle` changed, and
   // waits for the background check that runs at start.
   void RestartWithDamage(std::string_view needle) {
+    RestartWith([&](const std::string& store) { DamageBytesOf(store, needle); });
+  }
+  // The same for a stored value given by its record and field (a sealed
+  // value's ciphertext is not known to the test): a run of its bytes is found
+  // in the file and changed.
+  void RestartWithDamagedValue(const Id& record_id, std::uint32_t field) {
+    RestartWith([&](const std::string& store) {
+      sqlite3* db = nullptr;
+      ASSERT_EQ(sqlite3_open_v2(store.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+      sqlite3_stmt* s = nullptr;
+      ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT value FROM fields WHERE record_id=?1 AND field=?2",
+                                   -1, &s, nullptr),
+                SQLITE_OK);
+      sqlite3_bind_blob(s, 1, record_id.data(), static_cast<int>(record_id.size()), SQLITE_STATIC);
+      sqlite3_bind_int(s, 2, static_cast<int>(field));
+      ASSERT_EQ(sqlite3_step(s), SQLITE_ROW);
+      const std::string value(static_cast<const char*>(sqlite3_column_blob(s, 0)),
+                              static_cast<std::size_t>(sqlite3_column_bytes(s, 0)));
+      sqlite3_finalize(s);
+      sqlite3_close(db);
+      ASSERT_GT(value.size(), 96u);
+      DamageBytesOf(store, value.substr(64, 32));  // on the row's own page
+    });
+  }
+  void RestartWith(const std::function<void(const std::string& store)>& damage) {
     this->config_.port = this->server_->port();  // the devices keep their server's address
     this->StopServer();
-    DamageBytesOf(StorePath(this->data_dir_), needle);
+    damage(StorePath(this->data_dir_));
     this->config_.store_check_interval = std::chrono::hours(1);
     this->StartServer();
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
@@ -173,6 +201,30 @@ TEST_F(RepairTest, ADeviceRepairsTheServerAtItsNextSync) {
   EXPECT_EQ(Value(*dewi, *c, "region_code"), "REGION-REPAIR-4242");
   report = Sync(*rina);
   EXPECT_EQ(report.repairs_offered, 0u) << "repaired: no device is asked again";
+}
+
+TEST_F(RepairTest, LargeCopiesGoInFramesWithinTheServersBound) {
+  auto rina = Staff("rina", v1::ROLE_PENDAMPING);
+  auto ani = Staff("ani", v1::ROLE_OFFICE);
+  std::vector<Id> cases;
+  for (int i = 0; i < 4; ++i) {
+    const std::string story(50'000, static_cast<char>('a' + i));
+    auto c = rina->NewCase({"chronology=" + story});
+    ASSERT_TRUE(c) << c.error().message;
+    cases.push_back(*c);
+    Sync(*rina);
+  }
+  Sync(*ani);
+  // Four copies of about 50 KiB: more than one frame of the server's bound.
+  config_.limits.max_frame_bytes = 160 * 1024;
+  for (const Id& c : cases) {
+    RestartWithDamagedValue(c, kChronology);
+  }
+  auto report = Sync(*ani);
+  EXPECT_EQ(report.repairs_offered, 4u);
+  EXPECT_EQ(report.repaired_on_server, 4u) << "every copy went, in frames within the bound";
+  auto dewi = Staff("dewi", v1::ROLE_OFFICE);
+  EXPECT_EQ(Value(*dewi, cases[3], "chronology"), std::string(50'000, 'd'));
 }
 
 }  // namespace
