@@ -41,7 +41,17 @@ fi
 cmake --build build -j "$jobs" >&2
 
 if [ "$mode" = test ]; then
-  exec ctest --test-dir build --output-on-failure -j "$jobs" --timeout 900
+  ctest --test-dir build --output-on-failure -j "$jobs" --timeout 900
+  # The crypto, core and server tests (and 60 seeds of the convergence
+  # simulation) again under AddressSanitizer and UBSan: any report fails.
+  if [ ! -f build-san/build.ninja ]; then
+    cmake -S . -B build-san -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" \
+      -DTEDUH_SANITIZE=ON >&2
+  fi
+  cmake --build build-san -j "$jobs" --target crypto_test core_test server_test >&2
+  exec env ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+    ctest --test-dir build-san --output-on-failure -j "$jobs" --timeout 1800 \
+    -R '^(crypto_test|core_test|server_test|convergence_simulation)$'
 fi
 
 data=${TEDUH_DATA:-data}
