@@ -1738,7 +1738,20 @@ Outcome<std::uint64_t> LocalStore::RebaseHlc() {
 // ---- Damage ------------------------------------------------------------------
 
 void LocalStore::MetDamage(const DamagedRow& row) {
-  damage_met_ = true;
+  if (!damage_met_) {
+    damage_met_ = true;
+    // Kept in the file too, so that the next sync repairs whichever command
+    // runs it (a read met the damage, a later `teduh sync` repairs): the
+    // last check's time set back makes RepairDue true. Best effort, and not
+    // through SqlFail: a damaged file must not make the store sticky here.
+    sqlite3_stmt* s = nullptr;
+    if (sqlite3_prepare_v2(db_,
+                           "INSERT INTO meta(key, value) VALUES('checked_ms', 0) "
+                           "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                           -1, &s, nullptr) == SQLITE_OK)
+      (void)sqlite3_step(s);
+    sqlite3_finalize(s);
+  }
   if (options_.on_damage) options_.on_damage(row);
 }
 

@@ -123,18 +123,20 @@ void StoreWorker::CheckerLoop() {
     ro.read_only = true;
     auto store = OpenSqliteStore(path_, ro);
     StoreCheck found;
+    bool complete = false;  // the check read every row
     if (!store) {
       found.structure.push_back(store.error().message());
     } else {
       auto check = (*store)->Check(false, false);
+      complete = check.has_value();
       if (check)
         found = std::move(*check);
       else
         found.structure.push_back(check.error().message());
     }
-    if (store) {
-      // The check saw every row: what it found damaged is the whole list
-      // (values replaced or repaired since the last check leave it).
+    if (complete) {
+      // What the check found damaged is the whole list (values replaced or
+      // repaired since the last check leave it).
       std::lock_guard lock(repair_mu_);
       repairs_wanted_.clear();
     }

@@ -1362,7 +1362,7 @@ static void FillPulledChange(v1::FieldChange* c, const FieldRow& f, std::string_
 }
 
 // Whether `who` may hold `record` (its case is in the device's scope).
-result<bool> MayHold(Store& store, const Identity& who, const RecordRow& record) {
+static result<bool> MayHold(Store& store, const Identity& who, const RecordRow& record) {
   switch (core::ScopeOf(who.role)) {
     case core::CaseScope::kNone:
       return false;
@@ -1379,8 +1379,8 @@ result<bool> MayHold(Store& store, const Identity& who, const RecordRow& record)
 // random place (values no copy can repair do not hide the others). Values
 // found intact (replaced since) or gone go to `gone`. A courtesy: a store error
 // ends the list, never the sign-in.
-void ListRepairs(Store& store, const Identity& who, const std::vector<FieldKey>& wanted,
-                 v1::Welcome* w, std::vector<FieldKey>* gone) {
+static void ListRepairs(Store& store, const Identity& who, const std::vector<FieldKey>& wanted,
+                        v1::Welcome* w, std::vector<FieldKey>* gone) {
   constexpr std::size_t kMaxRepairsLooked = 512;
   if (wanted.empty()) return;
   const std::size_t start = crypto::RandomUniform(static_cast<std::uint32_t>(wanted.size()));

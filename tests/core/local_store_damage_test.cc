@@ -337,6 +337,30 @@ TEST_F(LocalStoreDamageTest, RepairIsDueDailyAndAfterDamage) {
   EXPECT_TRUE(*store->RepairDue(day));
 }
 
+// Damage one command met is repaired by the next sync, which is another
+// process: the store file remembers it.
+TEST_F(LocalStoreDamageTest, DamageMetIsRememberedForTheNextOpen) {
+  const Id id = NewId();
+  const std::int64_t day = 24LL * 3600 * 1000;
+  {
+    auto store = Open();
+    PullCase(*store, id);
+    ASSERT_TRUE(store->Repair());
+    EXPECT_FALSE(*store->RepairDue(day));
+  }
+  DamageRows(Path(), "UPDATE records SET unit_id = 'x' WHERE record_id = " + Hex(id));
+  {
+    auto store = Open();
+    EXPECT_FALSE(*store->RepairDue(day)) << "nothing met yet";
+    auto listed = store->ListRecords(kCaseKind, std::nullopt);
+    ASSERT_TRUE(listed);
+    EXPECT_TRUE(listed->empty());
+  }
+  auto store = Open();
+  EXPECT_FALSE(store->damage_met());
+  EXPECT_TRUE(*store->RepairDue(day)) << "the list met the damage in an earlier open";
+}
+
 // A store of version 1 (no checksums) gets them at its first open, rows kept.
 TEST_F(LocalStoreDamageTest, VersionOneStoreGainsChecksums) {
   const Id id = NewId();

@@ -337,7 +337,9 @@ kill -STOP "$server_pid"  # the server stops answering: the sync below waits wit
 held_start=$SECONDS
 TEDUH_PASSPHRASE="budi-passphrase-2" "$TEDUH" --home "$office" --json sync >"$work/held.out" 2>"$work/held.err" &
 held_pid=$!
-for _ in $(seq 1 50); do [ -s "$office/session" ] && break; sleep 0.1; done
+# The session file keeps the last command's pid: wait until it names this one
+# (it then holds the session), or `teduh lock` may come before it starts.
+for _ in $(seq 1 100); do grep -q "^$held_pid " "$office/session" 2>/dev/null && break; sleep 0.1; done
 lock_out=$("$TEDUH" --home "$office" --json lock 2>"$work/lock.err")
 wait "$held_pid"
 held_rc=$?

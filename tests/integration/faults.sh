@@ -5,6 +5,8 @@
 #     its log and metrics say so;
 #   - a damaged file structure: the server refuses to serve it and says what
 #     to do;
+#   - a row changed on a device: `teduh store check` names it, the device
+#     leaves it out with a warning, and the next sync repairs it;
 #   - a device whose disk is full (needs root to mount a small file system;
 #     skipped otherwise): it still lists cases and shows its status, a new
 #     edit is refused clearly and nothing saved is lost; once there is room,
@@ -45,6 +47,31 @@ case_id=$(dev "$pend" "ani-passphrase-1" case new --set risk_level=tinggi --set 
   --set "chronology=Kronologi kejadian" | json .case_id) || die "case new: $(cat "$work/last.err")"
 number=$(dev "$pend" "ani-passphrase-1" case list | jq -r ".cases[] | select(.case_id==\"$case_id\") | .case_number")
 dev "$pend" "ani-passphrase-1" sync >/dev/null || die "ani sync: $(cat "$work/last.err")"
+
+# --- a changed row on a device ---
+check "a device's store checks intact" \
+  '[ "$(dev "$pend" "ani-passphrase-1" store check | jq ".intact")" = true ]'
+# A record row rewritten behind its checksum's back (row_sum answering zeros),
+# as a flipped bit would change it.
+python3 - "$pend/store.db" "$case_id" <<'EOF' || die "damage ani's record row"
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+db.create_function("row_sum", -1, lambda *a: bytes(16), deterministic=True)
+n = db.execute("UPDATE records SET unit_id = unit_id || 'x' WHERE record_id = ?",
+               (bytes.fromhex(sys.argv[2]),)).rowcount
+db.commit()
+assert n == 1
+EOF
+dev "$pend" "ani-passphrase-1" store check >"$work/dcheck.out"
+rc=$?
+check "device store check exits 2 and names the damaged record" \
+  '[ $rc -eq 2 ] && jq -e ".intact == false and .rows[0].table == \"records\" and .rows[0].record_id == \"$case_id\"" "$work/dcheck.out" >/dev/null'
+check "the damaged case is left out of the list, with a warning naming it" \
+  '[ "$(dev "$pend" "ani-passphrase-1" case list | jq ".cases | length")" = 0 ] && grep -q "$case_id" "$work/last.err"'
+check "the next sync repairs it" \
+  '[ "$(dev "$pend" "ani-passphrase-1" sync | jq ".store_damaged_rows")" = 1 ]'
+check "and the case is back, intact" \
+  '[ "$(dev "$pend" "ani-passphrase-1" case list | jq ".cases | length")" = 1 ] && [ "$(dev "$pend" "ani-passphrase-1" store check | jq ".intact")" = true ]'
 stop_server
 
 # --- a changed byte under a value ---

@@ -231,10 +231,11 @@ class LocalStore {
       std::string_view kind,
       const std::function<Outcome<void>(const RecordInfo&, std::vector<StoredValue>&)>& visit);
   Outcome<std::optional<StoredValue>> GetField(const Id& record_id, std::uint32_t field);
-  // The server's values of `fields`, as pulled (an open value in the clear:
-  // wipe it), for a server that found its copies damaged: the shadow row
-  // behind a pending edit, else the field's row while no edit of it waits.
-  // A field this device does not hold, or holds damaged, is left out.
+  // The server's values of `fields`, as pulled (an open value in the clear,
+  // as a push sends it), for a server that found its copies damaged: the
+  // shadow row behind a pending edit, else the field's row while no edit of
+  // it waits. A field this device does not hold, or holds damaged, is left
+  // out (and reported as damage met).
   Outcome<std::vector<teduh::sync::v1::FieldChange>> ServerCopies(
       const std::vector<std::pair<Id, std::uint32_t>>& fields);
 
