@@ -44,6 +44,7 @@
 #include "device_internal.h"
 #include "teduh/case/v1/case.pb.h"
 #include "teduh/core/deadlines.h"
+#include "teduh/core/enrollment_code.h"
 #include "teduh/core/frame_codec.h"
 #include "teduh/core/i18n.h"
 #include "teduh/core/roles.h"
@@ -535,24 +536,17 @@ Outcome<std::unique_ptr<Device>> Device::EnrollWith(const std::filesystem::path&
   if (Vault::Exists(home / kVaultFile)) {
     return Fail(errc::vault_exists, TrF("{} already holds an enrolled device", home.string()));
   }
-  // The code: groups of four, optionally followed by the unit fingerprint.
+  // The code: groups of four, optionally followed by the unit fingerprint,
+  // read as the server reads it (so both agree on the fingerprint pinned).
   std::string code;
   for (char c : Trim(code_text))
     code += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  if (code.empty() || code.size() > 64) {
+  auto parsed = ParseEnrollmentCode(code);
+  if (!parsed) {
     return Fail(errc::invalid_argument,
                 Tr("the enrollment code looks like XXXX-XXXX-XXXX-XXXX-1A2B3C4D"));
   }
-  std::string fingerprint;
-  {
-    std::size_t dash = code.rfind('-');
-    std::string last = dash == std::string::npos ? "" : code.substr(dash + 1);
-    std::size_t groups = static_cast<std::size_t>(std::count(code.begin(), code.end(), '-')) + 1;
-    if (groups == 5 && last.size() == 8 &&
-        std::all_of(last.begin(), last.end(), [](char c) { return std::isxdigit(c); })) {
-      fingerprint = last;
-    }
-  }
+  const std::string fingerprint = parsed->fingerprint;
   const bool bootstrap = fingerprint.empty();
   if (recovered_root != nullptr) {
     const std::string rebuilt = KeyFingerprint(BytesOf(recovered_root->public_key));

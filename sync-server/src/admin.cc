@@ -9,8 +9,8 @@
 #include <functional>
 #include <system_error>
 
-#include "enrollment_code.h"
 #include "sync_service.h"
+#include "teduh/core/enrollment_code.h"
 #include "teduh/core/sealing.h"
 #include "teduh/crypto/crypto.h"
 #include "teduh/server/error.h"
@@ -33,7 +33,7 @@ core::result<InitResult> InitStore(const std::string& data_dir, std::string_view
   // The folder holds ciphertext and metadata only, but still: owner only.
   std::filesystem::permissions(data_dir, std::filesystem::perms::owner_all,
                                std::filesystem::perm_options::replace, fs_ec);
-  NewCode code = MakeEnrollmentCode({});
+  core::NewCode code = core::MakeEnrollmentCode({});
   EnrollmentRow bootstrap;
   bootstrap.code_hash = code.hash;
   bootstrap.role = teduh::sync::v1::ROLE_ADMIN;
@@ -61,7 +61,7 @@ core::result<Enrollment> CreateEnrollment(const std::string& data_dir, Role role
     s.Rollback();
     return unit.error();
   }
-  NewCode code = MakeEnrollmentCode(unit->unit_root_pk);
+  core::NewCode code = core::MakeEnrollmentCode(unit->unit_root_pk);
   EnrollmentRow row;
   row.code_hash = code.hash;
   row.role = role;

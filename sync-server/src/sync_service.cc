@@ -55,9 +55,9 @@
 #include <unordered_set>
 
 #include "audit_entries.h"
-#include "enrollment_code.h"
 #include "teduh/case/v1/case.pb.h"
 #include "teduh/core/deadlines.h"
+#include "teduh/core/enrollment_code.h"
 #include "teduh/core/frame_codec.h"
 #include "teduh/core/merge.h"
 #include "teduh/core/roles.h"
@@ -1567,7 +1567,7 @@ error_code Enroll(WriterState& ws, const v1::EnrollRequest& req, Outcome* out) {
              true);
     return {};
   }
-  auto parsed = ParseEnrollmentCode(req.code());
+  auto parsed = core::ParseEnrollmentCode(req.code());
   if (!parsed) return refuse();
   auto row = ws.store.FindEnrollment(parsed->hash);
   if (!row) return row.error();

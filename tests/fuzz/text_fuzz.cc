@@ -1,8 +1,10 @@
 // Fuzz target for the texts people type or paste into Teduh: recovery kit
-// shares, backup key tokens and secrets, roles, time zones, languages,
+// shares, backup key tokens and secrets, enrollment codes (also what a device
+// sends the server), roles, time zones, languages,
 // enum values and every field's text form (`--set field=value`). The first
 // byte chooses the parser; the rest is the text.
 // Built like frame_fuzz (libFuzzer with clang; a replay driver otherwise).
+#include <cctype>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -10,6 +12,7 @@
 
 #include "teduh/core/backup_file.h"
 #include "teduh/core/codes.h"
+#include "teduh/core/enrollment_code.h"
 #include "teduh/core/frame_codec.h"
 #include "teduh/core/i18n.h"
 #include "teduh/core/recovery_kit.h"
@@ -40,6 +43,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       (void)core::ParseTimeZone(text);
       (void)core::ParseLang(text);
       break;
+    case 4: {
+      // What the parser accepts, typed again in lower case, is the same code.
+      auto code = core::ParseEnrollmentCode(text);
+      if (code) {
+        std::string lower(text);
+        for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        auto again = core::ParseEnrollmentCode(lower);
+        if (!again || again->hash != code->hash || again->fingerprint != code->fingerprint)
+          __builtin_trap();
+      }
+      break;
+    }
     default: {
       // A field's text form: kind and field from the next two bytes.
       if (text.size() < 2) return 0;

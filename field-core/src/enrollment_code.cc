@@ -1,4 +1,4 @@
-#include "enrollment_code.h"
+#include "teduh/core/enrollment_code.h"
 
 #include <array>
 #include <cctype>
@@ -6,14 +6,14 @@
 #include "teduh/core/sealing.h"
 #include "teduh/crypto/crypto.h"
 
-namespace teduh::server {
+namespace teduh::core {
 namespace {
 
 constexpr std::string_view kAlphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 constexpr std::size_t kRandomChars = 16;
 constexpr std::size_t kFingerprintChars = 8;
 
-CodeHash HashOf(std::string_view random_part) { return crypto::Hash(core::AsSpan(random_part)); }
+CodeHash HashOf(std::string_view random_part) { return crypto::Hash(AsSpan(random_part)); }
 
 // The canonical Crockford character for `c`, or 0 if `c` is not one.
 char Canonical(char c) {
@@ -44,34 +44,33 @@ NewCode MakeEnrollmentCode(std::string_view unit_root_pk) {
     if (i) out.code.push_back('-');
     out.code.append(random_part, i, 4);
   }
-  if (!unit_root_pk.empty()) out.code += "-" + core::KeyFingerprint(unit_root_pk);
+  if (!unit_root_pk.empty()) out.code += "-" + KeyFingerprint(unit_root_pk);
   return out;
 }
 
-core::result<ParsedCode> ParseEnrollmentCode(std::string_view typed) {
+result<ParsedCode> ParseEnrollmentCode(std::string_view typed) {
+  if (typed.size() > kMaxEnrollmentCodeChars) return make_error_code(errc::bad_value);
   std::string compact;
   for (char c : typed) {
     if (c == '-' || c == ' ') continue;
     compact.push_back(c);
-    if (compact.size() > kRandomChars + kFingerprintChars)
-      return core::make_error_code(core::errc::bad_value);
+    if (compact.size() > kRandomChars + kFingerprintChars) return make_error_code(errc::bad_value);
   }
   if (compact.size() != kRandomChars && compact.size() != kRandomChars + kFingerprintChars)
-    return core::make_error_code(core::errc::bad_value);
+    return make_error_code(errc::bad_value);
   ParsedCode out;
   for (std::size_t i = 0; i < kRandomChars; ++i) {
     char c = Canonical(compact[i]);
-    if (!c) return core::make_error_code(core::errc::bad_value);
+    if (!c) return make_error_code(errc::bad_value);
     compact[i] = c;
   }
   for (std::size_t i = kRandomChars; i < compact.size(); ++i) {
     char c = static_cast<char>(std::toupper(static_cast<unsigned char>(compact[i])));
-    if (!std::isxdigit(static_cast<unsigned char>(c)))
-      return core::make_error_code(core::errc::bad_value);
+    if (!std::isxdigit(static_cast<unsigned char>(c))) return make_error_code(errc::bad_value);
     out.fingerprint.push_back(c);
   }
   out.hash = HashOf(std::string_view(compact).substr(0, kRandomChars));
   return out;
 }
 
-}  // namespace teduh::server
+}  // namespace teduh::core
