@@ -2600,7 +2600,7 @@ Outcome<Device::AdminTarget> Device::ConnectForDevice(std::string_view device_re
   }
   auto client = ConnectOnline();
   if (!client) return client.error();
-  auto list = (*client)->ListDevices();
+  auto list = (*client)->ListDevices(ref);
   if (!list) return list.error();
   const pb::DeviceInfo* target = nullptr;
   std::size_t matches = 0;

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <google/protobuf/stubs/logging.h>
 
+#include <algorithm>
+
 #include "teduh/core/i18n.h"
 #include "teduh/crypto/crypto.h"
 
@@ -209,8 +211,16 @@ struct Checker {
           if (!Change(c)) return false;
         return true;
       case v1::Frame::kPoke:
-      case v1::Frame::kListDevices:
         return true;
+      case v1::Frame::kListDevices: {
+        const std::string& p = f.list_devices().id_prefix();
+        return (p.size() <= 32 && std::all_of(p.begin(), p.end(),
+                                              [](char c) {
+                                                return (c >= '0' && c <= '9') ||
+                                                       (c >= 'a' && c <= 'f');
+                                              })) ||
+               Fail(Tr("id_prefix is not lower-case hex digits"));
+      }
       case v1::Frame::kDeviceList:
         if (!Count(f.device_list().devices_size(), limits.max_devices, "devices")) return false;
         for (const auto& d : f.device_list().devices())

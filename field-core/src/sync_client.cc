@@ -229,9 +229,9 @@ Outcome<pb::RepairResult> SyncClient::OfferRepairs(std::vector<pb::FieldChange>*
   return std::move(*r->mutable_repair_result());
 }
 
-Outcome<pb::DeviceList> SyncClient::ListDevices() {
+Outcome<pb::DeviceList> SyncClient::ListDevices(std::string_view id_prefix) {
   pb::Frame f;
-  f.mutable_list_devices();
+  f.mutable_list_devices()->set_id_prefix(std::string(id_prefix));
   auto r = Call(std::move(f), pb::Frame::kDeviceList);
   if (!r) return r.error();
   return std::move(*r->mutable_device_list());

@@ -281,7 +281,7 @@ void Connection::OnMessage(std::string_view bytes, bool binary) {
         case v1::Frame::kPull:
           return OnPull(rid, frame->pull());
         case v1::Frame::kListDevices:
-          return OnListDevices(rid);
+          return OnListDevices(rid, frame->list_devices().id_prefix());
         case v1::Frame::kApproveDevice:
           return OnApprove(rid, frame);
         case v1::Frame::kRevokeDevice:
@@ -538,16 +538,17 @@ void Connection::OnHistory(std::uint64_t rid, const v1::HistoryRequest& request)
   if (!queued) StoreFailed(rid);
 }
 
-void Connection::OnListDevices(std::uint64_t rid) {
+void Connection::OnListDevices(std::uint64_t rid, std::string prefix) {
   auto post = host_.Poster();
-  bool queued = ctx_.worker->SubmitRead([this, post, rid, who = identity_](Store& store) {
-    auto out = std::make_shared<Outcome>();
-    auto ec = ListDevicesFor(store, who, out.get());
-    post([this, rid, out, ec] {
-      if (ec) return StoreFailed(rid, ec);
-      Reply(rid, std::move(out->reply), out->close);
-    });
-  });
+  bool queued = ctx_.worker->SubmitRead(
+      [this, post, rid, who = identity_, prefix = std::move(prefix)](Store& store) {
+        auto out = std::make_shared<Outcome>();
+        auto ec = ListDevicesFor(store, who, prefix, out.get());
+        post([this, rid, out, ec] {
+          if (ec) return StoreFailed(rid, ec);
+          Reply(rid, std::move(out->reply), out->close);
+        });
+      });
   if (!queued) StoreFailed(rid);
 }
 

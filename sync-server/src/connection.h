@@ -87,7 +87,7 @@ class Connection {
   void OnEnroll(std::uint64_t request_id, const v1::EnrollRequest& request);
   void OnPush(std::uint64_t request_id, std::shared_ptr<v1::Frame> frame);
   void OnPull(std::uint64_t request_id, const v1::Pull& pull);
-  void OnListDevices(std::uint64_t request_id);
+  void OnListDevices(std::uint64_t request_id, std::string id_prefix);
   void OnApprove(std::uint64_t request_id, std::shared_ptr<v1::Frame> frame);
   void OnRevoke(std::uint64_t request_id, std::shared_ptr<v1::Frame> frame);
   void OnWipeReceipt(std::uint64_t request_id, std::shared_ptr<v1::Frame> frame);

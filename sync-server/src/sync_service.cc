@@ -2081,7 +2081,8 @@ error_code Pull(Store& store, const ServerConfig& config, const UnitInfo& unit,
   return {};
 }
 
-error_code ListDevicesFor(Store& store, const Identity& who, Outcome* out) {
+error_code ListDevicesFor(Store& store, const Identity& who, std::string_view id_prefix,
+                          Outcome* out) {
   auto device = store.FindDevice(who.device_id);
   if (!device) return device.error();
   if (!CheckActive(*device, out)) return {};
@@ -2097,8 +2098,16 @@ error_code ListDevicesFor(Store& store, const Identity& who, Outcome* out) {
   if (!approvals) return approvals.error();
   auto gaps = store.RestoreGaps();
   if (!gaps) return gaps.error();
+  // By device, so a unit of thousands is listed in n log n.
+  std::map<Id, const RootHolderRow*> holder_of;
+  for (const RootHolderRow& h : *holders) holder_of[h.device_id] = &h;
+  std::map<Id, const std::string*> approval_of;
+  for (const auto& [id, signature] : *approvals) approval_of[id] = &signature;
+  std::multimap<Id, const RestoreGapRow*> gaps_of;
+  for (const RestoreGapRow& gap : *gaps) gaps_of.emplace(gap.device_id, &gap);
   v1::DeviceList* list = out->reply.mutable_device_list();
   for (const DeviceRow& row : *rows) {
+    if (!id_prefix.empty() && !core::ToHex(row.device_id).starts_with(id_prefix)) continue;
     std::optional<RevocationRow> revocation;
     if (row.state == v1::DEVICE_STATE_REVOKED) {
       auto r = store.FindRevocation(row.device_id);
@@ -2107,12 +2116,12 @@ error_code ListDevicesFor(Store& store, const Identity& who, Outcome* out) {
     }
     v1::DeviceInfo* info = list->add_devices();
     *info = ToDeviceInfo(row, revocation);
-    for (const RootHolderRow& h : *holders)
-      if (h.device_id == row.device_id) info->set_root_key(h.since_ms > 0 ? "held" : "handed");
-    for (const auto& [id, signature] : *approvals)
-      if (id == row.device_id) info->set_approval(signature);
-    for (const RestoreGapRow& gap : *gaps) {
-      if (gap.device_id != row.device_id) continue;
+    if (auto h = holder_of.find(row.device_id); h != holder_of.end())
+      info->set_root_key(h->second->since_ms > 0 ? "held" : "handed");
+    if (auto a = approval_of.find(row.device_id); a != approval_of.end())
+      info->set_approval(*a->second);
+    for (auto [at, end] = gaps_of.equal_range(row.device_id); at != end; ++at) {
+      const RestoreGapRow& gap = *at->second;
       auto resent = store.CountReceipts(row.device_id, gap.from_seq, gap.to_seq);
       if (!resent) return resent.error();
       info->set_restore_from(gap.from_seq);

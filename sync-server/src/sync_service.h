@@ -158,7 +158,10 @@ core::error_code Pull(Store& store, const ServerConfig& config, const UnitInfo& 
 core::error_code RollGeneration(WriterState& ws, const Identity& who, const v1::Pull& request,
                                 std::uint64_t* generation, bool* rolled);
 
-core::error_code ListDevicesFor(Store& store, const Identity& who, Outcome* out);
+// The unit's devices (admin devices), those whose hex id starts with
+// `id_prefix` when it is not empty.
+core::error_code ListDevicesFor(Store& store, const Identity& who, std::string_view id_prefix,
+                                Outcome* out);
 // Epochs per class, what references them and who holds them (admin devices).
 core::error_code KeyStatusFor(Store& store, const Identity& who, Outcome* out);
 

@@ -163,5 +163,43 @@ TEST_F(EnrollmentTest, OnlyAdminsListDevices) {
   EXPECT_EQ(as_admin->device_list().devices_size(), 2);
 }
 
+TEST_F(EnrollmentTest, AnAdminListsTheDevicesAnIdPrefixNames) {
+  EnrollBootstrapAdmin();
+  TestDevice rina = EnrollApproved(v1::ROLE_OFFICE, "rina");
+  TestDevice ani = EnrollApproved(v1::ROLE_PENDAMPING, "ani");
+  auto admin = Login(admin_);
+  auto frame = [](const std::string& prefix) {
+    v1::Frame f;
+    f.set_request_id(9);
+    f.mutable_list_devices()->set_id_prefix(prefix);
+    return f;
+  };
+  auto list = [&](const std::string& prefix) { return admin->Call(frame(prefix)); };
+  const std::string rina_hex = core::ToHex(rina.device_id);
+  for (const std::string& prefix : {rina_hex, rina_hex.substr(0, 7)}) {
+    auto only = list(prefix);
+    ASSERT_TRUE(only && only->has_device_list()) << prefix;
+    // Two random ids may share seven hex digits, though hardly ever.
+    ASSERT_GE(only->device_list().devices_size(), 1);
+    for (const auto& d : only->device_list().devices())
+      EXPECT_TRUE(core::ToHex(core::AsSpan(d.device_id())).starts_with(prefix));
+  }
+  auto exact = list(rina_hex);
+  ASSERT_EQ(exact->device_list().devices_size(), 1);
+  EXPECT_EQ(exact->device_list().devices(0).user(), "rina");
+  auto none = list(std::string(32, '0'));
+  ASSERT_TRUE(none && none->has_device_list());
+  EXPECT_EQ(none->device_list().devices_size(), 0);
+  EXPECT_EQ(list("")->device_list().devices_size(), 3);
+  // Upper case, other letters or more than 32 digits are malformed (and the
+  // server closes the connection).
+  for (const std::string& bad : {std::string("ABCDEF"), std::string("zz"), std::string(33, 'a')}) {
+    auto refused = Login(admin_)->Call(frame(bad));
+    ASSERT_TRUE(refused && refused->has_error()) << bad;
+    EXPECT_EQ(refused->error().code(), v1::ERROR_CODE_MALFORMED_FRAME) << bad;
+  }
+  (void)ani;
+}
+
 }  // namespace
 }  // namespace teduh::server::testing

@@ -59,7 +59,9 @@ class SyncClient {
   // This device's copies of values the server found damaged (moved into the frame).
   Outcome<teduh::sync::v1::RepairResult> OfferRepairs(
       std::vector<teduh::sync::v1::FieldChange>* values);
-  Outcome<teduh::sync::v1::DeviceList> ListDevices();
+  // The unit's devices, or those whose lower-case hex id starts with
+  // `id_prefix` (at most 32 hex digits).
+  Outcome<teduh::sync::v1::DeviceList> ListDevices(std::string_view id_prefix = {});
   Outcome<teduh::sync::v1::ApproveResult> Approve(const teduh::sync::v1::ApproveDevice& request);
   Outcome<teduh::sync::v1::RevokeResult> Revoke(const teduh::sync::v1::RevokeDevice& request);
   Outcome<teduh::sync::v1::RotateResult> Rotate(const teduh::sync::v1::RotateKeys& request);
