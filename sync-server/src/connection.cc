@@ -645,14 +645,16 @@ void Connection::OnRotate(std::uint64_t rid, std::shared_ptr<v1::Frame> frame) {
 void Connection::OnRepairOffer(std::uint64_t rid, std::shared_ptr<v1::Frame> frame) {
   auto out = std::make_shared<Outcome>();
   auto repaired = std::make_shared<std::vector<FieldKey>>();
+  auto poke_users = std::make_shared<std::vector<std::string>>();
   auto post = host_.Poster();
   const std::uint64_t me = registry_id_;
   ServerContext& ctx = ctx_;
   bool queued = ctx_.worker->SubmitWrite(
-      [frame, out, repaired, who = identity_](WriterState& ws) {
-        return RepairValues(ws, who, frame->repair_offer(), out.get(), repaired.get());
+      [frame, out, repaired, poke_users, who = identity_](WriterState& ws) {
+        return RepairValues(ws, who, frame->repair_offer(), out.get(), repaired.get(),
+                            poke_users.get());
       },
-      [this, &ctx, post, rid, out, repaired, me,
+      [this, &ctx, post, rid, out, repaired, poke_users, me,
        device = identity_.device_id](core::error_code ec) {
         if (!ec && !repaired->empty()) {
           ctx.worker->Repaired(*repaired);
@@ -660,8 +662,9 @@ void Connection::OnRepairOffer(std::uint64_t rid, std::shared_ptr<v1::Frame> fra
                   fmt::format("device={} values={} note=\"re-sent by a device, each matched "
                               "its stored checksum\"",
                               ShortId(device), repaired->size()));
-          // Devices that skipped the damaged value pull it now.
-          ctx.registry.Poke(me, true, {}, /*everyone=*/true);
+          // Devices that skipped a damaged value pull it now: those of the
+          // whole unit, and those assigned one of the cases repaired.
+          ctx.registry.Poke(me, true, *poke_users);
         }
         post([this, rid, out, ec] {
           if (ec) return StoreFailed(rid, ec);

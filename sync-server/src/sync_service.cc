@@ -51,6 +51,7 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <set>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -1410,11 +1411,13 @@ static void ListRepairs(Store& store, const Identity& who, const std::vector<Fie
 }
 
 error_code RepairValues(WriterState& ws, const Identity& who, const v1::RepairOffer& req,
-                        Outcome* out, std::vector<FieldKey>* repaired) {
+                        Outcome* out, std::vector<FieldKey>* repaired,
+                        std::vector<std::string>* poke_users) {
   auto device = ws.store.FindDevice(who.device_id);
   if (!device) return device.error();
   if (!CheckActive(*device, out)) return {};
   std::vector<v1::FieldChange> audited;  // ids and stamps only, for the audit entry
+  std::set<Id> cases;                    // of the values repaired: whose devices are poked
   std::uint32_t not_taken = 0;
   for (const v1::FieldChange& c : req.values()) {
     auto record_id = core::IdFromBytes(c.record_id());
@@ -1477,8 +1480,16 @@ error_code RepairValues(WriterState& ws, const Identity& who, const v1::RepairOf
     a.set_key_class(c.key_class());
     a.set_key_version(c.key_version());
     repaired->emplace_back(*record_id, c.field());
+    cases.insert((*record)->case_id);
   }
   if (auto ec = AuditRepair(ws, who, audited)) return ec;
+  for (const Id& case_id : cases) {
+    auto users = ws.store.Assignees(case_id);
+    if (!users) return users.error();
+    for (auto& u : *users) poke_users->push_back(std::move(u));
+  }
+  std::sort(poke_users->begin(), poke_users->end());
+  poke_users->erase(std::unique(poke_users->begin(), poke_users->end()), poke_users->end());
   v1::RepairResult* result = out->reply.mutable_repair_result();
   result->set_repaired(static_cast<std::uint32_t>(audited.size()));
   result->set_not_taken(not_taken);

@@ -123,9 +123,11 @@ core::error_code RecordHoldings(WriterState& ws, const Id& device,
 core::error_code TouchDevice(WriterState& ws, const Id& device);
 // A device's copies of values the server found damaged (Welcome.repair): each
 // one whose checksum is the damaged row's is stored again with a new seq and
-// audited (ENTRY_KIND_REPAIR); `repaired` gets their fields.
+// audited (ENTRY_KIND_REPAIR); `repaired` gets their fields and `poke_users`
+// the users assigned to their cases (sorted, once each).
 core::error_code RepairValues(WriterState& ws, const Identity& who, const v1::RepairOffer& request,
-                              Outcome* out, std::vector<FieldKey>* repaired);
+                              Outcome* out, std::vector<FieldKey>* repaired,
+                              std::vector<std::string>* poke_users);
 
 // ---- Reader side -----------------------------------------------------------------
 struct AuthOutcome : Outcome {

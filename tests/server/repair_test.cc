@@ -143,9 +143,19 @@ TEST_F(RawRepairTest, OnlyTheStoredBytesRepairAValueAndTheAuditSaysWho) {
   forged.mutable_stamp()->set_hlc(copy.stamp().hlc() + 1);
   EXPECT_EQ(Offer(*client, forged).repaired(), 0u);
 
+  // Connected beside it: siti's device (assigned the case) and eko's (not).
+  auto siti_live = Login(siti);
+  auto eko_live = Login(other);
   auto r = Offer(*client, copy);
   EXPECT_EQ(r.repaired(), 1u);
   EXPECT_EQ(r.not_taken(), 0u);
+  // Poked: the device whose pull skipped the value; not one outside the case.
+  auto poke = siti_live->Receive(std::chrono::seconds(5), /*keep_pokes=*/true);
+  EXPECT_TRUE(poke && poke->has_poke());
+  auto none = eko_live->Receive(std::chrono::milliseconds(500), /*keep_pokes=*/true);
+  EXPECT_FALSE(none && none->has_poke()) << "eko's device holds nothing of the case";
+  siti_live.reset();
+  eko_live.reset();
   EXPECT_EQ(Offer(*client, copy).repaired(), 0u) << "once repaired, nothing to repair";
   client.reset();
 
